@@ -1,0 +1,82 @@
+"""The Driver protocol: what the agent needs from a way of running workloads.
+
+One package per driver (agent/drivers/container, later agent/drivers/vm, agent/drivers/fake), each
+behind this small protocol. Handles are plain JSON-able dicts persisted by the agent in its state
+dir, so that after an agent restart `recover(handle)` can reattach to what is still running.
+Drivers translate OS/libvirt/runc failures into DriverError at their boundary.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class DriverError(Exception):
+    """A driver could not do what was asked; the message is shown to users as the reason."""
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    id: str
+    job: str
+    group: str
+    kind: str                      # container | vm
+    cpu_milli: int                 # enforced limit (request + overhead)
+    memory_bytes: int              # enforced limit (request + overhead)
+    config: dict[str, Any]         # the group's `container:` / `vm:` block
+    pids_max: int = 4096
+
+
+@dataclass
+class Handle:
+    """What a driver needs to find an instance again. `data` must be JSON-serialisable."""
+    id: str
+    driver: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExitResult:
+    exit_code: int | None          # None when unknown (e.g. it ended while the agent was down)
+    oom_killed: bool = False
+    reason: str = ""               # e.g. "OOMKilled", "exit status 3", "killed by signal 9"
+
+
+@dataclass(frozen=True)
+class Stats:
+    cpu_seconds: float = 0.0
+    memory_bytes: int = 0
+    oom_kills: int = 0
+
+
+class Driver(Protocol):
+    name: str
+
+    async def fingerprint(self) -> dict[str, str]:
+        """Node attributes this driver contributes, e.g. {"driver.container": "ok"}. A missing
+        dependency is reported as an attribute value ("unavailable: runc not found"), never raised."""
+
+    async def start(self, spec: InstanceSpec) -> Handle:
+        """Create and start the instance; return once it is running (or raise DriverError)."""
+
+    async def wait(self, handle: Handle) -> ExitResult:
+        """Complete when the instance ends, with how it ended."""
+
+    async def stop(self, handle: Handle, grace_seconds: float) -> None:
+        """Ask it to end (SIGTERM / ACPI), force it after the grace period."""
+
+    async def destroy(self, handle: Handle) -> None:
+        """Remove everything the instance left: cgroups, namespaces, overlays, files. Idempotent."""
+
+    async def recover(self, handle: Handle) -> bool:
+        """Reattach after an agent restart; False if the instance is gone."""
+
+    async def stats(self, handle: Handle) -> Stats:
+        """Measured usage, from the cgroup (containers) or libvirt + QEMU process (VMs)."""
+
+    def log_path(self, handle: Handle) -> Path:
+        """The file holding the instance's stdout/stderr or serial console."""
+
+    def address(self, handle: Handle) -> str:
+        """The instance's own IP address, or "" if it has none."""

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from agent.drivers.base import ExitResult, Handle, InstanceSpec, Stats
+
+
+class FakeDriver:
+    def __init__(self, name: str, state_dir: Path, start_delay: float = 0.0):
+        self.name = name
+        self.logs = Path(state_dir) / "logs"
+        self.start_delay = start_delay
+        self._ends: dict[str, asyncio.Future] = {}
+        self.started: list[str] = []
+
+    async def fingerprint(self) -> dict[str, str]:
+        return {f"driver.{self.name}": "ok"}
+
+    async def start(self, spec: InstanceSpec) -> Handle:
+        if self.start_delay:
+            await asyncio.sleep(self.start_delay)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        (self.logs / f"{spec.id}.log").write_text(f"fake {self.name} {spec.id} started\n")
+        self._ends[spec.id] = asyncio.get_running_loop().create_future()
+        self.started.append(spec.id)
+        return Handle(id=spec.id, driver=self.name, data={"started": time.time()})
+
+    async def wait(self, handle: Handle) -> ExitResult:
+        fut = self._ends.get(handle.id)
+        if fut is None:
+            return ExitResult(exit_code=None, reason="unknown instance")
+        return await asyncio.shield(fut)
+
+    async def stop(self, handle: Handle, grace_seconds: float) -> None:
+        fut = self._ends.get(handle.id)
+        if fut is not None and not fut.done():
+            fut.set_result(ExitResult(exit_code=143, reason="killed by signal 15"))
+
+    def exit(self, instance_id: str, code: int, oom: bool = False) -> None:
+        """Test hook: make an instance end as if its process had exited."""
+        reason = "OOMKilled" if oom else f"exit status {code}"
+        self._ends[instance_id].set_result(ExitResult(exit_code=code, oom_killed=oom, reason=reason))
+
+    async def destroy(self, handle: Handle) -> None:
+        self._ends.pop(handle.id, None)
+
+    async def recover(self, handle: Handle) -> bool:
+        # nothing survives the process that "ran" it
+        return handle.id in self._ends
+
+    async def stats(self, handle: Handle) -> Stats:
+        return Stats()
+
+    def log_path(self, handle: Handle) -> Path:
+        return self.logs / f"{handle.id}.log"
+
+    def address(self, handle: Handle) -> str:
+        return ""

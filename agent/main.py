@@ -1,0 +1,135 @@
+"""`packyard-agent`: runs workloads on one host, registers it in etcd, reports what it runs."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import signal
+import time
+from pathlib import Path
+
+import click
+import grpc
+
+from agent import fingerprint
+from agent.manager import InstanceManager
+from agent.reporter import Reporter
+from agent.registration import Registration
+from agent.server import AgentService
+from packyard.etcd import Etcd
+from packyard.records import NodeRecord
+from packyard.v1 import agent_pb2_grpc
+
+log = logging.getLogger("packyard.agent")
+
+
+def default_subnet(node: str) -> str:
+    """A /24 derived from the node name, so agents side by side don't collide by default."""
+    h = int(hashlib.sha1(node.encode()).hexdigest(), 16)
+    return f"10.{214 + h % 16}.{(h >> 8) % 256}.0/24"
+
+
+def make_drivers(names: list[str], node: str, state_dir: Path, subnet: str, bridge: str | None):
+    """Driver instances by kind, and attributes for the kinds that could not be set up."""
+    drivers, attrs = {}, {}
+    for name in names:
+        try:
+            if name == "container":
+                from agent.drivers.container import ContainerDriver
+                drivers["container"] = ContainerDriver(node=node, state_dir=state_dir,
+                                                       subnet=subnet, bridge=bridge)
+            elif name.startswith("fake"):
+                from agent.drivers.fake import FakeDriver
+                kind = name.split(":", 1)[1] if ":" in name else "container"
+                drivers[kind] = FakeDriver(kind, state_dir)
+            else:
+                attrs[f"driver.{name}"] = "unavailable: unknown driver"
+        except Exception as e:  # a missing runc or libvirt is a node attribute, not a crash
+            log.warning("driver %s unavailable: %s", name, e)
+            attrs[f"driver.{name.split(':')[0]}"] = f"unavailable: {e}"
+    return drivers, attrs
+
+
+async def serve(opts: dict) -> None:
+    node = opts["node"]
+    state_dir: Path = opts["state_dir"]
+    state_dir.mkdir(parents=True, exist_ok=True)
+    etcd = Etcd(opts["etcd"])
+    await etcd.connect()
+    drivers, attributes = make_drivers(opts["drivers"], node, state_dir, opts["subnet"], opts["bridge"])
+    for driver in drivers.values():
+        attributes.update(await driver.fingerprint())
+    attributes.update(fingerprint.host_attributes())
+    manager = InstanceManager(node, state_dir, drivers, Reporter(etcd, node))
+    adopted, dead = await manager.recover()
+    if adopted or dead:
+        log.info("reattached to %d instances; %d ended while the agent was down", len(adopted), len(dead))
+
+    server = grpc.aio.server()
+    agent_pb2_grpc.add_AgentServicer_to_server(AgentService(node, manager), server)
+    port = server.add_insecure_port(opts["listen"])
+    await server.start()
+    host = opts["listen"].rpartition(":")[0]
+    address = opts["advertise"] or f"{host}:{port}"
+    record = NodeRecord(name=node, address=address, capacity=vars(opts["capacity"]),
+                        labels=opts["labels"], attributes=attributes, started_at=time.time())
+    registration = Registration(etcd, record, ttl=opts["lease_ttl"])
+    await registration.start()
+    log.info("agent %s serving on %s, drivers: %s", node, address, ", ".join(drivers) or "none")
+    if opts["ready_file"]:
+        opts["ready_file"].write_text(address)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("agent %s stopping; instances keep running", node)
+    await registration.close()
+    await server.stop(grace=1)
+    await manager.shutdown()
+    await etcd.close()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--etcd", required=True, envvar="PACKYARD_ETCD", help="etcd client URL.")
+@click.option("--listen", default="127.0.0.1:7171", show_default=True, help="gRPC address (port 0: any).")
+@click.option("--advertise", default=None, help="Address the scheduler should use, if not --listen.")
+@click.option("--node", required=True, help="This host's node name (a DNS label).")
+@click.option("--capacity", default="", help="cpu=4,memory=8Gi[,disk=..,gpu=..]; default: detected.")
+@click.option("--labels", default="", help="k=v,... for constraints.")
+@click.option("--metrics", default=None, help="HOST:PORT for Prometheus metrics.")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+              help="Default: /var/lib/packyard/agent/<node>.")
+@click.option("--subnet", default=None, help="Container subnet (CIDR); default derived from --node.")
+@click.option("--bridge", default=None, help="Bridge name; default derived from --node.")
+@click.option("--drivers", default="container", show_default=True,
+              help="Comma list: container, fake (or fake:vm) for tests.")
+@click.option("--lease-ttl", type=int, default=10, show_default=True,
+              help="Seconds without a heartbeat before the node is declared down.")
+@click.option("--ready-file", type=click.Path(path_type=Path), default=None, hidden=True)
+@click.option("--log-level", default="info", show_default=True)
+def main(**opts):
+    """Run a packyard agent on this host."""
+    logging.basicConfig(level=opts["log_level"].upper(),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from packyard.spec import DNS_LABEL
+    if not DNS_LABEL.match(opts["node"]):
+        raise click.BadParameter("must be a DNS label (lowercase letters, digits, '-')", param_hint="--node")
+    try:
+        opts["capacity"] = fingerprint.parse_capacity(opts["capacity"], fingerprint.detect_capacity())
+        opts["labels"] = fingerprint.parse_labels(opts["labels"])
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    opts["state_dir"] = opts["state_dir"] or Path("/var/lib/packyard/agent") / opts["node"]
+    opts["subnet"] = opts["subnet"] or default_subnet(opts["node"])
+    opts["drivers"] = [d.strip() for d in opts["drivers"].split(",") if d.strip()]
+    if opts["metrics"]:
+        from prometheus_client import start_http_server
+        host, _, port = opts["metrics"].rpartition(":")
+        start_http_server(int(port), addr=host)
+    asyncio.run(serve(opts))
+
+
+if __name__ == "__main__":
+    main()

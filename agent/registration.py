@@ -1,0 +1,49 @@
+"""The agent's node record in etcd, bound to a lease the agent keeps alive. If the agent dies the
+lease expires and the record disappears: that is how the scheduler learns a node is down."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from packyard import keys, records
+from packyard.etcd import Etcd
+from packyard.records import NodeRecord
+
+log = logging.getLogger(__name__)
+
+
+class Registration:
+    def __init__(self, etcd: Etcd, record: NodeRecord, ttl: int = 10):
+        self.etcd = etcd
+        self.record = record
+        self.ttl = ttl
+        self.lease_id: int | None = None
+        self._task: asyncio.Task | None = None
+
+    async def register(self) -> None:
+        self.lease_id = await self.etcd.grant_lease(self.ttl)
+        await self.etcd.put(keys.node(self.record.name), records.dumps(self.record), lease=self.lease_id)
+
+    async def start(self) -> None:
+        await self.register()
+        self._task = asyncio.get_running_loop().create_task(self._keepalive())
+
+    async def _keepalive(self) -> None:
+        # refresh at a third of the TTL: two refreshes may fail before the node is declared down
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                if self.lease_id is None or await self.etcd.refresh_lease(self.lease_id) <= 0:
+                    log.warning("lease of node %s expired; registering again", self.record.name)
+                    await self.register()
+            except Exception as e:
+                log.warning("keeping node %s registered failed: %s", self.record.name, e)
+                self.lease_id = None
+
+    async def close(self, deregister: bool = False) -> None:
+        """Stop keeping the lease alive. The lease is left to expire unless deregister is set, so
+        an agent restarted within the TTL never looks down and its instances are not replaced."""
+        if self._task:
+            self._task.cancel()
+        if deregister and self.lease_id is not None:
+            await self.etcd.revoke_lease(self.lease_id)

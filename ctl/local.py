@@ -1,0 +1,209 @@
+"""A local multi-host cluster on one machine: `ctl local up`.
+
+Each host is its own network namespace with its own address on a bridge (10.213.0.0/24 by
+default), running a real packyard-agent; the scheduler (with its embedded etcd) runs in the root
+namespace on the bridge address. The tests use the same class, so what the README runs is what CI
+tests. Processes are started by us and ended by their PID; namespaces and the bridge are removed.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(args, check=check, capture_output=True, text=True)
+
+
+@dataclass
+class LocalHost:
+    name: str
+    netns: str
+    address: str              # the host's address on the cluster bridge
+    subnet: str               # its containers' subnet
+    port: int
+    state_dir: Path
+    labels: dict[str, str] = field(default_factory=dict)
+    capacity: str = ""
+    proc: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+class LocalCluster:
+    def __init__(self, workdir: Path, hosts: int = 3, prefix: str = "pk", net: str = "10.213.0.0/24",
+                 capacity: str = "cpu=2,memory=2Gi", labels: list[dict[str, str]] | None = None,
+                 drivers: str = "container", scheduler_port: int = 7070, etcd_port: int = 2379,
+                 lease_ttl: int = 10, confirm_timeout: float = 15.0, log_level: str = "info"):
+        self.workdir = Path(workdir)
+        self.prefix = prefix
+        self.net = ipaddress.ip_network(net)
+        self.bridge = f"{prefix}br0"[:15]
+        self.gateway = str(self.net.network_address + 1)
+        self.scheduler_port = scheduler_port
+        self.etcd_port = etcd_port
+        self.drivers = drivers
+        self.lease_ttl = lease_ttl
+        self.confirm_timeout = confirm_timeout
+        self.log_level = log_level
+        self.scheduler: subprocess.Popen | None = None
+        base = int(self.net.network_address.packed[2])
+        self.hosts = [
+            LocalHost(name=f"{prefix}-host{i}", netns=f"{prefix}-host{i}",
+                      address=str(self.net.network_address + 10 + i),
+                      subnet=f"{self.net.network_address.packed[0]}.{self.net.network_address.packed[1]}."
+                             f"{base + i}.0/24",
+                      port=7171, state_dir=self.workdir / f"host{i}",
+                      labels=(labels[i - 1] if labels and i <= len(labels) else {}), capacity=capacity)
+            for i in range(1, hosts + 1)]
+
+    # --- addresses --------------------------------------------------------------------------
+    @property
+    def scheduler_address(self) -> str:
+        return f"{self.gateway}:{self.scheduler_port}"
+
+    @property
+    def etcd_endpoint(self) -> str:
+        return f"http://{self.gateway}:{self.etcd_port}"
+
+    # --- network ----------------------------------------------------------------------------
+    def create_network(self) -> None:
+        self.destroy_network()
+        sh("ip", "link", "add", self.bridge, "type", "bridge")
+        sh("ip", "addr", "add", f"{self.gateway}/{self.net.prefixlen}", "dev", self.bridge)
+        sh("ip", "link", "set", self.bridge, "up")
+        for i, h in enumerate(self.hosts, 1):
+            outside, inside = f"{self.prefix}h{i}o"[:15], f"{self.prefix}h{i}i"[:15]
+            sh("ip", "netns", "add", h.netns)
+            sh("ip", "link", "add", outside, "type", "veth", "peer", "name", inside)
+            sh("ip", "link", "set", outside, "master", self.bridge, "up")
+            sh("ip", "link", "set", inside, "netns", h.netns)
+            ns = ("ip", "netns", "exec", h.netns)
+            sh(*ns, "ip", "link", "set", "lo", "up")
+            sh(*ns, "ip", "link", "set", inside, "name", "eth0")
+            sh(*ns, "ip", "addr", "add", f"{h.address}/{self.net.prefixlen}", "dev", "eth0")
+            sh(*ns, "ip", "link", "set", "eth0", "up")
+            sh(*ns, "ip", "route", "add", "default", "via", self.gateway)
+            # the root namespace reaches each host's containers through that host
+            sh("ip", "route", "replace", h.subnet, "via", h.address)
+
+    def destroy_network(self) -> None:
+        for h in self.hosts:
+            sh("ip", "route", "del", h.subnet, check=False)
+            sh("ip", "netns", "del", h.netns, check=False)
+        sh("ip", "link", "del", self.bridge, check=False)
+
+    # --- processes -------------------------------------------------------------------------
+    def _spawn(self, args: list[str], log: Path, netns: str | None = None) -> subprocess.Popen:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        prefix = ["ip", "netns", "exec", netns] if netns else []
+        with open(log, "ab") as out:
+            return subprocess.Popen(prefix + args, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def start_scheduler(self, wait: float = 30.0) -> None:
+        ready = self.workdir / "scheduler.ready"
+        ready.unlink(missing_ok=True)
+        self.scheduler = self._spawn(
+            [sys.executable, "-m", "scheduler.main", "--listen", self.scheduler_address,
+             "--state-dir", str(self.workdir / "scheduler"),
+             "--embedded-etcd-listen", f"{self.gateway}:{self.etcd_port}",
+             "--confirm-timeout", str(self.confirm_timeout), "--ready-file", str(ready),
+             "--log-level", self.log_level],
+            self.workdir / "logs" / "scheduler.log")
+        self._wait_file(ready, self.scheduler, "scheduler", wait)
+
+    def start_agent(self, h: LocalHost, wait: float = 30.0) -> None:
+        ready = h.state_dir.with_suffix(".ready")
+        ready.unlink(missing_ok=True)
+        labels = ",".join(f"{k}={v}" for k, v in h.labels.items())
+        h.proc = self._spawn(
+            [sys.executable, "-m", "agent.main", "--etcd", self.etcd_endpoint,
+             "--listen", h.endpoint, "--node", h.name, "--state-dir", str(h.state_dir),
+             "--subnet", h.subnet, "--drivers", self.drivers, "--lease-ttl", str(self.lease_ttl),
+             "--ready-file", str(ready), "--log-level", self.log_level,
+             *(["--capacity", h.capacity] if h.capacity else []),
+             *(["--labels", labels] if labels else [])],
+            self.workdir / "logs" / f"{h.name}.log", netns=h.netns)
+        self._wait_file(ready, h.proc, h.name, wait)
+
+    def _wait_file(self, path: Path, proc: subprocess.Popen, what: str, wait: float) -> None:
+        deadline = time.monotonic() + wait
+        while not path.exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {proc.returncode}; see {self.workdir}/logs")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} not ready after {wait}s; see {self.workdir}/logs")
+            time.sleep(0.05)
+
+    @staticmethod
+    def kill(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, wait: float = 15.0) -> None:
+        if proc is None or proc.poll() is not None:
+            return
+        os.kill(proc.pid, sig)
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def up(self) -> "LocalCluster":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.create_network()
+        try:
+            self.start_scheduler()
+            for h in self.hosts:
+                self.start_agent(h)
+        except Exception:
+            self.down()
+            raise
+        return self
+
+    def down(self, stop_instances: bool = True) -> None:
+        """End our processes by PID, then remove what the agents left (instances, cgroups)."""
+        for h in self.hosts:
+            self.kill(h.proc)
+        self.kill(self.scheduler)
+        if stop_instances:
+            cleanup_agent_leftovers([h.name for h in self.hosts], [h.state_dir for h in self.hosts],
+                                    [h.netns for h in self.hosts])
+        self.destroy_network()
+
+    def ctl(self, *args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ctl.main", "--scheduler", self.scheduler_address,
+                               *args], capture_output=True, text=True, timeout=timeout, check=check)
+
+
+def cleanup_agent_leftovers(nodes: list[str], state_dirs: list[Path], netns: list[str]) -> None:
+    """What an agent leaves running by design (instances outlive it for reattach) removed for good:
+    runc containers, their namespaces, mounts and cgroups."""
+    for node, state_dir, ns in zip(nodes, state_dirs, netns, strict=True):
+        root = state_dir / "runc"
+        if root.exists():
+            listing = sh("runc", "--root", str(root), "list", "-q", check=False).stdout.split()
+            for cid in listing:
+                sh("runc", "--root", str(root), "delete", "--force", cid, check=False)
+        for mount in reversed(Path("/proc/self/mounts").read_text().splitlines()):
+            target = mount.split()[1]
+            if target.startswith(str(state_dir)):
+                sh("umount", "-l", target, check=False)
+        for pattern in (f"/sys/fs/cgroup/*/packyard/{node}", f"/sys/fs/cgroup/packyard/{node}"):
+            for d in sorted(Path("/").glob(pattern.lstrip("/")), key=lambda p: -len(p.parts)):
+                for sub in sorted(d.rglob("*"), key=lambda p: -len(p.parts)):
+                    if sub.is_dir():
+                        try:
+                            sub.rmdir()
+                        except OSError:
+                            pass
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass

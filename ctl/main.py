@@ -1,0 +1,178 @@
+"""`ctl`: talk to the packyard scheduler. Bad input exits 2 with one clear line, never a traceback."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+import grpc
+
+from ctl import render
+from ctl.client import Client, SchedulerUnreachable
+from packyard.records import TERMINAL
+from packyard.spec import SpecError, load_yaml
+from packyard.v1 import common_pb2, scheduler_pb2
+
+# gRPC codes that mean the request itself was wrong (the user must change it): exit 2
+BAD_INPUT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+             grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS}
+output_option = click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
+                             show_default=True, help="Output format.")
+
+
+def fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def emit(data, text: str, output: str) -> None:
+    click.echo(json.dumps(data, indent=2) if output == "json" else text)
+
+
+class Ctl(click.Group):
+    """Turns every expected failure into `error: ...` and an exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SpecError as e:
+            fail("invalid job spec:\n  " + "\n  ".join(e.errors), 2)
+        except SchedulerUnreachable as e:
+            fail(str(e), 1)
+        except grpc.RpcError as e:
+            fail(e.details() or e.code().name, 2 if e.code() in BAD_INPUT else 1)
+        except OSError as e:
+            fail(str(e), 2)
+
+
+@click.group(cls=Ctl, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--scheduler", envvar="PACKYARD_SCHEDULER", default="127.0.0.1:7070", show_default=True,
+              help="HOST:PORT[,HOST:PORT...] of the scheduler replicas (env PACKYARD_SCHEDULER).")
+@click.option("--timeout", "rpc_timeout", type=float, default=10.0, show_default=True, hidden=True)
+@click.pass_context
+def cli(ctx, scheduler, rpc_timeout):
+    """Submit and watch jobs on a packyard cluster."""
+    ctx.obj = Client(scheduler, timeout=rpc_timeout)
+    ctx.call_on_close(ctx.obj.close)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--wait", is_flag=True, help="Wait until every instance runs (exit 0) or one fails.")
+@click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds to --wait.")
+@output_option
+@click.pass_obj
+def submit(client: Client, file: Path, wait: bool, timeout: float, output: str):
+    """Submit the job in FILE (YAML)."""
+    try:
+        text = file.read_text()
+    except OSError as e:
+        fail(f"cannot read {file}: {e.strerror}", 2)
+    spec = load_yaml(text)
+    reply = client.call("Submit", scheduler_pb2.SubmitRequest(spec_json=spec.to_json()))
+    if not wait:
+        data = {"name": reply.name, "version": reply.version, "changed": reply.changed,
+                "instances": list(reply.instance_ids)}
+        verb = "submitted" if reply.changed else "unchanged"
+        emit(data, f"job {reply.name} {verb} (version {reply.version}, "
+                   f"{len(reply.instance_ids)} instances)", output)
+        return
+    status = wait_running(client, reply.name, timeout, quiet=output == "json")
+    emit(render.status_json(status), render.status_table(status), output)
+    bad = [i for i in status.instances if i.desired == "run" and i.state in TERMINAL - {"exited"}]
+    if bad:
+        fail(f"{len(bad)} instance(s) of {reply.name} did not run: {bad[0].id} {bad[0].state}"
+             + (f" ({bad[0].reason})" if bad[0].reason else ""), 1)
+
+
+def wait_running(client: Client, name: str, timeout: float, quiet: bool) -> scheduler_pb2.JobStatus:
+    """Poll until every instance meant to run is running (or has ended); progress on stderr."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        status = client.call("Status", scheduler_pb2.StatusRequest(name=name))
+        current = [i for i in status.instances if i.desired == "run"]
+        counts: dict[str, int] = {}
+        for i in current:
+            counts[i.state] = counts.get(i.state, 0) + 1
+        line = f"{name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        if line != last and not quiet:
+            click.echo(line, err=True)
+            last = line
+        if current and all(i.state == "running" or i.state in TERMINAL for i in current):
+            return status
+        if time.monotonic() > deadline:
+            pending = [i for i in current if i.state in ("pending", "starting")]
+            why = f": {pending[0].id} {pending[0].state} ({pending[0].reason})" if pending else ""
+            fail(f"timed out after {timeout:g}s waiting for {name}{why}", 1)
+        time.sleep(0.05 if time.monotonic() - (deadline - timeout) < 2 else 0.25)
+
+
+@cli.command()
+@click.argument("job")
+@output_option
+@click.pass_obj
+def status(client: Client, job: str, output: str):
+    """Show a job's instances: where they run, their state, and why any are pending."""
+    reply = client.call("Status", scheduler_pb2.StatusRequest(name=job))
+    emit(render.status_json(reply), render.status_table(reply), output)
+
+
+@cli.command(name="list")
+@output_option
+@click.pass_obj
+def list_jobs(client: Client, output: str):
+    """List jobs."""
+    reply = client.call("List", scheduler_pb2.ListRequest())
+    data = [{"name": j.name, "state": j.state, "priority": j.priority, "version": j.version,
+             "instances": dict(j.instances_by_state)} for j in reply.jobs]
+    emit(data, render.jobs_table(list(reply.jobs)), output)
+
+
+@cli.command()
+@output_option
+@click.pass_obj
+def nodes(client: Client, output: str):
+    """List hosts: state, capacity, what is reserved on them."""
+    reply = client.call("Nodes", scheduler_pb2.NodesRequest())
+    emit([render.node_json(n) for n in reply.nodes], render.nodes_table(list(reply.nodes)), output)
+
+
+@cli.command()
+@click.argument("instance_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing as the instance writes.")
+@click.option("--tail", type=int, default=0, help="Only the last N bytes.")
+@output_option
+@click.pass_obj
+def logs(client: Client, instance_id: str, follow: bool, tail: int, output: str):
+    """Print an instance's stdout/stderr (containers) or serial console (VMs)."""
+    req = common_pb2.LogsRequest(instance_id=instance_id, tail_bytes=tail, follow=follow)
+    if output == "json":
+        data = b"".join(c.data for c in client.stream("Logs", req))
+        click.echo(json.dumps({"id": instance_id, "log": data.decode(errors="replace")}))
+        return
+    out = sys.stdout.buffer
+    for chunk in client.stream("Logs", req):
+        out.write(chunk.data)
+        out.flush()
+
+
+@cli.command()
+@click.argument("job")
+@output_option
+@click.pass_obj
+def stop(client: Client, job: str, output: str):
+    """Stop every instance of a job (SIGTERM, then SIGKILL after a grace period)."""
+    reply = client.call("Stop", scheduler_pb2.StopRequest(name=job))
+    emit({"name": reply.name, "stopping": reply.stopping},
+         f"job {reply.name}: stopping {reply.stopping} instance(s)", output)
+
+
+def main() -> None:
+    cli(prog_name="ctl")
+
+
+if __name__ == "__main__":
+    main()

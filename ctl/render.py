@@ -1,0 +1,81 @@
+"""Turning API replies into the JSON shapes of the CLI contract and into tables."""
+from __future__ import annotations
+
+from packyard.quantity import format_bytes, format_cpu
+from packyard.v1 import common_pb2, scheduler_pb2
+
+
+def resources_json(r: common_pb2.Resources) -> dict:
+    out = {"cpu": r.cpu_milli / 1000, "memory": r.memory_bytes}
+    if r.disk_bytes:
+        out["disk"] = r.disk_bytes
+    if r.gpu_milli:
+        out["gpu"] = r.gpu_milli / 1000
+    return out
+
+
+def instance_json(i: scheduler_pb2.Instance) -> dict:
+    out = {"id": i.id, "group": i.group, "node": i.node, "state": i.state, "reason": i.reason,
+           "kind": i.kind, "desired": i.desired, "address": i.address,
+           "reserved": resources_json(i.reserved)}
+    out["exit_code"] = i.exit_code if i.has_exit_code else None
+    return out
+
+
+def status_json(s: scheduler_pb2.JobStatus) -> dict:
+    return {"name": s.name, "state": s.state, "priority": s.priority, "version": s.version,
+            "submitted_at": s.submitted_at, "instances": [instance_json(i) for i in s.instances]}
+
+
+def node_json(n: scheduler_pb2.Node) -> dict:
+    return {"name": n.name, "state": n.state, "address": n.address, "labels": dict(n.labels),
+            "capacity": resources_json(n.capacity), "allocated": resources_json(n.allocated),
+            "usage": resources_json(n.usage), "instances": n.instances,
+            "attributes": dict(n.attributes)}
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def status_table(s: scheduler_pb2.JobStatus) -> str:
+    counts: dict[str, int] = {}
+    for i in s.instances:
+        counts[i.state] = counts.get(i.state, 0) + 1
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    head = f"job {s.name} ({s.state}, version {s.version}, priority {s.priority}): {summary or 'no instances'}"
+    rows = []
+    for i in s.instances:
+        if i.desired == "stop" and i.state in ("stopped", "lost") and s.state == "running":
+            continue  # replaced or scaled away: history, shown with -o json
+        reason = i.reason
+        if i.has_exit_code and i.state in ("exited", "failed"):
+            reason = f"exit {i.exit_code}" + (f": {reason}" if reason and "exit status" not in reason else "")
+        rows.append([i.id, i.group, i.node or "-", i.state, i.address or "-", reason])
+    return head + "\n" + table(["ID", "GROUP", "NODE", "STATE", "ADDRESS", "REASON"], rows)
+
+
+def nodes_table(nodes: list[scheduler_pb2.Node]) -> str:
+    rows = []
+    for n in nodes:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(n.labels.items()))
+        rows.append([n.name, n.state, n.address,
+                     f"{format_cpu(n.allocated.cpu_milli)}/{format_cpu(n.capacity.cpu_milli)}",
+                     f"{format_bytes(n.allocated.memory_bytes)}/{format_bytes(n.capacity.memory_bytes)}",
+                     str(n.instances), labels or "-"])
+    return table(["NAME", "STATE", "ADDRESS", "CPU (alloc/cap)", "MEMORY (alloc/cap)", "INSTANCES",
+                  "LABELS"], rows)
+
+
+def jobs_table(jobs: list[scheduler_pb2.JobSummary]) -> str:
+    rows = []
+    for j in jobs:
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(j.instances_by_state.items()))
+        rows.append([j.name, j.state, str(j.priority), str(j.version), counts or "-"])
+    return table(["NAME", "STATE", "PRIORITY", "VERSION", "INSTANCES"], rows)

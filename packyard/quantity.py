@@ -1,0 +1,79 @@
+"""Resource quantities: parse what users type ("250m", 0.25, "64Mi", "1G") into exact integers.
+
+cpu is kept in milli-cores and memory/disk in bytes so that sums and comparisons never suffer
+float rounding (a host "full" at 3.9999999 cores would strand a 1-core instance).
+"""
+from __future__ import annotations
+
+import re
+
+_BINARY = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
+_DECIMAL = {"K": 10**3, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+_BYTES_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|k|M|G|T|B)?\s*$")
+_CPU_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m)?\s*$")
+
+
+class QuantityError(ValueError):
+    """A quantity that cannot be parsed; the message says what was expected."""
+
+
+def parse_cpu_milli(value: object) -> int:
+    """Cores as a number (0.25) or a string ("0.25", "250m") -> milli-cores."""
+    if isinstance(value, bool):
+        raise QuantityError("expected cores as a number (0.25) or milli-cores as a string ('250m')")
+    if isinstance(value, (int, float)):
+        milli = float(value) * 1000
+    elif isinstance(value, str):
+        match = _CPU_RE.match(value)
+        if not match:
+            raise QuantityError(f"'{value}' is not a cpu quantity (use 0.25 or '250m')")
+        number = float(match.group(1))
+        milli = number if match.group(2) else number * 1000
+    else:
+        raise QuantityError("expected cores as a number (0.25) or milli-cores as a string ('250m')")
+    if milli != milli or milli < 0:
+        raise QuantityError("must not be negative")
+    if milli and milli < 1:
+        raise QuantityError("must be at least 1m (0.001 cores)")
+    return int(round(milli))
+
+
+def parse_bytes(value: object) -> int:
+    """Bytes as an integer or a string with a unit: Ki/Mi/Gi/Ti (binary), K/M/G/T (decimal)."""
+    if isinstance(value, bool):
+        raise QuantityError("expected bytes as an integer or a string such as '64Mi'")
+    if isinstance(value, int):
+        number, unit = float(value), "B"
+    elif isinstance(value, float) and value.is_integer():
+        number, unit = value, "B"
+    elif isinstance(value, str):
+        match = _BYTES_RE.match(value)
+        if not match:
+            raise QuantityError(
+                f"'{value}' is not a size (use a unit: Ki, Mi, Gi, Ti, K, M, G, T, e.g. '64Mi')")
+        number, unit = float(match.group(1)), match.group(2) or "B"
+    else:
+        raise QuantityError("expected bytes as an integer or a string such as '64Mi'")
+    if number < 0:
+        raise QuantityError("must not be negative")
+    scale = _BINARY.get(unit) or _DECIMAL.get(unit) or 1
+    return int(round(number * scale))
+
+
+def format_bytes(n: int | float) -> str:
+    """Human-readable binary size: 67108864 -> '64Mi'."""
+    n = float(n)
+    for unit in ("Ti", "Gi", "Mi", "Ki"):
+        scale = _BINARY[unit]
+        if abs(n) >= scale:
+            value = n / scale
+            digits = 0 if value >= 100 else 1 if value >= 10 else 2   # three significant digits
+            text = f"{value:.{digits}f}"
+            return (text.rstrip("0").rstrip(".") if "." in text else text) + unit
+    return f"{int(n)}B"
+
+
+def format_cpu(milli: int | float) -> str:
+    """Milli-cores as cores: 250 -> '0.25', 4000 -> '4'."""
+    cores = milli / 1000
+    return f"{cores:.3f}".rstrip("0").rstrip(".") or "0"

@@ -1,0 +1,94 @@
+"""The JSON records stored under the keys of packyard.keys. Compact (short separators, no nulls)
+because issue 7 stores hundreds of thousands of them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# Instance states as users see them (ctl status). `pending` and `starting` are the scheduler's view
+# (no node yet / node told but no report yet); the rest are reported by the agent.
+PENDING, STARTING, RUNNING, EXITED, FAILED, LOST, STOPPED = (
+    "pending", "starting", "running", "exited", "failed", "lost", "stopped")
+STATES = (PENDING, STARTING, RUNNING, EXITED, FAILED, LOST, STOPPED)
+TERMINAL = frozenset({EXITED, FAILED, LOST, STOPPED})
+
+
+def dumps(record: Any) -> bytes:
+    data = {k: v for k, v in dataclasses.asdict(record).items() if v not in (None, "", {}, [])}
+    return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+
+
+def loads(cls: type[T], raw: bytes | str) -> T:
+    data = json.loads(raw)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class ResourceAmounts:
+    """Exact integer amounts; the same units as packyard.v1.Resources."""
+    cpu_milli: int = 0
+    memory_bytes: int = 0
+    disk_bytes: int = 0
+    gpu_milli: int = 0
+
+    @classmethod
+    def of(cls, d: dict[str, int] | None) -> "ResourceAmounts":
+        return cls(**(d or {}))
+
+    def __add__(self, o: "ResourceAmounts") -> "ResourceAmounts":
+        return ResourceAmounts(self.cpu_milli + o.cpu_milli, self.memory_bytes + o.memory_bytes,
+                               self.disk_bytes + o.disk_bytes, self.gpu_milli + o.gpu_milli)
+
+
+@dataclass
+class NodeRecord:
+    name: str
+    address: str                        # the agent's gRPC host:port
+    capacity: dict[str, int]            # ResourceAmounts fields
+    labels: dict[str, str] = field(default_factory=dict)
+    attributes: dict[str, str] = field(default_factory=dict)   # drivers, cgroup version, kernel...
+    started_at: float = 0.0
+
+
+@dataclass
+class JobRecord:
+    name: str
+    spec_json: str
+    version: int = 1
+    desired: str = "run"                # run | stop
+    submitted_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass
+class InstanceRecord:
+    id: str
+    job: str
+    group: str
+    index: int
+    kind: str
+    version: int                        # the job version this instance was made for
+    ghash: str = ""                     # hash of its group's spec: a changed group is replaced
+    desired: str = "run"                # run | stop
+    node: str = ""                      # empty while pending
+    reserved: dict[str, int] = field(default_factory=dict)   # on `node`, overhead included
+    placed_at: float = 0.0
+    attempts: int = 0                   # placements so far (re-placed after lost / unconfirmed)
+    reason: str = ""                    # why it is pending, or why it was lost
+    lost: bool = False                  # its node went away; kept for status, never run again
+
+
+@dataclass
+class StateRecord:
+    id: str
+    state: str                          # starting | running | exited | failed | stopped
+    reason: str = ""
+    exit_code: int | None = None
+    address: str = ""                   # the instance's own IP on the host's bridge
+    updated_at: float = 0.0

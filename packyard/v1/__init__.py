@@ -1,0 +1,1 @@
+"""Generated gRPC API (packyard.v1); regenerate with `python proto/generate.py`."""

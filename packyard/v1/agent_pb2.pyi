@@ -1,0 +1,86 @@
+from packyard.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class InstanceSpec(_message.Message):
+    __slots__ = ("id", "job", "group", "kind", "request", "limit", "driver_json")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_JSON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    job: str
+    group: str
+    kind: str
+    request: _common_pb2.Resources
+    limit: _common_pb2.Resources
+    driver_json: str
+    def __init__(self, id: _Optional[str] = ..., job: _Optional[str] = ..., group: _Optional[str] = ..., kind: _Optional[str] = ..., request: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., limit: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., driver_json: _Optional[str] = ...) -> None: ...
+
+class StartRequest(_message.Message):
+    __slots__ = ("node", "instances")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    instances: _containers.RepeatedCompositeFieldContainer[InstanceSpec]
+    def __init__(self, node: _Optional[str] = ..., instances: _Optional[_Iterable[_Union[InstanceSpec, _Mapping]]] = ...) -> None: ...
+
+class StartResult(_message.Message):
+    __slots__ = ("id", "accepted", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    accepted: bool
+    error: str
+    def __init__(self, id: _Optional[str] = ..., accepted: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class StartResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[StartResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[StartResult, _Mapping]]] = ...) -> None: ...
+
+class AgentStopRequest(_message.Message):
+    __slots__ = ("node", "ids", "grace_seconds")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    grace_seconds: float
+    def __init__(self, node: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., grace_seconds: _Optional[float] = ...) -> None: ...
+
+class AgentStopResponse(_message.Message):
+    __slots__ = ("stopping",)
+    STOPPING_FIELD_NUMBER: _ClassVar[int]
+    stopping: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, stopping: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class InventoryRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class InventoryEntry(_message.Message):
+    __slots__ = ("id", "state")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    state: str
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
+
+class InventoryResponse(_message.Message):
+    __slots__ = ("node", "instances")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    instances: _containers.RepeatedCompositeFieldContainer[InventoryEntry]
+    def __init__(self, node: _Optional[str] = ..., instances: _Optional[_Iterable[_Union[InventoryEntry, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,46 @@
+"""gRPC clients for the agents, one channel per agent address, reused across calls."""
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from packyard.v1 import agent_pb2, agent_pb2_grpc, common_pb2
+
+log = logging.getLogger(__name__)
+
+
+class AgentClients:
+    def __init__(self, timeout: float = 10.0):
+        self.timeout = timeout
+        self._stubs: dict[str, agent_pb2_grpc.AgentStub] = {}
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def stub(self, address: str) -> agent_pb2_grpc.AgentStub:
+        stub = self._stubs.get(address)
+        if stub is None:
+            channel = grpc.aio.insecure_channel(address)
+            self._channels[address] = channel
+            stub = self._stubs[address] = agent_pb2_grpc.AgentStub(channel)
+        return stub
+
+    async def start(self, node: str, address: str,
+                    specs: list[agent_pb2.InstanceSpec]) -> agent_pb2.StartResponse:
+        return await self.stub(address).Start(
+            agent_pb2.StartRequest(node=node, instances=specs), timeout=self.timeout)
+
+    async def stop(self, node: str, address: str, ids: list[str], grace: float) -> None:
+        await self.stub(address).Stop(
+            agent_pb2.AgentStopRequest(node=node, ids=ids, grace_seconds=grace), timeout=self.timeout)
+
+    async def logs(self, address: str, req: common_pb2.LogsRequest) -> AsyncIterator[common_pb2.LogChunk]:
+        call = self.stub(address).Logs(req, timeout=None if req.follow else self.timeout)
+        async for chunk in call:
+            yield chunk
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+        self._stubs.clear()

@@ -1,0 +1,312 @@
+"""The control loop: watch etcd → reconcile each changed job → place pending instances → commit
+the plan to etcd → tell the agents. Runs as one task, so decisions never race each other; every
+change is written to etcd (revision-checked) before any agent hears of it.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from packyard import keys, records
+from packyard.etcd import MAX_TXN_OPS, Etcd, Event
+from packyard.records import STARTING, TERMINAL, InstanceRecord, ResourceAmounts
+from packyard.spec import JobSpec, load_json
+from packyard.v1 import agent_pb2, common_pb2
+from scheduler import placement
+from scheduler.agents import AgentClients
+from scheduler.reconciler import Config as ReconcileConfig
+from scheduler.reconciler import Result, reconcile
+from scheduler.state import ClusterState, Entry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    tick: float = 1.0                 # re-evaluate at least this often (timeouts, retries)
+    resend_after: float = 2.0         # re-send Start/Stop not yet acknowledged by a report
+    stop_grace: float = 10.0          # SIGTERM → SIGKILL for `ctl stop`
+    reconcile: ReconcileConfig = ReconcileConfig()
+    engine: placement.EngineConfig = dataclasses.field(default_factory=placement.EngineConfig)
+
+
+def to_resources(a: ResourceAmounts) -> common_pb2.Resources:
+    return common_pb2.Resources(cpu_milli=a.cpu_milli, memory_bytes=a.memory_bytes,
+                                disk_bytes=a.disk_bytes, gpu_milli=a.gpu_milli)
+
+
+class Controller:
+    def __init__(self, etcd: Etcd, agents: AgentClients, config: ControllerConfig = ControllerConfig(),
+                 clock: Callable[[], float] = time.time):
+        self.etcd = etcd
+        self.agents = agents
+        self.config = config
+        self.clock = clock
+        self.state = ClusterState()
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+        self._told: dict[str, float] = {}          # instance id -> when an agent was last told
+        self._specs: dict[tuple[str, int], JobSpec] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._background: set[asyncio.Task] = set()
+        self.ready = asyncio.Event()
+        # One decision at a time: evaluations and API writes both read-modify-write the cache.
+        self.lock = asyncio.Lock()
+
+    # --- life cycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        for prefix in (keys.NODES, keys.JOBS, keys.INSTANCES, keys.STATE):
+            revision, kvs = await self.etcd.get_prefix(prefix)
+            self._dirty |= self.state.load(prefix, kvs)
+            self._tasks.append(await self.etcd.watch_prefix(prefix, revision + 1, self._on_events))
+        self._dirty.add("*")
+        self._tasks.append(asyncio.get_running_loop().create_task(self._run()))
+        self.ready.set()
+
+    async def stop(self) -> None:
+        for t in self._tasks + list(self._background):
+            t.cancel()
+        for t in self._tasks + list(self._background):
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _on_events(self, batch: list[Event]) -> None:
+        for ev in batch:
+            self._dirty |= self.state.apply(ev)
+        self.kick()
+
+    def kick(self, job: str | None = None) -> None:
+        if job:
+            self._dirty.add(job)
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.config.tick)
+            except TimeoutError:
+                self._dirty.add("*")   # timeouts and retries are due even without events
+            self._wake.clear()
+            try:
+                async with self.lock:
+                    await self.evaluate()
+            except Exception:
+                log.exception("evaluation failed; retrying on the next tick")
+                self._dirty.add("*")
+                await asyncio.sleep(self.config.tick)
+
+    # --- one evaluation ---------------------------------------------------------------------
+    async def evaluate(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        jobs = list(self.state.jobs) if "*" in dirty else [j for j in dirty if j in self.state.jobs]
+        now = self.clock()
+        ready = self.ready_nodes()
+        for name in jobs:
+            result = self.reconcile_job(name, ready, now)
+            if not result.empty:
+                await self.apply(result)
+        await self.place_pending()
+        await self.resend(now)
+
+    def ready_nodes(self) -> set[str]:
+        return set(self.state.nodes)
+
+    def spec_of(self, job: records.JobRecord) -> JobSpec:
+        key = (job.name, job.version)
+        spec = self._specs.get(key)
+        if spec is None:
+            spec = self._specs[key] = load_json(job.spec_json)
+        return spec
+
+    def reconcile_job(self, name: str, ready: set[str], now: float) -> Result:
+        job = self.state.jobs[name]
+        return reconcile(job, self.spec_of(job), self.state.job_entries(name), ready, now,
+                         self.config.reconcile)
+
+    async def apply(self, result: Result) -> None:
+        """Write a reconcile result; then tell agents to stop what should no longer run."""
+        writes = [*result.create, *result.stop, *result.lost, *result.unassign]
+        await self.commit(writes)
+        to_stop = [r for r in result.stop if r.node]
+        await self.tell_stop(to_stop)
+
+    async def commit(self, recs: list[InstanceRecord],
+                     first: tuple[str, bytes, int] | None = None) -> bool:
+        """Revision-checked writes (a record changed by someone else since we read it is left
+        alone and re-evaluated), applied to the cache at once so the next decision sees them.
+        `first` (key, value, expected revision) goes into the first transaction: a job record
+        that must not be written unless its instances are, and vice versa for the first chunk."""
+        ok_all = True
+        step = MAX_TXN_OPS - 1
+        for i in range(0, max(len(recs), 1), step):
+            chunk = recs[i:i + step]
+            writes = [first] if first and i == 0 else []
+            if not chunk and not writes:
+                break
+            for r in chunk:
+                entry = self.state.instances.get(r.id)
+                writes.append((keys.instance(r.job, r.id), records.dumps(r),
+                               entry.mod_revision if entry else 0))
+            revision = await self.etcd.put_if_unchanged(writes)
+            if not revision:
+                self._dirty.add("*")
+                if first and i == 0:
+                    return False
+                ok_all = False
+                continue
+            for key, value, _ in writes:
+                self.state.apply(Event("put", key, value, revision))
+        return ok_all
+
+    # --- placement ----------------------------------------------------------------------------
+    def pending(self) -> dict[tuple[str, str], list[Entry]]:
+        out: dict[tuple[str, str], list[Entry]] = defaultdict(list)
+        for e in self.state.instances.values():
+            r = e.record
+            if r.desired == "run" and not r.node and not r.lost and r.job in self.state.jobs:
+                out[(r.job, r.group)].append(e)
+        return out
+
+    def host_table(self) -> placement.HostTable:
+        alloc = self.state.allocated()
+        hosts = [placement.Host(name=n.name, capacity=ResourceAmounts.of(n.capacity),
+                                allocated=alloc.get(n.name, ResourceAmounts()), ready=True,
+                                labels=n.labels, attributes=n.attributes)
+                 for n in self.state.nodes.values()]
+        return placement.HostTable.from_hosts(hosts)
+
+    async def place_pending(self) -> None:
+        pending = self.pending()
+        if not pending:
+            return
+        asks, members = [], []
+        # higher priority first, then first come first served
+        def urgency(k: tuple[str, str]) -> tuple:
+            job = self.state.jobs[k[0]]
+            return (-self.spec_of(job).priority, job.submitted_at, k)
+        order = sorted(pending, key=urgency)
+        for job_name, group_name in order:
+            job = self.state.jobs[job_name]
+            spec = self.spec_of(job)
+            group = spec.group(group_name)
+            entries = sorted(pending[(job_name, group_name)], key=lambda e: e.record.index)
+            res = group.resources
+            asks.append(placement.GroupAsk(
+                job=job_name, group=group_name, count=len(entries), kind=group.kind,
+                priority=spec.priority,
+                request=ResourceAmounts(res.cpu, res.memory, res.disk, res.gpu),
+                constraints=list(group.constraints)))
+            members.append(entries)
+        table = self.host_table()
+        results = placement.place(table, asks, self.config.engine)
+        now = self.clock()
+        placed: list[InstanceRecord] = []
+        unplaced: list[InstanceRecord] = []
+        for result, entries in zip(results, members, strict=True):
+            reserved = dataclasses.asdict(result.reserved)
+            for entry, host in zip(entries, result.hosts, strict=False):
+                placed.append(replace(entry.record, node=host, reserved=reserved, placed_at=now,
+                                      attempts=entry.record.attempts + 1, reason=""))
+            reason = explain(result)
+            for entry in entries[len(result.hosts):]:
+                if entry.record.reason != reason:
+                    unplaced.append(replace(entry.record, reason=reason))
+        await self.commit(placed + unplaced)
+        await self.tell_start([r for r in placed if self._is_current(r)])
+
+    def _is_current(self, r: InstanceRecord) -> bool:
+        e = self.state.instances.get(r.id)
+        return e is not None and e.record.node == r.node and e.record.placed_at == r.placed_at
+
+    # --- telling agents -----------------------------------------------------------------------
+    def instance_spec(self, r: InstanceRecord) -> agent_pb2.InstanceSpec:
+        spec = self.spec_of(self.state.jobs[r.job])
+        group = spec.group(r.group)
+        res = group.resources
+        return agent_pb2.InstanceSpec(
+            id=r.id, job=r.job, group=r.group, kind=r.kind,
+            request=to_resources(ResourceAmounts(res.cpu, res.memory, res.disk, res.gpu)),
+            limit=to_resources(ResourceAmounts.of(r.reserved)),
+            driver_json=json.dumps(group.driver_config()))
+
+    async def tell_start(self, recs: list[InstanceRecord]) -> None:
+        by_node: dict[str, list[InstanceRecord]] = defaultdict(list)
+        for r in recs:
+            by_node[r.node].append(r)
+        now = self.clock()
+        for node, rs in by_node.items():
+            for r in rs:
+                self._told[r.id] = now
+            self._spawn(self._start_on(node, rs))
+
+    async def _start_on(self, node: str, recs: list[InstanceRecord]) -> None:
+        rec = self.state.nodes.get(node)
+        if rec is None:
+            return
+        specs = [self.instance_spec(r) for r in recs if r.job in self.state.jobs]
+        try:
+            reply = await self.agents.start(node, rec.address, specs)
+            for res in reply.results:
+                if not res.accepted:
+                    log.warning("agent %s refused %s: %s", node, res.id, res.error)
+        except Exception as e:  # unreachable agent: resend / confirm timeout deal with it
+            log.warning("telling %s to start %d instances failed: %s", node, len(recs), e)
+
+    async def tell_stop(self, recs: list[InstanceRecord]) -> None:
+        by_node: dict[str, list[str]] = defaultdict(list)
+        now = self.clock()
+        for r in recs:
+            by_node[r.node].append(r.id)
+            self._told[r.id] = now
+        for node, ids in by_node.items():
+            self._spawn(self._stop_on(node, ids))
+
+    async def _stop_on(self, node: str, ids: list[str]) -> None:
+        rec = self.state.nodes.get(node)
+        if rec is None:
+            return
+        try:
+            await self.agents.stop(node, rec.address, ids, self.config.stop_grace)
+        except Exception as e:
+            log.warning("telling %s to stop %d instances failed: %s", node, len(ids), e)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def resend(self, now: float) -> None:
+        """Start/Stop messages can be lost (agent restarting, network cut): say them again until
+        the agent's report shows it heard."""
+        starts, stops = [], []
+        for e in self.state.instances.values():
+            r = e.record
+            if not r.node or r.lost or r.node not in self.state.nodes:
+                continue
+            if now - self._told.get(r.id, 0.0) < self.config.resend_after:
+                continue
+            state = self.state.state_of(e)
+            if r.desired == "run" and state == STARTING and e.state is None:
+                starts.append(r)
+            elif r.desired == "stop" and state not in TERMINAL:
+                stops.append(r)
+        if starts:
+            await self.tell_start(starts)
+        if stops:
+            await self.tell_stop(stops)
+
+
+def explain(result: placement.GroupPlacement) -> str:
+    """Why instances of a group are still pending: `no host fits: 2 not enough memory, ...`."""
+    if not result.reasons:
+        return "no ready host" if not result.hosts else ""
+    parts = [f"{n} {reason}" for reason, n in sorted(result.reasons.items(), key=lambda kv: -kv[1])]
+    return "no host fits: " + ", ".join(parts)

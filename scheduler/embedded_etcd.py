@@ -1,0 +1,99 @@
+"""The single-member etcd the scheduler starts when no --etcd is given, so one command runs a
+working cluster. Also used by the tests and the local-cluster script to start real etcd servers.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+
+def _die_with_parent() -> None:
+    # runs in the child between fork and exec: if the scheduler is killed (even by SIGKILL), its
+    # embedded etcd goes too, instead of holding the port against the restarted scheduler
+    import ctypes
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class EtcdServer:
+    """An etcd process with its data under data_dir. Stop ends only the process we started."""
+
+    def __init__(self, data_dir: Path, client_host: str = "127.0.0.1", client_port: int = 0,
+                 peer_port: int = 0, name: str = "packyard", binary: str | None = None,
+                 extra_client_hosts: tuple[str, ...] = (), tie_to_parent: bool = False):
+        self.data_dir = Path(data_dir)
+        self.client_host = client_host
+        self.client_port = client_port or free_port(client_host)
+        # a fixed peer port next to a fixed client port: a restarted member must find its peer URL again
+        self.peer_port = peer_port or (client_port + 1 if client_port else free_port("127.0.0.1"))
+        self.name = name
+        self.binary = binary or shutil.which("etcd") or "/usr/bin/etcd"
+        self.extra_client_hosts = extra_client_hosts
+        self.tie_to_parent = tie_to_parent
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.client_host}:{self.client_port}"
+
+    def start(self, wait_seconds: float = 20.0) -> "EtcdServer":
+        if not Path(self.binary).exists():
+            raise RuntimeError("etcd is not installed (Debian package etcd-server)")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        listen = ",".join(f"http://{h}:{self.client_port}"
+                          for h in (self.client_host, *self.extra_client_hosts))
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        args = [self.binary, "--name", self.name, "--data-dir", str(self.data_dir / "etcd"),
+                "--listen-client-urls", listen, "--advertise-client-urls", self.endpoint,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", f"{self.name}={peer}",
+                # larger transactions let the scheduler commit a group's placements in fewer round trips
+                "--max-txn-ops", "1024", "--quota-backend-bytes", str(4 << 30),
+                "--snapshot-count", "100000", "--log-level", "warn"]
+        log = open(self.data_dir / "etcd.log", "ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=_die_with_parent if self.tie_to_parent else None)
+        log.close()
+        deadline = time.monotonic() + wait_seconds
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = (self.data_dir / "etcd.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"etcd exited with {self.proc.returncode}: {tail}")
+            try:
+                with urllib.request.urlopen(f"http://{self.client_host}:{self.client_port}/health",
+                                            timeout=0.5) as r:
+                    if b'"true"' in r.read():
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"etcd did not become healthy within {wait_seconds}s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> "EtcdServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

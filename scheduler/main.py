@@ -1,0 +1,93 @@
+"""`packyard-scheduler`: the control plane. With no --etcd it starts an embedded single-member etcd
+under its state dir, so one command runs a working cluster."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import click
+import grpc
+from prometheus_client import start_http_server
+
+from packyard.etcd import Etcd
+from packyard.v1 import scheduler_pb2_grpc
+from scheduler.agents import AgentClients
+from scheduler.controller import Controller, ControllerConfig
+from scheduler.embedded_etcd import EtcdServer
+from scheduler.reconciler import Config as ReconcileConfig
+from scheduler.service import SchedulerService
+
+log = logging.getLogger("packyard.scheduler")
+
+
+def host_port(value: str, flag: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise click.BadParameter(f"'{value}' is not HOST:PORT", param_hint=flag)
+    return host, int(port)
+
+
+async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout: float,
+                ready_file: Path | None = None) -> None:
+    etcd = Etcd(etcd_url)
+    await etcd.connect()
+    controller = Controller(etcd, AgentClients(), ControllerConfig(
+        reconcile=ReconcileConfig(confirm_timeout=confirm_timeout)))
+    await controller.start()
+    server = grpc.aio.server()
+    scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(controller), server)
+    server.add_insecure_port(listen)
+    await server.start()
+    if metrics:
+        host, port = host_port(metrics, "--metrics")
+        start_http_server(port, addr=host)
+    log.info("scheduler listening on %s (etcd %s)", listen, etcd_url)
+    if ready_file:
+        ready_file.write_text(listen)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("scheduler stopping")
+    await server.stop(grace=2)
+    await controller.stop()
+    await controller.agents.close()
+    await etcd.close()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--etcd", "etcd_url", envvar="PACKYARD_ETCD", default=None,
+              help="etcd client URL(s). Without it an embedded etcd is started under --state-dir.")
+@click.option("--listen", default="127.0.0.1:7070", show_default=True, help="gRPC API address.")
+@click.option("--metrics", default=None, help="HOST:PORT for Prometheus metrics.")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=Path("/var/lib/packyard/scheduler"),
+              show_default=True, help="Where the embedded etcd keeps its data.")
+@click.option("--embedded-etcd-listen", default="127.0.0.1:2379", show_default=True,
+              help="Client address of the embedded etcd (agents connect here).")
+@click.option("--confirm-timeout", type=float, default=15.0, show_default=True,
+              help="Seconds an agent may take to confirm an instance before it is placed again.")
+@click.option("--ready-file", type=click.Path(path_type=Path), default=None, hidden=True)
+@click.option("--log-level", default="info", show_default=True)
+def main(etcd_url, listen, metrics, state_dir, embedded_etcd_listen, confirm_timeout, ready_file,
+         log_level):
+    """Run the packyard scheduler."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    host_port(listen, "--listen")
+    embedded = None
+    if not etcd_url:
+        host, port = host_port(embedded_etcd_listen, "--embedded-etcd-listen")
+        embedded = EtcdServer(state_dir, client_host=host, client_port=port, tie_to_parent=True).start()
+        etcd_url = embedded.endpoint
+        log.info("embedded etcd at %s (data in %s)", etcd_url, state_dir)
+    try:
+        asyncio.run(serve(etcd_url, listen, metrics, confirm_timeout, ready_file))
+    finally:
+        if embedded:
+            embedded.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""The reconciler: a pure function from (desired job, actual instances, live nodes, now) to a
+frozen list of changes. No I/O, no clock reads, no randomness, so that it can be property-tested
+and any decision replayed. The controller applies its result to etcd.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+
+from packyard.records import STARTING, TERMINAL, InstanceRecord, JobRecord
+from packyard.spec import Group, JobSpec
+from scheduler.state import Entry, effective_state
+
+
+@dataclass(frozen=True)
+class Config:
+    # An instance told to a node that has not confirmed (no report at all) within this many
+    # seconds goes back to pending and is placed again, perhaps elsewhere.
+    confirm_timeout: float = 15.0
+
+
+@dataclass(frozen=True)
+class Result:
+    create: tuple[InstanceRecord, ...] = ()          # new pending instances
+    stop: tuple[InstanceRecord, ...] = ()            # desired -> stop (updated records)
+    lost: tuple[InstanceRecord, ...] = ()            # node gone: marked lost (updated records)
+    unassign: tuple[InstanceRecord, ...] = ()        # never confirmed: back to pending
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def empty(self) -> bool:
+        return not (self.create or self.stop or self.lost or self.unassign)
+
+
+def group_hash(group: Group) -> str:
+    """Identity of what an instance runs; `count` is left out so scaling keeps instances."""
+    data = group.model_dump(mode="json")
+    data.pop("count", None)
+    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def instance_id(job: str, group: str, index: int, generation: int) -> str:
+    # job and group are DNS labels (no dots), so the id parses back: job = id.split(".")[0]
+    return f"{job}.{group}.{index}-{generation}"
+
+
+def _generation(iid: str) -> int:
+    return int(iid.rsplit("-", 1)[1])
+
+
+def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: set[str],
+              now: float, config: Config = Config()) -> Result:
+    # Whatever was placed on a node that is gone is lost, whether it was meant to run or to stop:
+    # nobody is left to report on it.
+    lost: list[InstanceRecord] = []
+    for e in entries:
+        r = e.record
+        if (not r.lost and r.node and r.node not in ready_nodes
+                and effective_state(r, e.state) not in TERMINAL):
+            lost.append(replace(r, lost=True, desired="stop", reason=f"node {r.node} is down"))
+    lost_ids = {r.id for r in lost}
+    active = [e for e in entries
+              if e.record.desired == "run" and not e.record.lost and e.id not in lost_ids]
+    if job.desired == "stop":
+        return Result(stop=tuple(replace(e.record, desired="stop") for e in active),
+                      lost=tuple(lost))
+
+    groups = {g.name: g for g in spec.groups}
+    hashes = {name: group_hash(g) for name, g in groups.items()}
+    stop: list[InstanceRecord] = []
+    unassign: list[InstanceRecord] = []
+    occupied: set[tuple[str, int]] = set()
+
+    for e in active:
+        r = e.record
+        state = effective_state(r, e.state)
+        g = groups.get(r.group)
+        if g is None or r.index >= g.count or r.ghash != hashes[r.group]:
+            stop.append(replace(r, desired="stop"))
+            continue
+        if state == STARTING and e.state is None and now - r.placed_at > config.confirm_timeout:
+            unassign.append(replace(r, node="", reserved={}, placed_at=0.0,
+                                    reason=f"node {r.node} did not confirm within "
+                                           f"{config.confirm_timeout:g}s; placing again"))
+        occupied.add((r.group, r.index))
+
+    # a new instance for every empty slot; generations keep ids unique across replacements
+    generations: dict[tuple[str, int], int] = {}
+    for e in entries:
+        key = (e.record.group, e.record.index)
+        generations[key] = max(generations.get(key, 0), _generation(e.record.id))
+    create = []
+    for g in spec.groups:
+        for index in range(g.count):
+            if (g.name, index) in occupied:
+                continue
+            gen = generations.get((g.name, index), 0) + 1
+            create.append(InstanceRecord(
+                id=instance_id(job.name, g.name, index, gen), job=job.name, group=g.name,
+                index=index, kind=g.kind, version=job.version, ghash=hashes[g.name]))
+    return Result(create=tuple(create), stop=tuple(stop), lost=tuple(lost),
+                  unassign=tuple(unassign))

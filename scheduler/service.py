@@ -1,0 +1,146 @@
+"""The scheduler's gRPC API (packyard.v1.Scheduler), used by ctl. Reads come from the controller's
+etcd-fed cache; writes go to etcd (revision-checked) before the call returns.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import grpc
+
+from packyard import keys, records
+from packyard.records import JobRecord, ResourceAmounts
+from packyard.spec import SpecError, load_json
+from packyard.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
+from scheduler.controller import Controller, to_resources
+from scheduler.reconciler import reconcile
+from scheduler.state import Entry
+
+log = logging.getLogger(__name__)
+
+
+class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
+    def __init__(self, controller: Controller):
+        self.c = controller
+
+    async def Submit(self, request, context):
+        try:
+            spec = load_json(request.spec_json)
+        except SpecError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "\n".join(e.errors))
+        state = self.c.state
+        async with self.c.lock:
+            old = state.jobs.get(spec.name)
+            spec_json = spec.to_json()
+            if old is not None and old.spec_json == spec_json and old.desired == "run":
+                ids = [e.id for e in state.job_entries(spec.name) if e.record.desired == "run"]
+                return scheduler_pb2.SubmitResponse(name=spec.name, version=old.version,
+                                                    changed=False, instance_ids=ids)
+            now = self.c.clock()
+            job = JobRecord(name=spec.name, spec_json=spec_json,
+                            version=old.version + 1 if old else 1, desired="run",
+                            submitted_at=now, updated_at=now)
+            result = reconcile(job, spec, state.job_entries(spec.name), self.c.ready_nodes(), now,
+                               self.c.config.reconcile)
+            job_write = (keys.job(job.name), records.dumps(job), state.job_revisions.get(job.name, 0))
+            if not await self.c.commit([*result.create, *result.stop, *result.lost], first=job_write):
+                await context.abort(grpc.StatusCode.ABORTED,
+                                    f"job '{spec.name}' changed while submitting; submit again")
+            await self.c.tell_stop([r for r in result.stop if r.node])
+        self.c.kick(spec.name)
+        ids = [e.id for e in state.job_entries(spec.name) if e.record.desired == "run"]
+        return scheduler_pb2.SubmitResponse(name=spec.name, version=job.version, changed=True,
+                                            instance_ids=ids)
+
+    async def Stop(self, request, context):
+        async with self.c.lock:
+            job = self.c.state.jobs.get(request.name)
+            if job is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"job '{request.name}' not found")
+            if job.desired != "stop":
+                job = dataclasses.replace(job, desired="stop", updated_at=self.c.clock())
+                write = (keys.job(job.name), records.dumps(job), self.c.state.job_revisions[job.name])
+                if not await self.c.commit([], first=write):
+                    await context.abort(grpc.StatusCode.ABORTED, "job changed meanwhile; try again")
+        self.c.kick(request.name)
+        stopping = sum(1 for e in self.c.state.job_entries(request.name)
+                       if e.record.desired == "run" and not e.record.lost)
+        return scheduler_pb2.StopResponse(name=request.name, stopping=stopping)
+
+    async def Status(self, request, context):
+        job = self.c.state.jobs.get(request.name)
+        if job is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"job '{request.name}' not found")
+        spec = self.c.spec_of(job)
+        out = scheduler_pb2.JobStatus(name=job.name, priority=spec.priority, state=_job_state(job),
+                                      version=job.version, submitted_at=job.submitted_at,
+                                      spec_json=job.spec_json)
+        for e in self.c.state.job_entries(job.name):
+            out.instances.append(self.instance_view(e))
+        return out
+
+    def instance_view(self, e: Entry) -> scheduler_pb2.Instance:
+        r, rep = e.record, e.state
+        inst = scheduler_pb2.Instance(
+            id=r.id, group=r.group, node=r.node, state=self.c.state.state_of(e), kind=r.kind,
+            reserved=to_resources(ResourceAmounts.of(r.reserved)), desired=r.desired,
+            reason=(rep.reason if rep and rep.reason else r.reason))
+        if rep is not None:
+            inst.address = rep.address
+            inst.updated_at = rep.updated_at
+            if rep.exit_code is not None:
+                inst.exit_code, inst.has_exit_code = rep.exit_code, True
+        return inst
+
+    async def List(self, request, context):
+        out = scheduler_pb2.ListResponse()
+        for name in sorted(self.c.state.jobs):
+            job = self.c.state.jobs[name]
+            summary = scheduler_pb2.JobSummary(name=name, state=_job_state(job),
+                                               priority=self.c.spec_of(job).priority,
+                                               version=job.version, submitted_at=job.submitted_at)
+            summary.instances_by_state.update(self.c.state.counts(name))
+            out.jobs.append(summary)
+        return out
+
+    async def Nodes(self, request, context):
+        state = self.c.state
+        alloc = state.allocated()
+        count: dict[str, int] = {}
+        for e in state.instances.values():
+            if e.record.node and not e.record.lost:
+                count[e.record.node] = count.get(e.record.node, 0) + 1
+        out = scheduler_pb2.NodesResponse()
+        for status, group in (("ready", state.nodes), ("down", state.down)):
+            for name, n in group.items():
+                node = scheduler_pb2.Node(
+                    name=name, state=status, address=n.address,
+                    capacity=to_resources(ResourceAmounts.of(n.capacity)),
+                    allocated=to_resources(alloc.get(name, ResourceAmounts())),
+                    usage=to_resources(ResourceAmounts()), instances=count.get(name, 0))
+                node.labels.update(n.labels)
+                node.attributes.update(n.attributes)
+                out.nodes.append(node)
+        out.nodes.sort(key=lambda n: n.name)
+        return out
+
+    async def Logs(self, request: common_pb2.LogsRequest, context):
+        job = keys.instance_job(request.instance_id)
+        entry = self.c.state.instances.get(request.instance_id)
+        if entry is None or job not in self.c.state.jobs:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"instance '{request.instance_id}' not found")
+        node = self.c.state.nodes.get(entry.record.node)
+        if node is None:
+            where = entry.record.node or "no node yet"
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"instance '{request.instance_id}' is on {where}, which is not ready")
+        try:
+            async for chunk in self.c.agents.logs(node.address, request):
+                yield chunk
+        except grpc.aio.AioRpcError as e:
+            await context.abort(e.code(), f"agent {node.name}: {e.details()}")
+
+
+def _job_state(job: JobRecord) -> str:
+    return "stopped" if job.desired == "stop" else "running"

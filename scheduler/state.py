@@ -1,0 +1,143 @@
+"""The scheduler's view of the cluster: an in-memory cache of etcd, loaded at one revision and kept
+current by watches (no polling). Every decision reads this; every change goes to etcd first and
+comes back here through the watch, so the cache never holds anything etcd does not.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from packyard import keys, records
+from packyard.etcd import KV, Event
+from packyard.records import (EXITED, FAILED, LOST, PENDING, RUNNING, STARTING, STOPPED, TERMINAL,
+                              InstanceRecord, JobRecord, NodeRecord, StateRecord)
+
+
+@dataclass
+class Entry:
+    """An instance as the scheduler sees it: its record, its revision, the agent's report."""
+    record: InstanceRecord
+    mod_revision: int
+    state: StateRecord | None = None
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+
+def effective_state(rec: InstanceRecord, rep: StateRecord | None) -> str:
+    """What `ctl status` shows: the agent's report where there is one for the current node."""
+    if rec.lost:
+        return LOST
+    if rep is not None:
+        return rep.state
+    if not rec.node:
+        return STOPPED if rec.desired == "stop" else PENDING
+    return STARTING
+
+
+def holds_reservation(e: Entry) -> bool:
+    """Counts against its node's capacity: assigned and not yet known to have ended."""
+    r = e.record
+    if not r.node or r.lost:
+        return False
+    return e.state is None or e.state.state not in TERMINAL
+
+
+@dataclass
+class ClusterState:
+    nodes: dict[str, NodeRecord] = field(default_factory=dict)      # ready: their lease is alive
+    down: dict[str, NodeRecord] = field(default_factory=dict)       # seen, lease since expired
+    jobs: dict[str, JobRecord] = field(default_factory=dict)
+    job_revisions: dict[str, int] = field(default_factory=dict)
+    instances: dict[str, Entry] = field(default_factory=dict)
+    by_job: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    # reports can arrive before the instance record (watch order across prefixes): keep them
+    reports: dict[str, StateRecord] = field(default_factory=dict)
+    report_nodes: dict[str, str] = field(default_factory=dict)
+
+    # --- loading and applying etcd events -------------------------------------------------
+    def load(self, prefix: str, kvs: list[KV]) -> set[str]:
+        dirty: set[str] = set()
+        for kv in kvs:
+            dirty |= self.apply(Event("put", kv.key, kv.value, kv.mod_revision))
+        return dirty
+
+    def apply(self, ev: Event) -> set[str]:
+        """Apply one event; return the names of jobs whose situation changed ("*" = all jobs)."""
+        if ev.key.startswith(keys.NODES):
+            name = keys.last(ev.key)
+            if ev.kind == "put":
+                self.nodes[name] = records.loads(NodeRecord, ev.value)
+                self.down.pop(name, None)
+            elif name in self.nodes:
+                self.down[name] = self.nodes.pop(name)
+            return {"*"}
+        if ev.key.startswith(keys.JOBS):
+            name = keys.last(ev.key)
+            if ev.kind == "put":
+                self.jobs[name] = records.loads(JobRecord, ev.value)
+                self.job_revisions[name] = ev.revision
+            else:
+                self.jobs.pop(name, None)
+                self.job_revisions.pop(name, None)
+            return {name}
+        if ev.key.startswith(keys.INSTANCES):
+            iid = keys.last(ev.key)
+            job = keys.instance_job(iid)
+            if ev.kind == "put":
+                rec = records.loads(InstanceRecord, ev.value)
+                entry = self.instances.get(iid)
+                if entry is None:
+                    entry = self.instances[iid] = Entry(rec, ev.revision)
+                    self.by_job[job].add(iid)
+                else:
+                    entry.record, entry.mod_revision = rec, ev.revision
+                self._attach_report(entry)
+            else:
+                self.instances.pop(iid, None)
+                self.by_job[job].discard(iid)
+            return {job}
+        if ev.key.startswith(keys.STATE):
+            node, iid = ev.key[len(keys.STATE):].split("/", 1)
+            if ev.kind == "put":
+                self.reports[iid] = records.loads(StateRecord, ev.value)
+                self.report_nodes[iid] = node
+            elif self.report_nodes.get(iid) == node:
+                self.reports.pop(iid, None)
+                self.report_nodes.pop(iid, None)
+            entry = self.instances.get(iid)
+            if entry is not None:
+                self._attach_report(entry)
+            return {keys.instance_job(iid)}
+        return set()
+
+    def _attach_report(self, entry: Entry) -> None:
+        # a report counts only if it comes from the node the instance is placed on now
+        rep = self.reports.get(entry.id)
+        node = self.report_nodes.get(entry.id)
+        entry.state = rep if rep is not None and node == entry.record.node else None
+
+    # --- queries ----------------------------------------------------------------------------
+    def job_entries(self, job: str) -> list[Entry]:
+        return [self.instances[i] for i in sorted(self.by_job.get(job, ())) if i in self.instances]
+
+    def state_of(self, e: Entry) -> str:
+        return effective_state(e.record, e.state)
+
+    def allocated(self) -> dict[str, records.ResourceAmounts]:
+        out: dict[str, records.ResourceAmounts] = defaultdict(records.ResourceAmounts)
+        for e in self.instances.values():
+            if holds_reservation(e):
+                out[e.record.node] = out[e.record.node] + records.ResourceAmounts.of(e.record.reserved)
+        return out
+
+    def counts(self, job: str) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        for e in self.job_entries(job):
+            out[self.state_of(e)] += 1
+        return dict(out)
+
+
+__all__ = ["ClusterState", "Entry", "effective_state", "holds_reservation",
+           "PENDING", "STARTING", "RUNNING", "EXITED", "FAILED", "LOST", "STOPPED"]

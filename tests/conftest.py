@@ -1,0 +1,54 @@
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from packyard.etcd import Etcd
+from scheduler.embedded_etcd import EtcdServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config, items):
+    missing = [b for b in ("etcd",) if shutil.which(b) is None]
+    for item in items:
+        if missing and "etcd" in item.fixturenames:
+            item.add_marker(pytest.mark.skip(reason=f"not installed: {', '.join(missing)}"))
+
+
+@pytest.fixture(scope="session")
+def etcd_server(tmp_path_factory):
+    """One real etcd for the session; each test gets a clean keyspace through `etcd`."""
+    with EtcdServer(tmp_path_factory.mktemp("etcd")) as server:
+        yield server
+
+
+@pytest.fixture
+async def etcd(etcd_server):
+    client = Etcd(etcd_server.endpoint)
+    await client.connect()
+    await client.delete_prefix("/packyard/")
+    yield client
+    await client.delete_prefix("/packyard/")
+    await client.close()
+
+
+def needs_root():
+    return pytest.mark.skipif(os.geteuid() != 0, reason="needs root (cgroups, namespaces)")
+
+
+async def eventually(check, timeout=10.0, interval=0.02, what="condition"):
+    """Await until check() (sync or async) returns a truthy value; return it."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last = None
+    while True:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+        await asyncio.sleep(interval)

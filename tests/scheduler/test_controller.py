@@ -1,0 +1,199 @@
+"""The control plane against a real etcd, with in-process agents on the FakeDriver."""
+from dataclasses import replace
+
+import grpc
+import pytest
+
+from packyard import keys, records
+from packyard.records import InstanceRecord, JobRecord
+from packyard.spec import validate
+from scheduler.controller import ControllerConfig
+from scheduler.reconciler import Config as ReconcileConfig
+from tests.conftest import eventually
+from tests.scheduler.inprocess import start_agent, start_scheduler
+
+
+def spec(name="shop", count=3, cpu="250m", memory="64Mi", **group):
+    return validate({"name": name, "groups": [
+        {"name": "web", "count": count, "resources": {"cpu": cpu, "memory": memory}, **group}]})
+
+
+@pytest.fixture
+async def cluster(etcd, tmp_path):
+    agents = [await start_agent(etcd, f"n{i}", tmp_path / f"n{i}") for i in (1, 2)]
+    sched = await start_scheduler(etcd, ControllerConfig(
+        tick=0.2, resend_after=0.5, reconcile=ReconcileConfig(confirm_timeout=2.0)))
+    await eventually(lambda: len(sched.controller.state.nodes) == 2, what="nodes registered")
+    yield sched, agents
+    await sched.close()
+    for a in agents:
+        await a.kill()
+
+
+async def states(sched, name):
+    return [(i.node, i.state) for i in (await sched.status(name)).instances if i.desired == "run"]
+
+
+async def test_submit_writes_job_and_instances_to_etcd_before_returning(cluster, etcd):
+    sched, _ = cluster
+    reply = await sched.submit(spec(count=3))
+    job = records.loads(JobRecord, await etcd.get(keys.job("shop")))
+    _, kvs = await etcd.get_prefix(keys.instances_of("shop"))
+    assert job.version == 1 and sorted(keys.last(kv.key) for kv in kvs) == sorted(reply.instance_ids)
+    assert len(reply.instance_ids) == 3
+
+
+async def test_small_instances_fill_one_host_before_another(cluster):
+    sched, _ = cluster
+    await sched.submit(spec(count=4))
+    running = await eventually(lambda: _all_running(sched, "shop"), what="all running")
+    assert {node for node, _ in running} == {"n1"}
+
+
+async def _all_running(sched, name):
+    s = await states(sched, name)
+    return s if s and all(st == "running" for _, st in s) else None
+
+
+async def test_resubmitting_the_same_spec_changes_nothing(cluster):
+    sched, _ = cluster
+    first = await sched.submit(spec())
+    again = await sched.submit(spec())
+    assert not again.changed and sorted(again.instance_ids) == sorted(first.instance_ids)
+    assert again.version == first.version
+
+
+async def test_stop_stops_every_instance(cluster):
+    sched, agents = cluster
+    await sched.submit(spec(count=2))
+    await eventually(lambda: _all_running(sched, "shop"))
+    from packyard.v1 import scheduler_pb2
+    await sched.stub.Stop(scheduler_pb2.StopRequest(name="shop"))
+    status = await eventually(lambda: _all_state(sched, "shop", "stopped"), what="stopped")
+    assert len(status) == 2
+
+
+async def _all_state(sched, name, state):
+    s = [i for i in (await sched.status(name)).instances]
+    return s if s and all(i.state == state for i in s) else None
+
+
+async def test_unplaceable_instances_say_why(cluster):
+    sched, _ = cluster
+    await sched.submit(spec(count=1, memory="64Gi"))
+    inst = await eventually(lambda: _reason(sched, "shop"), what="a reason")
+    assert inst.state == "pending" and "not enough memory" in inst.reason and "2" in inst.reason
+
+
+async def _reason(sched, name):
+    s = (await sched.status(name)).instances
+    return s[0] if s and s[0].reason else None
+
+
+async def test_constraints_pick_the_labelled_host(etcd, tmp_path):
+    agents = [await start_agent(etcd, "z1", tmp_path / "z1", labels={"zone": "a"}),
+              await start_agent(etcd, "z2", tmp_path / "z2", labels={"zone": "b"})]
+    sched = await start_scheduler(etcd, ControllerConfig(tick=0.2))
+    try:
+        await eventually(lambda: len(sched.controller.state.nodes) == 2)
+        await sched.submit(spec(count=2, constraints=[{"attribute": "label.zone", "value": "b"}]))
+        running = await eventually(lambda: _all_running(sched, "shop"))
+        assert {n for n, _ in running} == {"z2"}
+    finally:
+        await sched.close()
+        for a in agents:
+            await a.kill()
+
+
+async def test_bad_spec_and_unknown_job_are_clear_errors(cluster):
+    sched, _ = cluster
+    from packyard.v1 import scheduler_pb2
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await sched.stub.Submit(scheduler_pb2.SubmitRequest(
+            spec_json='{"name": "x", "groups": [{"name": "w", "resources": {"cpu": -1, "memory": "1Mi"}}]}'))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "groups[0].resources.cpu" in e.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await sched.status("nope")
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_node_that_never_confirms_loses_its_instances_to_another(etcd, tmp_path):
+    good = await start_agent(etcd, "good", tmp_path / "good", cpu=1000)
+    # a node registered in etcd whose agent never answers (address nobody listens on)
+    from packyard.records import NodeRecord
+    lease = await etcd.grant_lease(30)
+    mute = NodeRecord(name="mute", address="127.0.0.1:1", capacity={"cpu_milli": 64000, "memory_bytes": 64 << 30},
+                      attributes={"driver.container": "ok"})
+    await etcd.put(keys.node("mute"), records.dumps(mute), lease=lease)
+    sched = await start_scheduler(etcd, ControllerConfig(
+        tick=0.2, resend_after=0.3, reconcile=ReconcileConfig(confirm_timeout=1.0)))
+    try:
+        await eventually(lambda: len(sched.controller.state.nodes) == 2)
+        # the mute node is the fuller fit only once `good` is full: fill `good` first
+        await sched.submit(spec(name="filler", count=1, cpu="1"))
+        await eventually(lambda: _all_running(sched, "filler"))
+        await sched.submit(spec(count=1, cpu="500m"))
+        first = await eventually(lambda: _on(sched, "shop", "mute"), what="placed on mute")
+        await good.kill()   # make room elsewhere: a new agent with space
+        again = await start_agent(etcd, "spare", tmp_path / "spare", cpu=4000)
+        running = await eventually(lambda: _all_running_on(sched, "shop", {"spare"}), timeout=15)
+        assert first and running == [("spare", "running")]
+        await again.kill()
+    finally:
+        await sched.close()
+        await etcd.revoke_lease(lease)
+
+
+async def _all_running_on(sched, name, nodes):
+    s = await _all_running(sched, name)
+    return s if s and {n for n, _ in s} <= nodes else None
+
+
+async def _on(sched, name, node):
+    return [i for i in (await sched.status(name)).instances if i.node == node]
+
+
+async def test_a_lost_node_has_its_instances_replaced(etcd, tmp_path):
+    a = await start_agent(etcd, "a", tmp_path / "a", ttl=2)
+    sched = await start_scheduler(etcd, ControllerConfig(tick=0.2))
+    try:
+        await eventually(lambda: len(sched.controller.state.nodes) == 1)
+        await sched.submit(spec(count=2))
+        await eventually(lambda: _all_running(sched, "shop"))
+        b = await start_agent(etcd, "b", tmp_path / "b", ttl=2)
+        await a.kill()   # its lease expires within 2 s
+        running = await eventually(lambda: _all_running_on(sched, "shop", {"b"}), timeout=15)
+        assert len(running) == 2
+        lost = [i for i in (await sched.status("shop")).instances if i.state == "lost"]
+        assert len(lost) == 2 and all("node a is down" in i.reason for i in lost)
+        await b.kill()
+    finally:
+        await sched.close()
+
+
+async def test_a_restarted_scheduler_keeps_every_job(cluster, etcd):
+    sched, _ = cluster
+    await sched.submit(spec(count=3))
+    before = await eventually(lambda: _all_running(sched, "shop"))
+    await sched.close()
+    again = await start_scheduler(etcd, ControllerConfig(tick=0.2))
+    try:
+        assert await states(again, "shop") == before
+        assert set(again.controller.state.jobs) == {"shop"}
+    finally:
+        await again.close()
+    # keep the fixture's teardown happy
+    cluster[0].controller._tasks.clear()
+
+
+async def test_a_write_from_a_stale_view_is_refused(cluster, etcd):
+    sched, _ = cluster
+    reply = await sched.submit(spec(count=1, memory="64Gi"))   # stays pending
+    iid = reply.instance_ids[0]
+    entry = sched.controller.state.instances[iid]
+    async with sched.controller.lock:
+        entry.mod_revision -= 1          # as if another writer had changed it since we read it
+        ok = await sched.controller.commit([replace(entry.record, reason="from a stale view")])
+    stored = records.loads(InstanceRecord, await etcd.get(keys.instance("shop", iid)))
+    assert not ok and stored.reason != "from a stale view"

@@ -1,0 +1,111 @@
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from packyard.records import (EXITED, FAILED, RUNNING, STARTING, InstanceRecord, JobRecord,
+                              StateRecord)
+from packyard.spec import validate
+from scheduler.reconciler import Config, group_hash, instance_id, reconcile
+from scheduler.state import Entry
+
+
+def job_spec(count=3, cpu="250m", groups=("web",)):
+    return validate({"name": "shop", "groups": [
+        {"name": g, "count": count, "resources": {"cpu": cpu, "memory": "64Mi"}} for g in groups]})
+
+
+def job_record(spec, desired="run", version=1):
+    return JobRecord(name=spec.name, spec_json=spec.to_json(), version=version, desired=desired)
+
+
+def entry(spec, index, node="n1", state=RUNNING, group="web", gen=1, desired="run", placed_at=0.0,
+          report=True):
+    g = spec.group(group)
+    rec = InstanceRecord(id=instance_id(spec.name, group, index, gen), job=spec.name, group=group,
+                         index=index, kind="container", version=1, ghash=group_hash(g), node=node,
+                         desired=desired, placed_at=placed_at)
+    rep = StateRecord(id=rec.id, state=state) if (report and node) else None
+    return Entry(rec, 1, rep)
+
+
+def test_new_job_creates_one_pending_instance_per_slot():
+    spec = job_spec(count=3)
+    r = reconcile(job_record(spec), spec, [], {"n1"}, now=0)
+    assert [c.id for c in r.create] == ["shop.web.0-1", "shop.web.1-1", "shop.web.2-1"]
+    assert all(not c.node for c in r.create)
+
+
+def test_converged_job_needs_nothing():
+    spec = job_spec(count=2)
+    r = reconcile(job_record(spec), spec, [entry(spec, 0), entry(spec, 1)], {"n1"}, now=0)
+    assert r.empty
+
+
+def test_scaling_down_stops_the_highest_indexes():
+    spec = job_spec(count=1)
+    r = reconcile(job_record(spec), spec, [entry(spec, 0), entry(spec, 1)], {"n1"}, now=0)
+    assert [s.id for s in r.stop] == ["shop.web.1-1"] and not r.create
+
+
+def test_changed_group_replaces_its_instances():
+    old = job_spec(cpu="250m")
+    new = job_spec(cpu="500m")
+    entries = [entry(old, i) for i in range(3)]
+    r = reconcile(job_record(new, version=2), new, entries, {"n1"}, now=0)
+    assert len(r.stop) == 3 and [c.id for c in r.create] == ["shop.web.0-2", "shop.web.1-2", "shop.web.2-2"]
+
+
+def test_instances_on_a_down_node_are_lost_and_replaced():
+    spec = job_spec(count=2)
+    entries = [entry(spec, 0, node="n1"), entry(spec, 1, node="n2")]
+    r = reconcile(job_record(spec), spec, entries, {"n1"}, now=0)
+    assert [x.id for x in r.lost] == ["shop.web.1-1"] and r.lost[0].lost
+    assert [c.id for c in r.create] == ["shop.web.1-2"]
+
+
+@pytest.mark.parametrize("state", [EXITED, FAILED], ids=str)
+def test_finished_instances_keep_their_slot_and_are_not_lost(state):
+    spec = job_spec(count=1)
+    r = reconcile(job_record(spec), spec, [entry(spec, 0, node="gone", state=state)], set(), now=0)
+    assert r.empty
+
+
+def test_stopping_a_job_stops_everything_meant_to_run():
+    spec = job_spec(count=2)
+    entries = [entry(spec, 0), entry(spec, 1, node="", report=False)]
+    r = reconcile(job_record(spec, desired="stop"), spec, entries, {"n1"}, now=0)
+    assert {s.id for s in r.stop} == {"shop.web.0-1", "shop.web.1-1"} and not r.create
+
+
+def test_unconfirmed_instances_go_back_to_pending_after_the_timeout():
+    spec = job_spec(count=2)
+    entries = [entry(spec, 0, state=STARTING, report=False, placed_at=0.0),
+               entry(spec, 1, state=STARTING, report=False, placed_at=9.0)]
+    r = reconcile(job_record(spec), spec, entries, {"n1"}, now=10.0, config=Config(confirm_timeout=5))
+    assert [u.id for u in r.unassign] == ["shop.web.0-1"]
+    assert r.unassign[0].node == "" and "did not confirm" in r.unassign[0].reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(count=st.integers(0, 6), nodes=st.lists(st.sampled_from(["n1", "n2", "n3", ""]), max_size=8),
+       ready=st.sets(st.sampled_from(["n1", "n2", "n3"])),
+       states=st.lists(st.sampled_from([RUNNING, EXITED, FAILED, STARTING]), min_size=8, max_size=8))
+def test_after_applying_the_result_every_slot_has_exactly_one_live_instance(count, nodes, ready, states):
+    spec = job_spec(count=count)
+    entries = [entry(spec, i, node=n, state=states[i], report=states[i] != STARTING)
+               for i, n in enumerate(nodes)]
+    r = reconcile(job_record(spec), spec, entries, ready, now=0)
+    # apply the result the way the controller does
+    by_id = {e.id: e.record for e in entries}
+    for rec in (*r.stop, *r.lost, *r.unassign, *r.create):
+        by_id[rec.id] = rec
+    live = [x for x in by_id.values() if x.desired == "run" and not x.lost]
+    slots = sorted((x.group, x.index) for x in live)
+    assert slots == [("web", i) for i in range(count)]
+    assert len({x.id for x in by_id.values()}) == len(by_id)
+    # and reconciling again changes nothing more (idempotent)
+    again = [Entry(rec, 1, next((e.state for e in entries if e.id == rec.id), None)) for rec in by_id.values()]
+    again = [replace(e, state=None) if e.record.id not in {x.id for x in entries} else e for e in again]
+    assert reconcile(job_record(spec), spec, again, ready, now=0).empty
