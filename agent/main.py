@@ -13,8 +13,8 @@ import grpc
 
 from agent import fingerprint
 from agent.manager import InstanceManager
-from agent.reporter import Reporter
 from agent.registration import Registration
+from agent.reporter import Reporter
 from agent.server import AgentService
 from packyard.etcd import Etcd
 from packyard.records import NodeRecord

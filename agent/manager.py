@@ -219,3 +219,8 @@ class InstanceManager:
         for t in self.instances.values():
             if t.task:
                 t.task.cancel()
+        for driver in self.drivers.values():
+            try:
+                await driver.shutdown()
+            except Exception as e:
+                log.warning("driver %s shutdown: %s", driver.name, e)

@@ -8,6 +8,7 @@ tests. Processes are started by us and ended by their PID; namespaces and the br
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import signal
 import subprocess
@@ -81,7 +82,7 @@ class LocalCluster:
         sh("ip", "addr", "add", f"{self.gateway}/{self.net.prefixlen}", "dev", self.bridge)
         sh("ip", "link", "set", self.bridge, "up")
         for i, h in enumerate(self.hosts, 1):
-            outside, inside = f"{self.prefix}h{i}o"[:15], f"{self.prefix}h{i}i"[:15]
+            outside, inside = self._veths(i)
             sh("ip", "netns", "add", h.netns)
             sh("ip", "link", "add", outside, "type", "veth", "peer", "name", inside)
             sh("ip", "link", "set", outside, "master", self.bridge, "up")
@@ -95,16 +96,23 @@ class LocalCluster:
             # the root namespace reaches each host's containers through that host
             sh("ip", "route", "replace", h.subnet, "via", h.address)
 
+    def _veths(self, i: int) -> tuple[str, str]:
+        return f"{self.prefix}h{i}o"[:15], f"{self.prefix}h{i}i"[:15]
+
     def destroy_network(self) -> None:
-        for h in self.hosts:
+        for i, h in enumerate(self.hosts, 1):
             sh("ip", "route", "del", h.subnet, check=False)
+            # deleting one end removes the pair at once; the namespace itself may linger briefly
+            sh("ip", "link", "del", self._veths(i)[0], check=False)
             sh("ip", "netns", "del", h.netns, check=False)
         sh("ip", "link", "del", self.bridge, check=False)
 
     # --- processes -------------------------------------------------------------------------
     def _spawn(self, args: list[str], log: Path, netns: str | None = None) -> subprocess.Popen:
         log.parent.mkdir(parents=True, exist_ok=True)
-        prefix = ["ip", "netns", "exec", netns] if netns else []
+        # nsenter joins only the network namespace: `ip netns exec` would also remount /sys,
+        # hiding the cgroup hierarchies mounted under it from the agent
+        prefix = ["nsenter", f"--net=/var/run/netns/{netns}"] if netns else []
         with open(log, "ab") as out:
             return subprocess.Popen(prefix + args, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
@@ -155,7 +163,7 @@ class LocalCluster:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
 
-    def up(self) -> "LocalCluster":
+    def up(self) -> LocalCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.create_network()
         try:
@@ -167,14 +175,44 @@ class LocalCluster:
             raise
         return self
 
+    def stop_all_jobs(self, wait: float = 30.0) -> None:
+        """Stop every job through the scheduler, the way a user would, and wait for the agents
+        to report everything stopped (they remove each instance's cgroups, netns and files)."""
+        listing = self.ctl("list", "-o", "json", timeout=30)
+        if listing.returncode != 0:
+            return
+        jobs = json.loads(listing.stdout)
+        for job in jobs:
+            self.ctl("stop", job["name"], timeout=30)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            listing = self.ctl("list", "-o", "json", timeout=30)
+            if listing.returncode != 0:
+                return
+            busy = [j for j in json.loads(listing.stdout)
+                    if set(j["instances"]) & {"pending", "starting", "running"}]
+            if not busy:
+                return
+            time.sleep(0.2)
+
     def down(self, stop_instances: bool = True) -> None:
-        """End our processes by PID, then remove what the agents left (instances, cgroups)."""
+        """Stop the jobs, end our processes by PID, then remove whatever the agents left."""
+        if stop_instances and self.scheduler is not None and self.scheduler.poll() is None:
+            try:
+                self.stop_all_jobs()
+            except (subprocess.SubprocessError, ValueError):
+                pass
         for h in self.hosts:
             self.kill(h.proc)
         self.kill(self.scheduler)
         if stop_instances:
             cleanup_agent_leftovers([h.name for h in self.hosts], [h.state_dir for h in self.hosts],
                                     [h.netns for h in self.hosts])
+            for top in Path("/sys/fs/cgroup").glob("*/packyard"):
+                try:
+                    top.rmdir()   # only succeeds when no agent has a subtree left in it
+                except OSError:
+                    pass
         self.destroy_network()
 
     def ctl(self, *args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -184,8 +222,16 @@ class LocalCluster:
 
 def cleanup_agent_leftovers(nodes: list[str], state_dirs: list[Path], netns: list[str]) -> None:
     """What an agent leaves running by design (instances outlive it for reattach) removed for good:
-    runc containers, their namespaces, mounts and cgroups."""
-    for node, state_dir, ns in zip(nodes, state_dirs, netns, strict=True):
+    runc containers, their namespaces, mounts and cgroups. Only needed when the jobs could not be
+    stopped through the scheduler first."""
+    for node, state_dir, _ns in zip(nodes, state_dirs, netns, strict=True):
+        for handle in (state_dir / "handles").glob("*.json"):
+            try:
+                data = json.loads(handle.read_text())["handle"]["data"]
+            except (ValueError, KeyError, OSError):
+                continue
+            if data.get("netns"):
+                sh("ip", "netns", "del", data["netns"], check=False)
         root = state_dir / "runc"
         if root.exists():
             listing = sh("runc", "--root", str(root), "list", "-q", check=False).stdout.split()
@@ -203,7 +249,8 @@ def cleanup_agent_leftovers(nodes: list[str], state_dirs: list[Path], netns: lis
                             sub.rmdir()
                         except OSError:
                             pass
-                try:
-                    d.rmdir()
-                except OSError:
-                    pass
+                for empty in (d, d.parent):   # packyard/<node>, then packyard/ if no agent is left
+                    try:
+                        empty.rmdir()
+                    except OSError:
+                        break

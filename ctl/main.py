@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -168,6 +170,58 @@ def stop(client: Client, job: str, output: str):
     reply = client.call("Stop", scheduler_pb2.StopRequest(name=job))
     emit({"name": reply.name, "stopping": reply.stopping},
          f"job {reply.name}: stopping {reply.stopping} instance(s)", output)
+
+
+@cli.group()
+def local():
+    """A local multi-host cluster on this machine (each host a network namespace)."""
+
+
+@local.command("up")
+@click.option("--hosts", type=click.IntRange(1, 50), default=3, show_default=True)
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path("/tmp/packyard-local"),
+              show_default=True, help="State dirs and logs of every process.")
+@click.option("--capacity", default="cpu=2,memory=2Gi", show_default=True, help="Each host's capacity.")
+@click.option("--submit", "jobs", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Job file(s) to submit (and wait for) once the cluster is up.")
+@click.option("--once", is_flag=True, help="Tear the cluster down after submitting instead of waiting for Ctrl-C.")
+def local_up(hosts: int, workdir: Path, capacity: str, jobs: tuple[Path, ...], once: bool):
+    """Start etcd, the scheduler and HOSTS agents; submit JOBS; run until Ctrl-C."""
+    import signal as _signal
+
+    from ctl.local import LocalCluster
+    if os.geteuid() != 0:
+        fail("ctl local up needs root (network namespaces, cgroups)", 2)
+    cluster = LocalCluster(workdir, hosts=hosts, capacity=capacity,
+                           labels=[{"zone": "a" if i % 2 else "b"} for i in range(1, hosts + 1)])
+    click.echo(f"starting scheduler + {hosts} agents (logs in {workdir}/logs) ...", err=True)
+    try:
+        cluster.up()
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
+        detail = getattr(e, "stderr", "") or ""
+        fail(f"the local cluster did not start: {e} {detail}".strip(), 1)
+    code = 0
+    try:
+        click.echo(f"scheduler: {cluster.scheduler_address}   etcd: {cluster.etcd_endpoint}", err=True)
+        click.echo(cluster.ctl("nodes").stdout)
+        for job in jobs:
+            r = cluster.ctl("submit", str(job), "--wait", "--timeout", "120", timeout=180)
+            click.echo(r.stdout + r.stderr)
+            code = code or r.returncode
+        if not once:
+            click.echo(f"cluster is up: export PACKYARD_SCHEDULER={cluster.scheduler_address}; "
+                       "Ctrl-C tears it down", err=True)
+            def interrupt(*_):
+                raise KeyboardInterrupt
+            _signal.signal(_signal.SIGTERM, interrupt)
+            while True:
+                _signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        click.echo("tearing the cluster down ...", err=True)
+        cluster.down()
+    sys.exit(code)
 
 
 def main() -> None:

@@ -140,15 +140,9 @@ class Etcd:
         while True:
             create = rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
                 key=key, range_end=aetcd.utils.prefix_range_end(key), start_revision=revision))
-            queue: asyncio.Queue = asyncio.Queue()
-            await queue.put(create)
-
-            async def requests():
-                while True:
-                    yield await queue.get()
             try:
                 stub = rpc.WatchStub(self.client.channel)
-                async for response in stub.Watch(requests()):
+                async for response in stub.Watch(_one_then_hold(create)):
                     if response.compact_revision:
                         raise EtcdError(f"watch on {prefix}: revision {revision} compacted")
                     if not response.events:
@@ -164,3 +158,9 @@ class Etcd:
                 log.warning("watch on %s broke (%s); resuming from revision %d", prefix, e, revision)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+async def _one_then_hold(request):
+    """A request stream of one message that stays open (closing it would end the watch)."""
+    yield request
+    await asyncio.Event().wait()

@@ -38,10 +38,10 @@ class ResourceAmounts:
     gpu_milli: int = 0
 
     @classmethod
-    def of(cls, d: dict[str, int] | None) -> "ResourceAmounts":
+    def of(cls, d: dict[str, int] | None) -> ResourceAmounts:
         return cls(**(d or {}))
 
-    def __add__(self, o: "ResourceAmounts") -> "ResourceAmounts":
+    def __add__(self, o: ResourceAmounts) -> ResourceAmounts:
         return ResourceAmounts(self.cpu_milli + o.cpu_milli, self.memory_bytes + o.memory_bytes,
                                self.disk_bytes + o.disk_bytes, self.gpu_milli + o.gpu_milli)
 

@@ -10,8 +10,16 @@ import re
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer,
-                      ValidationError, field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from packyard.quantity import QuantityError, parse_bytes, parse_cpu_milli
 
@@ -91,7 +99,7 @@ class Resources(Strict):
     gpu: GpuMilli = 0
 
     @model_validator(mode="after")
-    def _nonzero(self) -> "Resources":
+    def _nonzero(self) -> Resources:
         if self.cpu == 0:
             raise ValueError("cpu must be more than 0")
         if self.memory < (1 << 20):
@@ -127,7 +135,7 @@ class VMSpec(Strict):
     disk: str | None = None
 
     @model_validator(mode="after")
-    def _boot_source(self) -> "VMSpec":
+    def _boot_source(self) -> VMSpec:
         if bool(self.kernel) == bool(self.disk):
             raise ValueError("give either kernel (with optional initrd, cmdline) or disk")
         for field in ("kernel", "initrd", "disk"):
@@ -143,7 +151,7 @@ class Constraint(Strict):
     value: str | list[str] | None = None
 
     @model_validator(mode="after")
-    def _value_shape(self) -> "Constraint":
+    def _value_shape(self) -> Constraint:
         if self.operator == "exists":
             if self.value is not None:
                 raise ValueError("operator 'exists' takes no value")
@@ -172,7 +180,7 @@ class Group(Strict):
         return v
 
     @model_validator(mode="after")
-    def _driver_block(self) -> "Group":
+    def _driver_block(self) -> Group:
         if self.kind == "vm":
             if self.vm is None:
                 raise ValueError("kind 'vm' needs a 'vm' block (kernel or disk)")

@@ -6,8 +6,8 @@ protoc; tests/test_proto.py checks the committed files match what this script pr
 import pathlib
 import sys
 
-from grpc_tools import protoc
 import grpc_tools
+from grpc_tools import protoc
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROTO = ROOT / "proto"

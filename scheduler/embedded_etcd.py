@@ -47,7 +47,7 @@ class EtcdServer:
     def endpoint(self) -> str:
         return f"http://{self.client_host}:{self.client_port}"
 
-    def start(self, wait_seconds: float = 20.0) -> "EtcdServer":
+    def start(self, wait_seconds: float = 20.0) -> EtcdServer:
         if not Path(self.binary).exists():
             raise RuntimeError("etcd is not installed (Debian package etcd-server)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -92,7 +92,7 @@ class EtcdServer:
                 self.proc.wait()
         self.proc = None
 
-    def __enter__(self) -> "EtcdServer":
+    def __enter__(self) -> EtcdServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -9,8 +9,20 @@ from dataclasses import dataclass, field
 
 from packyard import keys, records
 from packyard.etcd import KV, Event
-from packyard.records import (EXITED, FAILED, LOST, PENDING, RUNNING, STARTING, STOPPED, TERMINAL,
-                              InstanceRecord, JobRecord, NodeRecord, StateRecord)
+from packyard.records import (
+    EXITED,
+    FAILED,
+    LOST,
+    PENDING,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    TERMINAL,
+    InstanceRecord,
+    JobRecord,
+    NodeRecord,
+    StateRecord,
+)
 
 
 @dataclass

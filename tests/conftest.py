@@ -21,7 +21,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def etcd_server(tmp_path_factory):
     """One real etcd for the session; each test gets a clean keyspace through `etcd`."""
-    with EtcdServer(tmp_path_factory.mktemp("etcd")) as server:
+    with EtcdServer(tmp_path_factory.mktemp("etcd"), tie_to_parent=True) as server:
         yield server
 
 

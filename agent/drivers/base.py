@@ -80,3 +80,7 @@ class Driver(Protocol):
 
     def address(self, handle: Handle) -> str:
         """The instance's own IP address, or "" if it has none."""
+
+    async def shutdown(self) -> None:
+        """Agent exit: stop following instances (they keep running for a restarted agent to
+        recover) and remove what the driver no longer needs."""

@@ -72,8 +72,8 @@ class InProcessScheduler:
         return await self.stub.Status(scheduler_pb2.StatusRequest(name=name))
 
 
-async def start_scheduler(etcd: Etcd, config: ControllerConfig = ControllerConfig()) -> InProcessScheduler:
-    controller = Controller(etcd, AgentClients(timeout=2), config)
+async def start_scheduler(etcd: Etcd, config: ControllerConfig | None = None) -> InProcessScheduler:
+    controller = Controller(etcd, AgentClients(timeout=2), config or ControllerConfig())
     await controller.start()
     server = grpc.aio.server()
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(controller), server)

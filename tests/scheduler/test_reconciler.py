@@ -4,8 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from packyard.records import (EXITED, FAILED, RUNNING, STARTING, InstanceRecord, JobRecord,
-                              StateRecord)
+from packyard.records import EXITED, FAILED, RUNNING, STARTING, InstanceRecord, JobRecord, StateRecord
 from packyard.spec import validate
 from scheduler.reconciler import Config, group_hash, instance_id, reconcile
 from scheduler.state import Entry

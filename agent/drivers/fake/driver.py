@@ -58,3 +58,6 @@ class FakeDriver:
 
     def address(self, handle: Handle) -> str:
         return ""
+
+    async def shutdown(self) -> None:
+        pass

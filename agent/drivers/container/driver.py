@@ -1,0 +1,393 @@
+"""The container driver: runc for namespaces and the root filesystem, the agent for everything else
+(cgroups and their limits, the network, exit codes, OOM detection).
+
+Per instance, under `state_dir`:
+    instances/<cid>/config.json, rootfs/ (overlay mount), upper/, work/, init.pid, runc.log
+    logs/<cid>.log                    stdout+stderr; kept after destroy (remove_logs removes it)
+    runc/                             runc's own state (--root)
+    images/                           image cache (see rootfs.py)
+    network/addresses/                address allocations (see agent/network.py)
+
+Exit codes: `runc run -d` exits once the container runs, orphaning the container's init. The agent
+process is made a child subreaper (PR_SET_CHILD_SUBREAPER, done by the constructor, see
+become_subreaper) so that init is re-parented to the agent, which then reaps it itself: each
+instance's pidfd is registered with the event loop and `os.waitid(P_PIDFD)` collects the status
+when it becomes readable. No thread, no waitpid(-1): the agent must not install a child watcher that
+reaps every child (asyncio's Safe/FastChildWatcher), or it would steal these statuses; the default
+ThreadedChildWatcher and PidfdChildWatcher only wait for their own pids and are fine.
+
+After an agent restart the instances are no longer the agent's children (they were re-parented to
+init when the old agent died): `recover` re-arms the pidfd, and their exit code is then unknown
+(exit_code None), though an OOM kill is still seen in the cgroup.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent import cgroups as cg
+from agent.drivers.base import DriverError, ExitResult, Handle, InstanceSpec, Stats
+from agent.drivers.container import rootfs as rootfs_mod
+from agent.drivers.container import runc as runc_mod
+from agent.network import HostNetwork, NetworkError, bridge_name
+
+PR_SET_CHILD_SUBREAPER = 36
+KILL_WAIT_SECONDS = 10.0
+
+
+def become_subreaper() -> None:
+    """Make this process the reaper of its orphaned descendants (containers after `runc run -d`).
+    Idempotent; the agent may call it at start, the driver's constructor does."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise DriverError(f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}")
+
+
+@dataclass
+class _Watched:
+    """A running instance whose end this driver object is waiting for."""
+    pid: int
+    pidfd: int
+    cgroup: str
+    exited: asyncio.Future[ExitResult]
+
+
+class ContainerDriver:
+    name = "container"
+
+    def __init__(self, node: str, state_dir: Path, subnet: str, bridge: str | None = None,
+                 cgroup: cg.Cgroups | None = None, runc: str = "runc"):
+        self.node = node
+        self.state_dir = Path(state_dir)
+        self.instances_dir = self.state_dir / "instances"
+        self.logs_dir = self.state_dir / "logs"
+        self.images_dir = self.state_dir / "images"
+        self.runc = runc_mod.Runc(shutil.which(runc) or runc, self.state_dir / "runc")
+        self.network = HostNetwork(bridge or bridge_name(node), subnet, self.state_dir)
+        self._cgroup_error = ""
+        self.cgroups: cg.Cgroups | None = cgroup
+        if cgroup is None:
+            try:
+                self.cgroups = cg.detect()
+            except cg.CgroupError as e:
+                self._cgroup_error = str(e)
+        for d in (self.instances_dir, self.logs_dir, self.images_dir, self.runc.root):
+            d.mkdir(parents=True, exist_ok=True)
+        become_subreaper()
+        self._watched: dict[str, _Watched] = {}
+        self._network_ready = False
+        self._network_lock = asyncio.Lock()
+
+    # -- protocol -------------------------------------------------------------------------------
+
+    async def fingerprint(self) -> dict[str, str]:
+        attrs = {"driver.container": "ok"}
+        try:
+            if self.cgroups is not None:
+                attrs["cgroup.version"] = self.cgroups.version
+            problem = self._missing_dependency()
+            if not problem:
+                await self._ready()
+        except Exception as e:   # a fingerprint reports, it never raises
+            problem = str(e) or type(e).__name__
+        if problem:
+            attrs["driver.container"] = f"unavailable: {problem}"
+        return attrs
+
+    async def start(self, spec: InstanceSpec) -> Handle:
+        cgroups = self._cgroups()
+        await self._ready()
+        cid = runc_mod.container_id(spec.id)
+        bundle = self.instances_dir / cid
+        if bundle.exists():
+            raise DriverError(f"instance {spec.id} already exists on {self.node}")
+        handle = Handle(spec.id, self.name, {
+            "container_id": cid, "bundle": str(bundle), "key": self._key(spec.id),
+            "cgroup": cg.instance_path(self.node, spec.id), "log": str(self.logs_dir / f"{cid}.log")})
+        attach: asyncio.Future | None = None
+        try:
+            bundle.mkdir(parents=True)
+            # the network (a thread, ~15 ms) is set up while cgroup and rootfs are prepared here
+            attach = asyncio.ensure_future(asyncio.to_thread(self.network.attach, handle.data["key"]))
+            cgroups.create(handle.data["cgroup"], cg.Limits(spec.cpu_milli, spec.memory_bytes,
+                                                            spec.pids_max))
+            rootfs = rootfs_mod.mount_overlay(await self._lower(spec), bundle)
+            att = await asyncio.shield(attach)   # a cancelled start must not orphan the thread
+            handle.data.update(netns=att.netns, address=att.address)
+            config = spec.config or {}
+            runc_mod.write_config(bundle, runc_mod.config(
+                args=list(config.get("command") or ["/bin/sleep", "infinity"]),
+                env=dict(config.get("env") or {}), rootfs=rootfs, netns_path=att.netns_path,
+                cgroups_path=handle.data["cgroup"], hostname=runc_mod.hostname(spec.id)))
+            pid = await self.runc.run_detached(cid, bundle, Path(handle.data["log"]))
+            handle.data.update(pid=pid, start_time=_start_time(pid))
+            self._watch(handle, pid, os.pidfd_open(pid))
+        except BaseException as e:
+            if attach is not None:
+                if not attach.done():
+                    await asyncio.wait([attach])  # its thread cannot be cancelled: let it finish
+                if not attach.cancelled():
+                    attach.exception()            # retrieved; destroy() undoes what it did
+            with contextlib.suppress(Exception):
+                await self.destroy(handle)
+            if isinstance(e, Exception):
+                raise _driver_error(f"cannot start {spec.id}", e) from e
+            raise
+        return handle
+
+    async def wait(self, handle: Handle) -> ExitResult:
+        watched = self._watched.get(handle.id) or self._rewatch(handle)
+        if watched is None:
+            return self._ended_unobserved(handle)
+        return await asyncio.shield(watched.exited)
+
+    async def stop(self, handle: Handle, grace_seconds: float) -> None:
+        watched = self._watched.get(handle.id) or self._rewatch(handle)
+        if watched is None or watched.exited.done():
+            return
+        _signal(watched, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(watched.exited), max(grace_seconds, 0))
+        except TimeoutError:
+            await self._kill(handle, watched)
+
+    async def destroy(self, handle: Handle) -> None:
+        errors: list[str] = []
+        data = handle.data
+        watched = self._watched.get(handle.id) or self._rewatch(handle)
+        if watched is not None and not watched.exited.done():
+            try:
+                await self._kill(handle, watched)
+            except DriverError as e:
+                errors.append(str(e))
+        if "container_id" in data:
+            try:
+                await self.runc.delete(data["container_id"])
+            except runc_mod.RuncError as e:
+                errors.append(str(e))
+        if "bundle" in data:
+            try:
+                rootfs_mod.unmount(Path(data["bundle"]) / "rootfs")
+            except rootfs_mod.RootfsError as e:
+                errors.append(str(e))
+        if self.cgroups is not None and "cgroup" in data:
+            try:
+                self.cgroups.remove(data["cgroup"])
+            except cg.CgroupError as e:
+                errors.append(str(e))
+        if "key" in data:
+            try:
+                await asyncio.to_thread(self.network.detach, data["key"])
+            except NetworkError as e:
+                errors.append(str(e))
+        if "bundle" in data and not rootfs_mod.is_mounted(Path(data["bundle"]) / "rootfs"):
+            shutil.rmtree(data["bundle"], ignore_errors=True)
+        self._forget(handle.id)
+        if errors:
+            raise DriverError(f"destroying {handle.id}: " + "; ".join(errors))
+
+    async def recover(self, handle: Handle) -> bool:
+        self._cgroups()
+        await self._ready()
+        if handle.id in self._watched:
+            return not self._watched[handle.id].exited.done()
+        return self._rewatch(handle) is not None
+
+    async def stats(self, handle: Handle) -> Stats:
+        try:
+            u = self._cgroups().usage(handle.data["cgroup"])
+        except (cg.CgroupError, KeyError) as e:
+            raise _driver_error(f"no stats for {handle.id}", e) from e
+        return Stats(cpu_seconds=u.cpu_seconds, memory_bytes=u.memory_bytes, oom_kills=u.oom_kills)
+
+    def log_path(self, handle: Handle) -> Path:
+        if "log" in handle.data:
+            return Path(handle.data["log"])
+        return self.logs_dir / f"{runc_mod.container_id(handle.id)}.log"
+
+    def address(self, handle: Handle) -> str:
+        return str(handle.data.get("address", ""))
+
+    # -- beyond the protocol ---------------------------------------------------------------------
+
+    def remove_logs(self, handle: Handle) -> None:
+        """Remove the instance's log file (destroy keeps it for `ctl logs` after the end)."""
+        self.log_path(handle).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Stop watching instances (they keep running; a new driver object can recover them)."""
+        loop = None
+        with contextlib.suppress(RuntimeError):
+            loop = asyncio.get_running_loop()
+        for w in self._watched.values():
+            if loop is not None:
+                loop.remove_reader(w.pidfd)
+            with contextlib.suppress(OSError):
+                os.close(w.pidfd)
+            if not w.exited.done():
+                w.exited.cancel()
+        self._watched.clear()
+
+    async def shutdown(self) -> None:
+        """On agent shutdown: close(), then remove this node's empty cgroup parents
+        (packyard/<node>) and, when no instance is left, the bridge."""
+        self.close()
+        if self.cgroups is not None:
+            with contextlib.suppress(cg.CgroupError):
+                self.cgroups.remove_node(self.node)
+        if not any(self.instances_dir.iterdir()) and not self.network.pool.in_use():
+            await asyncio.to_thread(self.network.teardown)
+            self._network_ready = False
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _key(self, instance_id: str) -> str:
+        return f"{self.node}/{instance_id}"
+
+    def _cgroups(self) -> cg.Cgroups:
+        if self.cgroups is None:
+            raise DriverError(f"cgroups unavailable: {self._cgroup_error}")
+        return self.cgroups
+
+    def _missing_dependency(self) -> str:
+        if os.geteuid() != 0:
+            return "the agent must run as root"
+        if self.cgroups is None:
+            return self._cgroup_error
+        if not os.access(self.runc.binary, os.X_OK):
+            return f"runc not found ({self.runc.binary})"
+        with open("/proc/filesystems") as f:
+            if not any(line.split()[-1] == "overlay" for line in f if line.strip()):
+                return "the kernel has no overlayfs"
+        return ""
+
+    async def _ready(self) -> None:
+        async with self._network_lock:          # concurrent first starts: one bridge setup
+            if not self._network_ready:
+                try:
+                    await asyncio.to_thread(self.network.setup)
+                except NetworkError as e:
+                    raise DriverError(f"network: {e}") from e
+                self._network_ready = True
+
+    async def _lower(self, spec: InstanceSpec) -> Path:
+        image = (spec.config or {}).get("image")
+        if image and os.path.isdir(image):
+            return Path(image)
+        # builds or extracts on first use (seconds for a big .tar): off the event loop
+        return await asyncio.to_thread(rootfs_mod.lower_dir, image, self.images_dir)
+
+    def _watch(self, handle: Handle, pid: int, pidfd: int) -> _Watched:
+        loop = asyncio.get_running_loop()
+        w = _Watched(pid, pidfd, handle.data["cgroup"], loop.create_future())
+        self._watched[handle.id] = w
+        loop.add_reader(pidfd, self._on_exit, w)
+        return w
+
+    def _rewatch(self, handle: Handle) -> _Watched | None:
+        """Watch an instance started by an earlier agent (or driver object): only if its pid is
+        alive, is the same process (start time) and is still in the instance's cgroup."""
+        pid, cgroup = handle.data.get("pid"), handle.data.get("cgroup")
+        if not pid or not cgroup or self.cgroups is None:
+            return None
+        try:
+            pidfd = os.pidfd_open(pid)
+        except (ProcessLookupError, OSError):
+            return None
+        try:
+            same = _start_time(pid) == handle.data.get("start_time")
+            running = same and pid in self.cgroups.pids(cgroup)
+        except (OSError, cg.CgroupError, ValueError):
+            same = running = False
+        if not running:
+            if same:                     # it ended unwatched: collect the zombie if it is ours
+                _reap_if_ours(pidfd)
+            os.close(pidfd)
+            return None
+        return self._watch(handle, pid, pidfd)
+
+    def _on_exit(self, w: _Watched) -> None:
+        asyncio.get_running_loop().remove_reader(w.pidfd)
+        try:
+            info = os.waitid(os.P_PIDFD, w.pidfd, os.WEXITED)
+        except ChildProcessError:
+            info = None                  # not our child (we were restarted): status unknown
+        finally:
+            os.close(w.pidfd)
+        if not w.exited.done():
+            w.exited.set_result(_exit_result(info, self._oom_kills(w.cgroup)))
+
+    def _oom_kills(self, cgroup: str | None) -> int:
+        try:
+            return self.cgroups.oom_kills(cgroup) if self.cgroups is not None and cgroup else 0
+        except cg.CgroupError:
+            return 0
+
+    def _ended_unobserved(self, handle: Handle) -> ExitResult:
+        oom = self._oom_kills(handle.data.get("cgroup")) > 0
+        return ExitResult(None, oom_killed=oom, reason="OOMKilled" if oom else "ended unobserved")
+
+    async def _kill(self, handle: Handle, w: _Watched) -> None:
+        _signal(w, signal.SIGKILL)
+        if self.cgroups is not None:
+            with contextlib.suppress(cg.CgroupError):
+                self.cgroups.kill(w.cgroup)
+        try:
+            await asyncio.wait_for(asyncio.shield(w.exited), KILL_WAIT_SECONDS)
+        except TimeoutError:
+            raise DriverError(f"{handle.id} (pid {w.pid}) still alive {KILL_WAIT_SECONDS:g}s "
+                              "after SIGKILL") from None
+
+    def _forget(self, instance_id: str) -> None:
+        w = self._watched.pop(instance_id, None)
+        if w is not None and not w.exited.done():
+            asyncio.get_running_loop().remove_reader(w.pidfd)
+            with contextlib.suppress(OSError):
+                os.close(w.pidfd)
+            w.exited.cancel()
+
+
+def _exit_result(info: os.waitid_result | None, oom_kills: int) -> ExitResult:
+    code: int | None = None
+    reason = "ended while the agent was not its parent"
+    if info is not None:
+        if info.si_code == os.CLD_EXITED:
+            code, reason = info.si_status, f"exit status {info.si_status}"
+        else:                            # CLD_KILLED / CLD_DUMPED: si_status is the signal
+            code, reason = 128 + info.si_status, f"killed by signal {info.si_status}"
+    if oom_kills > 0:
+        return ExitResult(code, oom_killed=True, reason="OOMKilled")
+    return ExitResult(code, reason=reason)
+
+
+def _signal(w: _Watched, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, OSError):
+        signal.pidfd_send_signal(w.pidfd, sig)
+
+
+def _reap_if_ours(pidfd: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+
+
+def _start_time(pid: int) -> int:
+    """Process start time in clock ticks since boot (field 22 of /proc/<pid>/stat): with the pid,
+    it identifies a process across pid reuse."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    return int(stat[stat.rindex(")") + 2:].split()[19])
+
+
+def _driver_error(what: str, e: BaseException) -> DriverError:
+    if isinstance(e, DriverError):
+        return e
+    return DriverError(f"{what}: {e}")
+
+
+__all__ = ["ContainerDriver", "become_subreaper"]

@@ -1,0 +1,141 @@
+"""Root filesystems: an image (directory, .tar, or the built-in busybox one) as the read-only lower
+layer of a per-instance overlayfs, so images are never modified and each instance writes its own
+upper layer. The overlay also lets runc create its mount points (/proc, /dev, /sys...) in images
+that lack them.
+
+Cache layout under the driver's state dir:
+    images/default/rootfs           busybox + its applet symlinks, built once
+    images/tar-<hash>/rootfs        a .tar image, extracted once (hash of path, size, mtime)
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+BUSYBOX = "/bin/busybox"
+MNT_DETACH = 2
+SKELETON = ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root",
+            "run", "var/tmp")
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class RootfsError(Exception):
+    """An image could not be prepared or an overlay mounted/unmounted."""
+
+
+def lower_dir(image: str | None, cache: Path) -> Path:
+    """The directory to use as the read-only lower layer for `image`."""
+    if image is None:
+        return default_rootfs(cache)
+    path = Path(image)
+    if path.is_dir():
+        return path
+    if path.is_file() and path.name.endswith(".tar"):
+        return extracted_tar(path, cache)
+    if not path.exists():
+        raise RootfsError(f"image {image} does not exist")
+    raise RootfsError(f"image {image} is neither a directory nor a .tar file")
+
+
+def default_rootfs(cache: Path) -> Path:
+    target = cache / "default" / "rootfs"
+    if target.is_dir():
+        return target
+    if not os.access(BUSYBOX, os.X_OK):
+        raise RootfsError(f"no image given and {BUSYBOX} is missing (install busybox-static)")
+
+    def build(root: Path) -> None:
+        for d in SKELETON:
+            (root / d).mkdir(parents=True, exist_ok=True)
+        (root / "tmp").chmod(0o1777)
+        shutil.copy2(BUSYBOX, root / "bin/busybox")
+        applets = subprocess.run([BUSYBOX, "--list-full"], capture_output=True, text=True, check=True)
+        for applet in applets.stdout.split():
+            link = root / applet
+            if applet != "bin/busybox" and not link.exists():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to("/bin/busybox")
+        (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+        (root / "etc/group").write_text("root:x:0:\n")
+
+    return _build_once(target, build)
+
+
+def extracted_tar(tar: Path, cache: Path) -> Path:
+    st = tar.stat()
+    key = hashlib.sha1(f"{tar.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = cache / f"tar-{key}" / "rootfs"
+    if target.is_dir():
+        return target
+
+    def build(root: Path) -> None:
+        try:
+            with tarfile.open(tar) as tf:
+                tf.extractall(root, filter=_rootfs_filter)
+        except (tarfile.TarError, OSError) as e:
+            raise RootfsError(f"cannot extract {tar}: {e}") from e
+
+    return _build_once(target, build)
+
+
+def _rootfs_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    # tar_filter refuses members escaping `dest` (../, absolute paths, via links) but also strips
+    # setuid bits and group/other write, which a root filesystem legitimately has: put them back.
+    checked = tarfile.tar_filter(member, dest)
+    return checked.replace(mode=member.mode, deep=False) if member.mode is not None else checked
+
+
+def _build_once(target: Path, build) -> Path:
+    """Build into a temporary directory and rename it into place, so that a half-built rootfs
+    (agent killed meanwhile) is never used."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+    try:
+        build(tmp)
+        tmp.chmod(0o755)
+        os.rename(tmp, target)
+    except OSError as e:
+        if target.is_dir():             # built concurrently: use theirs
+            return target
+        raise RootfsError(f"cannot build {target}: {e}") from e
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def mount_overlay(lower: Path, instance_dir: Path) -> Path:
+    """Mount lower + instance_dir/{upper,work} at instance_dir/rootfs and return that path."""
+    rootfs, upper, work = instance_dir / "rootfs", instance_dir / "upper", instance_dir / "work"
+    for d in (rootfs, upper, work):
+        d.mkdir(parents=True, exist_ok=True)
+    for p in (lower, upper, work):
+        if any(c in str(p) for c in ",:\\"):
+            raise RootfsError(f"overlayfs cannot take a path containing ',', ':' or '\\': {p}")
+    opts = f"lowerdir={lower},upperdir={upper},workdir={work}".encode()
+    if _libc.mount(b"overlay", bytes(rootfs), b"overlay", 0, opts) != 0:
+        err = ctypes.get_errno()
+        raise RootfsError(f"cannot mount overlay at {rootfs}: {os.strerror(err)}")
+    return rootfs
+
+
+def unmount(path: Path) -> None:
+    """Unmount `path` (lazily, so a process still inside cannot make this fail). Idempotent."""
+    while _libc.umount2(bytes(path), MNT_DETACH) == 0:
+        pass                             # stacked mounts: unmount them all
+    err = ctypes.get_errno()
+    if err not in (errno.EINVAL, errno.ENOENT):          # EINVAL: not a mount point
+        raise RootfsError(f"cannot unmount {path}: {os.strerror(err)}")
+
+
+def is_mounted(path: Path) -> bool:
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == target for line in f)

@@ -1,0 +1,211 @@
+"""The OCI bundle (config.json) and the runc calls.
+
+runc only sets up namespaces and the root filesystem and execs the process; cgroup limits are the
+agent's (agent/cgroups.py): config.json names the cgroup path but carries no cpu/memory/pids
+resources, only the device allow-list (a security setting, not a limit).
+
+Subprocesses are awaited with a pidfd registered in the event loop: no thread and no waitpid(-1),
+so asyncio's child watcher and the driver's own reaping of container processes are not disturbed.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+VALID_ID = re.compile(r"^[A-Za-z0-9_+.-]{1,128}$")
+# Docker's default set: enough for ordinary programs (ping needs NET_RAW), nothing administrative.
+CAPABILITIES = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+                "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+                "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
+MASKED_PATHS = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+                "/proc/scsi"]
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+
+class RuncError(Exception):
+    """runc failed; the message carries runc's own error text."""
+
+
+def container_id(instance_id: str) -> str:
+    """The id runc gets: the instance id when runc accepts it, else a sanitized form + a hash."""
+    if VALID_ID.match(instance_id) and instance_id not in (".", ".."):
+        return instance_id
+    clean = re.sub(r"[^A-Za-z0-9_+.-]", "_", instance_id)[:100].strip(".") or "x"
+    return f"{clean}-{hashlib.sha1(instance_id.encode()).hexdigest()[:8]}"
+
+
+def hostname(instance_id: str) -> str:
+    name = re.sub(r"[^a-z0-9-]", "-", instance_id.lower()).strip("-")[:63]
+    return name or "container"
+
+
+def config(*, args: list[str], env: dict[str, str], rootfs: Path, netns_path: str | None,
+           cgroups_path: str, hostname: str) -> dict[str, Any]:
+    """config.json for one instance (OCI runtime spec 1.0)."""
+    env = dict(env)
+    env.setdefault("PATH", DEFAULT_PATH)
+    env.setdefault("HOSTNAME", hostname)
+    network: dict[str, str] = {"type": "network"}
+    if netns_path:
+        network["path"] = netns_path
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": list(args),
+            "env": [f"{k}={v}" for k, v in env.items()],
+            "cwd": "/",
+            "capabilities": {k: CAPABILITIES for k in ("bounding", "effective", "permitted")},
+            "noNewPrivileges": True,
+        },
+        "root": {"path": str(rootfs), "readonly": False},
+        "hostname": hostname,
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+        ],
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+                           network],
+            "cgroupsPath": "/" + cgroups_path.strip("/"),
+            # no cpu/memory/pids here: the agent writes those itself
+            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+        },
+    }
+
+
+def write_config(bundle: Path, cfg: dict[str, Any]) -> None:
+    bundle.mkdir(parents=True, exist_ok=True)
+    (bundle / "config.json").write_text(json.dumps(cfg, indent=1))
+
+
+class Runc:
+    def __init__(self, binary: str, root: Path):
+        self.binary = binary
+        self.root = root
+
+    def _argv(self, *args: str, log: Path | None = None) -> list[str]:
+        argv = [self.binary, "--root", str(self.root)]
+        if log is not None:
+            argv += ["--log", str(log), "--log-format", "json"]
+        return argv + list(args)
+
+    async def run_detached(self, cid: str, bundle: Path, log_file: Path) -> int:
+        """`runc run -d`: start the container and return its init's pid once it runs. The container
+        inherits stdout/stderr = log_file (runc's pass-through stdio, no terminal)."""
+        pid_file, runc_log = bundle / "init.pid", bundle / "runc.log"
+        pid_file.unlink(missing_ok=True)
+        argv = self._argv("run", "-d", "--pid-file", str(pid_file), "--bundle", str(bundle), cid,
+                          log=runc_log)
+        with open(log_file, "ab") as out:
+            offset = out.tell()
+            rc, _ = await run(argv, stdout=out, stderr=out)
+        if rc != 0:
+            raise RuncError(_runc_message(runc_log, _tail(log_file, offset)) or f"runc run exited with {rc}")
+        try:
+            return int(pid_file.read_text())
+        except (OSError, ValueError) as e:
+            raise RuncError(f"runc run succeeded but wrote no pid file: {e}") from e
+
+    async def delete(self, cid: str) -> None:
+        """`runc delete --force`: kill if running, remove runc's state and cgroups. Idempotent."""
+        rc, stderr = await run(self._argv("delete", "--force", cid))
+        text = stderr.decode(errors="replace").strip()
+        if rc != 0 and "does not exist" not in text and "not exist" not in text:
+            raise RuncError(f"runc delete {cid}: {text or f'exit status {rc}'}")
+
+
+def _runc_message(runc_log: Path, stderr: bytes) -> str:
+    """runc's error lines from its JSON log, else its stderr."""
+    messages = []
+    try:
+        for line in runc_log.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("level") in ("error", "fatal"):
+                messages.append(str(entry.get("msg", "")).strip())
+    except OSError:
+        pass
+    return "; ".join(dict.fromkeys(m for m in messages if m)) or stderr.decode(errors="replace").strip()
+
+
+def _tail(path: Path, offset: int, limit: int = 4096) -> bytes:
+    """What was appended to `path` after `offset` (at most `limit` bytes, the last ones)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(offset, f.seek(0, os.SEEK_END) - limit))
+            return f.read()
+    except OSError:
+        return b""
+
+
+async def run(argv: list[str], *, stdout: Any = subprocess.DEVNULL,
+              stderr: Any = None) -> tuple[int, bytes]:
+    """Run argv to completion without blocking the loop; return (exit status, stderr) (stderr is
+    empty when it was sent elsewhere)."""
+    with tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout,
+                                    stderr=err if stderr is None else stderr, close_fds=True)
+        except OSError as e:
+            raise RuncError(f"cannot run {argv[0]}: {e.strerror}") from e
+        try:
+            await wait_pid_exit(proc.pid)
+        except BaseException:
+            proc.kill()                  # cancelled: do not leave it running unobserved
+            raise
+        finally:
+            rc = proc.wait()
+        err.seek(0)
+        return rc, err.read()
+
+
+async def wait_pid_exit(pid: int) -> None:
+    """Until process `pid` has ended (it may stay a zombie until reaped)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        await wait_readable(fd)
+    finally:
+        os.close(fd)
+
+
+async def wait_readable(fd: int) -> None:
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def ready() -> None:
+        loop.remove_reader(fd)
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, ready)
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)

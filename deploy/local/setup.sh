@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what packyard needs on a Debian 12 machine (as root): Debian packages, then a venv in
+# .venv with packyard and its test tools. Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+PACKAGES=(etcd-server etcd-client runc busybox-static iproute2 kmod
+          libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc python3-venv python3-dev
+          qemu-system-x86 qemu-utils linux-image-amd64 prometheus)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing Debian packages: ${missing[*]}" >&2
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.packyard-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[test]'
+  touch "$stamp"
+fi

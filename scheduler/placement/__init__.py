@@ -1,0 +1,17 @@
+"""packyard's placement engine: which host each instance of a group goes to, and why not.
+
+    from scheduler.placement import Host, HostTable, GroupAsk, EngineConfig, Plan, place
+    table = HostTable.from_hosts(hosts)
+    results = place(table, asks, EngineConfig())         # list[GroupPlacement], table untouched
+    plan = Plan(table, config); place(table, asks, plan=plan); plan.to_table()   # keep the reservations
+
+README.md in this folder draws the pipeline.
+"""
+from scheduler.placement.asks import GroupAsk, GroupPlacement, Status
+from scheduler.placement.config import POLICIES, EngineConfig
+from scheduler.placement.engine import place, place_group
+from scheduler.placement.plan import Plan
+from scheduler.placement.table import Host, HostTable
+
+__all__ = ["EngineConfig", "GroupAsk", "GroupPlacement", "Host", "HostTable", "POLICIES", "Plan",
+           "Status", "place", "place_group"]

@@ -1,0 +1,70 @@
+"""What the engine is asked (GroupAsk) and what it answers (GroupPlacement).
+
+An outcome is a value, never an exception: a group that does not fit comes back UNSCHEDULABLE with
+per-filter counts saying why, so `ctl status` can answer "why is this pending?".
+"""
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from packyard.records import ResourceAmounts
+from packyard.spec import Constraint
+
+
+class Status(enum.Enum):
+    PLACED = "placed"                   # every instance has a host
+    PARTIAL = "partial"                 # some have, `unplaced` have not
+    UNSCHEDULABLE = "unschedulable"     # none has; `reasons` says which filters eliminated the hosts
+    ERROR = "error"                     # the ask cannot be evaluated (`error` says why)
+
+
+@dataclass(frozen=True)
+class GroupAsk:
+    """`count` instances of one group, all with the same raw `request` (overhead not included):
+    one equivalence class, decided together."""
+    job: str
+    group: str
+    count: int
+    kind: str = "container"
+    priority: int = 50
+    request: ResourceAmounts = field(default_factory=ResourceAmounts)
+    constraints: Sequence[Constraint] = ()
+    distinct_hosts: bool = False
+    # hosts already running instances of this group: distinct_hosts keeps new instances off them too
+    existing_hosts: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            raise ValueError("count must not be negative")
+        r = self.request
+        if min(r.cpu_milli, r.memory_bytes, r.disk_bytes, r.gpu_milli) < 0:
+            raise ValueError("request amounts must not be negative")
+
+
+@dataclass
+class GroupPlacement:
+    ask: GroupAsk
+    reserved: ResourceAmounts           # per instance: request + the kind's overhead
+    hosts: list[str]                    # one host per placed instance, in placement order
+    unplaced: int
+    # For the last instance that found no host: how many hosts each filter eliminated, every host
+    # counted once, by the first filter (in pipeline order) that rejected it.
+    reasons: dict[str, int]
+    status: Status
+    gpus: list[tuple[int, ...]] = field(default_factory=list)   # GPU device indices per instance
+    error: str = ""
+
+    @property
+    def placed(self) -> int:
+        return len(self.hosts)
+
+    def explain(self) -> str:
+        """`12 hosts: not enough memory, 3: constraint label.zone = a` (largest first)."""
+        parts = sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+        out = [f"{n}: {r}" for r, n in parts]
+        if out:
+            n = parts[0][1]
+            out[0] = f"{n} {'host' if n == 1 else 'hosts'}: {parts[0][0]}"
+        return ", ".join(out)

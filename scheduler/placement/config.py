@@ -1,0 +1,67 @@
+"""EngineConfig: one pipeline, configured. Bin-pack versus spread, the peers' policies, overhead
+profiles, overcommit ratios and host reserves are settings here, not forks of the code."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from packyard.profiles import DEFAULTS, Profile
+from packyard.records import ResourceAmounts
+from scheduler.placement.mix import WorkloadMix
+from scheduler.placement.scorers import MIX_SCORERS, REGISTRY
+
+# name -> (scorer, weight) pairs. The peers' are re-derived from their published formulas
+# (FIELD-NOTES.md); unlike the peers, every feasible host is scored (no sampling).
+POLICIES: dict[str, tuple[tuple[str, float], ...]] = {
+    # GPUs kept usable first (fragmentation gradient, stranding), then keep work on hosts in use,
+    # then the fullest host; on hosts without GPUs the first two score 0.5 everywhere
+    "packyard": (("fragmentation", 1.0), ("stranding", 0.25), ("occupied", 0.001), ("binpack", 0.0001)),
+    "nomad-binpack": (("nomad_binpack", 1.0),),
+    "k8s-default": (("least_allocated", 1.0), ("balanced_allocation", 1.0)),
+    "k8s-mostallocated": (("most_allocated", 1.0),),
+}
+DEFAULT_POLICY = "packyard"
+OVERCOMMITTABLE = ("cpu_milli", "memory_bytes", "disk_bytes")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    profiles: Mapping[str, Profile] = field(default_factory=lambda: dict(DEFAULTS))
+    scorers: tuple[tuple[str, float], ...] = POLICIES[DEFAULT_POLICY]
+    # resource name -> ratio, e.g. {"cpu_milli": 2.0}: hosts offer capacity x ratio
+    overcommit: Mapping[str, float] = field(default_factory=dict)
+    # kept back on every host for the OS and the agent (gpu_milli must be 0: GPUs are devices)
+    host_reserve: ResourceAmounts = field(default_factory=ResourceAmounts)
+    # the workloads expected to arrive, for the fragmentation and stranding scorers; None: the
+    # Plan learns it from the asks it sees (causal, mix.MixLearner)
+    workload_mix: WorkloadMix | None = None
+    # False re-runs the whole pipeline for every instance: the reference the tests compare against
+    incremental: bool = True
+    max_cached_classes: int = 512
+
+    def __post_init__(self) -> None:
+        unknown = [name for name, _ in self.scorers if name not in REGISTRY]
+        if unknown:
+            raise ValueError(f"unknown scorer {unknown[0]!r}; known: {', '.join(sorted(REGISTRY))}")
+        if not self.scorers or any(w < 0 for _, w in self.scorers) or sum(w for _, w in self.scorers) <= 0:
+            raise ValueError("scorer weights must be non-negative with a positive sum")
+        for name, ratio in self.overcommit.items():
+            if name not in OVERCOMMITTABLE:
+                raise ValueError(f"cannot overcommit {name!r}; only {', '.join(OVERCOMMITTABLE)}")
+            if ratio <= 0:
+                raise ValueError(f"overcommit ratio for {name} must be positive")
+        if self.host_reserve.gpu_milli:
+            raise ValueError("host_reserve cannot hold back GPUs")
+
+    @classmethod
+    def for_policy(cls, policy: str, **kwargs) -> EngineConfig:
+        if policy not in POLICIES:
+            raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+        return cls(scorers=POLICIES[policy], **kwargs)
+
+    def uses_mix(self) -> bool:
+        return any(name in MIX_SCORERS and weight > 0 for name, weight in self.scorers)
+
+    def overcommit_ratios(self) -> tuple[float, float, float, float]:
+        cpu, mem, disk = (float(self.overcommit.get(n, 1.0)) for n in OVERCOMMITTABLE)
+        return cpu, mem, disk, 1.0

@@ -1,0 +1,87 @@
+"""The workload mix: what kinds of instance are expected to arrive, as reserved amounts
+(cpu_milli, memory_bytes, gpu_milli) with a weight each. The fragmentation and stranding scorers
+protect capacity for it ("Beware of Fragmentation", ATC '23, calls it the target workload).
+
+Either given (EngineConfig.workload_mix: e.g. the instances running now) or learned by the Plan
+from the asks it has seen so far: causal, no look-ahead at asks not yet made.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from scheduler.placement.table import GPU_DEVICE_MILLI
+
+Shape = tuple[int, int, int]
+
+
+class WorkloadMix:
+    def __init__(self, classes: list[tuple[int, int, int, float]]):
+        if not classes:
+            raise ValueError("a workload mix needs at least one class")
+        a = np.array(classes, dtype=np.float64).reshape(-1, 4)
+        if np.any(a < 0) or a[:, 3].sum() <= 0:
+            raise ValueError("a workload mix needs non-negative amounts and a positive total weight")
+        self.cpu = a[:, 0].astype(np.int64)
+        self.memory = a[:, 1].astype(np.int64)
+        self.gpu = a[:, 2].astype(np.int64)
+        self.weight = a[:, 3] / a[:, 3].sum()
+        self.share = self.gpu < GPU_DEVICE_MILLI     # a share of one device (or no GPU at all)
+        # the fragmentation scorer compares devices against min(gpu, 1 GPU): its distinct values
+        self.thresholds, self.threshold_index = np.unique(
+            np.minimum(self.gpu, GPU_DEVICE_MILLI), return_inverse=True)
+        self.cpu_per_gpu, self.memory_per_gpu = self._per_gpu()
+
+    @classmethod
+    def of(cls, counts: dict[Shape, float], top: int = 64) -> WorkloadMix:
+        """The mix of counted shapes, keeping the `top` most frequent."""
+        best = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+        return cls([(*shape, float(n)) for shape, n in best])
+
+    def _per_gpu(self) -> tuple[float, float]:
+        """The median cpu and memory a GPU's worth of the mix's GPU workloads brings with it
+        (weighted by how often each arrives and by its GPUs); 0 when the mix has no GPU work."""
+        g = self.gpu > 0
+        if not g.any():
+            return 0.0, 0.0
+        share = self.weight[g] * self.gpu[g]
+        return (_weighted_median(self.cpu[g] / self.gpu[g], share) * GPU_DEVICE_MILLI,
+                _weighted_median(self.memory[g] / self.gpu[g], share) * GPU_DEVICE_MILLI)
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
+class MixLearner:
+    """Counts the shapes asked for. Every time the count has grown by `growth` it compares the
+    mix it would build with the one in use, and offers the new one only if the distributions differ
+    by more than `tolerance` (total variation): rebuilding the mix invalidates every cached score,
+    and a stationary workload soon stops moving it."""
+
+    def __init__(self, growth: float = 1.25, tolerance: float = 0.05, top: int = 64):
+        self.counts: dict[Shape, float] = {}
+        self.total = 0.0
+        self.checked_at = 0.0
+        self.in_use: dict[Shape, float] = {}
+        self.growth = growth
+        self.tolerance = tolerance
+        self.top = top
+
+    def observe(self, shape: Shape, count: int) -> WorkloadMix | None:
+        """Count an ask; returns a new mix when it is time to change, else None."""
+        self.counts[shape] = self.counts.get(shape, 0.0) + count
+        self.total += count
+        if self.total < self.checked_at * self.growth:
+            return None
+        self.checked_at = self.total
+        best = dict(sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))[:self.top])
+        norm = sum(best.values())
+        candidate = {k: v / norm for k, v in best.items()}
+        moved = sum(abs(candidate.get(k, 0.0) - self.in_use.get(k, 0.0))
+                    for k in candidate.keys() | self.in_use.keys()) / 2
+        if self.in_use and moved <= self.tolerance:
+            return None
+        self.in_use = candidate
+        return WorkloadMix([(*k, v) for k, v in candidate.items()])

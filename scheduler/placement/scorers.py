@@ -1,0 +1,90 @@
+"""Scorers: each maps (rows of the plan, the instance's reserved amounts) to a float array in [0, 1],
+higher is better, scoring each host as if the instance were placed on it. A scorer reads only its
+own row, never other hosts: that is what lets the engine re-score only the hosts a reservation
+changed. The engine clips, weighs (EngineConfig.scorers) and sums them.
+
+The peers' policies are re-derived from their published formulas (FIELD-NOTES.md), not copied.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from scheduler.placement.fragmentation import FRAGMENTED, STRANDED
+from scheduler.placement.table import CPU, MEMORY
+
+if TYPE_CHECKING:
+    from scheduler.placement.plan import View
+
+Scorer = Callable[["View"], np.ndarray]
+
+
+def binpack(view: View) -> np.ndarray:
+    """Prefer the host that ends up fullest (mean of cpu and memory use after placing), so small
+    instances fill one host before another is opened."""
+    used = view.used_after
+    return (used[:, CPU] + used[:, MEMORY]) / 2
+
+
+def occupied(view: View) -> np.ndarray:
+    """1 on a host that already holds something, 0 on an empty one: a tie-breaker that keeps work
+    on the hosts in use, so empty hosts stay empty (to be powered down or kept for big work)."""
+    return np.any(view.allocated > 0, axis=1).astype(np.float64)
+
+
+def nomad_binpack(view: View) -> np.ndarray:
+    """Nomad's ScoreFitBinPack: 20 - (10^freeCpu + 10^freeMem), free = fraction left after
+    placing; ranges 0..18, divided by 18."""
+    free_cpu = 1.0 - view.used_after[:, CPU]
+    free_mem = 1.0 - view.used_after[:, MEMORY]
+    return (20.0 - (np.power(10.0, free_cpu) + np.power(10.0, free_mem))) / 18.0
+
+
+def least_allocated(view: View) -> np.ndarray:
+    """kube-scheduler NodeResourcesFit LeastAllocated (its default, spreads): mean over cpu and
+    memory (weights 1, 1) of the fraction left free after placing."""
+    return 1.0 - binpack(view)
+
+
+def most_allocated(view: View) -> np.ndarray:
+    """kube-scheduler NodeResourcesFit MostAllocated: mean of the fraction in use after placing."""
+    return binpack(view)
+
+
+def balanced_allocation(view: View) -> np.ndarray:
+    """kube-scheduler NodeResourcesBalancedAllocation: 1 - standard deviation of the cpu and memory
+    fractions after placing (for two resources, |cpu - mem| / 2)."""
+    used = view.used_after
+    return 1.0 - np.abs(used[:, CPU] - used[:, MEMORY]) / 2
+
+
+def fragmentation(view: View) -> np.ndarray:
+    """Fragmentation gradient (FGD, fragmentation.py): prefer the host whose expected GPU
+    fragmentation for the workload mix grows least: a share on a partly used GPU rather than a
+    whole one, whole GPUs where they leave no partial device behind."""
+    g = view.gpu_gradients
+    return np.full(len(view), 0.5) if g is None else g[:, FRAGMENTED]
+
+
+def stranding(view: View) -> np.ndarray:
+    """Prefer the host where placing the instance strands the fewest GPUs (fragmentation.py):
+    keep the cpu and memory that a host's free GPUs will need."""
+    g = view.gpu_gradients
+    return np.full(len(view), 0.5) if g is None else g[:, STRANDED]
+
+
+REGISTRY: dict[str, Scorer] = {
+    "fragmentation": fragmentation,
+    "stranding": stranding,
+    "occupied": occupied,
+    "binpack": binpack,
+    "nomad_binpack": nomad_binpack,
+    "least_allocated": least_allocated,
+    "most_allocated": most_allocated,
+    "balanced_allocation": balanced_allocation,
+}
+
+# scorers that read the workload mix (the Plan learns one only when one of these is weighed)
+MIX_SCORERS = frozenset({"fragmentation", "stranding"})

@@ -1,0 +1,369 @@
+"""The container driver on real runc, cgroups, overlayfs and network namespaces."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from agent import cgroups as cg
+from agent.drivers.base import DriverError, ExitResult, Handle, InstanceSpec
+from agent.drivers.container import ContainerDriver
+from agent.drivers.container import rootfs as rootfs_mod
+from agent.drivers.container import runc as runc_mod
+from tests.agent.conftest import RUNC, needs_root, needs_runc
+
+MI = 1 << 20
+
+# -- pure parts ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("instance_id,expected", [
+    ("web.api.0-x7k2", "web.api.0-x7k2"),
+    ("has space/slash", None),
+    ("..", None),
+], ids=["valid-kept", "sanitized", "dotdot"])
+def test_container_id(instance_id, expected):
+    cid = runc_mod.container_id(instance_id)
+    if expected:
+        assert cid == expected
+    else:
+        assert runc_mod.VALID_ID.match(cid) and cid not in (".", "..")
+        assert cid != runc_mod.container_id(instance_id + "!")
+
+
+def make_config(**kw):
+    args = dict(args=["sh", "-c", "exit 3"], env={"A": "1"}, rootfs=Path("/s/rootfs"),
+                netns_path="/var/run/netns/pyn-x", cgroups_path="packyard/n1/i1", hostname="i1")
+    return runc_mod.config(**{**args, **kw})
+
+
+def test_config_joins_our_netns_and_cgroup_without_limits():
+    c = make_config()
+    linux = c["linux"]
+    assert {"type": "network", "path": "/var/run/netns/pyn-x"} in linux["namespaces"]
+    assert {n["type"] for n in linux["namespaces"]} == {"pid", "ipc", "uts", "mount", "network"}
+    assert linux["cgroupsPath"] == "/packyard/n1/i1"
+    assert set(linux["resources"]) == {"devices"}          # limits are the agent's, not runc's
+    assert c["process"]["args"] == ["sh", "-c", "exit 3"] and c["process"]["terminal"] is False
+    assert c["root"] == {"path": "/s/rootfs", "readonly": False}
+    json.dumps(c)
+
+
+@pytest.mark.parametrize("env,path", [({}, runc_mod.DEFAULT_PATH), ({"PATH": "/opt/bin"}, "/opt/bin")],
+                         ids=["path-added", "path-kept"])
+def test_config_env(env, path):
+    assert f"PATH={path}" in make_config(env=env)["process"]["env"]
+
+
+@pytest.mark.parametrize("info,oom,expected", [
+    ((1, 0), 0, ExitResult(0, reason="exit status 0")),
+    ((1, 3), 0, ExitResult(3, reason="exit status 3")),
+    ((2, 9), 0, ExitResult(137, reason="killed by signal 9")),
+    ((2, 9), 1, ExitResult(137, oom_killed=True, reason="OOMKilled")),
+    ((1, 137), 1, ExitResult(137, oom_killed=True, reason="OOMKilled")),
+    (None, 0, ExitResult(None, reason="ended while the agent was not its parent")),
+], ids=["zero", "three", "sigkill", "oom-signal", "oom-shell", "not-our-child"])
+def test_exit_result(info, oom, expected):
+    from agent.drivers.container.driver import _exit_result
+
+    class Info:                                          # the fields of os.waitid_result we read
+        def __init__(self, code, status):
+            self.si_code = {1: os.CLD_EXITED, 2: os.CLD_KILLED}[code]
+            self.si_status = status
+    assert _exit_result(Info(*info) if info else None, oom) == expected
+
+
+def test_tar_images_keep_modes_but_cannot_escape(tmp_path):
+    import io
+    good, bad = tmp_path / "good.tar", tmp_path / "bad.tar"
+    with tarfile.open(good, "w") as tf:
+        f = tarfile.TarInfo("bin/su")
+        f.size, f.mode = 1, 0o4755
+        tf.addfile(f, io.BytesIO(b"x"))
+        link = tarfile.TarInfo("bin/sh")
+        link.type, link.linkname = tarfile.SYMTYPE, "/bin/busybox"       # absolute: fine in a rootfs
+        tf.addfile(link)
+    with tarfile.open(bad, "w") as tf:
+        f = tarfile.TarInfo("../../escaped")
+        f.size = 1
+        tf.addfile(f, io.BytesIO(b"x"))
+    root = rootfs_mod.lower_dir(str(good), tmp_path / "cache")
+    assert (root / "bin/su").stat().st_mode & 0o7777 == 0o4755
+    assert os.readlink(root / "bin/sh") == "/bin/busybox"
+    assert rootfs_mod.lower_dir(str(good), tmp_path / "cache") == root        # extracted once
+    with pytest.raises(rootfs_mod.RootfsError, match="outside the destination"):
+        rootfs_mod.lower_dir(str(bad), tmp_path / "cache")
+    assert not list(tmp_path.rglob("escaped"))
+    with pytest.raises(rootfs_mod.RootfsError, match="does not exist"):
+        rootfs_mod.lower_dir(str(tmp_path / "nope"), tmp_path / "cache")
+
+
+# -- real containers ------------------------------------------------------------------------------
+
+def spec(instance_id: str, command: list[str], *, cpu_milli=1000, memory=64 * MI, image=None):
+    return InstanceSpec(id=instance_id, job="t", group="g", kind="container", cpu_milli=cpu_milli,
+                        memory_bytes=memory, config={"image": image, "command": command, "env": {}})
+
+
+class Harness:
+    """A driver plus every handle it started, destroyed at the end even when the test failed."""
+
+    def __init__(self, node: str, state_dir: Path, subnet: str):
+        self.node, self.state_dir, self.subnet = node, state_dir, subnet
+        self.driver = ContainerDriver(node, state_dir, subnet, runc=RUNC)
+        self.handles: list[Handle] = []
+
+    async def start(self, *args, **kw) -> Handle:
+        h = await self.driver.start(spec(*args, **kw))
+        self.handles.append(h)
+        return h
+
+    async def close(self) -> list[str]:
+        """Destroy everything, shut the driver down; return what is still left on the host."""
+        left = []
+        for h in self.handles:
+            try:
+                await self.driver.destroy(h)
+            except DriverError as e:            # still try the rest
+                left.append(f"{h.id}: {e}")
+            left += [f"{h.id}: {what}" for what in leftovers(self.driver, h)]
+        await self.driver.shutdown()
+        for root in self.driver.cgroups.roots():
+            if os.path.exists(os.path.join(root, cg.node_path(self.node))):
+                left.append(f"node cgroup in {root}")
+        if os.path.exists(f"/sys/class/net/{self.driver.network.bridge}"):
+            left.append("bridge")
+        return left
+
+
+@pytest.fixture
+async def harness(node, state_dir, subnet):
+    h = Harness(node, state_dir, subnet)
+    yield h
+    assert await h.close() == []
+
+
+async def until(predicate, timeout=5.0, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+def leftovers(driver: ContainerDriver, h: Handle) -> list[str]:
+    """What of instance `h` is still on the host."""
+    found = []
+    for root in driver.cgroups.roots():
+        if os.path.exists(os.path.join(root, h.data["cgroup"])):
+            found.append(f"cgroup in {root}")
+    for what, path in [("netns", f"/var/run/netns/{h.data.get('netns', '-')}"),
+                       ("bundle", h.data["bundle"]), ("runc state", driver.runc.root / h.data["container_id"])]:
+        if os.path.exists(path):
+            found.append(what)
+    if rootfs_mod.is_mounted(Path(h.data["bundle"]) / "rootfs"):
+        found.append("overlay mount")
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.integration
+@needs_root()
+@needs_runc()
+async def test_fingerprint(harness):
+    assert await harness.driver.fingerprint() == {"driver.container": "ok", "cgroup.version":
+                                                  harness.driver.cgroups.version}
+    broken = ContainerDriver(harness.node, harness.state_dir, harness.subnet, runc="/nonexistent/runc")
+    attrs = await broken.fingerprint()
+    assert attrs["driver.container"].startswith("unavailable: runc not found")
+
+
+@pytest.mark.integration
+@needs_root()
+@needs_runc()
+async def test_start_logs_stop_and_clean_up(harness):
+    d = harness.driver
+    latencies = []
+    for i in range(5):
+        t0 = time.perf_counter()
+        h = await harness.start(f"t.g.{i}-run", ["sh", "-c", "echo hello; echo oops >&2; sleep 1000"])
+        latencies.append(time.perf_counter() - t0)
+    print(f"start(): p50 {statistics.median(latencies) * 1000:.1f} ms, "
+          f"max {max(latencies) * 1000:.1f} ms over {len(latencies)}")
+    await until(lambda: d.log_path(h).read_text() == "hello\noops\n")       # stdout and stderr
+    pid = h.data["pid"]
+    assert alive(pid) and d.address(h).startswith(harness.subnet.rsplit(".", 1)[0])
+    assert pid in d.cgroups.pids(h.data["cgroup"])
+    await d.stop(h, grace_seconds=0.3)          # sh as pid 1 ignores SIGTERM: killed after grace
+    result = await d.wait(h)
+    assert result == ExitResult(137, reason="killed by signal 9")
+    assert not alive(pid)
+    await d.destroy(h)
+    assert leftovers(d, h) == []
+    await d.destroy(h)                          # idempotent
+    assert "hello" in d.log_path(h).read_text()  # the log outlives the instance...
+    d.remove_logs(h)
+    assert not d.log_path(h).exists()           # ...until removed
+
+
+@pytest.mark.integration
+@needs_root()
+@needs_runc()
+async def test_stop_is_sigterm_first(harness):
+    d = harness.driver
+    h = await harness.start("t.g.0-term", ["sh", "-c", "trap 'echo bye; exit 0' TERM; "
+                                           "echo ready; while :; do sleep 0.05; done"])
+    await until(lambda: "ready" in d.log_path(h).read_text())
+    t0 = time.monotonic()
+    await d.stop(h, grace_seconds=10)
+    assert time.monotonic() - t0 < 2                # ended on SIGTERM, long before the grace
+    assert await d.wait(h) == ExitResult(0, reason="exit status 0")
+    assert "bye" in d.log_path(h).read_text()
+
+
+@pytest.mark.integration
+@needs_root()
+@needs_runc()
+async def test_parallel_starts(harness):
+    d = harness.driver
+    t0 = time.perf_counter()
+    handles = await asyncio.gather(*(harness.start(f"t.g.{i}-par", ["sleep", "1000"]) for i in range(8)))
+    print(f"8 parallel starts: {(time.perf_counter() - t0) * 1000:.0f} ms")
+    assert len({d.address(h) for h in handles}) == 8
+    assert all(alive(h.data["pid"]) for h in handles)
+
+
+@pytest.mark.integration
+@needs_root()
+@needs_runc()
+async def test_exit_code(harness):
+    h = await harness.start("t.g.0-exit", ["sh", "-c", "exit 3"])
+    assert await asyncio.wait_for(harness.driver.wait(h), 5) == ExitResult(3, reason="exit status 3")
+
+
+@pytest.mark.integration
+@needs_root()
+@needs_runc()
+@pytest.mark.parametrize("command,image,error", [
+    (["/no-such-program"], None, "no-such-program"),
+    (["sh"], "/no/such/image", "image /no/such/image does not exist"),
+], ids=["bad-command", "bad-image"])
+async def test_start_failure_is_a_driver_error_and_leaves_nothing(harness, command, image, error):
+    with pytest.raises(DriverError, match=error) as failed:
+        await harness.start("t.g.0-bad", command, image=image)
+    print(failed.value)
+    d = harness.driver
+    assert not list(d.instances_dir.iterdir())
+    assert not os.path.exists(os.path.join(d.cgroups.roots()[0], cg.instance_path(d.node, "t.g.0-bad")))
+    assert not d.network.pool.in_use()
+
+
+@pytest.mark.integration
+@needs_root()
+@needs_runc()
+async def test_memory_limit_oom_kills_only_that_container(harness):
+    d = harness.driver
+    neighbour = await harness.start("t.g.0-calm", ["sleep", "1000"], memory=64 * MI)
+    hog = await harness.start("t.g.1-hog", ["sh", "-c", "dd if=/dev/zero of=/dev/null bs=200M count=1"],
+                              memory=32 * MI)
+    result = await asyncio.wait_for(d.wait(hog), 10)
+    assert result.oom_killed and result.reason == "OOMKilled", result
+    assert (await d.stats(hog)).oom_kills >= 1
+    assert alive(neighbour.data["pid"])
+    assert (await d.stats(neighbour)).oom_kills == 0
+
+
+@pytest.mark.integration
+@needs_root()
+@needs_runc()
+async def test_cpu_quota(harness):
+    d = harness.driver
+    h = await harness.start("t.g.0-spin", ["sh", "-c", "while :; do :; done"], cpu_milli=250)
+    await asyncio.sleep(0.2)
+    before, t0 = (await d.stats(h)).cpu_seconds, time.monotonic()
+    await asyncio.sleep(2.0)
+    cores = ((await d.stats(h)).cpu_seconds - before) / (time.monotonic() - t0)
+    print(f"0.25-core container used {cores:.3f} cores")
+    assert 0.15 <= cores <= 0.35
+
+
+@pytest.mark.integration
+@needs_root()
+@needs_runc()
+async def test_two_containers_reach_each_other_and_the_bridge(harness):
+    d = harness.driver
+    server = await harness.start("t.g.0-srv", ["sleep", "1000"])
+    gateway = d.network.gateway
+    client = await harness.start("t.g.1-cli", ["sh", "-c",
+                                 f"ping -c1 -W1 {gateway} && ping -c1 -W1 {d.address(server)}"])
+    assert d.address(server) != d.address(client)
+    result = await asyncio.wait_for(d.wait(client), 10)
+    assert result.exit_code == 0, d.log_path(client).read_text()
+
+
+@pytest.mark.integration
+@needs_root()
+@needs_runc()
+async def test_recover_after_agent_restart(harness):
+    first = harness.driver
+    h = await harness.start("t.g.0-keep", ["sleep", "1000"])
+    gone = await harness.start("t.g.1-gone", ["sh", "-c", "exit 0"])
+    await asyncio.wait_for(first.wait(gone), 5)
+    first.close()                                # the agent goes away; containers keep running
+    # a new driver object on the same state dir: the restarted agent
+    second = harness.driver = ContainerDriver(harness.node, harness.state_dir, harness.subnet, runc=RUNC)
+    handle = Handle(**json.loads(json.dumps(h.__dict__)))        # as persisted by the agent
+    assert await second.recover(handle)
+    assert not await second.recover(Handle(**json.loads(json.dumps(gone.__dict__))))
+    assert (await second.stats(handle)).memory_bytes > 0
+    assert second.address(handle) == first.address(h)
+    await second.stop(handle, grace_seconds=0.2)
+    assert (await second.wait(handle)).reason == "killed by signal 9"
+    await second.destroy(handle)
+    assert leftovers(second, handle) == []
+
+
+def busybox_image(root: Path, marker: str) -> Path:
+    (root / "bin").mkdir(parents=True)
+    (root / "bin/busybox").write_bytes(Path("/bin/busybox").read_bytes())
+    (root / "bin/busybox").chmod(0o755)
+    for applet in ("sh", "cat", "echo"):
+        (root / "bin" / applet).symlink_to("busybox")
+    (root / "marker").write_text(marker)
+    return root
+
+
+@pytest.mark.integration
+@needs_root()
+@needs_runc()
+@pytest.mark.parametrize("as_tar", [False, True], ids=["directory", "tar"])
+async def test_image(harness, tmp_path, as_tar):
+    d = harness.driver
+    image = busybox_image(tmp_path / "image", "from-the-image")
+    if as_tar:
+        tar = tmp_path / "image.tar"
+        with tarfile.open(tar, "w") as tf:
+            tf.add(image, arcname=".")
+        image = tar
+    command = ["/bin/sh", "-c", "cat /marker; echo written > /new; echo changed > /marker"]
+    for i in range(2):
+        h = await harness.start(f"t.g.{i}-img", command, image=str(image))
+        assert (await asyncio.wait_for(d.wait(h), 5)).exit_code == 0
+        assert d.log_path(h).read_text().startswith("from-the-image")   # lower layer untouched
+    if as_tar:
+        assert len(list(d.images_dir.glob("tar-*"))) == 1                 # extracted once
+    else:
+        assert (image / "marker").read_text() == "from-the-image" and not (image / "new").exists()

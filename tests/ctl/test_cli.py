@@ -1,0 +1,163 @@
+"""ctl against a real local cluster: scheduler (embedded etcd) and three agents, each in its own
+network namespace. Agents use the FakeDriver here; tests/integration runs real containers."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ctl.local import LocalCluster
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")]
+
+JOB = """
+name: shop
+groups:
+  - name: web
+    count: 4
+    resources: {cpu: 0.5, memory: 64Mi}
+    container: {command: ["/bin/sleep", "3600"]}
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = LocalCluster(tmp_path_factory.mktemp("ctl"), hosts=3, prefix="pc", net="10.213.48.0/24",
+                     drivers="fake", etcd_port=23792, scheduler_port=17072,
+                     labels=[{"zone": "a"}, {"zone": "b"}, {"zone": "b"}])
+    c.up()
+    yield c
+    c.down()
+
+
+@pytest.fixture(scope="module")
+def shop(cluster, tmp_path_factory):
+    path = tmp_path_factory.mktemp("jobs") / "shop.yaml"
+    path.write_text(JOB)
+    r = cluster.ctl("submit", str(path), "--wait", "--timeout", "30")
+    assert r.returncode == 0, r.stderr
+    return path
+
+
+def write(tmp_path, text, name="job.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_submit_wait_runs_everything_and_status_has_the_contract_shape(cluster, shop):
+    r = cluster.ctl("status", "shop", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["name"] == "shop" and len(data["instances"]) == 4
+    for inst in data["instances"]:
+        assert {"id", "group", "node", "state", "reason"} <= inst.keys()
+        assert inst["state"] == "running" and inst["node"].startswith("pc-host")
+
+
+def test_nodes_json_shape(cluster, shop):
+    data = json.loads(cluster.ctl("nodes", "-o", "json").stdout)
+    assert [n["name"] for n in data] == ["pc-host1", "pc-host2", "pc-host3"]
+    for n in data:
+        assert {"name", "state", "address", "labels", "capacity", "allocated", "usage"} <= n.keys()
+        assert n["state"] == "ready" and n["capacity"] == {"cpu": 2.0, "memory": 2 << 30,
+                                                           "disk": n["capacity"]["disk"]}
+    # four half-core instances bin-pack onto one host before another opens
+    assert [n["allocated"]["cpu"] for n in data] == [2.0, 0.0, 0.0]
+    assert data[0]["allocated"]["memory"] == 4 * (64 << 20) + 4 * (1 << 20)  # + container overhead
+
+
+def test_human_tables(cluster, shop):
+    assert "running" in cluster.ctl("status", "shop").stdout
+    out = cluster.ctl("nodes").stdout
+    assert out.splitlines()[0].split()[:3] == ["NAME", "STATE", "ADDRESS"]
+    assert "shop" in cluster.ctl("list").stdout
+
+
+def test_logs(cluster, shop):
+    data = json.loads(cluster.ctl("status", "shop", "-o", "json").stdout)
+    iid = data["instances"][0]["id"]
+    r = cluster.ctl("logs", iid)
+    assert r.returncode == 0 and iid in r.stdout
+
+
+@pytest.mark.parametrize("text, words", [
+    ("name: shop\ngroups: [\n", "(yaml) line"),
+    (JOB.replace("count: 4", "count: 4\n    colour: red"), "groups[0].colour: unknown field"),
+    (JOB.replace("memory: 64Mi", "memory: -64Mi"), "groups[0].resources.memory"),
+    (JOB.replace("cpu: 0.5", "cpu: 5000"), "groups[0].resources.cpu: 5000 cores is more than any host has"),
+    (JOB.replace("count: 4", "count: 99999999"), "groups[0].count"),
+], ids=["malformed-yaml", "unknown-field", "negative-memory", "absurd-cpu", "absurd-count"])
+def test_bad_specs_exit_2_naming_the_field_and_leave_the_cluster_alone(cluster, shop, tmp_path, text, words):
+    before = json.loads(cluster.ctl("status", "shop", "-o", "json").stdout)
+    r = cluster.ctl("submit", write(tmp_path, text))
+    assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: ")
+    after = json.loads(cluster.ctl("status", "shop", "-o", "json").stdout)
+    assert after == before
+
+
+@pytest.mark.parametrize("args, words", [
+    (["status", "nope"], "job 'nope' not found"),
+    (["stop", "nope"], "job 'nope' not found"),
+    (["logs", "nope.web.0-1"], "instance 'nope.web.0-1' not found"),
+    (["submit", "/nonexistent/job.yaml"], "cannot read /nonexistent/job.yaml"),
+    (["status"], "Missing argument"),
+    (["nodes", "-o", "xml"], "Invalid value"),
+], ids=["status-unknown-job", "stop-unknown-job", "logs-unknown-instance", "missing-file",
+        "missing-argument", "bad-output-format"])
+def test_bad_requests_exit_2(cluster, args, words):
+    r = cluster.ctl(*args)
+    assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_unreachable_scheduler_is_one_clear_line():
+    r = subprocess.run([sys.executable, "-m", "ctl.main", "--scheduler", "127.0.0.1:1", "nodes"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "cannot reach the scheduler" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_scheduler_list_fails_over_to_a_live_replica(cluster, shop):
+    r = subprocess.run([sys.executable, "-m", "ctl.main", "--scheduler",
+                        f"127.0.0.1:1,{cluster.scheduler_address}", "status", "shop"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "running" in r.stdout
+
+
+def test_env_var_names_the_scheduler(cluster, shop):
+    env = dict(os.environ, PACKYARD_SCHEDULER=cluster.scheduler_address)
+    r = subprocess.run([sys.executable, "-m", "ctl.main", "list", "-o", "json"],
+                       capture_output=True, text=True, timeout=30, env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)[0]["name"] == "shop"
+
+
+def test_constraints_and_pending_reasons(cluster, shop, tmp_path):
+    text = JOB.replace("name: shop", "name: zoned").replace("count: 4", "count: 2") + \
+        '    constraints: [{attribute: label.zone, operator: "=", value: b}]\n'
+    r = cluster.ctl("submit", write(tmp_path, text), "--wait", "--timeout", "30", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    assert {i["node"] for i in json.loads(r.stdout)["instances"]} <= {"pc-host2", "pc-host3"}
+    big = JOB.replace("name: shop", "name: big").replace("memory: 64Mi", "memory: 100Gi")
+    r = cluster.ctl("submit", write(tmp_path, big, "big.yaml"), "--wait", "--timeout", "2")
+    assert r.returncode == 1 and "timed out" in r.stderr and "not enough memory" in r.stderr
+    status = json.loads(cluster.ctl("status", "big", "-o", "json").stdout)
+    reason = status["instances"][0]["reason"]
+    # every host accounted for, each by the first filter that rejected it (host1 is full of shop)
+    assert reason == "no host fits: 2 not enough memory, 1 not enough cpu", reason
+
+
+def test_stop_then_everything_is_stopped(cluster, tmp_path):
+    path = write(tmp_path, JOB.replace("name: shop", "name: brief").replace("count: 4", "count: 2"))
+    assert cluster.ctl("submit", path, "--wait", "--timeout", "30").returncode == 0
+    r = cluster.ctl("stop", "brief", "-o", "json")
+    assert r.returncode == 0 and json.loads(r.stdout) == {"name": "brief", "stopping": 2}
+    import time
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        data = json.loads(cluster.ctl("status", "brief", "-o", "json").stdout)
+        if all(i["state"] == "stopped" for i in data["instances"]):
+            break
+        time.sleep(0.2)
+    assert data["state"] == "stopped" and all(i["state"] == "stopped" for i in data["instances"])
