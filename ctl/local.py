@@ -43,12 +43,16 @@ class LocalCluster:
     def __init__(self, workdir: Path, hosts: int = 3, prefix: str = "pk", net: str = "10.213.0.0/24",
                  capacity: str = "cpu=2,memory=2Gi", labels: list[dict[str, str]] | None = None,
                  drivers: str = "container", scheduler_port: int = 7070, etcd_port: int = 2379,
-                 lease_ttl: int = 10, confirm_timeout: float = 15.0, log_level: str = "info"):
+                 lease_ttl: int = 10, confirm_timeout: float = 15.0, log_level: str = "info",
+                 shared_netns: bool = False):
+        """shared_netns: every agent in this (the caller's) network namespace on 127.0.0.1 ports,
+        as several agents on one real host would be; else each host gets its own namespace."""
         self.workdir = Path(workdir)
         self.prefix = prefix
         self.net = ipaddress.ip_network(net)
         self.bridge = f"{prefix}br0"[:15]
-        self.gateway = str(self.net.network_address + 1)
+        self.shared_netns = shared_netns
+        self.gateway = "127.0.0.1" if shared_netns else str(self.net.network_address + 1)
         self.scheduler_port = scheduler_port
         self.etcd_port = etcd_port
         self.drivers = drivers
@@ -58,11 +62,11 @@ class LocalCluster:
         self.scheduler: subprocess.Popen | None = None
         base = int(self.net.network_address.packed[2])
         self.hosts = [
-            LocalHost(name=f"{prefix}-host{i}", netns=f"{prefix}-host{i}",
-                      address=str(self.net.network_address + 10 + i),
+            LocalHost(name=f"{prefix}-host{i}", netns="" if shared_netns else f"{prefix}-host{i}",
+                      address="127.0.0.1" if shared_netns else str(self.net.network_address + 10 + i),
                       subnet=f"{self.net.network_address.packed[0]}.{self.net.network_address.packed[1]}."
                              f"{base + i}.0/24",
-                      port=7171, state_dir=self.workdir / f"host{i}",
+                      port=scheduler_port + 100 + i if shared_netns else 7171, state_dir=self.workdir / f"host{i}",
                       labels=(labels[i - 1] if labels and i <= len(labels) else {}), capacity=capacity)
             for i in range(1, hosts + 1)]
 
@@ -78,6 +82,8 @@ class LocalCluster:
     # --- network ----------------------------------------------------------------------------
     def create_network(self) -> None:
         self.destroy_network()
+        if self.shared_netns:
+            return
         sh("ip", "link", "add", self.bridge, "type", "bridge")
         sh("ip", "addr", "add", f"{self.gateway}/{self.net.prefixlen}", "dev", self.bridge)
         sh("ip", "link", "set", self.bridge, "up")
@@ -100,6 +106,8 @@ class LocalCluster:
         return f"{self.prefix}h{i}o"[:15], f"{self.prefix}h{i}i"[:15]
 
     def destroy_network(self) -> None:
+        if self.shared_netns:
+            return
         for i, h in enumerate(self.hosts, 1):
             sh("ip", "route", "del", h.subnet, check=False)
             # deleting one end removes the pair at once; the namespace itself may linger briefly
@@ -140,7 +148,7 @@ class LocalCluster:
              "--ready-file", str(ready), "--log-level", self.log_level,
              *(["--capacity", h.capacity] if h.capacity else []),
              *(["--labels", labels] if labels else [])],
-            self.workdir / "logs" / f"{h.name}.log", netns=h.netns)
+            self.workdir / "logs" / f"{h.name}.log", netns=h.netns or None)
         self._wait_file(ready, h.proc, h.name, wait)
 
     def _wait_file(self, path: Path, proc: subprocess.Popen, what: str, wait: float) -> None:

@@ -168,3 +168,27 @@ def test_a_restarted_scheduler_loses_no_job(cluster, tmp_path):
     assert r.returncode == 0, r.stderr
     cluster.ctl("stop", "durable")
     cluster.ctl("stop", "later")
+
+
+def test_agents_side_by_side_in_one_network_namespace_keep_to_their_own(tmp_path):
+    """Two agents in the same namespace (as on one real host): each its own bridge, subnet,
+    cgroup subtree and state dir; nothing global collides."""
+    c = LocalCluster(tmp_path / "shared", hosts=2, prefix="ps", net="10.213.96.0/24",
+                     etcd_port=23795, scheduler_port=17075, capacity="cpu=1,memory=1Gi",
+                     shared_netns=True, labels=[{"n": "1"}, {"n": "2"}])
+    c.up()
+    try:
+        for n in ("1", "2"):
+            text = job(f"side{n}", count=2) + f'    constraints: [{{attribute: label.n, value: "{n}"}}]\n'
+            r = submit(c, tmp_path, text, "--wait", "--timeout", "60")
+            assert r.returncode == 0, r.stderr
+        side = {n: status(c, f"side{n}")["instances"] for n in ("1", "2")}
+        assert {i["node"] for i in side["1"]} == {"ps-host1"} and {i["node"] for i in side["2"]} == {"ps-host2"}
+        subnets = {n: {".".join(i["address"].split(".")[:3]) for i in side[n]} for n in side}
+        assert len(subnets["1"]) == len(subnets["2"]) == 1 and subnets["1"] != subnets["2"]
+        for n in side:
+            for i in side[n]:
+                assert cgroup_dirs(i["node"], i["id"])
+    finally:
+        c.down()
+    assert not list(Path("/sys/fs/cgroup").glob("*/packyard/ps-host*"))
