@@ -18,7 +18,7 @@ from packyard.etcd import MAX_TXN_OPS, Etcd, Event
 from packyard.records import STARTING, TERMINAL, InstanceRecord, ResourceAmounts
 from packyard.spec import JobSpec, load_json
 from packyard.v1 import agent_pb2, common_pb2
-from scheduler import placement
+from scheduler import metrics, placement
 from scheduler.agents import AgentClients
 from scheduler.reconciler import Config as ReconcileConfig
 from scheduler.reconciler import Result, reconcile
@@ -185,8 +185,12 @@ class Controller:
 
     async def place_pending(self) -> None:
         pending = self.pending()
+        metrics.PENDING.set(sum(len(v) for v in pending.values()))
+        metrics.NODES.labels("ready").set(len(self.state.nodes))
+        metrics.NODES.labels("down").set(len(self.state.down))
         if not pending:
             return
+        started = time.perf_counter()
         asks, members = [], []
         # higher priority first, then first come first served
         def urgency(k: tuple[str, str]) -> tuple:
@@ -207,6 +211,7 @@ class Controller:
             members.append(entries)
         table = self.host_table()
         results = placement.place(table, asks, self.config.engine)
+        metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - started)
         now = self.clock()
         placed: list[InstanceRecord] = []
         unplaced: list[InstanceRecord] = []
@@ -215,7 +220,11 @@ class Controller:
             for entry, host in zip(entries, result.hosts, strict=False):
                 placed.append(replace(entry.record, node=host, reserved=reserved, placed_at=now,
                                       attempts=entry.record.attempts + 1, reason=""))
+            metrics.PLACEMENTS.labels(result.ask.kind).inc(len(result.hosts))
             reason = explain(result)
+            if result.unplaced:
+                first = max(result.reasons.items(), key=lambda kv: kv[1])[0] if result.reasons else "no ready host"
+                metrics.UNPLACED.labels(first).inc(result.unplaced)
             for entry in entries[len(result.hosts):]:
                 if entry.record.reason != reason:
                     unplaced.append(replace(entry.record, reason=reason))
