@@ -10,12 +10,14 @@ from pathlib import Path
 
 import click
 import grpc
+from prometheus_client import REGISTRY
 
 from agent import fingerprint
 from agent.manager import InstanceManager
 from agent.registration import Registration
 from agent.reporter import Reporter
 from agent.server import AgentService
+from agent.usage import UsageCollector
 from packyard.etcd import Etcd
 from packyard.records import NodeRecord
 from packyard.v1 import agent_pb2_grpc
@@ -29,7 +31,8 @@ def default_subnet(node: str) -> str:
     return f"10.{214 + h % 16}.{(h >> 8) % 256}.0/24"
 
 
-def make_drivers(names: list[str], node: str, state_dir: Path, subnet: str, bridge: str | None):
+def make_drivers(names: list[str], node: str, state_dir: Path, subnet: str, bridge: str | None,
+                 libvirt_uri: str = "qemu:///system"):
     """Driver instances by kind, and attributes for the kinds that could not be set up."""
     drivers, attrs = {}, {}
     for name in names:
@@ -38,6 +41,10 @@ def make_drivers(names: list[str], node: str, state_dir: Path, subnet: str, brid
                 from agent.drivers.container import ContainerDriver
                 drivers["container"] = ContainerDriver(node=node, state_dir=state_dir,
                                                        subnet=subnet, bridge=bridge)
+            elif name == "vm":
+                from agent.drivers.vm import VMDriver
+                drivers["vm"] = VMDriver(node=node, state_dir=state_dir, subnet=subnet,
+                                         bridge=bridge, uri=libvirt_uri)
             elif name.startswith("fake"):
                 from agent.drivers.fake import FakeDriver
                 kind = name.split(":", 1)[1] if ":" in name else "container"
@@ -56,7 +63,8 @@ async def serve(opts: dict) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     etcd = Etcd(opts["etcd"])
     await etcd.connect()
-    drivers, attributes = make_drivers(opts["drivers"], node, state_dir, opts["subnet"], opts["bridge"])
+    drivers, attributes = make_drivers(opts["drivers"], node, state_dir, opts["subnet"], opts["bridge"],
+                                       opts["libvirt_uri"])
     for driver in drivers.values():
         attributes.update(await driver.fingerprint())
     attributes.update(fingerprint.host_attributes())
@@ -75,6 +83,9 @@ async def serve(opts: dict) -> None:
                         labels=opts["labels"], attributes=attributes, started_at=time.time())
     registration = Registration(etcd, record, ttl=opts["lease_ttl"])
     await registration.start()
+    collector = UsageCollector(etcd, node, manager, interval=opts["usage_interval"])
+    REGISTRY.register(collector)
+    usage_task = asyncio.get_running_loop().create_task(collector.run(lambda: registration.lease_id))
     log.info("agent %s serving on %s, drivers: %s", node, address, ", ".join(drivers) or "none")
     if opts["ready_file"]:
         opts["ready_file"].write_text(address)
@@ -85,6 +96,7 @@ async def serve(opts: dict) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("agent %s stopping; instances keep running", node)
+    usage_task.cancel()
     await registration.close()
     await server.stop(grace=1)
     await manager.shutdown()
@@ -104,9 +116,13 @@ async def serve(opts: dict) -> None:
 @click.option("--subnet", default=None, help="Container subnet (CIDR); default derived from --node.")
 @click.option("--bridge", default=None, help="Bridge name; default derived from --node.")
 @click.option("--drivers", default="container", show_default=True,
-              help="Comma list: container, fake (or fake:vm) for tests.")
+              help="Comma list: container, vm, fake (or fake:vm) for tests.")
+@click.option("--libvirt-uri", default="qemu:///system", show_default=True,
+              help="libvirt connection of the vm driver.")
 @click.option("--lease-ttl", type=int, default=10, show_default=True,
               help="Seconds without a heartbeat before the node is declared down.")
+@click.option("--usage-interval", type=float, default=5.0, show_default=True,
+              help="Seconds between usage measurements (etcd summary, Prometheus).")
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None, hidden=True)
 @click.option("--log-level", default="info", show_default=True)
 def main(**opts):

@@ -44,7 +44,7 @@ class LocalCluster:
                  capacity: str = "cpu=2,memory=2Gi", labels: list[dict[str, str]] | None = None,
                  drivers: str = "container", scheduler_port: int = 7070, etcd_port: int = 2379,
                  lease_ttl: int = 10, confirm_timeout: float = 15.0, log_level: str = "info",
-                 shared_netns: bool = False):
+                 shared_netns: bool = False, usage_interval: float = 2.0):
         """shared_netns: every agent in this (the caller's) network namespace on 127.0.0.1 ports,
         as several agents on one real host would be; else each host gets its own namespace."""
         self.workdir = Path(workdir)
@@ -52,6 +52,7 @@ class LocalCluster:
         self.net = ipaddress.ip_network(net)
         self.bridge = f"{prefix}br0"[:15]
         self.shared_netns = shared_netns
+        self.usage_interval = usage_interval
         self.gateway = "127.0.0.1" if shared_netns else str(self.net.network_address + 1)
         self.scheduler_port = scheduler_port
         self.etcd_port = etcd_port
@@ -146,6 +147,7 @@ class LocalCluster:
              "--listen", h.endpoint, "--node", h.name, "--state-dir", str(h.state_dir),
              "--subnet", h.subnet, "--drivers", self.drivers, "--lease-ttl", str(self.lease_ttl),
              "--ready-file", str(ready), "--log-level", self.log_level,
+             "--usage-interval", str(self.usage_interval),
              *(["--capacity", h.capacity] if h.capacity else []),
              *(["--labels", labels] if labels else [])],
             self.workdir / "logs" / f"{h.name}.log", netns=h.netns or None)

@@ -172,6 +172,15 @@ def stop(client: Client, job: str, output: str):
          f"job {reply.name}: stopping {reply.stopping} instance(s)", output)
 
 
+@cli.command()
+@output_option
+@click.pass_obj
+def profiles(client: Client, output: str):
+    """Overhead profiles: the default formula, what was learned from measurements, the evidence."""
+    reply = client.call("Profiles", scheduler_pb2.ProfilesRequest())
+    emit([render.profile_json(p) for p in reply.profiles], render.profiles_table(list(reply.profiles)), output)
+
+
 @cli.group()
 def local():
     """A local multi-host cluster on this machine (each host a network namespace)."""

@@ -79,3 +79,24 @@ def jobs_table(jobs: list[scheduler_pb2.JobSummary]) -> str:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(j.instances_by_state.items()))
         rows.append([j.name, j.state, str(j.priority), str(j.version), counts or "-"])
     return table(["NAME", "STATE", "PRIORITY", "VERSION", "INSTANCES"], rows)
+
+
+def profile_json(p: scheduler_pb2.ProfileInfo) -> dict:
+    return {"kind": p.kind,
+            "default": {"fixed_memory": p.fixed_memory_bytes, "per_vcpu_memory": p.per_vcpu_memory_bytes,
+                        "memory_fraction": p.memory_fraction, "fixed_cpu": p.fixed_cpu_milli / 1000},
+            "learned": [{"size_class": c.size_class_bytes, "samples": c.samples, "p50": c.p50_bytes,
+                         "p95": c.p95_bytes, "overhead": c.overhead_bytes} for c in p.learned]}
+
+
+def profiles_table(profiles: list[scheduler_pb2.ProfileInfo]) -> str:
+    rows = []
+    for p in profiles:
+        formula = (f"{format_bytes(p.fixed_memory_bytes)} + {format_bytes(p.per_vcpu_memory_bytes)}/vCPU"
+                   f" + {p.memory_fraction:.1%} of memory, {format_cpu(p.fixed_cpu_milli)} cpu")
+        rows.append([p.kind, "default", "any", formula, "-", "-", "-"])
+        for c in p.learned:
+            rows.append([p.kind, "learned", f"<= {format_bytes(c.size_class_bytes)}",
+                         format_bytes(c.overhead_bytes), str(c.samples), format_bytes(c.p50_bytes),
+                         format_bytes(c.p95_bytes)])
+    return table(["KIND", "SOURCE", "MEMORY CLASS", "OVERHEAD", "SAMPLES", "P50", "P95"], rows)

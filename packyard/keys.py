@@ -3,8 +3,10 @@ agents credentials for their own node's keys only:
 
   /packyard/nodes/<node>               agent      node record, bound to the agent's lease
   /packyard/state/<node>/<instance>    agent      what the agent observes an instance doing
+  /packyard/usage/<node>               agent      measured usage summary, bound to the lease
   /packyard/jobs/<job>                 scheduler  job record (spec, version, desired state)
   /packyard/instances/<job>/<instance> scheduler  desired instance: group, node, reservation
+  /packyard/profiles/<kind>            scheduler  overhead profile learned from measurements
 """
 from __future__ import annotations
 
@@ -13,6 +15,16 @@ NODES = ROOT + "nodes/"
 STATE = ROOT + "state/"
 JOBS = ROOT + "jobs/"
 INSTANCES = ROOT + "instances/"
+USAGE = ROOT + "usage/"
+PROFILES = ROOT + "profiles/"
+
+
+def usage(node_name: str) -> str:
+    return USAGE + node_name
+
+
+def profile(kind: str) -> str:
+    return PROFILES + kind
 
 
 def node(name: str) -> str:

@@ -92,3 +92,35 @@ class StateRecord:
     exit_code: int | None = None
     address: str = ""                   # the instance's own IP on the host's bridge
     updated_at: float = 0.0
+
+
+@dataclass
+class InstanceUsage:
+    """One instance as measured by its agent. cpu_milli is the rate over the last interval."""
+    kind: str
+    cpu_milli: int = 0
+    memory_bytes: int = 0
+    oom_kills: int = 0
+    request_cpu_milli: int = 0
+    request_memory_bytes: int = 0
+    overhead_memory_bytes: int | None = None     # VMs: QEMU beyond the guest RAM it backs
+    job: str = ""
+    group: str = ""
+
+
+@dataclass
+class UsageRecord:
+    """A node's measured usage, rewritten every few seconds under the agent's lease (the latest
+    sample only: history belongs in Prometheus, not etcd)."""
+    node: str
+    at: float
+    host: dict[str, float] = field(default_factory=dict)   # cpu_milli, memory_bytes, load1
+    instances: dict[str, dict] = field(default_factory=dict)   # id -> InstanceUsage fields
+
+
+@dataclass
+class ProfileRecord:
+    """An overhead profile learned by the scheduler, with its evidence, per size class."""
+    kind: str
+    updated_at: float
+    classes: list[dict] = field(default_factory=list)   # LearnedClass fields

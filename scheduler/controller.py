@@ -20,6 +20,7 @@ from packyard.spec import JobSpec, load_json
 from packyard.v1 import agent_pb2, common_pb2
 from scheduler import metrics, placement
 from scheduler.agents import AgentClients
+from scheduler.profiles import LearnerConfig, ProfileLearner
 from scheduler.reconciler import Config as ReconcileConfig
 from scheduler.reconciler import Result, reconcile
 from scheduler.state import ClusterState, Entry
@@ -32,6 +33,8 @@ class ControllerConfig:
     tick: float = 1.0                 # re-evaluate at least this often (timeouts, retries)
     resend_after: float = 2.0         # re-send Start/Stop not yet acknowledged by a report
     stop_grace: float = 10.0          # SIGTERM → SIGKILL for `ctl stop`
+    persist_profiles_every: float = 5.0
+    learner: LearnerConfig = LearnerConfig()
     reconcile: ReconcileConfig = ReconcileConfig()
     engine: placement.EngineConfig = dataclasses.field(default_factory=placement.EngineConfig)
 
@@ -49,6 +52,8 @@ class Controller:
         self.config = config
         self.clock = clock
         self.state = ClusterState()
+        self.learner = ProfileLearner(dict(self.config.engine.profiles), self.config.learner)
+        self._profiles_saved = 0.0
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._told: dict[str, float] = {}          # instance id -> when an agent was last told
@@ -61,9 +66,14 @@ class Controller:
 
     # --- life cycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        for prefix in (keys.NODES, keys.JOBS, keys.INSTANCES, keys.STATE):
+        _, saved = await self.etcd.get_prefix(keys.PROFILES)
+        for kv in saved:
+            self.learner.load(kv.value)
+        self.learner.changed_kinds.clear()
+        for prefix in (keys.NODES, keys.JOBS, keys.INSTANCES, keys.STATE, keys.USAGE):
             revision, kvs = await self.etcd.get_prefix(prefix)
             self._dirty |= self.state.load(prefix, kvs)
+            self._observe_usage(kvs)
             self._tasks.append(await self.etcd.watch_prefix(prefix, revision + 1, self._on_events))
         self._dirty.add("*")
         self._tasks.append(asyncio.get_running_loop().create_task(self._run()))
@@ -81,7 +91,26 @@ class Controller:
     async def _on_events(self, batch: list[Event]) -> None:
         for ev in batch:
             self._dirty |= self.state.apply(ev)
+        self._observe_usage(batch)
         self.kick()
+
+    def _observe_usage(self, kvs) -> None:
+        for kv in kvs:
+            if kv.key.startswith(keys.USAGE) and kv.value:
+                self.learner.observe(records.loads(records.UsageRecord, kv.value))
+
+    async def save_profiles(self, now: float) -> None:
+        """Learned profiles go to etcd (debounced): a restarted scheduler starts from them."""
+        if not self.learner.changed_kinds or now - self._profiles_saved < self.config.persist_profiles_every:
+            return
+        kinds, self.learner.changed_kinds = self.learner.changed_kinds, set()
+        await self.etcd.put_many([(keys.profile(k), records.dumps(self.learner.record(k)))
+                                  for k in sorted(kinds) if k])
+        self._profiles_saved = now
+
+    def engine_config(self) -> placement.EngineConfig:
+        """The configured engine with the profiles as learned so far."""
+        return dataclasses.replace(self.config.engine, profiles=self.learner.profiles())
 
     def kick(self, job: str | None = None) -> None:
         if job:
@@ -115,6 +144,7 @@ class Controller:
                 await self.apply(result)
         await self.place_pending()
         await self.resend(now)
+        await self.save_profiles(now)
 
     def ready_nodes(self) -> set[str]:
         return set(self.state.nodes)
@@ -210,7 +240,7 @@ class Controller:
                 constraints=list(group.constraints)))
             members.append(entries)
         table = self.host_table()
-        results = placement.place(table, asks, self.config.engine)
+        results = placement.place(table, asks, self.engine_config())
         metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - started)
         now = self.clock()
         placed: list[InstanceRecord] = []

@@ -117,7 +117,8 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                     name=name, state=status, address=n.address,
                     capacity=to_resources(ResourceAmounts.of(n.capacity)),
                     allocated=to_resources(alloc.get(name, ResourceAmounts())),
-                    usage=to_resources(ResourceAmounts()), instances=count.get(name, 0))
+                    usage=_usage(state.usage.get(name)) if status == "ready" else to_resources(ResourceAmounts()),
+                    instances=count.get(name, 0))
                 node.labels.update(n.labels)
                 node.attributes.update(n.attributes)
                 out.nodes.append(node)
@@ -140,6 +141,27 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 yield chunk
         except grpc.aio.AioRpcError as e:
             await context.abort(e.code(), f"agent {node.name}: {e.details()}")
+
+
+    async def Profiles(self, request, context):
+        out = scheduler_pb2.ProfilesResponse()
+        for kind, p in sorted(self.c.learner.profiles().items()):
+            info = scheduler_pb2.ProfileInfo(
+                kind=kind, fixed_memory_bytes=p.fixed_memory, per_vcpu_memory_bytes=p.per_vcpu_memory,
+                memory_fraction=p.memory_fraction, fixed_cpu_milli=p.fixed_cpu_milli)
+            for c in p.learned:
+                info.learned.append(scheduler_pb2.LearnedClass(
+                    size_class_bytes=c.size_class, samples=c.samples, p50_bytes=c.p50,
+                    p95_bytes=c.p95, overhead_bytes=c.overhead_memory))
+            out.profiles.append(info)
+        return out
+
+
+def _usage(u: records.UsageRecord | None) -> common_pb2.Resources:
+    if u is None:
+        return common_pb2.Resources()
+    return common_pb2.Resources(cpu_milli=int(u.host.get("cpu_milli", 0)),
+                                memory_bytes=int(u.host.get("memory_bytes", 0)))
 
 
 def _job_state(job: JobRecord) -> str:

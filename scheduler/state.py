@@ -22,6 +22,7 @@ from packyard.records import (
     JobRecord,
     NodeRecord,
     StateRecord,
+    UsageRecord,
 )
 
 
@@ -67,6 +68,7 @@ class ClusterState:
     # reports can arrive before the instance record (watch order across prefixes): keep them
     reports: dict[str, StateRecord] = field(default_factory=dict)
     report_nodes: dict[str, str] = field(default_factory=dict)
+    usage: dict[str, UsageRecord] = field(default_factory=dict)     # node -> latest measurement
 
     # --- loading and applying etcd events -------------------------------------------------
     def load(self, prefix: str, kvs: list[KV]) -> set[str]:
@@ -110,6 +112,13 @@ class ClusterState:
                 self.instances.pop(iid, None)
                 self.by_job[job].discard(iid)
             return {job}
+        if ev.key.startswith(keys.USAGE):
+            name = keys.last(ev.key)
+            if ev.kind == "put":
+                self.usage[name] = records.loads(UsageRecord, ev.value)
+            else:
+                self.usage.pop(name, None)
+            return set()
         if ev.key.startswith(keys.STATE):
             node, iid = ev.key[len(keys.STATE):].split("/", 1)
             if ev.kind == "put":

@@ -169,3 +169,43 @@ class NodesResponse(_message.Message):
     NODES_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[Node]
     def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ...) -> None: ...
+
+class ProfilesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LearnedClass(_message.Message):
+    __slots__ = ("size_class_bytes", "samples", "p50_bytes", "p95_bytes", "overhead_bytes")
+    SIZE_CLASS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    P50_BYTES_FIELD_NUMBER: _ClassVar[int]
+    P95_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OVERHEAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    size_class_bytes: int
+    samples: int
+    p50_bytes: int
+    p95_bytes: int
+    overhead_bytes: int
+    def __init__(self, size_class_bytes: _Optional[int] = ..., samples: _Optional[int] = ..., p50_bytes: _Optional[int] = ..., p95_bytes: _Optional[int] = ..., overhead_bytes: _Optional[int] = ...) -> None: ...
+
+class ProfileInfo(_message.Message):
+    __slots__ = ("kind", "fixed_memory_bytes", "per_vcpu_memory_bytes", "memory_fraction", "fixed_cpu_milli", "learned")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FIXED_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PER_VCPU_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    FIXED_CPU_MILLI_FIELD_NUMBER: _ClassVar[int]
+    LEARNED_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    fixed_memory_bytes: int
+    per_vcpu_memory_bytes: int
+    memory_fraction: float
+    fixed_cpu_milli: int
+    learned: _containers.RepeatedCompositeFieldContainer[LearnedClass]
+    def __init__(self, kind: _Optional[str] = ..., fixed_memory_bytes: _Optional[int] = ..., per_vcpu_memory_bytes: _Optional[int] = ..., memory_fraction: _Optional[float] = ..., fixed_cpu_milli: _Optional[int] = ..., learned: _Optional[_Iterable[_Union[LearnedClass, _Mapping]]] = ...) -> None: ...
+
+class ProfilesResponse(_message.Message):
+    __slots__ = ("profiles",)
+    PROFILES_FIELD_NUMBER: _ClassVar[int]
+    profiles: _containers.RepeatedCompositeFieldContainer[ProfileInfo]
+    def __init__(self, profiles: _Optional[_Iterable[_Union[ProfileInfo, _Mapping]]] = ...) -> None: ...

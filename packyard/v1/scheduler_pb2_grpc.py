@@ -65,6 +65,11 @@ class SchedulerStub:
                 request_serializer=packyard_dot_v1_dot_common__pb2.LogsRequest.SerializeToString,
                 response_deserializer=packyard_dot_v1_dot_common__pb2.LogChunk.FromString,
                 _registered_method=True)
+        self.Profiles = channel.unary_unary(
+                '/packyard.v1.Scheduler/Profiles',
+                request_serializer=packyard_dot_v1_dot_scheduler__pb2.ProfilesRequest.SerializeToString,
+                response_deserializer=packyard_dot_v1_dot_scheduler__pb2.ProfilesResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -106,6 +111,12 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Profiles(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -138,6 +149,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.Logs,
                     request_deserializer=packyard_dot_v1_dot_common__pb2.LogsRequest.FromString,
                     response_serializer=packyard_dot_v1_dot_common__pb2.LogChunk.SerializeToString,
+            ),
+            'Profiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.Profiles,
+                    request_deserializer=packyard_dot_v1_dot_scheduler__pb2.ProfilesRequest.FromString,
+                    response_serializer=packyard_dot_v1_dot_scheduler__pb2.ProfilesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -302,6 +318,33 @@ class Scheduler:
             '/packyard.v1.Scheduler/Logs',
             packyard_dot_v1_dot_common__pb2.LogsRequest.SerializeToString,
             packyard_dot_v1_dot_common__pb2.LogChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Profiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/packyard.v1.Scheduler/Profiles',
+            packyard_dot_v1_dot_scheduler__pb2.ProfilesRequest.SerializeToString,
+            packyard_dot_v1_dot_scheduler__pb2.ProfilesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -161,3 +161,10 @@ def test_stop_then_everything_is_stopped(cluster, tmp_path):
             break
         time.sleep(0.2)
     assert data["state"] == "stopped" and all(i["state"] == "stopped" for i in data["instances"])
+
+
+def test_profiles_show_the_default_formula(cluster):
+    data = json.loads(cluster.ctl("profiles", "-o", "json").stdout)
+    vm = next(p for p in data if p["kind"] == "vm")
+    assert vm["default"]["fixed_memory"] > 0 and vm["learned"] == []
+    assert "default" in cluster.ctl("profiles").stdout

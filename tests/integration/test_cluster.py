@@ -122,8 +122,12 @@ def test_cpu_quota_holds_a_busy_loop_to_a_quarter_core(cluster, tmp_path):
     u0, t0 = cgroups.usage(rel).cpu_seconds, time.monotonic()
     time.sleep(3)
     cores = (cgroups.usage(rel).cpu_seconds - u0) / (time.monotonic() - t0)
+    # the agent measures the same: `ctl nodes` shows the node's measured usage beside allocated
+    node = next(n for n in json.loads(cluster.ctl("nodes", "-o", "json").stdout) if n["name"] == inst["node"])
     cluster.ctl("stop", "spin")
     assert 0.18 <= cores <= 0.30, f"busy loop used {cores:.3f} cores under a 0.25 quota"
+    assert 0.15 <= node["usage"]["cpu"] <= 0.35, node["usage"]
+    assert node["usage"]["memory"] > 0
 
 
 def test_exit_codes_are_reported(cluster, tmp_path):

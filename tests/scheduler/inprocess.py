@@ -37,16 +37,18 @@ class FakeAgent:
 
 
 async def start_agent(etcd: Etcd, name: str, state_dir: Path, cpu=2000, memory=2 << 30,
-                      labels=None, ttl=10) -> FakeAgent:
-    driver = FakeDriver("container", state_dir)
-    manager = InstanceManager(name, state_dir, {"container": driver}, Reporter(etcd, name))
+                      labels=None, ttl=10, kinds=("container",)) -> FakeAgent:
+    drivers = {kind: FakeDriver(kind, state_dir) for kind in kinds}
+    driver = drivers[kinds[0]]
+    manager = InstanceManager(name, state_dir, drivers, Reporter(etcd, name))
     server = grpc.aio.server()
     agent_pb2_grpc.add_AgentServicer_to_server(AgentService(name, manager), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     record = NodeRecord(name=name, address=f"127.0.0.1:{port}",
                         capacity={"cpu_milli": cpu, "memory_bytes": memory}, labels=labels or {},
-                        attributes=await driver.fingerprint(), started_at=time.time())
+                        attributes={k: v for d in drivers.values() for k, v in (await d.fingerprint()).items()},
+                        started_at=time.time())
     registration = Registration(etcd, record, ttl=ttl)
     await registration.start()
     return FakeAgent(name, driver, manager, registration, server)

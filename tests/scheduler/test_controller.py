@@ -197,3 +197,49 @@ async def test_a_write_from_a_stale_view_is_refused(cluster, etcd):
         ok = await sched.controller.commit([replace(entry.record, reason="from a stale view")])
     stored = records.loads(InstanceRecord, await etcd.get(keys.instance("shop", iid)))
     assert not ok and stored.reason != "from a stale view"
+
+
+async def test_learned_vm_profile_is_persisted_shown_and_used_for_new_placements(etcd, tmp_path):
+    from packyard.records import UsageRecord
+    from packyard.v1 import scheduler_pb2
+    from scheduler.profiles import LearnerConfig
+    mib = 1 << 20
+    agent = await start_agent(etcd, "h", tmp_path / "h", cpu=8000, memory=8 << 30, kinds=("container", "vm"))
+    sched = await start_scheduler(etcd, ControllerConfig(tick=0.2, persist_profiles_every=0,
+                                                         learner=LearnerConfig(min_samples=3)))
+    try:
+        # three VMs of the 256Mi class measured somewhere: 50, 52, 55 MiB of QEMU overhead
+        measured = UsageRecord(node="elsewhere", at=0, instances={
+            f"old.vm.{i}-1": {"kind": "vm", "request_memory_bytes": 256 * mib, "request_cpu_milli": 1000,
+                              "overhead_memory_bytes": over * mib} for i, over in enumerate((50, 52, 55))})
+        await etcd.put(keys.usage("elsewhere"), records.dumps(measured))
+        reply = await eventually(lambda: _learned(sched), what="a learned class")
+        (cls,) = reply.learned
+        assert (cls.samples, cls.p50_bytes, cls.p95_bytes) == (3, 52 * mib, 55 * mib)
+        expected_overhead = cls.overhead_bytes
+        assert expected_overhead == -(-55 * mib * 11 // 10)
+        saved = await eventually(lambda: etcd.get(keys.profile("vm")), what="profile in etcd")
+        assert b"old.vm.0-1" in saved
+        vm = validate({"name": "db", "groups": [{"name": "db", "kind": "vm", "resources": {"cpu": 1, "memory": "256Mi"},
+                                                  "vm": {"kernel": "/boot/vmlinuz"}}]})
+        await sched.submit(vm)
+        await eventually(lambda: _all_running(sched, "db"))
+        (inst,) = (await sched.status("db")).instances
+        assert inst.reserved.memory_bytes == 256 * mib + expected_overhead
+        nodes = await sched.stub.Nodes(scheduler_pb2.NodesRequest())
+        assert nodes.nodes[0].allocated.memory_bytes == 256 * mib + expected_overhead
+        # a restarted scheduler starts from what was learned
+        await sched.close()
+        sched = await start_scheduler(etcd, ControllerConfig(tick=0.2, learner=LearnerConfig(min_samples=3)))
+        await etcd.delete(keys.usage("elsewhere"))
+        assert (await _learned(sched)).learned[0].overhead_bytes == expected_overhead
+    finally:
+        await sched.close()
+        await agent.kill()
+
+
+async def _learned(sched):
+    from packyard.v1 import scheduler_pb2
+    reply = await sched.stub.Profiles(scheduler_pb2.ProfilesRequest())
+    vm = next(p for p in reply.profiles if p.kind == "vm")
+    return vm if vm.learned else None
