@@ -16,6 +16,8 @@ CHUNK = 64 * 1024
 def to_spec(p: agent_pb2.InstanceSpec) -> InstanceSpec:
     return InstanceSpec(id=p.id, job=p.job, group=p.group, kind=p.kind,
                         cpu_milli=p.limit.cpu_milli, memory_bytes=p.limit.memory_bytes,
+                        request_cpu_milli=p.request.cpu_milli,
+                        request_memory_bytes=p.request.memory_bytes,
                         config=json.loads(p.driver_json or "{}"))
 
 

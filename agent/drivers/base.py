@@ -26,6 +26,8 @@ class InstanceSpec:
     memory_bytes: int              # enforced limit (request + overhead)
     config: dict[str, Any]         # the group's `container:` / `vm:` block
     pids_max: int = 4096
+    request_cpu_milli: int = 0     # what the workload asked for (a VM's vCPUs); 0: same as cpu_milli
+    request_memory_bytes: int = 0  # what the workload asked for (a VM's guest RAM); 0: same as memory_bytes
 
 
 @dataclass
@@ -48,6 +50,8 @@ class Stats:
     cpu_seconds: float = 0.0
     memory_bytes: int = 0
     oom_kills: int = 0
+    overhead_memory_bytes: int | None = None   # VMs: QEMU's resident memory beyond the guest RAM it backs
+    guest_memory_bytes: int | None = None      # VMs: resident guest RAM (what the guest has touched)
 
 
 class Driver(Protocol):
