@@ -328,7 +328,14 @@ class Controller:
         starts, stops = [], []
         for e in self.state.instances.values():
             r = e.record
-            if not r.node or r.lost or r.node not in self.state.nodes:
+            if not r.node or r.node not in self.state.nodes:
+                continue
+            if r.lost:
+                # fencing: its node was declared down and came back still running it, while a
+                # replacement runs elsewhere; one of the two must go, and it is this one
+                if e.state is not None and e.state.state not in TERMINAL and \
+                        now - self._told.get(r.id, 0.0) >= self.config.resend_after:
+                    stops.append(r)
                 continue
             if now - self._told.get(r.id, 0.0) < self.config.resend_after:
                 continue

@@ -243,3 +243,29 @@ async def _learned(sched):
     reply = await sched.stub.Profiles(scheduler_pb2.ProfilesRequest())
     vm = next(p for p in reply.profiles if p.kind == "vm")
     return vm if vm.learned else None
+
+
+async def test_a_node_that_comes_back_stops_what_was_replaced_meanwhile(etcd, tmp_path):
+    a = await start_agent(etcd, "a", tmp_path / "a", ttl=2)
+    sched = await start_scheduler(etcd, ControllerConfig(tick=0.2, resend_after=0.3))
+    b = None
+    try:
+        await eventually(lambda: len(sched.controller.state.nodes) == 1)
+        await sched.submit(spec(count=1, cpu="750m"))
+        assert await eventually(lambda: _all_running(sched, "shop")) == [("a", "running")]
+        b = await start_agent(etcd, "b", tmp_path / "b", cpu=1000)
+        # a network partition: `a` keeps running its instance but its lease lapses
+        await a.registration.close()
+        await etcd.revoke_lease(a.registration.lease_id)
+        await eventually(lambda: _all_running_on(sched, "shop", {"b"}), timeout=15, what="replaced on b")
+        assert a.manager.instances      # still running there: the partition hid it
+        await a.registration.start()    # the partition heals
+        await eventually(lambda: not a.manager.instances, timeout=10, what="fenced on a")
+        lost = [i for i in (await sched.status("shop")).instances if i.node == "a"]
+        assert [i.state for i in lost] == ["lost"]
+        assert await _all_running_on(sched, "shop", {"b"})
+    finally:
+        await sched.close()
+        await a.kill()
+        if b:
+            await b.kill()
