@@ -68,6 +68,9 @@ async def serve(opts: dict) -> None:
     for driver in drivers.values():
         attributes.update(await driver.fingerprint())
     attributes.update(fingerprint.host_attributes())
+    if opts["metrics"]:
+        # published so the scheduler's /sd/agents can point Prometheus here
+        attributes["metrics.address"] = opts["metrics_advertise"] or opts["metrics"]
     manager = InstanceManager(node, state_dir, drivers, Reporter(etcd, node))
     adopted, dead = await manager.recover()
     if adopted or dead:
@@ -111,6 +114,7 @@ async def serve(opts: dict) -> None:
 @click.option("--capacity", default="", help="cpu=4,memory=8Gi[,disk=..,gpu=..]; default: detected.")
 @click.option("--labels", default="", help="k=v,... for constraints.")
 @click.option("--metrics", default=None, help="HOST:PORT for Prometheus metrics.")
+@click.option("--metrics-advertise", default=None, help="Address Prometheus should scrape, if not --metrics.")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None,
               help="Default: /var/lib/packyard/agent/<node>.")
 @click.option("--subnet", default=None, help="Container subnet (CIDR); default derived from --node.")

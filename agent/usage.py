@@ -112,7 +112,8 @@ class UsageCollector:
 
     def collect(self):
         u = self.latest
-        labels = ["node", "job", "group", "instance", "kind"]
+        # not "job" and "instance": Prometheus sets those on every target; ours would be renamed
+        labels = ["node", "packyard_job", "packyard_group", "packyard_instance", "kind"]
         cpu = CounterMetricFamily("packyard_instance_cpu_seconds", "CPU time used by an instance.", labels=labels)
         mem = GaugeMetricFamily("packyard_instance_memory_bytes", "Memory used by an instance.", labels=labels)
         oom = CounterMetricFamily("packyard_instance_oom_kills", "OOM kills inside an instance.", labels=labels)

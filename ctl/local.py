@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,7 +45,8 @@ class LocalCluster:
                  capacity: str = "cpu=2,memory=2Gi", labels: list[dict[str, str]] | None = None,
                  drivers: str = "container", scheduler_port: int = 7070, etcd_port: int = 2379,
                  lease_ttl: int = 10, confirm_timeout: float = 15.0, log_level: str = "info",
-                 shared_netns: bool = False, usage_interval: float = 2.0):
+                 shared_netns: bool = False, usage_interval: float = 2.0,
+                 prometheus_port: int | None = None, scrape_interval: str = "5s"):
         """shared_netns: every agent in this (the caller's) network namespace on 127.0.0.1 ports,
         as several agents on one real host would be; else each host gets its own namespace."""
         self.workdir = Path(workdir)
@@ -53,6 +55,9 @@ class LocalCluster:
         self.bridge = f"{prefix}br0"[:15]
         self.shared_netns = shared_netns
         self.usage_interval = usage_interval
+        self.prometheus_port = prometheus_port
+        self.scrape_interval = scrape_interval
+        self.prometheus: subprocess.Popen | None = None
         self.gateway = "127.0.0.1" if shared_netns else str(self.net.network_address + 1)
         self.scheduler_port = scheduler_port
         self.etcd_port = etcd_port
@@ -75,6 +80,19 @@ class LocalCluster:
     @property
     def scheduler_address(self) -> str:
         return f"{self.gateway}:{self.scheduler_port}"
+
+    @property
+    def scheduler_metrics(self) -> str:
+        return f"{self.gateway}:{self.scheduler_port + 1}"
+
+    def agent_metrics(self, h: LocalHost) -> str:
+        if self.shared_netns:
+            return f"127.0.0.1:{self.scheduler_port + 200 + self.hosts.index(h)}"
+        return f"{h.address}:9100"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
 
     @property
     def etcd_endpoint(self) -> str:
@@ -134,6 +152,7 @@ class LocalCluster:
              "--state-dir", str(self.workdir / "scheduler"),
              "--embedded-etcd-listen", f"{self.gateway}:{self.etcd_port}",
              "--confirm-timeout", str(self.confirm_timeout), "--ready-file", str(ready),
+             "--metrics", self.scheduler_metrics,
              "--log-level", self.log_level],
             self.workdir / "logs" / "scheduler.log")
         self._wait_file(ready, self.scheduler, "scheduler", wait)
@@ -147,11 +166,40 @@ class LocalCluster:
              "--listen", h.endpoint, "--node", h.name, "--state-dir", str(h.state_dir),
              "--subnet", h.subnet, "--drivers", self.drivers, "--lease-ttl", str(self.lease_ttl),
              "--ready-file", str(ready), "--log-level", self.log_level,
-             "--usage-interval", str(self.usage_interval),
+             "--usage-interval", str(self.usage_interval), "--metrics", self.agent_metrics(h),
              *(["--capacity", h.capacity] if h.capacity else []),
              *(["--labels", labels] if labels else [])],
             self.workdir / "logs" / f"{h.name}.log", netns=h.netns or None)
         self._wait_file(ready, h.proc, h.name, wait)
+
+    def start_prometheus(self, wait: float = 30.0) -> None:
+        """The real Prometheus server, configured from deploy/prometheus/ to find the agents
+        through the scheduler's /sd/agents."""
+        import urllib.request
+        deploy = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
+        conf = self.workdir / "prometheus"
+        conf.mkdir(parents=True, exist_ok=True)
+        text = (deploy / "prometheus.yml").read_text().replace("127.0.0.1:7071", self.scheduler_metrics)
+        text = text.replace("scrape_interval: 5s", f"scrape_interval: {self.scrape_interval}")
+        text = text.replace("evaluation_interval: 5s", f"evaluation_interval: {self.scrape_interval}")
+        text = text.replace("refresh_interval: 5s", f"refresh_interval: {self.scrape_interval}")
+        (conf / "prometheus.yml").write_text(text)
+        shutil.copy(deploy / "alerts.yml", conf / "alerts.yml")
+        self.prometheus = self._spawn(
+            ["prometheus", f"--config.file={conf / 'prometheus.yml'}",
+             f"--storage.tsdb.path={conf / 'data'}", f"--web.listen-address=127.0.0.1:{self.prometheus_port}"],
+            self.workdir / "logs" / "prometheus.log")
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.prometheus_url}/-/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.prometheus.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"prometheus did not start; see {self.workdir}/logs/prometheus.log")
+            time.sleep(0.1)
 
     def _wait_file(self, path: Path, proc: subprocess.Popen, what: str, wait: float) -> None:
         deadline = time.monotonic() + wait
@@ -174,12 +222,17 @@ class LocalCluster:
             proc.wait()
 
     def up(self) -> LocalCluster:
+        """A fresh cluster: state left in workdir by an earlier run is removed first."""
+        for old in [self.workdir / "scheduler", self.workdir / "prometheus", *(h.state_dir for h in self.hosts)]:
+            shutil.rmtree(old, ignore_errors=True)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.create_network()
         try:
             self.start_scheduler()
             for h in self.hosts:
                 self.start_agent(h)
+            if self.prometheus_port:
+                self.start_prometheus()
         except Exception:
             self.down()
             raise
@@ -215,6 +268,7 @@ class LocalCluster:
         for h in self.hosts:
             self.kill(h.proc)
         self.kill(self.scheduler)
+        self.kill(self.prometheus)
         if stop_instances:
             cleanup_agent_leftovers([h.name for h in self.hosts], [h.state_dir for h in self.hosts],
                                     [h.netns for h in self.hosts])

@@ -194,7 +194,10 @@ def local():
 @click.option("--submit", "jobs", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Job file(s) to submit (and wait for) once the cluster is up.")
 @click.option("--once", is_flag=True, help="Tear the cluster down after submitting instead of waiting for Ctrl-C.")
-def local_up(hosts: int, workdir: Path, capacity: str, jobs: tuple[Path, ...], once: bool):
+@click.option("--prometheus-port", type=int, default=9090, show_default=True,
+              help="Start Prometheus on 127.0.0.1:PORT scraping everything (0: don't).")
+def local_up(hosts: int, workdir: Path, capacity: str, jobs: tuple[Path, ...], once: bool,
+             prometheus_port: int):
     """Start etcd, the scheduler and HOSTS agents; submit JOBS; run until Ctrl-C."""
     import signal as _signal
 
@@ -202,7 +205,8 @@ def local_up(hosts: int, workdir: Path, capacity: str, jobs: tuple[Path, ...], o
     if os.geteuid() != 0:
         fail("ctl local up needs root (network namespaces, cgroups)", 2)
     cluster = LocalCluster(workdir, hosts=hosts, capacity=capacity,
-                           labels=[{"zone": "a" if i % 2 else "b"} for i in range(1, hosts + 1)])
+                           labels=[{"zone": "a" if i % 2 else "b"} for i in range(1, hosts + 1)],
+                           prometheus_port=prometheus_port or None)
     click.echo(f"starting scheduler + {hosts} agents (logs in {workdir}/logs) ...", err=True)
     try:
         cluster.up()
@@ -212,6 +216,8 @@ def local_up(hosts: int, workdir: Path, capacity: str, jobs: tuple[Path, ...], o
     code = 0
     try:
         click.echo(f"scheduler: {cluster.scheduler_address}   etcd: {cluster.etcd_endpoint}", err=True)
+        if cluster.prometheus:
+            click.echo(f"prometheus: {cluster.prometheus_url}  (Grafana dashboards: deploy/grafana/)", err=True)
         click.echo(cluster.ctl("nodes").stdout)
         for job in jobs:
             r = cluster.ctl("submit", str(job), "--wait", "--timeout", "120", timeout=180)

@@ -77,6 +77,7 @@ class Controller:
             self._tasks.append(await self.etcd.watch_prefix(prefix, revision + 1, self._on_events))
         self._dirty.add("*")
         self._tasks.append(asyncio.get_running_loop().create_task(self._run()))
+        metrics.LEADER.set(1)   # one replica for now; issue 6 elects a leader through etcd
         self.ready.set()
 
     async def stop(self) -> None:
@@ -90,9 +91,18 @@ class Controller:
 
     async def _on_events(self, batch: list[Event]) -> None:
         for ev in batch:
+            if ev.kind == "put" and ev.key.startswith(keys.STATE):
+                self._count_end(ev)
             self._dirty |= self.state.apply(ev)
         self._observe_usage(batch)
         self.kick()
+
+    def _count_end(self, ev: Event) -> None:
+        new = records.loads(records.StateRecord, ev.value)
+        old = self.state.reports.get(new.id)
+        if new.state in TERMINAL and (old is None or old.state != new.state):
+            reason = new.reason if new.reason == "OOMKilled" or not new.reason else new.reason.split(":")[0]
+            metrics.INSTANCE_ENDS.labels(new.state, reason[:40]).inc()
 
     def _observe_usage(self, kvs) -> None:
         for kv in kvs:

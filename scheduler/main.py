@@ -9,13 +9,13 @@ from pathlib import Path
 
 import click
 import grpc
-from prometheus_client import start_http_server
 
 from packyard.etcd import Etcd
 from packyard.v1 import scheduler_pb2_grpc
 from scheduler.agents import AgentClients
 from scheduler.controller import Controller, ControllerConfig
 from scheduler.embedded_etcd import EtcdServer
+from scheduler.http import serve_http
 from scheduler.reconciler import Config as ReconcileConfig
 from scheduler.service import SchedulerService
 
@@ -40,9 +40,10 @@ async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(controller), server)
     server.add_insecure_port(listen)
     await server.start()
+    http = None
     if metrics:
         host, port = host_port(metrics, "--metrics")
-        start_http_server(port, addr=host)
+        http = serve_http(controller, host, port)
     log.info("scheduler listening on %s (etcd %s)", listen, etcd_url)
     if ready_file:
         ready_file.write_text(listen)
@@ -53,6 +54,8 @@ async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout
     await stop.wait()
     log.info("scheduler stopping")
     await server.stop(grace=2)
+    if http:
+        http.shutdown()
     await controller.stop()
     await controller.agents.close()
     await etcd.close()
@@ -62,7 +65,8 @@ async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout
 @click.option("--etcd", "etcd_url", envvar="PACKYARD_ETCD", default=None,
               help="etcd client URL(s). Without it an embedded etcd is started under --state-dir.")
 @click.option("--listen", default="127.0.0.1:7070", show_default=True, help="gRPC API address.")
-@click.option("--metrics", default=None, help="HOST:PORT for Prometheus metrics.")
+@click.option("--metrics", default=None,
+              help="HOST:PORT for Prometheus: /metrics, and /sd/agents (http_sd_configs) to find every agent.")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=Path("/var/lib/packyard/scheduler"),
               show_default=True, help="Where the embedded etcd keeps its data.")
 @click.option("--embedded-etcd-listen", default="127.0.0.1:2379", show_default=True,

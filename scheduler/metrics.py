@@ -12,3 +12,7 @@ PLACEMENT_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 PENDING = Gauge("packyard_pending_instances", "Instances waiting for a node.")
 NODES = Gauge("packyard_nodes", "Nodes known to the scheduler.", ["state"])
+INSTANCE_ENDS = Counter("packyard_instance_ends_total",
+                        "Instances that ended, by final state and reason (OOMKilled, exit status N, ...).",
+                        ["state", "reason"])
+LEADER = Gauge("packyard_scheduler_leader", "1 if this scheduler replica runs placement.")
