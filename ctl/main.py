@@ -173,6 +173,30 @@ def stop(client: Client, job: str, output: str):
 
 
 @cli.command()
+@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--once", is_flag=True, help="Print once and exit.")
+@output_option
+@click.pass_obj
+def top(client: Client, interval: float, once: bool, output: str):
+    """Every host as bars: reserved, measured use and capacity of cpu and memory."""
+    from ctl import top as view
+    while True:
+        nodes = list(client.call("Nodes", scheduler_pb2.NodesRequest()).nodes)
+        if output == "json":
+            click.echo(json.dumps([view.node_json(n) for n in nodes], indent=2))
+            return
+        text = view.render(nodes)
+        if once or not sys.stdout.isatty():
+            click.echo(text)
+            return
+        click.echo("\x1b[H\x1b[2J" + time.strftime("%H:%M:%S  ") + "ctl top (Ctrl-C to quit)\n" + text)
+        try:
+            time.sleep(interval)
+        except KeyboardInterrupt:
+            return
+
+
+@cli.command()
 @output_option
 @click.pass_obj
 def profiles(client: Client, output: str):

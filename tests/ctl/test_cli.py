@@ -168,3 +168,20 @@ def test_profiles_show_the_default_formula(cluster):
     vm = next(p for p in data if p["kind"] == "vm")
     assert vm["default"]["fixed_memory"] > 0 and vm["learned"] == []
     assert "default" in cluster.ctl("profiles").stdout
+
+
+def test_top_draws_every_host_and_has_a_json_form(cluster, shop):
+    out = cluster.ctl("top", "--once").stdout
+    assert all(f"pc-host{i}" in out for i in (1, 2, 3)) and "cpu [" in out and "mem [" in out
+    data = json.loads(cluster.ctl("top", "-o", "json").stdout)
+    host1 = next(n for n in data if n["name"] == "pc-host1")
+    assert host1["cpu"]["allocated"] == 2.0 and host1["cpu"]["allocated_share"] == 1.0
+    assert {"capacity", "allocated", "usage", "usage_share"} <= host1["memory"].keys()
+
+
+@pytest.mark.parametrize("capacity, allocated, used, expected", [
+    (4, 2, 1, "██▒▒····"), (4, 0, 0, "········"), (4, 4, 4, "████████"), (4, 2, 3, "██████··"),
+], ids=["half-reserved-quarter-used", "empty", "full", "used-beyond-reserved"])
+def test_bars(capacity, allocated, used, expected):
+    from ctl.top import bar
+    assert bar(capacity, allocated, used, width=8) == expected
