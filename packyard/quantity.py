@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import re
 
+# Names of jobs, groups and nodes: DNS labels. Here rather than in spec.py so that the agent can
+# check its node name without importing pydantic (several MiB of resident memory).
+DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
 _BINARY = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
 _DECIMAL = {"K": 10**3, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 _BYTES_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|k|M|G|T|B)?\s*$")

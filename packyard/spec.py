@@ -21,9 +21,8 @@ from pydantic import (
     model_validator,
 )
 
-from packyard.quantity import QuantityError, parse_bytes, parse_cpu_milli
+from packyard.quantity import DNS_LABEL, QuantityError, parse_bytes, parse_cpu_milli
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Limits that catch typos ("64Gi" meant "64Mi" x 1000 instances) before they become pending forever.
 MAX_CPU_MILLI = 1024 * 1000
