@@ -78,6 +78,7 @@ class InstanceRecord:
     desired: str = "run"                # run | stop
     node: str = ""                      # empty while pending
     reserved: dict[str, int] = field(default_factory=dict)   # on `node`, overhead included
+    gpus: list[int] = field(default_factory=list)   # GPU devices of `node` it holds (a share: one)
     placed_at: float = 0.0
     attempts: int = 0                   # placements so far (re-placed after lost / unconfirmed)
     reason: str = ""                    # why it is pending, or why it was lost

@@ -23,7 +23,7 @@ from scheduler.agents import AgentClients
 from scheduler.profiles import LearnerConfig, ProfileLearner
 from scheduler.reconciler import Config as ReconcileConfig
 from scheduler.reconciler import Result, reconcile
-from scheduler.state import ClusterState, Entry
+from scheduler.state import ClusterState, Entry, holds_reservation
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +119,9 @@ class Controller:
         self._profiles_saved = now
 
     def engine_config(self) -> placement.EngineConfig:
-        """The configured engine with the profiles as learned so far."""
-        return dataclasses.replace(self.config.engine, profiles=self.learner.profiles())
+        """The configured engine with the profiles as learned so far and the current mix."""
+        mix = self.config.engine.workload_mix or self.workload_mix()
+        return dataclasses.replace(self.config.engine, profiles=self.learner.profiles(), workload_mix=mix)
 
     def kick(self, job: str | None = None) -> None:
         if job:
@@ -217,11 +218,34 @@ class Controller:
 
     def host_table(self) -> placement.HostTable:
         alloc = self.state.allocated()
+        devices = self.gpu_devices()
         hosts = [placement.Host(name=n.name, capacity=ResourceAmounts.of(n.capacity),
                                 allocated=alloc.get(n.name, ResourceAmounts()), ready=True,
-                                labels=n.labels, attributes=n.attributes)
+                                labels=n.labels, attributes=n.attributes,
+                                gpu_allocated=devices.get(n.name))
                  for n in self.state.nodes.values()]
         return placement.HostTable.from_hosts(hosts)
+
+    def gpu_devices(self) -> dict[str, tuple[int, ...]]:
+        """Milli-GPUs held on each device of each node, from the instances' recorded devices."""
+        used: dict[str, list[int]] = {}
+        for e in self.state.instances.values():
+            r = e.record
+            if not r.gpus or not holds_reservation(e) or r.node not in self.state.nodes:
+                continue
+            width = -(-self.state.nodes[r.node].capacity.get("gpu_milli", 0) // 1000)
+            per_device = used.setdefault(r.node, [0] * width)
+            share = r.reserved.get("gpu_milli", 0) if len(r.gpus) == 1 else 1000
+            for d in r.gpus:
+                if d < width:
+                    per_device[d] = min(1000, per_device[d] + min(share, 1000))
+        return {node: tuple(v) for node, v in used.items()}
+
+    def workload_mix(self) -> placement.WorkloadMix | None:
+        """The shapes running now: what the GPU-aware scorers expect to keep arriving."""
+        return placement.WorkloadMix.of_reserved(
+            ResourceAmounts.of(e.record.reserved) for e in self.state.instances.values()
+            if holds_reservation(e))
 
     async def place_pending(self) -> None:
         pending = self.pending()
@@ -257,9 +281,10 @@ class Controller:
         unplaced: list[InstanceRecord] = []
         for result, entries in zip(results, members, strict=True):
             reserved = dataclasses.asdict(result.reserved)
-            for entry, host in zip(entries, result.hosts, strict=False):
+            gpus = result.gpus or [()] * len(result.hosts)
+            for entry, host, devices in zip(entries, result.hosts, gpus, strict=False):
                 placed.append(replace(entry.record, node=host, reserved=reserved, placed_at=now,
-                                      attempts=entry.record.attempts + 1, reason=""))
+                                      attempts=entry.record.attempts + 1, reason="", gpus=list(devices)))
             metrics.PLACEMENTS.labels(result.ask.kind).inc(len(result.hosts))
             reason = explain(result)
             if result.unplaced:

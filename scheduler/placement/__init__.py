@@ -10,8 +10,9 @@ README.md in this folder draws the pipeline.
 from scheduler.placement.asks import GroupAsk, GroupPlacement, Status
 from scheduler.placement.config import POLICIES, EngineConfig
 from scheduler.placement.engine import place, place_group
+from scheduler.placement.mix import WorkloadMix
 from scheduler.placement.plan import Plan
 from scheduler.placement.table import Host, HostTable
 
 __all__ = ["EngineConfig", "GroupAsk", "GroupPlacement", "Host", "HostTable", "POLICIES", "Plan",
-           "Status", "place", "place_group"]
+           "Status", "WorkloadMix", "place", "place_group"]

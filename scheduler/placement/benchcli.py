@@ -78,8 +78,8 @@ def read_workloads(path: Path) -> list[GroupAsk]:
 
 
 def lower_bound(table: HostTable, reserved: np.ndarray) -> int:
-    """Fewest hosts whose capacities could hold the total reserved, resource by resource (largest
-    hosts first): no packing can use fewer."""
+    """Fewest hosts whose capacities could hold the total reserved by every workload (placed or
+    not), resource by resource, largest hosts first: no packing can use fewer. At most all hosts."""
     bound = 0
     for r in (CPU, MEMORY, GPU):
         total = int(reserved[:, r].sum())
@@ -118,6 +118,8 @@ def pack(nodes: Path, workloads: Path, out: Path, policy: str, started: float) -
         "workloads": len(asks),
         "placed": placed,
         "unplaced": len(asks) - placed,
+        "unplaced_gpus": round(sum(int(g) for r, g in zip(results, reserved[:, GPU], strict=True)
+                                   if not r.hosts) / 1000, 2),
         "errors": len(errors),
         "hosts": len(table),
         "hosts_used": int(used.sum()),

@@ -13,9 +13,13 @@ from scheduler.placement.scorers import MIX_SCORERS, REGISTRY
 # name -> (scorer, weight) pairs. The peers' are re-derived from their published formulas
 # (FIELD-NOTES.md); unlike the peers, every feasible host is scored (no sampling).
 POLICIES: dict[str, tuple[tuple[str, float], ...]] = {
-    # GPUs kept usable first (fragmentation gradient, stranding), then keep work on hosts in use,
-    # then the fullest host; on hosts without GPUs the first two score 0.5 everywhere
-    "packyard": (("fragmentation", 1.0), ("stranding", 0.25), ("occupied", 0.001), ("binpack", 0.0001)),
+    # GPUs kept usable first: the fragmentation gradient and GPU stranding, weighted so that they
+    # decide whenever GPUs are at stake (both measure in GPUs over the largest host's GPUs); then
+    # cpu and memory kept in the proportion the mix asks for them (balance); then stay on hosts in
+    # use unless balance gains ~5% of a host (occupied); the fullest host breaks ties (binpack).
+    # Without GPUs the first two score 0.5 everywhere. bench/PACKING.md has the measurements.
+    "packyard": (("fragmentation", 30.0), ("stranding", 7.5), ("balance", 2.0), ("occupied", 0.05),
+                 ("binpack", 0.01)),
     "nomad-binpack": (("nomad_binpack", 1.0),),
     "k8s-default": (("least_allocated", 1.0), ("balanced_allocation", 1.0)),
     "k8s-mostallocated": (("most_allocated", 1.0),),

@@ -20,8 +20,7 @@ from scheduler.placement import filters
 from scheduler.placement.asks import GroupAsk, GroupPlacement, Status
 from scheduler.placement.config import EngineConfig
 from scheduler.placement.plan import Plan, View
-from scheduler.placement.scorers import REGISTRY
-from scheduler.placement.table import CPU, DISK, GPU, GPU_DEVICE_MILLI, MEMORY, HostTable, amounts, to_amounts
+from scheduler.placement.table import CPU, DISK, GPU, GPU_DEVICE_MILLI, MEMORY, HostTable, amounts
 
 NEG = -np.inf
 DynamicCheck = Callable[[View], filters.Verdict]
@@ -29,16 +28,19 @@ DynamicCheck = Callable[[View], filters.Verdict]
 
 @dataclass
 class _Class:
-    """Filter codes and scores of one equivalence class over all hosts, as of Plan.log[:seen].
-    code[i] = 0: host i is feasible; k > 0: reasons[k - 1] rejected it first."""
+    """Feasibility and scores of one equivalence class over all hosts, as of Plan.log[:seen]
+    (-inf: infeasible). Which filter rejected each host (`code`) is needed only when an instance
+    finds no host, so it is brought up to date then, separately (_explain)."""
     need: np.ndarray
-    reasons: list[str]
+    reasons: list[str]           # reasons[k - 1] for filter code k
     distinct_code: int
-    static: np.ndarray           # (N,) int16, codes of the static filters alone
+    static: np.ndarray           # (N,) int16: the first static filter rejecting each host, 0 = none
+    static_ok: np.ndarray        # (N,) bool: static == 0
     dynamic: list[DynamicCheck]  # with codes distinct_code + 1, + 2, ...
-    code: np.ndarray             # (N,) int16
-    score: np.ndarray            # (N,) float64, -inf where code != 0
+    score: np.ndarray            # (N,) float64
     seen: int = 0
+    code: np.ndarray | None = None   # (N,) int16 filter codes as of Plan.log[:code_seen]
+    code_seen: int = 0
 
 
 def place(table: HostTable, asks: Iterable[GroupAsk], config: EngineConfig | None = None, *,
@@ -93,7 +95,7 @@ def place_group(plan: Plan, ask: GroupAsk) -> GroupPlacement:
     if unplaced:
         if cls is None:
             cls = _class_for(plan, ask, reserved)
-        reasons = _explain(cls, used)
+        reasons = _explain(plan, cls, used)
     status = (Status.PLACED if not unplaced else Status.PARTIAL if hosts else Status.UNSCHEDULABLE)
     return GroupPlacement(ask, reserved, hosts, unplaced, reasons, status, gpus)
 
@@ -131,10 +133,16 @@ def _class_for(plan: Plan, ask: GroupAsk, reserved: ResourceAmounts) -> _Class:
     else:
         plan.classes.move_to_end(key)
         changed = plan.log[cls.seen:]
-        if len(changed) * 4 > len(plan.table):
-            _refresh(plan, cls, slice(None))
-        elif changed:
-            _refresh(plan, cls, np.array(changed))
+        if changed:
+            # A plan only adds reservations, so a host this class found infeasible stays so:
+            # only the changed hosts that were feasible need another look.
+            if len(changed) * 4 > len(plan.table):
+                rows = np.flatnonzero(cls.score != NEG)
+            else:
+                rows = np.array(changed)
+                rows = rows[cls.score[rows] != NEG]
+            if len(rows):
+                _refresh(plan, cls, rows)
     cls.seen = len(plan.log)
     return cls
 
@@ -157,40 +165,65 @@ def _new_class(plan: Plan, ask: GroupAsk, need: np.ndarray) -> _Class:
     reasons += [f"not enough {filters.RESOURCE_NAMES[r]}" for r in (CPU, MEMORY, DISK) if need[r] > 0]
     reasons += ["not enough gpu"] if need[GPU] > 0 else []
     n = len(table)
-    return _Class(need, reasons, len(verdicts) + 1, static, dynamic,
-                  np.zeros(n, dtype=np.int16), np.full(n, NEG))
+    return _Class(need, reasons, len(verdicts) + 1, static, static == 0, dynamic, np.full(n, NEG))
 
 
 def _refresh(plan: Plan, cls: _Class, rows: slice | np.ndarray) -> None:
     """Re-run the dynamic filters and the scorers on `rows` against the plan as it stands."""
     view = plan.view(cls.need, rows)
-    code = cls.static[rows].copy()
-    for k, check in enumerate(cls.dynamic, start=cls.distinct_code + 1):
-        mask, _ = check(view)
-        code[(code == 0) & ~mask] = k
-    score = _score(plan.config, view)
-    score[code != 0] = NEG
-    cls.code[rows] = code
+    ok = cls.static_ok[rows]
+    for check in cls.dynamic:
+        ok = ok & check(view)[0]
+    if ok.all():
+        score = _score(plan, view)
+    else:   # score only the feasible hosts: the others cannot be chosen
+        score = np.full(len(ok), NEG)
+        if ok.any():
+            score[ok] = _score(plan, plan.view(cls.need, view.index[ok]))
     cls.score[rows] = score
 
 
-def _score(config: EngineConfig, view: View) -> np.ndarray:
-    """Weighted mean of the scorers, each clipped to [0, 1]."""
-    total = sum(w for _, w in config.scorers)
+def _score(plan: Plan, view: View) -> np.ndarray:
+    """Weighted mean of the scorers (each in [0, 1], so the mean is too). A scorer may return one
+    number for every host (a GPU scorer on hosts without GPUs)."""
     out = np.zeros(len(view))
-    for name, weight in config.scorers:
-        if weight:
-            s = REGISTRY[name](view)
-            out += (weight / total) * np.minimum(np.maximum(s, 0.0), 1.0)
+    constant = 0.0
+    for scorer, weight in plan.weighted:
+        s = scorer(view)
+        if isinstance(s, float):
+            constant += weight * s
+        else:
+            out += weight * s
+    if constant:
+        out += constant
     return out
 
 
-def _explain(cls: _Class, used: list[int]) -> dict[str, int]:
-    code = cls.code.copy()
-    if used:
-        d = cls.distinct_code
+def _codes(plan: Plan, cls: _Class, rows: slice | np.ndarray) -> np.ndarray:
+    """The first filter (its code) rejecting each host of `rows`; 0 where none does."""
+    view = plan.view(cls.need, rows)
+    code = cls.static[rows].copy()
+    for k, check in enumerate(cls.dynamic, start=cls.distinct_code + 1):
+        code[(code == 0) & ~check(view)[0]] = k
+    return code
+
+
+def _explain(plan: Plan, cls: _Class, used: list[int]) -> dict[str, int]:
+    """How many hosts each filter eliminated, each host counted under the first that rejects it
+    (pipeline order), for a class with no feasible host left. The codes are kept with the class
+    and brought up to date like its scores, for a class that keeps finding no host."""
+    changed = plan.log[cls.code_seen:]
+    if cls.code is None or len(changed) * 4 > len(plan.table):
+        cls.code = _codes(plan, cls, slice(None))
+    elif changed:
+        rows = np.array(changed)
+        cls.code[rows] = _codes(plan, cls, rows)
+    cls.code_seen = len(plan.log)
+    code = cls.code
+    if used:   # distinct hosts comes after the static filters and before the dynamic ones
+        code = code.copy()
         u = np.array(used)
-        code[u] = np.where((code[u] == 0) | (code[u] > d), d, code[u])
+        code[u] = np.where((code[u] == 0) | (code[u] > cls.distinct_code), cls.distinct_code, code[u])
     counts = np.bincount(code, minlength=len(cls.reasons) + 1)
     assert counts[0] == 0, "explaining a class that still has a feasible host"
     reasons: dict[str, int] = {}
@@ -199,8 +232,3 @@ def _explain(cls: _Class, used: list[int]) -> dict[str, int]:
             reason = cls.reasons[k - 1]
             reasons[reason] = reasons.get(reason, 0) + count
     return reasons
-
-
-def reserved_amounts(placement: GroupPlacement) -> ResourceAmounts:
-    """Everything a placement reserved, all instances together."""
-    return to_amounts(amounts(placement.reserved) * placement.placed)

@@ -40,9 +40,7 @@ def measures(cpu_free: np.ndarray, memory_free: np.ndarray, gpu_free: np.ndarray
     # what each shape needs of the GPUs: a share one device with room, whole GPUs free devices
     room = np.where(mix.share, largest[:, None], whole[:, None] * GPU_DEVICE_MILLI)
     fits = (cpu_free[:, None] >= mix.cpu) & (memory_free[:, None] >= mix.memory) & (room >= mix.gpu)
-    # free milli on devices below each distinct threshold min(gpu, 1 GPU): (n, T)
-    devices = gpu_free[:, None, :]
-    below = (devices * (devices < mix.thresholds[None, :, None])).sum(axis=2)
+    below = _below(gpu_free, mix.thresholds)
     out[:, FRAGMENTED] = np.where(fits, below[:, mix.threshold_index], total[:, None]) @ mix.weight
     usable = total.astype(np.float64)
     if mix.cpu_per_gpu > 0:
@@ -53,16 +51,46 @@ def measures(cpu_free: np.ndarray, memory_free: np.ndarray, gpu_free: np.ndarray
     return out
 
 
+def _below(gpu_free: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """(n, T): free milli on each host's devices that have less free than each threshold."""
+    n, g = gpu_free.shape
+    if n * g * len(thresholds) < 50_000:   # few hosts (a refresh of changed rows): broadcast
+        devices = gpu_free[:, None, :]
+        return (devices * (devices < thresholds[None, :, None])).sum(axis=2)
+    # many hosts: sort each host's devices, and find every threshold's place in one searchsorted
+    # over all hosts (each host's values lifted above the previous host's)
+    ordered = np.sort(gpu_free, axis=1)
+    prefix = np.zeros((n, g + 1), dtype=np.int64)
+    np.cumsum(ordered, axis=1, out=prefix[:, 1:])
+    step = 2 * GPU_DEVICE_MILLI + 2
+    lift = np.arange(n, dtype=np.int64)[:, None] * step
+    position = np.searchsorted((ordered + lift).ravel(), (lift + thresholds[None, :]).ravel())
+    count = position.reshape(n, len(thresholds)) - np.arange(n)[:, None] * g
+    return np.take_along_axis(prefix, count, axis=1)
+
+
 def gradients(view: View) -> np.ndarray | None:
     """(n, 2) scores in [0, 1]: 0.5 - (after - before) / (2 x the largest host's GPU milli), or
-    None when there is no mix yet or no host has a GPU."""
+    None (0.5 on every row) when there is no mix yet or none of the rows' hosts has a GPU."""
     plan = view.plan
     mix = plan.mix
     if mix is None or plan.gpu_scale == 0:
         return None
+    has_gpu = plan.has_gpu[view.index]
+    if not has_gpu.any():   # hosts without GPUs: nothing to fragment or strand, 0.5 on every row
+        return None
+    if not has_gpu.all():
+        out = np.full((len(view), 2), 0.5)
+        out[has_gpu] = _gradients(plan.view(view.need, view.index[has_gpu]), mix, plan.gpu_scale)
+        return out
+    return _gradients(view, mix, plan.gpu_scale)
+
+
+def _gradients(view: View, mix: WorkloadMix, scale: int) -> np.ndarray:
     free = view.free
-    before = plan.measured("gpu", view, lambda rows: measures(
-        free[rows, CPU], free[rows, MEMORY], view.gpu_free[rows], mix))
+    # "before" depends on the host alone: the plan keeps it until the host changes
+    before = view.plan.before("gpu", view, lambda at: measures(
+        free[at, CPU], free[at, MEMORY], view.gpu_free[at], mix))
     after = measures(free[:, CPU] - view.need[CPU], free[:, MEMORY] - view.need[MEMORY],
                      view.gpu_free_after, mix)
-    return 0.5 - (after - before) / (2 * plan.gpu_scale)
+    return 0.5 - (after - before) / (2 * scale)

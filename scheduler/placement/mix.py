@@ -7,8 +7,11 @@ from the asks it has seen so far: causal, no look-ahead at asks not yet made.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
+from packyard.records import ResourceAmounts
 from scheduler.placement.table import GPU_DEVICE_MILLI
 
 Shape = tuple[int, int, int]
@@ -30,12 +33,24 @@ class WorkloadMix:
         self.thresholds, self.threshold_index = np.unique(
             np.minimum(self.gpu, GPU_DEVICE_MILLI), return_inverse=True)
         self.cpu_per_gpu, self.memory_per_gpu = self._per_gpu()
+        # the average instance: the proportion in which the mix asks for cpu and memory
+        self.mean_cpu = float(self.cpu @ self.weight)
+        self.mean_memory = float(self.memory @ self.weight)
 
     @classmethod
     def of(cls, counts: dict[Shape, float], top: int = 64) -> WorkloadMix:
         """The mix of counted shapes, keeping the `top` most frequent."""
         best = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
         return cls([(*shape, float(n)) for shape, n in best])
+
+    @classmethod
+    def of_reserved(cls, reserved: Iterable[ResourceAmounts], top: int = 64) -> WorkloadMix | None:
+        """The mix of instances' reserved amounts (e.g. those running now), None if there are none."""
+        counts: dict[Shape, float] = {}
+        for r in reserved:
+            shape = (r.cpu_milli, r.memory_bytes, r.gpu_milli)
+            counts[shape] = counts.get(shape, 0.0) + 1
+        return cls.of(counts, top) if counts else None
 
     def _per_gpu(self) -> tuple[float, float]:
         """The median cpu and memory a GPU's worth of the mix's GPU workloads brings with it

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,21 @@ from packyard.records import ResourceAmounts
 from scheduler.placement import fragmentation
 from scheduler.placement.config import EngineConfig
 from scheduler.placement.mix import MixLearner, WorkloadMix
+from scheduler.placement.scorers import REGISTRY
 from scheduler.placement.table import CPU, DISK, GPU, GPU_DEVICE_MILLI, MEMORY, HostTable, to_amounts
+
+
+class cached_property:   # noqa: N801 - functools.cached_property without its lock (3.11): hot path
+    def __init__(self, compute: Callable[[Any], Any]):
+        self.compute = compute
+        self.name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    def __get__(self, view: Any, owner: type | None = None) -> Any:
+        if view is None:
+            return self
+        value = view.__dict__[self.name] = self.compute(view)
+        return value
 
 
 class View:
@@ -85,7 +98,8 @@ class View:
 
     @cached_property
     def index(self) -> np.ndarray:          # (n,) the rows' host indices
-        return np.arange(len(self.plan.table))[self.rows]
+        rows = self.rows
+        return rows if isinstance(rows, np.ndarray) else self.plan.all_rows[rows]
 
     def __len__(self) -> int:
         return len(self.capacity)
@@ -122,17 +136,22 @@ class Plan:
     def __init__(self, table: HostTable, config: EngineConfig | None = None):
         self.table = table
         self.config = config if config is not None else EngineConfig()
+        total = sum(w for _, w in self.config.scorers)
+        self.weighted = [(REGISTRY[name], w / total) for name, w in self.config.scorers if w]
         self.capacity = effective_capacity(table.capacity, self.config)
         self.inv_capacity = np.zeros(self.capacity.shape)
         np.divide(1.0, self.capacity, out=self.inv_capacity, where=self.capacity > 0)
         self.no_capacity = (self.capacity <= 0).astype(np.float64)
         self.gpu_scale = int(table.gpu_capacity.sum(axis=1).max(initial=0))
+        self.has_gpu = table.gpu_capacity.sum(axis=1) > 0
         self.mix: WorkloadMix | None = self.config.workload_mix
         self.learner = (MixLearner()
                         if self.mix is None and self.config.uses_mix() else None)
         self.allocated = table.allocated.copy()
+        self.in_use = np.any(self.allocated > 0, axis=1).astype(np.float64)   # 1.0: holds something
         self.gpu_free = table.gpu_free.copy()
         self.log: list[int] = []
+        self.all_rows = np.arange(len(table))
         # engine-owned score cache: equivalence-class key -> its masks and scores (engine.py)
         self.classes: OrderedDict[Any, Any] = OrderedDict()
         # per-host values that depend on the host's state and the mix but not on the ask (a
@@ -149,24 +168,33 @@ class Plan:
             self.classes.clear()
             self.measures.clear()
 
-    def measured(self, name: str, view: View, compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-        """The per-host measure `name` (k values a host) on the view's rows, calling compute(mask)
-        only for the rows (a boolean mask over the view) whose host changed since last time."""
-        index = view.index
+    def before(self, name: str, view: View, compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """The per-host measure `name` for the view's rows, calling compute(positions) only for
+        the positions in the view whose host changed since the measure was last taken."""
+        stale = self.stale(name, view)
+        if len(stale) or name not in self.measures:
+            return self.remember(name, view, stale, compute(stale))
+        return self.measures[name][0][view.index]
+
+    def stale(self, name: str, view: View) -> np.ndarray:
+        """Positions in the view of the hosts whose measure `name` must be (re)computed."""
+        entry = self.measures.get(name)
+        if entry is None or not self.config.incremental:
+            return np.arange(len(view.index))
+        return np.flatnonzero(~entry[1][view.index])
+
+    def remember(self, name: str, view: View, stale: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Store the measure `name` computed for the view's `stale` positions; return it for every
+        row of the view."""
         entry = self.measures.get(name)
         if entry is None:
-            first = compute(np.ones(len(index), dtype=bool))
-            values = np.zeros((len(self.table), *first.shape[1:]))
-            valid = np.zeros(len(self.table), dtype=bool)
-            values[index], valid[index] = first, True
-            self.measures[name] = (values, valid)
-            return first
-        values, valid = entry
-        stale = ~valid[index]
-        if stale.any():
-            values[index[stale]] = compute(stale)
-            valid[index[stale]] = True
-        return values[index]
+            entry = self.measures[name] = (np.zeros((len(self.table), *values.shape[1:])),
+                                           np.zeros(len(self.table), dtype=bool))
+        store, valid = entry
+        hosts = view.index[stale]
+        store[hosts] = values
+        valid[hosts] = True
+        return store[view.index]
 
     def view(self, need: np.ndarray, rows: slice | np.ndarray = slice(None)) -> View:
         return View(self, rows, need)
@@ -180,6 +208,7 @@ class Plan:
             share = min(int(need[GPU]), GPU_DEVICE_MILLI)
             self.gpu_free[host, list(devices)] -= share
         self.allocated[host] += need
+        self.in_use[host] = 1.0
         self.log.append(host)
         for _, valid in self.measures.values():
             valid[host] = False

@@ -18,7 +18,8 @@ from scheduler.placement.table import CPU, MEMORY
 if TYPE_CHECKING:
     from scheduler.placement.plan import View
 
-Scorer = Callable[["View"], np.ndarray]
+# an array with one score a row, or one float for every row
+Scorer = Callable[["View"], "np.ndarray | float"]
 
 
 def binpack(view: View) -> np.ndarray:
@@ -31,7 +32,7 @@ def binpack(view: View) -> np.ndarray:
 def occupied(view: View) -> np.ndarray:
     """1 on a host that already holds something, 0 on an empty one: a tie-breaker that keeps work
     on the hosts in use, so empty hosts stay empty (to be powered down or kept for big work)."""
-    return np.any(view.allocated > 0, axis=1).astype(np.float64)
+    return view.plan.in_use[view.rows]
 
 
 def nomad_binpack(view: View) -> np.ndarray:
@@ -60,22 +61,49 @@ def balanced_allocation(view: View) -> np.ndarray:
     return 1.0 - np.abs(used[:, CPU] - used[:, MEMORY]) / 2
 
 
-def fragmentation(view: View) -> np.ndarray:
+def fragmentation(view: View) -> np.ndarray | float:
     """Fragmentation gradient (FGD, fragmentation.py): prefer the host whose expected GPU
     fragmentation for the workload mix grows least: a share on a partly used GPU rather than a
     whole one, whole GPUs where they leave no partial device behind."""
     g = view.gpu_gradients
-    return np.full(len(view), 0.5) if g is None else g[:, FRAGMENTED]
+    return 0.5 if g is None else g[:, FRAGMENTED]
 
 
-def stranding(view: View) -> np.ndarray:
+def stranding(view: View) -> np.ndarray | float:
     """Prefer the host where placing the instance strands the fewest GPUs (fragmentation.py):
     keep the cpu and memory that a host's free GPUs will need."""
     g = view.gpu_gradients
-    return np.full(len(view), 0.5) if g is None else g[:, STRANDED]
+    return 0.5 if g is None else g[:, STRANDED]
+
+
+def stranded_share(cpu_free: np.ndarray, memory_free: np.ndarray, capacity: np.ndarray,
+                   mean_cpu: float, mean_memory: float) -> np.ndarray:
+    """The share of a host's cpu and memory that average instances of the mix could not use
+    because the other resource runs out first (free cpu beside full memory, or the reverse)."""
+    cpu_free, memory_free = np.maximum(cpu_free, 0), np.maximum(memory_free, 0)
+    units = np.minimum(cpu_free / mean_cpu, memory_free / mean_memory)
+    return ((cpu_free - units * mean_cpu) / np.maximum(capacity[:, CPU], 1)
+            + (memory_free - units * mean_memory) / np.maximum(capacity[:, MEMORY], 1))
+
+
+def balance(view: View) -> np.ndarray | float:
+    """Keep each host's free cpu and memory in the proportion the workload mix asks for them:
+    0.5 - (stranded share after placing - before) / 4 (the share is 0..2). Unlike kube-scheduler's BalancedAllocation
+    (equal fractions), the target proportion is the mix's, so a memory-heavy VM goes where cpu
+    would otherwise be left over."""
+    mix = view.plan.mix
+    if mix is None or mix.mean_cpu <= 0 or mix.mean_memory <= 0:
+        return 0.5
+    free = view.free
+    before = view.plan.before("balance", view, lambda at: stranded_share(
+        free[at, CPU], free[at, MEMORY], view.capacity[at], mix.mean_cpu, mix.mean_memory))
+    after = stranded_share(free[:, CPU] - view.need[CPU], free[:, MEMORY] - view.need[MEMORY],
+                           view.capacity, mix.mean_cpu, mix.mean_memory)
+    return 0.5 - (after - before) / 4
 
 
 REGISTRY: dict[str, Scorer] = {
+    "balance": balance,
     "fragmentation": fragmentation,
     "stranding": stranding,
     "occupied": occupied,
@@ -87,4 +115,4 @@ REGISTRY: dict[str, Scorer] = {
 }
 
 # scorers that read the workload mix (the Plan learns one only when one of these is weighed)
-MIX_SCORERS = frozenset({"fragmentation", "stranding"})
+MIX_SCORERS = frozenset({"fragmentation", "stranding", "balance"})

@@ -37,7 +37,7 @@ class FakeAgent:
 
 
 async def start_agent(etcd: Etcd, name: str, state_dir: Path, cpu=2000, memory=2 << 30,
-                      labels=None, ttl=10, kinds=("container",)) -> FakeAgent:
+                      labels=None, ttl=10, kinds=("container",), gpu=0) -> FakeAgent:
     drivers = {kind: FakeDriver(kind, state_dir) for kind in kinds}
     driver = drivers[kinds[0]]
     manager = InstanceManager(name, state_dir, drivers, Reporter(etcd, name))
@@ -46,7 +46,8 @@ async def start_agent(etcd: Etcd, name: str, state_dir: Path, cpu=2000, memory=2
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     record = NodeRecord(name=name, address=f"127.0.0.1:{port}",
-                        capacity={"cpu_milli": cpu, "memory_bytes": memory}, labels=labels or {},
+                        capacity={"cpu_milli": cpu, "memory_bytes": memory, "gpu_milli": gpu * 1000},
+                        labels=labels or {},
                         attributes={k: v for d in drivers.values() for k, v in (await d.fingerprint()).items()},
                         started_at=time.time())
     registration = Registration(etcd, record, ttl=ttl)

@@ -269,3 +269,28 @@ async def test_a_node_that_comes_back_stops_what_was_replaced_meanwhile(etcd, tm
         await a.kill()
         if b:
             await b.kill()
+
+
+async def test_gpu_shares_are_recorded_per_device_and_whole_gpus_need_a_free_device(etcd, tmp_path):
+    from packyard.v1 import scheduler_pb2
+    agent = await start_agent(etcd, "g", tmp_path / "g", cpu=8000, memory=8 << 30, gpu=2)
+    sched = await start_scheduler(etcd, ControllerConfig(tick=0.2))
+    try:
+        await eventually(lambda: len(sched.controller.state.nodes) == 1)
+        await sched.submit(validate({
+            "name": "halves", "groups": [{"name": "w", "count": 3,
+                                          "resources": {"cpu": "100m", "memory": "64Mi", "gpu": 0.5}}]}))
+        await eventually(lambda: _all_running(sched, "halves"))
+        devices = sorted(tuple(e.record.gpus) for e in sched.controller.state.job_entries("halves"))
+        assert [len(d) for d in devices] == [1, 1, 1]
+        # two halves share a device; the third opens the other: no whole GPU is left
+        assert sorted(sum(d.count(i) for d in devices) for i in (0, 1)) == [1, 2]
+        await sched.submit(validate({"name": "whole", "groups": [
+            {"name": "w", "resources": {"cpu": "100m", "memory": "64Mi", "gpu": 1}}]}))
+        inst = await eventually(lambda: _reason(sched, "whole"))
+        assert "not enough gpu" in inst.reason
+        nodes = await sched.stub.Nodes(scheduler_pb2.NodesRequest())
+        assert nodes.nodes[0].allocated.gpu_milli == 1500
+    finally:
+        await sched.close()
+        await agent.kill()

@@ -4,6 +4,8 @@ explanation accounts for every host exactly once, and the incremental engine (sc
 one row re-evaluated per reservation) decides exactly as re-running the whole pipeline would."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -77,7 +79,9 @@ def satisfies(host: Host, c) -> bool:
             "exists": lambda: value is not None}[c.operator]()
 
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# PLACEMENT_EXAMPLES=3000 for a longer search (about 90 s)
+SETTINGS = settings(max_examples=int(os.environ.get("PLACEMENT_EXAMPLES", "300")), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from scheduler.placement import Plan, scorers
+from scheduler.placement import EngineConfig, Plan, scorers
+from scheduler.placement.fragmentation import _below
+from scheduler.placement.mix import WorkloadMix
 from scheduler.placement.table import amounts
 from tests.scheduler.placement.builders import host, res, table
 
@@ -52,3 +56,67 @@ def test_range_even_when_overfull_or_without_capacity(name):
     t = table(host("over", 1000, 1, used=res(3000, 3)), host("zero", 0, 0), host("fine"))
     s = score(name, res(500, 1), t)
     assert np.all((s >= 0) & (s <= 1)), s
+
+
+# --- GPU-aware scorers (fragmentation.py) -------------------------------------------------------
+
+MIX = WorkloadMix([(4000, 16 << 30, 500, 1.0), (8000, 32 << 30, 1000, 1.0)])
+
+
+def gpu_plan(*hosts, mix=MIX) -> Plan:
+    return Plan(table(*hosts), EngineConfig(workload_mix=mix))
+
+
+def gpu_score(name: str, plan: Plan, need) -> np.ndarray:
+    return scorers.REGISTRY[name](plan.view(amounts(need)))
+
+
+def test_fragmentation_puts_a_share_on_a_partly_used_gpu():
+    plan = gpu_plan(host("fresh", 64000, 256, gpu=2000),
+                    host("half", 64000, 256, gpu=2000, used=res(gpu=500)))
+    s = gpu_score("fragmentation", plan, res(1000, 1, gpu=500))
+    assert s[1] > 0.5 > s[0]        # filling the half-used GPU removes a fragment; splitting a whole one makes one
+
+
+def test_stranding_keeps_cpu_for_free_gpus():
+    # a cpu-only instance that would leave the GPU host too little cpu for its GPUs
+    plan = gpu_plan(host("cpu-only", 16000, 64), host("gpu", 16000, 64, gpu=2000))
+    s = gpu_score("stranding", plan, res(12000, 8))
+    assert s[0] == pytest.approx(0.5) and s[1] < 0.5
+
+
+@pytest.mark.parametrize("mix, hosts", [
+    (None, [host("g", gpu=1000)]),
+    (MIX, [host("no-gpu")]),
+], ids=["no mix yet", "no host has a GPU"])
+@pytest.mark.parametrize("name", ["fragmentation", "stranding"])
+def test_gpu_scorers_are_neutral_without_a_mix_or_gpus(name, mix, hosts):
+    plan = Plan(table(*hosts), EngineConfig(workload_mix=mix, scorers=((name, 1.0),)))
+    if mix is None:
+        plan.mix = None
+    assert gpu_score(name, plan, res(100, 1)) == 0.5   # one number for every host
+
+
+def test_occupied():
+    t = table(host("empty"), host("used", used=res(cpu=1)))
+    assert score("occupied", res(), t).tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("name", sorted(scorers.REGISTRY))
+def test_range_with_gpus_and_a_mix(name):
+    plan = gpu_plan(host("over", 1000, 1, gpu=1000, used=res(3000, 3, gpu=1000)), host("zero", 0, 0),
+                    host("g", gpu=8000, used=res(gpu=2300)), host("fine"))
+    for need in (res(500, 1), res(500, 1, gpu=300), res(500, 1, gpu=2000)):
+        s = gpu_score(name, plan, need)
+        assert np.all((s >= 0) & (s <= 1)), (need, s)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 4000), st.lists(st.integers(0, 1000), min_size=1, max_size=30, unique=True),
+       st.integers(0, 2**31))
+def test_fragment_sums_agree_for_few_and_many_hosts(n, thresholds, seed):
+    """_below switches to a sort-and-search method for many hosts: both give the same sums."""
+    gpu = np.random.default_rng(seed).choice([0, 100, 250, 500, 810, 1000], size=(n, 8))
+    th = np.array(sorted(thresholds))
+    direct = (gpu[:, None, :] * (gpu[:, None, :] < th[None, :, None])).sum(axis=2)
+    assert np.array_equal(_below(gpu, th), direct)

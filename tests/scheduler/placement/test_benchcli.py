@@ -1,0 +1,86 @@
+"""`packyard-bench pack`: CSV loaders (on the real Alibaba trace), OUT.csv and the JSON summary."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from scheduler.placement.benchcli import lower_bound, main, read_nodes, read_workloads
+from scheduler.placement.table import CPU, GPU, MEMORY
+
+TRACE = Path(__file__).resolve().parents[4] / "shared" / "traces" / "alibaba-gpu-v2023"
+needs_trace = pytest.mark.skipif(not TRACE.is_dir(), reason=f"no trace at {TRACE}")
+MIB = 1 << 20
+
+
+@needs_trace
+def test_reads_the_alibaba_trace_as_its_readme_describes():
+    hosts = read_nodes(TRACE / "openb_node_list_all_node.csv")
+    assert len(hosts) == 1523 and hosts.names[0] == "openb-node-0000"
+    assert hosts.capacity[:, CPU].sum() // 1000 == 125_514
+    assert hosts.capacity[:, MEMORY].sum() >> 30 == 597_684
+    assert hosts.capacity[:, GPU].sum() // 1000 == 6_212
+    asks = read_workloads(TRACE / "openb_pod_list_default.csv")
+    assert len(asks) == 8152 and asks[0].group == "openb-pod-0000"
+    assert round(sum(a.request.cpu_milli for a in asks) / 1000) == 85_436
+    shares = [a for a in asks if 0 < a.request.gpu_milli < 1000]
+    assert shares and all(a.kind == "container" for a in asks)
+
+
+def write(path: Path, header: list[str], rows: list[list]) -> Path:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def small(tmp_path):
+    nodes = write(tmp_path / "nodes.csv", ["sn", "cpu_milli", "memory_mib", "gpu", "model"],
+                  [["n1", 4000, 8192, 2, "T4"], ["n2", 4000, 8192, "", ""]])
+    workloads = write(tmp_path / "w.csv", ["name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli", "kind"],
+                      [["a", 1000, 1024, 1, 500, ""], ["b", 1000, 1024, 0, 0, "vm"],
+                       ["huge", 9000, 1024, 0, 0, "container"], ["c", 500, 512, 1, 1000, "container"]])
+    return nodes, workloads, tmp_path / "out.csv"
+
+
+@pytest.mark.parametrize("policy", ["packyard", "nomad-binpack", "k8s-default", "k8s-mostallocated"])
+def test_pack_writes_one_row_per_workload_and_a_summary(small, policy):
+    nodes, workloads, out = small
+    result = CliRunner().invoke(main, ["pack", "--nodes", str(nodes), "--workloads", str(workloads),
+                                       "--out", str(out), "--policy", policy])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["policy"] == policy
+    assert (summary["placed"], summary["unplaced"], summary["workloads"]) == (3, 1, 4)
+    assert summary["placements_per_s"] > 0
+    assert summary["lower_bound"] == 2     # counts every workload, placed or not
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["name"] for r in rows] == ["a", "b", "huge", "c"]
+    assert rows[2]["node"] == ""
+    a, b, c = rows[0], rows[1], rows[3]
+    assert a["node"] == "n1" and a["gpu_milli"] == "500" and a["memory_mib"] == "1025"   # + 1 MiB
+    assert c["node"] == "n1" and c["gpu_milli"] == "1000"
+    assert int(b["cpu_milli"]) == 1050 and int(b["memory_mib"]) > 1024 + 80               # VM overhead
+
+
+def test_lower_bound_takes_the_largest_hosts_first(tmp_path):
+    nodes = read_nodes(write(tmp_path / "n.csv", ["name", "cpu_milli", "memory_mib"],
+                             [["small", 1000, 1024], ["big", 8000, 1024], ["mid", 4000, 1024]]))
+    reserved = np.array([[9000, MIB, 0, 0]])
+    assert lower_bound(nodes, reserved) == 2
+    assert lower_bound(nodes, np.array([[0, 2048 * MIB, 0, 0]])) == 2
+    assert lower_bound(nodes, np.zeros((0, 4), dtype=np.int64)) == 0
+
+
+def test_unknown_policy_is_refused(small):
+    nodes, workloads, out = small
+    result = CliRunner().invoke(main, ["pack", "--nodes", str(nodes), "--workloads", str(workloads),
+                                       "--out", str(out), "--policy", "random"])
+    assert result.exit_code != 0 and "random" in result.output
