@@ -89,6 +89,28 @@ def submit(client: Client, file: Path, wait: bool, timeout: float, output: str):
              + (f" ({bad[0].reason})" if bad[0].reason else ""), 1)
 
 
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@output_option
+@click.pass_obj
+def plan(client: Client, file: Path, output: str):
+    """Show where the job in FILE would go, without submitting it. Exit 1 if some instance
+    could not be placed."""
+    try:
+        text = file.read_text()
+    except OSError as e:
+        fail(f"cannot read {file}: {e.strerror}", 2)
+    spec = load_yaml(text)
+    reply = client.call("Plan", scheduler_pb2.SubmitRequest(spec_json=spec.to_json()))
+    data = {"name": reply.name, "changed": reply.changed, "version": reply.version,
+            "instances": [{"id": i.id, "group": i.group, "action": i.action, "node": i.node,
+                           "reason": i.reason, "reserved": render.resources_json(i.reserved)}
+                          for i in reply.instances]}
+    emit(data, render.plan_table(reply), output)
+    if any(i.action == "place" and not i.node for i in reply.instances):
+        sys.exit(1)
+
+
 def wait_running(client: Client, name: str, timeout: float, quiet: bool) -> scheduler_pb2.JobStatus:
     """Poll until every instance meant to run is running (or has ended); progress on stderr."""
     deadline = time.monotonic() + timeout

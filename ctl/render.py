@@ -100,3 +100,16 @@ def profiles_table(profiles: list[scheduler_pb2.ProfileInfo]) -> str:
                          format_bytes(c.overhead_bytes), str(c.samples), format_bytes(c.p50_bytes),
                          format_bytes(c.p95_bytes)])
     return table(["KIND", "SOURCE", "MEMORY CLASS", "OVERHEAD", "SAMPLES", "P50", "P95"], rows)
+
+
+def plan_table(p: scheduler_pb2.PlanResponse) -> str:
+    counts: dict[str, int] = {}
+    for i in p.instances:
+        key = "unplaceable" if i.action == "place" and not i.node else i.action
+        counts[key] = counts.get(key, 0) + 1
+    head = (f"job {p.name}: " + ("no change" if not p.changed else f"version {p.version}") + " — "
+            + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    rows = [[i.id, i.group, i.action, i.node or "-",
+             f"{format_cpu(i.reserved.cpu_milli)} cpu, {format_bytes(i.reserved.memory_bytes)}", i.reason]
+            for i in p.instances]
+    return head + "\n" + table(["ID", "GROUP", "ACTION", "NODE", "RESERVES", "REASON"], rows)

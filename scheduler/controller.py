@@ -217,21 +217,23 @@ class Controller:
         return out
 
     def host_table(self) -> placement.HostTable:
-        alloc = self.state.allocated()
-        devices = self.gpu_devices()
-        hosts = [placement.Host(name=n.name, capacity=ResourceAmounts.of(n.capacity),
-                                allocated=alloc.get(n.name, ResourceAmounts()), ready=True,
-                                labels=n.labels, attributes=n.attributes,
-                                gpu_allocated=devices.get(n.name))
-                 for n in self.state.nodes.values()]
-        return placement.HostTable.from_hosts(hosts)
+        return placement.HostTable.from_hosts(self.host_table_hosts())
 
-    def gpu_devices(self) -> dict[str, tuple[int, ...]]:
+    def host_table_hosts(self, exclude: set[str] = frozenset()) -> list[placement.Host]:
+        alloc = self.state.allocated(exclude)
+        devices = self.gpu_devices(exclude)
+        return [placement.Host(name=n.name, capacity=ResourceAmounts.of(n.capacity),
+                               allocated=alloc.get(n.name, ResourceAmounts()), ready=True,
+                               labels=n.labels, attributes=n.attributes,
+                               gpu_allocated=devices.get(n.name))
+                for n in self.state.nodes.values()]
+
+    def gpu_devices(self, exclude: set[str] = frozenset()) -> dict[str, tuple[int, ...]]:
         """Milli-GPUs held on each device of each node, from the instances' recorded devices."""
         used: dict[str, list[int]] = {}
         for e in self.state.instances.values():
             r = e.record
-            if not r.gpus or not holds_reservation(e) or r.node not in self.state.nodes:
+            if r.id in exclude or not r.gpus or not holds_reservation(e) or r.node not in self.state.nodes:
                 continue
             width = -(-self.state.nodes[r.node].capacity.get("gpu_milli", 0) // 1000)
             per_device = used.setdefault(r.node, [0] * width)
@@ -295,6 +297,47 @@ class Controller:
                     unplaced.append(replace(entry.record, reason=reason))
         await self.commit(placed + unplaced)
         await self.tell_start([r for r in placed if self._is_current(r)])
+
+    def plan(self, spec: JobSpec, version: int) -> list[tuple[str, InstanceRecord, str, str]]:
+        """What submitting `spec` would do, decided like place_pending but committed nowhere:
+        (action, record, node, reason) for every instance of the job."""
+        now = self.clock()
+        job = records.JobRecord(name=spec.name, spec_json=spec.to_json(), version=version,
+                                submitted_at=now)
+        entries = self.state.job_entries(spec.name)
+        result = reconcile(job, spec, entries, self.ready_nodes(), now, self.config.reconcile)
+        stopping = {r.id: r for r in (*result.stop, *result.lost)}
+        pending = [r for r in result.create] + [
+            e.record for e in entries if e.record.desired == "run" and not e.record.node
+            and not e.record.lost and e.id not in stopping]
+        # capacity freed by what this submission stops counts, as it will once they end
+        hosts = self.host_table_hosts(exclude=set(stopping))
+        table = placement.HostTable.from_hosts(hosts)
+        by_group: dict[str, list[InstanceRecord]] = defaultdict(list)
+        for r in pending:
+            by_group[r.group].append(r)
+        asks = []
+        for name, recs in by_group.items():
+            g = spec.group(name)
+            res = g.resources
+            asks.append(placement.GroupAsk(job=spec.name, group=name, count=len(recs), kind=g.kind,
+                                           priority=spec.priority,
+                                           request=ResourceAmounts(res.cpu, res.memory, res.disk, res.gpu),
+                                           constraints=list(g.constraints)))
+        out: list[tuple[str, InstanceRecord, str, str]] = []
+        for ask, res in zip(asks, placement.place(table, asks, self.engine_config()), strict=True):
+            recs = sorted(by_group[ask.group], key=lambda r: r.index)
+            reserved = dataclasses.asdict(res.reserved)
+            for i, r in enumerate(recs):
+                placed = i < len(res.hosts)
+                out.append(("place", replace(r, reserved=reserved), res.hosts[i] if placed else "",
+                            "" if placed else explain(res)))
+        for r in stopping.values():
+            out.append(("stop", r, r.node, r.reason or "its group changed or was scaled down"))
+        for e in entries:
+            if e.record.desired == "run" and e.record.node and not e.record.lost and e.id not in stopping:
+                out.append(("keep", e.record, e.record.node, ""))
+        return out
 
     def _is_current(self, r: InstanceRecord) -> bool:
         e = self.state.instances.get(r.id)

@@ -52,6 +52,23 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         return scheduler_pb2.SubmitResponse(name=spec.name, version=job.version, changed=True,
                                             instance_ids=ids)
 
+    async def Plan(self, request, context):
+        try:
+            spec = load_json(request.spec_json)
+        except SpecError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "\n".join(e.errors))
+        async with self.c.lock:
+            old = self.c.state.jobs.get(spec.name)
+            unchanged = old is not None and old.spec_json == spec.to_json() and old.desired == "run"
+            version = old.version if unchanged else (old.version + 1 if old else 1)
+            planned = self.c.plan(spec, version)
+        out = scheduler_pb2.PlanResponse(name=spec.name, changed=not unchanged, version=version)
+        for action, rec, node, reason in planned:
+            out.instances.append(scheduler_pb2.PlannedInstance(
+                id=rec.id, group=rec.group, action=action, node=node, reason=reason,
+                reserved=to_resources(ResourceAmounts.of(rec.reserved))))
+        return out
+
     async def Stop(self, request, context):
         async with self.c.lock:
             job = self.c.state.jobs.get(request.name)

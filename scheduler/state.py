@@ -146,10 +146,10 @@ class ClusterState:
     def state_of(self, e: Entry) -> str:
         return effective_state(e.record, e.state)
 
-    def allocated(self) -> dict[str, records.ResourceAmounts]:
+    def allocated(self, exclude: set[str] = frozenset()) -> dict[str, records.ResourceAmounts]:
         out: dict[str, records.ResourceAmounts] = defaultdict(records.ResourceAmounts)
         for e in self.instances.values():
-            if holds_reservation(e):
+            if holds_reservation(e) and e.id not in exclude:
                 out[e.record.node] = out[e.record.node] + records.ResourceAmounts.of(e.record.reserved)
         return out
 

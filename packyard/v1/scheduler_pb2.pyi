@@ -209,3 +209,31 @@ class ProfilesResponse(_message.Message):
     PROFILES_FIELD_NUMBER: _ClassVar[int]
     profiles: _containers.RepeatedCompositeFieldContainer[ProfileInfo]
     def __init__(self, profiles: _Optional[_Iterable[_Union[ProfileInfo, _Mapping]]] = ...) -> None: ...
+
+class PlannedInstance(_message.Message):
+    __slots__ = ("id", "group", "action", "node", "reason", "reserved")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    group: str
+    action: str
+    node: str
+    reason: str
+    reserved: _common_pb2.Resources
+    def __init__(self, id: _Optional[str] = ..., group: _Optional[str] = ..., action: _Optional[str] = ..., node: _Optional[str] = ..., reason: _Optional[str] = ..., reserved: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ...) -> None: ...
+
+class PlanResponse(_message.Message):
+    __slots__ = ("name", "changed", "version", "instances")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    changed: bool
+    version: int
+    instances: _containers.RepeatedCompositeFieldContainer[PlannedInstance]
+    def __init__(self, name: _Optional[str] = ..., changed: _Optional[bool] = ..., version: _Optional[int] = ..., instances: _Optional[_Iterable[_Union[PlannedInstance, _Mapping]]] = ...) -> None: ...

@@ -70,6 +70,11 @@ class SchedulerStub:
                 request_serializer=packyard_dot_v1_dot_scheduler__pb2.ProfilesRequest.SerializeToString,
                 response_deserializer=packyard_dot_v1_dot_scheduler__pb2.ProfilesResponse.FromString,
                 _registered_method=True)
+        self.Plan = channel.unary_unary(
+                '/packyard.v1.Scheduler/Plan',
+                request_serializer=packyard_dot_v1_dot_scheduler__pb2.SubmitRequest.SerializeToString,
+                response_deserializer=packyard_dot_v1_dot_scheduler__pb2.PlanResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -117,6 +122,13 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Plan(self, request, context):
+        """Where a job would go, without committing anything (like `nomad job plan`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -154,6 +166,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.Profiles,
                     request_deserializer=packyard_dot_v1_dot_scheduler__pb2.ProfilesRequest.FromString,
                     response_serializer=packyard_dot_v1_dot_scheduler__pb2.ProfilesResponse.SerializeToString,
+            ),
+            'Plan': grpc.unary_unary_rpc_method_handler(
+                    servicer.Plan,
+                    request_deserializer=packyard_dot_v1_dot_scheduler__pb2.SubmitRequest.FromString,
+                    response_serializer=packyard_dot_v1_dot_scheduler__pb2.PlanResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -345,6 +362,33 @@ class Scheduler:
             '/packyard.v1.Scheduler/Profiles',
             packyard_dot_v1_dot_scheduler__pb2.ProfilesRequest.SerializeToString,
             packyard_dot_v1_dot_scheduler__pb2.ProfilesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Plan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/packyard.v1.Scheduler/Plan',
+            packyard_dot_v1_dot_scheduler__pb2.SubmitRequest.SerializeToString,
+            packyard_dot_v1_dot_scheduler__pb2.PlanResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -185,3 +185,21 @@ def test_top_draws_every_host_and_has_a_json_form(cluster, shop):
 def test_bars(capacity, allocated, used, expected):
     from ctl.top import bar
     assert bar(capacity, allocated, used, width=8) == expected
+
+
+def test_plan_shows_where_a_job_would_go_and_commits_nothing(cluster, shop, tmp_path):
+    text = JOB.replace("name: shop", "name: planned").replace("count: 4", "count: 2")
+    r = cluster.ctl("plan", write(tmp_path, text), "-o", "json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["changed"] and [i["action"] for i in data["instances"]] == ["place", "place"]
+    assert all(i["node"].startswith("pc-host") for i in data["instances"])
+    assert cluster.ctl("status", "planned").returncode == 2     # nothing was submitted
+    # an unplaceable plan says why, and exits 1
+    big = text.replace("memory: 64Mi", "memory: 100Gi")
+    r = cluster.ctl("plan", write(tmp_path, big, "big.yaml"))
+    assert r.returncode == 1 and "not enough memory" in r.stdout and "unplaceable" in r.stdout
+    # planning the running spec again: no change, every instance kept
+    r = cluster.ctl("plan", str(shop), "-o", "json")
+    data = json.loads(r.stdout)
+    assert not data["changed"] and {i["action"] for i in data["instances"]} == {"keep"}
