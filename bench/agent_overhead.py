@@ -37,8 +37,8 @@ def main() -> None:
     ap.add_argument("--usage-interval", type=float, default=5.0)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="packyard-bench-") as d:
-        c = LocalCluster(Path(d), hosts=1, prefix="pa", net="10.213.128.0/24", etcd_port=23797,
-                         scheduler_port=17077, capacity="cpu=8,memory=8Gi", log_level="warning",
+        c = LocalCluster(Path(d), hosts=1, prefix="pa", net="10.213.128.0/24", etcd_port=23770,
+                         scheduler_port=17770, capacity="cpu=8,memory=8Gi", log_level="warning",
                          usage_interval=args.usage_interval)
         c.up()
         try:

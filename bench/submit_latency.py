@@ -90,7 +90,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="packyard-bench-") as d:
         cluster = LocalCluster(Path(d), hosts=3, prefix="pb", net="10.213.64.0/24", drivers=args.driver,
-                               etcd_port=23793, scheduler_port=17073, capacity="cpu=2,memory=2Gi",
+                               etcd_port=23760, scheduler_port=17760, capacity="cpu=2,memory=2Gi",
                                log_level="warning")
         cluster.up()
         try:

@@ -46,7 +46,8 @@ class LocalCluster:
                  drivers: str = "container", scheduler_port: int = 7070, etcd_port: int = 2379,
                  lease_ttl: int = 10, confirm_timeout: float = 15.0, log_level: str = "info",
                  shared_netns: bool = False, usage_interval: float = 2.0,
-                 prometheus_port: int | None = None, scrape_interval: str = "5s"):
+                 prometheus_port: int | None = None, scrape_interval: str = "5s",
+                 scheduler_args: tuple[str, ...] = ()):
         """shared_netns: every agent in this (the caller's) network namespace on 127.0.0.1 ports,
         as several agents on one real host would be; else each host gets its own namespace."""
         self.workdir = Path(workdir)
@@ -56,6 +57,7 @@ class LocalCluster:
         self.shared_netns = shared_netns
         self.usage_interval = usage_interval
         self.prometheus_port = prometheus_port
+        self.scheduler_args = scheduler_args
         self.scrape_interval = scrape_interval
         self.prometheus: subprocess.Popen | None = None
         self.gateway = "127.0.0.1" if shared_netns else str(self.net.network_address + 1)
@@ -152,12 +154,16 @@ class LocalCluster:
              "--state-dir", str(self.workdir / "scheduler"),
              "--embedded-etcd-listen", f"{self.gateway}:{self.etcd_port}",
              "--confirm-timeout", str(self.confirm_timeout), "--ready-file", str(ready),
-             "--metrics", self.scheduler_metrics,
+             "--metrics", self.scheduler_metrics, *self.scheduler_args,
              "--log-level", self.log_level],
             self.workdir / "logs" / "scheduler.log")
         self._wait_file(ready, self.scheduler, "scheduler", wait)
 
-    def start_agent(self, h: LocalHost, wait: float = 30.0) -> None:
+    def start_agent(self, h: LocalHost, wait: float = 60.0) -> None:
+        self.spawn_agent(h)
+        self._wait_file(h.state_dir.with_suffix(".ready"), h.proc, h.name, wait)
+
+    def spawn_agent(self, h: LocalHost) -> None:
         ready = h.state_dir.with_suffix(".ready")
         ready.unlink(missing_ok=True)
         labels = ",".join(f"{k}={v}" for k, v in h.labels.items())
@@ -170,7 +176,6 @@ class LocalCluster:
              *(["--capacity", h.capacity] if h.capacity else []),
              *(["--labels", labels] if labels else [])],
             self.workdir / "logs" / f"{h.name}.log", netns=h.netns or None)
-        self._wait_file(ready, h.proc, h.name, wait)
 
     def start_prometheus(self, wait: float = 30.0) -> None:
         """The real Prometheus server, configured from deploy/prometheus/ to find the agents
@@ -229,8 +234,11 @@ class LocalCluster:
         self.create_network()
         try:
             self.start_scheduler()
+            # side by side: each agent's first start may probe KVM for ~10 s
             for h in self.hosts:
-                self.start_agent(h)
+                self.spawn_agent(h)
+            for h in self.hosts:
+                self._wait_file(h.state_dir.with_suffix(".ready"), h.proc, h.name, 60.0)
             if self.prometheus_port:
                 self.start_prometheus()
         except Exception:
@@ -288,7 +296,12 @@ def cleanup_agent_leftovers(nodes: list[str], state_dirs: list[Path], netns: lis
     """What an agent leaves running by design (instances outlive it for reattach) removed for good:
     runc containers, their namespaces, mounts and cgroups. Only needed when the jobs could not be
     stopped through the scheduler first."""
+    domains = sh("virsh", "-c", "qemu:///system", "list", "--name", check=False).stdout.split() \
+        if shutil.which("virsh") else []
     for node, state_dir, _ns in zip(nodes, state_dirs, netns, strict=True):
+        for domain in domains:
+            if domain.startswith(f"pky-{node}-"):   # the VM driver's names: pky-<node>-<instance>
+                sh("virsh", "-c", "qemu:///system", "destroy", domain, check=False)
         for handle in (state_dir / "handles").glob("*.json"):
             try:
                 data = json.loads(handle.read_text())["handle"]["data"]

@@ -237,12 +237,13 @@ def local():
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path("/tmp/packyard-local"),
               show_default=True, help="State dirs and logs of every process.")
 @click.option("--capacity", default="cpu=2,memory=2Gi", show_default=True, help="Each host's capacity.")
+@click.option("--drivers", default="container,vm", show_default=True, help="Drivers each agent runs.")
 @click.option("--submit", "jobs", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Job file(s) to submit (and wait for) once the cluster is up.")
 @click.option("--once", is_flag=True, help="Tear the cluster down after submitting instead of waiting for Ctrl-C.")
 @click.option("--prometheus-port", type=int, default=9090, show_default=True,
               help="Start Prometheus on 127.0.0.1:PORT scraping everything (0: don't).")
-def local_up(hosts: int, workdir: Path, capacity: str, jobs: tuple[Path, ...], once: bool,
+def local_up(hosts: int, workdir: Path, capacity: str, drivers: str, jobs: tuple[Path, ...], once: bool,
              prometheus_port: int):
     """Start etcd, the scheduler and HOSTS agents; submit JOBS; run until Ctrl-C."""
     import signal as _signal
@@ -250,7 +251,7 @@ def local_up(hosts: int, workdir: Path, capacity: str, jobs: tuple[Path, ...], o
     from ctl.local import LocalCluster
     if os.geteuid() != 0:
         fail("ctl local up needs root (network namespaces, cgroups)", 2)
-    cluster = LocalCluster(workdir, hosts=hosts, capacity=capacity,
+    cluster = LocalCluster(workdir, hosts=hosts, capacity=capacity, drivers=drivers,
                            labels=[{"zone": "a" if i % 2 else "b"} for i in range(1, hosts + 1)],
                            prometheus_port=prometheus_port or None)
     click.echo(f"starting scheduler + {hosts} agents (logs in {workdir}/logs) ...", err=True)

@@ -16,6 +16,7 @@ from scheduler.agents import AgentClients
 from scheduler.controller import Controller, ControllerConfig
 from scheduler.embedded_etcd import EtcdServer
 from scheduler.http import serve_http
+from scheduler.profiles import LearnerConfig
 from scheduler.reconciler import Config as ReconcileConfig
 from scheduler.service import SchedulerService
 
@@ -30,11 +31,12 @@ def host_port(value: str, flag: str) -> tuple[str, int]:
 
 
 async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout: float,
-                ready_file: Path | None = None) -> None:
+                ready_file: Path | None = None, profile_min_samples: int = 3) -> None:
     etcd = Etcd(etcd_url)
     await etcd.connect()
     controller = Controller(etcd, AgentClients(), ControllerConfig(
-        reconcile=ReconcileConfig(confirm_timeout=confirm_timeout)))
+        reconcile=ReconcileConfig(confirm_timeout=confirm_timeout),
+        learner=LearnerConfig(min_samples=profile_min_samples)))
     await controller.start()
     server = grpc.aio.server()
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(controller), server)
@@ -73,10 +75,12 @@ async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout
               help="Client address of the embedded etcd (agents connect here).")
 @click.option("--confirm-timeout", type=float, default=15.0, show_default=True,
               help="Seconds an agent may take to confirm an instance before it is placed again.")
+@click.option("--profile-min-samples", type=click.IntRange(1), default=3, show_default=True,
+              help="Instances of a size class measured before its learned overhead is used.")
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None, hidden=True)
 @click.option("--log-level", default="info", show_default=True)
-def main(etcd_url, listen, metrics, state_dir, embedded_etcd_listen, confirm_timeout, ready_file,
-         log_level):
+def main(etcd_url, listen, metrics, state_dir, embedded_etcd_listen, confirm_timeout,
+         profile_min_samples, ready_file, log_level):
     """Run the packyard scheduler."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     host_port(listen, "--listen")
@@ -87,7 +91,7 @@ def main(etcd_url, listen, metrics, state_dir, embedded_etcd_listen, confirm_tim
         etcd_url = embedded.endpoint
         log.info("embedded etcd at %s (data in %s)", etcd_url, state_dir)
     try:
-        asyncio.run(serve(etcd_url, listen, metrics, confirm_timeout, ready_file))
+        asyncio.run(serve(etcd_url, listen, metrics, confirm_timeout, ready_file, profile_min_samples))
     finally:
         if embedded:
             embedded.stop()

@@ -25,7 +25,7 @@ groups:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     c = LocalCluster(tmp_path_factory.mktemp("ctl"), hosts=3, prefix="pc", net="10.213.48.0/24",
-                     drivers="fake", etcd_port=23792, scheduler_port=17072,
+                     drivers="fake", etcd_port=23710, scheduler_port=17710,
                      labels=[{"zone": "a"}, {"zone": "b"}, {"zone": "b"}])
     c.up()
     yield c

@@ -62,8 +62,8 @@ def job(name, cpu, memory, command, count=1):
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("obs")
-    c = LocalCluster(tmp, hosts=2, prefix="po", net="10.213.112.0/24", etcd_port=23796,
-                     scheduler_port=17076, capacity="cpu=2,memory=1Gi", lease_ttl=3,
+    c = LocalCluster(tmp, hosts=2, prefix="po", net="10.213.112.0/24", etcd_port=23740,
+                     scheduler_port=17740, capacity="cpu=2,memory=1Gi", lease_ttl=3,
                      usage_interval=1.0, prometheus_port=19090, scrape_interval="1s")
     c.up()
     try:

@@ -19,8 +19,8 @@ pytestmark = [pytest.mark.integration,
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     c = LocalCluster(tmp_path_factory.mktemp("cluster"), hosts=3, prefix="pi", net="10.213.80.0/24",
-                     etcd_port=23794, scheduler_port=17074, capacity="cpu=2,memory=1Gi",
-                     lease_ttl=3, confirm_timeout=10)
+                     etcd_port=23720, scheduler_port=17720, capacity="cpu=2,memory=1Gi",
+                     lease_ttl=10, confirm_timeout=10)
     c.up()
     yield c
     c.down()
@@ -178,7 +178,7 @@ def test_agents_side_by_side_in_one_network_namespace_keep_to_their_own(tmp_path
     """Two agents in the same namespace (as on one real host): each its own bridge, subnet,
     cgroup subtree and state dir; nothing global collides."""
     c = LocalCluster(tmp_path / "shared", hosts=2, prefix="ps", net="10.213.96.0/24",
-                     etcd_port=23795, scheduler_port=17075, capacity="cpu=1,memory=1Gi",
+                     etcd_port=23730, scheduler_port=17730, capacity="cpu=1,memory=1Gi",
                      shared_netns=True, labels=[{"n": "1"}, {"n": "2"}])
     c.up()
     try:

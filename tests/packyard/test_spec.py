@@ -132,3 +132,54 @@ def test_any_document_is_accepted_or_refused_cleanly(doc):
         spec.validate(doc)
     except spec.SpecError as e:
         assert e.errors and all(": " in line for line in e.errors)
+
+
+SOFT = GOOD + """    spread: [{attribute: "label.zone", weight: 50}]
+    affinity:
+      - {attribute: "label.disk", value: "ssd", weight: 30}
+      - {attribute: "node.name", operator: "in", value: ["n1", "n2"], weight: -100}
+"""
+
+
+def test_spread_and_affinity_are_accepted_and_round_trip():
+    job = spec.load_yaml(SOFT)
+    g = job.groups[0]
+    assert [(s.attribute, s.weight) for s in g.spread] == [("label.zone", 50)]
+    assert [(a.attribute, a.operator, a.value, a.weight) for a in g.affinity] == [
+        ("label.disk", "=", "ssd", 30), ("node.name", "in", ["n1", "n2"], -100)]
+    assert spec.load_json(job.to_json()) == job
+
+
+def test_spread_weight_defaults_to_50():
+    job = spec.load_yaml(GOOD + '    spread: [{attribute: "label.rack"}]\n')
+    assert job.groups[0].spread[0].weight == 50
+
+
+def test_specs_without_spread_or_affinity_serialise_as_before():
+    # a spec stored before the fields existed must compare equal when resubmitted
+    data = json.loads(spec.load_yaml(GOOD).to_json())
+    assert "spread" not in data["groups"][0] and "affinity" not in data["groups"][0]
+
+
+@pytest.mark.parametrize("block, path, words", [
+    ('spread: [{attribute: "label.zone", weight: 0}]', "groups[0].spread[0].weight", "greater than or equal to 1"),
+    ('spread: [{attribute: "label.zone", weight: 101}]', "groups[0].spread[0].weight", "less than or equal to 100"),
+    ('spread: [{attribute: ""}]', "groups[0].spread[0].attribute", "at least 1"),
+    ('spread: [{attribute: "label.zone", target: "a"}]', "groups[0].spread[0].target", "unknown field"),
+    ('spread: [{attribute: "label.zone"}, {attribute: "label.zone"}]', "groups[0].spread", "spread over twice"),
+    ('affinity: [{attribute: "label.zone", value: "a"}]', "groups[0].affinity[0].weight", "required field"),
+    ('affinity: [{attribute: "label.zone", value: "a", weight: 0}]', "groups[0].affinity[0].weight", "must not be 0"),
+    ('affinity: [{attribute: "label.zone", value: "a", weight: -101}]', "groups[0].affinity[0].weight",
+     "greater than or equal to -100"),
+    ('affinity: [{attribute: "label.zone", operator: "in", value: "a", weight: 5}]', "groups[0].affinity[0]",
+     "non-empty list"),
+    ('affinity: [{attribute: "label.zone", operator: "~", value: "a", weight: 5}]',
+     "groups[0].affinity[0].operator", "="),
+    ('affinity: [{attribute: "label.zone", value: "a", weight: 5, hard: true}]', "groups[0].affinity[0].hard",
+     "unknown field"),
+], ids=["spread-weight-0", "spread-weight-101", "spread-empty-attribute", "spread-targets-unsupported",
+        "spread-twice", "affinity-weight-missing", "affinity-weight-0", "affinity-weight-below-100",
+        "affinity-in-needs-list", "affinity-bad-operator", "affinity-unknown-field"])
+def test_spread_and_affinity_errors_name_the_field(block, path, words):
+    errs = errors_of(GOOD + "    " + block + "\n")
+    assert any(e.startswith(f"{path}: ") and words in e for e in errs), errs

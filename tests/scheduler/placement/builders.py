@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from packyard.records import ResourceAmounts
-from packyard.spec import Constraint
+from packyard.spec import Affinity, Constraint, Spread
 from scheduler.placement import GroupAsk, Host, HostTable
 
 GIB = 1 << 30
@@ -29,11 +29,22 @@ def table(*hosts: Host) -> HostTable:
 
 def ask(count: int = 1, cpu: int = 100, mem_mib: int = 64, *, gpu: int = 0, disk_gib: float = 0,
         kind: str = "container", group: str = "web", constraints: list[Constraint] | None = None,
-        distinct: bool = False, existing: tuple[str, ...] = ()) -> GroupAsk:
-    return GroupAsk(job="shop", group=group, count=count, kind=kind,
+        distinct: bool = False, existing: tuple[str, ...] = (), spread: list[Spread] | None = None,
+        affinity: list[Affinity] | None = None, priority: int = 50, job: str = "shop") -> GroupAsk:
+    return GroupAsk(job=job, group=group, count=count, kind=kind, priority=priority,
                     request=ResourceAmounts(cpu, mem_mib * MIB, int(disk_gib * GIB), gpu),
-                    constraints=constraints or [], distinct_hosts=distinct, existing_hosts=existing)
+                    constraints=constraints or [], distinct_hosts=distinct, existing_hosts=existing,
+                    spread=spread or [], affinity=affinity or [])
 
 
 def con(attribute: str, operator: str = "=", value: str | list[str] | None = None) -> Constraint:
     return Constraint(attribute=attribute, operator=operator, value=value)
+
+
+def spread(attribute: str = "label.zone", weight: int = 50) -> Spread:
+    return Spread(attribute=attribute, weight=weight)
+
+
+def aff(attribute: str, operator: str = "=", value: str | list[str] | None = None, *,
+        weight: int) -> Affinity:
+    return Affinity(attribute=attribute, operator=operator, value=value, weight=weight)

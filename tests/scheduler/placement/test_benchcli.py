@@ -58,7 +58,8 @@ def test_pack_writes_one_row_per_workload_and_a_summary(small, policy):
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert summary["policy"] == policy
     assert (summary["placed"], summary["unplaced"], summary["workloads"]) == (3, 1, 4)
-    assert summary["placements_per_s"] > 0
+    # in-process, "the whole process" began with pytest: only the engine rate is meaningful here
+    assert summary["engine_placements_per_s"] > 0 and summary["placements_per_s"] >= 0
     assert summary["lower_bound"] == 2     # counts every workload, placed or not
     with out.open(newline="") as f:
         rows = list(csv.DictReader(f))

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from packyard.records import ResourceAmounts
 from scheduler.placement import POLICIES, EngineConfig, GroupAsk, Host, HostTable, Plan, Status, place
 from scheduler.placement.table import amounts
-from tests.scheduler.placement.builders import MIB, con, res
+from tests.scheduler.placement.builders import MIB, aff, con, res, spread
 
 ZONES = ["a", "b", "c"]
 
@@ -56,7 +56,10 @@ def asks(draw) -> list[GroupAsk]:
                                     draw(st.sampled_from([0, 0, 1 << 30])),
                                     draw(st.sampled_from([0, 0, 250, 500, 1000, 2000]))),
             constraints=draw(constraints), distinct_hosts=draw(st.booleans()),
-            existing_hosts=tuple(draw(st.sets(st.sampled_from(["h0", "h1", "x"]), max_size=2)))))
+            existing_hosts=tuple(draw(st.lists(st.sampled_from(["h0", "h1", "x"]), max_size=3))),
+            spread=draw(st.sampled_from([[], [], [spread()], [spread("label.zone", 10), spread("node.name")]])),
+            affinity=draw(st.sampled_from([[], [], [aff("label.zone", "=", "b", weight=60)],
+                                           [aff("driver.vm", "exists", weight=-5)]]))))
     return out
 
 
