@@ -30,6 +30,7 @@ MAX_MEMORY = 16 << 40
 MAX_DISK = 1 << 50
 MAX_GPU_MILLI = 64 * 1000
 MAX_COUNT = 1_000_000
+OPTIONAL_WHEN_EMPTY = ("spread", "affinity")   # group fields added later: not in to_json when empty
 
 
 class SpecError(ValueError):
@@ -162,6 +163,27 @@ class Constraint(Strict):
         return self
 
 
+class Affinity(Constraint):
+    """A soft constraint: hosts that match (same operators as a constraint) score higher by
+    `weight` (1..100), or lower when `weight` is negative (-100..-1). A scorer, never a filter."""
+    weight: int = Field(ge=-100, le=100)
+
+    @field_validator("weight")
+    @classmethod
+    def _nonzero(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("must not be 0 (an affinity of weight 0 does nothing)")
+        return v
+
+
+class Spread(Strict):
+    """Spread the group's instances evenly over the values of a host property (`label.zone`):
+    a scorer favouring the value that holds the fewest of the group's instances, running ones
+    included. `weight` (1..100) trades it against the packing score (weight 100)."""
+    attribute: str = Field(min_length=1)
+    weight: int = Field(default=50, ge=1, le=100)
+
+
 class Group(Strict):
     name: str
     count: int = Field(default=1, ge=0, le=MAX_COUNT)
@@ -170,6 +192,18 @@ class Group(Strict):
     container: ContainerSpec | None = None
     vm: VMSpec | None = None
     constraints: list[Constraint] = Field(default_factory=list)
+    spread: list[Spread] = Field(default_factory=list)
+    affinity: list[Affinity] = Field(default_factory=list)
+
+    @field_validator("spread")
+    @classmethod
+    def _spread_once(cls, v: list[Spread]) -> list[Spread]:
+        seen: set[str] = set()
+        for s in v:
+            if s.attribute in seen:
+                raise ValueError(f"attribute '{s.attribute}' is spread over twice")
+            seen.add(s.attribute)
+        return v
 
     @field_validator("name")
     @classmethod
@@ -218,7 +252,14 @@ class JobSpec(Strict):
         return v
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        data = self.model_dump(mode="json")
+        for group in data["groups"]:
+            # left out when empty: a spec stored before these fields existed serialises the same,
+            # so resubmitting it is not a change
+            for key in OPTIONAL_WHEN_EMPTY:
+                if not group.get(key):
+                    group.pop(key, None)
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def group(self, name: str) -> Group:
         return next(g for g in self.groups if g.name == name)

@@ -4,10 +4,11 @@
     table = HostTable.from_hosts(hosts)
     results = place(table, asks, EngineConfig())         # list[GroupPlacement], table untouched
     plan = Plan(table, config); place(table, asks, plan=plan); plan.to_table()   # keep the reservations
+    place(table, asks, config, running=[Running(...)])  # may evict lower priority: result.preemptions
 
 README.md in this folder draws the pipeline.
 """
-from scheduler.placement.asks import GroupAsk, GroupPlacement, Status
+from scheduler.placement.asks import GroupAsk, GroupPlacement, Preemption, Running, Status
 from scheduler.placement.config import POLICIES, EngineConfig
 from scheduler.placement.engine import place, place_group
 from scheduler.placement.mix import WorkloadMix
@@ -15,4 +16,4 @@ from scheduler.placement.plan import Plan
 from scheduler.placement.table import Host, HostTable
 
 __all__ = ["EngineConfig", "GroupAsk", "GroupPlacement", "Host", "HostTable", "POLICIES", "Plan",
-           "Status", "WorkloadMix", "place", "place_group"]
+           "Preemption", "Running", "Status", "WorkloadMix", "place", "place_group"]

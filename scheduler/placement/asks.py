@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from packyard.records import ResourceAmounts
-from packyard.spec import Constraint
+from packyard.spec import Affinity, Constraint, Spread
 
 
 class Status(enum.Enum):
@@ -28,12 +28,17 @@ class GroupAsk:
     group: str
     count: int
     kind: str = "container"
-    priority: int = 50
+    priority: int = 50                  # the job's: preemption may evict instances of lower priority
     request: ResourceAmounts = field(default_factory=ResourceAmounts)
     constraints: Sequence[Constraint] = ()
     distinct_hosts: bool = False
-    # hosts already running instances of this group: distinct_hosts keeps new instances off them too
+    # the host of every running instance of this group, a host once per instance on it:
+    # distinct_hosts keeps new instances off these hosts, spread counts them per value
     existing_hosts: Sequence[str] = ()
+    # soft preferences (scorers, never filters): spread evenly over a host property's values,
+    # prefer (weight > 0) or avoid (weight < 0) hosts matching an affinity
+    spread: Sequence[Spread] = ()
+    affinity: Sequence[Affinity] = ()
 
     def __post_init__(self) -> None:
         if self.count < 0:
@@ -41,6 +46,27 @@ class GroupAsk:
         r = self.request
         if min(r.cpu_milli, r.memory_bytes, r.disk_bytes, r.gpu_milli) < 0:
             raise ValueError("request amounts must not be negative")
+
+
+@dataclass(frozen=True)
+class Running:
+    """An instance that holds a reservation on a host (included in the host's `allocated`), as
+    preemption sees it: a possible victim for an ask whose priority is high enough above its own."""
+    instance: str                   # instance id, what the controller stops
+    host: str
+    priority: int                   # its job's priority
+    reserved: ResourceAmounts       # overhead included, as reserved on the host
+    gpus: tuple[int, ...] = ()      # its GPU devices on the host (without them it frees no device)
+
+
+@dataclass(frozen=True)
+class Preemption:
+    """One instance of the group placed on `host` because `victims` (instance ids) are evicted
+    from it: the controller must stop them (and reschedule them as pending) before the instance
+    may start there. `instance` is its position in GroupPlacement.hosts."""
+    instance: int
+    host: str
+    victims: tuple[str, ...]
 
 
 @dataclass
@@ -55,10 +81,19 @@ class GroupPlacement:
     status: Status
     gpus: list[tuple[int, ...]] = field(default_factory=list)   # GPU device indices per instance
     error: str = ""
+    # placements that evict lower-priority instances (only when place() is given `running`)
+    preemptions: list[Preemption] = field(default_factory=list)
+    # for an unplaced instance, when preemption was possible in principle: why it did not help
+    preemption: str = ""
 
     @property
     def placed(self) -> int:
         return len(self.hosts)
+
+    @property
+    def preempt(self) -> list[str]:
+        """Every instance id to evict for this group, in order."""
+        return [v for p in self.preemptions for v in p.victims]
 
     def explain(self) -> str:
         """`12 hosts: not enough memory, 3: constraint label.zone = a` (largest first)."""
@@ -67,4 +102,6 @@ class GroupPlacement:
         if out:
             n = parts[0][1]
             out[0] = f"{n} {'host' if n == 1 else 'hosts'}: {parts[0][0]}"
+        if self.preemption:
+            out.append(self.preemption)
         return ", ".join(out)

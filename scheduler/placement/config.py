@@ -41,6 +41,9 @@ class EngineConfig:
     workload_mix: WorkloadMix | None = None
     # False re-runs the whole pipeline for every instance: the reference the tests compare against
     incremental: bool = True
+    # preemption (only when place() is given the running instances): a victim's priority must be
+    # at most the ask's minus this (Nomad's 10); never equal or higher, so at least 1
+    preempt_margin: int = 10
     max_cached_classes: int = 512
 
     def __post_init__(self) -> None:
@@ -54,6 +57,8 @@ class EngineConfig:
                 raise ValueError(f"cannot overcommit {name!r}; only {', '.join(OVERCOMMITTABLE)}")
             if ratio <= 0:
                 raise ValueError(f"overcommit ratio for {name} must be positive")
+        if self.preempt_margin < 1:
+            raise ValueError("preempt_margin must be at least 1: never evict equal priority")
         if self.host_reserve.gpu_milli:
             raise ValueError("host_reserve cannot hold back GPUs")
 

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from packyard.records import ResourceAmounts
-from scheduler.placement import filters
-from scheduler.placement.asks import GroupAsk, GroupPlacement, Status
+from scheduler.placement import filters, preempt
+from scheduler.placement.asks import GroupAsk, GroupPlacement, Preemption, Running, Status
 from scheduler.placement.config import EngineConfig
 from scheduler.placement.plan import Plan, View
+from scheduler.placement.soft import SoftTerms
 from scheduler.placement.table import CPU, DISK, GPU, GPU_DEVICE_MILLI, MEMORY, HostTable, amounts
 
 NEG = -np.inf
@@ -44,11 +45,16 @@ class _Class:
 
 
 def place(table: HostTable, asks: Iterable[GroupAsk], config: EngineConfig | None = None, *,
-          plan: Plan | None = None) -> list[GroupPlacement]:
+          plan: Plan | None = None, running: Iterable[Running] | None = None) -> list[GroupPlacement]:
     """Place every ask in order, each seeing the reservations of those before it. `table` is never
-    changed; pass `plan=Plan(table, config)` to keep the reservations (plan.to_table())."""
+    changed; pass `plan=Plan(table, config)` to keep the reservations (plan.to_table()). Given the
+    `running` instances (or a Plan made with them; [] when nothing runs), an instance that fits
+    nowhere may evict lower-priority ones (preempt.py; GroupPlacement.preemptions). Without them
+    (None) there is no preemption."""
     if plan is None:
-        plan = Plan(table, config)
+        plan = Plan(table, config, running)
+    elif running is not None:
+        raise ValueError("give the running instances to the Plan, not to place()")
     elif plan.table is not table:
         raise ValueError("plan was made for another table")
     elif config is not None and config is not plan.config:
@@ -60,44 +66,81 @@ def place_group(plan: Plan, ask: GroupAsk) -> GroupPlacement:
     profile = plan.config.profiles.get(ask.kind)
     if profile is None:
         return _error(ask, ResourceAmounts(), f"no overhead profile for kind {ask.kind!r}")
-    reserved = profile.reserve(ask.request)
+    r = ask.request
+    shape = (ask.kind, r.cpu_milli, r.memory_bytes, r.disk_bytes, r.gpu_milli)
+    known = plan.reserved_of.get(shape)
+    if known is None:   # the profile is the plan's, fixed: one computation per shape
+        reserved = profile.reserve(r)
+        known = plan.reserved_of[shape] = (reserved, amounts(reserved))
+    reserved, need = known
     if reserved.gpu_milli > GPU_DEVICE_MILLI and reserved.gpu_milli % GPU_DEVICE_MILLI:
         return _error(ask, reserved, "more than one GPU must be a whole number of GPUs")
-    plan.observe(amounts(reserved), ask.count)
+    plan.observe(need, ask.count)
     n = len(plan.table)
-    used = _existing(plan.table, ask) if ask.distinct_hosts else []
+    existing = _existing(plan.table, ask)
+    used = list(existing) if ask.distinct_hosts else []
     hosts: list[str] = []
     gpus: list[tuple[int, ...]] = []
     cls = None
+    preemptions: list[Preemption] = []
+    note = ""
+    soft: SoftTerms | None = None
     working = np.empty(0)
     for i in range(ask.count):
         if cls is None or not plan.config.incremental:
-            cls = _class_for(plan, ask, reserved)
-            working = cls.score
-            if ask.distinct_hosts:   # a private copy: the cached scores must stay the class's own
-                working = cls.score.copy()
-                working[used] = NEG
+            cls = _class_for(plan, ask, need)
+            if soft is None:
+                soft = SoftTerms.of(plan.table, ask, cls.static_ok, existing)
+            working = _working(cls, soft, used, ask.distinct_hosts)
         elif i:   # only the host chosen last has changed since: re-evaluate its row alone
             last = plan.log[-1]
             _refresh(plan, cls, np.array([last]))
             cls.seen = len(plan.log)
-            if ask.distinct_hosts:
+            if soft is not None and soft.changing:   # a spread: every host of a value may move
+                working = _working(cls, soft, used, ask.distinct_hosts)
+            elif ask.distinct_hosts:
                 working[last] = NEG
+            elif soft is not None:
+                working[last] = cls.score[last] + soft.static[last]
         best = int(np.argmax(working)) if n else 0
         if n == 0 or working[best] == NEG:
-            break
+            if not plan.preempting:
+                break
+            outcome = preempt.choose(plan, cls.need, ask.priority, cls.static_ok, used)
+            if isinstance(outcome, str):
+                note = outcome
+                break
+            best, victims = outcome
+            plan.release(best, victims)
+            preemptions.append(Preemption(len(hosts), plan.table.names[best],
+                                          tuple(v.instance for v in victims)))
         gpus.append(plan.reserve(best, cls.need))
         hosts.append(plan.table.names[best])
+        if soft is not None:
+            soft.placed(best)
         if ask.distinct_hosts:
             used.append(best)
     unplaced = ask.count - len(hosts)
     reasons: dict[str, int] = {}
     if unplaced:
         if cls is None:
-            cls = _class_for(plan, ask, reserved)
+            cls = _class_for(plan, ask, need)
         reasons = _explain(plan, cls, used)
     status = (Status.PLACED if not unplaced else Status.PARTIAL if hosts else Status.UNSCHEDULABLE)
-    return GroupPlacement(ask, reserved, hosts, unplaced, reasons, status, gpus)
+    return GroupPlacement(ask, reserved, hosts, unplaced, reasons, status, gpus,
+                          preemptions=preemptions, preemption=note)
+
+
+def _working(cls: _Class, soft: SoftTerms | None, used: list[int], private: bool) -> np.ndarray:
+    """What the ask selects on: the class's cached scores, plus the ask's soft preferences, with
+    the hosts distinct_hosts rules out at -inf. The class's own array when neither applies (it
+    must then not be written to)."""
+    if soft is None and not private:
+        return cls.score
+    working = cls.score + soft.bonus() if soft is not None else cls.score.copy()
+    if used:
+        working[used] = NEG
+    return working
 
 
 def _error(ask: GroupAsk, reserved: ResourceAmounts, message: str) -> GroupPlacement:
@@ -110,14 +153,15 @@ def _existing(table: HostTable, ask: GroupAsk) -> list[int]:
 
 
 def _key(ask: GroupAsk, need: np.ndarray) -> tuple:
+    if not ask.constraints:
+        return ask.kind, need.tobytes()
     cons = tuple((c.attribute, c.operator, tuple(c.value) if isinstance(c.value, list) else c.value)
                  for c in ask.constraints)
-    return ask.kind, tuple(need.tolist()), cons
+    return ask.kind, need.tobytes(), cons
 
 
-def _class_for(plan: Plan, ask: GroupAsk, reserved: ResourceAmounts) -> _Class:
-    """The class of this ask, brought up to date with the plan."""
-    need = amounts(reserved)
+def _class_for(plan: Plan, ask: GroupAsk, need: np.ndarray) -> _Class:
+    """The class of this ask (reserved amounts `need`), brought up to date with the plan."""
     if not plan.config.incremental:
         cls = _new_class(plan, ask, need)
         _refresh(plan, cls, slice(None))
@@ -134,13 +178,16 @@ def _class_for(plan: Plan, ask: GroupAsk, reserved: ResourceAmounts) -> _Class:
         plan.classes.move_to_end(key)
         changed = plan.log[cls.seen:]
         if changed:
-            # A plan only adds reservations, so a host this class found infeasible stays so:
-            # only the changed hosts that were feasible need another look.
+            # A reservation only takes room, so a host this class found infeasible stays so:
+            # only the changed hosts that were feasible need another look. A release (preemption)
+            # gives room back: then every changed host does.
+            released = plan.released_at > cls.seen
             if len(changed) * 4 > len(plan.table):
-                rows = np.flatnonzero(cls.score != NEG)
+                rows = (np.flatnonzero(cls.static_ok) if released
+                        else np.flatnonzero(cls.score != NEG))
             else:
-                rows = np.array(changed)
-                rows = rows[cls.score[rows] != NEG]
+                rows = np.unique(np.array(changed))   # a host reserved on twice is re-scored once
+                rows = rows[cls.static_ok[rows] if released else cls.score[rows] != NEG]
             if len(rows):
                 _refresh(plan, cls, rows)
     cls.seen = len(plan.log)

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from scheduler.placement.mix import WorkloadMix
-from scheduler.placement.table import CPU, GPU_DEVICE_MILLI, MEMORY
+from scheduler.placement.table import CPU, GPU, GPU_DEVICE_MILLI, MEMORY, devices_after
 
 if TYPE_CHECKING:
-    from scheduler.placement.plan import View
+    from scheduler.placement.plan import Plan, View
 
 FRAGMENTED, STRANDED = 0, 1
 
@@ -30,18 +30,40 @@ FRAGMENTED, STRANDED = 0, 1
 def measures(cpu_free: np.ndarray, memory_free: np.ndarray, gpu_free: np.ndarray,
              mix: WorkloadMix) -> np.ndarray:
     """(n, 2): expected fragmented GPU milli and stranded GPU milli of each host."""
-    n = len(cpu_free)
-    out = np.zeros((n, 2))
+    return from_parts(cpu_free, memory_free, gpu_parts(gpu_free, mix), mix)
+
+
+def gpu_parts(gpu_free: np.ndarray, mix: WorkloadMix) -> np.ndarray:
+    """(n, 1 + 2S) int64, what the measures take from the GPU devices alone (S: the mix's
+    shapes): each host's free GPU milli; per shape, 1 if the GPUs have room for it; per shape, the
+    free milli on devices with less free than it asks. An instance without GPUs leaves them as
+    they are, so its "after" reuses the host's parts (the Plan keeps them until the host changes)."""
+    n, s = len(gpu_free), len(mix.weight)
+    out = np.empty((n, 1 + 2 * s), dtype=np.int64)
     if n == 0:
         return out
-    total = gpu_free.sum(axis=1)
+    out[:, 0] = gpu_free.sum(axis=1)
     largest = gpu_free.max(axis=1, initial=0)
     whole = (gpu_free == GPU_DEVICE_MILLI).sum(axis=1)
     # what each shape needs of the GPUs: a share one device with room, whole GPUs free devices
     room = np.where(mix.share, largest[:, None], whole[:, None] * GPU_DEVICE_MILLI)
-    fits = (cpu_free[:, None] >= mix.cpu) & (memory_free[:, None] >= mix.memory) & (room >= mix.gpu)
-    below = _below(gpu_free, mix.thresholds)
-    out[:, FRAGMENTED] = np.where(fits, below[:, mix.threshold_index], total[:, None]) @ mix.weight
+    np.greater_equal(room, mix.gpu, out=out[:, 1:1 + s], casting="unsafe")
+    out[:, 1 + s:] = _below(gpu_free, mix.thresholds)[:, mix.threshold_index]
+    return out
+
+
+def from_parts(cpu_free: np.ndarray, memory_free: np.ndarray, parts: np.ndarray,
+               mix: WorkloadMix) -> np.ndarray:
+    """measures() given the hosts' gpu_parts()."""
+    n, s = len(cpu_free), len(mix.weight)
+    out = np.zeros((n, 2))
+    if n == 0:
+        return out
+    total = parts[:, 0]
+    fits = (cpu_free[:, None] >= mix.cpu) & (memory_free[:, None] >= mix.memory) & parts[:, 1:1 + s]
+    # a row-by-row sum, not a matrix product: BLAS may round a row differently with the number of
+    # rows, and the same host must score the same in a refresh of one row or of all
+    out[:, FRAGMENTED] = np.add.reduce(np.where(fits, parts[:, 1 + s:], total[:, None]) * mix.weight, axis=1)
     usable = total.astype(np.float64)
     if mix.cpu_per_gpu > 0:
         usable = np.minimum(usable, np.maximum(cpu_free, 0) * (GPU_DEVICE_MILLI / mix.cpu_per_gpu))
@@ -76,21 +98,42 @@ def gradients(view: View) -> np.ndarray | None:
     mix = plan.mix
     if mix is None or plan.gpu_scale == 0:
         return None
-    has_gpu = plan.has_gpu[view.index]
-    if not has_gpu.any():   # hosts without GPUs: nothing to fragment or strand, 0.5 on every row
+    index = view.index
+    # A host with no free GPU (none at all, or all taken) has nothing to fragment or strand,
+    # before or after an instance without GPUs (the only kind it can take): both measures are
+    # exactly 0 there, and its scores exactly 0.5. Rows without a free GPU are skipped when all
+    # are such, and otherwise computed with the rest: the cost is in numpy calls, not rows.
+    if not plan.gpu_left[index].any():
         return None
-    if not has_gpu.all():
-        out = np.full((len(view), 2), 0.5)
-        out[has_gpu] = _gradients(plan.view(view.need, view.index[has_gpu]), mix, plan.gpu_scale)
-        return out
-    return _gradients(view, mix, plan.gpu_scale)
+    return _gradients(plan, index, view.free, view.gpu_free, view.need, mix)
 
 
-def _gradients(view: View, mix: WorkloadMix, scale: int) -> np.ndarray:
-    free = view.free
-    # "before" depends on the host alone: the plan keeps it until the host changes
-    before = view.plan.before("gpu", view, lambda at: measures(
-        free[at, CPU], free[at, MEMORY], view.gpu_free[at], mix))
-    after = measures(free[:, CPU] - view.need[CPU], free[:, MEMORY] - view.need[MEMORY],
-                     view.gpu_free_after, mix)
-    return 0.5 - (after - before) / (2 * scale)
+def _gradients(plan: Plan, index: np.ndarray, free: np.ndarray, gpu_free: np.ndarray,
+               need: np.ndarray, mix: WorkloadMix) -> np.ndarray:
+    """The scores of hosts `index`, whose free amounts are `free` and devices `gpu_free`."""
+    # "before" depends on the host alone: the plan keeps it, and its GPU parts, until the host
+    # changes (both are taken together, so they go stale together)
+    stale = plan.stale("gpu", index)
+    cpu_after, memory_after = free[:, CPU] - need[CPU], free[:, MEMORY] - need[MEMORY]
+    g = int(need[GPU])
+    if stale is None:
+        before = plan.measures["gpu"][0][index]
+        parts = plan.measures["gpu parts"][0][index] if g <= 0 else gpu_parts(devices_after(gpu_free, g), mix)
+        after = from_parts(cpu_after, memory_after, parts, mix)
+    else:
+        # the stale hosts' "before" and every host's "after" in one call each: a refresh
+        # typically has one stale host, and the cost is the number of numpy calls, not rows
+        k = len(stale)
+        if g <= 0:   # an instance without GPUs leaves the devices as they are: after = before's parts
+            new_parts = gpu_parts(gpu_free[stale], mix)
+            parts = plan.remember("gpu parts", index, stale, new_parts)
+        else:
+            both = gpu_parts(np.concatenate((gpu_free[stale], devices_after(gpu_free, g))), mix)
+            new_parts, parts = both[:k], both[k:]
+            plan.remember("gpu parts", index, stale, new_parts)
+        measured = from_parts(np.concatenate((free[stale, CPU], cpu_after)),
+                              np.concatenate((free[stale, MEMORY], memory_after)),
+                              np.concatenate((new_parts, parts)), mix)
+        before = plan.remember("gpu", index, stale, measured[:k])
+        after = measured[k:]
+    return 0.5 - (after - before) / (2 * plan.gpu_scale)

@@ -8,17 +8,28 @@ last looked (score caching per equivalence class).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
 from packyard.records import ResourceAmounts
 from scheduler.placement import fragmentation
+from scheduler.placement.asks import Running
 from scheduler.placement.config import EngineConfig
 from scheduler.placement.mix import MixLearner, WorkloadMix
 from scheduler.placement.scorers import REGISTRY
-from scheduler.placement.table import CPU, DISK, GPU, GPU_DEVICE_MILLI, MEMORY, HostTable, to_amounts
+from scheduler.placement.table import (
+    CPU,
+    DISK,
+    GPU,
+    GPU_DEVICE_MILLI,
+    MEMORY,
+    HostTable,
+    amounts,
+    devices_after,
+    to_amounts,
+)
 
 
 class cached_property:   # noqa: N801 - functools.cached_property without its lock (3.11): hot path
@@ -75,21 +86,7 @@ class View:
     def gpu_free_after(self) -> np.ndarray:
         """(n, G) the devices once the instance is placed, by the rule of pick_gpus (rows where it
         does not fit are left as they are)."""
-        g = int(self.need[GPU])
-        after = self.gpu_free.copy()
-        if g <= 0 or after.size == 0:
-            return after
-        if g < GPU_DEVICE_MILLI:
-            candidates = np.where(after >= g, after, np.iinfo(np.int64).max)
-            device = np.argmin(candidates, axis=1)
-            rows = np.flatnonzero(candidates[np.arange(len(after)), device] != np.iinfo(np.int64).max)
-            after[rows, device[rows]] -= g
-        else:
-            whole = after == GPU_DEVICE_MILLI
-            enough = whole.sum(axis=1) >= g // GPU_DEVICE_MILLI
-            take = whole & (np.cumsum(whole, axis=1) <= g // GPU_DEVICE_MILLI) & enough[:, None]
-            after[take] = 0
-        return after
+        return devices_after(self.gpu_free, int(self.need[GPU]))
 
     @cached_property
     def gpu_gradients(self) -> np.ndarray | None:
@@ -133,7 +130,8 @@ def pick_gpus(free: np.ndarray, gpu_milli: int) -> tuple[int, ...]:
 
 
 class Plan:
-    def __init__(self, table: HostTable, config: EngineConfig | None = None):
+    def __init__(self, table: HostTable, config: EngineConfig | None = None,
+                 running: Iterable[Running] | None = None):
         self.table = table
         self.config = config if config is not None else EngineConfig()
         total = sum(w for _, w in self.config.scorers)
@@ -143,20 +141,37 @@ class Plan:
         np.divide(1.0, self.capacity, out=self.inv_capacity, where=self.capacity > 0)
         self.no_capacity = (self.capacity <= 0).astype(np.float64)
         self.gpu_scale = int(table.gpu_capacity.sum(axis=1).max(initial=0))
-        self.has_gpu = table.gpu_capacity.sum(axis=1) > 0
         self.mix: WorkloadMix | None = self.config.workload_mix
         self.learner = (MixLearner()
                         if self.mix is None and self.config.uses_mix() else None)
         self.allocated = table.allocated.copy()
         self.in_use = np.any(self.allocated > 0, axis=1).astype(np.float64)   # 1.0: holds something
         self.gpu_free = table.gpu_free.copy()
+        # free GPU milli per host: a host with none left scores 0.5 on the GPU terms for the
+        # instances it can still take (those without GPUs), exactly, without computing them
+        self.gpu_left = self.gpu_free.sum(axis=1)
         self.log: list[int] = []
+        # (kind, cpu, memory, disk, gpu) of a request -> its reserved amounts under the profiles,
+        # and the same as an array
+        self.reserved_of: dict[tuple[str, int, int, int, int], tuple[ResourceAmounts, np.ndarray]] = {}
         self.all_rows = np.arange(len(table))
         # engine-owned score cache: equivalence-class key -> its masks and scores (engine.py)
         self.classes: OrderedDict[Any, Any] = OrderedDict()
         # per-host values that depend on the host's state and the mix but not on the ask (a
         # scorer's "before"): name -> (values (N, k), valid), a host's entry dropped when it changes
         self.measures: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        # preemption's candidates: host index -> the instances running there, not yet evicted
+        # (instances on hosts not in the table are left out: nothing can be placed there)
+        # None: preemption off (the caller did not say what runs)
+        self.preempting = running is not None
+        self.running_on: dict[int, list[Running]] = {}
+        vocab = table.columns["node.name"].vocab
+        for r in running or ():
+            if r.host in vocab:
+                self.running_on.setdefault(vocab[r.host], []).append(r)
+        # len(log) after the last release: a class that looked before it must re-check the hosts
+        # it found infeasible, since a release (unlike a reservation) can make a host feasible
+        self.released_at = 0
 
     def observe(self, need: np.ndarray, count: int) -> None:
         """Count an ask into the learned mix; when the mix changes, every cached score is stale."""
@@ -171,30 +186,33 @@ class Plan:
     def before(self, name: str, view: View, compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         """The per-host measure `name` for the view's rows, calling compute(positions) only for
         the positions in the view whose host changed since the measure was last taken."""
-        stale = self.stale(name, view)
-        if len(stale) or name not in self.measures:
-            return self.remember(name, view, stale, compute(stale))
-        return self.measures[name][0][view.index]
+        index = view.index
+        stale = self.stale(name, index)
+        if stale is None:
+            return self.measures[name][0][index]
+        return self.remember(name, index, stale, compute(stale))
 
-    def stale(self, name: str, view: View) -> np.ndarray:
-        """Positions in the view of the hosts whose measure `name` must be (re)computed."""
+    def stale(self, name: str, index: np.ndarray) -> np.ndarray | None:
+        """Positions in `index` (host indices) of the hosts whose measure `name` must be
+        (re)computed; None when there are none."""
         entry = self.measures.get(name)
         if entry is None or not self.config.incremental:
-            return np.arange(len(view.index))
-        return np.flatnonzero(~entry[1][view.index])
+            return np.arange(len(index))
+        stale = np.flatnonzero(~entry[1][index])
+        return stale if len(stale) else None
 
-    def remember(self, name: str, view: View, stale: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """Store the measure `name` computed for the view's `stale` positions; return it for every
-        row of the view."""
+    def remember(self, name: str, index: np.ndarray, stale: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Store the measure `name` computed for the hosts index[stale]; return it for every
+        host of `index`."""
         entry = self.measures.get(name)
         if entry is None:
-            entry = self.measures[name] = (np.zeros((len(self.table), *values.shape[1:])),
+            entry = self.measures[name] = (np.zeros((len(self.table), *values.shape[1:]), dtype=values.dtype),
                                            np.zeros(len(self.table), dtype=bool))
         store, valid = entry
-        hosts = view.index[stale]
+        hosts = index[stale]
         store[hosts] = values
         valid[hosts] = True
-        return store[view.index]
+        return values if len(stale) == len(index) else store[index]
 
     def view(self, need: np.ndarray, rows: slice | np.ndarray = slice(None)) -> View:
         return View(self, rows, need)
@@ -207,12 +225,31 @@ class Plan:
                 raise AssertionError(f"no GPU device on host {host} holds {need[GPU]} milli")
             share = min(int(need[GPU]), GPU_DEVICE_MILLI)
             self.gpu_free[host, list(devices)] -= share
+            self.gpu_left[host] -= share * len(devices)
         self.allocated[host] += need
         self.in_use[host] = 1.0
         self.log.append(host)
         for _, valid in self.measures.values():
             valid[host] = False
         return devices
+
+    def release(self, host: int, victims: list[Running]) -> None:
+        """Give back the reservations of evicted instances on `host` (preemption)."""
+        gone = {id(v) for v in victims}
+        for v in victims:
+            self.allocated[host] -= amounts(v.reserved)
+            share = min(v.reserved.gpu_milli, GPU_DEVICE_MILLI)
+            for d in v.gpus:
+                if 0 <= d < self.gpu_free.shape[1]:
+                    self.gpu_free[host, d] = min(self.gpu_free[host, d] + share,
+                                                 self.table.gpu_capacity[host, d])
+        self.gpu_left[host] = self.gpu_free[host].sum()
+        self.running_on[host] = [r for r in self.running_on[host] if id(r) not in gone]
+        self.in_use[host] = float(np.any(self.allocated[host] > 0))
+        self.log.append(host)
+        self.released_at = len(self.log)
+        for _, valid in self.measures.values():
+            valid[host] = False
 
     def allocated_on(self, name: str) -> ResourceAmounts:
         return to_amounts(self.allocated[self.table.index(name)])

@@ -91,14 +91,23 @@ def balance(view: View) -> np.ndarray | float:
     0.5 - (stranded share after placing - before) / 4 (the share is 0..2). Unlike kube-scheduler's BalancedAllocation
     (equal fractions), the target proportion is the mix's, so a memory-heavy VM goes where cpu
     would otherwise be left over."""
-    mix = view.plan.mix
+    plan = view.plan
+    mix = plan.mix
     if mix is None or mix.mean_cpu <= 0 or mix.mean_memory <= 0:
         return 0.5
-    free = view.free
-    before = view.plan.before("balance", view, lambda at: stranded_share(
-        free[at, CPU], free[at, MEMORY], view.capacity[at], mix.mean_cpu, mix.mean_memory))
-    after = stranded_share(free[:, CPU] - view.need[CPU], free[:, MEMORY] - view.need[MEMORY],
-                           view.capacity, mix.mean_cpu, mix.mean_memory)
+    free, capacity, need, index = view.free, view.capacity, view.need, view.index
+    cpu_after, memory_after = free[:, CPU] - need[CPU], free[:, MEMORY] - need[MEMORY]
+    stale = plan.stale("balance", index)
+    if stale is None:
+        before = plan.measures["balance"][0][index]
+        after = stranded_share(cpu_after, memory_after, capacity, mix.mean_cpu, mix.mean_memory)
+    else:   # the stale hosts' "before" and every host's "after" in one call (fewer numpy calls)
+        k = len(stale)
+        both = stranded_share(np.concatenate((free[stale, CPU], cpu_after)),
+                              np.concatenate((free[stale, MEMORY], memory_after)),
+                              np.concatenate((capacity[stale], capacity)), mix.mean_cpu, mix.mean_memory)
+        before = plan.remember("balance", index, stale, both[:k])
+        after = both[k:]
     return 0.5 - (after - before) / 4
 
 

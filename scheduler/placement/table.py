@@ -74,6 +74,25 @@ def _devices(capacity_milli: int, allocated_milli: int, given: tuple[int, ...] |
     return (size - used).astype(np.int64)
 
 
+def devices_after(gpu_free: np.ndarray, g: int) -> np.ndarray:
+    """(n, G) each host's devices once an instance asking `g` milli-GPUs is placed there, by the
+    rule of plan.pick_gpus (rows where it does not fit are left as they are)."""
+    after = gpu_free.copy()
+    if g <= 0 or after.size == 0:
+        return after
+    if g < GPU_DEVICE_MILLI:
+        candidates = np.where(after >= g, after, np.iinfo(np.int64).max)
+        device = np.argmin(candidates, axis=1)
+        rows = np.flatnonzero(candidates[np.arange(len(after)), device] != np.iinfo(np.int64).max)
+        after[rows, device[rows]] -= g
+    else:
+        whole = after == GPU_DEVICE_MILLI
+        enough = whole.sum(axis=1) >= g // GPU_DEVICE_MILLI
+        take = whole & (np.cumsum(whole, axis=1) <= g // GPU_DEVICE_MILLI) & enough[:, None]
+        after[take] = 0
+    return after
+
+
 def _column(values: Iterable[str | None], n: int) -> Column:
     codes = np.full(n, MISSING, dtype=np.int32)
     vocab: dict[str, int] = {}

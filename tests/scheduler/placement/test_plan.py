@@ -44,12 +44,13 @@ def test_gpu_free_after_follows_pick_gpus(rows, gpu):
 
 def test_measures_are_kept_until_the_host_changes():
     plan = Plan(table(host("a"), host("b"), host("c")), EngineConfig())
-    view = plan.view(amounts(res(cpu=1)))
-    assert plan.stale("m", view).tolist() == [0, 1, 2]
-    plan.remember("m", view, np.array([0, 1, 2]), np.array([[1.0], [2.0], [3.0]]))
-    assert plan.stale("m", view).tolist() == []
+    index = plan.view(amounts(res(cpu=1))).index
+    assert plan.stale("m", index).tolist() == [0, 1, 2]
+    plan.remember("m", index, np.array([0, 1, 2]), np.array([[1.0], [2.0], [3.0]]))
+    assert plan.stale("m", index) is None
     plan.reserve(1, amounts(res(cpu=1)))
-    assert plan.stale("m", view).tolist() == [1]
-    rows = plan.view(amounts(res(cpu=1)), np.array([2, 1]))
+    assert plan.stale("m", index).tolist() == [1]
+    rows = np.array([2, 1])
     assert plan.stale("m", rows).tolist() == [1]
     assert plan.remember("m", rows, np.array([1]), np.array([[9.0]])).tolist() == [[3.0], [9.0]]
+    assert plan.stale("m", index) is None

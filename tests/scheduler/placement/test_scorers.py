@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.placement import EngineConfig, Plan, scorers
-from scheduler.placement.fragmentation import _below
+from scheduler.placement.fragmentation import _below, measures
 from scheduler.placement.mix import WorkloadMix
 from scheduler.placement.table import amounts
 from tests.scheduler.placement.builders import host, res, table
@@ -120,3 +120,29 @@ def test_fragment_sums_agree_for_few_and_many_hosts(n, thresholds, seed):
     th = np.array(sorted(thresholds))
     direct = (gpu[:, None, :] * (gpu[:, None, :] < th[None, :, None])).sum(axis=2)
     assert np.array_equal(_below(gpu, th), direct)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 300), st.integers(0, 2**31))
+def test_gpu_measures_of_a_host_do_not_depend_on_the_batch(n, seed):
+    """A host must score the same, to the last bit, whether a refresh looks at it alone or with
+    others (cached and full pipelines then break exact ties alike): no matrix products."""
+    rng = np.random.default_rng(seed)
+    shapes = [(int(rng.integers(100, 16000)), int(rng.integers(1, 64)) << 30,
+               int(rng.choice([0, 250, 500, 1000, 2000])), float(rng.random() + 0.01)) for _ in range(37)]
+    mix = WorkloadMix(shapes)
+    gpu = rng.choice([0, 100, 250, 500, 810, 1000], size=(n, 8))
+    cpu, mem = rng.integers(-1000, 64000, n), rng.integers(-(1 << 30), 256 << 30, n)
+    batch = measures(cpu, mem, gpu, mix)
+    for i in rng.choice(n, size=min(n, 5), replace=False):
+        alone = measures(cpu[i:i + 1], mem[i:i + 1], gpu[i:i + 1], mix)
+        assert alone.tobytes() == batch[i:i + 1].tobytes()
+
+
+def test_a_host_without_free_gpus_scores_exactly_neutral():
+    # its GPUs all taken: nothing to fragment or strand, before or after a cpu-only instance
+    plan = gpu_plan(host("full", 64000, 256, gpu=2000, used=res(1000, 1, gpu=2000)), host("free", gpu=1000))
+    g = plan.view(amounts(res(2000, 4))).gpu_gradients
+    assert g[0].tolist() == [0.5, 0.5]
+    assert measures(np.array([63000]), np.array([255 << 30]), np.zeros((1, 2), dtype=np.int64),
+                    MIX).tolist() == [[0.0, 0.0]]
