@@ -243,6 +243,18 @@ class Controller:
                     per_device[d] = min(1000, per_device[d] + min(share, 1000))
         return {node: tuple(v) for node, v in used.items()}
 
+    def running(self) -> list[placement.Running]:
+        """Instances holding reservations, as preemption sees them (possible victims)."""
+        out = []
+        for e in self.state.instances.values():
+            r = e.record
+            job = self.state.jobs.get(r.job)
+            if r.desired != "run" or job is None or not holds_reservation(e) or r.node not in self.state.nodes:
+                continue
+            out.append(placement.Running(instance=r.id, host=r.node, priority=self.spec_of(job).priority,
+                                         reserved=ResourceAmounts.of(r.reserved), gpus=tuple(r.gpus)))
+        return out
+
     def workload_mix(self) -> placement.WorkloadMix | None:
         """The shapes running now: what the GPU-aware scorers expect to keep arriving."""
         return placement.WorkloadMix.of_reserved(
@@ -268,20 +280,23 @@ class Controller:
             spec = self.spec_of(job)
             group = spec.group(group_name)
             entries = sorted(pending[(job_name, group_name)], key=lambda e: e.record.index)
-            res = group.resources
-            asks.append(placement.GroupAsk(
-                job=job_name, group=group_name, count=len(entries), kind=group.kind,
-                priority=spec.priority,
-                request=ResourceAmounts(res.cpu, res.memory, res.disk, res.gpu),
-                constraints=list(group.constraints)))
+            asks.append(self.ask_for(spec, group, len(entries)))
             members.append(entries)
         table = self.host_table()
-        results = placement.place(table, asks, self.engine_config())
+        results = placement.place(table, asks, self.engine_config(), running=self.running())
         metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - started)
         now = self.clock()
         placed: list[InstanceRecord] = []
         unplaced: list[InstanceRecord] = []
+        evicted: list[InstanceRecord] = []
         for result, entries in zip(results, members, strict=True):
+            for victim in result.preempt:
+                # stopped to make room; its slot gets a new instance from the reconciler, pending
+                # until there is room for its (lower) priority again
+                v = self.state.instances[victim].record
+                evicted.append(replace(v, desired="stop", reason=f"preempted by {result.ask.job} "
+                                                                 f"(priority {result.ask.priority})"))
+                self._dirty.add(v.job)
             reserved = dataclasses.asdict(result.reserved)
             gpus = result.gpus or [()] * len(result.hosts)
             for entry, host, devices in zip(entries, result.hosts, gpus, strict=False):
@@ -295,8 +310,23 @@ class Controller:
             for entry in entries[len(result.hosts):]:
                 if entry.record.reason != reason:
                     unplaced.append(replace(entry.record, reason=reason))
-        await self.commit(placed + unplaced)
+        await self.commit(evicted + placed + unplaced)
+        await self.tell_stop([r for r in evicted if self._is_current(r)])
         await self.tell_start([r for r in placed if self._is_current(r)])
+        if evicted:
+            self.kick()
+
+    def ask_for(self, spec: JobSpec, group, count: int) -> placement.GroupAsk:
+        """One placement decision for `count` new instances of a group; the hosts its running
+        instances are on feed spread (and distinct hosts)."""
+        res = group.resources
+        existing = [e.record.node for e in self.state.job_entries(spec.name)
+                    if e.record.group == group.name and e.record.desired == "run" and holds_reservation(e)]
+        return placement.GroupAsk(
+            job=spec.name, group=group.name, count=count, kind=group.kind, priority=spec.priority,
+            request=ResourceAmounts(res.cpu, res.memory, res.disk, res.gpu),
+            constraints=list(group.constraints), existing_hosts=existing,
+            spread=list(group.spread), affinity=list(group.affinity))
 
     def plan(self, spec: JobSpec, version: int) -> list[tuple[str, InstanceRecord, str, str]]:
         """What submitting `spec` would do, decided like place_pending but committed nowhere:
@@ -316,14 +346,7 @@ class Controller:
         by_group: dict[str, list[InstanceRecord]] = defaultdict(list)
         for r in pending:
             by_group[r.group].append(r)
-        asks = []
-        for name, recs in by_group.items():
-            g = spec.group(name)
-            res = g.resources
-            asks.append(placement.GroupAsk(job=spec.name, group=name, count=len(recs), kind=g.kind,
-                                           priority=spec.priority,
-                                           request=ResourceAmounts(res.cpu, res.memory, res.disk, res.gpu),
-                                           constraints=list(g.constraints)))
+        asks = [self.ask_for(spec, spec.group(name), len(recs)) for name, recs in by_group.items()]
         out: list[tuple[str, InstanceRecord, str, str]] = []
         for ask, res in zip(asks, placement.place(table, asks, self.engine_config()), strict=True):
             recs = sorted(by_group[ask.group], key=lambda r: r.index)
@@ -340,8 +363,9 @@ class Controller:
         return out
 
     def _is_current(self, r: InstanceRecord) -> bool:
+        """The commit of `r` went through (a refused transaction leaves the cache as it was)."""
         e = self.state.instances.get(r.id)
-        return e is not None and e.record.node == r.node and e.record.placed_at == r.placed_at
+        return e is not None and e.record == r
 
     # --- telling agents -----------------------------------------------------------------------
     def instance_spec(self, r: InstanceRecord) -> agent_pb2.InstanceSpec:

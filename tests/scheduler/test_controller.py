@@ -294,3 +294,57 @@ async def test_gpu_shares_are_recorded_per_device_and_whole_gpus_need_a_free_dev
     finally:
         await sched.close()
         await agent.kill()
+
+
+async def test_spread_over_a_label_places_evenly_across_zones(etcd, tmp_path):
+    agents = [await start_agent(etcd, f"s{i}", tmp_path / f"s{i}", cpu=8000, labels={"zone": z})
+              for i, z in enumerate("aabb")]
+    sched = await start_scheduler(etcd, ControllerConfig(tick=0.2))
+    try:
+        await eventually(lambda: len(sched.controller.state.nodes) == 4)
+        await sched.submit(spec(count=4, spread=[{"attribute": "label.zone", "weight": 100}]))
+        running = await eventually(lambda: _all_running(sched, "shop"))
+        zones = [{"s0": "a", "s1": "a", "s2": "b", "s3": "b"}[n] for n, _ in running]
+        assert sorted(zones) == ["a", "a", "b", "b"]
+        # and without spread, bin-packing keeps them on one host
+        await sched.submit(spec(name="packed", count=4))
+        packed = await eventually(lambda: _all_running(sched, "packed"))
+        assert len({n for n, _ in packed}) == 1
+    finally:
+        await sched.close()
+        for a in agents:
+            await a.kill()
+
+
+async def test_a_higher_priority_job_preempts_lower_ones_which_wait_to_be_placed_again(etcd, tmp_path):
+    agent = await start_agent(etcd, "p", tmp_path / "p", cpu=2000, memory=4 << 30)
+    sched = await start_scheduler(etcd, ControllerConfig(tick=0.2, resend_after=0.5))
+    try:
+        await eventually(lambda: len(sched.controller.state.nodes) == 1)
+        low = validate({"name": "low", "priority": 10, "groups": [
+            {"name": "w", "count": 2, "resources": {"cpu": 1, "memory": "64Mi"}}]})
+        await sched.submit(low)
+        await eventually(lambda: _all_running(sched, "low"))
+        same = validate({"name": "same", "priority": 15, "groups": [
+            {"name": "w", "resources": {"cpu": 1, "memory": "64Mi"}}]})
+        await sched.submit(same)      # only 5 above: within the margin, no preemption
+        inst = await eventually(lambda: _reason(sched, "same"))
+        assert inst.state == "pending"
+        high = validate({"name": "high", "priority": 80, "groups": [
+            {"name": "w", "resources": {"cpu": 1, "memory": "64Mi"}}]})
+        await sched.submit(high)
+        assert await eventually(lambda: _all_running(sched, "high")) == [("p", "running")]
+        insts = (await sched.status("low")).instances
+        evicted = [i for i in insts if "preempted by high" in i.reason]
+        assert len(evicted) == 1 and evicted[0].desired == "stop"
+        await eventually(lambda: _evicted_stopped(sched))
+        live = [i for i in (await sched.status("low")).instances if i.desired == "run"]
+        assert sorted(i.state for i in live) == ["pending", "running"]   # rescheduled, waiting for room
+    finally:
+        await sched.close()
+        await agent.kill()
+
+
+async def _evicted_stopped(sched):
+    insts = (await sched.status("low")).instances
+    return [i for i in insts if "preempted" in i.reason and i.state == "stopped"]
