@@ -63,6 +63,7 @@ class Controller:
         self.ready = asyncio.Event()
         # One decision at a time: evaluations and API writes both read-modify-write the cache.
         self.lock = asyncio.Lock()
+        self._stopping = False
 
     # --- life cycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -81,6 +82,7 @@ class Controller:
         self.ready.set()
 
     async def stop(self) -> None:
+        self._stopping = True
         for t in self._tasks + list(self._background):
             t.cancel()
         for t in self._tasks + list(self._background):
@@ -129,9 +131,12 @@ class Controller:
         self._wake.set()
 
     async def _run(self) -> None:
-        while True:
+        # The flag, not only cancellation, ends the loop: on Python 3.11 asyncio.wait_for can
+        # swallow a cancel that lands as the awaited event fires, and the loop would run on.
+        while not self._stopping:
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.config.tick)
+                async with asyncio.timeout(self.config.tick):
+                    await self._wake.wait()
             except TimeoutError:
                 self._dirty.add("*")   # timeouts and retries are due even without events
             self._wake.clear()
