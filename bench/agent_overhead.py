@@ -35,11 +35,12 @@ def main() -> None:
     ap.add_argument("--instances", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--usage-interval", type=float, default=5.0)
+    ap.add_argument("--drivers", default="container", help="e.g. container,vm (loads libvirt too)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="packyard-bench-") as d:
         c = LocalCluster(Path(d), hosts=1, prefix="pa", net="10.213.128.0/24", etcd_port=23770,
                          scheduler_port=17770, capacity="cpu=8,memory=8Gi", log_level="warning",
-                         usage_interval=args.usage_interval)
+                         usage_interval=args.usage_interval, drivers=args.drivers)
         c.up()
         try:
             job = Path(d) / "job.yaml"
@@ -53,7 +54,7 @@ def main() -> None:
             c0, t0 = cpu_seconds(pid), time.monotonic()
             time.sleep(args.seconds)
             share = (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
-            result = {"instances": args.instances, "seconds": args.seconds,
+            result = {"instances": args.instances, "seconds": args.seconds, "drivers": args.drivers,
                       "usage_interval_s": args.usage_interval,
                       "agent_rss_mib": round(rss_bytes(pid) / (1 << 20), 1),
                       "agent_cpu_percent_of_a_core": round(share * 100, 2)}

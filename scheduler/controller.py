@@ -294,7 +294,10 @@ class Controller:
         placed: list[InstanceRecord] = []
         unplaced: list[InstanceRecord] = []
         evicted: list[InstanceRecord] = []
+        evicted_for: dict[str, tuple[str, ...]] = {}    # placed instance id -> its victims
         for result, entries in zip(results, members, strict=True):
+            for p in result.preemptions:
+                evicted_for[entries[p.instance].id] = p.victims
             for victim in result.preempt:
                 # stopped to make room; its slot gets a new instance from the reconciler, pending
                 # until there is room for its (lower) priority again
@@ -315,7 +318,11 @@ class Controller:
             for entry in entries[len(result.hosts):]:
                 if entry.record.reason != reason:
                     unplaced.append(replace(entry.record, reason=reason))
-        await self.commit(evicted + placed + unplaced)
+        if evicted and not await self.commit(evicted):
+            # a placement that needs room made by eviction waits until the eviction is in etcd
+            stale = {v.id for v in evicted if not self._is_current(v)}
+            placed = [r for r in placed if not stale & set(evicted_for.get(r.id, ()))]
+        await self.commit(placed + unplaced)
         await self.tell_stop([r for r in evicted if self._is_current(r)])
         await self.tell_start([r for r in placed if self._is_current(r)])
         if evicted:
@@ -462,4 +469,5 @@ def explain(result: placement.GroupPlacement) -> str:
     if not result.reasons:
         return "no ready host" if not result.hosts else ""
     parts = [f"{n} {reason}" for reason, n in sorted(result.reasons.items(), key=lambda kv: -kv[1])]
-    return "no host fits: " + ", ".join(parts)
+    why = "no host fits: " + ", ".join(parts)
+    return f"{why}; {result.preemption}" if result.preemption else why

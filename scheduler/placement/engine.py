@@ -39,6 +39,7 @@ class _Class:
     static_ok: np.ndarray        # (N,) bool: static == 0
     dynamic: list[DynamicCheck]  # with codes distinct_code + 1, + 2, ...
     score: np.ndarray            # (N,) float64
+    floor: np.ndarray            # (3,) cpu, memory, disk asked, the lowest int64 where none is
     seen: int = 0
     code: np.ndarray | None = None   # (N,) int16 filter codes as of Plan.log[:code_seen]
     code_seen: int = 0
@@ -212,20 +213,23 @@ def _new_class(plan: Plan, ask: GroupAsk, need: np.ndarray) -> _Class:
     reasons += [f"not enough {filters.RESOURCE_NAMES[r]}" for r in (CPU, MEMORY, DISK) if need[r] > 0]
     reasons += ["not enough gpu"] if need[GPU] > 0 else []
     n = len(table)
-    return _Class(need, reasons, len(verdicts) + 1, static, static == 0, dynamic, np.full(n, NEG))
+    floor = np.where(need[:GPU] > 0, need[:GPU], np.iinfo(np.int64).min)
+    return _Class(need, reasons, len(verdicts) + 1, static, static == 0, dynamic, np.full(n, NEG), floor)
 
 
 def _refresh(plan: Plan, cls: _Class, rows: slice | np.ndarray) -> None:
     """Re-run the dynamic filters and the scorers on `rows` against the plan as it stands."""
     view = plan.view(cls.need, rows)
-    ok = cls.static_ok[rows]
-    for check in cls.dynamic:
-        ok = ok & check(view)[0]
-    if ok.all():
+    # the fit filters of cpu, memory and disk in one comparison (a resource not asked for is
+    # compared with the lowest integer); _codes runs them one by one when explaining
+    ok = cls.static_ok[rows] & np.logical_and.reduce(view.free[:, :GPU] >= cls.floor, axis=1)
+    if cls.need[GPU] > 0:
+        ok &= filters.gpu_fits(view)[0]
+    if np.logical_and.reduce(ok):   # (the ufunc: ndarray.all() costs a Python wrapper)
         score = _score(plan, view)
     else:   # score only the feasible hosts: the others cannot be chosen
         score = np.full(len(ok), NEG)
-        if ok.any():
+        if np.logical_or.reduce(ok):
             score[ok] = _score(plan, plan.view(cls.need, view.index[ok]))
     cls.score[rows] = score
 
@@ -233,14 +237,18 @@ def _refresh(plan: Plan, cls: _Class, rows: slice | np.ndarray) -> None:
 def _score(plan: Plan, view: View) -> np.ndarray:
     """Weighted mean of the scorers (each in [0, 1], so the mean is too). A scorer may return one
     number for every host (a GPU scorer on hosts without GPUs)."""
-    out = np.zeros(len(view))
+    out = None
     constant = 0.0
     for scorer, weight in plan.weighted:
         s = scorer(view)
         if isinstance(s, float):
             constant += weight * s
+        elif out is None:
+            out = weight * s
         else:
             out += weight * s
+    if out is None:
+        return np.full(len(view), constant)
     if constant:
         out += constant
     return out

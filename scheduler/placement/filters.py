@@ -82,8 +82,8 @@ def gpu_fits(view: View) -> Verdict:
     free devices."""
     gpu_milli = int(view.need[GPU])
     if gpu_milli < GPU_DEVICE_MILLI:
-        mask = view.gpu_free.max(axis=1, initial=0) >= gpu_milli
+        mask = np.maximum.reduce(view.gpu_free, axis=1, initial=0) >= gpu_milli
     else:
-        whole = (view.gpu_free == GPU_DEVICE_MILLI).sum(axis=1)
+        whole = np.add.reduce(view.gpu_free == GPU_DEVICE_MILLI, axis=1)
         mask = whole >= gpu_milli // GPU_DEVICE_MILLI
     return mask, "not enough gpu"

@@ -42,9 +42,10 @@ def gpu_parts(gpu_free: np.ndarray, mix: WorkloadMix) -> np.ndarray:
     out = np.empty((n, 1 + 2 * s), dtype=np.int64)
     if n == 0:
         return out
-    out[:, 0] = gpu_free.sum(axis=1)
-    largest = gpu_free.max(axis=1, initial=0)
-    whole = (gpu_free == GPU_DEVICE_MILLI).sum(axis=1)
+    # (the ufuncs' reduce: ndarray.sum and .max cost a Python wrapper each, on the hot path)
+    out[:, 0] = np.add.reduce(gpu_free, axis=1)
+    largest = np.maximum.reduce(gpu_free, axis=1, initial=0)
+    whole = np.add.reduce(gpu_free == GPU_DEVICE_MILLI, axis=1)
     # what each shape needs of the GPUs: a share one device with room, whole GPUs free devices
     room = np.where(mix.share, largest[:, None], whole[:, None] * GPU_DEVICE_MILLI)
     np.greater_equal(room, mix.gpu, out=out[:, 1:1 + s], casting="unsafe")
@@ -99,13 +100,18 @@ def gradients(view: View) -> np.ndarray | None:
     if mix is None or plan.gpu_scale == 0:
         return None
     index = view.index
-    # A host with no free GPU (none at all, or all taken) has nothing to fragment or strand,
-    # before or after an instance without GPUs (the only kind it can take): both measures are
-    # exactly 0 there, and its scores exactly 0.5. Rows without a free GPU are skipped when all
-    # are such, and otherwise computed with the rest: the cost is in numpy calls, not rows.
-    if not plan.gpu_left[index].any():
+    # a host with no free GPU (none at all, or all taken) has nothing to fragment or strand,
+    # before or after an instance without GPUs (the only kind it can take): both measures are 0
+    # there, so its scores are exactly 0.5
+    has_gpu = plan.gpu_left[index] > 0
+    if not np.logical_or.reduce(has_gpu):
         return None
-    return _gradients(plan, index, view.free, view.gpu_free, view.need, mix)
+    if np.logical_and.reduce(has_gpu):
+        return _gradients(plan, index, view.free, view.gpu_free, view.need, mix)
+    out = np.full((len(index), 2), 0.5)
+    at = index[has_gpu]
+    out[has_gpu] = _gradients(plan, at, view.free[has_gpu], plan.gpu_free[at], view.need, mix)
+    return out
 
 
 def _gradients(plan: Plan, index: np.ndarray, free: np.ndarray, gpu_free: np.ndarray,

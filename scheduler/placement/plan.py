@@ -198,7 +198,7 @@ class Plan:
         entry = self.measures.get(name)
         if entry is None or not self.config.incremental:
             return np.arange(len(index))
-        stale = np.flatnonzero(~entry[1][index])
+        stale = (~entry[1][index]).nonzero()[0]
         return stale if len(stale) else None
 
     def remember(self, name: str, index: np.ndarray, stale: np.ndarray, values: np.ndarray) -> np.ndarray:

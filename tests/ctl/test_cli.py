@@ -146,7 +146,8 @@ def test_constraints_and_pending_reasons(cluster, shop, tmp_path):
     status = json.loads(cluster.ctl("status", "big", "-o", "json").stdout)
     reason = status["instances"][0]["reason"]
     # every host accounted for, each by the first filter that rejected it (host1 is full of shop)
-    assert reason == "no host fits: 2 not enough memory, 1 not enough cpu", reason
+    assert reason.startswith("no host fits: 2 not enough memory, 1 not enough cpu; "), reason
+    assert "preemption cannot help: no instance of priority <= 40" in reason    # shop is 50 too
 
 
 def test_stop_then_everything_is_stopped(cluster, tmp_path):
