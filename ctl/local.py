@@ -278,8 +278,7 @@ class LocalCluster:
         self.kill(self.scheduler)
         self.kill(self.prometheus)
         if stop_instances:
-            cleanup_agent_leftovers([h.name for h in self.hosts], [h.state_dir for h in self.hosts],
-                                    [h.netns for h in self.hosts])
+            cleanup_agent_leftovers([h.name for h in self.hosts], [h.state_dir for h in self.hosts])
             for top in Path("/sys/fs/cgroup").glob("*/packyard"):
                 try:
                     top.rmdir()   # only succeeds when no agent has a subtree left in it
@@ -292,13 +291,13 @@ class LocalCluster:
                                *args], capture_output=True, text=True, timeout=timeout, check=check)
 
 
-def cleanup_agent_leftovers(nodes: list[str], state_dirs: list[Path], netns: list[str]) -> None:
+def cleanup_agent_leftovers(nodes: list[str], state_dirs: list[Path]) -> None:
     """What an agent leaves running by design (instances outlive it for reattach) removed for good:
     runc containers, their namespaces, mounts and cgroups. Only needed when the jobs could not be
     stopped through the scheduler first."""
     domains = sh("virsh", "-c", "qemu:///system", "list", "--name", check=False).stdout.split() \
         if shutil.which("virsh") else []
-    for node, state_dir, _ns in zip(nodes, state_dirs, netns, strict=True):
+    for node, state_dir in zip(nodes, state_dirs, strict=True):
         for domain in domains:
             if domain.startswith(f"pky-{node}-"):   # the VM driver's names: pky-<node>-<instance>
                 sh("virsh", "-c", "qemu:///system", "destroy", domain, check=False)
