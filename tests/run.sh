@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/local/setup.sh
 .venv/bin/ruff check .
-exec .venv/bin/pytest -q -p no:cacheprovider "$@"
+# pytest-timeout bounds each test; this bounds the whole run (a hang at exit included)
+exec timeout --kill-after=30 2400 .venv/bin/pytest -q -p no:cacheprovider "$@"
