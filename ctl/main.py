@@ -29,6 +29,15 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def read_spec(file: Path):
+    """The validated job in FILE; a file that cannot be read is bad input (exit 2)."""
+    try:
+        text = file.read_text()
+    except OSError as e:
+        fail(f"cannot read {file}: {e.strerror}", 2)
+    return load_yaml(text)
+
+
 def emit(data, text: str, output: str) -> None:
     click.echo(json.dumps(data, indent=2) if output == "json" else text)
 
@@ -68,11 +77,7 @@ def cli(ctx, scheduler, rpc_timeout):
 @click.pass_obj
 def submit(client: Client, file: Path, wait: bool, timeout: float, output: str):
     """Submit the job in FILE (YAML)."""
-    try:
-        text = file.read_text()
-    except OSError as e:
-        fail(f"cannot read {file}: {e.strerror}", 2)
-    spec = load_yaml(text)
+    spec = read_spec(file)
     reply = client.call("Submit", scheduler_pb2.SubmitRequest(spec_json=spec.to_json()))
     if not wait:
         data = {"name": reply.name, "version": reply.version, "changed": reply.changed,
@@ -96,11 +101,7 @@ def submit(client: Client, file: Path, wait: bool, timeout: float, output: str):
 def plan(client: Client, file: Path, output: str):
     """Show where the job in FILE would go, without submitting it. Exit 1 if some instance
     could not be placed."""
-    try:
-        text = file.read_text()
-    except OSError as e:
-        fail(f"cannot read {file}: {e.strerror}", 2)
-    spec = load_yaml(text)
+    spec = read_spec(file)
     reply = client.call("Plan", scheduler_pb2.SubmitRequest(spec_json=spec.to_json()))
     data = {"name": reply.name, "changed": reply.changed, "version": reply.version,
             "instances": [{"id": i.id, "group": i.group, "action": i.action, "node": i.node,

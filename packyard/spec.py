@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -86,6 +87,15 @@ CpuMilli = Annotated[int, BeforeValidator(_cpu), PlainSerializer(lambda v: f"{v}
 MemoryBytes = Annotated[int, BeforeValidator(_bytes(MAX_MEMORY))]
 DiskBytes = Annotated[int, BeforeValidator(_bytes(MAX_DISK))]
 GpuMilli = Annotated[int, BeforeValidator(_gpu), PlainSerializer(lambda v: v / 1000, return_type=float)]
+
+
+def _dns_label(v: str) -> str:
+    if not DNS_LABEL.match(v):
+        raise ValueError("must be a DNS label: lowercase letters, digits and '-', at most 63")
+    return v
+
+
+DnsLabel = Annotated[str, AfterValidator(_dns_label)]
 
 
 class Strict(BaseModel):
@@ -185,7 +195,7 @@ class Spread(Strict):
 
 
 class Group(Strict):
-    name: str
+    name: DnsLabel
     count: int = Field(default=1, ge=0, le=MAX_COUNT)
     kind: Literal["container", "vm"] = "container"
     resources: Resources
@@ -205,12 +215,6 @@ class Group(Strict):
             seen.add(s.attribute)
         return v
 
-    @field_validator("name")
-    @classmethod
-    def _dns(cls, v: str) -> str:
-        if not DNS_LABEL.match(v):
-            raise ValueError("must be a DNS label: lowercase letters, digits and '-', at most 63")
-        return v
 
     @model_validator(mode="after")
     def _driver_block(self) -> Group:
@@ -230,16 +234,10 @@ class Group(Strict):
 
 
 class JobSpec(Strict):
-    name: str
+    name: DnsLabel
     priority: int = Field(default=50, ge=0, le=100)
     groups: list[Group] = Field(min_length=1)
 
-    @field_validator("name")
-    @classmethod
-    def _dns(cls, v: str) -> str:
-        if not DNS_LABEL.match(v):
-            raise ValueError("must be a DNS label: lowercase letters, digits and '-', at most 63")
-        return v
 
     @field_validator("groups")
     @classmethod
