@@ -122,8 +122,13 @@ def test_cpu_quota_holds_a_busy_loop_to_a_quarter_core(cluster, tmp_path):
     u0, t0 = cgroups.usage(rel).cpu_seconds, time.monotonic()
     time.sleep(3)
     cores = (cgroups.usage(rel).cpu_seconds - u0) / (time.monotonic() - t0)
-    # the agent measures the same: `ctl nodes` shows the node's measured usage beside allocated
-    node = next(n for n in json.loads(cluster.ctl("nodes", "-o", "json").stdout) if n["name"] == inst["node"])
+    # the agent measures the same: `ctl nodes` shows the node's measured usage beside allocated.
+    # A rate needs two samples of the agent (every 2 s here), so wait until one has been published.
+    def measured():
+        nodes = json.loads(cluster.ctl("nodes", "-o", "json").stdout)
+        node = next(n for n in nodes if n["name"] == inst["node"])
+        return node if node["usage"]["cpu"] > 0 else None
+    node = wait_for(measured, timeout=15, what="a measured cpu rate")
     cluster.ctl("stop", "spin")
     assert 0.18 <= cores <= 0.30, f"busy loop used {cores:.3f} cores under a 0.25 quota"
     assert 0.15 <= node["usage"]["cpu"] <= 0.35, node["usage"]
