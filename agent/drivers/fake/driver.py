@@ -8,10 +8,12 @@ from agent.drivers.base import ExitResult, Handle, InstanceSpec, Stats
 
 
 class FakeDriver:
-    def __init__(self, name: str, state_dir: Path, start_delay: float = 0.0):
+    def __init__(self, name: str, state_dir: Path, start_delay: float = 0.0, write_logs: bool = True):
         self.name = name
         self.logs = Path(state_dir) / "logs"
         self.start_delay = start_delay
+        # simulated hosts run 100,000 instances: a file each would cost more than the rest
+        self.write_logs = write_logs
         self._ends: dict[str, asyncio.Future] = {}
         self.started: list[str] = []
 
@@ -21,8 +23,9 @@ class FakeDriver:
     async def start(self, spec: InstanceSpec) -> Handle:
         if self.start_delay:
             await asyncio.sleep(self.start_delay)
-        self.logs.mkdir(parents=True, exist_ok=True)
-        (self.logs / f"{spec.id}.log").write_text(f"fake {self.name} {spec.id} started\n")
+        if self.write_logs:
+            self.logs.mkdir(parents=True, exist_ok=True)
+            (self.logs / f"{spec.id}.log").write_text(f"fake {self.name} {spec.id} started\n")
         self._ends[spec.id] = asyncio.get_running_loop().create_future()
         self.started.append(spec.id)
         return Handle(id=spec.id, driver=self.name, data={"started": time.time()})
