@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 import grpc
 
+from packyard import tls
 from packyard.v1 import scheduler_pb2_grpc
 
 # Errors that mean "this replica can't answer", so another may: try the next address.
@@ -16,14 +17,16 @@ class SchedulerUnreachable(Exception):
 
 
 class Client:
-    def __init__(self, addresses: str, timeout: float = 10.0):
+    def __init__(self, addresses: str, timeout: float = 10.0, identity: tls.Identity | None = None):
+        """identity: ctl's certificate for mutual TLS (None: plaintext)."""
         self.addresses = [a.strip() for a in addresses.split(",") if a.strip()]
         self.timeout = timeout
+        self.identity = identity
         self._channels: dict[str, grpc.Channel] = {}
 
     def _stub(self, address: str) -> scheduler_pb2_grpc.SchedulerStub:
         if address not in self._channels:
-            self._channels[address] = grpc.insecure_channel(address)
+            self._channels[address] = tls.dial(address, self.identity, "scheduler")
         return scheduler_pb2_grpc.SchedulerStub(self._channels[address])
 
     def call(self, method: str, request, timeout: float | None = None):

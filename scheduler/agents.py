@@ -6,21 +6,24 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from packyard import tls
 from packyard.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 
 log = logging.getLogger(__name__)
 
 
 class AgentClients:
-    def __init__(self, timeout: float = 10.0):
+    def __init__(self, timeout: float = 10.0, identity: tls.Identity | None = None):
+        """identity: the scheduler's certificate, presented to agents for mutual TLS (None: plaintext)."""
         self.timeout = timeout
+        self.identity = identity
         self._stubs: dict[str, agent_pb2_grpc.AgentStub] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def stub(self, address: str) -> agent_pb2_grpc.AgentStub:
         stub = self._stubs.get(address)
         if stub is None:
-            channel = grpc.aio.insecure_channel(address)
+            channel = tls.dial(address, self.identity, "agent", aio=True)
             self._channels[address] = channel
             stub = self._stubs[address] = agent_pb2_grpc.AgentStub(channel)
         return stub

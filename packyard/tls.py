@@ -1,0 +1,251 @@
+"""Mutual TLS for every gRPC port: a cluster CA, one certificate per role, and the gRPC credentials
+and role checks built from them.
+
+`ctl certs init DIR` writes DIR/ca.{crt,key} and DIR/<role>.{crt,key} for the roles below; every
+program started with `--tls DIR` reads only ca.crt and its own role's pair, so a host need only get
+those three files. Peers are verified by role name, not by address: each certificate carries its role
+as CN and DNS SAN (`packyard-agent`), and clients dial with `grpc.ssl_target_name_override` set to the
+role they expect, because agents have as many addresses as there are hosts.
+"""
+from __future__ import annotations
+
+import datetime
+import inspect
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+# role -> the name in its certificate (CN and DNS SAN) and what it may do in a TLS handshake
+ROLES = {"scheduler": "packyard-scheduler", "agent": "packyard-agent", "ctl": "packyard-ctl"}
+USAGES = {
+    "scheduler": [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],  # serves ctl, dials agents
+    "agent": [ExtendedKeyUsageOID.SERVER_AUTH],
+    "ctl": [ExtendedKeyUsageOID.CLIENT_AUTH],
+}
+# which client roles each server role answers: only the scheduler may start or stop workloads
+ALLOWED_CLIENTS = {"scheduler": {"ctl", "scheduler"}, "agent": {"scheduler"}}
+
+
+class TLSError(ValueError):
+    """A TLS directory that cannot be used; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One role's view of a TLS directory: the cluster CA and the role's own key pair (PEM bytes)."""
+    role: str
+    ca: bytes
+    cert: bytes
+    key: bytes
+
+
+# --- writing a directory -----------------------------------------------------------------------
+def init(directory: Path, days: int = 365, force: bool = False) -> list[Path]:
+    """A new cluster CA and a certificate for every role in DIRECTORY; the files written.
+    An existing CA is kept unless force: replacing it locks out every host that has the old one."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise TLSError(f"{directory} exists and is not a directory")
+    if not force and ((directory / "ca.crt").exists() or (directory / "ca.key").exists()):
+        raise TLSError(f"{directory} already holds a cluster CA (ca.crt); use --force to replace it")
+    if days < 1:
+        raise TLSError(f"days: {days} is not a positive number of days")
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "packyard cluster CA")])
+    ca_cert = (_builder(ca_name, ca_name, ca_key.public_key(), now, days)
+               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+               .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                              critical=True)
+               .sign(ca_key, hashes.SHA256()))
+    written = _write_pair(directory, "ca", ca_cert, ca_key)
+    for role, name in ROLES.items():
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        cert = (_builder(subject, ca_name, key.public_key(), now, days)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+                .add_extension(x509.ExtendedKeyUsage(USAGES[role]), critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        written += _write_pair(directory, role, cert, key)
+    return written
+
+
+def _builder(subject: x509.Name, issuer: x509.Name, public_key, now: datetime.datetime,
+             days: int) -> x509.CertificateBuilder:
+    # backdated a little so a host whose clock lags the CA's by a minute still accepts it
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=days)))
+
+
+def _write_pair(directory: Path, stem: str, cert: x509.Certificate, key) -> list[Path]:
+    crt_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
+    crt_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    # created 0600, and chmod'ed again in case the file existed (--force) with wider rights
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(pem)
+    return [crt_path, key_path]
+
+
+# --- reading a directory -----------------------------------------------------------------------
+def load(directory: Path, role: str) -> Identity:
+    """ROLE's identity from DIRECTORY, checked now (parsable, key matches, signed by the CA, in
+    date), so a bad directory fails at startup rather than at the first handshake."""
+    if role not in ROLES:
+        raise TLSError(f"unknown role '{role}' (one of {', '.join(ROLES)})")
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise TLSError(f"{directory} is not a directory (create one with `ctl certs init {directory}`)")
+    ca_pem, cert_pem, key_pem = (_read(directory / name) for name in ("ca.crt", f"{role}.crt", f"{role}.key"))
+    ca = _parse_cert(directory / "ca.crt", ca_pem)
+    cert = _parse_cert(directory / f"{role}.crt", cert_pem)
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as e:
+        raise TLSError(f"{directory / f'{role}.key'}: not an unencrypted PEM private key ({e})") from None
+    if key.public_key() != cert.public_key():
+        raise TLSError(f"{directory / f'{role}.key'} does not belong to {directory / f'{role}.crt'}")
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (InvalidSignature, ValueError, TypeError):
+        raise TLSError(f"{directory / f'{role}.crt'} is not signed by {directory / 'ca.crt'} "
+                       "(a certificate of another cluster?)") from None
+    now = datetime.datetime.now(datetime.UTC)
+    for path, c in ((directory / "ca.crt", ca), (directory / f"{role}.crt", cert)):
+        if not c.not_valid_before_utc <= now <= c.not_valid_after_utc:
+            raise TLSError(f"{path} is not valid now (valid {c.not_valid_before_utc:%Y-%m-%d} "
+                           f"to {c.not_valid_after_utc:%Y-%m-%d})")
+    return Identity(role=role, ca=ca_pem, cert=cert_pem, key=key_pem)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise TLSError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _parse_cert(path: Path, pem: bytes) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(pem)
+    except ValueError as e:
+        raise TLSError(f"{path}: not a PEM certificate ({e})") from None
+
+
+# --- gRPC --------------------------------------------------------------------------------------
+def server_credentials(identity: Identity) -> grpc.ServerCredentials:
+    """Serve with the role's pair; a client must present a certificate from the cluster CA."""
+    return grpc.ssl_server_credentials([(identity.key, identity.cert)], root_certificates=identity.ca,
+                                       require_client_auth=True)
+
+
+def channel_credentials(identity: Identity) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(root_certificates=identity.ca, private_key=identity.key,
+                                        certificate_chain=identity.cert)
+
+
+def channel_options(server_role: str) -> list[tuple[str, str]]:
+    """Verify the server by its role name, whatever address it was dialled at."""
+    return [("grpc.ssl_target_name_override", ROLES[server_role])]
+
+
+def dial(address: str, identity: Identity | None, server_role: str, aio: bool = False):
+    """A channel to a server of SERVER_ROLE: mutual TLS with IDENTITY, or plaintext without one."""
+    api = grpc.aio if aio else grpc
+    if identity is None:
+        return api.insecure_channel(address)
+    return api.secure_channel(address, channel_credentials(identity), options=channel_options(server_role))
+
+
+def peer_role(context) -> str | None:
+    """The role of the client on the other end of a TLS call, from its certificate's CN."""
+    names = (context.auth_context() or {}).get("x509_common_name") or []
+    by_name = {v: k for k, v in ROLES.items()}
+    return next((by_name[n.decode()] for n in names if n.decode() in by_name), None)
+
+
+class RoleCheck(grpc.aio.ServerInterceptor):
+    """Refuses (PERMISSION_DENIED) a client whose certificate is the cluster's but whose role may not
+    call this server: ctl's certificate cannot start workloads on an agent directly."""
+
+    def __init__(self, server_role: str):
+        self.server_role = server_role
+        self.allowed = ALLOWED_CLIENTS[server_role]
+
+    async def _check(self, context) -> None:
+        role = peer_role(context)
+        if role not in self.allowed:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"{ROLES[self.server_role]} does not accept calls from "
+                                f"{ROLES.get(role, 'an unknown client')} (allowed: "
+                                f"{', '.join(ROLES[r] for r in sorted(self.allowed))})")
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        if handler.unary_unary:
+            inner = handler.unary_unary
+
+            async def unary(request, context):
+                await self._check(context)
+                return await inner(request, context)
+            return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer,
+                                                       handler.response_serializer)
+        if handler.unary_stream:
+            inner_stream = handler.unary_stream
+
+            async def stream(request, context):
+                await self._check(context)
+                result = inner_stream(request, context)
+                if inspect.isasyncgen(result):
+                    async for item in result:
+                        yield item
+                else:   # a servicer that writes through context.write
+                    await result
+            return grpc.unary_stream_rpc_method_handler(stream, handler.request_deserializer,
+                                                        handler.response_serializer)
+        # no client-streaming RPC exists in packyard.v1; refuse rather than pass one unchecked
+        raise NotImplementedError(f"RoleCheck cannot guard {handler_call_details.method}")
+
+
+def secure_server_port(server: grpc.aio.Server, address: str, identity: Identity | None) -> int:
+    """Bind ADDRESS with mutual TLS when an identity is given (plaintext otherwise); the port bound."""
+    if identity is None:
+        return server.add_insecure_port(address)
+    return server.add_secure_port(address, server_credentials(identity))
+
+
+def click_option(role: str):
+    """`--tls DIR` (env PACKYARD_TLS) for the program of ROLE; the parameter's value is the loaded
+    Identity, or None for plaintext. A bad directory is a usage error naming --tls."""
+    import click
+
+    def load_param(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return load(Path(value), role)
+        except TLSError as e:
+            raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+    return click.option("--tls", "tls_identity", envvar="PACKYARD_TLS", default=None, metavar="DIR",
+                        callback=load_param,
+                        help="Mutual TLS with the certificates in DIR (`ctl certs init DIR`; env PACKYARD_TLS).")
+
+
+def server_interceptors(identity: Identity | None) -> list[grpc.aio.ServerInterceptor]:
+    return [RoleCheck(identity.role)] if identity is not None and identity.role in ALLOWED_CLIENTS else []
