@@ -4,6 +4,11 @@ revision, write many keys in transactions, watch a prefix from a revision.
 Batching matters: on this machine one put at a time reaches ~1,000 keys/s while transactions of 128
 puts reach ~24,000 (FIELD-NOTES). etcd refuses transactions of more than --max-txn-ops operations
 (default 128), so writes are chunked to that size.
+
+Every member of the cluster is used: an operation that finds its member unreachable (UNAVAILABLE,
+a deadline, etcd's "no leader") moves to the next member and is tried again, with capped
+exponential backoff once a whole round of members failed, for at most `retry_for` seconds; then it
+raises EtcdUnavailable. Long-running loops catch that and go on; an API call turns it into an error.
 """
 from __future__ import annotations
 
@@ -12,15 +17,40 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlparse
 
 import aetcd
+import grpc
 from aetcd import exceptions as etcd_errors
 
 log = logging.getLogger(__name__)
 
 MAX_TXN_OPS = 128
 EtcdError = etcd_errors.ClientError
+T = TypeVar("T")
+
+# A fresh channel reconnects at once, but a channel that failed backs off up to 120 s by default:
+# far longer than an etcd restart takes. Keepalive finds a member that vanished without a reset.
+CHANNEL_OPTIONS = {"grpc.initial_reconnect_backoff_ms": 100, "grpc.min_reconnect_backoff_ms": 100,
+                   "grpc.max_reconnect_backoff_ms": 1000, "grpc.keepalive_time_ms": 10_000,
+                   "grpc.keepalive_timeout_ms": 5_000}
+# etcd cancels a watch whose member lost its leader (else a partitioned member's watch just goes quiet)
+WATCH_METADATA = (("hasleader", "true"),)
+BACKOFF_FIRST, BACKOFF_MAX = 0.05, 1.0
+
+
+class EtcdUnavailable(etcd_errors.ConnectionFailedError):
+    """No member of the cluster answered within the retry budget."""
+
+
+class WatchCompacted(EtcdError):
+    """A watch's start revision was compacted away: the caller must list again."""
+
+    def __init__(self, prefix: str, compact_revision: int):
+        self.prefix = prefix
+        self.compact_revision = compact_revision
+        super().__init__(f"watch on {prefix}: revisions before {compact_revision} were compacted")
 
 
 @dataclass(frozen=True)
@@ -38,126 +68,268 @@ class Event:
     revision: int
 
 
+def parse_endpoints(url: str) -> list[tuple[str, int]]:
+    """`http://127.0.0.1:2379`, `127.0.0.1:2379`, or a comma list of them (the cluster's members)."""
+    out = []
+    for part in url.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        parsed = urlparse(part if "://" in part else "http://" + part)
+        if not parsed.hostname or not parsed.port:
+            raise ValueError(f"etcd endpoint '{part}' must be host:port or http://host:port")
+        out.append((parsed.hostname, parsed.port))
+    if not out:
+        raise ValueError(f"no etcd endpoint in '{url}'")
+    return out
+
+
 def parse_endpoint(url: str) -> tuple[str, int]:
-    """`http://127.0.0.1:2379`, `127.0.0.1:2379` or a comma list (first one used for now)."""
-    first = url.split(",")[0].strip()
-    if "://" not in first:
-        first = "http://" + first
-    parsed = urlparse(first)
-    if not parsed.hostname or not parsed.port:
-        raise ValueError(f"etcd endpoint '{url}' must be host:port or http://host:port")
-    return parsed.hostname, parsed.port
+    """The first of the endpoints."""
+    return parse_endpoints(url)[0]
+
+
+def unreachable(e: BaseException) -> bool:
+    """Whether an error means "this member cannot serve now" (try another), not a refused request."""
+    if isinstance(e, (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError)):
+        return True
+    return isinstance(e, grpc.aio.AioRpcError) and e.code() in (
+        grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 class Etcd:
-    def __init__(self, endpoints: str, timeout: float = 10.0):
+    def __init__(self, endpoints: str, timeout: float = 10.0, retry_for: float = 5.0):
         self.endpoints = endpoints
-        host, port = parse_endpoint(endpoints)
-        self.client = aetcd.Client(host=host, port=port, timeout=timeout)
+        self.members = parse_endpoints(endpoints)
+        self.timeout = timeout
+        self.retry_for = retry_for
+        self._member = 0
+        self.client = self._client_for(0)
         self.txn = self.client.transactions
+        self._down_since: float | None = None     # set while an outage (or a failover) lasts
+        self._delay = BACKOFF_FIRST
+        self._closing: set[asyncio.Task] = set()
+
+    def _client_for(self, index: int) -> aetcd.Client:
+        host, port = self.members[index]
+        return aetcd.Client(host=host, port=port, timeout=self.timeout, options=dict(CHANNEL_OPTIONS))
+
+    @property
+    def current_endpoint(self) -> str:
+        host, port = self.members[self._member]
+        return f"{host}:{port}"
+
+    # --- failover -------------------------------------------------------------------------------
+    def _failed(self, client: aetcd.Client, error: BaseException) -> None:
+        """`client`'s member could not serve: move everyone to the next member. Many calls fail
+        together; only the first of them, still holding the current client, switches."""
+        if client is not self.client:
+            return
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            nxt = self.members[(self._member + 1) % len(self.members)]
+            log.warning("etcd at %s failed (%s); trying %s:%d and the other members, with backoff",
+                        self.current_endpoint, _short(error), *nxt)
+        self._member = (self._member + 1) % len(self.members)
+        self.client = self._client_for(self._member)
+        task = asyncio.get_running_loop().create_task(_close_quietly(client))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _answered(self) -> None:
+        self._delay = BACKOFF_FIRST
+        if self._down_since is not None:
+            log.warning("etcd answers again at %s after %.1f s", self.current_endpoint,
+                        time.monotonic() - self._down_since)
+            self._down_since = None
+
+    async def _backoff(self, deadline: float) -> None:
+        await asyncio.sleep(max(0.0, min(self._delay, deadline - time.monotonic())))
+        self._delay = min(self._delay * 2, BACKOFF_MAX)
+
+    async def _call(self, op: Callable[[aetcd.Client], Awaitable[T]], retry_for: float | None = None) -> T:
+        """Run op on the current member; on an unreachable member, on the next one. A call that
+        failed because another call switched members meanwhile (its channel closed) is retried too."""
+        budget = self.retry_for if retry_for is None else retry_for
+        deadline = time.monotonic() + budget
+        tries = 0
+        while True:
+            client = self.client
+            try:
+                await client.connect()
+                result = await op(client)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                if not unreachable(e) and client is self.client:
+                    raise
+                self._failed(client, e)
+                tries += 1
+                if time.monotonic() >= deadline:
+                    raise EtcdUnavailable(f"no etcd member of {self.endpoints} answered within "
+                                          f"{budget:g} s ({_short(e)})") from e
+                if tries % len(self.members) == 0:   # a whole round failed: wait before the next
+                    await self._backoff(deadline)
+                continue
+            self._answered()
+            return result
 
     async def connect(self, wait_seconds: float = 30.0) -> None:
-        """Connect, retrying until etcd answers: a cluster's parts may start in any order."""
-        deadline = time.monotonic() + wait_seconds
-        delay = 0.05
-        while True:
-            try:
-                await self.client.connect()
-                await self.client.status()
-                return
-            except EtcdError as e:
-                if time.monotonic() > deadline:
-                    raise EtcdError(f"etcd at {self.endpoints} did not answer: {e}") from e
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+        """Connect, retrying until a member answers: a cluster's parts may start in any order."""
+        await self._call(lambda c: c.status(), retry_for=wait_seconds)
 
     async def close(self) -> None:
         await self.client.close()
+        for task in list(self._closing):
+            await task
 
+    # --- keys -----------------------------------------------------------------------------------
     async def get(self, key: str) -> bytes | None:
-        got = await self.client.get(key.encode())
+        got = await self._call(lambda c: c.get(key.encode()))
         return got.value if got is not None else None
 
     async def get_prefix(self, prefix: str) -> tuple[int, list[KV]]:
         """All keys under prefix and the revision they were read at."""
-        got = await self.client.get_prefix(prefix.encode())
+        got = await self._call(lambda c: c.get_prefix(prefix.encode()))
         kvs = [KV(kv.key.decode(), kv.value, kv.mod_revision) for kv in got]
         return got.header.revision, kvs
 
     async def put(self, key: str, value: bytes, lease: int | None = None) -> int:
-        res = await self.client.put(key.encode(), value, lease=lease)
+        res = await self._call(lambda c: c.put(key.encode(), value, lease=lease))
         return res.header.revision
 
     async def delete(self, key: str) -> None:
-        await self.client.delete(key.encode())
+        await self._call(lambda c: c.delete(key.encode()))
 
     async def delete_prefix(self, prefix: str) -> None:
-        await self.client.delete_prefix(prefix.encode())
+        await self._call(lambda c: c.delete_prefix(prefix.encode()))
 
     async def put_many(self, items: Iterable[tuple[str, bytes]]) -> None:
-        """Unconditional puts, MAX_TXN_OPS per transaction."""
+        """Unconditional puts, MAX_TXN_OPS per transaction. Retrying a chunk whose reply was lost
+        writes the same values again: harmless."""
         ops = [self.txn.put(k.encode(), v) for k, v in items]
         for i in range(0, len(ops), MAX_TXN_OPS):
-            await self.client.transaction(compare=[], success=ops[i:i + MAX_TXN_OPS], failure=[])
+            chunk = ops[i:i + MAX_TXN_OPS]
+            await self._call(lambda c, chunk=chunk: c.transaction(compare=[], success=chunk, failure=[]))
 
-    async def put_if_unchanged(self, writes: list[tuple[str, bytes, int]],
-                               deletes: Iterable[str] = ()) -> int:
-        """Puts that succeed only if every key still has the given mod_revision (0 = must not
-        exist): optimistic concurrency, as Kubernetes binds. Returns the new revision, or 0 if
-        any key had changed (nothing written). Caller chunks to MAX_TXN_OPS."""
+    async def _txn(self, compare: list, ops: list) -> int:
+        """One compare-and-write transaction; the new revision, or 0 if a comparison failed. If a
+        member dies after committing but before replying, the retry's comparison fails and this
+        returns 0: the caller re-reads and decides again, as for any conflict."""
         from aetcd import rpc
-        compare = [self.txn.mod(k.encode()) == rev for k, _, rev in writes]
-        ops = [self.txn.put(k.encode(), v) for k, v, _ in writes]
-        ops += [self.txn.delete(k.encode()) for k in deletes]
         request = rpc.TxnRequest(compare=[c.build_message() for c in compare],
                                  success=self.client._ops_to_requests(ops), failure=[])
-        reply = await self.client.kvstub.Txn(request, timeout=self.client._timeout)
+        reply = await self._call(lambda c: c.kvstub.Txn(request, timeout=c._timeout))
         return reply.header.revision if reply.succeeded else 0
 
+    async def put_if_unchanged(self, writes: list[tuple[str, bytes, int]],
+                               deletes: Iterable[str] = (), guard: tuple[str, int] | None = None) -> int:
+        """Puts that succeed only if every key still has the given mod_revision (0 = must not
+        exist): optimistic concurrency, as Kubernetes binds. Returns the new revision, or 0 if
+        any key had changed (nothing written). Caller chunks to MAX_TXN_OPS. `guard` (key,
+        mod_revision) is one more comparison without a write: a fencing token such as the
+        leader key, so a deposed leader's writes fail."""
+        compare = [self.txn.mod(k.encode()) == rev for k, _, rev in writes]
+        if guard is not None:
+            compare.append(self.txn.mod(guard[0].encode()) == guard[1])
+        ops = [self.txn.put(k.encode(), v) for k, v, _ in writes]
+        ops += [self.txn.delete(k.encode()) for k in deletes]
+        return await self._txn(compare, ops)
+
+    async def create_if_absent(self, key: str, value: bytes, lease: int | None = None) -> int:
+        """Create `key` only if it does not exist (as elections need). Returns the revision of
+        the write, or 0 if the key was already there."""
+        k = key.encode()
+        return await self._txn([self.txn.create(k) == 0], [self.txn.put(k, value, lease=lease)])
+
+    # --- leases ---------------------------------------------------------------------------------
     async def grant_lease(self, ttl: int) -> int:
-        lease = await self.client.lease(ttl)
+        lease = await self._call(lambda c: c.lease(ttl))
         return lease.id
 
     async def refresh_lease(self, lease_id: int) -> int:
         """Keep a lease alive; returns its remaining TTL (0 or less: it has expired)."""
-        reply = await self.client.refresh_lease(lease_id)
+        reply = await self._call(lambda c: c.refresh_lease(lease_id))
         return reply.TTL
 
     async def revoke_lease(self, lease_id: int) -> None:
-        await self.client.revoke_lease(lease_id)
+        await self._call(lambda c: c.revoke_lease(lease_id))
 
+    # --- watches --------------------------------------------------------------------------------
     async def watch_prefix(self, prefix: str, start_revision: int,
-                           handler: Callable[[list[Event]], Awaitable[None]]) -> asyncio.Task:
+                           handler: Callable[[list[Event]], Awaitable[None]],
+                           on_compacted: Callable[[int], Awaitable[int]] | None = None) -> asyncio.Task:
         """Run handler on each batch of events under prefix, from start_revision on, until the
         returned task is cancelled. One etcd watch response (e.g. one transaction) is one batch.
-        The stream is re-opened from the last seen revision if it breaks (etcd restarted)."""
-        return asyncio.get_running_loop().create_task(self._watch(prefix, start_revision, handler))
+        If the stream breaks (its member died, etcd restarting) it is opened again, on another
+        member if need be, from the revision after the last one handled: no event is lost or
+        repeated. If that revision was compacted, on_compacted(compact_revision) must list the
+        prefix again and return the revision to watch from; without it the task ends with
+        WatchCompacted."""
+        return asyncio.get_running_loop().create_task(
+            self._watch(prefix, start_revision, handler, on_compacted))
 
-    async def _watch(self, prefix: str, revision: int, handler) -> None:
+    async def _watch(self, prefix: str, revision: int, handler, on_compacted) -> None:
         from aetcd import rpc
         key = prefix.encode()
-        delay = 0.05
+        delay, broken = BACKOFF_FIRST, False
         while True:
             create = rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
                 key=key, range_end=aetcd.utils.prefix_range_end(key), start_revision=revision))
+            client = self.client
             try:
-                stub = rpc.WatchStub(self.client.channel)
-                async for response in stub.Watch(_one_then_hold(create)):
+                await client.connect()
+                stub = rpc.WatchStub(client.channel)
+                async for response in stub.Watch(_one_then_hold(create), metadata=WATCH_METADATA):
                     if response.compact_revision:
-                        raise EtcdError(f"watch on {prefix}: revision {revision} compacted")
+                        revision = await _compacted(prefix, response.compact_revision, on_compacted)
+                        break
+                    if response.canceled:
+                        raise etcd_errors.ConnectionFailedError(f"watch canceled: {response.cancel_reason}")
+                    if response.created and broken:
+                        self._answered()
+                        log.info("watch on %s resumed at %s from revision %d", prefix,
+                                 self.current_endpoint, revision)
+                        delay, broken = BACKOFF_FIRST, False
                     if not response.events:
                         continue
                     batch = [Event("delete" if ev.type == 1 else "put", ev.kv.key.decode(),
                                    ev.kv.value, ev.kv.mod_revision) for ev in response.events]
                     revision = batch[-1].revision + 1
-                    delay = 0.05
                     await handler(batch)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, WatchCompacted):
                 raise
-            except Exception as e:  # stream broken: etcd gone or restarting; resume later
-                log.warning("watch on %s broke (%s); resuming from revision %d", prefix, e, revision)
+            except Exception as e:  # stream broken: its member gone or restarting; resume elsewhere
+                if not broken:
+                    log.warning("watch on %s broke (%s); resuming from revision %d", prefix,
+                                _short(e), revision)
+                broken = True
+                if unreachable(e) or client is not self.client:
+                    self._failed(client, e)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, BACKOFF_MAX)
+
+
+async def _compacted(prefix: str, compact_revision: int, on_compacted) -> int:
+    if on_compacted is None:
+        log.error("watch on %s: revisions before %d were compacted; nobody to list again",
+                  prefix, compact_revision)
+        raise WatchCompacted(prefix, compact_revision)
+    log.warning("watch on %s: revisions before %d were compacted; listing again", prefix, compact_revision)
+    return await on_compacted(compact_revision)
+
+
+def _short(e: BaseException) -> str:
+    if isinstance(e, grpc.aio.AioRpcError):
+        return f"{e.code().name}: {e.details()}"
+    return str(e) or type(e).__name__
+
+
+async def _close_quietly(client: aetcd.Client) -> None:
+    try:
+        await client.close()
+    except Exception as e:  # its member is gone; nothing to tell anyone
+        log.debug("closing a client of a failed member: %s", e)
 
 
 async def _one_then_hold(request):

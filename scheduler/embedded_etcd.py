@@ -31,7 +31,8 @@ class EtcdServer:
 
     def __init__(self, data_dir: Path, client_host: str = "127.0.0.1", client_port: int = 0,
                  peer_port: int = 0, name: str = "packyard", binary: str | None = None,
-                 extra_client_hosts: tuple[str, ...] = (), tie_to_parent: bool = False):
+                 extra_client_hosts: tuple[str, ...] = (), tie_to_parent: bool = False,
+                 initial_cluster: str | None = None):
         self.data_dir = Path(data_dir)
         self.client_host = client_host
         self.client_port = client_port or free_port(client_host)
@@ -41,23 +42,34 @@ class EtcdServer:
         self.binary = binary or shutil.which("etcd") or "/usr/bin/etcd"
         self.extra_client_hosts = extra_client_hosts
         self.tie_to_parent = tie_to_parent
+        self.initial_cluster = initial_cluster     # name=peer-url,...; default: this member alone
         self.proc: subprocess.Popen | None = None
 
     @property
     def endpoint(self) -> str:
         return f"http://{self.client_host}:{self.client_port}"
 
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
     def start(self, wait_seconds: float = 20.0) -> EtcdServer:
+        self.launch()
+        self.wait_healthy(wait_seconds)
+        return self
+
+    def launch(self) -> None:
+        """Start the process without waiting: a cluster's members are healthy only once a quorum runs."""
         if not Path(self.binary).exists():
             raise RuntimeError("etcd is not installed (Debian package etcd-server)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         listen = ",".join(f"http://{h}:{self.client_port}"
                           for h in (self.client_host, *self.extra_client_hosts))
-        peer = f"http://127.0.0.1:{self.peer_port}"
+        peer = self.peer_url
         args = [self.binary, "--name", self.name, "--data-dir", str(self.data_dir / "etcd"),
                 "--listen-client-urls", listen, "--advertise-client-urls", self.endpoint,
                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                "--initial-cluster", f"{self.name}={peer}",
+                "--initial-cluster", self.initial_cluster or f"{self.name}={peer}",
                 # larger transactions let the scheduler commit a group's placements in fewer round trips
                 "--max-txn-ops", "1024", "--quota-backend-bytes", str(4 << 30),
                 "--snapshot-count", "100000", "--log-level", "warn"]
@@ -66,6 +78,8 @@ class EtcdServer:
                                      stdin=subprocess.DEVNULL, start_new_session=True,
                                      preexec_fn=_die_with_parent if self.tie_to_parent else None)
         log.close()
+
+    def wait_healthy(self, wait_seconds: float = 20.0) -> None:
         deadline = time.monotonic() + wait_seconds
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -75,12 +89,19 @@ class EtcdServer:
                 with urllib.request.urlopen(f"http://{self.client_host}:{self.client_port}/health",
                                             timeout=0.5) as r:
                     if b'"true"' in r.read():
-                        return self
+                        return
             except OSError:
                 pass
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"etcd did not become healthy within {wait_seconds}s")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: the data dir stays, so start() brings the same member back."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -93,6 +114,47 @@ class EtcdServer:
         self.proc = None
 
     def __enter__(self) -> EtcdServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class EtcdCluster:
+    """Members of one etcd cluster (static --initial-cluster), each an EtcdServer with its own data
+    dir on client ports `ports` (peer port = client port + 1). For fault tests: kill and start
+    members one by one or all together; a restarted member rejoins from its data dir."""
+
+    def __init__(self, base_dir: Path, ports: tuple[int, ...] = (23900, 23902, 23904),
+                 tie_to_parent: bool = False):
+        self.members = [EtcdServer(Path(base_dir) / f"m{i}", client_port=port, name=f"m{i}",
+                                   tie_to_parent=tie_to_parent) for i, port in enumerate(ports)]
+        initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        for m in self.members:
+            m.initial_cluster = initial
+
+    @property
+    def endpoints(self) -> str:
+        """The comma list that packyard's --etcd takes."""
+        return ",".join(m.endpoint for m in self.members)
+
+    def start(self, wait_seconds: float = 30.0) -> EtcdCluster:
+        for m in self.members:
+            if m.proc is None:
+                m.launch()
+        for m in self.members:
+            m.wait_healthy(wait_seconds)
+        return self
+
+    def kill(self) -> None:
+        for m in self.members:
+            m.kill()
+
+    def stop(self) -> None:
+        for m in self.members:
+            m.stop()
+
+    def __enter__(self) -> EtcdCluster:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -1,0 +1,112 @@
+"""The etcd client over a real 3-member cluster: failover to the next member, a watch that
+resumes on another member without losing events, a bounded wait while no member answers, and
+compaction reported to the watcher."""
+import asyncio
+
+import pytest
+
+from packyard.etcd import Etcd, EtcdUnavailable, WatchCompacted, parse_endpoints
+from scheduler.embedded_etcd import EtcdCluster
+from tests.conftest import eventually
+
+PORTS = (23900, 23902, 23904)
+
+
+@pytest.mark.parametrize("url,expected", [
+    ("127.0.0.1:2379", [("127.0.0.1", 2379)]),
+    ("http://a:1, http://b:2,c:3", [("a", 1), ("b", 2), ("c", 3)]),
+], ids=["one", "three"])
+def test_parse_endpoints(url, expected):
+    assert parse_endpoints(url) == expected
+
+
+@pytest.mark.parametrize("url", ["", "http://a", "a:1,b"], ids=["empty", "no-port", "second-no-port"])
+def test_parse_endpoints_rejects(url):
+    with pytest.raises(ValueError):
+        parse_endpoints(url)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    with EtcdCluster(tmp_path, PORTS, tie_to_parent=True) as c:
+        yield c
+
+
+async def collect(client: Etcd, prefix: str, revision: int) -> tuple[asyncio.Task, list]:
+    seen = []
+
+    async def handler(batch):
+        seen.extend(batch)
+    return await client.watch_prefix(prefix, revision, handler), seen
+
+
+async def test_member_killed_calls_and_watch_move_on(cluster):
+    client = Etcd(cluster.endpoints)
+    writer = Etcd(cluster.members[2].endpoint)   # talks to a member that stays up
+    await client.connect()
+    await writer.connect()
+    try:
+        revision = await client.put("/t/a", b"1")
+        task, seen = await collect(client, "/t/", revision + 1)
+        await writer.put("/t/b", b"2")
+        await eventually(lambda: len(seen) == 1, what="the first event")
+        assert client.current_endpoint == "127.0.0.1:23900"
+        cluster.members[0].kill()
+        # written while the watch's member is gone: must arrive once the watch resumed elsewhere
+        for i in range(5):
+            await writer.put(f"/t/during{i}", b"x")
+        assert await client.get("/t/a") == b"1"
+        assert client.current_endpoint != "127.0.0.1:23900"
+        await eventually(lambda: len(seen) == 6, timeout=20, what="events written during the failover")
+        assert [e.key for e in seen] == ["/t/b"] + [f"/t/during{i}" for i in range(5)]
+        await client.put("/t/after", b"y")
+        await eventually(lambda: seen[-1].key == "/t/after", what="an event after the failover")
+        assert len({e.revision for e in seen}) == len(seen)   # none repeated
+        task.cancel()
+    finally:
+        await writer.close()
+        await client.close()
+
+
+async def test_no_member_fails_within_budget_then_recovers(cluster):
+    client = Etcd(cluster.endpoints, retry_for=1.0)
+    await client.connect()
+    try:
+        await client.put("/t/k", b"before")
+        cluster.kill()
+        with pytest.raises(EtcdUnavailable):
+            await client.get("/t/k")
+        cluster.start()
+        assert await client.get("/t/k") == b"before"   # same client, no reconnect by the caller
+        await client.put("/t/k", b"after")
+    finally:
+        await client.close()
+
+
+async def test_watch_told_of_compaction(etcd):
+    first = await etcd.put("/packyard/c/k", b"0")
+    for i in range(3):
+        last = await etcd.put("/packyard/c/k", str(i + 1).encode())
+    await etcd.client.compact(last)
+    relisted = []
+
+    async def relist(compact_revision):
+        revision, kvs = await etcd.get_prefix("/packyard/c/")
+        relisted.append((compact_revision, [kv.value for kv in kvs]))
+        return revision + 1
+
+    seen = []
+
+    async def handler(batch):
+        seen.extend(batch)
+    task = await etcd.watch_prefix("/packyard/c/", first, handler, on_compacted=relist)
+    await eventually(lambda: relisted, what="the re-list")
+    assert relisted == [(last, [b"3"])]
+    await etcd.put("/packyard/c/k", b"4")
+    await eventually(lambda: seen, what="an event after the re-list")
+    assert [e.value for e in seen] == [b"4"]
+    task.cancel()
+
+    untold = await etcd.watch_prefix("/packyard/c/", first, handler)
+    with pytest.raises(WatchCompacted):
+        await asyncio.wait_for(untold, 10)
