@@ -1,0 +1,306 @@
+"""Scale benchmark (issue 7): one job of N instances on H simulated hosts, end to end.
+
+    python bench/scale.py --hosts 1000 --instances 20000 [--profile-scheduler DIR]
+    python bench/scale.py --table          # 1k/2k/5k hosts x 20k/50k/100k instances
+
+Starts its own etcd (client port 23840), a `packyard-agent --simulate H` process and a scheduler
+process, then measures, each as read from etcd (persisted, not what a process believes):
+- submit → Submit returned (job and instances written), → every instance placed (node committed),
+  → every instance `running` (reported by its agent): instances/s end to end;
+- the raw etcd write rate in the same run (128-op transactions of small keys), so the end-to-end
+  rate reads as a fraction of what etcd itself allows here;
+- peak RSS (VmHWM) and CPU seconds of the scheduler, the simulated agent and etcd over the run: on a
+  2-core machine the process that used the CPU is where the time went;
+- then the latency of one small job (count 1) submitted while the cluster holds the N instances:
+  p50 / p99 over --probes submissions.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import pstats
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from packyard import keys, records  # noqa: E402
+from packyard.etcd import Etcd  # noqa: E402
+from packyard.records import InstanceRecord, StateRecord  # noqa: E402
+from packyard.spec import load_yaml  # noqa: E402
+from packyard.v1 import scheduler_pb2, scheduler_pb2_grpc  # noqa: E402
+from scheduler.embedded_etcd import EtcdServer  # noqa: E402
+
+CPU_PER_INSTANCE = 0.25
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def job_yaml(name: str, count: int) -> str:
+    return (f"name: {name}\ngroups:\n  - name: g\n    count: {count}\n    kind: container\n"
+            f"    resources: {{cpu: {CPU_PER_INSTANCE}, memory: 64Mi}}\n")
+
+
+def host_capacity(hosts: int, instances: int) -> str:
+    """Room for 1.25x the instances plus the probes, so placement must spread and search, not
+    drop everything on the first host."""
+    slots = math.ceil(1.25 * instances / hosts) + 2
+    return f"cpu={slots * CPU_PER_INSTANCE:g},memory={slots * 128}Mi"
+
+
+def proc_status(pid: int) -> dict[str, float]:
+    """Peak RSS (MiB) and CPU seconds (user + system) of a live process."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                out["peak_rss_mib"] = int(line.split()[1]) / 1024
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    out["cpu_s"] = (int(fields[11]) + int(fields[12])) / TICKS
+    return out
+
+
+class Progress:
+    """Follows instance records and states in etcd: when each instance was placed and running."""
+
+    def __init__(self):
+        self.placed: dict[str, float] = {}
+        self.running: dict[str, float] = {}
+        self.changed = asyncio.Event()
+
+    async def on_instances(self, events) -> None:
+        now = time.monotonic()
+        for ev in events:
+            if ev.kind == "put":
+                rec = records.loads(InstanceRecord, ev.value)
+                if rec.node and rec.id not in self.placed:
+                    self.placed[rec.id] = now
+        self.changed.set()
+
+    async def on_states(self, events) -> None:
+        now = time.monotonic()
+        for ev in events:
+            if ev.kind == "put" and keys.last(ev.key) not in self.running:
+                if records.loads(StateRecord, ev.value).state == "running":
+                    self.running[keys.last(ev.key)] = now
+        self.changed.set()
+
+    async def wait_running(self, ids: list[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not all(i in self.running for i in ids):
+            self.changed.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                missing = sum(i not in self.running for i in ids)
+                raise TimeoutError(f"{missing} of {len(ids)} instances not running after {timeout:g}s")
+            try:
+                await asyncio.wait_for(self.changed.wait(), min(left, 1.0))
+            except TimeoutError:
+                pass
+
+
+async def etcd_write_rate(etcd: Etcd, n: int) -> float:
+    """Keys/s of put_many (128 per transaction) of n state-sized values: the ceiling for a run
+    that must persist every instance at least twice (placement, state)."""
+    value = b"x" * 150
+    items = [(f"/bench/{i:07d}", value) for i in range(n)]
+    t0 = time.monotonic()
+    await etcd.put_many(items)
+    rate = n / (time.monotonic() - t0)
+    await etcd.delete_prefix("/bench/")
+    return rate
+
+
+def spawn(args: list[str], log: Path) -> subprocess.Popen:
+    with log.open("w") as out:
+        return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+
+
+def end(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def wait_file(path: Path, proc: subprocess.Popen, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start (see its log in {path.parent})")
+        await asyncio.sleep(0.05)
+
+
+async def wait_nodes(stub, hosts: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = await stub.Nodes(scheduler_pb2.NodesRequest(), timeout=30)
+        if sum(n.state == "ready" for n in reply.nodes) >= hosts:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the scheduler sees {len(reply.nodes)} of {hosts} nodes")
+        await asyncio.sleep(0.2)
+
+
+async def big_job(stub, progress: Progress, n: int, timeout: float) -> dict[str, float]:
+    spec = load_yaml(job_yaml("big", n)).to_json()
+    t0 = time.monotonic()
+    reply = await stub.Submit(scheduler_pb2.SubmitRequest(spec_json=spec), timeout=timeout)
+    submitted = time.monotonic() - t0
+    ids = list(reply.instance_ids)
+    await progress.wait_running(ids, timeout)
+    placed = max(progress.placed[i] for i in ids) - t0
+    running = max(progress.running[i] for i in ids) - t0
+    return {"submit_s": submitted, "placed_s": placed, "running_s": running, "per_s": n / running}
+
+
+async def probes(stub, progress: Progress, count: int) -> list[float]:
+    """Submit → running of a one-instance job, one at a time, next to the big job."""
+    out = []
+    for k in range(count):
+        spec = load_yaml(job_yaml(f"probe-{k:02d}", 1)).to_json()
+        t0 = time.monotonic()
+        reply = await stub.Submit(scheduler_pb2.SubmitRequest(spec_json=spec), timeout=60)
+        ids = list(reply.instance_ids)
+        await progress.wait_running(ids, 60)
+        out.append(progress.running[ids[0]] - t0)
+    return out
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+async def run_case(args, hosts: int, n: int, work: Path) -> dict:
+    server = EtcdServer(work / "etcd", client_port=args.etcd_port, tie_to_parent=True).start()
+    procs: dict[str, subprocess.Popen] = {}
+    etcd = Etcd(server.endpoint)
+    try:
+        await etcd.connect()
+        result = {"hosts": hosts, "instances": n,
+                  "etcd_keys_per_s": await etcd_write_rate(etcd, min(n, 20000))}
+        procs["agent"] = spawn(["-m", "agent.main", "--etcd", server.endpoint, "--simulate", str(hosts),
+                                "--node", "sim", "--listen", args.agent_listen,
+                                "--capacity", host_capacity(hosts, n + args.probes),
+                                "--ready-file", str(work / "agent.ready"), "--log-level", "warning"],
+                               work / "agent.log")
+        prof = ["-m", "cProfile", "-o", str(args.profile_scheduler / "scheduler.prof")] \
+            if args.profile_scheduler else []
+        procs["scheduler"] = spawn([*prof, "-m", "scheduler.main", "--etcd", server.endpoint,
+                                    "--listen", args.scheduler_listen, "--ready-file",
+                                    str(work / "scheduler.ready"), "--log-level", "warning"],
+                                   work / "scheduler.log")
+        await wait_file(work / "agent.ready", procs["agent"], "the simulated agent")
+        await wait_file(work / "scheduler.ready", procs["scheduler"], "the scheduler")
+        watched = {**procs, "etcd": server.proc}
+        result.update(await measure(args, etcd, hosts, n, watched))
+        for name, proc in watched.items():
+            for k, v in proc_status(proc.pid).items():
+                result[f"{name}_{k}"] = v
+        return result
+    finally:
+        for proc in procs.values():
+            end(proc)
+        await etcd.close()
+        server.stop()
+
+
+async def measure(args, etcd: Etcd, hosts: int, n: int, procs) -> dict:
+    progress = Progress()
+    revision, _ = await etcd.get_prefix(keys.JOBS)
+    watches = [await etcd.watch_prefix(keys.INSTANCES, revision + 1, progress.on_instances),
+               await etcd.watch_prefix(keys.STATE, revision + 1, progress.on_states)]
+    async with grpc.aio.insecure_channel(args.scheduler_listen, options=[
+            ("grpc.max_receive_message_length", 256 << 20)]) as channel:
+        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+        await wait_nodes(stub, hosts)
+        cpu0 = {name: proc_status(p.pid)["cpu_s"] for name, p in procs.items()}
+        out = await big_job(stub, progress, n, args.timeout)
+        for name, p in procs.items():
+            out[f"{name}_cpu_big_s"] = proc_status(p.pid)["cpu_s"] - cpu0[name]
+        lat = await probes(stub, progress, args.probes)
+        out["probe_p50_ms"] = statistics.median(lat) * 1000
+        out["probe_p99_ms"] = percentile(lat, 99) * 1000
+    for w in watches:
+        w.cancel()
+    return out
+
+
+def report(r: dict) -> str:
+    return "\n".join([
+        f"{r['hosts']} hosts x {r['instances']} instances",
+        f"  submit returned {r['submit_s']:.2f} s, all placed {r['placed_s']:.2f} s, "
+        f"all running {r['running_s']:.2f} s: {r['per_s']:,.0f} instances/s end to end",
+        f"  etcd raw put_many in this run: {r['etcd_keys_per_s']:,.0f} keys/s "
+        f"(end to end writes >= 2 keys per instance: {2 * r['per_s'] / r['etcd_keys_per_s']:.0%} of it)",
+        f"  CPU during the big job: scheduler {r['scheduler_cpu_big_s']:.1f} s, "
+        f"simulated agent {r['agent_cpu_big_s']:.1f} s, etcd {r['etcd_cpu_big_s']:.1f} s",
+        f"  peak RSS: scheduler {r['scheduler_peak_rss_mib']:.0f} MiB, agent {r['agent_peak_rss_mib']:.0f} MiB, "
+        f"etcd {r['etcd_peak_rss_mib']:.0f} MiB; CPU whole run: scheduler {r['scheduler_cpu_s']:.1f} s, "
+        f"agent {r['agent_cpu_s']:.1f} s, etcd {r['etcd_cpu_s']:.1f} s",
+        f"  one-instance job next to them: p50 {r['probe_p50_ms']:.0f} ms, p99 {r['probe_p99_ms']:.0f} ms"])
+
+
+def table_row(r: dict) -> str:
+    return (f"| {r['hosts']:,} | {r['instances']:,} | {r['submit_s']:.1f} | {r['placed_s']:.1f} | "
+            f"{r['running_s']:.1f} | {r['per_s']:,.0f} | {r['etcd_keys_per_s']:,.0f} | "
+            f"{r['scheduler_peak_rss_mib']:.0f} | {r['probe_p50_ms']:.0f} / {r['probe_p99_ms']:.0f} |")
+
+
+TABLE_HEAD = ("| hosts | instances | submit s | placed s | running s | inst/s | etcd keys/s | "
+              "sched RSS MiB | probe p50/p99 ms |\n|---|---|---|---|---|---|---|---|---|")
+
+
+def print_profile(path: Path, top: int = 30) -> None:
+    stats = pstats.Stats(str(path))
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
+
+
+async def main_async(args) -> None:
+    cases = [(h, n) for h in (1000, 2000, 5000) for n in (20000, 50000, 100000)] if args.table \
+        else [(args.hosts, args.instances)]
+    if args.table:
+        print(TABLE_HEAD, flush=True)
+    for hosts, n in cases:
+        with tempfile.TemporaryDirectory(prefix="packyard-scale-") as tmp:
+            r = await run_case(args, hosts, n, Path(tmp))
+        print(table_row(r) if args.table else report(r), flush=True)
+    if args.profile_scheduler:
+        print_profile(args.profile_scheduler / "scheduler.prof")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--hosts", type=int, default=1000)
+    p.add_argument("--instances", type=int, default=20000)
+    p.add_argument("--table", action="store_true", help="1k/2k/5k hosts x 20k/50k/100k instances")
+    p.add_argument("--probes", type=int, default=20, help="one-instance jobs for the latency figure")
+    p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument("--etcd-port", type=int, default=23840)
+    p.add_argument("--scheduler-listen", default="127.0.0.1:17830")
+    p.add_argument("--agent-listen", default="127.0.0.1:17831")
+    p.add_argument("--profile-scheduler", type=Path, default=None,
+                   help="DIR: run the scheduler under cProfile, print where its time went")
+    args = p.parse_args()
+    if args.profile_scheduler:
+        args.profile_scheduler.mkdir(parents=True, exist_ok=True)
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
