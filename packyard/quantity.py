@@ -5,20 +5,44 @@ float rounding (a host "full" at 3.9999999 cores would strand a 1-core instance)
 """
 from __future__ import annotations
 
+import math
 import re
 
 # Names of jobs, groups and nodes: DNS labels. Here rather than in spec.py so that the agent can
 # check its node name without importing pydantic (several MiB of resident memory).
-DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# \Z, not $: `$` also matches before a trailing newline, and "web\n" must not pass as a name.
+DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 
 _BINARY = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
 _DECIMAL = {"K": 10**3, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
-_BYTES_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|k|M|G|T|B)?\s*$")
-_CPU_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m)?\s*$")
+_BYTES_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|k|M|G|T|B)?\s*\Z")
+_CPU_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m)?\s*\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+SHOWN_CHARS = 40     # of a bad value quoted back in an error: a 1 MiB string must not flood the message
 
 
 class QuantityError(ValueError):
     """A quantity that cannot be parsed; the message says what was expected."""
+
+
+def shown(value: object) -> str:
+    """`value` as quoted back in an error message: shortened when long."""
+    text = str(value) if not isinstance(value, int) or abs(value) < 10**30 else "a huge number"
+    text = text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "..."
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)     # one line: "\n" stays visible
+
+
+def _finite(number: object) -> float:
+    # float() of a 400-digit integer overflows, and inf/nan survive arithmetic until int() fails
+    try:
+        f = float(number)                         # type: ignore[arg-type]
+    except OverflowError:
+        raise QuantityError("is far too large") from None
+    if math.isnan(f):
+        raise QuantityError("must be a number, not NaN")
+    if math.isinf(f):
+        raise QuantityError("is far too large" if f > 0 else "must not be negative")
+    return f
 
 
 def parse_cpu_milli(value: object) -> int:
@@ -26,17 +50,19 @@ def parse_cpu_milli(value: object) -> int:
     if isinstance(value, bool):
         raise QuantityError("expected cores as a number (0.25) or milli-cores as a string ('250m')")
     if isinstance(value, (int, float)):
-        milli = float(value) * 1000
+        milli = _finite(value) * 1000
     elif isinstance(value, str):
         match = _CPU_RE.match(value)
         if not match:
-            raise QuantityError(f"'{value}' is not a cpu quantity (use 0.25 or '250m')")
-        number = float(match.group(1))
+            raise QuantityError(f"'{shown(value)}' is not a cpu quantity (use 0.25 or '250m')")
+        number = _finite(match.group(1))
         milli = number if match.group(2) else number * 1000
     else:
         raise QuantityError("expected cores as a number (0.25) or milli-cores as a string ('250m')")
-    if milli != milli or milli < 0:
+    if milli < 0:
         raise QuantityError("must not be negative")
+    if math.isinf(milli):
+        raise QuantityError("is far too large")
     if milli and milli < 1:
         raise QuantityError("must be at least 1m (0.001 cores)")
     return int(round(milli))
@@ -47,21 +73,23 @@ def parse_bytes(value: object) -> int:
     if isinstance(value, bool):
         raise QuantityError("expected bytes as an integer or a string such as '64Mi'")
     if isinstance(value, int):
-        number, unit = float(value), "B"
-    elif isinstance(value, float) and value.is_integer():
+        if value < 0:
+            raise QuantityError("must not be negative")
+        return value                              # exact, however large: the caller caps it
+    if isinstance(value, float) and value.is_integer():
         number, unit = value, "B"
     elif isinstance(value, str):
         match = _BYTES_RE.match(value)
         if not match:
             raise QuantityError(
-                f"'{value}' is not a size (use a unit: Ki, Mi, Gi, Ti, K, M, G, T, e.g. '64Mi')")
-        number, unit = float(match.group(1)), match.group(2) or "B"
+                f"'{shown(value)}' is not a size (use a unit: Ki, Mi, Gi, Ti, K, M, G, T, e.g. '64Mi')")
+        number, unit = _finite(match.group(1)), match.group(2) or "B"
     else:
         raise QuantityError("expected bytes as an integer or a string such as '64Mi'")
     if number < 0:
         raise QuantityError("must not be negative")
     scale = _BINARY.get(unit) or _DECIMAL.get(unit) or 1
-    return int(round(number * scale))
+    return int(round(_finite(number * scale)))
 
 
 def format_bytes(n: int | float) -> str:

@@ -17,21 +17,41 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictBool,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
-from packyard.quantity import DNS_LABEL, QuantityError, parse_bytes, parse_cpu_milli
+from packyard.quantity import DNS_LABEL, QuantityError, parse_bytes, parse_cpu_milli, shown
 
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 # Limits that catch typos ("64Gi" meant "64Mi" x 1000 instances) before they become pending forever.
 MAX_CPU_MILLI = 1024 * 1000
 MAX_MEMORY = 16 << 40
 MAX_DISK = 1 << 50
 MAX_GPU_MILLI = 64 * 1000
 MAX_COUNT = 1_000_000
+# Limits on the document itself: a spec is one etcd value (etcd refuses requests over 1.5 MiB) and
+# must stay cheap to parse and validate however it was written (deep nesting, YAML alias bombs).
+MAX_SPEC_BYTES = 1 << 20
+MAX_DEPTH = 32            # nesting of the parsed document; a real spec needs about 6
+MAX_VALUES = 100_000      # values in the parsed document, YAML aliases counted each time they are used
+MAX_GROUPS = 100
+MAX_RULES = 64            # constraints, spread and affinity entries, each, per group
+MAX_ARGS = 4096           # command arguments
+MAX_ENV = 4096            # environment variables
+MAX_STRING = 64 << 10     # one argument, env value, attribute or value: a certificate fits
+MAX_ATTRIBUTE = 253       # a label key or host property name
+MAX_PATH = 4096           # PATH_MAX
+MAX_CMDLINE = 2048        # the kernel's COMMAND_LINE_SIZE on x86
+MAX_ERRORS = 20           # problems listed; the rest are counted
 OPTIONAL_WHEN_EMPTY = ("spread", "affinity")   # group fields added later: not in to_json when empty
+# container fields that reach outside the container: refused unless the operator allowed them
+# (scheduler and agent --allow-privileged); left out of the JSON when false, like the above
+HOST_ACCESS = ("privileged", "host_network")
 
 
 class SpecError(ValueError):
@@ -59,7 +79,7 @@ def _bytes(limit: int):
         except QuantityError as e:
             raise ValueError(str(e)) from None
         if n > limit:
-            raise ValueError(f"{value} is more than any host has (max {limit >> 30}Gi)")
+            raise ValueError(f"{shown(value)} is more than any host has (max {limit >> 30}Gi)")
         return n
     return parse
 
@@ -70,8 +90,8 @@ def _gpu(value: Any) -> int:
         raise ValueError("expected a number of GPUs (1, 2, or 0.5 for a share of one)")
     try:
         milli = round(float(value) * 1000)
-    except ValueError:
-        raise ValueError(f"'{value}' is not a number of GPUs") from None
+    except (ValueError, OverflowError):     # 'x', NaN, inf, a 400-digit integer
+        raise ValueError(f"'{shown(value)}' is not a number of GPUs (0 to {MAX_GPU_MILLI // 1000})") from None
     if milli < 0:
         raise ValueError("must not be negative")
     if milli > 1000 and milli % 1000:
@@ -98,6 +118,40 @@ def _dns_label(v: str) -> str:
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
 
 
+def _text(v: str) -> str:
+    if "\x00" in v:
+        raise ValueError("must not contain NUL characters")
+    return v
+
+
+def _one_line(v: str) -> str:
+    if CONTROL_CHARS.search(v):
+        raise ValueError("must not contain control characters")
+    return v
+
+
+def _host_path(what: str):
+    """A file or directory on the host: absolute and plain, so that what the agent resolves is what
+    was written (the agent still checks the resolved path is in a directory the operator allowed)."""
+    def check(v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"must be an absolute path on the host ({what})")
+        if CONTROL_CHARS.search(v):
+            raise ValueError("must not contain NUL or control characters")
+        if ".." in v.split("/"):
+            raise ValueError("must not contain '..'")
+        return v
+    return check
+
+
+Text = Annotated[str, Field(max_length=MAX_STRING), AfterValidator(_text)]
+Attribute = Annotated[str, Field(min_length=1, max_length=MAX_ATTRIBUTE), AfterValidator(_one_line)]
+Value = Annotated[str, Field(max_length=MAX_STRING), AfterValidator(_one_line)]
+ImagePath = Annotated[str, Field(max_length=MAX_PATH),
+                      AfterValidator(_host_path("a rootfs directory or a .tar"))]
+BootPath = Annotated[str, Field(max_length=MAX_PATH), AfterValidator(_host_path("a file the agent can read"))]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -118,47 +172,49 @@ class Resources(Strict):
 
 
 class ContainerSpec(Strict):
-    image: str | None = None
-    command: list[str] = Field(default_factory=lambda: ["/bin/sleep", "infinity"], min_length=1)
-    env: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("image")
-    @classmethod
-    def _absolute(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith("/"):
-            raise ValueError("must be an absolute path on the host (a rootfs directory or a .tar)")
-        return v
+    image: ImagePath | None = None
+    command: list[Text] = Field(default_factory=lambda: ["/bin/sleep", "infinity"], min_length=1,
+                                max_length=MAX_ARGS)
+    env: dict[str, Text] = Field(default_factory=dict, max_length=MAX_ENV)
+    privileged: StrictBool = False     # every capability, no masked /proc paths, all devices
+    host_network: StrictBool = False   # the host's network namespace instead of its own
 
     @field_validator("env")
     @classmethod
     def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
         for name in v:
             if not ENV_NAME.match(name):
-                raise ValueError(f"'{name}' is not a valid environment variable name")
+                raise ValueError(f"'{shown(name)}' is not a valid environment variable name")
         return v
+
+    @model_serializer(mode="wrap")
+    def _omit_host_access(self, handler) -> dict[str, Any]:
+        # specs (and the group hashes derived from them) stored before these fields existed
+        # must serialise the same, or every running container would be replaced
+        data = handler(self)
+        for key in HOST_ACCESS:
+            if not data.get(key):
+                data.pop(key, None)
+        return data
 
 
 class VMSpec(Strict):
-    kernel: str | None = None
-    initrd: str | None = None
-    cmdline: str = "console=ttyS0"
-    disk: str | None = None
+    kernel: BootPath | None = None
+    initrd: BootPath | None = None
+    cmdline: Annotated[str, Field(max_length=MAX_CMDLINE), AfterValidator(_one_line)] = "console=ttyS0"
+    disk: BootPath | None = None
 
     @model_validator(mode="after")
     def _boot_source(self) -> VMSpec:
         if bool(self.kernel) == bool(self.disk):
             raise ValueError("give either kernel (with optional initrd, cmdline) or disk")
-        for field in ("kernel", "initrd", "disk"):
-            path = getattr(self, field)
-            if path is not None and not path.startswith("/"):
-                raise ValueError(f"{field} must be an absolute path on the host")
         return self
 
 
 class Constraint(Strict):
-    attribute: str = Field(min_length=1)
+    attribute: Attribute
     operator: Literal["=", "!=", "in", "not_in", "exists"] = "="
-    value: str | list[str] | None = None
+    value: Value | Annotated[list[Value], Field(max_length=MAX_RULES * 16)] | None = None
 
     @model_validator(mode="after")
     def _value_shape(self) -> Constraint:
@@ -190,7 +246,7 @@ class Spread(Strict):
     """Spread the group's instances evenly over the values of a host property (`label.zone`):
     a scorer favouring the value that holds the fewest of the group's instances, running ones
     included. `weight` (1..100) trades it against the packing score (weight 100)."""
-    attribute: str = Field(min_length=1)
+    attribute: Attribute
     weight: int = Field(default=50, ge=1, le=100)
 
 
@@ -201,9 +257,9 @@ class Group(Strict):
     resources: Resources
     container: ContainerSpec | None = None
     vm: VMSpec | None = None
-    constraints: list[Constraint] = Field(default_factory=list)
-    spread: list[Spread] = Field(default_factory=list)
-    affinity: list[Affinity] = Field(default_factory=list)
+    constraints: list[Constraint] = Field(default_factory=list, max_length=MAX_RULES)
+    spread: list[Spread] = Field(default_factory=list, max_length=MAX_RULES)
+    affinity: list[Affinity] = Field(default_factory=list, max_length=MAX_RULES)
 
     @field_validator("spread")
     @classmethod
@@ -236,7 +292,7 @@ class Group(Strict):
 class JobSpec(Strict):
     name: DnsLabel
     priority: int = Field(default=50, ge=0, le=100)
-    groups: list[Group] = Field(min_length=1)
+    groups: list[Group] = Field(min_length=1, max_length=MAX_GROUPS)
 
 
     @field_validator("groups")
@@ -262,6 +318,12 @@ class JobSpec(Strict):
     def group(self, name: str) -> Group:
         return next(g for g in self.groups if g.name == name)
 
+    def host_access(self) -> list[str]:
+        """The fields asking for more than an ordinary container (privileged mode, the host's
+        network), by path: what --allow-privileged must permit."""
+        return [f"groups[{i}].container.{key}" for i, g in enumerate(self.groups)
+                if g.container is not None for key in HOST_ACCESS if getattr(g.container, key)]
+
 
 def _path(loc: tuple[Any, ...]) -> str:
     out = ""
@@ -271,7 +333,9 @@ def _path(loc: tuple[Any, ...]) -> str:
         elif isinstance(part, str) and part.startswith(("function-", "constrained-")):
             continue  # pydantic's internal validator step names: not a field
         else:
-            out += f".{part}" if out else str(part)
+            # an unknown key is quoted back: keep it short and on one line
+            part = shown(part)
+            out += f".{part}" if out else part
     return out or "(top level)"
 
 
@@ -288,37 +352,103 @@ def _reason(err: dict[str, Any]) -> str:
     return msg[0].lower() + msg[1:] if msg else kind
 
 
+def _check_shape(data: Any) -> None:
+    """Refuse documents too deep or too big to validate cheaply, before pydantic walks them.
+    Aliased YAML nodes are counted every time they are used: that is what a bomb multiplies."""
+    budget = MAX_VALUES
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise SpecError([f"(top level): more than {MAX_VALUES} values (YAML aliases included)"])
+        if depth > MAX_DEPTH:
+            raise SpecError([f"(top level): nested more than {MAX_DEPTH} levels deep"])
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
 def validate(data: Any) -> JobSpec:
     """A parsed document -> JobSpec, or SpecError listing every problem as `path: reason`."""
     if not isinstance(data, dict):
         raise SpecError(["(top level): a job spec must be a mapping with name and groups"])
+    _check_shape(data)
     try:
         return JobSpec.model_validate(data)
     except ValidationError as e:
-        errors = []
+        errors: list[str] = []
         for err in e.errors():
             # a union (str | list) reports one error per member; the first says enough
-            loc = tuple(p for p in err["loc"] if p not in ("str", "list[str]"))
+            loc = tuple(p for p in err["loc"] if not _is_union_member(p))
             line = f"{_path(loc)}: {_reason(err)}"
             if line not in errors:
                 errors.append(line)
+        if len(errors) > MAX_ERRORS:
+            errors[MAX_ERRORS:] = [f"(top level): and {len(errors) - MAX_ERRORS} more problems"]
         raise SpecError(errors) from None
 
 
-def load_yaml(text: str) -> JobSpec:
+def _is_union_member(part: Any) -> bool:
+    return isinstance(part, str) and (part in ("str", "list[str]") or part.startswith("list[")
+                                      or part.startswith(("function-after[", "constrained-str")))
+
+
+def _text_of(document: str | bytes, kind: str) -> str:
+    """The document as text, refused when too big to be one job (checked before any parsing)."""
+    if len(document) > MAX_SPEC_BYTES:
+        raise SpecError([f"({kind}) document: larger than {MAX_SPEC_BYTES >> 20} MiB"])
+    if isinstance(document, bytes):
+        try:
+            return document.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise SpecError([f"({kind}) byte {e.start + 1}: not UTF-8 text (is this a job spec?)"]) from None
+    return document
+
+
+def load_yaml(text: str | bytes) -> JobSpec:
+    text = _text_of(text, "yaml")
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise SpecError([f"(yaml) {where}{problem}"]) from None
+        raise SpecError([f"(yaml) {_yaml_problem(e)}"]) from None
+    except RecursionError:
+        raise SpecError([f"(yaml) document: nested more than {MAX_DEPTH} levels deep"]) from None
+    except ValueError as e:      # an integer of more than 4300 digits
+        raise SpecError([f"(yaml) document: {_one_line_of(e)}"]) from None
     return validate(data)
 
 
-def load_json(text: str) -> JobSpec:
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """One line: where and what (a ReaderError, for a control character, has no mark but a position)."""
+    mark = getattr(e, "problem_mark", None)
+    if mark is not None:
+        where = f"line {mark.line + 1}, column {mark.column + 1}: "
+    elif isinstance(getattr(e, "position", None), int):
+        where = f"character {e.position + 1}: "
+    else:
+        where = "document: "
+    problem = getattr(e, "problem", None) or getattr(e, "reason", None) or str(e)
+    return where + _one_line_of(problem)
+
+
+def _one_line_of(e: Exception, limit: int = 160) -> str:
+    return " ".join(str(e).split())[:limit]
+
+
+def load_json(text: str | bytes) -> JobSpec:
+    text = _text_of(text, "json")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise SpecError([f"(json) {e}"]) from None
+        raise SpecError([f"(json) line {e.lineno}, column {e.colno}: {e.msg}"]) from None
+    except RecursionError:
+        raise SpecError([f"(json) document: nested more than {MAX_DEPTH} levels deep"]) from None
+    except ValueError as e:      # an integer of more than 4300 digits
+        raise SpecError([f"(json) document: {_one_line_of(e)}"]) from None
     return validate(data)
+
+
+# libyaml's loader when PyYAML has it: a 1 MiB spec parses in milliseconds instead of seconds
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

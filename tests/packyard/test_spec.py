@@ -85,7 +85,7 @@ def test_top_level_errors_name_the_field(patch, path, words):
     ("image: /srv/images/busybox", "image: srv/busybox", "groups[0].container.image", "absolute"),
     ("KEY: value", "1KEY: value", "groups[0].container.env", "environment variable"),
     ('operator: "="', 'operator: "~"', "groups[0].constraints[0].operator", "="),
-    ("env: {KEY: value}", "env: {KEY: value}\n      privileged: true", "groups[0].container.privileged",
+    ("env: {KEY: value}", "env: {KEY: value}\n      privilege: true", "groups[0].container.privilege",
      "unknown field"),
 ], ids=["negative-memory", "absurd-memory", "negative-cpu", "absurd-cpu", "negative-count",
         "absurd-count", "bad-kind", "relative-image", "bad-env-name", "bad-operator", "unknown-nested"])
