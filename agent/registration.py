@@ -1,12 +1,16 @@
 """The agent's node record in etcd, bound to a lease the agent keeps alive. If the agent dies the
-lease expires and the record disappears: that is how the scheduler learns a node is down."""
+lease expires and the record disappears: that is how the scheduler learns a node is down.
+
+While etcd is away the lease is kept, not given up: a cluster that comes back restores its leases
+(and restarts their TTLs), so the node record is still there. Only a lease etcd says has expired is
+replaced, by a new one with the node record put under it again."""
 from __future__ import annotations
 
 import asyncio
 import logging
 
 from packyard import keys, records
-from packyard.etcd import Etcd
+from packyard.etcd import Etcd, Outage
 from packyard.records import NodeRecord
 
 log = logging.getLogger(__name__)
@@ -19,10 +23,13 @@ class Registration:
         self.ttl = ttl
         self.lease_id: int | None = None
         self._task: asyncio.Task | None = None
+        self._outage = Outage(log, f"keeping node {record.name} registered")
 
     async def register(self) -> None:
-        self.lease_id = await self.etcd.grant_lease(self.ttl)
-        await self.etcd.put(keys.node(self.record.name), records.dumps(self.record), lease=self.lease_id)
+        lease_id = await self.etcd.grant_lease(self.ttl)
+        await self.etcd.put(keys.node(self.record.name), records.dumps(self.record), lease=lease_id)
+        # only now: if the put failed, the old (expired) lease makes the next round register again
+        self.lease_id = lease_id
 
     async def start(self) -> None:
         await self.register()
@@ -33,12 +40,16 @@ class Registration:
         while True:
             await asyncio.sleep(self.ttl / 3)
             try:
-                if self.lease_id is None or await self.etcd.refresh_lease(self.lease_id) <= 0:
-                    log.warning("lease of node %s expired; registering again", self.record.name)
-                    await self.register()
-            except Exception as e:
-                log.warning("keeping node %s registered failed: %s", self.record.name, e)
-                self.lease_id = None
+                await self.keep()
+            except Exception as e:   # etcd away: keep the lease id, try again next round
+                self._outage.failed(e)
+            else:
+                self._outage.ok()
+
+    async def keep(self) -> None:
+        if self.lease_id is None or await self.etcd.refresh_lease(self.lease_id) <= 0:
+            log.warning("lease of node %s expired; registering again", self.record.name)
+            await self.register()
 
     async def close(self, deregister: bool = False) -> None:
         """Stop keeping the lease alive. The lease is left to expire unless deregister is set, so

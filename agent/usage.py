@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from agent.manager import InstanceManager
 from packyard import keys, records
-from packyard.etcd import Etcd
+from packyard.etcd import Etcd, Outage
 from packyard.records import InstanceUsage, UsageRecord
 
 log = logging.getLogger(__name__)
@@ -99,11 +99,14 @@ class UsageCollector:
 
     async def run(self, lease) -> None:
         """`lease` returns the registration's current lease id (it changes if re-registered)."""
+        outage = Outage(log, f"publishing the usage of node {self.node}")
         while True:
             try:
                 await self.publish(lease())
-            except Exception as e:
-                log.warning("publishing usage failed: %s", e)
+            except Exception as e:   # etcd away, or a lease just replaced: the next sample goes
+                outage.failed(e)
+            else:
+                outage.ok()
             await asyncio.sleep(self.interval)
 
     # --- Prometheus: a collector over the latest sample ----------------------------------------

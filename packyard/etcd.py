@@ -53,6 +53,26 @@ class WatchCompacted(EtcdError):
         super().__init__(f"watch on {prefix}: revisions before {compact_revision} were compacted")
 
 
+class Outage:
+    """For a loop that retries through etcd outages: one line when it starts failing and one when
+    it works again, not one per try."""
+
+    def __init__(self, logger: logging.Logger, what: str):
+        self.log = logger
+        self.what = what
+        self.since: float | None = None
+
+    def failed(self, error: BaseException) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            self.log.warning("%s failed (%s); retrying until etcd answers", self.what, _short(error))
+
+    def ok(self) -> None:
+        if self.since is not None:
+            self.log.warning("%s works again after %.1f s", self.what, time.monotonic() - self.since)
+            self.since = None
+
+
 @dataclass(frozen=True)
 class KV:
     key: str
