@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from packyard import keys, records
-from packyard.etcd import MAX_TXN_OPS, Etcd, Event
+from packyard.etcd import MAX_TXN_OPS, Etcd, EtcdUnavailable, Event
 from packyard.records import STARTING, TERMINAL, InstanceRecord, ResourceAmounts
 from packyard.spec import JobSpec, load_json
 from packyard.v1 import agent_pb2, common_pb2
@@ -116,8 +116,12 @@ class Controller:
         if not self.learner.changed_kinds or now - self._profiles_saved < self.config.persist_profiles_every:
             return
         kinds, self.learner.changed_kinds = self.learner.changed_kinds, set()
-        await self.etcd.put_many([(keys.profile(k), records.dumps(self.learner.record(k)))
-                                  for k in sorted(kinds) if k])
+        try:
+            await self.etcd.put_many([(keys.profile(k), records.dumps(self.learner.record(k)))
+                                      for k in sorted(kinds) if k])
+        except Exception:
+            self.learner.changed_kinds |= kinds   # etcd away: saved on a later evaluation
+            raise
         self._profiles_saved = now
 
     def engine_config(self) -> placement.EngineConfig:
@@ -143,8 +147,11 @@ class Controller:
             try:
                 async with self.lock:
                     await self.evaluate()
-            except Exception:
-                log.exception("evaluation failed; retrying on the next tick")
+            except Exception as e:
+                if isinstance(e, EtcdUnavailable):   # a line, not a traceback, per try while etcd is away
+                    log.warning("evaluation failed: %s; retrying on the next tick", e)
+                else:
+                    log.exception("evaluation failed; retrying on the next tick")
                 self._dirty.add("*")
                 await asyncio.sleep(self.config.tick)
 

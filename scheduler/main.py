@@ -19,6 +19,7 @@ from scheduler.http import serve_http
 from scheduler.profiles import LearnerConfig
 from scheduler.reconciler import Config as ReconcileConfig
 from scheduler.service import SchedulerService
+from scheduler.unavailable import EtcdUnavailableToStatus
 
 log = logging.getLogger("packyard.scheduler")
 
@@ -38,7 +39,7 @@ async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout
         reconcile=ReconcileConfig(confirm_timeout=confirm_timeout),
         learner=LearnerConfig(min_samples=profile_min_samples)))
     await controller.start()
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=[EtcdUnavailableToStatus()])
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(controller), server)
     server.add_insecure_port(listen)
     await server.start()
