@@ -136,6 +136,7 @@ class FleetService(agent_pb2_grpc.AgentServicer):
 
     def __init__(self, services: dict[str, AgentService]):
         self.services = services
+        self.start_calls = self.specs_received = 0   # specs received again = the scheduler re-sent
 
     async def _service(self, node: str, context) -> AgentService:
         svc = self.services.get(node)
@@ -145,6 +146,8 @@ class FleetService(agent_pb2_grpc.AgentServicer):
         return svc
 
     async def Start(self, request, context):
+        self.start_calls += 1
+        self.specs_received += len(request.instances)
         return await (await self._service(request.node, context)).Start(request, context)
 
     async def Stop(self, request, context):
@@ -224,7 +227,10 @@ async def serve(opts: dict, count: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("simulated nodes stopping (%d instances 'running')", fleet.running())
+    svc = fleet.service
+    log.info("simulated nodes stopping: %d instances running; received %d Start calls, %d instance specs; "
+             "wrote %d keys in %d transactions", fleet.running(), svc.start_calls, svc.specs_received,
+             fleet.writer.keys_written, fleet.writer.transactions)
     await server.stop(grace=1)
     await fleet.close()
     await etcd.close()

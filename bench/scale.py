@@ -162,9 +162,10 @@ async def big_job(stub, progress: Progress, n: int, timeout: float) -> dict[str,
     submitted = time.monotonic() - t0
     ids = list(reply.instance_ids)
     await progress.wait_running(ids, timeout)
-    placed = max(progress.placed[i] for i in ids) - t0
-    running = max(progress.running[i] for i in ids) - t0
-    return {"submit_s": submitted, "placed_s": placed, "running_s": running, "per_s": n / running}
+    placed = sorted(progress.placed[i] - t0 for i in ids)
+    running = sorted(progress.running[i] - t0 for i in ids)
+    return {"submit_s": submitted, "placed_s": placed[-1], "running_s": running[-1], "per_s": n / running[-1],
+            "placed_half_s": placed[n // 2], "running_half_s": running[n // 2]}
 
 
 async def probes(stub, progress: Progress, count: int) -> list[float]:
@@ -196,7 +197,7 @@ async def run_case(args, hosts: int, n: int, work: Path) -> dict:
         procs["agent"] = spawn(["-m", "agent.main", "--etcd", server.endpoint, "--simulate", str(hosts),
                                 "--node", "sim", "--listen", args.agent_listen,
                                 "--capacity", host_capacity(hosts, n + args.probes),
-                                "--ready-file", str(work / "agent.ready"), "--log-level", "warning"],
+                                "--ready-file", str(work / "agent.ready")],
                                work / "agent.log")
         prof = ["-m", "cProfile", "-o", str(args.profile_scheduler / "scheduler.prof")] \
             if args.profile_scheduler else []
@@ -211,12 +212,15 @@ async def run_case(args, hosts: int, n: int, work: Path) -> dict:
         for name, proc in watched.items():
             for k, v in proc_status(proc.pid).items():
                 result[f"{name}_{k}"] = v
-        return result
     finally:
         for proc in procs.values():
             end(proc)
+        agent_log = work / "agent.log"
+        said = [ln for ln in agent_log.read_text().splitlines() if "stopping:" in ln] if agent_log.exists() else []
         await etcd.close()
         server.stop()
+    result["agent_says"] = said[-1].split("stopping: ", 1)[1] if said else "?"
+    return result
 
 
 async def measure(args, etcd: Etcd, hosts: int, n: int, procs) -> dict:
@@ -235,6 +239,7 @@ async def measure(args, etcd: Etcd, hosts: int, n: int, procs) -> dict:
         lat = await probes(stub, progress, args.probes)
         out["probe_p50_ms"] = statistics.median(lat) * 1000
         out["probe_p99_ms"] = percentile(lat, 99) * 1000
+        out["probes_ms"] = [round(x * 1000) for x in lat]
     for w in watches:
         w.cancel()
     return out
@@ -245,6 +250,8 @@ def report(r: dict) -> str:
         f"{r['hosts']} hosts x {r['instances']} instances",
         f"  submit returned {r['submit_s']:.2f} s, all placed {r['placed_s']:.2f} s, "
         f"all running {r['running_s']:.2f} s: {r['per_s']:,.0f} instances/s end to end",
+        f"  half placed {r['placed_half_s']:.2f} s, half running {r['running_half_s']:.2f} s",
+        f"  simulated agent: {r.get('agent_says', '?')}",
         f"  etcd raw put_many in this run: {r['etcd_keys_per_s']:,.0f} keys/s "
         f"(end to end writes >= 2 keys per instance: {2 * r['per_s'] / r['etcd_keys_per_s']:.0%} of it)",
         f"  CPU during the big job: scheduler {r['scheduler_cpu_big_s']:.1f} s, "
@@ -252,7 +259,8 @@ def report(r: dict) -> str:
         f"  peak RSS: scheduler {r['scheduler_peak_rss_mib']:.0f} MiB, agent {r['agent_peak_rss_mib']:.0f} MiB, "
         f"etcd {r['etcd_peak_rss_mib']:.0f} MiB; CPU whole run: scheduler {r['scheduler_cpu_s']:.1f} s, "
         f"agent {r['agent_cpu_s']:.1f} s, etcd {r['etcd_cpu_s']:.1f} s",
-        f"  one-instance job next to them: p50 {r['probe_p50_ms']:.0f} ms, p99 {r['probe_p99_ms']:.0f} ms"])
+        f"  one-instance job next to them: p50 {r['probe_p50_ms']:.0f} ms, p99 {r['probe_p99_ms']:.0f} ms",
+        f"    each, in order (ms): {r['probes_ms']}"])
 
 
 def table_row(r: dict) -> str:
