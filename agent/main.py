@@ -18,6 +18,7 @@ from agent.registration import Registration
 from agent.reporter import Reporter
 from agent.server import AgentService
 from agent.usage import UsageCollector
+from packyard import tls
 from packyard.etcd import Etcd
 from packyard.records import NodeRecord
 from packyard.v1 import agent_pb2_grpc
@@ -86,9 +87,9 @@ async def serve(opts: dict) -> None:
     if adopted or dead:
         log.info("reattached to %d instances; %d ended while the agent was down", len(adopted), len(dead))
 
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=tls.server_interceptors(opts["tls_identity"]))
     agent_pb2_grpc.add_AgentServicer_to_server(AgentService(node, manager), server)
-    port = server.add_insecure_port(opts["listen"])
+    port = tls.secure_server_port(server, opts["listen"], opts["tls_identity"])
     await server.start()
     host = opts["listen"].rpartition(":")[0]
     address = opts["advertise"] or f"{host}:{port}"
@@ -139,6 +140,7 @@ async def serve(opts: dict) -> None:
               help="Seconds between usage measurements (etcd summary, Prometheus).")
 @click.option("--simulate", type=click.IntRange(0, 99999), default=0, metavar="N",
               help="Simulate N hosts NODE-00000.. with instant fake instances (tests, benchmarks).")
+@tls.click_option("agent")
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None, hidden=True)
 @click.option("--log-level", default="info", show_default=True)
 def main(**opts):

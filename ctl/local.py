@@ -47,10 +47,12 @@ class LocalCluster:
                  lease_ttl: int = 10, confirm_timeout: float = 15.0, log_level: str = "info",
                  shared_netns: bool = False, usage_interval: float = 2.0,
                  prometheus_port: int | None = None, scrape_interval: str = "5s",
-                 scheduler_args: tuple[str, ...] = ()):
+                 scheduler_args: tuple[str, ...] = (), tls: bool = False):
         """shared_netns: every agent in this (the caller's) network namespace on 127.0.0.1 ports,
-        as several agents on one real host would be; else each host gets its own namespace."""
+        as several agents on one real host would be; else each host gets its own namespace.
+        tls: mutual TLS on every gRPC port, with certificates made by `ctl certs init` at up()."""
         self.workdir = Path(workdir)
+        self.tls = tls
         self.prefix = prefix
         self.net = ipaddress.ip_network(net)
         self.bridge = f"{prefix}br0"[:15]
@@ -95,6 +97,13 @@ class LocalCluster:
     @property
     def prometheus_url(self) -> str:
         return f"http://127.0.0.1:{self.prometheus_port}"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.workdir / "tls"
+
+    def tls_args(self) -> list[str]:
+        return ["--tls", str(self.tls_dir)] if self.tls else []
 
     @property
     def etcd_endpoint(self) -> str:
@@ -154,7 +163,7 @@ class LocalCluster:
              "--state-dir", str(self.workdir / "scheduler"),
              "--embedded-etcd-listen", f"{self.gateway}:{self.etcd_port}",
              "--confirm-timeout", str(self.confirm_timeout), "--ready-file", str(ready),
-             "--metrics", self.scheduler_metrics, *self.scheduler_args,
+             "--metrics", self.scheduler_metrics, *self.scheduler_args, *self.tls_args(),
              "--log-level", self.log_level],
             self.workdir / "logs" / "scheduler.log")
         self._wait_file(ready, self.scheduler, "scheduler", wait)
@@ -173,6 +182,7 @@ class LocalCluster:
              "--subnet", h.subnet, "--drivers", self.drivers, "--lease-ttl", str(self.lease_ttl),
              "--ready-file", str(ready), "--log-level", self.log_level,
              "--usage-interval", str(self.usage_interval), "--metrics", self.agent_metrics(h),
+             *self.tls_args(),
              *(["--capacity", h.capacity] if h.capacity else []),
              *(["--labels", labels] if labels else [])],
             self.workdir / "logs" / f"{h.name}.log", netns=h.netns or None)
@@ -233,6 +243,8 @@ class LocalCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.create_network()
         try:
+            if self.tls:   # a new CA per run, made the way a user would
+                self.ctl("certs", "init", str(self.tls_dir), "--force", check=True)
             self.start_scheduler()
             # side by side: each agent's first start may probe KVM for ~10 s
             for h in self.hosts:
@@ -288,7 +300,7 @@ class LocalCluster:
 
     def ctl(self, *args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "ctl.main", "--scheduler", self.scheduler_address,
-                               *args], capture_output=True, text=True, timeout=timeout, check=check)
+                               *self.tls_args(), *args], capture_output=True, text=True, timeout=timeout, check=check)
 
 
 def cleanup_agent_leftovers(nodes: list[str], state_dirs: list[Path]) -> None:

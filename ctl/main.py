@@ -13,6 +13,7 @@ import grpc
 
 from ctl import render
 from ctl.client import Client, SchedulerUnreachable
+from packyard import tls
 from packyard.records import TERMINAL
 from packyard.spec import SpecError, load_yaml
 from packyard.v1 import common_pb2, scheduler_pb2
@@ -62,10 +63,19 @@ class Ctl(click.Group):
 @click.option("--scheduler", envvar="PACKYARD_SCHEDULER", default="127.0.0.1:7070", show_default=True,
               help="HOST:PORT[,HOST:PORT...] of the scheduler replicas (env PACKYARD_SCHEDULER).")
 @click.option("--timeout", "rpc_timeout", type=float, default=10.0, show_default=True, hidden=True)
+@click.option("--tls", "tls_dir", envvar="PACKYARD_TLS", type=click.Path(path_type=Path), default=None,
+              metavar="DIR", help="Mutual TLS with ctl's certificate in DIR (`ctl certs init`; env PACKYARD_TLS).")
 @click.pass_context
-def cli(ctx, scheduler, rpc_timeout):
+def cli(ctx, scheduler, rpc_timeout, tls_dir):
     """Submit and watch jobs on a packyard cluster."""
-    ctx.obj = Client(scheduler, timeout=rpc_timeout)
+    identity = None
+    # certs and local make their own certificates: a DIR that does not exist yet is fine for them
+    if tls_dir is not None and ctx.invoked_subcommand not in ("certs", "local"):
+        try:
+            identity = tls.load(tls_dir, "ctl")
+        except tls.TLSError as e:
+            fail(f"--tls: {e}", 2)
+    ctx.obj = Client(scheduler, timeout=rpc_timeout, identity=identity)
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -229,6 +239,26 @@ def profiles(client: Client, output: str):
 
 
 @cli.group()
+def certs():
+    """Certificates for mutual TLS between ctl, the scheduler and the agents."""
+
+
+@certs.command("init")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--days", type=int, default=365, show_default=True, help="How long the certificates are valid.")
+@click.option("--force", is_flag=True, help="Replace an existing CA (every host then needs the new files).")
+def certs_init(directory: Path, days: int, force: bool):
+    """Write a cluster CA and certificates for the scheduler, the agents and ctl into DIRECTORY."""
+    try:
+        written = tls.init(directory, days=days, force=force)
+    except tls.TLSError as e:
+        fail(str(e), 2)
+    click.echo("\n".join(str(p) for p in written))
+    click.echo(f"start packyard-scheduler, packyard-agent and ctl with --tls {directory} (or PACKYARD_TLS); "
+               "each reads only ca.crt and its own <role>.crt/.key; keep ca.key off the hosts", err=True)
+
+
+@cli.group()
 def local():
     """A local multi-host cluster on this machine (each host a network namespace)."""
 
@@ -244,8 +274,9 @@ def local():
 @click.option("--once", is_flag=True, help="Tear the cluster down after submitting instead of waiting for Ctrl-C.")
 @click.option("--prometheus-port", type=int, default=9090, show_default=True,
               help="Start Prometheus on 127.0.0.1:PORT scraping everything (0: don't).")
+@click.option("--tls", "use_tls", is_flag=True, help="Mutual TLS on every gRPC port (certificates in WORKDIR/tls).")
 def local_up(hosts: int, workdir: Path, capacity: str, drivers: str, jobs: tuple[Path, ...], once: bool,
-             prometheus_port: int):
+             prometheus_port: int, use_tls: bool):
     """Start etcd, the scheduler and HOSTS agents; submit JOBS; run until Ctrl-C."""
     import signal as _signal
 
@@ -254,7 +285,7 @@ def local_up(hosts: int, workdir: Path, capacity: str, drivers: str, jobs: tuple
         fail("ctl local up needs root (network namespaces, cgroups)", 2)
     cluster = LocalCluster(workdir, hosts=hosts, capacity=capacity, drivers=drivers,
                            labels=[{"zone": "a" if i % 2 else "b"} for i in range(1, hosts + 1)],
-                           prometheus_port=prometheus_port or None)
+                           prometheus_port=prometheus_port or None, tls=use_tls)
     click.echo(f"starting scheduler + {hosts} agents (logs in {workdir}/logs) ...", err=True)
     try:
         cluster.up()
@@ -264,6 +295,8 @@ def local_up(hosts: int, workdir: Path, capacity: str, drivers: str, jobs: tuple
     code = 0
     try:
         click.echo(f"scheduler: {cluster.scheduler_address}   etcd: {cluster.etcd_endpoint}", err=True)
+        if use_tls:
+            click.echo(f"mutual TLS: export PACKYARD_TLS={cluster.tls_dir}", err=True)
         if cluster.prometheus:
             click.echo(f"prometheus: {cluster.prometheus_url}  (Grafana dashboards: deploy/grafana/)", err=True)
         click.echo(cluster.ctl("nodes").stdout)

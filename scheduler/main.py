@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import grpc
 
+from packyard import tls
 from packyard.etcd import Etcd
 from packyard.v1 import scheduler_pb2_grpc
 from scheduler.agents import AgentClients
@@ -32,16 +33,17 @@ def host_port(value: str, flag: str) -> tuple[str, int]:
 
 
 async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout: float,
-                ready_file: Path | None = None, profile_min_samples: int = 3) -> None:
+                ready_file: Path | None = None, profile_min_samples: int = 3,
+                tls_identity: tls.Identity | None = None) -> None:
     etcd = Etcd(etcd_url)
     await etcd.connect()
-    controller = Controller(etcd, AgentClients(), ControllerConfig(
+    controller = Controller(etcd, AgentClients(identity=tls_identity), ControllerConfig(
         reconcile=ReconcileConfig(confirm_timeout=confirm_timeout),
         learner=LearnerConfig(min_samples=profile_min_samples)))
     await controller.start()
-    server = grpc.aio.server(interceptors=[EtcdUnavailableToStatus()])
+    server = grpc.aio.server(interceptors=[*tls.server_interceptors(tls_identity), EtcdUnavailableToStatus()])
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(controller), server)
-    server.add_insecure_port(listen)
+    tls.secure_server_port(server, listen, tls_identity)
     await server.start()
     http = None
     if metrics:
@@ -78,10 +80,11 @@ async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout
               help="Seconds an agent may take to confirm an instance before it is placed again.")
 @click.option("--profile-min-samples", type=click.IntRange(1), default=3, show_default=True,
               help="Instances of a size class measured before its learned overhead is used.")
+@tls.click_option("scheduler")
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None, hidden=True)
 @click.option("--log-level", default="info", show_default=True)
 def main(etcd_url, listen, metrics, state_dir, embedded_etcd_listen, confirm_timeout,
-         profile_min_samples, ready_file, log_level):
+         profile_min_samples, tls_identity, ready_file, log_level):
     """Run the packyard scheduler."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     host_port(listen, "--listen")
@@ -92,7 +95,8 @@ def main(etcd_url, listen, metrics, state_dir, embedded_etcd_listen, confirm_tim
         etcd_url = embedded.endpoint
         log.info("embedded etcd at %s (data in %s)", etcd_url, state_dir)
     try:
-        asyncio.run(serve(etcd_url, listen, metrics, confirm_timeout, ready_file, profile_min_samples))
+        asyncio.run(serve(etcd_url, listen, metrics, confirm_timeout, ready_file, profile_min_samples,
+                          tls_identity=tls_identity))
     finally:
         if embedded:
             embedded.stop()

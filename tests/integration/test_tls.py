@@ -1,0 +1,122 @@
+"""Mutual TLS on every gRPC port of a real cluster (scheduler with embedded etcd, one agent in its own
+network namespace), certificates made by `ctl certs init`: accepted with the cluster's certificates;
+refused in plaintext; refused with a certificate of another CA; on the agent's port too."""
+import json
+import os
+import subprocess
+import sys
+
+import grpc
+import pytest
+
+from ctl.local import LocalCluster
+from packyard import tls
+from packyard.v1 import agent_pb2, agent_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
+
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
+JOB = ("name: secret\ngroups:\n  - name: main\n    count: 1\n    resources: {cpu: 100m, memory: 32Mi}\n"
+       "    container: {command: [/bin/sleep, '3600']}\n")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = LocalCluster(tmp_path_factory.mktemp("tls-cluster"), hosts=1, prefix="pt", net="10.213.176.0/24",
+                     etcd_port=23810, scheduler_port=17810, drivers="fake", tls=True, lease_ttl=30)
+    c.up()
+    yield c
+    c.down()
+
+
+@pytest.fixture(scope="module")
+def foreign(tmp_path_factory):
+    """Another cluster's certificates: the same role names under another CA."""
+    d = tmp_path_factory.mktemp("foreign-ca")
+    tls.init(d, force=True)
+    return d
+
+
+@pytest.fixture(scope="module")
+def running(cluster, tmp_path_factory):
+    """The job, submitted by ctl with the cluster's certificates, running on the one agent."""
+    job = tmp_path_factory.mktemp("job") / "secret.yaml"
+    job.write_text(JOB)
+    submitted = cluster.ctl("submit", str(job), "--wait", "--timeout", "60", "-o", "json", check=True)
+    return json.loads(submitted.stdout)["instances"]
+
+
+def plain_ctl(cluster, *args):
+    """ctl as someone without the certificates would run it: no --tls, no PACKYARD_TLS."""
+    env = {k: v for k, v in os.environ.items() if k != "PACKYARD_TLS"}
+    return subprocess.run([sys.executable, "-m", "ctl.main", "--scheduler", cluster.scheduler_address, *args],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def impostor(cluster, foreign, role) -> tls.Identity:
+    """Trusts our CA (so it would accept our server) but presents another CA's certificate of ROLE:
+    only the server's check of client certificates stands in its way."""
+    theirs = tls.load(foreign, role)
+    return tls.Identity(role=role, ca=(cluster.tls_dir / "ca.crt").read_bytes(), cert=theirs.cert, key=theirs.key)
+
+
+def call(address, identity, server_role, rpc):
+    with tls.dial(address, identity, server_role) as channel:
+        if server_role == "agent":
+            return getattr(agent_pb2_grpc.AgentStub(channel), rpc)(agent_pb2.InventoryRequest(), timeout=10)
+        return getattr(scheduler_pb2_grpc.SchedulerStub(channel), rpc)(scheduler_pb2.ListRequest(), timeout=10)
+
+
+def refused(address, identity, server_role, rpc) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as e:
+        call(address, identity, server_role, rpc)
+    return e.value
+
+
+# --- the scheduler's port ---------------------------------------------------------------------------
+def test_ctl_with_the_clusters_certificates_submits_and_the_job_runs(running):
+    assert [i["state"] for i in running] == ["running"]
+    assert running[0]["node"] == "pt-host1"
+
+
+def test_ctl_in_plaintext_is_refused_with_a_clear_error(cluster, running):
+    r = plain_ctl(cluster, "list")
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: cannot reach the scheduler") and "Traceback" not in r.stderr
+    assert "secret" not in r.stdout
+
+
+def test_ctl_with_another_clusters_certificates_is_refused(cluster, foreign, running):
+    r = plain_ctl(cluster, "--tls", str(foreign), "list")
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: cannot reach the scheduler") and "Traceback" not in r.stderr
+
+
+def test_the_scheduler_refuses_a_client_certificate_of_another_ca(cluster, foreign):
+    assert refused(cluster.scheduler_address, impostor(cluster, foreign, "ctl"), "scheduler", "List").code() \
+        == grpc.StatusCode.UNAVAILABLE
+    # the same client with our own certificate is served: the certificate alone made the difference
+    ours = tls.load(cluster.tls_dir, "ctl")
+    assert isinstance(call(cluster.scheduler_address, ours, "scheduler", "List"), scheduler_pb2.ListResponse)
+
+
+# --- the agent's port ------------------------------------------------------------------------------
+def test_the_agent_answers_the_schedulers_certificate(cluster, running):
+    reply = call(cluster.hosts[0].endpoint, tls.load(cluster.tls_dir, "scheduler"), "agent", "Inventory")
+    assert reply.node == "pt-host1"
+    assert [e.id for e in reply.instances] == [running[0]["id"]]
+
+
+def test_the_agent_refuses_plaintext(cluster):
+    assert refused(cluster.hosts[0].endpoint, None, "agent", "Inventory").code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_agent_refuses_a_certificate_of_another_ca(cluster, foreign):
+    error = refused(cluster.hosts[0].endpoint, impostor(cluster, foreign, "scheduler"), "agent", "Inventory")
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_agent_refuses_ctls_certificate(cluster):
+    """ctl's certificate is the cluster's, but only the scheduler may talk to agents."""
+    error = refused(cluster.hosts[0].endpoint, tls.load(cluster.tls_dir, "ctl"), "agent", "Inventory")
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "does not accept calls from packyard-ctl" in error.details()
