@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import math
 import os
 import pstats
+import shutil
 import signal
 import statistics
 import subprocess
@@ -233,10 +235,14 @@ async def measure(args, etcd: Etcd, hosts: int, n: int, procs) -> dict:
         stub = scheduler_pb2_grpc.SchedulerStub(channel)
         await wait_nodes(stub, hosts)
         cpu0 = {name: proc_status(p.pid)["cpu_s"] for name, p in procs.items()}
+        sampler = Sampler(args.py_spy, procs["scheduler"].pid, f"big-{hosts}x{n}")
         out = await big_job(stub, progress, n, args.timeout)
+        sampler.stop()
         for name, p in procs.items():
             out[f"{name}_cpu_big_s"] = proc_status(p.pid)["cpu_s"] - cpu0[name]
+        sampler = Sampler(args.py_spy, procs["scheduler"].pid, f"probes-{hosts}x{n}")
         lat = await probes(stub, progress, args.probes)
+        sampler.stop()
         out["probe_p50_ms"] = statistics.median(lat) * 1000
         out["probe_p99_ms"] = percentile(lat, 99) * 1000
         out["probes_ms"] = [round(x * 1000) for x in lat]
@@ -273,6 +279,42 @@ TABLE_HEAD = ("| hosts | instances | submit s | placed s | running s | inst/s | 
               "sched RSS MiB | probe p50/p99 ms |\n|---|---|---|---|---|---|---|---|---|")
 
 
+class Sampler:
+    """py-spy recording one phase of the scheduler (collapsed stacks), if py-spy is installed."""
+
+    def __init__(self, out_dir: Path | None, pid: int, phase: str):
+        self.path = out_dir / f"{phase}.txt" if out_dir else None
+        self.proc = None
+        if self.path and shutil.which("py-spy"):
+            self.proc = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--rate", "200",
+                                          "--format", "raw", "--nonblocking", "-o", str(self.path)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.send_signal(signal.SIGINT)   # py-spy writes its file on SIGINT
+            self.proc.wait(30)
+
+
+def summarise_stacks(path: Path, top: int = 25) -> str:
+    """Share of samples in each function (inclusive) and at the top of the stack (self), busiest
+    first; frames present in nearly every sample (the event loop, click) are left out."""
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        total += n
+        frames = [f.split(":")[0] + ")" for f in stack.split(";")]   # drop line numbers
+        for frame in set(frames):
+            inclusive[frame] += n
+        own[frames[-1]] += n
+    rows = [f"  {100 * c / total:5.1f}% {100 * own[f] / total:5.1f}%  {f}"
+            for f, c in inclusive.most_common() if c < 0.9 * total][:top]
+    return f"{path.stem}: {total} samples; inclusive, self, function\n" + "\n".join(rows)
+
+
 def print_profile(path: Path, top: int = 30) -> None:
     stats = pstats.Stats(str(path))
     stats.sort_stats("cumulative").print_stats(top)
@@ -290,6 +332,8 @@ async def main_async(args) -> None:
         print(table_row(r) if args.table else report(r), flush=True)
     if args.profile_scheduler:
         print_profile(args.profile_scheduler / "scheduler.prof")
+    for path in sorted(args.py_spy.glob("*.txt")) if args.py_spy else []:
+        print(summarise_stacks(path))
 
 
 def main() -> None:
@@ -304,9 +348,12 @@ def main() -> None:
     p.add_argument("--agent-listen", default="127.0.0.1:17831")
     p.add_argument("--profile-scheduler", type=Path, default=None,
                    help="DIR: run the scheduler under cProfile, print where its time went")
+    p.add_argument("--py-spy", type=Path, default=None,
+                   help="DIR: sample the scheduler with py-spy during the big job and the probes")
     args = p.parse_args()
-    if args.profile_scheduler:
-        args.profile_scheduler.mkdir(parents=True, exist_ok=True)
+    for d in (args.profile_scheduler, args.py_spy):
+        if d:
+            d.mkdir(parents=True, exist_ok=True)
     asyncio.run(main_async(args))
 
 
