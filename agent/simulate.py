@@ -30,7 +30,7 @@ from agent.manager import InstanceManager, Tracked
 from agent.registration import Registration
 from agent.reporter import Reporter
 from agent.server import AgentService
-from packyard import keys, records
+from packyard import keys, records, tls
 from packyard.etcd import KV, MAX_TXN_OPS, Etcd
 from packyard.records import NodeRecord
 from packyard.v1 import agent_pb2, agent_pb2_grpc
@@ -213,9 +213,10 @@ async def serve(opts: dict, count: int) -> None:
     state_dir = Path(tempfile.mkdtemp(prefix="packyard-sim-"))
     fleet = Fleet(etcd, node_names(opts["node"], count), state_dir)
     fleet.writer.start()
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20)])
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20)],
+                             interceptors=tls.server_interceptors(opts["tls_identity"]))
     agent_pb2_grpc.add_AgentServicer_to_server(fleet.service, server)
-    port = server.add_insecure_port(opts["listen"])
+    port = tls.secure_server_port(server, opts["listen"], opts["tls_identity"])
     await server.start()
     address = opts["advertise"] or f"{opts['listen'].rpartition(':')[0]}:{port}"
     await fleet.register(address, vars(opts["capacity"]), opts["labels"], opts["lease_ttl"])
