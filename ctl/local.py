@@ -300,7 +300,8 @@ class LocalCluster:
 
     def ctl(self, *args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "ctl.main", "--scheduler", self.scheduler_address,
-                               *self.tls_args(), *args], capture_output=True, text=True, timeout=timeout, check=check)
+                               *self.tls_args(), *args],
+                              capture_output=True, text=True, timeout=timeout, check=check)
 
 
 def cleanup_agent_leftovers(nodes: list[str], state_dirs: list[Path]) -> None:

@@ -274,7 +274,8 @@ def local():
 @click.option("--once", is_flag=True, help="Tear the cluster down after submitting instead of waiting for Ctrl-C.")
 @click.option("--prometheus-port", type=int, default=9090, show_default=True,
               help="Start Prometheus on 127.0.0.1:PORT scraping everything (0: don't).")
-@click.option("--tls", "use_tls", is_flag=True, help="Mutual TLS on every gRPC port (certificates in WORKDIR/tls).")
+@click.option("--tls", "use_tls", is_flag=True,
+              help="Mutual TLS on every gRPC port (certificates in WORKDIR/tls).")
 def local_up(hosts: int, workdir: Path, capacity: str, drivers: str, jobs: tuple[Path, ...], once: bool,
              prometheus_port: int, use_tls: bool):
     """Start etcd, the scheduler and HOSTS agents; submit JOBS; run until Ctrl-C."""

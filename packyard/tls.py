@@ -25,7 +25,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 # role -> the name in its certificate (CN and DNS SAN) and what it may do in a TLS handshake
 ROLES = {"scheduler": "packyard-scheduler", "agent": "packyard-agent", "ctl": "packyard-ctl"}
 USAGES = {
-    "scheduler": [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],  # serves ctl, dials agents
+    # the scheduler serves ctl and dials agents; agents only serve; ctl only dials
+    "scheduler": [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
     "agent": [ExtendedKeyUsageOID.SERVER_AUTH],
     "ctl": [ExtendedKeyUsageOID.CLIENT_AUTH],
 }
@@ -244,7 +245,8 @@ def click_option(role: str):
             raise click.BadParameter(str(e), ctx=ctx, param=param) from None
     return click.option("--tls", "tls_identity", envvar="PACKYARD_TLS", default=None, metavar="DIR",
                         callback=load_param,
-                        help="Mutual TLS with the certificates in DIR (`ctl certs init DIR`; env PACKYARD_TLS).")
+                        help="Mutual TLS with the certificates in DIR (`ctl certs init DIR`; "
+                             "env PACKYARD_TLS).")
 
 
 def server_interceptors(identity: Identity | None) -> list[grpc.aio.ServerInterceptor]:

@@ -56,14 +56,16 @@ def impostor(cluster, foreign, role) -> tls.Identity:
     """Trusts our CA (so it would accept our server) but presents another CA's certificate of ROLE:
     only the server's check of client certificates stands in its way."""
     theirs = tls.load(foreign, role)
-    return tls.Identity(role=role, ca=(cluster.tls_dir / "ca.crt").read_bytes(), cert=theirs.cert, key=theirs.key)
+    ours = (cluster.tls_dir / "ca.crt").read_bytes()
+    return tls.Identity(role=role, ca=ours, cert=theirs.cert, key=theirs.key)
 
 
 def call(address, identity, server_role, rpc):
     with tls.dial(address, identity, server_role) as channel:
         if server_role == "agent":
             return getattr(agent_pb2_grpc.AgentStub(channel), rpc)(agent_pb2.InventoryRequest(), timeout=10)
-        return getattr(scheduler_pb2_grpc.SchedulerStub(channel), rpc)(scheduler_pb2.ListRequest(), timeout=10)
+        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+        return getattr(stub, rpc)(scheduler_pb2.ListRequest(), timeout=10)
 
 
 def refused(address, identity, server_role, rpc) -> grpc.RpcError:
@@ -107,7 +109,8 @@ def test_the_agent_answers_the_schedulers_certificate(cluster, running):
 
 
 def test_the_agent_refuses_plaintext(cluster):
-    assert refused(cluster.hosts[0].endpoint, None, "agent", "Inventory").code() == grpc.StatusCode.UNAVAILABLE
+    error = refused(cluster.hosts[0].endpoint, None, "agent", "Inventory")
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def test_the_agent_refuses_a_certificate_of_another_ca(cluster, foreign):

@@ -180,7 +180,8 @@ def impostor(certs, foreign) -> tls.Identity:
     """A client that trusts our CA (so it would accept the server) but presents another CA's
     scheduler certificate: only the server's check of client certificates can refuse it."""
     theirs = tls.load(foreign, "scheduler")
-    return tls.Identity(role="scheduler", ca=(certs / "ca.crt").read_bytes(), cert=theirs.cert, key=theirs.key)
+    ours = (certs / "ca.crt").read_bytes()
+    return tls.Identity(role="scheduler", ca=ours, cert=theirs.cert, key=theirs.key)
 
 
 async def test_the_agent_refuses_a_certificate_of_another_ca(certs, foreign, agent_port):
