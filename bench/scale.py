@@ -248,7 +248,22 @@ async def measure(args, etcd: Etcd, hosts: int, n: int, procs) -> dict:
         out["probes_ms"] = [round(x * 1000) for x in lat]
     for w in watches:
         w.cancel()
+    out.update(await extra_running(etcd))
     return out
+
+
+async def extra_running(etcd: Etcd) -> dict[str, int]:
+    """Instances reported running on a node other than the one their record names (or with no
+    record): started twice, e.g. after a confirm timeout placed them again. Should be 0."""
+    _, inst = await etcd.get_prefix(keys.INSTANCES)
+    placed = {keys.last(kv.key): records.loads(InstanceRecord, kv.value).node for kv in inst}
+    _, states = await etcd.get_prefix(keys.STATE)
+    extra = 0
+    for kv in states:
+        node, iid = kv.key[len(keys.STATE):].split("/", 1)
+        if records.loads(StateRecord, kv.value).state == "running" and placed.get(iid) != node:
+            extra += 1
+    return {"extra_running": extra}
 
 
 def report(r: dict) -> str:
@@ -258,6 +273,7 @@ def report(r: dict) -> str:
         f"all running {r['running_s']:.2f} s: {r['per_s']:,.0f} instances/s end to end",
         f"  half placed {r['placed_half_s']:.2f} s, half running {r['running_half_s']:.2f} s",
         f"  simulated agent: {r.get('agent_says', '?')}",
+        f"  running where the scheduler did not place them (started twice): {r['extra_running']}",
         f"  etcd raw put_many in this run: {r['etcd_keys_per_s']:,.0f} keys/s "
         f"(end to end writes >= 2 keys per instance: {2 * r['per_s'] / r['etcd_keys_per_s']:.0%} of it)",
         f"  CPU during the big job: scheduler {r['scheduler_cpu_big_s']:.1f} s, "
@@ -327,8 +343,14 @@ async def main_async(args) -> None:
     if args.table:
         print(TABLE_HEAD, flush=True)
     for hosts, n in cases:
-        with tempfile.TemporaryDirectory(prefix="packyard-scale-") as tmp:
-            r = await run_case(args, hosts, n, Path(tmp))
+        if args.keep:   # logs of the agent and scheduler kept for a look afterwards
+            work = args.keep / f"{hosts}x{n}"
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            r = await run_case(args, hosts, n, work)
+        else:
+            with tempfile.TemporaryDirectory(prefix="packyard-scale-") as tmp:
+                r = await run_case(args, hosts, n, Path(tmp))
         print(table_row(r) if args.table else report(r), flush=True)
     if args.profile_scheduler:
         print_profile(args.profile_scheduler / "scheduler.prof")
@@ -348,6 +370,7 @@ def main() -> None:
     p.add_argument("--agent-listen", default="127.0.0.1:17831")
     p.add_argument("--profile-scheduler", type=Path, default=None,
                    help="DIR: run the scheduler under cProfile, print where its time went")
+    p.add_argument("--keep", type=Path, default=None, help="DIR: keep each run's logs under DIR/HxN")
     p.add_argument("--py-spy", type=Path, default=None,
                    help="DIR: sample the scheduler with py-spy during the big job and the probes")
     args = p.parse_args()

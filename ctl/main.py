@@ -97,7 +97,7 @@ def submit(client: Client, file: Path, wait: bool, timeout: float, output: str):
                    f"{len(reply.instance_ids)} instances)", output)
         return
     status = wait_running(client, reply.name, timeout, quiet=output == "json")
-    emit(render.status_json(status), render.status_table(status), output)
+    emit(render.status_json(status), render.status_text(status), output)
     bad = [i for i in status.instances if i.desired == "run" and i.state in TERMINAL - {"exited"}]
     if bad:
         fail(f"{len(bad)} instance(s) of {reply.name} did not run: {bad[0].id} {bad[0].state}"
@@ -132,7 +132,8 @@ def wait_running(client: Client, name: str, timeout: float, quiet: bool) -> sche
         counts: dict[str, int] = {}
         for i in current:
             counts[i.state] = counts.get(i.state, 0) + 1
-        line = f"{name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        line = f"{name}: {counts.get('running', 0)}/{len(current)} running (" \
+            + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")"
         if line != last and not quiet:
             click.echo(line, err=True)
             last = line
@@ -142,17 +143,20 @@ def wait_running(client: Client, name: str, timeout: float, quiet: bool) -> sche
             pending = [i for i in current if i.state in ("pending", "starting")]
             why = f": {pending[0].id} {pending[0].state} ({pending[0].reason})" if pending else ""
             fail(f"timed out after {timeout:g}s waiting for {name}{why}", 1)
-        time.sleep(0.05 if time.monotonic() - (deadline - timeout) < 2 else 0.25)
+        # a Status of 100,000 instances costs the scheduler a fraction of a second: poll big jobs less
+        time.sleep(max(0.05 if time.monotonic() - (deadline - timeout) < 2 else 0.25, len(current) / 100_000))
 
 
 @cli.command()
 @click.argument("job")
+@click.option("--all", "list_all", is_flag=True,
+              help=f"List every instance (default: a summary when more than {render.SUMMARY_OVER}).")
 @output_option
 @click.pass_obj
-def status(client: Client, job: str, output: str):
+def status(client: Client, job: str, list_all: bool, output: str):
     """Show a job's instances: where they run, their state, and why any are pending."""
     reply = client.call("Status", scheduler_pb2.StatusRequest(name=job))
-    emit(render.status_json(reply), render.status_table(reply), output)
+    emit(render.status_json(reply), render.status_text(reply, list_all), output)
 
 
 @cli.command(name="list")

@@ -61,6 +61,34 @@ def status_table(s: scheduler_pb2.JobStatus) -> str:
     return head + "\n" + table(["ID", "GROUP", "NODE", "STATE", "ADDRESS", "REASON"], rows)
 
 
+SUMMARY_OVER = 50   # instances: beyond this `ctl status` summarises unless --all
+
+
+def status_text(s: scheduler_pb2.JobStatus, list_all: bool = False) -> str:
+    """The instance table, or for a big job (100,000 instances) a summary by group and state."""
+    return status_table(s) if list_all or len(s.instances) <= SUMMARY_OVER else status_summary(s)
+
+
+def status_summary(s: scheduler_pb2.JobStatus) -> str:
+    counts: dict[tuple[str, str], int] = {}
+    by_state: dict[str, int] = {}
+    reasons: dict[tuple[str, str], int] = {}
+    for i in s.instances:
+        counts[(i.group, i.state)] = counts.get((i.group, i.state), 0) + 1
+        by_state[i.state] = by_state.get(i.state, 0) + 1
+        if i.reason and i.state not in ("running", "stopped"):
+            reasons[(i.state, i.reason)] = reasons.get((i.state, i.reason), 0) + 1
+    head = (f"job {s.name} ({s.state}, version {s.version}, priority {s.priority}): "
+            + ", ".join(f"{n} {state}" for state, n in sorted(by_state.items())))
+    rows = [[group, state, str(n)] for (group, state), n in sorted(counts.items())]
+    out = [head, table(["GROUP", "STATE", "INSTANCES"], rows)]
+    if reasons:
+        top = sorted(reasons.items(), key=lambda kv: -kv[1])[:5]
+        out.append(table(["STATE", "INSTANCES", "REASON"], [[st, str(n), why] for (st, why), n in top]))
+    out.append(f"{len(s.instances)} instances; `ctl status {s.name} --all` lists them, -o json gives every field")
+    return "\n".join(out)
+
+
 def nodes_table(nodes: list[scheduler_pb2.Node]) -> str:
     rows = []
     for n in nodes:

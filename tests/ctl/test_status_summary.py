@@ -1,0 +1,48 @@
+"""`ctl status` of a big job: a summary by group and state instead of one line per instance, unless
+--all; `-o json` is the contract and lists every instance whatever the size."""
+from __future__ import annotations
+
+import pytest
+
+from ctl import render
+from packyard.v1 import scheduler_pb2
+
+
+def job(states: dict[tuple[str, str], int], reason: str = "") -> scheduler_pb2.JobStatus:
+    s = scheduler_pb2.JobStatus(name="big", state="running", version=1, priority=50)
+    n = 0
+    for (group, state), count in states.items():
+        for _ in range(count):
+            s.instances.add(id=f"big.{group}.{n}-1", group=group, state=state, desired="run",
+                            node="" if state == "pending" else f"sim-{n % 7:05d}",
+                            reason=reason if state == "pending" else "")
+            n += 1
+    return s
+
+
+BIG = {("web", "running"): 90, ("web", "pending"): 7, ("db", "starting"): 3}
+
+
+def test_a_big_job_is_summarised_per_group_and_state():
+    text = render.status_text(job(BIG, reason="no host fits: 7 not enough cpu"))
+    assert "big.web.0-1" not in text and len(text.splitlines()) < 15
+    rows = {tuple(line.split()) for line in text.splitlines()}
+    assert {("web", "running", "90"), ("web", "pending", "7"), ("db", "starting", "3")} <= rows
+    assert "7 pending" in text and "90 running" in text and "3 starting" in text
+    assert "no host fits: 7 not enough cpu" in text   # why anything is pending, with how many
+    assert "--all" in text
+
+
+def test_all_lists_every_instance():
+    text = render.status_text(job(BIG), list_all=True)
+    assert sum(line.startswith("big.") for line in text.splitlines()) == 100
+
+
+@pytest.mark.parametrize("count", [1, render.SUMMARY_OVER], ids=["one", "at-the-limit"])
+def test_a_small_job_is_listed(count):
+    text = render.status_text(job({("web", "running"): count}))
+    assert sum(line.startswith("big.web.") for line in text.splitlines()) == count
+
+
+def test_json_lists_every_instance_whatever_the_size():
+    assert len(render.status_json(job(BIG))["instances"]) == 100
