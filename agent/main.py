@@ -13,6 +13,7 @@ import grpc
 from prometheus_client import REGISTRY
 
 from agent import fingerprint
+from agent.drivers.paths import DEFAULT_ALLOWED_DIRS, parse_allowed_dirs
 from agent.manager import InstanceManager
 from agent.registration import Registration
 from agent.reporter import Reporter
@@ -43,19 +44,22 @@ def default_subnet(node: str) -> str:
 
 
 def make_drivers(names: list[str], node: str, state_dir: Path, subnet: str, bridge: str | None,
-                 libvirt_uri: str = "qemu:///system"):
-    """Driver instances by kind, and attributes for the kinds that could not be set up."""
+                 libvirt_uri: str = "qemu:///system", allowed_dirs: tuple[Path, ...] | None = None,
+                 allow_privileged: bool = False):
+    """Driver instances by kind, and attributes for the kinds that could not be set up.
+    `allowed_dirs`: where images, kernels and disks may be; `allow_privileged`: see --allow-privileged."""
     drivers, attrs = {}, {}
     for name in names:
         try:
             if name == "container":
                 from agent.drivers.container import ContainerDriver
                 drivers["container"] = ContainerDriver(node=node, state_dir=state_dir,
-                                                       subnet=subnet, bridge=bridge)
+                                                       subnet=subnet, bridge=bridge, allowed_dirs=allowed_dirs,
+                                                       allow_privileged=allow_privileged)
             elif name == "vm":
                 from agent.drivers.vm import VMDriver
                 drivers["vm"] = VMDriver(node=node, state_dir=state_dir, subnet=subnet,
-                                         bridge=bridge, uri=libvirt_uri)
+                                         bridge=bridge, uri=libvirt_uri, allowed_dirs=allowed_dirs)
             elif name.startswith("fake"):
                 from agent.drivers.fake import FakeDriver
                 kind = name.split(":", 1)[1] if ":" in name else "container"
@@ -75,7 +79,7 @@ async def serve(opts: dict) -> None:
     etcd = Etcd(opts["etcd"])
     await etcd.connect()
     drivers, attributes = make_drivers(opts["drivers"], node, state_dir, opts["subnet"], opts["bridge"],
-                                       opts["libvirt_uri"])
+                                       opts["libvirt_uri"], opts["allowed_dirs"], opts["allow_privileged"])
     for driver in drivers.values():
         attributes.update(await driver.fingerprint())
     attributes.update(fingerprint.host_attributes())
@@ -134,6 +138,10 @@ async def serve(opts: dict) -> None:
               help="Comma list: container, vm, fake (or fake:vm) for tests.")
 @click.option("--libvirt-uri", default="qemu:///system", show_default=True,
               help="libvirt connection of the vm driver.")
+@click.option("--allowed-dirs", default=",".join(DEFAULT_ALLOWED_DIRS), show_default=True,
+              help="Comma list of directories job images, kernels and disks may be in (after symlinks).")
+@click.option("--allow-privileged", is_flag=True,
+              help="Run containers asking for privileged mode or the host's network (refused otherwise).")
 @click.option("--lease-ttl", type=int, default=10, show_default=True,
               help="Seconds without a heartbeat before the node is declared down.")
 @click.option("--usage-interval", type=float, default=5.0, show_default=True,
@@ -156,6 +164,10 @@ def main(**opts):
         opts["labels"] = fingerprint.parse_labels(opts["labels"])
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+    try:
+        opts["allowed_dirs"] = parse_allowed_dirs(opts["allowed_dirs"])
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--allowed-dirs") from None
     opts["state_dir"] = opts["state_dir"] or Path("/var/lib/packyard/agent") / opts["node"]
     opts["subnet"] = opts["subnet"] or default_subnet(opts["node"])
     opts["drivers"] = [d.strip() for d in opts["drivers"].split(",") if d.strip()]

@@ -1,24 +1,17 @@
-"""The agent's gRPC API (packyard.v1.Agent), used by the scheduler."""
+"""The agent's gRPC API (packyard.v1.Agent), used by the scheduler. Every request is checked at
+this boundary (agent/boundary.py): malformed ones are answered INVALID_ARGUMENT naming the field."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 import grpc
 
-from agent.drivers.base import InstanceSpec
+from agent import boundary
 from agent.manager import InstanceManager
+from packyard.quantity import shown
 from packyard.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 
 CHUNK = 64 * 1024
-
-
-def to_spec(p: agent_pb2.InstanceSpec) -> InstanceSpec:
-    return InstanceSpec(id=p.id, job=p.job, group=p.group, kind=p.kind,
-                        cpu_milli=p.limit.cpu_milli, memory_bytes=p.limit.memory_bytes,
-                        request_cpu_milli=p.request.cpu_milli,
-                        request_memory_bytes=p.request.memory_bytes,
-                        config=json.loads(p.driver_json or "{}"))
 
 
 class AgentService(agent_pb2_grpc.AgentServicer):
@@ -29,12 +22,19 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     async def _check_node(self, node: str, context) -> None:
         if node and node != self.node:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"this agent is node '{self.node}', not '{node}'")
+                                f"this agent is node '{self.node}', not '{shown(node)}'")
+
+    async def _check_ids(self, ids: list[str], field: str, context) -> None:
+        try:
+            for i, iid in enumerate(ids):
+                boundary.instance_id(iid, f"{field}[{i}]" if field == "ids" else field)
+        except ValueError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
 
     async def Start(self, request, context):
         await self._check_node(request.node, context)
         try:
-            specs = [to_spec(p) for p in request.instances]
+            specs = [boundary.to_spec(p, f"instances[{i}]") for i, p in enumerate(request.instances)]
         except ValueError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad instance spec: {e}")
         results = await self.manager.start(specs)
@@ -43,8 +43,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
 
     async def Stop(self, request, context):
         await self._check_node(request.node, context)
-        grace = request.grace_seconds if request.grace_seconds > 0 else 10.0
-        stopping = await self.manager.stop(list(request.ids), grace)
+        await self._check_ids(list(request.ids), "ids", context)
+        stopping = await self.manager.stop(list(request.ids), boundary.grace_seconds(request.grace_seconds))
         return agent_pb2.AgentStopResponse(stopping=stopping)
 
     async def Inventory(self, request, context):
@@ -53,6 +53,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             for i, t in self.manager.instances.items()])
 
     async def Logs(self, request: common_pb2.LogsRequest, context):
+        await self._check_ids([request.instance_id], "instance_id", context)
         path = self.manager.log_file(request.instance_id)
         if not path.exists():
             if self.manager.is_active(request.instance_id):

@@ -28,6 +28,7 @@ import ctypes
 import os
 import shutil
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +36,12 @@ from agent import cgroups as cg
 from agent.drivers.base import DriverError, ExitResult, Handle, InstanceSpec, Stats
 from agent.drivers.container import rootfs as rootfs_mod
 from agent.drivers.container import runc as runc_mod
+from agent.drivers.paths import allowed_path
 from agent.network import HostNetwork, NetworkError, bridge_name
 
 PR_SET_CHILD_SUBREAPER = 36
 KILL_WAIT_SECONDS = 10.0
+HOST_ACCESS = ("privileged", "host_network")    # the spec's fields; only with allow_privileged
 
 
 def become_subreaper() -> None:
@@ -62,7 +65,13 @@ class ContainerDriver:
     name = "container"
 
     def __init__(self, node: str, state_dir: Path, subnet: str, bridge: str | None = None,
-                 cgroup: cg.Cgroups | None = None, runc: str = "runc"):
+                 cgroup: cg.Cgroups | None = None, runc: str = "runc",
+                 allowed_dirs: Sequence[Path] | None = None, allow_privileged: bool = False):
+        """`allowed_dirs`: where images may be (after symlinks; None: anywhere, for tests; the agent
+        always passes its --allowed-dirs). `allow_privileged`: run containers asking for privileged
+        mode or the host's network (the agent's --allow-privileged); refused otherwise."""
+        self.allowed_dirs = allowed_dirs
+        self.allow_privileged = allow_privileged
         self.node = node
         self.state_dir = Path(state_dir)
         self.instances_dir = self.state_dir / "instances"
@@ -101,6 +110,9 @@ class ContainerDriver:
         return attrs
 
     async def start(self, spec: InstanceSpec) -> Handle:
+        config = spec.config or {}
+        image, host_access = self._image(spec), self._host_access(spec)    # refused before anything is made
+        host_network = "host_network" in host_access
         cgroups = self._cgroups()
         await self._ready()
         cid = runc_mod.container_id(spec.id)
@@ -108,23 +120,29 @@ class ContainerDriver:
         if bundle.exists():
             raise DriverError(f"instance {spec.id} already exists on {self.node}")
         handle = Handle(spec.id, self.name, {
-            "container_id": cid, "bundle": str(bundle), "key": self._key(spec.id),
+            "container_id": cid, "bundle": str(bundle),
+            # no key, no veth, no address with host_network: the host's own network
+            **({} if host_network else {"key": self._key(spec.id)}),
             "cgroup": cg.instance_path(self.node, spec.id), "log": str(self.logs_dir / f"{cid}.log")})
         attach: asyncio.Future | None = None
         try:
             bundle.mkdir(parents=True)
-            # the network (a thread, ~15 ms) is set up while cgroup and rootfs are prepared here
-            attach = asyncio.ensure_future(asyncio.to_thread(self.network.attach, handle.data["key"]))
+            if not host_network:
+                # the network (a thread, ~15 ms) is set up while cgroup and rootfs are prepared here
+                attach = asyncio.ensure_future(asyncio.to_thread(self.network.attach, handle.data["key"]))
             cgroups.create(handle.data["cgroup"], cg.Limits(spec.cpu_milli, spec.memory_bytes,
                                                             spec.pids_max))
-            rootfs = rootfs_mod.mount_overlay(await self._lower(spec), bundle)
-            att = await asyncio.shield(attach)   # a cancelled start must not orphan the thread
-            handle.data.update(netns=att.netns, address=att.address)
-            config = spec.config or {}
+            rootfs = rootfs_mod.mount_overlay(await self._lower(image), bundle)
+            netns_path = None
+            if attach is not None:
+                att = await asyncio.shield(attach)   # a cancelled start must not orphan the thread
+                handle.data.update(netns=att.netns, address=att.address)
+                netns_path = att.netns_path
             runc_mod.write_config(bundle, runc_mod.config(
                 args=list(config.get("command") or ["/bin/sleep", "infinity"]),
-                env=dict(config.get("env") or {}), rootfs=rootfs, netns_path=att.netns_path,
-                cgroups_path=handle.data["cgroup"], hostname=runc_mod.hostname(spec.id)))
+                env=dict(config.get("env") or {}), rootfs=rootfs, netns_path=netns_path,
+                cgroups_path=handle.data["cgroup"], hostname=runc_mod.hostname(spec.id),
+                privileged="privileged" in host_access, host_network=host_network))
             pid = await self.runc.run_detached(cid, bundle, Path(handle.data["log"]))
             handle.data.update(pid=pid, start_time=_start_time(pid))
             self._watch(handle, pid, os.pidfd_open(pid))
@@ -276,8 +294,22 @@ class ContainerDriver:
                     raise DriverError(f"network: {e}") from e
                 self._network_ready = True
 
-    async def _lower(self, spec: InstanceSpec) -> Path:
+    def _image(self, spec: InstanceSpec) -> str | None:
+        """The image's resolved path, if it is in an allowed directory (None: the default rootfs)."""
         image = (spec.config or {}).get("image")
+        if image is None:
+            return None
+        return str(allowed_path(image, self.allowed_dirs, f"{spec.id}: container.image"))
+
+    def _host_access(self, spec: InstanceSpec) -> list[str]:
+        """The HOST_ACCESS fields the instance asks for, if this node allows them."""
+        asked = [k for k in HOST_ACCESS if (spec.config or {}).get(k)]
+        if asked and not self.allow_privileged:
+            raise DriverError(f"{spec.id}: container.{asked[0]} is not allowed on node {self.node} "
+                              "(packyard-agent --allow-privileged)")
+        return asked
+
+    async def _lower(self, image: str | None) -> Path:
         if image and os.path.isdir(image):
             return Path(image)
         # builds or extracts on first use (seconds for a big .tar): off the event loop

@@ -29,6 +29,16 @@ MASKED_PATHS = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/pro
                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
                 "/proc/scsi"]
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+# Every capability, by number (linux/capability.h); a privileged container gets those the agent has.
+ALL_CAPABILITIES = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT",
+    "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN",
+    "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE"]
 
 
 class RuncError(Exception):
@@ -48,15 +58,53 @@ def hostname(instance_id: str) -> str:
     return name or "container"
 
 
+def host_capabilities() -> list[str]:
+    """The capabilities in the agent's own bounding set: all a privileged container can be given
+    (runc fails on one the agent lacks, as when the agent itself runs in a container)."""
+    try:
+        with open("/proc/self/status") as f:
+            bounding = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+    except (OSError, ValueError, StopIteration):
+        return list(CAPABILITIES)
+    return [name for bit, name in enumerate(ALL_CAPABILITIES) if bounding >> bit & 1]
+
+
 def config(*, args: list[str], env: dict[str, str], rootfs: Path, netns_path: str | None,
-           cgroups_path: str, hostname: str) -> dict[str, Any]:
-    """config.json for one instance (OCI runtime spec 1.0)."""
+           cgroups_path: str, hostname: str, privileged: bool = False,
+           host_network: bool = False) -> dict[str, Any]:
+    """config.json for one instance (OCI runtime spec 1.0). `privileged` and `host_network` are
+    only asked for when the operator allowed them (the driver checks)."""
     env = dict(env)
     env.setdefault("PATH", DEFAULT_PATH)
     env.setdefault("HOSTNAME", hostname)
     network: dict[str, str] = {"type": "network"}
     if netns_path:
         network["path"] = netns_path
+    cfg = _base_config(args, env, rootfs, cgroups_path, hostname,
+                       namespaces=[{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+                       + ([] if host_network else [network]))
+    if privileged:
+        _make_privileged(cfg)
+    return cfg
+
+
+def _make_privileged(cfg: dict[str, Any]) -> None:
+    """What `docker run --privileged` changes: every capability, setuid binaries work, nothing of
+    /proc masked or read-only, every device allowed, /sys writable. (No seccomp profile is set for
+    any container.)"""
+    caps = host_capabilities()
+    cfg["process"]["capabilities"] = {k: caps for k in ("bounding", "effective", "permitted")}
+    cfg["process"]["noNewPrivileges"] = False
+    linux = cfg["linux"]
+    linux["maskedPaths"], linux["readonlyPaths"] = [], []
+    linux["resources"]["devices"] = [{"allow": True, "access": "rwm"}]
+    for mount in cfg["mounts"]:
+        if mount["destination"] == "/sys":
+            mount["options"] = [o for o in mount["options"] if o != "ro"]
+
+
+def _base_config(args: list[str], env: dict[str, str], rootfs: Path, cgroups_path: str, hostname: str,
+                 namespaces: list[dict[str, str]]) -> dict[str, Any]:
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -84,8 +132,7 @@ def config(*, args: list[str], env: dict[str, str], rootfs: Path, netns_path: st
              "options": ["nosuid", "noexec", "nodev", "ro"]},
         ],
         "linux": {
-            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
-                           network],
+            "namespaces": namespaces,
             "cgroupsPath": "/" + cgroups_path.strip("/"),
             # no cpu/memory/pids here: the agent writes those itself
             "resources": {"devices": [{"allow": False, "access": "rwm"}]},

@@ -27,11 +27,13 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import libvirt
 
 from agent.drivers.base import DriverError, ExitResult, Handle, InstanceSpec, Stats
+from agent.drivers.paths import allowed_path
 from agent.drivers.vm import domain as dom
 from agent.drivers.vm import nic as nic_mod
 from agent.drivers.vm import overhead, probe
@@ -54,10 +56,13 @@ class VMDriver:
                  bridge: str | None = None, uri: str = "qemu:///system",
                  probe_kernel: str | None = None, accelerator: str | None = None,
                  kvm_timeout: float = probe.KVM_TIMEOUT, tcg_timeout: float = probe.TCG_TIMEOUT,
-                 connect_timeout: float = 10.0, enforce_memory_limit: bool = True):
+                 connect_timeout: float = 10.0, enforce_memory_limit: bool = True,
+                 allowed_dirs: Sequence[Path] | None = None):
         """`subnet`: the host's instance subnet (None: no NIC). `probe_kernel`: the kernel the
         accelerator probe boots (None: the newest /boot/vmlinuz-*). `accelerator`: skip the probe
-        and use this one (kvm | tcg)."""
+        and use this one (kvm | tcg). `allowed_dirs`: where kernel, initrd and disk may be (after
+        symlinks; None: anywhere, for tests; the agent always passes its --allowed-dirs)."""
+        self.allowed_dirs = allowed_dirs
         self.node = node
         self.state_dir = Path(state_dir)
         self.uri = uri
@@ -107,8 +112,10 @@ class VMDriver:
         if not config.get("kernel") and not config.get("disk"):
             raise DriverError(f"{spec.id}: vm needs kernel or disk")
         for f in ("kernel", "initrd", "disk"):
-            if config.get(f) and not os.path.isfile(config[f]):
-                raise DriverError(f"{spec.id}: vm.{f} {config[f]} does not exist on {self.node}")
+            if config.get(f):
+                config[f] = str(allowed_path(config[f], self.allowed_dirs, f"{spec.id}: vm.{f}"))
+                if not os.path.isfile(config[f]):
+                    raise DriverError(f"{spec.id}: vm.{f} {config[f]} does not exist on {self.node}")
         conn = await self._connection()
         accel = await self._accelerator()
         name = dom.domain_name(self.node, spec.id)

@@ -1,0 +1,78 @@
+"""What the agent accepts from its gRPC callers, checked before anything reaches a driver.
+
+Instance ids become file names (handles/<id>.json, logs/<id>.log), runc container ids, cgroup paths
+and etcd keys (/packyard/state/<node>/<id>): an id with `/` or `..` could climb out of all of them.
+The scheduler only sends well-formed ids, but the agent trusts no caller. Each problem is a
+ValueError naming the field, which the server answers with INVALID_ARGUMENT.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+
+from agent.drivers.base import InstanceSpec
+from packyard.quantity import DNS_LABEL, MAX_CPU_MILLI, MAX_MEMORY, shown
+
+# `<job>.<group>.<index>-<generation>` from the scheduler; tests use other readable ids, so any
+# runc-safe name, but never "..", "/" or a leading dot
+INSTANCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}\Z")
+DRIVER_KIND = re.compile(r"^[a-z][a-z0-9_-]{0,31}\Z")
+MAX_DRIVER_JSON = 1 << 20          # the whole job spec is capped at this size
+MAX_GRACE_SECONDS = 3600.0
+DEFAULT_GRACE_SECONDS = 10.0
+# enforced limits are request + the kind's overhead: allow the request caps twice over
+MAX_LIMIT_CPU_MILLI = 2 * MAX_CPU_MILLI
+MAX_LIMIT_MEMORY = 2 * MAX_MEMORY
+
+
+def instance_id(value: str, field: str = "id") -> str:
+    if not INSTANCE_ID.match(value) or ".." in value:
+        raise ValueError(f"{field}: '{shown(value)}' is not an instance id (letters, digits, '.', '_', '-'; "
+                         "no '..', at most 200)")
+    return value
+
+
+def grace_seconds(value: float) -> float:
+    """A Stop's grace period: unset (0) means the default; NaN, inf and negatives are not a period."""
+    if not math.isfinite(value) or value <= 0:
+        return DEFAULT_GRACE_SECONDS
+    return min(value, MAX_GRACE_SECONDS)
+
+
+def to_spec(p, field: str) -> InstanceSpec:
+    """An agent_pb2.InstanceSpec -> InstanceSpec; ValueError `field.part: reason` if it is not one."""
+    instance_id(p.id, f"{field}.id")
+    for name in ("job", "group"):
+        if not DNS_LABEL.match(getattr(p, name)):
+            raise ValueError(f"{field}.{name}: '{shown(getattr(p, name))}' is not a DNS label")
+    if not DRIVER_KIND.match(p.kind):
+        raise ValueError(f"{field}.kind: '{shown(p.kind)}' is not a driver name (container, vm)")
+    _amount(p.limit.cpu_milli, 1, MAX_LIMIT_CPU_MILLI, f"{field}.limit.cpu_milli")
+    _amount(p.limit.memory_bytes, 1 << 20, MAX_LIMIT_MEMORY, f"{field}.limit.memory_bytes")
+    _amount(p.request.cpu_milli, 0, MAX_LIMIT_CPU_MILLI, f"{field}.request.cpu_milli")
+    _amount(p.request.memory_bytes, 0, MAX_LIMIT_MEMORY, f"{field}.request.memory_bytes")
+    return InstanceSpec(id=p.id, job=p.job, group=p.group, kind=p.kind,
+                        cpu_milli=p.limit.cpu_milli, memory_bytes=p.limit.memory_bytes,
+                        request_cpu_milli=p.request.cpu_milli,
+                        request_memory_bytes=p.request.memory_bytes,
+                        config=driver_config(p.driver_json, f"{field}.driver_json"))
+
+
+def driver_config(text: str, field: str) -> dict:
+    if len(text) > MAX_DRIVER_JSON:
+        raise ValueError(f"{field}: larger than {MAX_DRIVER_JSON >> 20} MiB")
+    try:
+        config = json.loads(text or "{}")
+    except RecursionError:
+        raise ValueError(f"{field}: nested too deep") from None
+    except ValueError as e:
+        raise ValueError(f"{field}: not JSON ({' '.join(str(e).split())[:120]})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{field}: must be a JSON object (the group's container or vm block)")
+    return config
+
+
+def _amount(value: int, low: int, high: int, field: str) -> None:
+    if not low <= value <= high:
+        raise ValueError(f"{field}: {value} is outside {low}..{high}")
