@@ -7,6 +7,7 @@ agents credentials for their own node's keys only:
   /packyard/jobs/<job>                 scheduler  job record (spec, version, desired state)
   /packyard/instances/<job>/<instance> scheduler  desired instance: group, node, reservation
   /packyard/profiles/<kind>            scheduler  overhead profile learned from measurements
+  /packyard/leader                     scheduler  the leading replica's identity, under its lease
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ JOBS = ROOT + "jobs/"
 INSTANCES = ROOT + "instances/"
 USAGE = ROOT + "usage/"
 PROFILES = ROOT + "profiles/"
+LEADER = ROOT + "leader"
 
 
 def usage(node_name: str) -> str:

@@ -20,6 +20,7 @@ from packyard.spec import JobSpec, load_json
 from packyard.v1 import agent_pb2, common_pb2
 from scheduler import metrics, placement
 from scheduler.agents import AgentClients
+from scheduler.leader import Leadership
 from scheduler.profiles import LearnerConfig, ProfileLearner
 from scheduler.reconciler import Config as ReconcileConfig
 from scheduler.reconciler import Result, reconcile
@@ -64,6 +65,9 @@ class Controller:
         # One decision at a time: evaluations and API writes both read-modify-write the cache.
         self.lock = asyncio.Lock()
         self._stopping = False
+        # Placement runs only while leading; without an election (one replica, tests) always.
+        self.leadership: Leadership | None = None
+        self.leading = True
 
     # --- life cycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -78,8 +82,29 @@ class Controller:
             self._tasks.append(await self.etcd.watch_prefix(prefix, revision + 1, self._on_events))
         self._dirty.add("*")
         self._tasks.append(asyncio.get_running_loop().create_task(self._run()))
-        metrics.LEADER.set(1)   # one replica for now; issue 6 elects a leader through etcd
+        metrics.LEADER.set(1 if self.leading else 0)
         self.ready.set()
+
+    def follow(self, leadership: Leadership) -> None:
+        """Place only while `leadership` says so. Followers keep their cache current through the
+        same watches and serve the API, so a takeover starts from a warm cache."""
+        self.leadership = leadership
+        previous = leadership.on_change
+
+        def changed(leading: bool) -> None:
+            previous(leading)
+            self.set_leading(leading)
+        leadership.on_change = changed
+        self.set_leading(leadership.leading)
+
+    def set_leading(self, leading: bool) -> None:
+        self.leading = leading
+        metrics.LEADER.set(1 if leading else 0)
+        if leading:
+            # what the last leader told agents is unknown: unconfirmed starts and stops are
+            # said again at once (agents take repeats), and every job is looked at afresh
+            self._told.clear()
+            self.kick("*")
 
     async def stop(self) -> None:
         self._stopping = True
@@ -144,6 +169,8 @@ class Controller:
             except TimeoutError:
                 self._dirty.add("*")   # timeouts and retries are due even without events
             self._wake.clear()
+            if not self.leading:
+                continue
             try:
                 async with self.lock:
                     await self.evaluate()
@@ -192,11 +219,18 @@ class Controller:
         await self.tell_stop(to_stop)
 
     async def commit(self, recs: list[InstanceRecord],
-                     first: tuple[str, bytes, int] | None = None) -> bool:
+                     first: tuple[str, bytes, int] | None = None, fenced: bool = True) -> bool:
         """Revision-checked writes (a record changed by someone else since we read it is left
         alone and re-evaluated), applied to the cache at once so the next decision sees them.
         `first` (key, value, expected revision) goes into the first transaction: a job record
-        that must not be written unless its instances are, and vice versa for the first chunk."""
+        that must not be written unless its instances are, and vice versa for the first chunk.
+        `fenced` writes (the leader's decisions) also require the leader key to be still ours;
+        API writes (any replica may take a submission) are not fenced."""
+        guard = None
+        if fenced and self.leadership is not None:
+            if not self.leadership.leading:
+                return False
+            guard = (keys.LEADER, self.leadership.revision)
         ok_all = True
         step = MAX_TXN_OPS - 1
         for i in range(0, max(len(recs), 1), step):
@@ -208,7 +242,7 @@ class Controller:
                 entry = self.state.instances.get(r.id)
                 writes.append((keys.instance(r.job, r.id), records.dumps(r),
                                entry.mod_revision if entry else 0))
-            revision = await self.etcd.put_if_unchanged(writes)
+            revision = await self.etcd.put_if_unchanged(writes, guard=guard)
             if not revision:
                 self._dirty.add("*")
                 if first and i == 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from pathlib import Path
 
 import click
@@ -17,6 +18,7 @@ from scheduler.agents import AgentClients
 from scheduler.controller import Controller, ControllerConfig
 from scheduler.embedded_etcd import EtcdServer
 from scheduler.http import serve_http
+from scheduler.leader import Leadership
 from scheduler.profiles import LearnerConfig
 from scheduler.reconciler import Config as ReconcileConfig
 from scheduler.service import SchedulerService
@@ -34,15 +36,20 @@ def host_port(value: str, flag: str) -> tuple[str, int]:
 
 async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout: float,
                 ready_file: Path | None = None, profile_min_samples: int = 3,
-                tls_identity: tls.Identity | None = None) -> None:
+                identity: str = "", leader_ttl: int = 3, tls_identity: tls.Identity | None = None,
+                allow_privileged: bool = False) -> None:
     etcd = Etcd(etcd_url)
     await etcd.connect()
     controller = Controller(etcd, AgentClients(identity=tls_identity), ControllerConfig(
         reconcile=ReconcileConfig(confirm_timeout=confirm_timeout),
         learner=LearnerConfig(min_samples=profile_min_samples)))
+    # every replica campaigns; only the leader places, all serve the API from their caches
+    leadership = Leadership(etcd, identity or f"{socket.gethostname()}/{listen}", ttl=leader_ttl)
+    controller.follow(leadership)
     await controller.start()
+    leadership.start()
     server = grpc.aio.server(interceptors=[*tls.server_interceptors(tls_identity), EtcdUnavailableToStatus()])
-    scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(controller), server)
+    scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(controller, allow_privileged), server)
     tls.secure_server_port(server, listen, tls_identity)
     await server.start()
     http = None
@@ -58,6 +65,7 @@ async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("scheduler stopping")
+    await leadership.resign()      # the next replica takes over now, not after the lease TTL
     await server.stop(grace=2)
     if http:
         http.shutdown()
@@ -80,11 +88,17 @@ async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout
               help="Seconds an agent may take to confirm an instance before it is placed again.")
 @click.option("--profile-min-samples", type=click.IntRange(1), default=3, show_default=True,
               help="Instances of a size class measured before its learned overhead is used.")
+@click.option("--id", "identity", default="",
+              help="This replica's name in the leader election. Default: HOSTNAME/LISTEN.")
+@click.option("--allow-privileged", is_flag=True,
+              help="Accept jobs asking for privileged containers or the host's network.")
+@click.option("--leader-ttl", type=click.IntRange(1, 60), default=3, show_default=True,
+              help="Seconds a dead leader keeps leadership before another replica takes over.")
 @tls.click_option("scheduler")
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None, hidden=True)
 @click.option("--log-level", default="info", show_default=True)
 def main(etcd_url, listen, metrics, state_dir, embedded_etcd_listen, confirm_timeout,
-         profile_min_samples, tls_identity, ready_file, log_level):
+         profile_min_samples, allow_privileged, identity, leader_ttl, tls_identity, ready_file, log_level):
     """Run the packyard scheduler."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     host_port(listen, "--listen")
@@ -96,7 +110,8 @@ def main(etcd_url, listen, metrics, state_dir, embedded_etcd_listen, confirm_tim
         log.info("embedded etcd at %s (data in %s)", etcd_url, state_dir)
     try:
         asyncio.run(serve(etcd_url, listen, metrics, confirm_timeout, ready_file, profile_min_samples,
-                          tls_identity=tls_identity))
+                          identity, leader_ttl, tls_identity=tls_identity,
+                          allow_privileged=allow_privileged))
     finally:
         if embedded:
             embedded.stop()

@@ -3,6 +3,7 @@ etcd-fed cache; writes go to etcd (revision-checked) before the call returns.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 
@@ -17,17 +18,44 @@ from scheduler.reconciler import reconcile
 from scheduler.state import Entry
 
 log = logging.getLogger(__name__)
+RETRIES_ON_CONFLICT = 6     # waits 0.05 .. 1.6 s in all: longer than a watch takes to catch up
 
 
 class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
-    def __init__(self, controller: Controller):
+    def __init__(self, controller: Controller, allow_privileged: bool = False):
         self.c = controller
+        self.allow_privileged = allow_privileged     # --allow-privileged: see _check_host_access
+
+    async def _check_host_access(self, spec, context) -> None:
+        """Privileged containers and the host's network only when the operator allowed them (the
+        agents check again)."""
+        asked = [] if self.allow_privileged else spec.host_access()
+        if asked:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "\n".join(
+                f"{field}: not allowed (the scheduler was not started with --allow-privileged)"
+                for field in asked))
 
     async def Submit(self, request, context):
         try:
             spec = load_json(request.spec_json)
         except SpecError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "\n".join(e.errors))
+        await self._check_host_access(spec, context)
+        # A conflict means our cache was behind etcd (another replica wrote this job, or the one
+        # before us died mid-submission and ctl failed over to us): wait for the watch to catch
+        # up and decide again. Submitting the same spec again is a no-op, so a retried
+        # submission is never placed twice.
+        delay = 0.05
+        for _ in range(RETRIES_ON_CONFLICT):
+            reply = await self._submit(spec)
+            if reply is not None:
+                return reply
+            await asyncio.sleep(delay)
+            delay *= 2
+        await context.abort(grpc.StatusCode.ABORTED, f"job '{spec.name}' kept changing while submitting; "
+                                                     "submit again")
+
+    async def _submit(self, spec) -> scheduler_pb2.SubmitResponse | None:
         state = self.c.state
         async with self.c.lock:
             old = state.jobs.get(spec.name)
@@ -43,9 +71,9 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             result = reconcile(job, spec, state.job_entries(spec.name), self.c.ready_nodes(), now,
                                self.c.config.reconcile)
             job_write = (keys.job(job.name), records.dumps(job), state.job_revisions.get(job.name, 0))
-            if not await self.c.commit([*result.create, *result.stop, *result.lost], first=job_write):
-                await context.abort(grpc.StatusCode.ABORTED,
-                                    f"job '{spec.name}' changed while submitting; submit again")
+            if not await self.c.commit([*result.create, *result.stop, *result.lost], first=job_write,
+                                       fenced=False):
+                return None
             await self.c.tell_stop([r for r in result.stop if r.node])
         self.c.kick(spec.name)
         ids = [e.id for e in state.job_entries(spec.name) if e.record.desired == "run"]
@@ -57,6 +85,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             spec = load_json(request.spec_json)
         except SpecError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "\n".join(e.errors))
+        await self._check_host_access(spec, context)
         async with self.c.lock:
             old = self.c.state.jobs.get(spec.name)
             unchanged = old is not None and old.spec_json == spec.to_json() and old.desired == "run"
@@ -77,7 +106,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             if job.desired != "stop":
                 job = dataclasses.replace(job, desired="stop", updated_at=self.c.clock())
                 write = (keys.job(job.name), records.dumps(job), self.c.state.job_revisions[job.name])
-                if not await self.c.commit([], first=write):
+                if not await self.c.commit([], first=write, fenced=False):
                     await context.abort(grpc.StatusCode.ABORTED, "job changed meanwhile; try again")
         self.c.kick(request.name)
         stopping = sum(1 for e in self.c.state.job_entries(request.name)
