@@ -31,13 +31,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import aetcd
 import grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from packyard import keys, records  # noqa: E402
-from packyard.etcd import Etcd  # noqa: E402
+from packyard.etcd import Etcd, parse_endpoint  # noqa: E402
 from packyard.records import InstanceRecord, StateRecord  # noqa: E402
 from packyard.spec import load_yaml  # noqa: E402
 from packyard.v1 import scheduler_pb2, scheduler_pb2_grpc  # noqa: E402
@@ -248,19 +249,25 @@ async def measure(args, etcd: Etcd, hosts: int, n: int, procs) -> dict:
         out["probes_ms"] = [round(x * 1000) for x in lat]
     for w in watches:
         w.cancel()
-    out.update(await extra_running(etcd))
+    out.update(await extra_running(etcd.endpoints))
     return out
 
 
-async def extra_running(etcd: Etcd) -> dict[str, int]:
+async def extra_running(endpoint: str) -> dict[str, int]:
     """Instances reported running on a node other than the one their record names (or with no
-    record): started twice, e.g. after a confirm timeout placed them again. Should be 0."""
-    _, inst = await etcd.get_prefix(keys.INSTANCES)
-    placed = {keys.last(kv.key): records.loads(InstanceRecord, kv.value).node for kv in inst}
-    _, states = await etcd.get_prefix(keys.STATE)
+    record): started twice, e.g. after a confirm timeout placed them again. Should be 0.
+    Its own client: 20,000 instance records are more than gRPC's default 4 MiB per reply."""
+    host, port = parse_endpoint(endpoint)
+    client = aetcd.Client(host=host, port=port, options={"grpc.max_receive_message_length": 1 << 30})
+    try:
+        inst = await client.get_prefix(keys.INSTANCES.encode())
+        placed = {keys.last(kv.key): records.loads(InstanceRecord, kv.value).node for kv in inst}
+        states = await client.get_prefix(keys.STATE.encode())
+    finally:
+        await client.close()
     extra = 0
     for kv in states:
-        node, iid = kv.key[len(keys.STATE):].split("/", 1)
+        node, iid = kv.key.decode()[len(keys.STATE):].split("/", 1)
         if records.loads(StateRecord, kv.value).state == "running" and placed.get(iid) != node:
             extra += 1
     return {"extra_running": extra}
