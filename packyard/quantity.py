@@ -13,11 +13,19 @@ import re
 # \Z, not $: `$` also matches before a trailing newline, and "web\n" must not pass as a name.
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 
+# The most one instance may ask for: limits that catch typos ("64Gi" meant "64Mi" x 1000 instances)
+# before they stay pending forever; the job spec refuses more, the agent refuses more plus overhead.
+MAX_CPU_MILLI = 1024 * 1000
+MAX_MEMORY = 16 << 40
+MAX_DISK = 1 << 50
+MAX_GPU_MILLI = 64 * 1000
+
 _BINARY = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
 _DECIMAL = {"K": 10**3, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 _BYTES_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|k|M|G|T|B)?\s*\Z")
 _CPU_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m)?\s*\Z")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# what would break a message's one line: ASCII and C1 controls (NEL), Unicode line separators
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 SHOWN_CHARS = 40     # of a bad value quoted back in an error: a 1 MiB string must not flood the message
 
 

@@ -24,16 +24,21 @@ from pydantic import (
     model_validator,
 )
 
-from packyard.quantity import DNS_LABEL, QuantityError, parse_bytes, parse_cpu_milli, shown
+from packyard.quantity import (  # noqa: F401  (the caps are part of this module's interface)
+    DNS_LABEL,
+    MAX_CPU_MILLI,
+    MAX_DISK,
+    MAX_GPU_MILLI,
+    MAX_MEMORY,
+    QuantityError,
+    parse_bytes,
+    parse_cpu_milli,
+    shown,
+)
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
-CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
-# Limits that catch typos ("64Gi" meant "64Mi" x 1000 instances) before they become pending forever.
-MAX_CPU_MILLI = 1024 * 1000
-MAX_MEMORY = 16 << 40
-MAX_DISK = 1 << 50
-MAX_GPU_MILLI = 64 * 1000
-MAX_COUNT = 1_000_000
+CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")   # and line separators
+MAX_COUNT = 1_000_000     # instances per group (resources per instance: MAX_* in quantity.py)
 # Limits on the document itself: a spec is one etcd value (etcd refuses requests over 1.5 MiB) and
 # must stay cheap to parse and validate however it was written (deep nesting, YAML alias bombs).
 MAX_SPEC_BYTES = 1 << 20
