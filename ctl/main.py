@@ -15,7 +15,7 @@ from ctl import render
 from ctl.client import Client, SchedulerUnreachable
 from packyard import tls
 from packyard.records import TERMINAL
-from packyard.spec import SpecError, load_yaml
+from packyard.spec import MAX_SPEC_BYTES, SpecError, load_yaml
 from packyard.v1 import common_pb2, scheduler_pb2
 
 # gRPC codes that mean the request itself was wrong (the user must change it): exit 2
@@ -33,7 +33,8 @@ def fail(message: str, code: int) -> None:
 def read_spec(file: Path):
     """The validated job in FILE; a file that cannot be read is bad input (exit 2)."""
     try:
-        text = file.read_text()
+        with file.open("rb") as f:      # bytes, bounded: binary files and /dev/zero are refused, not read
+            text = f.read(MAX_SPEC_BYTES + 1)
     except OSError as e:
         fail(f"cannot read {file}: {e.strerror}", 2)
     return load_yaml(text)
