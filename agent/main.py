@@ -19,7 +19,7 @@ from agent.registration import Registration
 from agent.reporter import Reporter
 from agent.server import AgentService
 from agent.usage import UsageCollector
-from packyard import tls
+from packyard import config, tls
 from packyard.etcd import Etcd
 from packyard.records import NodeRecord
 from packyard.v1 import agent_pb2_grpc
@@ -149,6 +149,7 @@ async def serve(opts: dict) -> None:
 @click.option("--simulate", type=click.IntRange(0, 99999), default=0, metavar="N",
               help="Simulate N hosts NODE-00000.. with instant fake instances (tests, benchmarks).")
 @tls.click_option("agent")
+@config.click_option()
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None, hidden=True)
 @click.option("--log-level", default="info", show_default=True)
 def main(**opts):

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import grpc
 
-from packyard import tls
+from packyard import config, tls
 from packyard.etcd import Etcd
 from packyard.v1 import scheduler_pb2_grpc
 from scheduler.agents import AgentClients
@@ -95,6 +95,7 @@ async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout
 @click.option("--leader-ttl", type=click.IntRange(1, 60), default=3, show_default=True,
               help="Seconds a dead leader keeps leadership before another replica takes over.")
 @tls.click_option("scheduler")
+@config.click_option()
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None, hidden=True)
 @click.option("--log-level", default="info", show_default=True)
 def main(etcd_url, listen, metrics, state_dir, embedded_etcd_listen, confirm_timeout,
