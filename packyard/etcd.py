@@ -38,6 +38,10 @@ CHANNEL_OPTIONS = {"grpc.initial_reconnect_backoff_ms": 100, "grpc.min_reconnect
 # etcd cancels a watch whose member lost its leader (else a partitioned member's watch just goes quiet)
 WATCH_METADATA = (("hasleader", "true"),)
 BACKOFF_FIRST, BACKOFF_MAX = 0.05, 1.0
+# One try of a small request on one member. A member without a leader holds a write for its whole
+# request timeout (7 s with default settings) before answering "request timed out": better to give
+# up on it sooner and ask a member that has one. Reading a large prefix gets the client's timeout.
+ATTEMPT_SECONDS = 2.0
 
 
 class EtcdUnavailable(etcd_errors.ConnectionFailedError):
@@ -111,18 +115,20 @@ def parse_endpoint(url: str) -> tuple[str, int]:
 
 def unreachable(e: BaseException) -> bool:
     """Whether an error means "this member cannot serve now" (try another), not a refused request."""
-    if isinstance(e, (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError)):
+    if isinstance(e, (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError, TimeoutError)):
         return True
     return isinstance(e, grpc.aio.AioRpcError) and e.code() in (
         grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 class Etcd:
-    def __init__(self, endpoints: str, timeout: float = 10.0, retry_for: float = 5.0):
+    def __init__(self, endpoints: str, timeout: float = 10.0, retry_for: float = 5.0,
+                 attempt: float = ATTEMPT_SECONDS):
         self.endpoints = endpoints
         self.members = parse_endpoints(endpoints)
         self.timeout = timeout
         self.retry_for = retry_for
+        self.attempt = attempt
         self._member = 0
         self.client = self._client_for(0)
         self.txn = self.client.transactions
@@ -167,7 +173,8 @@ class Etcd:
         await asyncio.sleep(max(0.0, min(self._delay, deadline - time.monotonic())))
         self._delay = min(self._delay * 2, BACKOFF_MAX)
 
-    async def _call(self, op: Callable[[aetcd.Client], Awaitable[T]], retry_for: float | None = None) -> T:
+    async def _call(self, op: Callable[[aetcd.Client], Awaitable[T]], retry_for: float | None = None,
+                    attempt: float | None = None) -> T:
         """Run op on the current member; on an unreachable member, on the next one. A call that
         failed because another call switched members meanwhile (its channel closed) is retried too."""
         budget = self.retry_for if retry_for is None else retry_for
@@ -177,10 +184,10 @@ class Etcd:
             client = self.client
             try:
                 await client.connect()
-                result = await op(client)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
+                result = await asyncio.wait_for(op(client), attempt or self.attempt)
+            except (Exception, asyncio.CancelledError) as e:
+                if isinstance(e, asyncio.CancelledError) and cancelled_from_outside():
+                    raise
                 if not unreachable(e) and client is self.client:
                     raise
                 self._failed(client, e)
@@ -210,7 +217,7 @@ class Etcd:
 
     async def get_prefix(self, prefix: str) -> tuple[int, list[KV]]:
         """All keys under prefix and the revision they were read at."""
-        got = await self._call(lambda c: c.get_prefix(prefix.encode()))
+        got = await self._call(lambda c: c.get_prefix(prefix.encode()), attempt=self.timeout)
         kvs = [KV(kv.key.decode(), kv.value, kv.mod_revision) for kv in got]
         return got.header.revision, kvs
 
@@ -222,7 +229,7 @@ class Etcd:
         await self._call(lambda c: c.delete(key.encode()))
 
     async def delete_prefix(self, prefix: str) -> None:
-        await self._call(lambda c: c.delete_prefix(prefix.encode()))
+        await self._call(lambda c: c.delete_prefix(prefix.encode()), attempt=self.timeout)
 
     async def put_many(self, items: Iterable[tuple[str, bytes]]) -> None:
         """Unconditional puts, MAX_TXN_OPS per transaction. Retrying a chunk whose reply was lost
@@ -317,9 +324,11 @@ class Etcd:
                                    ev.kv.value, ev.kv.mod_revision) for ev in response.events]
                     revision = batch[-1].revision + 1
                     await handler(batch)
-            except (asyncio.CancelledError, WatchCompacted):
+            except WatchCompacted:
                 raise
-            except Exception as e:  # stream broken: its member gone or restarting; resume elsewhere
+            except (Exception, asyncio.CancelledError) as e:  # stream broken: member gone, or switched
+                if isinstance(e, asyncio.CancelledError) and cancelled_from_outside():
+                    raise
                 if not broken:
                     log.warning("watch on %s broke (%s); resuming from revision %d", prefix,
                                 _short(e), revision)
@@ -337,6 +346,14 @@ async def _compacted(prefix: str, compact_revision: int, on_compacted) -> int:
         raise WatchCompacted(prefix, compact_revision)
     log.warning("watch on %s: revisions before %d were compacted; listing again", prefix, compact_revision)
     return await on_compacted(compact_revision)
+
+
+def cancelled_from_outside() -> bool:
+    """A CancelledError is ours to pass on only if this task is being cancelled: gRPC raises one
+    too in a call whose channel was closed, which is what switching members does to the calls and
+    watches still on the old member; those must be retried, not end the caller's loop."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _short(e: BaseException) -> str:

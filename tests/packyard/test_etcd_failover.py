@@ -110,3 +110,24 @@ async def test_watch_told_of_compaction(etcd):
     untold = await etcd.watch_prefix("/packyard/c/", first, handler)
     with pytest.raises(WatchCompacted):
         await asyncio.wait_for(untold, 10)
+
+
+async def test_watch_survives_a_switch_made_by_another_call(cluster):
+    """A call that finds its member unreachable (here: told so directly, as a member without a
+    leader timing out would) moves the client on and closes the old channel under the open watch:
+    gRPC ends that stream with a CancelledError, which must resume the watch, not end it."""
+    client = Etcd(cluster.endpoints)
+    await client.connect()
+    try:
+        revision = await client.put("/t/a", b"1")
+        task, seen = await collect(client, "/t/", revision + 1)
+        await client.put("/t/b", b"2")
+        await eventually(lambda: len(seen) == 1, what="the first event")
+        client._failed(client.client, TimeoutError())
+        await client.put("/t/c", b"3")
+        await eventually(lambda: len(seen) == 2, timeout=20, what="an event after the switch")
+        assert not task.done()
+        assert client.current_endpoint == "127.0.0.1:23902"
+        task.cancel()
+    finally:
+        await client.close()
