@@ -79,7 +79,6 @@ class Progress:
     def __init__(self):
         self.placed: dict[str, float] = {}
         self.running: dict[str, float] = {}
-        self.changed = asyncio.Event()
 
     async def on_instances(self, events) -> None:
         now = time.monotonic()
@@ -88,7 +87,6 @@ class Progress:
                 rec = records.loads(InstanceRecord, ev.value)
                 if rec.node and rec.id not in self.placed:
                     self.placed[rec.id] = now
-        self.changed.set()
 
     async def on_states(self, events) -> None:
         now = time.monotonic()
@@ -96,20 +94,23 @@ class Progress:
             if ev.kind == "put" and keys.last(ev.key) not in self.running:
                 if records.loads(StateRecord, ev.value).state == "running":
                     self.running[keys.last(ev.key)] = now
-        self.changed.set()
 
-    async def wait_running(self, ids: list[str], timeout: float) -> None:
+    async def wait_running(self, ids: list[str], timeout: float, stall: float = 120.0) -> None:
+        """Until every id runs; fails after timeout, or sooner when nothing was placed nor started
+        for `stall` seconds (a scheduler that livelocks must not hold the run for half an hour)."""
         deadline = time.monotonic() + timeout
-        while not all(i in self.running for i in ids):
-            self.changed.clear()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                missing = sum(i not in self.running for i in ids)
-                raise TimeoutError(f"{missing} of {len(ids)} instances not running after {timeout:g}s")
-            try:
-                await asyncio.wait_for(self.changed.wait(), min(left, 1.0))
-            except TimeoutError:
-                pass
+        missing = set(ids)
+        seen, moved = (-1, -1), time.monotonic()
+        while missing:
+            await asyncio.sleep(0.05 if len(ids) < 100 else 0.5)
+            missing = {i for i in missing if i not in self.running}
+            now = time.monotonic()
+            if (len(self.placed), len(self.running)) != seen:
+                seen, moved = (len(self.placed), len(self.running)), now
+            if now > deadline or now - moved > stall:
+                raise TimeoutError(f"{len(missing)} of {len(ids)} instances not running after "
+                                   f"{now - deadline + timeout:.0f}s ({len(self.placed)} placed, "
+                                   f"{len(self.running)} running so far, no change for {now - moved:.0f}s)")
 
 
 async def etcd_write_rate(etcd: Etcd, n: int) -> float:
@@ -350,19 +351,27 @@ async def main_async(args) -> None:
     if args.table:
         print(TABLE_HEAD, flush=True)
     for hosts, n in cases:
-        if args.keep:   # logs of the agent and scheduler kept for a look afterwards
-            work = args.keep / f"{hosts}x{n}"
-            shutil.rmtree(work, ignore_errors=True)
-            work.mkdir(parents=True)
-            r = await run_case(args, hosts, n, work)
-        else:
-            with tempfile.TemporaryDirectory(prefix="packyard-scale-") as tmp:
-                r = await run_case(args, hosts, n, Path(tmp))
+        try:
+            r = await one_case(args, hosts, n)
+        except TimeoutError as e:   # a stalled case is a result too; the table goes on
+            print(f"| {hosts:,} | {n:,} | stalled: {e} |" if args.table else f"{hosts} x {n}: stalled: {e}",
+                  flush=True)
+            continue
         print(table_row(r) if args.table else report(r), flush=True)
     if args.profile_scheduler:
         print_profile(args.profile_scheduler / "scheduler.prof")
     for path in sorted(args.py_spy.glob("*.txt")) if args.py_spy else []:
         print(summarise_stacks(path))
+
+
+async def one_case(args, hosts: int, n: int) -> dict:
+    if args.keep:   # logs of the agent and scheduler kept for a look afterwards
+        work = args.keep / f"{hosts}x{n}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        return await run_case(args, hosts, n, work)
+    with tempfile.TemporaryDirectory(prefix="packyard-scale-") as tmp:
+        return await run_case(args, hosts, n, Path(tmp))
 
 
 def main() -> None:
