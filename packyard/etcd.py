@@ -303,11 +303,14 @@ class Etcd:
         while True:
             create = rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
                 key=key, range_end=aetcd.utils.prefix_range_end(key), start_revision=revision))
-            client = self.client
+            client, call = self.client, None
             try:
                 await client.connect()
-                stub = rpc.WatchStub(client.channel)
-                async for response in stub.Watch(_one_then_hold(create), metadata=WATCH_METADATA):
+                # the request side stays open (closing it would end the watch); written by us, not
+                # fed from a generator, so a call closed under it leaves no task behind
+                call = rpc.WatchStub(client.channel).Watch(metadata=WATCH_METADATA)
+                await call.write(create)
+                async for response in call:
                     if response.compact_revision:
                         revision = await _compacted(prefix, response.compact_revision, on_compacted)
                         break
@@ -335,6 +338,9 @@ class Etcd:
                 broken = True
                 if unreachable(e) or client is not self.client:
                     self._failed(client, e)
+            finally:
+                if call is not None:
+                    call.cancel()   # ends the watch on its member too
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
 
@@ -368,8 +374,3 @@ async def _close_quietly(client: aetcd.Client) -> None:
     except Exception as e:  # its member is gone; nothing to tell anyone
         log.debug("closing a client of a failed member: %s", e)
 
-
-async def _one_then_hold(request):
-    """A request stream of one message that stays open (closing it would end the watch)."""
-    yield request
-    await asyncio.Event().wait()
