@@ -142,7 +142,7 @@ async def serve(opts: dict) -> None:
               help="Comma list of directories job images, kernels and disks may be in (after symlinks).")
 @click.option("--allow-privileged", is_flag=True,
               help="Run containers asking for privileged mode or the host's network (refused otherwise).")
-@click.option("--lease-ttl", type=int, default=10, show_default=True,
+@click.option("--lease-ttl", type=int, default=5, show_default=True,
               help="Seconds without a heartbeat before the node is declared down.")
 @click.option("--usage-interval", type=float, default=5.0, show_default=True,
               help="Seconds between usage measurements (etcd summary, Prometheus).")

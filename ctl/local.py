@@ -44,14 +44,20 @@ class LocalCluster:
     def __init__(self, workdir: Path, hosts: int = 3, prefix: str = "pk", net: str = "10.213.0.0/24",
                  capacity: str = "cpu=2,memory=2Gi", labels: list[dict[str, str]] | None = None,
                  drivers: str = "container", scheduler_port: int = 7070, etcd_port: int = 2379,
-                 lease_ttl: int = 10, confirm_timeout: float = 15.0, log_level: str = "info",
+                 lease_ttl: int = 5, confirm_timeout: float = 15.0, log_level: str = "info",
                  shared_netns: bool = False, usage_interval: float = 2.0,
                  prometheus_port: int | None = None, scrape_interval: str = "5s",
-                 scheduler_args: tuple[str, ...] = (), tls: bool = False):
+                 scheduler_args: tuple[str, ...] = (), tls: bool = False,
+                 schedulers: int = 1, etcd_members: int = 1):
         """shared_netns: every agent in this (the caller's) network namespace on 127.0.0.1 ports,
         as several agents on one real host would be; else each host gets its own namespace.
-        tls: mutual TLS on every gRPC port, with certificates made by `ctl certs init` at up()."""
+        tls: mutual TLS on every gRPC port, with certificates made by `ctl certs init` at up().
+        schedulers: replicas (one leads); etcd_members > 1: an etcd cluster of its own on ports
+        etcd_port, +2, +4... instead of the first scheduler's embedded etcd."""
         self.workdir = Path(workdir)
+        self.replicas = schedulers
+        self.etcd_members = etcd_members
+        self.etcd_cluster = None
         self.tls = tls
         self.prefix = prefix
         self.net = ipaddress.ip_network(net)
@@ -69,7 +75,7 @@ class LocalCluster:
         self.lease_ttl = lease_ttl
         self.confirm_timeout = confirm_timeout
         self.log_level = log_level
-        self.scheduler: subprocess.Popen | None = None
+        self.schedulers: list[subprocess.Popen | None] = [None] * schedulers
         base = int(self.net.network_address.packed[2])
         self.hosts = [
             LocalHost(name=f"{prefix}-host{i}", netns="" if shared_netns else f"{prefix}-host{i}",
@@ -82,12 +88,24 @@ class LocalCluster:
 
     # --- addresses --------------------------------------------------------------------------
     @property
+    def scheduler(self) -> subprocess.Popen | None:
+        return self.schedulers[0]
+
+    def replica_port(self, k: int) -> int:
+        """Replica k's gRPC port (metrics on the next one); 10 apart, below the agents' +100."""
+        return self.scheduler_port + 10 * k
+
+    @property
     def scheduler_address(self) -> str:
-        return f"{self.gateway}:{self.scheduler_port}"
+        """Every replica, as ctl --scheduler takes them (it fails over in this order)."""
+        return ",".join(f"{self.gateway}:{self.replica_port(k)}" for k in range(self.replicas))
 
     @property
     def scheduler_metrics(self) -> str:
         return f"{self.gateway}:{self.scheduler_port + 1}"
+
+    def replica_metrics(self, k: int) -> str:
+        return f"{self.gateway}:{self.replica_port(k) + 1}"
 
     def agent_metrics(self, h: LocalHost) -> str:
         if self.shared_netns:
@@ -107,6 +125,8 @@ class LocalCluster:
 
     @property
     def etcd_endpoint(self) -> str:
+        if self.etcd_cluster is not None:
+            return self.etcd_cluster.endpoints
         return f"http://{self.gateway}:{self.etcd_port}"
 
     # --- network ----------------------------------------------------------------------------
@@ -155,18 +175,30 @@ class LocalCluster:
             return subprocess.Popen(prefix + args, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
 
-    def start_scheduler(self, wait: float = 30.0) -> None:
-        ready = self.workdir / "scheduler.ready"
+    def start_etcd(self) -> None:
+        """etcd_members > 1: a cluster of our own (else the first scheduler embeds one)."""
+        if self.etcd_members > 1:
+            from scheduler.embedded_etcd import EtcdCluster
+            ports = tuple(self.etcd_port + 2 * i for i in range(self.etcd_members))
+            self.etcd_cluster = EtcdCluster(self.workdir / "etcd", ports, host=self.gateway).start()
+
+    def start_scheduler(self, wait: float = 30.0, k: int = 0) -> None:
+        """Replica k; without an etcd cluster, replica 0 embeds etcd and the others use it."""
+        name = "scheduler" if k == 0 else f"scheduler{k}"
+        ready = self.workdir / f"{name}.ready"
         ready.unlink(missing_ok=True)
-        self.scheduler = self._spawn(
-            [sys.executable, "-m", "scheduler.main", "--listen", self.scheduler_address,
-             "--state-dir", str(self.workdir / "scheduler"),
-             "--embedded-etcd-listen", f"{self.gateway}:{self.etcd_port}",
+        if self.etcd_cluster is not None or k > 0:
+            etcd = ["--etcd", self.etcd_endpoint]
+        else:
+            etcd = ["--embedded-etcd-listen", f"{self.gateway}:{self.etcd_port}"]
+        self.schedulers[k] = self._spawn(
+            [sys.executable, "-m", "scheduler.main", "--listen", f"{self.gateway}:{self.replica_port(k)}",
+             "--state-dir", str(self.workdir / name), *etcd, "--id", name,
              "--confirm-timeout", str(self.confirm_timeout), "--ready-file", str(ready),
-             "--metrics", self.scheduler_metrics, *self.scheduler_args, *self.tls_args(),
+             "--metrics", self.replica_metrics(k), *self.scheduler_args, *self.tls_args(),
              "--log-level", self.log_level],
-            self.workdir / "logs" / "scheduler.log")
-        self._wait_file(ready, self.scheduler, "scheduler", wait)
+            self.workdir / "logs" / f"{name}.log")
+        self._wait_file(ready, self.schedulers[k], name, wait)
 
     def start_agent(self, h: LocalHost, wait: float = 60.0) -> None:
         self.spawn_agent(h)
@@ -238,14 +270,18 @@ class LocalCluster:
 
     def up(self) -> LocalCluster:
         """A fresh cluster: state left in workdir by an earlier run is removed first."""
-        for old in [self.workdir / "scheduler", self.workdir / "prometheus", *(h.state_dir for h in self.hosts)]:
+        for old in [self.workdir / "scheduler", self.workdir / "prometheus", self.workdir / "etcd",
+                    *(self.workdir / f"scheduler{k}" for k in range(1, self.replicas)),
+                    *(h.state_dir for h in self.hosts)]:
             shutil.rmtree(old, ignore_errors=True)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.create_network()
         try:
             if self.tls:   # a new CA per run, made the way a user would
                 self.ctl("certs", "init", str(self.tls_dir), "--force", check=True)
-            self.start_scheduler()
+            self.start_etcd()
+            for k in range(self.replicas):
+                self.start_scheduler(k=k)
             # side by side: each agent's first start may probe KVM for ~10 s
             for h in self.hosts:
                 self.spawn_agent(h)
@@ -280,14 +316,17 @@ class LocalCluster:
 
     def down(self, stop_instances: bool = True) -> None:
         """Stop the jobs, end our processes by PID, then remove whatever the agents left."""
-        if stop_instances and self.scheduler is not None and self.scheduler.poll() is None:
+        if stop_instances and any(p is not None and p.poll() is None for p in self.schedulers):
             try:
                 self.stop_all_jobs()
             except (subprocess.SubprocessError, ValueError):
                 pass
         for h in self.hosts:
             self.kill(h.proc)
-        self.kill(self.scheduler)
+        for proc in self.schedulers:
+            self.kill(proc)
+        if self.etcd_cluster is not None:
+            self.etcd_cluster.stop()
         self.kill(self.prometheus)
         if stop_instances:
             cleanup_agent_leftovers([h.name for h in self.hosts], [h.state_dir for h in self.hosts])

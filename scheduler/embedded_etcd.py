@@ -126,8 +126,8 @@ class EtcdCluster:
     members one by one or all together; a restarted member rejoins from its data dir."""
 
     def __init__(self, base_dir: Path, ports: tuple[int, ...] = (23900, 23902, 23904),
-                 tie_to_parent: bool = False):
-        self.members = [EtcdServer(Path(base_dir) / f"m{i}", client_port=port, name=f"m{i}",
+                 tie_to_parent: bool = False, host: str = "127.0.0.1"):
+        self.members = [EtcdServer(Path(base_dir) / f"m{i}", client_host=host, client_port=port, name=f"m{i}",
                                    tie_to_parent=tie_to_parent) for i, port in enumerate(ports)]
         initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
         for m in self.members:
