@@ -10,9 +10,8 @@ from pathlib import Path
 
 import click
 import grpc
-from prometheus_client import REGISTRY
 
-from agent import fingerprint
+from agent import fingerprint, metrics
 from agent.drivers.paths import DEFAULT_ALLOWED_DIRS, parse_allowed_dirs
 from agent.manager import InstanceManager
 from agent.registration import Registration
@@ -102,7 +101,7 @@ async def serve(opts: dict) -> None:
     registration = Registration(etcd, record, ttl=opts["lease_ttl"])
     await registration.start()
     collector = UsageCollector(etcd, node, manager, interval=opts["usage_interval"])
-    REGISTRY.register(collector)
+    metrics.REGISTRY.register(collector)
     usage_task = asyncio.get_running_loop().create_task(collector.run(lambda: registration.lease_id))
     log.info("agent %s serving on %s, drivers: %s", node, address, ", ".join(drivers) or "none")
     if opts["ready_file"]:
@@ -173,9 +172,8 @@ def main(**opts):
     opts["subnet"] = opts["subnet"] or default_subnet(opts["node"])
     opts["drivers"] = [d.strip() for d in opts["drivers"].split(",") if d.strip()]
     if opts["metrics"]:
-        from prometheus_client import start_http_server
         host, _, port = opts["metrics"].rpartition(":")
-        start_http_server(int(port), addr=host)
+        metrics.start_http_server(int(port), addr=host)
     if opts["simulate"]:
         from agent import simulate
         asyncio.run(simulate.serve(opts, opts["simulate"]))

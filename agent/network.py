@@ -1,4 +1,4 @@
-"""Per-host bridge and per-instance network namespaces, with pyroute2.
+"""Per-host bridge and per-instance network namespaces, over rtnetlink (agent/rtnl.py).
 
     bridge pyb<hash(node)>  (gateway = first address of the subnet, in the agent's netns)
       └── veth pyv<hash(key)> ── eth0 in netns /var/run/netns/pyn-<hash(key)>  (next free address)
@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from agent.rtnl import Rtnl
 
 NETNS_DIR = "/var/run/netns"
 CONTAINER_IFNAME = "eth0"
@@ -134,30 +133,29 @@ class HostNetwork:
 
     def setup(self) -> None:
         """Create the bridge with the gateway address and bring it up. Idempotent (agent restart)."""
-        with _errors(f"bridge {self.bridge}"), IPRoute() as ipr:
+        with _errors(f"bridge {self.bridge}"), Rtnl() as ipr:
             self._check_subnet_free(ipr)
-            found = ipr.link_lookup(ifname=self.bridge)
+            found = ipr.link_lookup(self.bridge)
             if not found:
-                ipr.link("add", ifname=self.bridge, kind="bridge")
-                found = ipr.link_lookup(ifname=self.bridge)
+                ipr.add_bridge(self.bridge)
+                found = ipr.link_lookup(self.bridge)
             index = found[0]
-            have = {a.get("address") for a in ipr.get_addr(index=index, family=2)}
-            if self.gateway not in have:
-                ipr.addr("add", index=index, address=self.gateway, prefixlen=self.prefixlen)
-            ipr.link("set", index=index, state="up")
+            if self.gateway not in {a.address for a in ipr.addrs(index)}:
+                ipr.add_addr(index, self.gateway, self.prefixlen)
+            ipr.set_link(index, up=True)
 
-    def _check_subnet_free(self, ipr: IPRoute) -> None:
+    def _check_subnet_free(self, ipr: Rtnl) -> None:
         # Another bridge (another agent) with an overlapping subnet would steal our routes.
-        for a in ipr.get_addr(family=2):
-            net = ipaddress.ip_network(f"{a.get('address')}/{a['prefixlen']}", strict=False)
-            if net.overlaps(self.pool.subnet) and a.get("label") != self.bridge:
-                raise NetworkError(f"subnet {self.pool.subnet} overlaps {net} on {a.get('label')}")
+        for a in ipr.addrs():
+            net = ipaddress.ip_network(f"{a.address}/{a.prefixlen}", strict=False)
+            if net.overlaps(self.pool.subnet) and a.label != self.bridge:
+                raise NetworkError(f"subnet {self.pool.subnet} overlaps {net} on {a.label}")
 
     def teardown(self) -> None:
         """Remove the bridge. Call when no instance is attached any more."""
-        with _errors(f"bridge {self.bridge}"), IPRoute() as ipr:
-            for index in ipr.link_lookup(ifname=self.bridge):
-                ipr.link("del", index=index)
+        with _errors(f"bridge {self.bridge}"), Rtnl() as ipr:
+            for index in ipr.link_lookup(self.bridge):
+                ipr.del_link(index)
 
     def attach(self, key: str) -> Attachment:
         """A netns for `key` with eth0 on the bridge, an address, a default route and lo up."""
@@ -172,35 +170,34 @@ class HostNetwork:
 
     def _attach(self, att: Attachment) -> None:
         # Runs in a thread of its own: it unshares its network namespace half way through.
-        with _errors(f"veth {att.veth}"), IPRoute() as host:
-            bridge = host.link_lookup(ifname=self.bridge)
+        with _errors(f"veth {att.veth}"), Rtnl() as host:
+            bridge = host.link_lookup(self.bridge)
             if not bridge:
                 raise NetworkError(f"bridge {self.bridge} does not exist (setup() not called?)")
-            for index in host.link_lookup(ifname=att.veth):    # a leftover of a crashed attach
-                host.link("del", index=index)
+            for index in host.link_lookup(att.veth):    # a leftover of a crashed attach
+                host.del_link(index)
             _remove_netns(att.netns_path)
             _create_netns_here(att.netns_path)
             # opened after unshare: this socket talks to the new namespace
-            with IPRoute() as ns:
+            with Rtnl() as ns:
                 nsfd = os.open(att.netns_path, os.O_RDONLY)
                 try:
-                    host.link("add", ifname=att.veth, kind="veth",
-                              peer={"ifname": CONTAINER_IFNAME, "net_ns_fd": nsfd})
+                    host.add_veth(att.veth, CONTAINER_IFNAME, nsfd)
                 finally:
                     os.close(nsfd)
-                veth = host.link_lookup(ifname=att.veth)[0]
-                host.link("set", index=veth, master=bridge[0], state="up")
-                eth0 = ns.link_lookup(ifname=CONTAINER_IFNAME)[0]
-                ns.addr("add", index=eth0, address=att.address, prefixlen=self.prefixlen)
-                ns.link("set", index=eth0, state="up")
-                ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
-                ns.route("add", dst="0.0.0.0/0", gateway=self.gateway)
+                veth = host.link_lookup(att.veth)[0]
+                host.set_link(veth, master=bridge[0], up=True)
+                eth0 = ns.link_lookup(CONTAINER_IFNAME)[0]
+                ns.add_addr(eth0, att.address, self.prefixlen)
+                ns.set_link(eth0, up=True)
+                ns.set_link(ns.link_lookup("lo")[0], up=True)
+                ns.add_default_route(self.gateway)
 
     def detach(self, key: str) -> None:
         """Remove the veth pair, the netns and the address of `key`. Idempotent."""
-        with _errors(f"veth {veth_name(key)}"), IPRoute() as ipr:
-            for index in ipr.link_lookup(ifname=veth_name(key)):
-                ipr.link("del", index=index)
+        with _errors(f"veth {veth_name(key)}"), Rtnl() as ipr:
+            for index in ipr.link_lookup(veth_name(key)):
+                ipr.del_link(index)
         _remove_netns(netns_path(key))
         self.pool.release(key)
 
@@ -284,8 +281,6 @@ class _errors:
         return None
 
     def __exit__(self, kind, exc, tb) -> bool:
-        if isinstance(exc, NetlinkError):
-            raise NetworkError(f"{self.what}: {os.strerror(exc.code) if exc.code else exc}") from exc
-        if isinstance(exc, OSError):
+        if isinstance(exc, OSError):                    # rtnl.NetlinkError too
             raise NetworkError(f"{self.what}: {exc.strerror or exc}") from exc
         return False

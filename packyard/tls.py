@@ -14,22 +14,25 @@ import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+# cryptography (~9 MiB resident) is imported by the functions that parse or write certificates, so
+# a program started without --tls never loads it (the agent's memory budget, issue 5)
+if TYPE_CHECKING:
+    from cryptography import x509
 
 # role -> the name in its certificate (CN and DNS SAN) and what it may do in a TLS handshake
 ROLES = {"scheduler": "packyard-scheduler", "agent": "packyard-agent", "ctl": "packyard-ctl"}
-USAGES = {
+
+
+def usages(role: str) -> list[x509.ObjectIdentifier]:
+    """The extended key usages of ROLE's certificate."""
+    from cryptography.x509.oid import ExtendedKeyUsageOID as EKU
     # the scheduler serves ctl and dials agents; agents only serve; ctl only dials
-    "scheduler": [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-    "agent": [ExtendedKeyUsageOID.SERVER_AUTH],
-    "ctl": [ExtendedKeyUsageOID.CLIENT_AUTH],
-}
+    return {"scheduler": [EKU.SERVER_AUTH, EKU.CLIENT_AUTH], "agent": [EKU.SERVER_AUTH],
+            "ctl": [EKU.CLIENT_AUTH]}[role]
 # which client roles each server role answers: only the scheduler may start or stop workloads
 ALLOWED_CLIENTS = {"scheduler": {"ctl", "scheduler"}, "agent": {"scheduler"}}
 
@@ -51,6 +54,10 @@ class Identity:
 def init(directory: Path, days: int = 365, force: bool = False) -> list[Path]:
     """A new cluster CA and a certificate for every role in DIRECTORY; the files written.
     An existing CA is kept unless force: replacing it locks out every host that has the old one."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise TLSError(f"{directory} exists and is not a directory")
@@ -74,7 +81,7 @@ def init(directory: Path, days: int = 365, force: bool = False) -> list[Path]:
         cert = (_builder(subject, ca_name, key.public_key(), now, days)
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                 .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-                .add_extension(x509.ExtendedKeyUsage(USAGES[role]), critical=False)
+                .add_extension(x509.ExtendedKeyUsage(usages(role)), critical=False)
                 .sign(ca_key, hashes.SHA256()))
         written += _write_pair(directory, role, cert, key)
     return written
@@ -82,6 +89,7 @@ def init(directory: Path, days: int = 365, force: bool = False) -> list[Path]:
 
 def _builder(subject: x509.Name, issuer: x509.Name, public_key, now: datetime.datetime,
              days: int) -> x509.CertificateBuilder:
+    from cryptography import x509
     # backdated a little so a host whose clock lags the CA's by a minute still accepts it
     return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
             .serial_number(x509.random_serial_number())
@@ -90,6 +98,7 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key, now: datetime.da
 
 
 def _write_pair(directory: Path, stem: str, cert: x509.Certificate, key) -> list[Path]:
+    from cryptography.hazmat.primitives import serialization
     crt_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
     crt_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -106,6 +115,8 @@ def _write_pair(directory: Path, stem: str, cert: x509.Certificate, key) -> list
 def load(directory: Path, role: str) -> Identity:
     """ROLE's identity from DIRECTORY, checked now (parsable, key matches, signed by the CA, in
     date), so a bad directory fails at startup rather than at the first handshake."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
     if role not in ROLES:
         raise TLSError(f"unknown role '{role}' (one of {', '.join(ROLES)})")
     directory = Path(directory)
@@ -141,6 +152,7 @@ def _read(path: Path) -> bytes:
 
 
 def _parse_cert(path: Path, pem: bytes) -> x509.Certificate:
+    from cryptography import x509
     try:
         return x509.load_pem_x509_certificate(pem)
     except ValueError as e:
