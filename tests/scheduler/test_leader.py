@@ -3,6 +3,7 @@ the fencing token that keeps a deposed leader's placements out of etcd."""
 import asyncio
 
 from packyard import keys
+from packyard.etcd import Etcd
 from scheduler.leader import Leadership
 from tests.conftest import eventually
 from tests.scheduler.inprocess import start_agent, start_scheduler
@@ -18,8 +19,7 @@ async def start(etcd, name, ttl=2):
 
 async def die(ld: Leadership) -> None:
     """Like SIGKILL: no more renewals, no revoke; the lease is left to expire."""
-    ld._task.cancel()
-    await asyncio.gather(ld._task, return_exceptions=True)
+    await ld.abandon()
 
 
 async def test_exactly_one_of_several_replicas_leads(etcd):
@@ -81,7 +81,8 @@ async def test_a_deposed_leaders_placements_are_refused_by_etcd(etcd, tmp_path):
     ld, _ = await start(etcd, "stale", ttl=30)
     await eventually(lambda: ld.leading, what="leads")
     sched.controller.follow(ld)
-    await die(ld)                              # stops renewing, but still believes it leads
+    # another replica holds the key now; with a 30 s lease ours renews (and notices) only every
+    # 10 s, so meanwhile it still believes it leads, like a leader that stalled
     await etcd.delete(keys.LEADER)
     await etcd.put(keys.LEADER, b"new-leader")
     assert ld.leading
@@ -91,6 +92,7 @@ async def test_a_deposed_leaders_placements_are_refused_by_etcd(etcd, tmp_path):
     _, kvs = await etcd.get_prefix(keys.instances_of("shop"))
     from packyard import records
     assert len(kvs) == 2 and all(not records.loads(records.InstanceRecord, kv.value).node for kv in kvs)
+    await ld.abandon()
     await sched.close()
     await agent.kill()
     await etcd.delete(keys.LEADER)
@@ -119,3 +121,21 @@ async def test_a_follower_serves_the_api_and_places_once_it_leads(etcd, tmp_path
     await mine.resign()
     await sched.close()
     await agent.kill()
+
+
+async def test_a_leader_that_stepped_down_on_a_slow_etcd_takes_its_key_back_at_once(etcd, monkeypatch):
+    """Renewals failing (etcd slow or failing over) make the leader step down after half its
+    10 s TTL; its key is still there when etcd answers again: it revokes that lease and leads
+    again instead of waiting out the ~5 s the lease has left."""
+    ld, changes = await start(etcd, "me", ttl=10)
+    await eventually(lambda: ld.leading, what="leads")
+
+    async def failing(self, lease_id):
+        raise TimeoutError("etcd is slow")
+    with monkeypatch.context() as m:
+        m.setattr(Etcd, "refresh_lease", failing)    # the election's own client is an Etcd too
+        await eventually(lambda: not ld.leading, timeout=15, what="step down")
+        assert (await etcd.get(keys.LEADER)) == b"me"          # the stale key is still there
+    await eventually(lambda: ld.leading, timeout=3, what="leading again")
+    assert changes == [True, False, True]
+    await ld.resign()
