@@ -34,7 +34,9 @@ T = TypeVar("T")
 # far longer than an etcd restart takes. Keepalive finds a member that vanished without a reset.
 CHANNEL_OPTIONS = {"grpc.initial_reconnect_backoff_ms": 100, "grpc.min_reconnect_backoff_ms": 100,
                    "grpc.max_reconnect_backoff_ms": 1000, "grpc.keepalive_time_ms": 10_000,
-                   "grpc.keepalive_timeout_ms": 5_000}
+                   "grpc.keepalive_timeout_ms": 5_000,
+                   # listing 100,000 instance records at start-up is ~35 MB in one reply
+                   "grpc.max_receive_message_length": 1 << 30}
 # etcd cancels a watch whose member lost its leader (else a partitioned member's watch just goes quiet)
 WATCH_METADATA = (("hasleader", "true"),)
 BACKOFF_FIRST, BACKOFF_MAX = 0.05, 1.0

@@ -19,8 +19,16 @@ TERMINAL = frozenset({EXITED, FAILED, LOST, STOPPED})
 
 
 def dumps(record: Any) -> bytes:
-    data = {k: v for k, v in dataclasses.asdict(record).items() if v not in (None, "", {}, [])}
-    return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    # vars(), not dataclasses.asdict(): asdict deep-copies every value, which was a tenth of the
+    # scheduler's time committing 20,000 placements; nested records are converted by _plain
+    data = {k: v for k, v in vars(record).items() if v not in (None, "", {}, [])}
+    return json.dumps(data, separators=(",", ":"), sort_keys=True, default=_plain).encode()
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def loads(cls: type[T], raw: bytes | str) -> T:

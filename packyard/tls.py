@@ -176,12 +176,17 @@ def channel_options(server_role: str) -> list[tuple[str, str]]:
     return [("grpc.ssl_target_name_override", ROLES[server_role])]
 
 
+# `ctl status` of a 100,000-instance job is ~8 MB: over gRPC's default 4 MiB receive limit
+MESSAGE_OPTIONS = [("grpc.max_receive_message_length", 256 << 20)]
+
+
 def dial(address: str, identity: Identity | None, server_role: str, aio: bool = False):
     """A channel to a server of SERVER_ROLE: mutual TLS with IDENTITY, or plaintext without one."""
     api = grpc.aio if aio else grpc
     if identity is None:
-        return api.insecure_channel(address)
-    return api.secure_channel(address, channel_credentials(identity), options=channel_options(server_role))
+        return api.insecure_channel(address, options=MESSAGE_OPTIONS)
+    return api.secure_channel(address, channel_credentials(identity),
+                              options=channel_options(server_role) + MESSAGE_OPTIONS)
 
 
 def peer_role(context) -> str | None:

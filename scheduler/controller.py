@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 class ControllerConfig:
     tick: float = 1.0                 # re-evaluate at least this often (timeouts, retries)
     resend_after: float = 2.0         # re-send Start/Stop not yet acknowledged by a report
+    resend_after_accepted: float = 8.0   # ... or, for a Start the agent accepted, this much later
     stop_grace: float = 10.0          # SIGTERM → SIGKILL for `ctl stop`
     persist_profiles_every: float = 5.0
     learner: LearnerConfig = LearnerConfig()
@@ -59,12 +60,14 @@ class Controller:
         self._wake = asyncio.Event()
         self._told: dict[str, float] = {}          # instance id -> when an agent was last told
         self._specs: dict[tuple[str, int], JobSpec] = {}
+        self._group_specs: dict[tuple[str, int, str], agent_pb2.InstanceSpec] = {}
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
         self.ready = asyncio.Event()
         # One decision at a time: evaluations and API writes both read-modify-write the cache.
         self.lock = asyncio.Lock()
         self._stopping = False
+        self._timers_at = 0.0             # when confirm timeouts and re-sends were last looked at
         # Placement runs only while leading; without an election (one replica, tests) always.
         self.leadership: Leadership | None = None
         self.leading = True
@@ -167,7 +170,7 @@ class Controller:
                 async with asyncio.timeout(self.config.tick):
                     await self._wake.wait()
             except TimeoutError:
-                self._dirty.add("*")   # timeouts and retries are due even without events
+                pass                   # timers (confirm timeouts, re-sends) are due even without events
             self._wake.clear()
             if not self.leading:
                 continue
@@ -184,17 +187,33 @@ class Controller:
 
     # --- one evaluation ---------------------------------------------------------------------
     async def evaluate(self) -> None:
-        dirty, self._dirty = self._dirty, set()
-        jobs = list(self.state.jobs) if "*" in dirty else [j for j in dirty if j in self.state.jobs]
         now = self.clock()
+        # timers are looked at once per tick, not on every batch of events: the instances
+        # awaiting an agent are many while a big job starts, and none is due sooner
+        timers = now - self._timers_at >= self.config.tick or "*" in self._dirty
+        dirty, self._dirty = self._dirty | (self.due_confirmations(now) if timers else set()), set()
+        jobs = list(self.state.jobs) if "*" in dirty else [j for j in dirty if j in self.state.jobs]
         ready = self.ready_nodes()
         for name in jobs:
             result = self.reconcile_job(name, ready, now)
             if not result.empty:
                 await self.apply(result)
         await self.place_pending()
-        await self.resend(now)
+        if timers:
+            self._timers_at = now
+            await self.resend(now)
         await self.save_profiles(now)
+
+    def due_confirmations(self, now: float) -> set[str]:
+        """Jobs with an instance whose node has not confirmed it in time: the reconciler puts it
+        back to pending (the only reconcile decision a clock makes)."""
+        timeout = self.config.reconcile.confirm_timeout
+        due = set()
+        for iid in self.state.unsettled:
+            r = self.state.instances[iid].record
+            if r.desired == "run" and not r.lost and now - r.placed_at > timeout:
+                due.add(r.job)
+        return due
 
     def ready_nodes(self) -> set[str]:
         return set(self.state.nodes)
@@ -256,10 +275,10 @@ class Controller:
     # --- placement ----------------------------------------------------------------------------
     def pending(self) -> dict[tuple[str, str], list[Entry]]:
         out: dict[tuple[str, str], list[Entry]] = defaultdict(list)
-        for e in self.state.instances.values():
-            r = e.record
-            if r.desired == "run" and not r.node and not r.lost and r.job in self.state.jobs:
-                out[(r.job, r.group)].append(e)
+        for iid in self.state.pending_ids:
+            e = self.state.instances[iid]
+            if e.record.job in self.state.jobs:
+                out[(e.record.job, e.record.group)].append(e)
         return out
 
     def host_table(self) -> placement.HostTable:
@@ -277,9 +296,9 @@ class Controller:
     def gpu_devices(self, exclude: set[str] = frozenset()) -> dict[str, tuple[int, ...]]:
         """Milli-GPUs held on each device of each node, from the instances' recorded devices."""
         used: dict[str, list[int]] = {}
-        for e in self.state.instances.values():
-            r = e.record
-            if r.id in exclude or not r.gpus or not holds_reservation(e) or r.node not in self.state.nodes:
+        for iid in self.state.gpu_holders:
+            r = self.state.instances[iid].record
+            if r.id in exclude or r.node not in self.state.nodes:
                 continue
             width = -(-self.state.nodes[r.node].capacity.get("gpu_milli", 0) // 1000)
             per_device = used.setdefault(r.node, [0] * width)
@@ -289,23 +308,31 @@ class Controller:
                     per_device[d] = min(1000, per_device[d] + min(share, 1000))
         return {node: tuple(v) for node, v in used.items()}
 
-    def running(self) -> list[placement.Running]:
-        """Instances holding reservations, as preemption sees them (possible victims)."""
+    def running(self, above: int | None = None) -> list[placement.Running]:
+        """Instances holding reservations, as preemption sees them (possible victims); only
+        those of jobs that an ask of priority `above` could evict, if given."""
         out = []
-        for e in self.state.instances.values():
-            r = e.record
-            job = self.state.jobs.get(r.job)
-            if r.desired != "run" or job is None or not holds_reservation(e) or r.node not in self.state.nodes:
-                continue
-            out.append(placement.Running(instance=r.id, host=r.node, priority=self.spec_of(job).priority,
-                                         reserved=ResourceAmounts.of(r.reserved), gpus=tuple(r.gpus)))
+        limit = None if above is None else above - self.config.engine.preempt_margin
+        jobs = [j for j in self.state.holding_by_job if j in self.state.jobs and
+                (limit is None or self.spec_of(self.state.jobs[j]).priority <= limit)]
+        for job_name in jobs:
+            job = self.state.jobs[job_name]
+            priority = self.spec_of(job).priority
+            for iid in sorted(self.state.by_job.get(job_name, ())):
+                e = self.state.instances.get(iid)
+                if e is None or iid not in self.state.holding:
+                    continue
+                r = e.record
+                if r.desired != "run" or r.node not in self.state.nodes:
+                    continue
+                out.append(placement.Running(instance=r.id, host=r.node, priority=priority,
+                                             reserved=ResourceAmounts.of(r.reserved), gpus=tuple(r.gpus)))
         return out
 
     def workload_mix(self) -> placement.WorkloadMix | None:
         """The shapes running now: what the GPU-aware scorers expect to keep arriving."""
-        return placement.WorkloadMix.of_reserved(
-            ResourceAmounts.of(e.record.reserved) for e in self.state.instances.values()
-            if holds_reservation(e))
+        counts = {shape: float(n) for shape, n in self.state.shapes.items()}
+        return placement.WorkloadMix.of(counts) if counts else None
 
     async def place_pending(self) -> None:
         pending = self.pending()
@@ -329,7 +356,10 @@ class Controller:
             asks.append(self.ask_for(spec, group, len(entries)))
             members.append(entries)
         table = self.host_table()
-        results = placement.place(table, asks, self.engine_config(), running=self.running())
+        # victims can only be of jobs below the most urgent ask: usually none, and listing every
+        # running instance would cost more than the placement
+        victims = self.running(above=max(a.priority for a in asks))
+        results = placement.place(table, asks, self.engine_config(), running=victims)
         metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - started)
         now = self.clock()
         placed: list[InstanceRecord] = []
@@ -422,23 +452,32 @@ class Controller:
 
     # --- telling agents -----------------------------------------------------------------------
     def instance_spec(self, r: InstanceRecord) -> agent_pb2.InstanceSpec:
-        spec = self.spec_of(self.state.jobs[r.job])
-        group = spec.group(r.group)
-        res = group.resources
-        return agent_pb2.InstanceSpec(
-            id=r.id, job=r.job, group=r.group, kind=r.kind,
-            request=to_resources(ResourceAmounts(res.cpu, res.memory, res.disk, res.gpu)),
-            limit=to_resources(ResourceAmounts.of(r.reserved)),
-            driver_json=json.dumps(group.driver_config()))
+        job = self.state.jobs[r.job]
+        key = (job.name, job.version, r.group)
+        group_part = self._group_specs.get(key)
+        if group_part is None:   # the same for every instance of the group: made once
+            group = self.spec_of(job).group(r.group)
+            res = group.resources
+            group_part = self._group_specs[key] = agent_pb2.InstanceSpec(
+                job=r.job, group=r.group, kind=r.kind,
+                request=to_resources(ResourceAmounts(res.cpu, res.memory, res.disk, res.gpu)),
+                driver_json=json.dumps(group.driver_config()))
+        out = agent_pb2.InstanceSpec()
+        out.CopyFrom(group_part)
+        out.id = r.id
+        out.limit.CopyFrom(to_resources(ResourceAmounts.of(r.reserved)))
+        return out
 
     async def tell_start(self, recs: list[InstanceRecord]) -> None:
         by_node: dict[str, list[InstanceRecord]] = defaultdict(list)
         for r in recs:
             by_node[r.node].append(r)
-        now = self.clock()
+        # assume the agent takes them (a reply can take seconds on a busy cluster, and re-sending
+        # meanwhile only adds work); _start_on brings the re-send forward if it does not
+        later = self.clock() + self.config.resend_after_accepted
         for node, rs in by_node.items():
             for r in rs:
-                self._told[r.id] = now
+                self._told[r.id] = later
             self._spawn(self._start_on(node, rs))
 
     async def _start_on(self, node: str, recs: list[InstanceRecord]) -> None:
@@ -451,8 +490,12 @@ class Controller:
             for res in reply.results:
                 if not res.accepted:
                     log.warning("agent %s refused %s: %s", node, res.id, res.error)
+                    self._told[res.id] = self.clock()
         except Exception as e:  # unreachable agent: resend / confirm timeout deal with it
             log.warning("telling %s to start %d instances failed: %s", node, len(recs), e)
+            now = self.clock()
+            for r in recs:
+                self._told[r.id] = now
 
     async def tell_stop(self, recs: list[InstanceRecord]) -> None:
         by_node: dict[str, list[str]] = defaultdict(list)
@@ -481,7 +524,8 @@ class Controller:
         """Start/Stop messages can be lost (agent restarting, network cut): say them again until
         the agent's report shows it heard."""
         starts, stops = [], []
-        for e in self.state.instances.values():
+        for iid in list(self.state.unsettled):
+            e = self.state.instances[iid]
             r = e.record
             if not r.node or r.node not in self.state.nodes:
                 continue

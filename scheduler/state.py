@@ -57,6 +57,19 @@ def holds_reservation(e: Entry) -> bool:
     return e.state is None or e.state.state not in TERMINAL
 
 
+def unsettled(e: Entry) -> bool:
+    """An agent has yet to act on it: told to start and not heard of since, told to stop and not
+    ended, or lost (its node declared down) yet reported still running — fencing must stop it."""
+    r = e.record
+    if not r.node:
+        return False
+    if r.lost:
+        return e.state is not None and e.state.state not in TERMINAL
+    if r.desired == "run":
+        return e.state is None
+    return effective_state(r, e.state) not in TERMINAL
+
+
 @dataclass
 class ClusterState:
     nodes: dict[str, NodeRecord] = field(default_factory=dict)      # ready: their lease is alive
@@ -69,6 +82,15 @@ class ClusterState:
     reports: dict[str, StateRecord] = field(default_factory=dict)
     report_nodes: dict[str, str] = field(default_factory=dict)
     usage: dict[str, UsageRecord] = field(default_factory=dict)     # node -> latest measurement
+    # Indexes kept as events are applied, so that an evaluation costs what changed, not the size
+    # of the cluster (100,000 instances: a full scan is ~50 ms, and an evaluation made several)
+    pending_ids: set[str] = field(default_factory=set)       # to place: run, no node, not lost
+    unsettled: set[str] = field(default_factory=set)         # an agent has yet to act (see below)
+    holding: dict[str, tuple[str, tuple[int, int, int, int]]] = field(default_factory=dict)
+    node_alloc: dict[str, list[int]] = field(default_factory=dict)   # node -> [cpu, mem, disk, gpu]
+    shapes: dict[tuple[int, int, int], int] = field(default_factory=dict)  # reserved shape -> count
+    gpu_holders: set[str] = field(default_factory=set)
+    holding_by_job: dict[str, int] = field(default_factory=dict)
 
     # --- loading and applying etcd events -------------------------------------------------
     def load(self, prefix: str, kvs: list[KV]) -> set[str]:
@@ -84,9 +106,10 @@ class ClusterState:
             if ev.kind == "put":
                 self.nodes[name] = records.loads(NodeRecord, ev.value)
                 self.down.pop(name, None)
-            elif name in self.nodes:
+                return set()          # new capacity: the next placement pass sees it
+            if name in self.nodes:
                 self.down[name] = self.nodes.pop(name)
-            return {"*"}
+            return {"*"}              # its instances are lost: every job looks again
         if ev.key.startswith(keys.JOBS):
             name = keys.last(ev.key)
             if ev.kind == "put":
@@ -100,8 +123,10 @@ class ClusterState:
             iid = keys.last(ev.key)
             job = keys.instance_job(iid)
             if ev.kind == "put":
-                rec = records.loads(InstanceRecord, ev.value)
                 entry = self.instances.get(iid)
+                if entry is not None and entry.mod_revision >= ev.revision:
+                    return set()      # our own commit, applied when it was made
+                rec = records.loads(InstanceRecord, ev.value)
                 if entry is None:
                     entry = self.instances[iid] = Entry(rec, ev.revision)
                     self.by_job[job].add(iid)
@@ -111,7 +136,10 @@ class ClusterState:
             else:
                 self.instances.pop(iid, None)
                 self.by_job[job].discard(iid)
-            return {job}
+                self._index(iid, None)
+            # no reconcile needed: instance records are written by the reconciling scheduler
+            # itself, or together with their job record (whose event marks the job)
+            return set()
         if ev.key.startswith(keys.USAGE):
             name = keys.last(ev.key)
             if ev.kind == "put":
@@ -130,7 +158,9 @@ class ClusterState:
             entry = self.instances.get(iid)
             if entry is not None:
                 self._attach_report(entry)
-            return {keys.instance_job(iid)}
+            # a report changes no reconcile decision (the confirm timeout is a timer: see
+            # Controller.due_confirmations); an ended instance frees room, which placement sees
+            return set()
         return set()
 
     def _attach_report(self, entry: Entry) -> None:
@@ -138,6 +168,47 @@ class ClusterState:
         rep = self.reports.get(entry.id)
         node = self.report_nodes.get(entry.id)
         entry.state = rep if rep is not None and node == entry.record.node else None
+        self._index(entry.id, entry)
+
+    def _index(self, iid: str, e: Entry | None) -> None:
+        """Take the instance out of every index, then put it back where it now belongs."""
+        self.pending_ids.discard(iid)
+        self.unsettled.discard(iid)
+        self.gpu_holders.discard(iid)
+        held = self.holding.pop(iid, None)
+        if held is not None:
+            node, amounts = held
+            alloc = self.node_alloc[node]
+            for i, v in enumerate(amounts):
+                alloc[i] -= v
+            shape = (amounts[0], amounts[1], amounts[3])
+            self.shapes[shape] -= 1
+            if not self.shapes[shape]:
+                del self.shapes[shape]
+            job = keys.instance_job(iid)
+            self.holding_by_job[job] -= 1
+            if not self.holding_by_job[job]:
+                del self.holding_by_job[job]
+        if e is None:
+            return
+        r = e.record
+        if r.desired == "run" and not r.node and not r.lost:
+            self.pending_ids.add(iid)
+        if unsettled(e):
+            self.unsettled.add(iid)
+        if holds_reservation(e):
+            res = r.reserved
+            amounts = (res.get("cpu_milli", 0), res.get("memory_bytes", 0), res.get("disk_bytes", 0),
+                       res.get("gpu_milli", 0))
+            self.holding[iid] = (r.node, amounts)
+            alloc = self.node_alloc.setdefault(r.node, [0, 0, 0, 0])
+            for i, v in enumerate(amounts):
+                alloc[i] += v
+            shape = (amounts[0], amounts[1], amounts[3])
+            self.shapes[shape] = self.shapes.get(shape, 0) + 1
+            self.holding_by_job[r.job] = self.holding_by_job.get(r.job, 0) + 1
+            if r.gpus:
+                self.gpu_holders.add(iid)
 
     # --- queries ----------------------------------------------------------------------------
     def job_entries(self, job: str) -> list[Entry]:
@@ -147,10 +218,15 @@ class ClusterState:
         return effective_state(e.record, e.state)
 
     def allocated(self, exclude: set[str] = frozenset()) -> dict[str, records.ResourceAmounts]:
+        sums = {node: list(a) for node, a in self.node_alloc.items()}
+        for iid in exclude:
+            held = self.holding.get(iid)
+            if held is not None:
+                alloc = sums[held[0]]
+                for i, v in enumerate(held[1]):
+                    alloc[i] -= v
         out: dict[str, records.ResourceAmounts] = defaultdict(records.ResourceAmounts)
-        for e in self.instances.values():
-            if holds_reservation(e) and e.id not in exclude:
-                out[e.record.node] = out[e.record.node] + records.ResourceAmounts.of(e.record.reserved)
+        out.update((node, records.ResourceAmounts(*a)) for node, a in sums.items())
         return out
 
     def counts(self, job: str) -> dict[str, int]:

@@ -3,7 +3,6 @@ the fencing token that keeps a deposed leader's placements out of etcd."""
 import asyncio
 
 from packyard import keys
-from packyard.etcd import Etcd
 from scheduler.leader import Leadership
 from tests.conftest import eventually
 from tests.scheduler.inprocess import start_agent, start_scheduler
@@ -130,10 +129,11 @@ async def test_a_leader_that_stepped_down_on_a_slow_etcd_takes_its_key_back_at_o
     ld, changes = await start(etcd, "me", ttl=10)
     await eventually(lambda: ld.leading, what="leads")
 
-    async def failing(self, lease_id):
+    async def failing(*args):
         raise TimeoutError("etcd is slow")
     with monkeypatch.context() as m:
-        m.setattr(Etcd, "refresh_lease", failing)    # the election's own client is an Etcd too
+        for name in ("refresh_lease", "revoke_lease", "get", "grant_lease"):
+            m.setattr(ld.etcd, name, failing)          # the election's own client only
         await eventually(lambda: not ld.leading, timeout=15, what="step down")
         assert (await etcd.get(keys.LEADER)) == b"me"          # the stale key is still there
     await eventually(lambda: ld.leading, timeout=3, what="leading again")
