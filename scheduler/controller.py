@@ -13,6 +13,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from packyard import keys, records
 from packyard.etcd import MAX_TXN_OPS, Etcd, EtcdUnavailable, Event
 from packyard.records import STARTING, TERMINAL, InstanceRecord, ResourceAmounts
@@ -67,6 +69,8 @@ class Controller:
         # One decision at a time: evaluations and API writes both read-modify-write the cache.
         self.lock = asyncio.Lock()
         self._stopping = False
+        self._table_base: placement.HostTable | None = None
+        self._table_nodes = -1            # the nodes_version _table_base was built at
         self._timers_at = 0.0             # when confirm timeouts and re-sends were last looked at
         # Placement runs only while leading; without an election (one replica, tests) always.
         self.leadership: Leadership | None = None
@@ -282,7 +286,23 @@ class Controller:
         return out
 
     def host_table(self) -> placement.HostTable:
-        return placement.HostTable.from_hosts(self.host_table_hosts())
+        """The ready hosts with their allocation now. The hosts' own part (capacity, labels,
+        attributes) is built again only when a node record changed; the allocation comes from
+        the cache's running sums: an evaluation does not walk the instances."""
+        if self._table_base is None or self._table_nodes != self.state.nodes_version:
+            self._table_base = placement.HostTable.from_hosts(
+                placement.Host(name=n.name, capacity=ResourceAmounts.of(n.capacity),
+                               allocated=ResourceAmounts(), ready=True, labels=n.labels,
+                               attributes=n.attributes) for n in self.state.nodes.values())
+            self._table_nodes = self.state.nodes_version
+        base = self._table_base
+        zero = (0, 0, 0, 0)
+        allocated = np.array([self.state.node_alloc.get(n, zero) for n in base.names],
+                             dtype=np.int64).reshape(len(base), 4)
+        gpu_free = base.gpu_capacity.copy()
+        for node, used in self.gpu_devices().items():
+            gpu_free[base.index(node), :len(used)] -= np.array(used, dtype=np.int64)
+        return base.with_allocation(allocated, gpu_free)
 
     def host_table_hosts(self, exclude: set[str] = frozenset()) -> list[placement.Host]:
         alloc = self.state.allocated(exclude)

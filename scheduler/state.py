@@ -91,6 +91,7 @@ class ClusterState:
     shapes: dict[tuple[int, int, int], int] = field(default_factory=dict)  # reserved shape -> count
     gpu_holders: set[str] = field(default_factory=set)
     holding_by_job: dict[str, int] = field(default_factory=dict)
+    nodes_version: int = 0        # bumped on every node event: what was built from nodes is stale
 
     # --- loading and applying etcd events -------------------------------------------------
     def load(self, prefix: str, kvs: list[KV]) -> set[str]:
@@ -103,6 +104,7 @@ class ClusterState:
         """Apply one event; return the names of jobs whose situation changed ("*" = all jobs)."""
         if ev.key.startswith(keys.NODES):
             name = keys.last(ev.key)
+            self.nodes_version += 1
             if ev.kind == "put":
                 self.nodes[name] = records.loads(NodeRecord, ev.value)
                 self.down.pop(name, None)

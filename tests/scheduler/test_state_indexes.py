@@ -1,0 +1,67 @@
+"""The cache's indexes, kept as events arrive, always equal what a full scan of the instances
+says (Hypothesis drives random sequences of instance writes, reports and deletes)."""
+from collections import Counter
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from packyard import keys, records
+from packyard.etcd import Event
+from packyard.records import InstanceRecord, StateRecord
+from scheduler.state import ClusterState, holds_reservation, unsettled
+
+NODES = ["n1", "n2"]
+IDS = [f"job.web.{i}-1" for i in range(4)]
+
+instance_event = st.builds(
+    lambda iid, node, desired, lost, cpu, gpus: ("instance", iid, InstanceRecord(
+        id=iid, job="job", group="web", index=int(iid.split(".")[2].split("-")[0]), kind="container",
+        version=1, desired=desired, node=node, lost=lost and bool(node),
+        reserved={"cpu_milli": cpu, "memory_bytes": cpu << 20, "gpu_milli": 1000 * len(gpus)} if node else {},
+        gpus=gpus if node else [])),
+    st.sampled_from(IDS), st.sampled_from(["", *NODES]), st.sampled_from(["run", "stop"]), st.booleans(),
+    st.integers(0, 3000), st.sampled_from([[], [0], [0, 1]]))
+report_event = st.builds(
+    lambda iid, node, state: ("report", iid, node, state),
+    st.sampled_from(IDS), st.sampled_from(NODES),
+    st.sampled_from(["starting", "running", "exited", "failed", "stopped"]))
+delete_event = st.builds(lambda iid: ("delete", iid), st.sampled_from(IDS))
+unreport_event = st.builds(lambda iid, node: ("unreport", iid, node), st.sampled_from(IDS), st.sampled_from(NODES))
+
+
+def to_event(op, revision: int) -> Event:
+    if op[0] == "instance":
+        return Event("put", keys.instance("job", op[1]), records.dumps(op[2]), revision)
+    if op[0] == "report":
+        return Event("put", keys.state(op[2], op[1]),
+                     records.dumps(StateRecord(id=op[1], state=op[3])), revision)
+    if op[0] == "unreport":
+        return Event("delete", keys.state(op[2], op[1]), b"", revision)
+    return Event("delete", keys.instance("job", op[1]), b"", revision)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(instance_event, report_event, delete_event, unreport_event), max_size=40))
+def test_indexes_match_a_full_scan(ops):
+    state = ClusterState()
+    for revision, op in enumerate(ops, start=1):
+        state.apply(to_event(op, revision))
+    entries = list(state.instances.values())
+    assert state.pending_ids == {e.id for e in entries if e.record.desired == "run" and not e.record.node
+                                 and not e.record.lost}
+    assert state.unsettled == {e.id for e in entries if unsettled(e)}
+    holding = [e for e in entries if holds_reservation(e)]
+    alloc: dict[str, list[int]] = {}
+    for e in holding:
+        a = alloc.setdefault(e.record.node, [0, 0, 0, 0])
+        for i, k in enumerate(("cpu_milli", "memory_bytes", "disk_bytes", "gpu_milli")):
+            a[i] += e.record.reserved.get(k, 0)
+    assert {n: a for n, a in state.node_alloc.items() if any(a)} == {n: a for n, a in alloc.items() if any(a)}
+    shapes = Counter((e.record.reserved.get("cpu_milli", 0), e.record.reserved.get("memory_bytes", 0),
+                      e.record.reserved.get("gpu_milli", 0)) for e in holding)
+    assert state.shapes == dict(shapes)
+    assert state.gpu_holders == {e.id for e in holding if e.record.gpus}
+    assert sum(state.holding_by_job.values()) == len(holding)
+    scanned = {n: records.ResourceAmounts(*a) for n, a in alloc.items()}
+    assert {n: r for n, r in state.allocated().items() if r != records.ResourceAmounts()} == \
+        {n: r for n, r in scanned.items() if r != records.ResourceAmounts()}
