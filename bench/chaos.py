@@ -197,7 +197,7 @@ class Chaos:
                 "median_recovery_s": {k: statistics.median(v) for k, v in self.recoveries.items()}}
 
 
-def run(workdir: Path, rounds: int = 2, hosts: int = 3, lease_ttl: int = 5, leader_ttl: int = 2,
+def run(workdir: Path, rounds: int = 2, hosts: int = 3, lease_ttl: int = 5, leader_ttl: int = 3,
         every: float = 1.5, prefix: str = "px", net: str = "10.213.224.0/24", etcd_port: int = 23860,
         scheduler_port: int = 17860) -> dict:
     """Bring a cluster up, inject `rounds` rounds of the four faults under a stream of
@@ -238,7 +238,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--lease-ttl", type=int, default=5,
                     help="agents' lease, seconds (node loss detection; packyard-agent's default)")
-    ap.add_argument("--leader-ttl", type=int, default=2)
+    ap.add_argument("--leader-ttl", type=int, default=3, help="packyard-scheduler's default")
     ap.add_argument("--every", type=float, default=1.5, help="seconds between submissions")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()

@@ -16,6 +16,13 @@ class SchedulerUnreachable(Exception):
     pass
 
 
+def unreachable(errors: list[str]) -> str:
+    """What went wrong with every address tried: the scheduler itself, or the etcd behind it."""
+    if errors and all("etcd unavailable" in e for e in errors):
+        return "the scheduler cannot reach etcd; try again (" + "; ".join(errors) + ")"
+    return "cannot reach the scheduler (" + "; ".join(errors) + ")"
+
+
 class Client:
     def __init__(self, addresses: str, timeout: float = 10.0, identity: tls.Identity | None = None):
         """identity: ctl's certificate for mutual TLS (None: plaintext)."""
@@ -38,7 +45,7 @@ class Client:
                 if e.code() not in FAILOVER:
                     raise
                 errors.append(f"{address}: {e.details() or e.code().name}")
-        raise SchedulerUnreachable("cannot reach the scheduler (" + "; ".join(errors) + ")")
+        raise SchedulerUnreachable(unreachable(errors))
 
     def stream(self, method: str, request, timeout: float | None = None) -> Iterator:
         errors = []
@@ -56,7 +63,7 @@ class Client:
             yield first
             yield from it
             return
-        raise SchedulerUnreachable("cannot reach the scheduler (" + "; ".join(errors) + ")")
+        raise SchedulerUnreachable(unreachable(errors))
 
     def close(self) -> None:
         for ch in self._channels.values():
