@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import grpc
 import numpy as np
 
 from packyard import keys, records
@@ -36,6 +37,7 @@ class ControllerConfig:
     tick: float = 1.0                 # re-evaluate at least this often (timeouts, retries)
     resend_after: float = 2.0         # re-send Start/Stop not yet acknowledged by a report
     resend_after_accepted: float = 8.0   # ... or, for a Start the agent accepted, this much later
+    place_batch: int = 5000           # instances placed per evaluation at most (see place_pending)
     stop_grace: float = 10.0          # SIGTERM → SIGKILL for `ctl stop`
     persist_profiles_every: float = 5.0
     learner: LearnerConfig = LearnerConfig()
@@ -61,6 +63,7 @@ class Controller:
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._told: dict[str, float] = {}          # instance id -> when an agent was last told
+        self._failures: dict[str, int] = {}        # node -> Start calls failed in a row
         self._specs: dict[tuple[str, int], JobSpec] = {}
         self._group_specs: dict[tuple[str, int, str], agent_pb2.InstanceSpec] = {}
         self._tasks: list[asyncio.Task] = []
@@ -176,6 +179,7 @@ class Controller:
             except TimeoutError:
                 pass                   # timers (confirm timeouts, re-sends) are due even without events
             self._wake.clear()
+            await asyncio.sleep(0)     # an evaluation kicked by the last one lets the loop run first
             if not self.leading:
                 continue
             try:
@@ -368,11 +372,21 @@ class Controller:
             job = self.state.jobs[k[0]]
             return (-self.spec_of(job).priority, job.submitted_at, k)
         order = sorted(pending, key=urgency)
+        # A bounded batch per evaluation: placing 100,000 instances at once would hold the event
+        # loop for seconds (watches, the API and agents' replies all wait); in batches, the
+        # first instances are committed and starting while the next are placed.
+        budget, more = self.config.place_batch, False
         for job_name, group_name in order:
+            if budget <= 0:
+                more = True
+                break
             job = self.state.jobs[job_name]
             spec = self.spec_of(job)
             group = spec.group(group_name)
             entries = sorted(pending[(job_name, group_name)], key=lambda e: e.record.index)
+            more |= len(entries) > budget
+            entries = entries[:budget]
+            budget -= len(entries)
             asks.append(self.ask_for(spec, group, len(entries)))
             members.append(entries)
         table = self.host_table()
@@ -416,7 +430,7 @@ class Controller:
         await self.commit(placed + unplaced)
         await self.tell_stop([r for r in evicted if self._is_current(r)])
         await self.tell_start([r for r in placed if self._is_current(r)])
-        if evicted:
+        if evicted or more:
             self.kick()
 
     def ask_for(self, spec: JobSpec, group, count: int) -> placement.GroupAsk:
@@ -511,11 +525,17 @@ class Controller:
                 if not res.accepted:
                     log.warning("agent %s refused %s: %s", node, res.id, res.error)
                     self._told[res.id] = self.clock()
+            self._failures.pop(node, None)
         except Exception as e:  # unreachable agent: resend / confirm timeout deal with it
-            log.warning("telling %s to start %d instances failed: %s", node, len(recs), e)
-            now = self.clock()
+            # a busy agent times out; saying it all again at once would only bury it deeper:
+            # each failure in a row doubles the wait before the next try (up to 30 s)
+            fails = self._failures[node] = self._failures.get(node, 0) + 1
+            wait = min(self.config.resend_after * 2 ** (fails - 1), 30.0)
+            log.warning("telling %s to start %d instances failed (%d in a row; again in %.0f s): %s",
+                        node, len(recs), fails, wait, _why(e))
+            told = self.clock() + wait - self.config.resend_after
             for r in recs:
-                self._told[r.id] = now
+                self._told[r.id] = told
 
     async def tell_stop(self, recs: list[InstanceRecord]) -> None:
         by_node: dict[str, list[str]] = defaultdict(list)
@@ -567,6 +587,13 @@ class Controller:
             await self.tell_start(starts)
         if stops:
             await self.tell_stop(stops)
+
+
+def _why(e: Exception) -> str:
+    """One line for a log: a gRPC error's code and details, else the exception."""
+    if isinstance(e, grpc.aio.AioRpcError):
+        return f"{e.code().name}: {e.details()}"
+    return str(e) or type(e).__name__
 
 
 def explain(result: placement.GroupPlacement) -> str:
