@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import grpc
 
-from agent import fingerprint, metrics
+from agent import fingerprint, memory, metrics
 from agent.drivers.paths import DEFAULT_ALLOWED_DIRS, parse_allowed_dirs
 from agent.manager import InstanceManager
 from agent.registration import Registration
@@ -106,6 +106,7 @@ async def serve(opts: dict) -> None:
     log.info("agent %s serving on %s, drivers: %s", node, address, ", ".join(drivers) or "none")
     if opts["ready_file"]:
         opts["ready_file"].write_text(address)
+    memory.release_free_heap(collect=True)     # start-up's garbage (imports, the VM probe)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -11,6 +11,7 @@ import logging
 import os
 import time
 
+from agent import memory
 from agent.manager import InstanceManager
 from agent.metrics import CounterMetricFamily, GaugeMetricFamily
 from packyard import keys, records
@@ -106,6 +107,7 @@ class UsageCollector:
                 outage.failed(e)
             else:
                 outage.ok()
+            memory.release_free_heap()      # what the sample and the work since the last one freed
             await asyncio.sleep(self.interval)
 
     # --- Prometheus: a collector over the latest sample ----------------------------------------
