@@ -103,7 +103,7 @@ def place_group(plan: Plan, ask: GroupAsk) -> GroupPlacement:
                 working[last] = NEG
             elif soft is not None:
                 working[last] = cls.score[last] + soft.static[last]
-        best = int(np.argmax(working)) if n else 0
+        best = int(working.argmax()) if n else 0
         if n == 0 or working[best] == NEG:
             if not plan.preempting:
                 break
@@ -187,7 +187,9 @@ def _class_for(plan: Plan, ask: GroupAsk, need: np.ndarray) -> _Class:
                 rows = (np.flatnonzero(cls.static_ok) if released
                         else np.flatnonzero(cls.score != NEG))
             else:
-                rows = np.unique(np.array(changed))   # a host reserved on twice is re-scored once
+                # a host reserved on twice is re-scored once (sorted(set()): np.unique's overhead
+                # is several times that of a few dozen Python ints)
+                rows = np.array(sorted(set(changed)))
                 rows = rows[cls.static_ok[rows] if released else cls.score[rows] != NEG]
             if len(rows):
                 _refresh(plan, cls, rows)

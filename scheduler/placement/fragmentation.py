@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from scheduler.placement.plan import Plan, View
 
 FRAGMENTED, STRANDED = 0, 1
+FEW_ROWS = 256   # up to this many rows, hosts without free GPUs are scored with the others
 
 
 def measures(cpu_free: np.ndarray, memory_free: np.ndarray, gpu_free: np.ndarray,
@@ -102,25 +103,29 @@ def gradients(view: View) -> np.ndarray | None:
     index = view.index
     # a host with no free GPU (none at all, or all taken) has nothing to fragment or strand,
     # before or after an instance without GPUs (the only kind it can take): both measures are 0
-    # there, so its scores are exactly 0.5
+    # there, so its scores are exactly 0.5, computed or not
     has_gpu = plan.gpu_left[index] > 0
     if not np.logical_or.reduce(has_gpu):
         return None
-    if np.logical_and.reduce(has_gpu):
-        return _gradients(plan, index, view.free, view.gpu_free, view.need, mix)
+    if len(index) <= FEW_ROWS or np.logical_and.reduce(has_gpu):
+        # a refresh of a few rows costs its numpy calls, not its rows: compute them all rather
+        # than pick out those with GPUs
+        return _gradients(plan, index, view.free, view.cpu_after, view.memory_after, view.gpu_free,
+                          view.need, mix)
     out = np.full((len(index), 2), 0.5)
     at = index[has_gpu]
-    out[has_gpu] = _gradients(plan, at, view.free[has_gpu], plan.gpu_free[at], view.need, mix)
+    out[has_gpu] = _gradients(plan, at, view.free[has_gpu], view.cpu_after[has_gpu],
+                              view.memory_after[has_gpu], plan.gpu_free[at], view.need, mix)
     return out
 
 
-def _gradients(plan: Plan, index: np.ndarray, free: np.ndarray, gpu_free: np.ndarray,
-               need: np.ndarray, mix: WorkloadMix) -> np.ndarray:
+def _gradients(plan: Plan, index: np.ndarray, free: np.ndarray, cpu_after: np.ndarray,
+               memory_after: np.ndarray, gpu_free: np.ndarray, need: np.ndarray,
+               mix: WorkloadMix) -> np.ndarray:
     """The scores of hosts `index`, whose free amounts are `free` and devices `gpu_free`."""
     # "before" depends on the host alone: the plan keeps it, and its GPU parts, until the host
     # changes (both are taken together, so they go stale together)
     stale = plan.stale("gpu", index)
-    cpu_after, memory_after = free[:, CPU] - need[CPU], free[:, MEMORY] - need[MEMORY]
     g = int(need[GPU])
     if stale is None:
         before = plan.measures["gpu"][0][index]

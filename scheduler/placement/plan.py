@@ -64,7 +64,15 @@ class View:
 
     @cached_property
     def free(self) -> np.ndarray:           # (n, 4) what is left before placing the instance
-        return self.capacity - self.allocated
+        return self.plan.free[self.rows]
+
+    @cached_property
+    def cpu_after(self) -> np.ndarray:      # (n,) cpu left once the instance is placed
+        return self.free[:, CPU] - self.need[CPU]
+
+    @cached_property
+    def memory_after(self) -> np.ndarray:   # (n,) memory left once the instance is placed
+        return self.free[:, MEMORY] - self.need[MEMORY]
 
     @cached_property
     def used_after(self) -> np.ndarray:
@@ -145,6 +153,8 @@ class Plan:
         self.learner = (MixLearner()
                         if self.mix is None and self.config.uses_mix() else None)
         self.allocated = table.allocated.copy()
+        # capacity - allocated, kept with it (a refresh reads it for every row it looks at)
+        self.free = self.capacity - self.allocated
         self.in_use = np.any(self.allocated > 0, axis=1).astype(np.float64)   # 1.0: holds something
         self.gpu_free = table.gpu_free.copy()
         # free GPU milli per host: a host with none left scores 0.5 on the GPU terms for the
@@ -227,6 +237,7 @@ class Plan:
             self.gpu_free[host, list(devices)] -= share
             self.gpu_left[host] -= share * len(devices)
         self.allocated[host] += need
+        self.free[host] -= need
         self.in_use[host] = 1.0
         self.log.append(host)
         for _, valid in self.measures.values():
@@ -238,6 +249,7 @@ class Plan:
         gone = {id(v) for v in victims}
         for v in victims:
             self.allocated[host] -= amounts(v.reserved)
+            self.free[host] += amounts(v.reserved)
             share = min(v.reserved.gpu_milli, GPU_DEVICE_MILLI)
             for d in v.gpus:
                 if 0 <= d < self.gpu_free.shape[1]:

@@ -95,8 +95,8 @@ def balance(view: View) -> np.ndarray | float:
     mix = plan.mix
     if mix is None or mix.mean_cpu <= 0 or mix.mean_memory <= 0:
         return 0.5
-    free, capacity, need, index = view.free, view.capacity, view.need, view.index
-    cpu_after, memory_after = free[:, CPU] - need[CPU], free[:, MEMORY] - need[MEMORY]
+    free, capacity, index = view.free, view.capacity, view.index
+    cpu_after, memory_after = view.cpu_after, view.memory_after
     stale = plan.stale("balance", index)
     if stale is None:
         before = plan.measures["balance"][0][index]

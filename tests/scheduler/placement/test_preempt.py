@@ -157,6 +157,7 @@ def test_preemption_properties(layout, priority, count, cpu):
     for name in r.hosts:
         expected[t.index(name)] += amounts(r.reserved)
     assert np.array_equal(expected, plan.allocated)
+    assert np.array_equal(plan.free, plan.capacity - plan.allocated)   # kept beside it, not derived
     assert np.all(plan.allocated[:, :2] <= plan.capacity[:, :2])
     if r.unplaced:
         assert sum(r.reasons.values()) == len(t) and r.preemption.startswith("preemption cannot help")

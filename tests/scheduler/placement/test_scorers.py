@@ -141,8 +141,10 @@ def test_gpu_measures_of_a_host_do_not_depend_on_the_batch(n, seed):
 
 def test_a_host_without_free_gpus_scores_exactly_neutral():
     # its GPUs all taken: nothing to fragment or strand, before or after a cpu-only instance
-    plan = gpu_plan(host("full", 64000, 256, gpu=2000, used=res(1000, 1, gpu=2000)), host("free", gpu=1000))
+    # (a refresh of a few rows computes them with the rest: the result must be 0.5 to the bit)
+    plan = gpu_plan(host("full", 64000, 256, gpu=2000, used=res(1000, 1, gpu=2000)), host("free", gpu=1000),
+                    host("none", 64000, 256))
     g = plan.view(amounts(res(2000, 4))).gpu_gradients
-    assert g[0].tolist() == [0.5, 0.5]
+    assert g[0].tolist() == [0.5, 0.5] and g[2].tolist() == [0.5, 0.5]
     assert measures(np.array([63000]), np.array([255 << 30]), np.zeros((1, 2), dtype=np.int64),
                     MIX).tolist() == [[0.0, 0.0]]
