@@ -26,7 +26,8 @@ from aetcd import exceptions as etcd_errors
 
 log = logging.getLogger(__name__)
 
-MAX_TXN_OPS = 128
+MAX_TXN_OPS = 128          # etcd's default --max-txn-ops: what any etcd takes
+LARGE_TXN_OPS = 1024       # what ours is started with (scheduler/embedded_etcd.py)
 EtcdError = etcd_errors.ClientError
 T = TypeVar("T")
 
@@ -132,6 +133,7 @@ class Etcd:
         self.retry_for = retry_for
         self.attempt = attempt
         self._member = 0
+        self.txn_ops = MAX_TXN_OPS     # raised by connect() if etcd allows larger transactions
         self.client = self._client_for(0)
         self.txn = self.client.transactions
         self._down_since: float | None = None     # set while an outage (or a failover) lasts
@@ -204,8 +206,21 @@ class Etcd:
             return result
 
     async def connect(self, wait_seconds: float = 30.0) -> None:
-        """Connect, retrying until a member answers: a cluster's parts may start in any order."""
+        """Connect, retrying until a member answers: a cluster's parts may start in any order.
+        Then learn how many operations a transaction may hold here (see txn_ops)."""
         await self._call(lambda c: c.status(), retry_for=wait_seconds)
+        await self._learn_txn_ops()
+
+    async def _learn_txn_ops(self) -> None:
+        """etcd refuses transactions of more than its --max-txn-ops (128 unless configured; our
+        embedded etcd allows 1,024). Fewer, larger transactions cost fewer round trips: try a
+        read-only transaction of the larger size once and keep whichever size etcd takes."""
+        probe = [self.txn.get(b"/packyard/txn-probe")] * LARGE_TXN_OPS
+        try:
+            await self._call(lambda c: c.transaction(compare=[], success=probe, failure=[]))
+            self.txn_ops = LARGE_TXN_OPS
+        except etcd_errors.InvalidArgumentError:   # "too many operations in txn request"
+            self.txn_ops = MAX_TXN_OPS
 
     async def close(self) -> None:
         await self.client.close()
@@ -237,8 +252,8 @@ class Etcd:
         """Unconditional puts, MAX_TXN_OPS per transaction. Retrying a chunk whose reply was lost
         writes the same values again: harmless."""
         ops = [self.txn.put(k.encode(), v) for k, v in items]
-        for i in range(0, len(ops), MAX_TXN_OPS):
-            chunk = ops[i:i + MAX_TXN_OPS]
+        for i in range(0, len(ops), self.txn_ops):
+            chunk = ops[i:i + self.txn_ops]
             await self._call(lambda c, chunk=chunk: c.transaction(compare=[], success=chunk, failure=[]))
 
     async def _txn(self, compare: list, ops: list) -> int:

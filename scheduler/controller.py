@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import heapq
 import json
 import logging
 import time
@@ -17,7 +18,7 @@ import grpc
 import numpy as np
 
 from packyard import keys, records
-from packyard.etcd import MAX_TXN_OPS, Etcd, EtcdUnavailable, Event
+from packyard.etcd import Etcd, EtcdUnavailable, Event
 from packyard.records import STARTING, TERMINAL, InstanceRecord, ResourceAmounts
 from packyard.spec import JobSpec, load_json
 from packyard.v1 import agent_pb2, common_pb2
@@ -27,7 +28,7 @@ from scheduler.leader import Leadership
 from scheduler.profiles import LearnerConfig, ProfileLearner
 from scheduler.reconciler import Config as ReconcileConfig
 from scheduler.reconciler import Result, reconcile
-from scheduler.state import ClusterState, Entry, holds_reservation
+from scheduler.state import ClusterState, holds_reservation
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +260,7 @@ class Controller:
                 return False
             guard = (keys.LEADER, self.leadership.revision)
         ok_all = True
-        step = MAX_TXN_OPS - 1
+        step = self.etcd.txn_ops - 1
         for i in range(0, max(len(recs), 1), step):
             chunk = recs[i:i + step]
             writes = [first] if first and i == 0 else []
@@ -281,13 +282,9 @@ class Controller:
         return ok_all
 
     # --- placement ----------------------------------------------------------------------------
-    def pending(self) -> dict[tuple[str, str], list[Entry]]:
-        out: dict[tuple[str, str], list[Entry]] = defaultdict(list)
-        for iid in self.state.pending_ids:
-            e = self.state.instances[iid]
-            if e.record.job in self.state.jobs:
-                out[(e.record.job, e.record.group)].append(e)
-        return out
+    def pending(self) -> dict[tuple[str, str], set[str]]:
+        """Instance ids waiting for a node, by (job, group)."""
+        return {k: ids for k, ids in self.state.pending_groups.items() if k[0] in self.state.jobs}
 
     def host_table(self) -> placement.HostTable:
         """The ready hosts with their allocation now. The hosts' own part (capacity, labels,
@@ -360,7 +357,7 @@ class Controller:
 
     async def place_pending(self) -> None:
         pending = self.pending()
-        metrics.PENDING.set(sum(len(v) for v in pending.values()))
+        metrics.PENDING.set(len(self.state.pending_ids))
         metrics.NODES.labels("ready").set(len(self.state.nodes))
         metrics.NODES.labels("down").set(len(self.state.down))
         if not pending:
@@ -383,9 +380,9 @@ class Controller:
             job = self.state.jobs[job_name]
             spec = self.spec_of(job)
             group = spec.group(group_name)
-            entries = sorted(pending[(job_name, group_name)], key=lambda e: e.record.index)
-            more |= len(entries) > budget
-            entries = entries[:budget]
+            ids = pending[(job_name, group_name)]
+            more |= len(ids) > budget
+            entries = [self.state.instances[i] for i in heapq.nsmallest(budget, ids, key=_index_of)]
             budget -= len(entries)
             asks.append(self.ask_for(spec, group, len(entries)))
             members.append(entries)
@@ -437,8 +434,10 @@ class Controller:
         """One placement decision for `count` new instances of a group; the hosts its running
         instances are on feed spread (and distinct hosts)."""
         res = group.resources
+        # only spread looks at them (a walk over the whole job: not for a group without spread)
         existing = [e.record.node for e in self.state.job_entries(spec.name)
-                    if e.record.group == group.name and e.record.desired == "run" and holds_reservation(e)]
+                    if e.record.group == group.name and e.record.desired == "run" and holds_reservation(e)] \
+            if group.spread else []
         return placement.GroupAsk(
             job=spec.name, group=group.name, count=count, kind=group.kind, priority=spec.priority,
             request=ResourceAmounts(res.cpu, res.memory, res.disk, res.gpu),
@@ -587,6 +586,11 @@ class Controller:
             await self.tell_start(starts)
         if stops:
             await self.tell_stop(stops)
+
+
+def _index_of(iid: str) -> int:
+    """The slot index of an instance id `<job>.<group>.<index>-<generation>`."""
+    return int(iid.rsplit(".", 1)[1].split("-", 1)[0])
 
 
 def _why(e: Exception) -> str:

@@ -57,6 +57,12 @@ def holds_reservation(e: Entry) -> bool:
     return e.state is None or e.state.state not in TERMINAL
 
 
+def group_of(iid: str) -> tuple[str, str]:
+    """(job, group) of an instance id `<job>.<group>.<index>-<generation>`."""
+    job, group, _ = iid.split(".", 2)
+    return job, group
+
+
 def unsettled(e: Entry) -> bool:
     """An agent has yet to act on it: told to start and not heard of since, told to stop and not
     ended, or lost (its node declared down) yet reported still running — fencing must stop it."""
@@ -85,6 +91,7 @@ class ClusterState:
     # Indexes kept as events are applied, so that an evaluation costs what changed, not the size
     # of the cluster (100,000 instances: a full scan is ~50 ms, and an evaluation made several)
     pending_ids: set[str] = field(default_factory=set)       # to place: run, no node, not lost
+    pending_groups: dict[tuple[str, str], set[str]] = field(default_factory=dict)   # the same by group
     unsettled: set[str] = field(default_factory=set)         # an agent has yet to act (see below)
     holding: dict[str, tuple[str, tuple[int, int, int, int]]] = field(default_factory=dict)
     node_alloc: dict[str, list[int]] = field(default_factory=dict)   # node -> [cpu, mem, disk, gpu]
@@ -174,7 +181,12 @@ class ClusterState:
 
     def _index(self, iid: str, e: Entry | None) -> None:
         """Take the instance out of every index, then put it back where it now belongs."""
-        self.pending_ids.discard(iid)
+        if iid in self.pending_ids:
+            self.pending_ids.discard(iid)
+            group = group_of(iid)
+            self.pending_groups[group].discard(iid)
+            if not self.pending_groups[group]:
+                del self.pending_groups[group]
         self.unsettled.discard(iid)
         self.gpu_holders.discard(iid)
         held = self.holding.pop(iid, None)
@@ -196,6 +208,7 @@ class ClusterState:
         r = e.record
         if r.desired == "run" and not r.node and not r.lost:
             self.pending_ids.add(iid)
+            self.pending_groups.setdefault(group_of(iid), set()).add(iid)
         if unsettled(e):
             self.unsettled.add(iid)
         if holds_reservation(e):

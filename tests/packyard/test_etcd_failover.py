@@ -131,3 +131,28 @@ async def test_watch_survives_a_switch_made_by_another_call(cluster):
         task.cancel()
     finally:
         await client.close()
+
+
+async def test_transaction_size_follows_what_etcd_allows(etcd, tmp_path):
+    """Our embedded etcd takes 1,024 operations per transaction; an etcd with default settings
+    refuses more than 128, and the client falls back to that."""
+    assert etcd.txn_ops == 1024
+    await etcd.put_many([(f"/packyard/t/{i}", b"v") for i in range(2500)])
+    assert len((await etcd.get_prefix("/packyard/t/"))[1]) == 2500
+    import subprocess
+    proc = subprocess.Popen(
+        ["etcd", "--data-dir", str(tmp_path / "d"), "--listen-client-urls", "http://127.0.0.1:23990",
+         "--advertise-client-urls", "http://127.0.0.1:23990", "--listen-peer-urls", "http://127.0.0.1:23991",
+         "--initial-advertise-peer-urls", "http://127.0.0.1:23991",
+         "--initial-cluster", "default=http://127.0.0.1:23991", "--log-level", "error"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        plain = Etcd("http://127.0.0.1:23990")
+        await plain.connect()
+        assert plain.txn_ops == 128
+        await plain.put_many([(f"/t/{i}", b"v") for i in range(300)])
+        assert len((await plain.get_prefix("/t/"))[1]) == 300
+        await plain.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -50,6 +50,7 @@ def test_indexes_match_a_full_scan(ops):
     assert state.pending_ids == {e.id for e in entries if e.record.desired == "run" and not e.record.node
                                  and not e.record.lost}
     assert state.unsettled == {e.id for e in entries if unsettled(e)}
+    assert state.pending_groups == ({("job", "web"): state.pending_ids} if state.pending_ids else {})
     holding = [e for e in entries if holds_reservation(e)]
     alloc: dict[str, list[int]] = {}
     for e in holding:
