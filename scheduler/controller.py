@@ -65,6 +65,8 @@ class Controller:
         self._wake = asyncio.Event()
         self._told: dict[str, float] = {}          # instance id -> when an agent was last told
         self._failures: dict[str, int] = {}        # node -> Start calls failed in a row
+        self._accepted: set[tuple[str, str]] = set()   # (instance, node): the node took its Start
+        self._told_stray: dict[tuple[str, str], float] = {}
         self._specs: dict[tuple[str, int], JobSpec] = {}
         self._group_specs: dict[tuple[str, int, str], agent_pb2.InstanceSpec] = {}
         self._tasks: list[asyncio.Task] = []
@@ -137,7 +139,7 @@ class Controller:
 
     def _count_end(self, ev: Event) -> None:
         new = records.loads(records.StateRecord, ev.value)
-        old = self.state.reports.get(new.id)
+        old = self.state.reports.get(new.id, {}).get(keys.last(ev.key.rsplit("/", 1)[0]))
         if new.state in TERMINAL and (old is None or old.state != new.state):
             reason = new.reason if new.reason == "OOMKilled" or not new.reason else new.reason.split(":")[0]
             metrics.INSTANCE_ENDS.labels(new.state, reason[:40]).inc()
@@ -237,7 +239,7 @@ class Controller:
     def reconcile_job(self, name: str, ready: set[str], now: float) -> Result:
         job = self.state.jobs[name]
         return reconcile(job, self.spec_of(job), self.state.job_entries(name), ready, now,
-                         self.config.reconcile)
+                         self.config.reconcile, self._accepted)
 
     async def apply(self, result: Result) -> None:
         """Write a reconcile result; then tell agents to stop what should no longer run."""
@@ -521,7 +523,9 @@ class Controller:
         try:
             reply = await self.agents.start(node, rec.address, specs)
             for res in reply.results:
-                if not res.accepted:
+                if res.accepted:
+                    self._accepted.add((res.id, node))
+                else:
                     log.warning("agent %s refused %s: %s", node, res.id, res.error)
                     self._told[res.id] = self.clock()
             self._failures.pop(node, None)
@@ -586,6 +590,24 @@ class Controller:
             await self.tell_start(starts)
         if stops:
             await self.tell_stop(stops)
+        self.stop_strays(now)
+
+    def stop_strays(self, now: float) -> None:
+        """Copies running on a node their instance is not placed on (a Start given up on and
+        placed elsewhere, a node back from the dead) are stopped: one instance never runs twice
+        for long."""
+        by_node: dict[str, list[str]] = defaultdict(list)
+        for iid, nodes in list(self.state.strays.items()):
+            for node in nodes:
+                if node in self.state.nodes and \
+                        now - self._told_stray.get((iid, node), 0.0) >= self.config.resend_after:
+                    self._told_stray[(iid, node)] = now
+                    by_node[node].append(iid)
+        for node, ids in by_node.items():
+            log.info("stopping %d stray instances on %s", len(ids), node)
+            self._spawn(self._stop_on(node, ids))
+        self._accepted = {(i, n) for i, n in self._accepted if i in self.state.unsettled}
+        self._told_stray = {k: t for k, t in self._told_stray.items() if k[0] in self.state.strays}
 
 
 def _index_of(iid: str) -> int:

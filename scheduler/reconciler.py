@@ -50,7 +50,11 @@ def _generation(iid: str) -> int:
 
 
 def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: set[str],
-              now: float, config: Config = Config()) -> Result:
+              now: float, config: Config = Config(),
+              acknowledged: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset()) -> Result:
+    """`acknowledged`: (instance, node) pairs whose node accepted the Start: the instance is
+    in the node's hands (its report may be slow on a busy cluster), so the confirm timeout does
+    not move it elsewhere; if the node dies, it is lost and replaced like the rest."""
     # Whatever was placed on a node that is gone is lost, whether it was meant to run or to stop:
     # nobody is left to report on it.
     lost: list[InstanceRecord] = []
@@ -79,7 +83,8 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
         if g is None or r.index >= g.count or r.ghash != hashes[r.group]:
             stop.append(replace(r, desired="stop"))
             continue
-        if state == STARTING and e.state is None and now - r.placed_at > config.confirm_timeout:
+        if state == STARTING and e.state is None and now - r.placed_at > config.confirm_timeout \
+                and (r.id, r.node) not in acknowledged:
             unassign.append(replace(r, node="", reserved={}, placed_at=0.0,
                                     reason=f"node {r.node} did not confirm within "
                                            f"{config.confirm_timeout:g}s; placing again"))

@@ -84,9 +84,12 @@ class ClusterState:
     job_revisions: dict[str, int] = field(default_factory=dict)
     instances: dict[str, Entry] = field(default_factory=dict)
     by_job: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    # reports can arrive before the instance record (watch order across prefixes): keep them
-    reports: dict[str, StateRecord] = field(default_factory=dict)
-    report_nodes: dict[str, str] = field(default_factory=dict)
+    # reports can arrive before the instance record (watch order across prefixes): keep them,
+    # per instance and node: a node it was moved away from may still report it (see strays)
+    reports: dict[str, dict[str, StateRecord]] = field(default_factory=dict)
+    # instance -> nodes reporting it running (or starting) that it is not placed on: left over
+    # from a Start the scheduler gave up waiting for, or a node back from the dead. Stopped.
+    strays: dict[str, set[str]] = field(default_factory=dict)
     usage: dict[str, UsageRecord] = field(default_factory=dict)     # node -> latest measurement
     # Indexes kept as events are applied, so that an evaluation costs what changed, not the size
     # of the cluster (100,000 instances: a full scan is ~50 ms, and an evaluation made several)
@@ -146,6 +149,7 @@ class ClusterState:
                 self.instances.pop(iid, None)
                 self.by_job[job].discard(iid)
                 self._index(iid, None)
+                self._find_strays(iid, "")
             # no reconcile needed: instance records are written by the reconciling scheduler
             # itself, or together with their job record (whose event marks the job)
             return set()
@@ -159,14 +163,16 @@ class ClusterState:
         if ev.key.startswith(keys.STATE):
             node, iid = ev.key[len(keys.STATE):].split("/", 1)
             if ev.kind == "put":
-                self.reports[iid] = records.loads(StateRecord, ev.value)
-                self.report_nodes[iid] = node
-            elif self.report_nodes.get(iid) == node:
-                self.reports.pop(iid, None)
-                self.report_nodes.pop(iid, None)
+                self.reports.setdefault(iid, {})[node] = records.loads(StateRecord, ev.value)
+            elif iid in self.reports:
+                self.reports[iid].pop(node, None)
+                if not self.reports[iid]:
+                    del self.reports[iid]
             entry = self.instances.get(iid)
             if entry is not None:
                 self._attach_report(entry)
+            else:
+                self._find_strays(iid, "")
             # a report changes no reconcile decision (the confirm timeout is a timer: see
             # Controller.due_confirmations); an ended instance frees room, which placement sees
             return set()
@@ -174,10 +180,17 @@ class ClusterState:
 
     def _attach_report(self, entry: Entry) -> None:
         # a report counts only if it comes from the node the instance is placed on now
-        rep = self.reports.get(entry.id)
-        node = self.report_nodes.get(entry.id)
-        entry.state = rep if rep is not None and node == entry.record.node else None
+        entry.state = self.reports.get(entry.id, {}).get(entry.record.node)
+        self._find_strays(entry.id, entry.record.node)
         self._index(entry.id, entry)
+
+    def _find_strays(self, iid: str, placed_on: str) -> None:
+        nodes = {n for n, rep in self.reports.get(iid, {}).items()
+                 if n != placed_on and rep.state not in TERMINAL}
+        if nodes:
+            self.strays[iid] = nodes
+        else:
+            self.strays.pop(iid, None)
 
     def _index(self, iid: str, e: Entry | None) -> None:
         """Take the instance out of every index, then put it back where it now belongs."""

@@ -271,6 +271,28 @@ async def test_a_node_that_comes_back_stops_what_was_replaced_meanwhile(etcd, tm
             await b.kill()
 
 
+async def test_a_copy_running_on_a_node_it_is_not_placed_on_is_stopped(etcd, tmp_path):
+    """E.g. a Start the scheduler gave up waiting for, that the node carried out after all."""
+    a = await start_agent(etcd, "a", tmp_path / "a")
+    sched = await start_scheduler(etcd, ControllerConfig(tick=0.2, resend_after=0.3))
+    b = await start_agent(etcd, "b", tmp_path / "b")
+    try:
+        await eventually(lambda: len(sched.controller.state.nodes) == 2)
+        await sched.submit(spec(count=1))
+        [(node, _)] = await eventually(lambda: _all_running(sched, "shop"))
+        other = b if node == "a" else a
+        record = next(e.record for e in sched.controller.state.instances.values())
+        await sched.controller.agents.start(other.name, other.registration.record.address,
+                                            [sched.controller.instance_spec(record)])
+        assert other.manager.instances                     # the stray copy runs
+        await eventually(lambda: not other.manager.instances, timeout=10, what="stray stopped")
+        assert await _all_running(sched, "shop") == [(node, "running")]   # the real one is left alone
+    finally:
+        await sched.close()
+        await a.kill()
+        await b.kill()
+
+
 async def test_gpu_shares_are_recorded_per_device_and_whole_gpus_need_a_free_device(etcd, tmp_path):
     from packyard.v1 import scheduler_pb2
     agent = await start_agent(etcd, "g", tmp_path / "g", cpu=8000, memory=8 << 30, gpu=2)

@@ -87,6 +87,21 @@ def test_unconfirmed_instances_go_back_to_pending_after_the_timeout():
     assert r.unassign[0].node == "" and "did not confirm" in r.unassign[0].reason
 
 
+def test_an_instance_whose_node_accepted_the_start_is_not_moved_for_a_slow_report():
+    spec = job_spec(count=2)
+    entries = [entry(spec, 0, state=STARTING, report=False, placed_at=0.0),
+               entry(spec, 1, state=STARTING, report=False, placed_at=0.0)]
+    acked = {(entries[0].id, entries[0].record.node)}
+    r = reconcile(job_record(spec), spec, entries, {"n1"}, now=10.0, config=Config(confirm_timeout=5),
+                  acknowledged=acked)
+    assert [u.id for u in r.unassign] == ["shop.web.1-1"]
+    # acknowledged by another node than the one it is placed on now: no protection
+    moved = {(entries[0].id, "elsewhere")}
+    r = reconcile(job_record(spec), spec, entries, {"n1"}, now=10.0, config=Config(confirm_timeout=5),
+                  acknowledged=moved)
+    assert len(r.unassign) == 2
+
+
 @settings(max_examples=200, deadline=None)
 @given(count=st.integers(0, 6), nodes=st.lists(st.sampled_from(["n1", "n2", "n3", ""]), max_size=8),
        ready=st.sets(st.sampled_from(["n1", "n2", "n3"])),

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from packyard import keys, records
 from packyard.etcd import Event
-from packyard.records import InstanceRecord, StateRecord
+from packyard.records import TERMINAL, InstanceRecord, StateRecord
 from scheduler.state import ClusterState, holds_reservation, unsettled
 
 NODES = ["n1", "n2"]
@@ -50,6 +50,10 @@ def test_indexes_match_a_full_scan(ops):
     assert state.pending_ids == {e.id for e in entries if e.record.desired == "run" and not e.record.node
                                  and not e.record.lost}
     assert state.unsettled == {e.id for e in entries if unsettled(e)}
+    placed_on = {e.id: e.record.node for e in entries}
+    assert state.strays == {iid: nodes for iid, by_node in state.reports.items()
+                            if (nodes := {n for n, rep in by_node.items()
+                                          if n != placed_on.get(iid, "") and rep.state not in TERMINAL})}
     assert state.pending_groups == ({("job", "web"): state.pending_ids} if state.pending_ids else {})
     holding = [e for e in entries if holds_reservation(e)]
     alloc: dict[str, list[int]] = {}
