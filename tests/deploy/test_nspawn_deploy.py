@@ -262,6 +262,11 @@ def test_playbook_deploys_a_cluster_that_runs_jobs_and_upgrades_agents_in_place(
     shutil.copy2(wheel, work / "wheels" / wheel.name)
     upgrade = playbook("upgrade.yml", inventory, work)
     assert all(r["failed"] == 0 and r["changed"] > 0 for h, r in upgrade.items() if h in NAMES), upgrade
+    # serial: 1 -- each agent started after the previous host's was back (one clock: one kernel)
+    started = [int(hosts.ssh(h, "systemctl show -p ExecMainStartTimestampMonotonic --value packyard-agent"))
+               for h in hosts.hosts]
+    assert started == sorted(started) and len(set(started)) == 3, started
+    log("agents restarted at +" + ", +".join(f"{(t - started[0]) / 1e6:.1f} s" for t in started))
     for h in hosts.hosts:
         assert "0.1.0+deploytest" in hosts.ssh(h, "/opt/packyard/venv/bin/pip show packyard")
         assert hosts.ssh(h, "systemctl show -p MainPID --value packyard-agent").strip() != agent_pid[h.name]
