@@ -155,6 +155,10 @@ class Etcd:
         together; only the first of them, still holding the current client, switches."""
         if client is not self.client:
             return
+        if len(self.members) == 1 and isinstance(error, TimeoutError):
+            # nowhere else to go, and a new channel to the same member would only cancel every
+            # call in flight on this one (a busy process's loop makes calls look slow, too)
+            return
         if self._down_since is None:
             self._down_since = time.monotonic()
             nxt = self.members[(self._member + 1) % len(self.members)]

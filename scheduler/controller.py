@@ -114,9 +114,8 @@ class Controller:
         self.leading = leading
         metrics.LEADER.set(1 if leading else 0)
         if leading:
-            # what the last leader told agents is unknown: unconfirmed starts and stops are
-            # said again at once (agents take repeats), and every job is looked at afresh
-            self._told.clear()
+            # every job is looked at afresh; what another leader told agents and we did not is
+            # missing from _told, so it is said again at once (agents take repeats)
             self.kick("*")
 
     async def stop(self) -> None:

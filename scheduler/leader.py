@@ -9,8 +9,8 @@ The election runs in a thread of its own, with its own event loop and etcd conne
 100,000-instance job keeps the scheduler's loop busy for seconds, and a leader must not lose its
 lease for being busy. What it decides reaches the scheduler's loop through call_soon_threadsafe.
 
-A leader that can't renew its lease steps down when half the TTL has passed since the last
-renewal it sent (no later than when etcd renewed it), so it stops believing it leads well before
+A leader that can't renew its lease steps down a little before the TTL has passed since the last
+renewal it sent (no later than when etcd renewed it), so it stops believing it leads before
 another replica can take over. The key's revision is also a fencing token: the controller's
 commits carry a comparison on it (Controller.commit), so a leader that stalled past its lease
 can't write placements even before it notices.
@@ -31,11 +31,14 @@ log = logging.getLogger(__name__)
 
 class Leadership:
     def __init__(self, etcd: Etcd, identity: str, ttl: int = 3,
-                 on_change: Callable[[bool], None] | None = None, poll: float = 0.25):
+                 on_change: Callable[[bool], None] | None = None, poll: float = 0.25,
+                 margin: float | None = None):
         self.endpoints = etcd.endpoints
         self.identity = identity
         self.ttl = ttl
         self.poll = poll
+        # step down this long before the lease could expire without renewals
+        self.margin = min(0.5, ttl / 6) if margin is None else margin
         self.on_change = on_change or (lambda leading: None)
         self.leading = False
         self.revision = 0            # mod_revision of our leader key while we lead (fencing token)
@@ -147,18 +150,20 @@ class Leadership:
 
     async def _hold(self) -> None:
         """Renew the lease every third of its TTL (quickly again after a failure); step down
-        when half the TTL passed without a renewal, or when the key is no longer ours."""
+        when the lease is about to expire without a renewal, or when the key is no longer ours.
+        (Not sooner: a busy process renews late, and stepping down costs a re-election.)"""
+        margin = self.margin
         ok = True
         while True:
             await asyncio.sleep(self.ttl / 3 if ok else min(self.poll, self.ttl / 6))
             sent = time.monotonic()
-            left = self._last_renewal + self.ttl / 2 - sent
+            left = self._last_renewal + self.ttl - margin - sent
             try:
                 remaining = await asyncio.wait_for(self.etcd.refresh_lease(self.lease_id), max(left, 0.01))
                 owner = await asyncio.wait_for(self.etcd.get(keys.LEADER), max(left, 0.01))
             except Exception as e:   # a timeout or etcd unreachable
                 ok = False
-                if time.monotonic() - self._last_renewal >= self.ttl / 2:
+                if time.monotonic() - self._last_renewal >= self.ttl - margin:
                     log.warning("leader lease not renewed for %.1f s (%s): stepping down",
                                 time.monotonic() - self._last_renewal, e)
                     self._set(False)

@@ -9,9 +9,9 @@ from tests.scheduler.inprocess import start_agent, start_scheduler
 from tests.scheduler.test_controller import spec
 
 
-async def start(etcd, name, ttl=2):
+async def start(etcd, name, ttl=2, margin=None):
     changes = []
-    ld = Leadership(etcd, name, ttl=ttl, on_change=changes.append, poll=0.05)
+    ld = Leadership(etcd, name, ttl=ttl, on_change=changes.append, poll=0.05, margin=margin)
     ld.start()
     return ld, changes
 
@@ -123,10 +123,10 @@ async def test_a_follower_serves_the_api_and_places_once_it_leads(etcd, tmp_path
 
 
 async def test_a_leader_that_stepped_down_on_a_slow_etcd_takes_its_key_back_at_once(etcd, monkeypatch):
-    """Renewals failing (etcd slow or failing over) make the leader step down after half its
-    10 s TTL; its key is still there when etcd answers again: it revokes that lease and leads
-    again instead of waiting out the ~5 s the lease has left."""
-    ld, changes = await start(etcd, "me", ttl=10)
+    """Renewals failing (etcd slow or failing over) make the leader step down (here 5 s before
+    its 10 s lease expires); its key is still there when etcd answers again: it revokes that
+    lease and leads again instead of waiting out the ~5 s the lease has left."""
+    ld, changes = await start(etcd, "me", ttl=10, margin=5)
     await eventually(lambda: ld.leading, what="leads")
 
     async def failing(*args):
