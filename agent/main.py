@@ -85,7 +85,8 @@ async def serve(opts: dict) -> None:
     if opts["metrics"]:
         # published so the scheduler's /sd/agents can point Prometheus here
         attributes["metrics.address"] = opts["metrics_advertise"] or opts["metrics"]
-    manager = InstanceManager(node, state_dir, drivers, Reporter(etcd, node))
+    reporter = Reporter(etcd, node)
+    manager = InstanceManager(node, state_dir, drivers, reporter)
     adopted, dead = await manager.recover()
     if adopted or dead:
         log.info("reattached to %d instances; %d ended while the agent was down", len(adopted), len(dead))
@@ -118,11 +119,13 @@ async def serve(opts: dict) -> None:
     await registration.close()
     await server.stop(grace=1)
     await manager.shutdown()
+    await reporter.close()      # states queued during an etcd outage get a last chance
     await etcd.close()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--etcd", required=True, envvar="PACKYARD_ETCD", help="etcd client URL.")
+@click.option("--etcd", required=True, envvar="PACKYARD_ETCD",
+              help="etcd client URL(s): every member, comma-separated.")
 @click.option("--listen", default="127.0.0.1:7171", show_default=True, help="gRPC address (port 0: any).")
 @click.option("--advertise", default=None, help="Address the scheduler should use, if not --listen.")
 @click.option("--node", required=True, help="This host's node name (a DNS label).")

@@ -92,7 +92,8 @@ class Controller:
             revision, kvs = await self.etcd.get_prefix(prefix)
             self._dirty |= self.state.load(prefix, kvs)
             self._observe_usage(kvs)
-            self._tasks.append(await self.etcd.watch_prefix(prefix, revision + 1, self._on_events))
+            self._tasks.append(await self.etcd.watch_prefix(prefix, revision + 1, self._on_events,
+                                                            on_compacted=self._relister(prefix)))
         self._dirty.add("*")
         self._tasks.append(asyncio.get_running_loop().create_task(self._run()))
         metrics.LEADER.set(1 if self.leading else 0)
@@ -127,6 +128,16 @@ class Controller:
                 await t
             except (asyncio.CancelledError, Exception):
                 pass
+
+    def _relister(self, prefix: str):
+        """For a watch that fell behind etcd's compaction: list the prefix again, replace what
+        the cache holds under it, and go on watching from there."""
+        async def relist(compact_revision: int) -> int:
+            revision, kvs = await self.etcd.get_prefix(prefix)
+            self._dirty |= self.state.reload(prefix, kvs)
+            self.kick()
+            return revision + 1
+        return relist
 
     async def _on_events(self, batch: list[Event]) -> None:
         for ev in batch:

@@ -110,6 +110,28 @@ class ClusterState:
             dirty |= self.apply(Event("put", kv.key, kv.value, kv.mod_revision))
         return dirty
 
+    def reload(self, prefix: str, kvs: list[KV]) -> set[str]:
+        """Everything under `prefix` is now `kvs`: keys the cache holds that are not among them
+        were deleted while we could not watch (a compacted watch lists again)."""
+        present = {kv.key for kv in kvs}
+        for key in self._keys_under(prefix):
+            if key not in present:
+                self.apply(Event("delete", key, b"", 0))
+        return self.load(prefix, kvs) | {"*"}
+
+    def _keys_under(self, prefix: str) -> list[str]:
+        if prefix == keys.NODES:
+            return [keys.node(n) for n in self.nodes]
+        if prefix == keys.JOBS:
+            return [keys.job(j) for j in self.jobs]
+        if prefix == keys.INSTANCES:
+            return [keys.instance(e.record.job, iid) for iid, e in self.instances.items()]
+        if prefix == keys.STATE:
+            return [keys.state(node, iid) for iid, by_node in self.reports.items() for node in by_node]
+        if prefix == keys.USAGE:
+            return [keys.usage(n) for n in self.usage]
+        return []
+
     def apply(self, ev: Event) -> set[str]:
         """Apply one event; return the names of jobs whose situation changed ("*" = all jobs)."""
         if ev.key.startswith(keys.NODES):
