@@ -33,8 +33,15 @@ def _plain(value: Any) -> Any:
 
 def loads(cls: type[T], raw: bytes | str) -> T:
     data = json.loads(raw)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = frozenset(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    if data.keys() <= names:       # the usual case: written by this version
+        return cls(**data)
     return cls(**{k: v for k, v in data.items() if k in names})
+
+
+_FIELDS: dict[type, frozenset[str]] = {}
 
 
 @dataclass

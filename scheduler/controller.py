@@ -289,8 +289,11 @@ class Controller:
                     return False
                 ok_all = False
                 continue
-            for key, value, _ in writes:
+            if writes and writes[0] is first:
+                key, value, _ = first
                 self.state.apply(Event("put", key, value, revision))
+            for r in chunk:            # the records we hold: no need to parse what we just wrote
+                self.state.put_instance(r, revision)
         return ok_all
 
     # --- placement ----------------------------------------------------------------------------

@@ -160,13 +160,7 @@ class ClusterState:
                 entry = self.instances.get(iid)
                 if entry is not None and entry.mod_revision >= ev.revision:
                     return set()      # our own commit, applied when it was made
-                rec = records.loads(InstanceRecord, ev.value)
-                if entry is None:
-                    entry = self.instances[iid] = Entry(rec, ev.revision)
-                    self.by_job[job].add(iid)
-                else:
-                    entry.record, entry.mod_revision = rec, ev.revision
-                self._attach_report(entry)
+                self.put_instance(records.loads(InstanceRecord, ev.value), ev.revision)
             else:
                 self.instances.pop(iid, None)
                 self.by_job[job].discard(iid)
@@ -199,6 +193,16 @@ class ClusterState:
             # Controller.due_confirmations); an ended instance frees room, which placement sees
             return set()
         return set()
+
+    def put_instance(self, rec: InstanceRecord, revision: int) -> None:
+        """An instance record as written at `revision` (from a watch, or our own commit)."""
+        entry = self.instances.get(rec.id)
+        if entry is None:
+            entry = self.instances[rec.id] = Entry(rec, revision)
+            self.by_job[rec.job].add(rec.id)
+        else:
+            entry.record, entry.mod_revision = rec, revision
+        self._attach_report(entry)
 
     def _attach_report(self, entry: Entry) -> None:
         # a report counts only if it comes from the node the instance is placed on now
