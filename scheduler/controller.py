@@ -19,7 +19,7 @@ import numpy as np
 
 from packyard import keys, records
 from packyard.etcd import Etcd, EtcdUnavailable, Event
-from packyard.records import STARTING, TERMINAL, InstanceRecord, ResourceAmounts
+from packyard.records import TERMINAL, InstanceRecord, ResourceAmounts
 from packyard.spec import JobSpec, load_json
 from packyard.v1 import agent_pb2, common_pb2
 from scheduler import metrics, placement
@@ -212,7 +212,8 @@ class Controller:
         # timers are looked at once per tick, not on every batch of events: the instances
         # awaiting an agent are many while a big job starts, and none is due sooner
         timers = now - self._timers_at >= self.config.tick or "*" in self._dirty
-        dirty, self._dirty = self._dirty | (self.due_confirmations(now) if timers else set()), set()
+        due, starts, stops = self.scan_unsettled(now) if timers else (set(), [], [])
+        dirty, self._dirty = self._dirty | due, set()
         jobs = list(self.state.jobs) if "*" in dirty else [j for j in dirty if j in self.state.jobs]
         ready = self.ready_nodes()
         for name in jobs:
@@ -222,19 +223,8 @@ class Controller:
         await self.place_pending()
         if timers:
             self._timers_at = now
-            await self.resend(now)
+            await self.resend(now, starts, stops)
         await self.save_profiles(now)
-
-    def due_confirmations(self, now: float) -> set[str]:
-        """Jobs with an instance whose node has not confirmed it in time: the reconciler puts it
-        back to pending (the only reconcile decision a clock makes)."""
-        timeout = self.config.reconcile.confirm_timeout
-        due = set()
-        for iid in self.state.unsettled:
-            r = self.state.instances[iid].record
-            if r.desired == "run" and not r.lost and now - r.placed_at > timeout:
-                due.add(r.job)
-        return due
 
     def ready_nodes(self) -> set[str]:
         return set(self.state.nodes)
@@ -576,29 +566,39 @@ class Controller:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def resend(self, now: float) -> None:
-        """Start/Stop messages can be lost (agent restarting, network cut): say them again until
-        the agent's report shows it heard."""
+    def scan_unsettled(self, now: float) -> tuple[set[str], list[InstanceRecord], list[InstanceRecord]]:
+        """One pass over the instances an agent has yet to act on: the jobs with one whose node
+        did not confirm in time (the reconciler puts it back to pending: the only reconcile
+        decision a clock makes), and the Starts and Stops to say again."""
+        timeout = self.config.reconcile.confirm_timeout
+        due: set[str] = set()
         starts, stops = [], []
-        for iid in list(self.state.unsettled):
+        for iid in self.state.unsettled:
             e = self.state.instances[iid]
             r = e.record
-            if not r.node or r.node not in self.state.nodes:
+            if r.desired == "run" and not r.lost and now - r.placed_at > timeout:
+                due.add(r.job)
+            if r.node not in self.state.nodes or now - self._told.get(iid, 0.0) < self.config.resend_after:
                 continue
             if r.lost:
                 # fencing: its node was declared down and came back still running it, while a
                 # replacement runs elsewhere; one of the two must go, and it is this one
-                if e.state is not None and e.state.state not in TERMINAL and \
-                        now - self._told.get(r.id, 0.0) >= self.config.resend_after:
-                    stops.append(r)
-                continue
-            if now - self._told.get(r.id, 0.0) < self.config.resend_after:
-                continue
-            state = self.state.state_of(e)
-            if r.desired == "run" and state == STARTING and e.state is None:
-                starts.append(r)
-            elif r.desired == "stop" and state not in TERMINAL:
                 stops.append(r)
+            elif r.desired == "run":
+                starts.append(r)              # told, never heard of since (unsettled: no report)
+            else:
+                stops.append(r)               # told to stop, not ended yet
+        return due, starts, stops
+
+    async def resend(self, now: float, starts: list[InstanceRecord], stops: list[InstanceRecord]) -> None:
+        """Start/Stop messages can be lost (agent restarting, network cut): say them again until
+        the agent's report shows it heard. Only what is still as scanned: the evaluation between
+        the scan and now may have moved some."""
+        def current(r: InstanceRecord) -> bool:
+            e = self.state.instances.get(r.id)
+            return e is not None and e.record is r and r.id in self.state.unsettled
+        starts = [r for r in starts if current(r)]
+        stops = [r for r in stops if current(r)]
         if starts:
             await self.tell_start(starts)
         if stops:

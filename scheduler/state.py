@@ -190,7 +190,7 @@ class ClusterState:
             else:
                 self._find_strays(iid, "")
             # a report changes no reconcile decision (the confirm timeout is a timer: see
-            # Controller.due_confirmations); an ended instance frees room, which placement sees
+            # Controller.scan_unsettled); an ended instance frees room, which placement sees
             return set()
         return set()
 
@@ -219,50 +219,58 @@ class ClusterState:
             self.strays.pop(iid, None)
 
     def _index(self, iid: str, e: Entry | None) -> None:
-        """Take the instance out of every index, then put it back where it now belongs."""
-        if iid in self.pending_ids:
-            self.pending_ids.discard(iid)
+        """Move the instance to where it now belongs in each index (most events, a report of an
+        instance already counted, change none of them: each index is touched only if it moves)."""
+        r = e.record if e is not None else None
+        pending = r is not None and r.desired == "run" and not r.node and not r.lost
+        if pending != (iid in self.pending_ids):
             group = group_of(iid)
-            self.pending_groups[group].discard(iid)
-            if not self.pending_groups[group]:
-                del self.pending_groups[group]
-        self.unsettled.discard(iid)
-        self.gpu_holders.discard(iid)
-        held = self.holding.pop(iid, None)
-        if held is not None:
-            node, amounts = held
-            alloc = self.node_alloc[node]
-            for i, v in enumerate(amounts):
-                alloc[i] -= v
-            shape = (amounts[0], amounts[1], amounts[3])
-            self.shapes[shape] -= 1
-            if not self.shapes[shape]:
-                del self.shapes[shape]
-            job = keys.instance_job(iid)
-            self.holding_by_job[job] -= 1
-            if not self.holding_by_job[job]:
-                del self.holding_by_job[job]
-        if e is None:
-            return
-        r = e.record
-        if r.desired == "run" and not r.node and not r.lost:
-            self.pending_ids.add(iid)
-            self.pending_groups.setdefault(group_of(iid), set()).add(iid)
-        if unsettled(e):
+            if pending:
+                self.pending_ids.add(iid)
+                self.pending_groups.setdefault(group, set()).add(iid)
+            else:
+                self.pending_ids.discard(iid)
+                self.pending_groups[group].discard(iid)
+                if not self.pending_groups[group]:
+                    del self.pending_groups[group]
+        if e is not None and unsettled(e):
             self.unsettled.add(iid)
-        if holds_reservation(e):
+        else:
+            self.unsettled.discard(iid)
+        held = None
+        if e is not None and holds_reservation(e):
             res = r.reserved
-            amounts = (res.get("cpu_milli", 0), res.get("memory_bytes", 0), res.get("disk_bytes", 0),
-                       res.get("gpu_milli", 0))
-            self.holding[iid] = (r.node, amounts)
-            alloc = self.node_alloc.setdefault(r.node, [0, 0, 0, 0])
-            for i, v in enumerate(amounts):
-                alloc[i] += v
-            shape = (amounts[0], amounts[1], amounts[3])
-            self.shapes[shape] = self.shapes.get(shape, 0) + 1
-            self.holding_by_job[r.job] = self.holding_by_job.get(r.job, 0) + 1
-            if r.gpus:
-                self.gpu_holders.add(iid)
+            held = (r.node, (res.get("cpu_milli", 0), res.get("memory_bytes", 0), res.get("disk_bytes", 0),
+                             res.get("gpu_milli", 0)))
+        old = self.holding.get(iid)
+        if held != old:
+            if old is not None:
+                self._hold(iid, old, -1)
+            if held is not None:
+                self._hold(iid, held, +1)
+        if held is not None and r.gpus:
+            self.gpu_holders.add(iid)
+        else:
+            self.gpu_holders.discard(iid)
+
+    def _hold(self, iid: str, held: tuple[str, tuple[int, int, int, int]], sign: int) -> None:
+        """Count (+1) or uncount (-1) an instance's reservation in the running sums."""
+        node, amounts = held
+        if sign > 0:
+            self.holding[iid] = held
+        else:
+            del self.holding[iid]
+        alloc = self.node_alloc.setdefault(node, [0, 0, 0, 0])
+        for i, v in enumerate(amounts):
+            alloc[i] += sign * v
+        shape = (amounts[0], amounts[1], amounts[3])
+        self.shapes[shape] = self.shapes.get(shape, 0) + sign
+        if not self.shapes[shape]:
+            del self.shapes[shape]
+        job = keys.instance_job(iid)
+        self.holding_by_job[job] = self.holding_by_job.get(job, 0) + sign
+        if not self.holding_by_job[job]:
+            del self.holding_by_job[job]
 
     # --- queries ----------------------------------------------------------------------------
     def job_entries(self, job: str) -> list[Entry]:
