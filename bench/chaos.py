@@ -167,10 +167,10 @@ class Chaos:
         self.probe("etcd-kill", member.kill, restart)
 
     # --- the end -------------------------------------------------------------------------------
-    def live_slots(self) -> Counter:
-        """Job slots (`job.group.index`) with a live container, counted from runc on every host:
-        the truth, whatever etcd says."""
-        slots: Counter = Counter()
+    def live(self) -> dict[str, list[str]]:
+        """Job slot (`job.group.index`) -> `host:container` of each live container, from runc on
+        every host: the truth, whatever etcd says."""
+        slots: dict[str, list[str]] = {}
         for h in self.c.hosts:
             root = h.state_dir / "runc"
             if not root.exists():
@@ -178,8 +178,11 @@ class Chaos:
             out = sh("runc", "--root", str(root), "list", "-f", "json", check=False).stdout or "[]"
             for ctr in json.loads(out) or []:
                 if ctr.get("status") == "running":
-                    slots[ctr["id"].rsplit("-", 1)[0]] += 1
+                    slots.setdefault(ctr["id"].rsplit("-", 1)[0], []).append(f"{h.name}:{ctr['id']}")
         return slots
+
+    def live_slots(self) -> Counter:
+        return Counter({slot: len(where) for slot, where in self.live().items()})
 
     def summary(self, settle: float) -> dict:
         self.wait(lambda: self.all_running(list(self.accepted)), settle)
@@ -187,7 +190,11 @@ class Chaos:
         # a fenced copy is stopped within a few seconds of its node coming back: let that happen
         twice = {}
         self.wait(lambda: not {s: n for s, n in self.live_slots().items() if n > 1}, 30)
-        twice = {s: n for s, n in self.live_slots().items() if n > 1}
+        twice = {s: where for s, where in self.live().items() if len(where) > 1}
+        if twice:   # what the scheduler thinks of them, for the diagnosis
+            for slot in twice:
+                for i in self.client.call("Status", scheduler_pb2.StatusRequest(name=slot.split(".")[0])).instances:
+                    print(f"  {i.id}: node {i.node} state {i.state} desired {i.desired} reason {i.reason}")
         worst = {k: max(v) for k, v in self.recoveries.items()}
         return {"faults_injected": sum(self.faults.values()), "faults": dict(self.faults),
                 "jobs_submitted": len(self.accepted) + sum(self.refused.values()),

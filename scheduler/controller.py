@@ -39,6 +39,7 @@ class ControllerConfig:
     resend_after: float = 2.0         # re-send Start/Stop not yet acknowledged by a report
     resend_after_accepted: float = 8.0   # ... or, for a Start the agent accepted, this much later
     place_batch: int = 5000           # instances placed per evaluation at most (see place_pending)
+    audit_every: float = 30.0         # each node's inventory is compared with etcd this often
     stop_grace: float = 10.0          # SIGTERM → SIGKILL for `ctl stop`
     persist_profiles_every: float = 5.0
     learner: LearnerConfig = LearnerConfig()
@@ -67,6 +68,8 @@ class Controller:
         self._failures: dict[str, int] = {}        # node -> Start calls failed in a row
         self._accepted: set[tuple[str, str]] = set()   # (instance, node): the node took its Start
         self._told_stray: dict[tuple[str, str], float] = {}
+        self._audit_next = 0                           # round-robin position over the nodes
+        self._leading_since = 0.0
         self._specs: dict[tuple[str, int], JobSpec] = {}
         self._group_specs: dict[tuple[str, int, str], agent_pb2.InstanceSpec] = {}
         self._tasks: list[asyncio.Task] = []
@@ -115,6 +118,7 @@ class Controller:
         self.leading = leading
         metrics.LEADER.set(1 if leading else 0)
         if leading:
+            self._leading_since = self.clock()
             # every job is looked at afresh; what another leader told agents and we did not is
             # missing from _told, so it is said again at once (agents take repeats)
             self.kick("*")
@@ -604,6 +608,44 @@ class Controller:
         if stops:
             await self.tell_stop(stops)
         self.stop_strays(now)
+        self.audit(now)
+
+    def audit(self, now: float) -> None:
+        """Ask agents what they really run, and stop what is not placed on them: a copy whose
+        reports never reached etcd (cut off at the wrong moment) is seen nowhere else. Nodes back
+        from the dead at once, the others in turn (every node once per audit_every). Not in the
+        first seconds of a leadership: a cache still catching up would see strays that aren't."""
+        if now - self._leading_since < 5.0:
+            return
+        nodes = sorted(self.state.nodes)
+        due = set(self.state.returned) & set(nodes)
+        self.state.returned.clear()
+        if nodes:
+            share = max(1, round(len(nodes) * self.config.tick / self.config.audit_every))
+            start = self._audit_next % len(nodes)
+            due.update((nodes + nodes)[start:start + min(share, len(nodes))])
+            self._audit_next = start + share
+        for node in sorted(due):
+            self._spawn(self._audit_node(node))
+
+    async def _audit_node(self, node: str) -> None:
+        rec = self.state.nodes.get(node)
+        if rec is None:
+            return
+        try:
+            reply = await self.agents.inventory(rec.address)
+        except Exception as e:
+            log.debug("inventory of %s failed: %s", node, _why(e))
+            return
+        extra = []
+        for i in reply.instances:
+            e = self.state.instances.get(i.id)
+            r = e.record if e is not None else None
+            if r is None or r.node != node or r.lost or r.desired != "run":
+                extra.append(i.id)
+        if extra:
+            log.info("node %s runs %d instances not placed there: stopping them", node, len(extra))
+            await self._stop_on(node, extra)
 
     def stop_strays(self, now: float) -> None:
         """Copies running on a node their instance is not placed on (a Start given up on and

@@ -101,6 +101,7 @@ class ClusterState:
     shapes: dict[tuple[int, int, int], int] = field(default_factory=dict)  # reserved shape -> count
     gpu_holders: set[str] = field(default_factory=set)
     holding_by_job: dict[str, int] = field(default_factory=dict)
+    returned: set[str] = field(default_factory=set)     # nodes back after being down (Controller.audit)
     nodes_version: int = 0        # bumped on every node event: what was built from nodes is stale
 
     # --- loading and applying etcd events -------------------------------------------------
@@ -139,7 +140,8 @@ class ClusterState:
             self.nodes_version += 1
             if ev.kind == "put":
                 self.nodes[name] = records.loads(NodeRecord, ev.value)
-                self.down.pop(name, None)
+                if self.down.pop(name, None) is not None:
+                    self.returned.add(name)   # back from the dead: what does it still run?
                 return set()          # new capacity: the next placement pass sees it
             if name in self.nodes:
                 self.down[name] = self.nodes.pop(name)

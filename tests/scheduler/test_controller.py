@@ -293,6 +293,33 @@ async def test_a_copy_running_on_a_node_it_is_not_placed_on_is_stopped(etcd, tmp
         await b.kill()
 
 
+async def test_a_copy_whose_reports_never_arrive_is_found_by_the_audit_and_stopped(etcd, tmp_path):
+    """A node cut off at the wrong moment may run a copy etcd never hears of: the scheduler asks
+    each agent what it runs (Inventory) and stops what is not placed there."""
+    a = await start_agent(etcd, "a", tmp_path / "a")
+    sched = await start_scheduler(etcd, ControllerConfig(tick=0.2, audit_every=1.0))
+    b = await start_agent(etcd, "b", tmp_path / "b")
+    try:
+        await eventually(lambda: len(sched.controller.state.nodes) == 2)
+        await sched.submit(spec(count=1))
+        [(node, _)] = await eventually(lambda: _all_running(sched, "shop"))
+        other = b if node == "a" else a
+
+        async def silent(*states):          # its reports are lost: etcd never hears of the copy
+            return None
+        other.manager.reporter.report = silent
+        record = next(e.record for e in sched.controller.state.instances.values())
+        await sched.controller.agents.start(other.name, other.registration.record.address,
+                                            [sched.controller.instance_spec(record)])
+        assert other.manager.instances and not sched.controller.state.strays
+        await eventually(lambda: not other.manager.instances, timeout=15, what="copy stopped by the audit")
+        assert await _all_running(sched, "shop") == [(node, "running")]
+    finally:
+        await sched.close()
+        await a.kill()
+        await b.kill()
+
+
 async def test_gpu_shares_are_recorded_per_device_and_whole_gpus_need_a_free_device(etcd, tmp_path):
     from packyard.v1 import scheduler_pb2
     agent = await start_agent(etcd, "g", tmp_path / "g", cpu=8000, memory=8 << 30, gpu=2)
