@@ -92,7 +92,9 @@ async def serve(opts: dict) -> None:
         log.info("reattached to %d instances; %d ended while the agent was down", len(adopted), len(dead))
 
     server = grpc.aio.server(interceptors=tls.server_interceptors(opts["tls_identity"]))
-    agent_pb2_grpc.add_AgentServicer_to_server(AgentService(node, manager), server)
+    registration: Registration | None = None
+    agent_pb2_grpc.add_AgentServicer_to_server(
+        AgentService(node, manager, epoch=lambda: registration.lease_id if registration else None), server)
     port = tls.secure_server_port(server, opts["listen"], opts["tls_identity"])
     await server.start()
     host = opts["listen"].rpartition(":")[0]

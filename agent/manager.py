@@ -112,6 +112,7 @@ class InstanceManager:
             result = ExitResult(exit_code=None, reason=f"lost track of it: {e!r}")
         ended = classify(result, t.stopping)
         ended.id = t.spec.id
+        log.info("%s ended: %s %s", t.spec.id, ended.state, ended.reason)
         try:
             await driver.destroy(t.handle)
         except Exception as e:

@@ -27,6 +27,7 @@ class Registration:
 
     async def register(self) -> None:
         lease_id = await self.etcd.grant_lease(self.ttl)
+        self.record.epoch = lease_id    # requests meant for an earlier registration are refused
         await self.etcd.put(keys.node(self.record.name), records.dumps(self.record), lease=lease_id)
         # only now: if the put failed, the old (expired) lease makes the next round register again
         self.lease_id = lease_id

@@ -3,6 +3,8 @@ this boundary (agent/boundary.py): malformed ones are answered INVALID_ARGUMENT 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 
 import grpc
 
@@ -13,11 +15,22 @@ from packyard.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 
 CHUNK = 64 * 1024
 
+log = logging.getLogger(__name__)
+
 
 class AgentService(agent_pb2_grpc.AgentServicer):
-    def __init__(self, node: str, manager: InstanceManager):
+    def __init__(self, node: str, manager: InstanceManager, epoch: Callable[[], int | None] | None = None):
         self.node = node
         self.manager = manager
+        self.epoch = epoch          # the current registration's lease id (see StartRequest.node_epoch)
+
+    async def _check_epoch(self, request, context) -> None:
+        current = self.epoch() if self.epoch is not None else None
+        if request.node_epoch and current and request.node_epoch != current:
+            log.info("refusing a start meant for an earlier registration of %s", self.node)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"node '{self.node}' registered again since this was sent; "
+                                "it was declared down meanwhile")
 
     async def _check_node(self, node: str, context) -> None:
         if node and node != self.node:
@@ -33,10 +46,12 @@ class AgentService(agent_pb2_grpc.AgentServicer):
 
     async def Start(self, request, context):
         await self._check_node(request.node, context)
+        await self._check_epoch(request, context)
         try:
             specs = [boundary.to_spec(p, f"instances[{i}]") for i, p in enumerate(request.instances)]
         except ValueError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad instance spec: {e}")
+        log.info("start %d: %s", len(specs), " ".join(s.id for s in specs[:8]) + (" ..." if len(specs) > 8 else ""))
         results = await self.manager.start(specs)
         return agent_pb2.StartResponse(results=[
             agent_pb2.StartResult(id=i, accepted=ok, error=err) for i, ok, err in results])
@@ -44,6 +59,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     async def Stop(self, request, context):
         await self._check_node(request.node, context)
         await self._check_ids(list(request.ids), "ids", context)
+        log.info("stop %d: %s", len(request.ids), " ".join(list(request.ids)[:8]) + (" ..." if len(request.ids) > 8 else ""))
         stopping = await self.manager.stop(list(request.ids), boundary.grace_seconds(request.grace_seconds))
         return agent_pb2.AgentStopResponse(stopping=stopping)
 

@@ -113,6 +113,8 @@ class FleetRegistration(Registration):
 
     async def register(self) -> None:
         self.lease_id = await self.etcd.grant_lease(self.ttl)
+        for r in self.records:
+            r.epoch = self.lease_id
         txn = self.etcd.txn
         ops = [txn.put(keys.node(r.name).encode(), records.dumps(r), lease=self.lease_id)
                for r in self.records]

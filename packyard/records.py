@@ -69,6 +69,7 @@ class NodeRecord:
     labels: dict[str, str] = field(default_factory=dict)
     attributes: dict[str, str] = field(default_factory=dict)   # drivers, cgroup version, kernel...
     started_at: float = 0.0
+    epoch: int = 0                      # the lease it was registered under (see agent.proto)
 
 
 @dataclass

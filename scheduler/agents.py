@@ -28,10 +28,10 @@ class AgentClients:
             stub = self._stubs[address] = agent_pb2_grpc.AgentStub(channel)
         return stub
 
-    async def start(self, node: str, address: str,
-                    specs: list[agent_pb2.InstanceSpec]) -> agent_pb2.StartResponse:
+    async def start(self, node: str, address: str, specs: list[agent_pb2.InstanceSpec],
+                    epoch: int = 0) -> agent_pb2.StartResponse:
         return await self.stub(address).Start(
-            agent_pb2.StartRequest(node=node, instances=specs), timeout=self.timeout)
+            agent_pb2.StartRequest(node=node, instances=specs, node_epoch=epoch), timeout=self.timeout)
 
     async def stop(self, node: str, address: str, ids: list[str], grace: float) -> None:
         await self.stub(address).Stop(

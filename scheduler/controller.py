@@ -528,7 +528,7 @@ class Controller:
             return
         specs = [self.instance_spec(r) for r in recs if r.job in self.state.jobs]
         try:
-            reply = await self.agents.start(node, rec.address, specs)
+            reply = await self.agents.start(node, rec.address, specs, epoch=rec.epoch)
             for res in reply.results:
                 if res.accepted:
                     self._accepted.add((res.id, node))

@@ -26,12 +26,14 @@ class InstanceSpec(_message.Message):
     def __init__(self, id: _Optional[str] = ..., job: _Optional[str] = ..., group: _Optional[str] = ..., kind: _Optional[str] = ..., request: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., limit: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., driver_json: _Optional[str] = ...) -> None: ...
 
 class StartRequest(_message.Message):
-    __slots__ = ("node", "instances")
+    __slots__ = ("node", "instances", "node_epoch")
     NODE_FIELD_NUMBER: _ClassVar[int]
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    NODE_EPOCH_FIELD_NUMBER: _ClassVar[int]
     node: str
     instances: _containers.RepeatedCompositeFieldContainer[InstanceSpec]
-    def __init__(self, node: _Optional[str] = ..., instances: _Optional[_Iterable[_Union[InstanceSpec, _Mapping]]] = ...) -> None: ...
+    node_epoch: int
+    def __init__(self, node: _Optional[str] = ..., instances: _Optional[_Iterable[_Union[InstanceSpec, _Mapping]]] = ..., node_epoch: _Optional[int] = ...) -> None: ...
 
 class StartResult(_message.Message):
     __slots__ = ("id", "accepted", "error")

@@ -42,7 +42,9 @@ async def start_agent(etcd: Etcd, name: str, state_dir: Path, cpu=2000, memory=2
     driver = drivers[kinds[0]]
     manager = InstanceManager(name, state_dir, drivers, Reporter(etcd, name))
     server = grpc.aio.server()
-    agent_pb2_grpc.add_AgentServicer_to_server(AgentService(name, manager), server)
+    holder: list[Registration] = []
+    agent_pb2_grpc.add_AgentServicer_to_server(
+        AgentService(name, manager, epoch=lambda: holder[0].lease_id if holder else None), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     record = NodeRecord(name=name, address=f"127.0.0.1:{port}",
@@ -51,6 +53,7 @@ async def start_agent(etcd: Etcd, name: str, state_dir: Path, cpu=2000, memory=2
                         attributes={k: v for d in drivers.values() for k, v in (await d.fingerprint()).items()},
                         started_at=time.time())
     registration = Registration(etcd, record, ttl=ttl)
+    holder.append(registration)
     await registration.start()
     return FakeAgent(name, driver, manager, registration, server)
 

@@ -320,6 +320,32 @@ async def test_a_copy_whose_reports_never_arrive_is_found_by_the_audit_and_stopp
         await b.kill()
 
 
+async def test_a_start_sent_to_an_earlier_registration_is_refused(etcd, tmp_path):
+    """A Start sent before a network cut can be delivered after it, when the node has been
+    declared down and registered again: it carries the lease it was meant for, and is refused."""
+    a = await start_agent(etcd, "a", tmp_path / "a")
+    sched = await start_scheduler(etcd, ControllerConfig(tick=0.2))
+    try:
+        await eventually(lambda: "a" in sched.controller.state.nodes)
+        await sched.submit(spec(count=1))
+        await eventually(lambda: _all_running(sched, "shop"))
+        record = next(e.record for e in sched.controller.state.instances.values())
+        copy = sched.controller.instance_spec(replace(record, id=record.id.replace("-1", "-9")))
+        old = a.registration.lease_id
+        await a.registration.register()              # as after its lease expired
+        assert a.registration.lease_id != old
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await sched.controller.agents.start("a", a.registration.record.address, [copy], epoch=old)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert copy.id not in a.manager.instances
+        reply = await sched.controller.agents.start("a", a.registration.record.address, [copy],
+                                                    epoch=a.registration.lease_id)
+        assert reply.results[0].accepted and copy.id in a.manager.instances
+    finally:
+        await sched.close()
+        await a.kill()
+
+
 async def test_gpu_shares_are_recorded_per_device_and_whole_gpus_need_a_free_device(etcd, tmp_path):
     from packyard.v1 import scheduler_pb2
     agent = await start_agent(etcd, "g", tmp_path / "g", cpu=8000, memory=8 << 30, gpu=2)
