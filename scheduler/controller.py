@@ -639,6 +639,8 @@ class Controller:
             return
         extra = []
         for i in reply.instances:
+            if i.state == "stopping":      # told already, on its way out (a grace period)
+                continue
             e = self.state.instances.get(i.id)
             r = e.record if e is not None else None
             if r is None or r.node != node or r.lost or r.desired != "run":
