@@ -64,6 +64,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         return agent_pb2.AgentStopResponse(stopping=stopping)
 
     async def Inventory(self, request, context):
+        await self._check_node(request.node, context)
         return agent_pb2.InventoryResponse(node=self.node, instances=[
             agent_pb2.InventoryEntry(id=i, state="stopping" if t.stopping else "running" if t.handle else "starting")
             for i, t in self.manager.instances.items()])

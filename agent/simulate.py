@@ -156,7 +156,9 @@ class FleetService(agent_pb2_grpc.AgentServicer):
         return await (await self._service(request.node, context)).Stop(request, context)
 
     async def Inventory(self, request, context):
-        # the request names no node: one list of every simulated node's instances
+        if request.node:
+            return await (await self._service(request.node, context)).Inventory(request, context)
+        # no node named: one list of every simulated node's instances
         entries = []
         for svc in self.services.values():
             entries += (await svc.Inventory(request, context)).instances

@@ -37,8 +37,8 @@ class AgentClients:
         await self.stub(address).Stop(
             agent_pb2.AgentStopRequest(node=node, ids=ids, grace_seconds=grace), timeout=self.timeout)
 
-    async def inventory(self, address: str) -> agent_pb2.InventoryResponse:
-        return await self.stub(address).Inventory(agent_pb2.InventoryRequest(), timeout=self.timeout)
+    async def inventory(self, node: str, address: str) -> agent_pb2.InventoryResponse:
+        return await self.stub(address).Inventory(agent_pb2.InventoryRequest(node=node), timeout=self.timeout)
 
     async def logs(self, address: str, req: common_pb2.LogsRequest) -> AsyncIterator[common_pb2.LogChunk]:
         call = self.stub(address).Logs(req, timeout=None if req.follow else self.timeout)

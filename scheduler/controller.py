@@ -633,9 +633,11 @@ class Controller:
         if rec is None:
             return
         try:
-            reply = await self.agents.inventory(rec.address)
+            reply = await self.agents.inventory(node, rec.address)
         except Exception as e:
             log.debug("inventory of %s failed: %s", node, _why(e))
+            return
+        if reply.node != node:     # an agent that cannot answer for this node alone: trust nothing
             return
         extra = []
         for i in reply.instances:

@@ -68,8 +68,10 @@ class AgentStopResponse(_message.Message):
     def __init__(self, stopping: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class InventoryRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    def __init__(self, node: _Optional[str] = ...) -> None: ...
 
 class InventoryEntry(_message.Message):
     __slots__ = ("id", "state")

@@ -73,6 +73,11 @@ async def test_fifty_nodes_share_one_lease_and_start_instances(etcd, simulated):
         assert [(r.id, r.accepted) for r in reply.results] == [("j.g.0-a", True)]
         key = keys.state("sim-00007", "j.g.0-a")
         await eventually(lambda: _state_is(etcd, key, "running"), what="running in etcd")
+        # asked about one node, it answers for that node alone (the scheduler's audit relies on it)
+        mine = await stub.Inventory(agent_pb2.InventoryRequest(node="sim-00007"))
+        other = await stub.Inventory(agent_pb2.InventoryRequest(node="sim-00008"))
+        assert (mine.node, [i.id for i in mine.instances]) == ("sim-00007", ["j.g.0-a"])
+        assert (other.node, list(other.instances)) == ("sim-00008", [])
 
         await stub.Stop(agent_pb2.AgentStopRequest(node="sim-00007", ids=["j.g.0-a"], grace_seconds=1))
         await eventually(lambda: _state_is(etcd, key, "stopped"), what="stopped in etcd")
