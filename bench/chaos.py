@@ -186,7 +186,15 @@ class Chaos:
 
     def summary(self, settle: float) -> dict:
         self.wait(lambda: self.all_running(list(self.accepted)), settle)
-        lost = [j for j in self.accepted if not self.all_running([j])]
+        # a job counts as lost only if it stays short of running through several looks (one
+        # Status call failing, or answered by a replica a moment behind, proves nothing)
+        lost = [j for j in self.accepted if self.wait(lambda j=j: self.all_running([j]), 10) is None]
+        for job in lost:
+            try:
+                st = self.client.call("Status", scheduler_pb2.StatusRequest(name=job))
+                print(f"  lost {job}: " + ", ".join(f"{i.id} {i.node} {i.state} {i.desired}" for i in st.instances))
+            except Exception as e:
+                print(f"  lost {job}: status failed: {e}")
         # a fenced copy is stopped within a few seconds of its node coming back: let that happen
         twice = {}
         self.wait(lambda: not {s: n for s, n in self.live_slots().items() if n > 1}, 30)
