@@ -670,7 +670,8 @@ class Controller:
         for node, ids in by_node.items():
             log.info("stopping %d stray instances on %s", len(ids), node)
             self._spawn(self._stop_on(node, ids))
-        self._accepted = {(i, n) for i, n in self._accepted if i in self.state.unsettled}
+        if len(self._accepted) > 2 * len(self.state.unsettled) + 1000:   # prune now and then, not per tick
+            self._accepted = {(i, n) for i, n in self._accepted if i in self.state.unsettled}
         self._told_stray = {k: t for k, t in self._told_stray.items() if k[0] in self.state.strays}
 
 

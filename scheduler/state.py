@@ -213,8 +213,12 @@ class ClusterState:
         self._index(entry.id, entry)
 
     def _find_strays(self, iid: str, placed_on: str) -> None:
-        nodes = {n for n, rep in self.reports.get(iid, {}).items()
-                 if n != placed_on and rep.state not in TERMINAL}
+        reports = self.reports.get(iid)
+        if not reports or (len(reports) == 1 and placed_on in reports):   # the usual case, quickly
+            if iid in self.strays:
+                del self.strays[iid]
+            return
+        nodes = {n for n, rep in reports.items() if n != placed_on and rep.state not in TERMINAL}
         if nodes:
             self.strays[iid] = nodes
         else:
