@@ -1,4 +1,5 @@
 """The control plane against a real etcd, with in-process agents on the FakeDriver."""
+import contextlib
 from dataclasses import replace
 
 import grpc
@@ -271,53 +272,49 @@ async def test_a_node_that_comes_back_stops_what_was_replaced_meanwhile(etcd, tm
             await b.kill()
 
 
-async def test_a_copy_running_on_a_node_it_is_not_placed_on_is_stopped(etcd, tmp_path):
-    """E.g. a Start the scheduler gave up waiting for, that the node carried out after all."""
+@contextlib.asynccontextmanager
+async def one_running_of_two(etcd, tmp_path, config):
+    """Two agents, a scheduler, one instance running: (scheduler, its node, the other agent,
+    the instance's record)."""
     a = await start_agent(etcd, "a", tmp_path / "a")
-    sched = await start_scheduler(etcd, ControllerConfig(tick=0.2, resend_after=0.3))
+    sched = await start_scheduler(etcd, config)
     b = await start_agent(etcd, "b", tmp_path / "b")
     try:
         await eventually(lambda: len(sched.controller.state.nodes) == 2)
         await sched.submit(spec(count=1))
         [(node, _)] = await eventually(lambda: _all_running(sched, "shop"))
-        other = b if node == "a" else a
         record = next(e.record for e in sched.controller.state.instances.values())
+        yield sched, node, (b if node == "a" else a), record
+    finally:
+        await sched.close()
+        await a.kill()
+        await b.kill()
+
+
+async def test_a_copy_running_on_a_node_it_is_not_placed_on_is_stopped(etcd, tmp_path):
+    """E.g. a Start the scheduler gave up waiting for, that the node carried out after all."""
+    config = ControllerConfig(tick=0.2, resend_after=0.3)
+    async with one_running_of_two(etcd, tmp_path, config) as (sched, node, other, record):
         await sched.controller.agents.start(other.name, other.registration.record.address,
                                             [sched.controller.instance_spec(record)])
         assert other.manager.instances                     # the stray copy runs
         await eventually(lambda: not other.manager.instances, timeout=10, what="stray stopped")
         assert await _all_running(sched, "shop") == [(node, "running")]   # the real one is left alone
-    finally:
-        await sched.close()
-        await a.kill()
-        await b.kill()
 
 
 async def test_a_copy_whose_reports_never_arrive_is_found_by_the_audit_and_stopped(etcd, tmp_path):
     """A node cut off at the wrong moment may run a copy etcd never hears of: the scheduler asks
     each agent what it runs (Inventory) and stops what is not placed there."""
-    a = await start_agent(etcd, "a", tmp_path / "a")
-    sched = await start_scheduler(etcd, ControllerConfig(tick=0.2, audit_every=1.0))
-    b = await start_agent(etcd, "b", tmp_path / "b")
-    try:
-        await eventually(lambda: len(sched.controller.state.nodes) == 2)
-        await sched.submit(spec(count=1))
-        [(node, _)] = await eventually(lambda: _all_running(sched, "shop"))
-        other = b if node == "a" else a
-
+    config = ControllerConfig(tick=0.2, audit_every=1.0)
+    async with one_running_of_two(etcd, tmp_path, config) as (sched, node, other, record):
         async def silent(*states):          # its reports are lost: etcd never hears of the copy
             return None
         other.manager.reporter.report = silent
-        record = next(e.record for e in sched.controller.state.instances.values())
         await sched.controller.agents.start(other.name, other.registration.record.address,
                                             [sched.controller.instance_spec(record)])
         assert other.manager.instances and not sched.controller.state.strays
         await eventually(lambda: not other.manager.instances, timeout=15, what="copy stopped by the audit")
         assert await _all_running(sched, "shop") == [(node, "running")]
-    finally:
-        await sched.close()
-        await a.kill()
-        await b.kill()
 
 
 async def test_a_start_sent_to_an_earlier_registration_is_refused(etcd, tmp_path):
