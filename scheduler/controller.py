@@ -220,7 +220,7 @@ class Controller:
         due, starts, stops = self.scan_unsettled(now) if timers else (set(), [], [])
         dirty, self._dirty = self._dirty | due, set()
         jobs = list(self.state.jobs) if "*" in dirty else [j for j in dirty if j in self.state.jobs]
-        ready = self.ready_nodes()
+        ready = self.ready_nodes() if jobs else set()    # most evaluations reconcile nothing
         for name in jobs:
             result = self.reconcile_job(name, ready, now)
             if not result.empty:

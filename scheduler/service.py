@@ -35,12 +35,17 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 f"{field}: not allowed (the scheduler was not started with --allow-privileged)"
                 for field in asked))
 
-    async def Submit(self, request, context):
+    async def _spec(self, request, context):
+        """The request's job spec, valid and allowed here, or the call ends INVALID_ARGUMENT."""
         try:
             spec = load_json(request.spec_json)
         except SpecError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "\n".join(e.errors))
         await self._check_host_access(spec, context)
+        return spec
+
+    async def Submit(self, request, context):
+        spec = await self._spec(request, context)
         # A conflict means our cache was behind etcd (another replica wrote this job, or the one
         # before us died mid-submission and ctl failed over to us): wait for the watch to catch
         # up and decide again. Submitting the same spec again is a no-op, so a retried
@@ -81,11 +86,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                                             instance_ids=ids)
 
     async def Plan(self, request, context):
-        try:
-            spec = load_json(request.spec_json)
-        except SpecError as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "\n".join(e.errors))
-        await self._check_host_access(spec, context)
+        spec = await self._spec(request, context)
         async with self.c.lock:
             old = self.c.state.jobs.get(spec.name)
             unchanged = old is not None and old.spec_json == spec.to_json() and old.desired == "run"

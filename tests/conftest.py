@@ -1,6 +1,7 @@
 import asyncio
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,16 @@ async def eventually(check, timeout=10.0, interval=0.02, what="condition"):
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
         await asyncio.sleep(interval)
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition", interval: float = 0.2):
+    """Poll predicate() (for tests driving real processes from plain functions) until it returns
+    a truthy value; return it."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")

@@ -1,6 +1,7 @@
 """Observability on real parts: the Prometheus server scrapes a running local cluster, finding the
 agents through the scheduler's /sd/agents; every dashboard panel's query returns data; the alert
 rules load and the node-down alert fires when an agent dies; the values are true."""
+import functools
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import pytest
 
 from agent.cgroups import detect, instance_path
 from ctl.local import LocalCluster
+from tests.conftest import wait_for as poll
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.integration,
@@ -35,15 +37,7 @@ def get(cluster, path):
         return json.load(r)["data"]
 
 
-def wait_for(predicate, timeout=40.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+wait_for = functools.partial(poll, timeout=40.0, interval=0.5)
 
 
 def submit(cluster, tmp, name, text, wait=True):

@@ -1,5 +1,6 @@
 """The whole path on real parts: scheduler with embedded etcd, three agents each in its own network
 namespace, runc containers in cgroups with namespaces. What issue 2 asks to be shown."""
+import functools
 import json
 import os
 import time
@@ -9,6 +10,7 @@ import pytest
 
 from agent.cgroups import detect, instance_path
 from ctl.local import LocalCluster
+from tests.conftest import wait_for as poll
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
@@ -29,6 +31,9 @@ def cluster(tmp_path_factory):
     assert "pi-host" not in Path("/proc/self/mounts").read_text()
 
 
+wait_for = functools.partial(poll, interval=0.1)
+
+
 def submit(cluster, tmp_path, text, *args):
     path = tmp_path / "job.yaml"
     path.write_text(text)
@@ -39,16 +44,6 @@ def status(cluster, job):
     r = cluster.ctl("status", job, "-o", "json")
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
-
-
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def job(name, count=1, cpu="100m", memory="32Mi", command=("/bin/sleep", "3600")):

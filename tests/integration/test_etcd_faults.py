@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.embedded_etcd import EtcdCluster
+from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -108,17 +109,6 @@ def make_leader(cluster: EtcdCluster, index: int) -> None:
     target = status[cluster.members[index].endpoint]["header"]["member_id"]
     if leader != cluster.members[index].endpoint:
         etcdctl(leader, "move-leader", format(target, "x"))
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
 
 
 @pytest.fixture

@@ -1,10 +1,10 @@
 """VMs through the whole path: ctl → scheduler → agents (each in its own network namespace) →
 libvirt + QEMU (TCG here: KVM is probed and found hanging). And the overhead profile learned from
 what the agents measure, used by the next placement."""
+import functools
 import json
 import shutil
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -12,6 +12,7 @@ import pytest
 
 from ctl.local import LocalCluster
 from tests.agent.drivers import vmfixtures as fx
+from tests.conftest import wait_for as poll
 
 pytestmark = [pytest.mark.integration, fx.needs_libvirt(),
               pytest.mark.skipif(shutil.which("runc") is None, reason="runc not installed")]
@@ -40,6 +41,9 @@ def vm_job(name, guest, memory="256Mi", count=1, disk=False, group="vm"):
             f"    resources: {{cpu: 1, memory: {memory}}}\n    vm: {boot}\n")
 
 
+wait_for = functools.partial(poll, timeout=90.0, interval=0.5)   # VMs boot on TCG: slow
+
+
 def submit(cluster, tmp_path, name, groups, *args):
     path = tmp_path / f"{name}.yaml"
     path.write_text(f"name: {name}\ngroups:\n{groups}")
@@ -48,16 +52,6 @@ def submit(cluster, tmp_path, name, groups, *args):
 
 def status(cluster, job):
     return json.loads(cluster.ctl("status", job, "-o", "json").stdout)
-
-
-def wait_for(predicate, timeout=90.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def domains():
