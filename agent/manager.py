@@ -67,6 +67,16 @@ class InstanceManager:
     async def start(self, specs: list[InstanceSpec]) -> list[tuple[str, bool, str]]:
         """Accept instances (idempotent: a known id is accepted again) and start them in the
         background. `starting` is in etcd before this returns: the scheduler's confirmation."""
+        results, new, refused = self._accept(specs)
+        await self.reporter.report(*[StateRecord(id=s.id, state=STARTING) for s in new], *refused)
+        for spec in new:
+            t = self.instances[spec.id]
+            t.task = asyncio.get_running_loop().create_task(self._run(t))
+        return results
+
+    def _accept(self, specs: list[InstanceSpec]) -> tuple[list[tuple[str, bool, str]], list[InstanceSpec],
+                                                          list[StateRecord]]:
+        """Track the new specs: (id, accepted, error) for each, the new ones, the refused ones' states."""
         results, new = [], []
         for spec in specs:
             if spec.id in self.instances:
@@ -78,11 +88,7 @@ class InstanceManager:
                 new.append(spec)
                 results.append((spec.id, True, ""))
         refused = [StateRecord(id=i, state=FAILED, reason=err) for i, ok, err in results if not ok]
-        await self.reporter.report(*[StateRecord(id=s.id, state=STARTING) for s in new], *refused)
-        for spec in new:
-            t = self.instances[spec.id]
-            t.task = asyncio.get_running_loop().create_task(self._run(t))
-        return results
+        return results, new, refused
 
     async def _run(self, t: Tracked) -> None:
         spec = t.spec

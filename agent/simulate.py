@@ -8,10 +8,11 @@ are what would swamp etcd at scale:
 - one etcd writer for every node's Reporter, which coalesces the state reports of all nodes into
   128-op transactions (etcd does ~1,000 single puts/s but ~24,000 keys/s batched, FIELD-NOTES);
 - one gRPC server: every Start/Stop names its node, so it is handed to that node's AgentService.
-Each node keeps its own InstanceManager (the real one) over a FakeDriver shared by all nodes: instances
-"run" at once and their transitions (starting → running → stopped) are written as a real agent writes
-them. What a simulated host does not do: usage reports (one per node every 5 s would be 1,000 puts/s
-at 5,000 hosts) and surviving a restart (nothing runs, so there is nothing to reattach to).
+Each node keeps its own InstanceManager (the real one) over a FakeDriver shared by all nodes. Instances
+"run" at once, so a Start is confirmed with `running` (no `starting` first, see SimulatedManager); the
+end (stopped, exited) is written as a real agent writes it. What a simulated host does not do: usage
+reports (one per node every 5 s would be 1,000 puts/s at 5,000 hosts) and surviving a restart
+(nothing runs, so there is nothing to reattach to).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import grpc
 
+from agent.drivers.base import InstanceSpec
 from agent.drivers.fake import FakeDriver
 from agent.manager import InstanceManager, Tracked
 from agent.registration import Registration
@@ -32,7 +34,7 @@ from agent.reporter import Reporter
 from agent.server import AgentService
 from packyard import keys, records, tls
 from packyard.etcd import KV, MAX_TXN_OPS, Etcd
-from packyard.records import NodeRecord
+from packyard.records import RUNNING, NodeRecord, StateRecord
 from packyard.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger("packyard.agent.simulate")
@@ -124,7 +126,24 @@ class FleetRegistration(Registration):
 
 class SimulatedManager(InstanceManager):
     """The real InstanceManager without handle files: a simulated instance dies with the process,
-    so there is nothing to reattach to, and 100,000 file writes would dominate the run."""
+    so there is nothing to reattach to, and 100,000 file writes would dominate the run.
+
+    A simulated instance is running as soon as it is started, so a Start is confirmed with
+    `running` instead of `starting` then `running`: one state write per instance, as a real agent
+    whose instance started before its `starting` report went out would coalesce them."""
+
+    async def start(self, specs: list[InstanceSpec]) -> list[tuple[str, bool, str]]:
+        results, new, refused = self._accept(specs)
+        running = []
+        loop = asyncio.get_running_loop()
+        for spec in new:
+            t = self.instances[spec.id]
+            t.handle = await self.drivers[spec.kind].start(spec)   # FakeDriver: at once
+            t.started.set()
+            running.append(StateRecord(id=spec.id, state=RUNNING))
+            t.task = loop.create_task(self._follow(t))
+        await self.reporter.report(*running, *refused)
+        return results
 
     def _save(self, t: Tracked) -> None:
         pass

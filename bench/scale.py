@@ -249,8 +249,10 @@ async def measure(args, etcd: Etcd, hosts: int, n: int, procs) -> dict:
         await wait_nodes(stub, hosts)
         cpu0 = {name: proc_status(p.pid)["cpu_s"] for name, p in procs.items()}
         sampler = Sampler(args.py_spy, procs["scheduler"].pid, f"big-{hosts}x{n}")
+        agent_sampler = Sampler(args.py_spy, procs["agent"].pid, f"agent-big-{hosts}x{n}")
         out = await big_job(stub, progress, n, args.timeout)
         sampler.stop()
+        agent_sampler.stop()
         for name, p in procs.items():
             out[f"{name}_cpu_big_s"] = proc_status(p.pid)["cpu_s"] - cpu0[name]
         # the probes measure a cluster that holds the instances, not one still digesting them:
@@ -319,7 +321,7 @@ TABLE_HEAD = ("| hosts | instances | submit s | placed s | running s | inst/s | 
 
 
 class Sampler:
-    """py-spy recording one phase of the scheduler (collapsed stacks), if py-spy is installed."""
+    """py-spy recording one phase of a process (the scheduler or the simulated agent) (collapsed stacks), if py-spy is installed."""
 
     def __init__(self, out_dir: Path | None, pid: int, phase: str):
         self.path = out_dir / f"{phase}.txt" if out_dir else None

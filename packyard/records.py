@@ -22,7 +22,16 @@ def dumps(record: Any) -> bytes:
     # vars(), not dataclasses.asdict(): asdict deep-copies every value, which was a tenth of the
     # scheduler's time committing 20,000 placements; nested records are converted by _plain
     data = {k: v for k, v in vars(record).items() if v not in (None, "", {}, [])}
-    return json.dumps(data, separators=(",", ":"), sort_keys=True, default=_plain).encode()
+    return _ENCODER.encode(data).encode()
+
+
+def evolve(record: T, **changes: Any) -> T:
+    """dataclasses.replace() for our records, without its per-field __init__ work (a sixth of
+    the scheduler's time placing 100,000 instances). Shallow, like replace(): a dict or list
+    field is shared with the original unless changed."""
+    new = object.__new__(type(record))
+    new.__dict__.update(vars(record), **changes)
+    return new
 
 
 def _plain(value: Any) -> Any:
@@ -42,6 +51,8 @@ def loads(cls: type[T], raw: bytes | str) -> T:
 
 
 _FIELDS: dict[type, frozenset[str]] = {}
+# one encoder: json.dumps() with options builds a new one per call
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=_plain)
 
 
 @dataclass

@@ -13,14 +13,14 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
 
 from packyard import keys, records
 from packyard.etcd import Etcd, EtcdUnavailable, Event
-from packyard.records import TERMINAL, InstanceRecord, ResourceAmounts
+from packyard.records import TERMINAL, InstanceRecord, ResourceAmounts, evolve
 from packyard.spec import JobSpec, load_json
 from packyard.v1 import agent_pb2, common_pb2
 from scheduler import metrics, placement
@@ -60,7 +60,7 @@ class Controller:
         self.agents = agents
         self.config = config
         self.clock = clock
-        self.state = ClusterState()
+        self.state = ClusterState(on_report=self._count_end)
         self.learner = ProfileLearner(dict(self.config.engine.profiles), self.config.learner)
         self._profiles_saved = 0.0
         self._dirty: set[str] = set()
@@ -146,15 +146,12 @@ class Controller:
 
     async def _on_events(self, batch: list[Event]) -> None:
         for ev in batch:
-            if ev.kind == "put" and ev.key.startswith(keys.STATE):
-                self._count_end(ev)
             self._dirty |= self.state.apply(ev)
         self._observe_usage(batch)
         self.kick()
 
-    def _count_end(self, ev: Event) -> None:
-        new = records.loads(records.StateRecord, ev.value)
-        old = self.state.reports.get(new.id, {}).get(keys.last(ev.key.rsplit("/", 1)[0]))
+    @staticmethod
+    def _count_end(old: records.StateRecord | None, new: records.StateRecord) -> None:
         if new.state in TERMINAL and (old is None or old.state != new.state):
             reason = new.reason if new.reason == "OOMKilled" or not new.reason else new.reason.split(":")[0]
             metrics.INSTANCE_ENDS.labels(new.state, reason[:40]).inc()
@@ -418,13 +415,13 @@ class Controller:
                 # stopped to make room; its slot gets a new instance from the reconciler, pending
                 # until there is room for its (lower) priority again
                 v = self.state.instances[victim].record
-                evicted.append(replace(v, desired="stop", reason=f"preempted by {result.ask.job} "
+                evicted.append(evolve(v, desired="stop", reason=f"preempted by {result.ask.job} "
                                                                  f"(priority {result.ask.priority})"))
                 self._dirty.add(v.job)
             reserved = dataclasses.asdict(result.reserved)
             gpus = result.gpus or [()] * len(result.hosts)
             for entry, host, devices in zip(entries, result.hosts, gpus, strict=False):
-                placed.append(replace(entry.record, node=host, reserved=reserved, placed_at=now,
+                placed.append(evolve(entry.record, node=host, reserved=reserved, placed_at=now,
                                       attempts=entry.record.attempts + 1, reason="", gpus=list(devices)))
             metrics.PLACEMENTS.labels(result.ask.kind).inc(len(result.hosts))
             reason = explain(result)
@@ -433,7 +430,7 @@ class Controller:
                 metrics.UNPLACED.labels(first).inc(result.unplaced)
             for entry in entries[len(result.hosts):]:
                 if entry.record.reason != reason:
-                    unplaced.append(replace(entry.record, reason=reason))
+                    unplaced.append(evolve(entry.record, reason=reason))
         if evicted and not await self.commit(evicted):
             # a placement that needs room made by eviction waits until the eviction is in etcd
             stale = {v.id for v in evicted if not self._is_current(v)}
@@ -483,7 +480,7 @@ class Controller:
             reserved = dataclasses.asdict(res.reserved)
             for i, r in enumerate(recs):
                 placed = i < len(res.hosts)
-                out.append(("place", replace(r, reserved=reserved), res.hosts[i] if placed else "",
+                out.append(("place", evolve(r, reserved=reserved), res.hosts[i] if placed else "",
                             "" if placed else explain(res)))
         for r in stopping.values():
             out.append(("stop", r, r.node, r.reason or "its group changed or was scaled down"))

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from packyard.records import STARTING, TERMINAL, InstanceRecord, JobRecord
+from packyard.records import STARTING, TERMINAL, InstanceRecord, JobRecord, evolve
 from packyard.spec import Group, JobSpec
 from scheduler.state import Entry, effective_state
 
@@ -62,12 +62,12 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
         r = e.record
         if (not r.lost and r.node and r.node not in ready_nodes
                 and effective_state(r, e.state) not in TERMINAL):
-            lost.append(replace(r, lost=True, desired="stop", reason=f"node {r.node} is down"))
+            lost.append(evolve(r, lost=True, desired="stop", reason=f"node {r.node} is down"))
     lost_ids = {r.id for r in lost}
     active = [e for e in entries
               if e.record.desired == "run" and not e.record.lost and e.id not in lost_ids]
     if job.desired == "stop":
-        return Result(stop=tuple(replace(e.record, desired="stop") for e in active),
+        return Result(stop=tuple(evolve(e.record, desired="stop") for e in active),
                       lost=tuple(lost))
 
     groups = {g.name: g for g in spec.groups}
@@ -81,11 +81,11 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
         state = effective_state(r, e.state)
         g = groups.get(r.group)
         if g is None or r.index >= g.count or r.ghash != hashes[r.group]:
-            stop.append(replace(r, desired="stop"))
+            stop.append(evolve(r, desired="stop"))
             continue
         if state == STARTING and e.state is None and now - r.placed_at > config.confirm_timeout \
                 and (r.id, r.node) not in acknowledged:
-            unassign.append(replace(r, node="", reserved={}, placed_at=0.0,
+            unassign.append(evolve(r, node="", reserved={}, placed_at=0.0,
                                     reason=f"node {r.node} did not confirm within "
                                            f"{config.confirm_timeout:g}s; placing again"))
         occupied.add((r.group, r.index))

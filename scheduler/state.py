@@ -5,6 +5,7 @@ comes back here through the watch, so the cache never holds anything etcd does n
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from packyard import keys, records
@@ -102,6 +103,8 @@ class ClusterState:
     gpu_holders: set[str] = field(default_factory=set)
     holding_by_job: dict[str, int] = field(default_factory=dict)
     returned: set[str] = field(default_factory=set)     # nodes back after being down (Controller.audit)
+    # told of every report as it lands (old, new): the controller counts instance ends by it
+    on_report: Callable[[StateRecord | None, StateRecord], None] | None = None
     nodes_version: int = 0        # bumped on every node event: what was built from nodes is stale
 
     # --- loading and applying etcd events -------------------------------------------------
@@ -181,7 +184,11 @@ class ClusterState:
         if ev.key.startswith(keys.STATE):
             node, iid = ev.key[len(keys.STATE):].split("/", 1)
             if ev.kind == "put":
-                self.reports.setdefault(iid, {})[node] = records.loads(StateRecord, ev.value)
+                new = records.loads(StateRecord, ev.value)
+                by_node = self.reports.setdefault(iid, {})
+                if self.on_report is not None:
+                    self.on_report(by_node.get(node), new)
+                by_node[node] = new
             elif iid in self.reports:
                 self.reports[iid].pop(node, None)
                 if not self.reports[iid]:
