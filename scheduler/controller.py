@@ -32,6 +32,7 @@ from scheduler.reconciler import Result, reconcile
 from scheduler.state import ClusterState, holds_reservation
 
 log = logging.getLogger(__name__)
+COMMITS_IN_FLIGHT = 4     # transactions of one commit sent together (see Controller.commit)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class Controller:
         self._audit_next = 0                           # round-robin position over the nodes
         self._leading_since = 0.0
         self._specs: dict[tuple[str, int], JobSpec] = {}
-        self._group_specs: dict[tuple[str, int, str], agent_pb2.InstanceSpec] = {}
+        self._group_specs: dict[tuple[str, int, str], tuple[dict, agent_pb2.InstanceSpec]] = {}
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
         self.ready = asyncio.Event()
@@ -263,30 +264,54 @@ class Controller:
             if not self.leadership.leading:
                 return False
             guard = (keys.LEADER, self.leadership.revision)
-        ok_all = True
         step = self.etcd.txn_ops - 1
-        for i in range(0, max(len(recs), 1), step):
-            chunk = recs[i:i + step]
-            writes = [first] if first and i == 0 else []
-            if not chunk and not writes:
-                break
-            for r in chunk:
-                entry = self.state.instances.get(r.id)
-                writes.append((keys.instance(r.job, r.id), records.dumps(r),
-                               entry.mod_revision if entry else 0))
-            revision = await self.etcd.put_if_unchanged(writes, guard=guard)
-            if not revision:
+        chunks = [recs[i:i + step] for i in range(0, len(recs), step)]
+        if first is not None:
+            # the first transaction alone: if it fails, nothing else is written
+            if not await self._commit_chunk(chunks[0] if chunks else [], guard, first):
                 self._dirty.add("*")
-                if first and i == 0:
-                    return False
+                return False
+            chunks = chunks[1:]
+        # the rest a few transactions at a time: etcd commits concurrent proposals together
+        # (a 100,000-instance submission took 4 s one transaction after another)
+        ok_all = True
+        for i in range(0, len(chunks), COMMITS_IN_FLIGHT):
+            done = await asyncio.gather(*(self._commit_chunk(c, guard)
+                                          for c in chunks[i:i + COMMITS_IN_FLIGHT]))
+            if not all(done):
+                self._dirty.add("*")
                 ok_all = False
-                continue
-            if writes and writes[0] is first:
-                key, value, _ = first
-                self.state.apply(Event("put", key, value, revision))
-            for r in chunk:            # the records we hold: no need to parse what we just wrote
-                self.state.put_instance(r, revision)
         return ok_all
+
+    async def _commit_chunk(self, chunk: list[InstanceRecord], guard: tuple[str, int] | None,
+                            first: tuple[str, bytes, int] | None = None) -> bool:
+        writes = [first] if first is not None else []
+        instances, writing = self.state.instances, self.state.writing
+        for r in chunk:
+            entry = instances.get(r.id)
+            value = records.dumps(r)
+            writes.append((keys.instance(r.job, r.id), value, entry.mod_revision if entry else 0))
+            # the watch may bring our own write back before the reply does: it takes the record
+            # from here instead of parsing the value
+            writing[r.id] = (value, r)
+        try:
+            revision = await self.etcd.put_if_unchanged(writes, guard=guard)
+        except BaseException:
+            for r in chunk:
+                writing.pop(r.id, None)
+            raise
+        for r in chunk:
+            writing.pop(r.id, None)
+        if not revision:
+            return False
+        if first is not None:
+            key, value, _ = first
+            self.state.apply(Event("put", key, value, revision))
+        for r in chunk:            # the records we hold: no need to parse what we just wrote
+            entry = instances.get(r.id)
+            if entry is None or entry.mod_revision < revision:   # unless the watch was first
+                self.state.put_instance(r, revision)
+        return True
 
     # --- placement ----------------------------------------------------------------------------
     def pending(self) -> dict[tuple[str, str], set[str]]:
@@ -498,18 +523,20 @@ class Controller:
     def instance_spec(self, r: InstanceRecord) -> agent_pb2.InstanceSpec:
         job = self.state.jobs[r.job]
         key = (job.name, job.version, r.group)
-        group_part = self._group_specs.get(key)
-        if group_part is None:   # the same for every instance of the group: made once
+        made = self._group_specs.get(key)
+        if made is None or made[0] != r.reserved:
+            # the same for every instance of the group (its reserved amounts too, unless the
+            # overhead profile changed between placements): made once
             group = self.spec_of(job).group(r.group)
             res = group.resources
-            group_part = self._group_specs[key] = agent_pb2.InstanceSpec(
+            made = self._group_specs[key] = (r.reserved, agent_pb2.InstanceSpec(
                 job=r.job, group=r.group, kind=r.kind,
                 request=to_resources(ResourceAmounts(res.cpu, res.memory, res.disk, res.gpu)),
-                driver_json=json.dumps(group.driver_config()))
+                limit=to_resources(ResourceAmounts.of(r.reserved)),
+                driver_json=json.dumps(group.driver_config())))
         out = agent_pb2.InstanceSpec()
-        out.CopyFrom(group_part)
+        out.CopyFrom(made[1])
         out.id = r.id
-        out.limit.CopyFrom(to_resources(ResourceAmounts.of(r.reserved)))
         return out
 
     async def tell_start(self, recs: list[InstanceRecord]) -> None:

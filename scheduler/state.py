@@ -103,6 +103,8 @@ class ClusterState:
     gpu_holders: set[str] = field(default_factory=set)
     holding_by_job: dict[str, int] = field(default_factory=dict)
     returned: set[str] = field(default_factory=set)     # nodes back after being down (Controller.audit)
+    # instance id -> (value, record) of our own writes in flight (see Controller._commit_chunk)
+    writing: dict[str, tuple[bytes, InstanceRecord]] = field(default_factory=dict)
     # told of every report as it lands (old, new): the controller counts instance ends by it
     on_report: Callable[[StateRecord | None, StateRecord], None] | None = None
     nodes_version: int = 0        # bumped on every node event: what was built from nodes is stale
@@ -165,7 +167,11 @@ class ClusterState:
                 entry = self.instances.get(iid)
                 if entry is not None and entry.mod_revision >= ev.revision:
                     return set()      # our own commit, applied when it was made
-                self.put_instance(records.loads(InstanceRecord, ev.value), ev.revision)
+                mine = self.writing.pop(iid, None)
+                # our own commit still awaiting its reply: the record in hand, not parsed again
+                rec = mine[1] if mine is not None and mine[0] == ev.value else \
+                    records.loads(InstanceRecord, ev.value)
+                self.put_instance(rec, ev.revision)
             else:
                 self.instances.pop(iid, None)
                 self.by_job[job].discard(iid)

@@ -89,7 +89,10 @@ def mutated_specs(draw):
     """GOOD with a few of its values replaced, removed, or given an unknown sibling."""
     doc = copy.deepcopy(GOOD)
     for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(list(paths_of(doc))[1:]))
+        paths = list(paths_of(doc))[1:]
+        if not paths:   # an earlier mutation deleted everything
+            break
+        path = draw(st.sampled_from(paths))
         parent = doc
         for part in path[:-1]:
             parent = parent[part]
