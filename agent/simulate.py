@@ -34,6 +34,7 @@ from agent.reporter import Reporter
 from agent.server import AgentService
 from packyard import keys, records, tls
 from packyard.etcd import KV, MAX_TXN_OPS, Etcd
+from packyard.heap import HeapKeeper
 from packyard.records import RUNNING, NodeRecord, StateRecord
 from packyard.v1 import agent_pb2, agent_pb2_grpc
 
@@ -231,6 +232,8 @@ class Fleet:
 
 async def serve(opts: dict, count: int) -> None:
     """`packyard-agent --simulate N`: the simulated nodes until SIGTERM / SIGINT."""
+    heap = HeapKeeper()     # 100,000 instances are a million objects: see packyard/heap.py
+    heap.start()
     etcd = Etcd(opts["etcd"])
     await etcd.connect()
     state_dir = Path(tempfile.mkdtemp(prefix="packyard-sim-"))
@@ -258,3 +261,4 @@ async def serve(opts: dict, count: int) -> None:
     await server.stop(grace=1)
     await fleet.close()
     await etcd.close()
+    await heap.stop()

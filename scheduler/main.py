@@ -13,12 +13,14 @@ import grpc
 
 from packyard import config, tls
 from packyard.etcd import Etcd
+from packyard.heap import HeapKeeper
 from packyard.v1 import scheduler_pb2_grpc
 from scheduler.agents import AgentClients
 from scheduler.controller import Controller, ControllerConfig
 from scheduler.embedded_etcd import EtcdServer
 from scheduler.http import serve_http
 from scheduler.leader import Leadership
+from scheduler.metrics import GC_SECONDS
 from scheduler.profiles import LearnerConfig
 from scheduler.reconciler import Config as ReconcileConfig
 from scheduler.service import SchedulerService
@@ -46,6 +48,8 @@ async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout
     # every replica campaigns; only the leader places, all serve the API from their caches
     leadership = Leadership(etcd, identity or f"{socket.gethostname()}/{listen}", ttl=leader_ttl)
     controller.follow(leadership)
+    heap = HeapKeeper(observe=lambda gen, seconds: GC_SECONDS.labels(str(gen)).observe(seconds))
+    heap.start()
     await controller.start()
     leadership.start()
     server = grpc.aio.server(interceptors=[*tls.server_interceptors(tls_identity), EtcdUnavailableToStatus()])
@@ -70,6 +74,7 @@ async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout
     if http:
         http.shutdown()
     await controller.stop()
+    await heap.stop()
     await controller.agents.close()
     await etcd.close()
 
