@@ -338,8 +338,11 @@ def _path(loc: tuple[Any, ...]) -> str:
         elif isinstance(part, str) and part.startswith(("function-", "constrained-")):
             continue  # pydantic's internal validator step names: not a field
         else:
-            # an unknown key is quoted back: keep it short and on one line
+            # an unknown key is quoted back: keep it short and on one line; a key that is empty
+            # or blank is shown in quotes, or the message would name no field at all
             part = shown(part)
+            if not str(part).strip():
+                part = repr(part)
             out += f".{part}" if out else part
     return out or "(top level)"
 
