@@ -32,10 +32,10 @@ def shuffled(workloads: Path, seed: int, into: Path) -> Path:
     return out
 
 
-def run(nodes: Path, workloads: Path, policy: str, out: Path) -> dict:
+def run(nodes: Path, workloads: Path, policy: str, out: Path, gpu_model: str = "devices") -> dict:
     exe = shutil.which("packyard-bench") or str(Path(sys.executable).with_name("packyard-bench"))
     proc = subprocess.run([exe, "pack", "--nodes", str(nodes), "--workloads", str(workloads),
-                           "--out", str(out), "--policy", policy],
+                           "--out", str(out), "--policy", policy, "--gpu-model", gpu_model],
                           check=True, capture_output=True, text=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -47,6 +47,8 @@ def main() -> None:
     p.add_argument("--orders", default="0", help="comma-separated: 0 = file order, k = shuffled with seed k")
     p.add_argument("--policies", default=",".join(POLICIES))
     p.add_argument("--json", type=Path, help="also write every summary here")
+    p.add_argument("--gpu-model", default="devices", choices=("devices", "pooled"),
+                   help="how hosts' GPUs are counted (scheduler/placement/gpumodel.py)")
     a = p.parse_args()
     summaries = []
     print("| policy | order | placed | unplaced | unplaced GPUs | hosts used | lower bound | placements/s |")
@@ -56,7 +58,7 @@ def main() -> None:
         for order in (int(x) for x in a.orders.split(",")):
             workloads = a.workloads if order == 0 else shuffled(a.workloads, order, tmpdir)
             for policy in a.policies.split(","):
-                s = run(a.nodes, workloads, policy, tmpdir / "out.csv")
+                s = run(a.nodes, workloads, policy, tmpdir / "out.csv", a.gpu_model)
                 s["order"] = order
                 summaries.append(s)
                 print(f"| {policy} | {'file' if order == 0 else f'shuffle {order}'} | {s['placed']} | "

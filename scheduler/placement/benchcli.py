@@ -8,7 +8,8 @@ vm), `num_gpu`, `gpu_milli` (the Alibaba trace's format: num_gpu x gpu_milli / 1
 Workloads are placed one by one in file order (an online arrival sequence), each a GroupAsk of
 count 1 through the same `place()` the scheduler service calls, with the default profiles.
 OUT.csv gets one row per workload with the amounts reserved on its host, overhead included; the
-last line printed is a JSON summary.
+last line printed is a JSON summary. `--gpu-model pooled` counts a host's GPUs as one amount
+(gpumodel.py) to compare with figures measured that way.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import click
 import numpy as np
 
 from packyard.records import ResourceAmounts
+from scheduler.placement import gpumodel
 from scheduler.placement.asks import GroupAsk
 from scheduler.placement.config import DEFAULT_POLICY, POLICIES, EngineConfig
 from scheduler.placement.engine import place
@@ -98,7 +100,13 @@ def write_out(path: Path, results, reserved: np.ndarray) -> None:
             w.writerow([r.ask.group, node, amounts[CPU], -(-amounts[MEMORY] // MIB), amounts[GPU]])
 
 
-def pack(nodes: Path, workloads: Path, out: Path, policy: str, started: float) -> dict:
+def pack(nodes: Path, workloads: Path, out: Path, policy: str, started: float,
+         gpu_model: str = gpumodel.DEVICES) -> dict:
+    with gpumodel.using(gpu_model):    # from before the table: it lays out each host's devices
+        return _pack(nodes, workloads, out, policy, started, gpu_model)
+
+
+def _pack(nodes: Path, workloads: Path, out: Path, policy: str, started: float, gpu_model: str) -> dict:
     table = read_nodes(nodes)
     asks = read_workloads(workloads)
     config = EngineConfig.for_policy(policy)
@@ -115,6 +123,7 @@ def pack(nodes: Path, workloads: Path, out: Path, policy: str, started: float) -
     total_s = time.time() - started
     summary = {
         "policy": policy,
+        "gpu_model": gpu_model,
         "workloads": len(asks),
         "placed": placed,
         "unplaced": len(asks) - placed,
@@ -150,9 +159,12 @@ def main() -> None:
 @click.option("--workloads", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--policy", type=click.Choice(list(POLICIES)), default=DEFAULT_POLICY, show_default=True)
-def pack_command(nodes: Path, workloads: Path, out: Path, policy: str) -> None:
+@click.option("--gpu-model", type=click.Choice(gpumodel.MODELS), default=gpumodel.DEVICES, show_default=True,
+              help="devices: a share fits on one GPU, whole GPUs take whole devices (what hosts run); "
+                   "pooled: a host's GPUs as one amount (how the peers' published figures count them).")
+def pack_command(nodes: Path, workloads: Path, out: Path, policy: str, gpu_model: str) -> None:
     """Place WORKLOADS onto NODES in file order; write OUT; print a JSON summary last."""
-    summary = pack(nodes, workloads, out, policy, STARTED)
+    summary = pack(nodes, workloads, out, policy, STARTED, gpu_model)
     click.echo(json.dumps(summary))
     sys.stdout.flush()
 

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from packyard.records import ResourceAmounts
-from scheduler.placement import filters, preempt
+from scheduler.placement import filters, gpumodel, preempt
 from scheduler.placement.asks import GroupAsk, GroupPlacement, Preemption, Running, Status
 from scheduler.placement.config import EngineConfig
 from scheduler.placement.plan import Plan, View
 from scheduler.placement.soft import SoftTerms
-from scheduler.placement.table import CPU, DISK, GPU, GPU_DEVICE_MILLI, MEMORY, HostTable, amounts
+from scheduler.placement.table import CPU, DISK, GPU, MEMORY, HostTable, amounts
 
 NEG = -np.inf
 DynamicCheck = Callable[[View], filters.Verdict]
@@ -74,7 +74,7 @@ def place_group(plan: Plan, ask: GroupAsk) -> GroupPlacement:
         reserved = profile.reserve(r)
         known = plan.reserved_of[shape] = (reserved, amounts(reserved))
     reserved, need = known
-    if reserved.gpu_milli > GPU_DEVICE_MILLI and reserved.gpu_milli % GPU_DEVICE_MILLI:
+    if reserved.gpu_milli > gpumodel.device_milli and reserved.gpu_milli % gpumodel.device_milli:
         return _error(ask, reserved, "more than one GPU must be a whole number of GPUs")
     plan.observe(need, ask.count)
     n = len(plan.table)

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from packyard.spec import Constraint
-from scheduler.placement.table import CPU, DISK, GPU, GPU_DEVICE_MILLI, MEMORY, MISSING, HostTable
+from scheduler.placement import gpumodel
+from scheduler.placement.table import CPU, DISK, GPU, MEMORY, MISSING, HostTable
 
 if TYPE_CHECKING:
     from scheduler.placement.plan import View
@@ -81,9 +82,9 @@ def gpu_fits(view: View) -> Verdict:
     """A share (< 1 GPU) needs one device with that much left; whole GPUs need that many wholly
     free devices."""
     gpu_milli = int(view.need[GPU])
-    if gpu_milli < GPU_DEVICE_MILLI:
+    if gpu_milli < gpumodel.device_milli:
         mask = np.maximum.reduce(view.gpu_free, axis=1, initial=0) >= gpu_milli
     else:
-        whole = np.add.reduce(view.gpu_free == GPU_DEVICE_MILLI, axis=1)
-        mask = whole >= gpu_milli // GPU_DEVICE_MILLI
+        whole = np.add.reduce(view.gpu_free == gpumodel.device_milli, axis=1)
+        mask = whole >= gpu_milli // gpumodel.device_milli
     return mask, "not enough gpu"

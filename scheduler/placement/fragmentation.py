@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from scheduler.placement import gpumodel
 from scheduler.placement.mix import WorkloadMix
-from scheduler.placement.table import CPU, GPU, GPU_DEVICE_MILLI, MEMORY, devices_after
+from scheduler.placement.table import CPU, GPU, MEMORY, devices_after
 
 if TYPE_CHECKING:
     from scheduler.placement.plan import Plan, View
@@ -46,9 +47,9 @@ def gpu_parts(gpu_free: np.ndarray, mix: WorkloadMix) -> np.ndarray:
     # (the ufuncs' reduce: ndarray.sum and .max cost a Python wrapper each, on the hot path)
     out[:, 0] = np.add.reduce(gpu_free, axis=1)
     largest = np.maximum.reduce(gpu_free, axis=1, initial=0)
-    whole = np.add.reduce(gpu_free == GPU_DEVICE_MILLI, axis=1)
+    whole = np.add.reduce(gpu_free == gpumodel.device_milli, axis=1)
     # what each shape needs of the GPUs: a share one device with room, whole GPUs free devices
-    room = np.where(mix.share, largest[:, None], whole[:, None] * GPU_DEVICE_MILLI)
+    room = np.where(mix.share, largest[:, None], whole[:, None] * gpumodel.device_milli)
     np.greater_equal(room, mix.gpu, out=out[:, 1:1 + s], casting="unsafe")
     out[:, 1 + s:] = _below(gpu_free, mix.thresholds)[:, mix.threshold_index]
     return out
@@ -68,9 +69,9 @@ def from_parts(cpu_free: np.ndarray, memory_free: np.ndarray, parts: np.ndarray,
     out[:, FRAGMENTED] = np.add.reduce(np.where(fits, parts[:, 1 + s:], total[:, None]) * mix.weight, axis=1)
     usable = total.astype(np.float64)
     if mix.cpu_per_gpu > 0:
-        usable = np.minimum(usable, np.maximum(cpu_free, 0) * (GPU_DEVICE_MILLI / mix.cpu_per_gpu))
+        usable = np.minimum(usable, np.maximum(cpu_free, 0) * (gpumodel.device_milli / mix.cpu_per_gpu))
     if mix.memory_per_gpu > 0:
-        usable = np.minimum(usable, np.maximum(memory_free, 0) * (GPU_DEVICE_MILLI / mix.memory_per_gpu))
+        usable = np.minimum(usable, np.maximum(memory_free, 0) * (gpumodel.device_milli / mix.memory_per_gpu))
     out[:, STRANDED] = total - usable
     return out
 
@@ -86,7 +87,7 @@ def _below(gpu_free: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     ordered = np.sort(gpu_free, axis=1)
     prefix = np.zeros((n, g + 1), dtype=np.int64)
     np.cumsum(ordered, axis=1, out=prefix[:, 1:])
-    step = 2 * GPU_DEVICE_MILLI + 2
+    step = 2 * gpumodel.device_milli + 2
     lift = np.arange(n, dtype=np.int64)[:, None] * step
     position = np.searchsorted((ordered + lift).ravel(), (lift + thresholds[None, :]).ravel())
     count = position.reshape(n, len(thresholds)) - np.arange(n)[:, None] * g

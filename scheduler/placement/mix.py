@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from packyard.records import ResourceAmounts
-from scheduler.placement.table import GPU_DEVICE_MILLI
+from scheduler.placement import gpumodel
 
 Shape = tuple[int, int, int]
 
@@ -28,10 +28,10 @@ class WorkloadMix:
         self.memory = a[:, 1].astype(np.int64)
         self.gpu = a[:, 2].astype(np.int64)
         self.weight = a[:, 3] / a[:, 3].sum()
-        self.share = self.gpu < GPU_DEVICE_MILLI     # a share of one device (or no GPU at all)
+        self.share = self.gpu < gpumodel.device_milli     # a share of one device (or no GPU at all)
         # the fragmentation scorer compares devices against min(gpu, 1 GPU): its distinct values
         self.thresholds, self.threshold_index = np.unique(
-            np.minimum(self.gpu, GPU_DEVICE_MILLI), return_inverse=True)
+            np.minimum(self.gpu, gpumodel.device_milli), return_inverse=True)
         self.cpu_per_gpu, self.memory_per_gpu = self._per_gpu()
         # the average instance: the proportion in which the mix asks for cpu and memory
         self.mean_cpu = float(self.cpu @ self.weight)
@@ -59,8 +59,8 @@ class WorkloadMix:
         if not g.any():
             return 0.0, 0.0
         share = self.weight[g] * self.gpu[g]
-        return (_weighted_median(self.cpu[g] / self.gpu[g], share) * GPU_DEVICE_MILLI,
-                _weighted_median(self.memory[g] / self.gpu[g], share) * GPU_DEVICE_MILLI)
+        return (_weighted_median(self.cpu[g] / self.gpu[g], share) * gpumodel.device_milli,
+                _weighted_median(self.memory[g] / self.gpu[g], share) * gpumodel.device_milli)
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:

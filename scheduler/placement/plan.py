@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from packyard.records import ResourceAmounts
-from scheduler.placement import fragmentation
+from scheduler.placement import fragmentation, gpumodel
 from scheduler.placement.asks import Running
 from scheduler.placement.config import EngineConfig
 from scheduler.placement.mix import MixLearner, WorkloadMix
@@ -23,7 +23,6 @@ from scheduler.placement.table import (
     CPU,
     DISK,
     GPU,
-    GPU_DEVICE_MILLI,
     MEMORY,
     HostTable,
     amounts,
@@ -129,11 +128,11 @@ def pick_gpus(free: np.ndarray, gpu_milli: int) -> tuple[int, ...]:
     whole GPUs take the lowest-numbered wholly free devices."""
     if gpu_milli <= 0:
         return ()
-    if gpu_milli < GPU_DEVICE_MILLI:
+    if gpu_milli < gpumodel.device_milli:
         fits = np.flatnonzero(free >= gpu_milli)
         return (int(fits[np.argmin(free[fits])]),) if fits.size else ()
-    whole = np.flatnonzero(free == GPU_DEVICE_MILLI)
-    k = gpu_milli // GPU_DEVICE_MILLI
+    whole = np.flatnonzero(free == gpumodel.device_milli)
+    k = gpu_milli // gpumodel.device_milli
     return tuple(int(d) for d in whole[:k]) if whole.size >= k else ()
 
 
@@ -233,7 +232,7 @@ class Plan:
         if need[GPU] > 0:
             if not devices:
                 raise AssertionError(f"no GPU device on host {host} holds {need[GPU]} milli")
-            share = min(int(need[GPU]), GPU_DEVICE_MILLI)
+            share = min(int(need[GPU]), gpumodel.device_milli)
             self.gpu_free[host, list(devices)] -= share
             self.gpu_left[host] -= share * len(devices)
         self.allocated[host] += need
@@ -250,7 +249,7 @@ class Plan:
         for v in victims:
             self.allocated[host] -= amounts(v.reserved)
             self.free[host] += amounts(v.reserved)
-            share = min(v.reserved.gpu_milli, GPU_DEVICE_MILLI)
+            share = min(v.reserved.gpu_milli, gpumodel.device_milli)
             for d in v.gpus:
                 if 0 <= d < self.gpu_free.shape[1]:
                     self.gpu_free[host, d] = min(self.gpu_free[host, d] + share,

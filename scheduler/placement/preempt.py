@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from scheduler.placement import gpumodel
 from scheduler.placement.asks import Running
-from scheduler.placement.table import CPU, DISK, GPU, GPU_DEVICE_MILLI, MEMORY, amounts
+from scheduler.placement.table import CPU, DISK, GPU, MEMORY, amounts
 
 if TYPE_CHECKING:
     from scheduler.placement.plan import Plan
@@ -36,9 +37,9 @@ def fits(free: np.ndarray, gpu_free: np.ndarray, need: np.ndarray) -> bool:
     g = int(need[GPU])
     if g <= 0:
         return True
-    if g < GPU_DEVICE_MILLI:
+    if g < gpumodel.device_milli:
         return bool(gpu_free.max(initial=0) >= g)
-    return int((gpu_free == GPU_DEVICE_MILLI).sum()) >= g // GPU_DEVICE_MILLI
+    return int((gpu_free == gpumodel.device_milli).sum()) >= g // gpumodel.device_milli
 
 
 class _Host:
@@ -53,7 +54,7 @@ class _Host:
         free, gpu = self.free.copy(), self.gpu_free.copy()
         for v in victims:
             free[:GPU] += amounts(v.reserved)[:GPU]
-            share = min(v.reserved.gpu_milli, GPU_DEVICE_MILLI)
+            share = min(v.reserved.gpu_milli, gpumodel.device_milli)
             for d in v.gpus:
                 if 0 <= d < len(gpu):
                     gpu[d] += share

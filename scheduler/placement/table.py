@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from packyard.records import ResourceAmounts
+from scheduler.placement import gpumodel
 
 RESOURCES = ("cpu_milli", "memory_bytes", "disk_bytes", "gpu_milli")
 CPU, MEMORY, DISK, GPU = range(4)
-GPU_DEVICE_MILLI = 1000
 MISSING = -1   # code of a host that has no value for a column
 
 
@@ -60,8 +60,8 @@ class Column:
 def _devices(capacity_milli: int, allocated_milli: int, given: tuple[int, ...] | None,
              width: int) -> np.ndarray:
     """Free milli per GPU device of one host, padded with 0 (no device) to `width`."""
-    n = -(-capacity_milli // GPU_DEVICE_MILLI)
-    size = np.clip(capacity_milli - GPU_DEVICE_MILLI * np.arange(width), 0, GPU_DEVICE_MILLI)
+    n = -(-capacity_milli // gpumodel.device_milli)
+    size = np.clip(capacity_milli - gpumodel.device_milli * np.arange(width), 0, gpumodel.device_milli)
     if given is not None:
         if len(given) > n:
             raise ValueError(f"gpu_allocated names {len(given)} devices, the host has {n}")
@@ -70,7 +70,7 @@ def _devices(capacity_milli: int, allocated_milli: int, given: tuple[int, ...] |
         if np.any(used < 0) or np.any(used > size):
             raise ValueError(f"gpu_allocated {given} does not fit devices of {size[:n].tolist()} milli")
     else:
-        used = np.clip(allocated_milli - GPU_DEVICE_MILLI * np.arange(width), 0, GPU_DEVICE_MILLI)
+        used = np.clip(allocated_milli - gpumodel.device_milli * np.arange(width), 0, gpumodel.device_milli)
     return (size - used).astype(np.int64)
 
 
@@ -80,15 +80,15 @@ def devices_after(gpu_free: np.ndarray, g: int) -> np.ndarray:
     after = gpu_free.copy()
     if g <= 0 or after.size == 0:
         return after
-    if g < GPU_DEVICE_MILLI:
+    if g < gpumodel.device_milli:
         candidates = np.where(after >= g, after, np.iinfo(np.int64).max)
         device = np.argmin(candidates, axis=1)
         rows = np.flatnonzero(candidates[np.arange(len(after)), device] != np.iinfo(np.int64).max)
         after[rows, device[rows]] -= g
     else:
-        whole = after == GPU_DEVICE_MILLI
-        enough = whole.sum(axis=1) >= g // GPU_DEVICE_MILLI
-        take = whole & (np.cumsum(whole, axis=1) <= g // GPU_DEVICE_MILLI) & enough[:, None]
+        whole = after == gpumodel.device_milli
+        enough = whole.sum(axis=1) >= g // gpumodel.device_milli
+        take = whole & (np.cumsum(whole, axis=1) <= g // gpumodel.device_milli) & enough[:, None]
         after[take] = 0
     return after
 
@@ -127,7 +127,7 @@ class HostTable:
         n = len(hosts)
         capacity = np.array([amounts(h.capacity) for h in hosts], dtype=np.int64).reshape(n, 4)
         allocated = np.array([amounts(h.allocated) for h in hosts], dtype=np.int64).reshape(n, 4)
-        width = int(max(1, -(-int(capacity[:, GPU].max(initial=0)) // GPU_DEVICE_MILLI)))
+        width = int(max(1, -(-int(capacity[:, GPU].max(initial=0)) // gpumodel.device_milli)))
         gpu_capacity = np.array([_devices(int(c[GPU]), 0, (), width) for c in capacity],
                                 dtype=np.int64).reshape(n, width)
         gpu_free = np.zeros((n, width), dtype=np.int64)
