@@ -10,6 +10,9 @@ mkdir -p "$B"
 echo "## Alibaba GPU trace: 1,523 hosts, 8,152 workloads (file order, then 4 shuffles)"
 $PY bench/pack_compare.py --nodes $T/openb_node_list_all_node.csv \
     --workloads $T/openb_pod_list_default.csv --orders 0,1,2,3,4 --json "$B/alibaba.json"
+echo "## Alibaba GPU trace with GPUs pooled per host (the issue's peer figures' model)"
+$PY bench/pack_compare.py --nodes $T/openb_node_list_all_node.csv --gpu-model pooled \
+    --workloads $T/openb_pod_list_default.csv --orders 0,1,2,3,4 --json "$B/alibaba-pooled.json"
 for s in 1 2 3 4 5 6; do
   $PY bench/gen_mix.py --hosts 600 --workloads 7000 --seed $s --nodes "$B/mix$s.n.csv" --out "$B/mix$s.w.csv"
   echo "## VM + container mix, seed $s: 600 identical hosts, 7,000 workloads (file order, 2 shuffles for seeds 1-3)"
