@@ -11,7 +11,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from packyard.records import ResourceAmounts
-from scheduler.placement import POLICIES, EngineConfig, GroupAsk, Host, HostTable, Plan, Status, place
+from scheduler.placement import (
+    POLICIES,
+    EngineConfig,
+    GroupAsk,
+    Host,
+    HostTable,
+    Plan,
+    Status,
+    gpumodel,
+    place,
+)
 from scheduler.placement.table import amounts
 from tests.scheduler.placement.builders import MIB, aff, con, res, spread
 
@@ -152,3 +162,28 @@ def test_incremental_engine_decides_as_the_full_pipeline_does(hs, group_asks, co
     slow = place(table, group_asks + group_asks, reference)
     assert [(r.hosts, r.gpus, r.reasons, r.status) for r in fast] == \
            [(r.hosts, r.gpus, r.reasons, r.status) for r in slow]
+
+
+@SETTINGS
+@given(hosts(), asks(), configs)
+def test_pooled_gpus_never_exceed_a_hosts_total(hs, group_asks, config):
+    """`--gpu-model pooled` (the peers' published figures' model): a host's GPUs are one amount;
+    no plan takes more than it, every GPU ask takes a part of that one pool, and the incremental
+    engine still decides as the full pipeline does."""
+    with gpumodel.using("pooled"):
+        table = HostTable.from_hosts(hs)
+        plan = Plan(table, config)
+        results = place(table, group_asks, plan=plan)
+        reference = EngineConfig(profiles=config.profiles, scorers=config.scorers,
+                                 overcommit=config.overcommit, host_reserve=config.host_reserve,
+                                 incremental=False)
+        slow = place(table, group_asks, reference)
+    assert table.gpu_capacity.shape[1] == 1
+    assert np.all(plan.gpu_free >= 0)
+    taken = np.zeros(len(table), dtype=np.int64)
+    for r in results:
+        for name, devices in zip(r.hosts, r.gpus or [()] * len(r.hosts), strict=True):
+            taken[table.index(name)] += r.reserved.gpu_milli
+            assert devices == ((0,) if r.reserved.gpu_milli else ())
+    assert np.array_equal(table.gpu_free[:, 0] - plan.gpu_free[:, 0], taken)
+    assert [(r.hosts, r.gpus, r.status) for r in results] == [(r.hosts, r.gpus, r.status) for r in slow]
