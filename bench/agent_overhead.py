@@ -16,6 +16,7 @@ is b7a0b19 without 5ec1e2c, "after" adds 5ec1e2c and agent/memory.py + lazy yaml
     container,vm   81.7 82.0 81.8 -> 58.0 57.9 57.9 MiB   0.3 -> 0.3-0.35    16
                    (medians 81.8 -> 57.9, runs alternating, drivers_up "container,vm", vm on TCG)
     container      68.4 -> 44.4 MiB (one run each)        0.25 -> 0.3        15
+    container,vm   with orjson for the etcd records (issue 7): 58.2 58.2 58.1 MiB
 
 Where the memory went (container,vm, before): pyroute2's import ~9.5 MiB (its __init__ loads NDB,
 IPDB, sqlite3, unittest.mock...; replaced by agent/rtnl.py), cryptography ~9 MiB (packyard.tls now
