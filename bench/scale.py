@@ -12,7 +12,10 @@ process, then measures, each as read from etcd (persisted, not what a process be
 - peak RSS (VmHWM) and CPU seconds of the scheduler, the simulated agent and etcd over the run: on a
   2-core machine the process that used the CPU is where the time went;
 - then the latency of one small job (count 1) submitted while the cluster holds the N instances:
-  p50 / p99 over --probes submissions.
+  submit → placed in etcd (the placement latency) and submit → reported running, p50 / p99 over
+  --probes submissions.
+`--py-spy DIR` samples the scheduler and the simulated agent (py-spy on PATH) and prints where
+their time went.
 """
 from __future__ import annotations
 
