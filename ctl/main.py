@@ -201,13 +201,16 @@ def logs(client: Client, instance_id: str, follow: bool, tail: int, output: str)
 
 @cli.command()
 @click.argument("job")
+@click.option("--purge", is_flag=True,
+              help="Also forget the job once its instances have ended (its records leave etcd).")
 @output_option
 @click.pass_obj
-def stop(client: Client, job: str, output: str):
+def stop(client: Client, job: str, purge: bool, output: str):
     """Stop every instance of a job (SIGTERM, then SIGKILL after a grace period)."""
-    reply = client.call("Stop", scheduler_pb2.StopRequest(name=job))
-    emit({"name": reply.name, "stopping": reply.stopping},
-         f"job {reply.name}: stopping {reply.stopping} instance(s)", output)
+    reply = client.call("Stop", scheduler_pb2.StopRequest(name=job, purge=purge))
+    emit({"name": reply.name, "stopping": reply.stopping, "purge": reply.purge},
+         f"job {reply.name}: stopping {reply.stopping} instance(s)"
+         + ("; purged once they have ended" if reply.purge else ""), output)
 
 
 @cli.command()

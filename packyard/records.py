@@ -87,6 +87,7 @@ class JobRecord:
     desired: str = "run"                # run | stop
     submitted_at: float = 0.0
     updated_at: float = 0.0
+    purge: bool = False                 # stopped, and to be forgotten once every instance ended
 
 
 @dataclass

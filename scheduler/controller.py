@@ -29,7 +29,7 @@ from scheduler.leader import Leadership
 from scheduler.profiles import LearnerConfig, ProfileLearner
 from scheduler.reconciler import Config as ReconcileConfig
 from scheduler.reconciler import Result, reconcile
-from scheduler.state import ClusterState, holds_reservation
+from scheduler.state import ClusterState, effective_state, holds_reservation
 
 log = logging.getLogger(__name__)
 COMMITS_IN_FLIGHT = 4     # transactions of one commit sent together (see Controller.commit)
@@ -44,6 +44,9 @@ class ControllerConfig:
     audit_every: float = 30.0         # each node's inventory is compared with etcd this often
     stop_grace: float = 10.0          # SIGTERM → SIGKILL for `ctl stop`
     persist_profiles_every: float = 5.0
+    # a stopped job whose instances have all ended is forgotten (its records leave etcd) this long
+    # after it was stopped, or at once if stopped with purge; 0: only those
+    purge_stopped_after: float = 86400.0
     learner: LearnerConfig = LearnerConfig()
     reconcile: ReconcileConfig = ReconcileConfig()
     engine: placement.EngineConfig = dataclasses.field(default_factory=placement.EngineConfig)
@@ -72,8 +75,8 @@ class Controller:
         self._told_stray: dict[tuple[str, str], float] = {}
         self._audit_next = 0                           # round-robin position over the nodes
         self._leading_since = 0.0
-        self._specs: dict[tuple[str, int], JobSpec] = {}
-        self._group_specs: dict[tuple[str, int, str], tuple[dict, agent_pb2.InstanceSpec]] = {}
+        self._specs: dict[tuple[str, int], tuple[str, JobSpec]] = {}
+        self._group_specs: dict[tuple[str, int, str], tuple[dict, agent_pb2.InstanceSpec, JobSpec]] = {}
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
         self.ready = asyncio.Event()
@@ -227,17 +230,20 @@ class Controller:
         if timers:
             self._timers_at = now
             await self.resend(now, starts, stops)
+            await self.purge_ended(now)
         await self.save_profiles(now)
 
     def ready_nodes(self) -> set[str]:
         return set(self.state.nodes)
 
     def spec_of(self, job: records.JobRecord) -> JobSpec:
+        # keyed by name and version, and checked against the text: a purged job's name can come
+        # back as version 1 of another spec
         key = (job.name, job.version)
-        spec = self._specs.get(key)
-        if spec is None:
-            spec = self._specs[key] = load_json(job.spec_json)
-        return spec
+        cached = self._specs.get(key)
+        if cached is None or cached[0] != job.spec_json:
+            cached = self._specs[key] = (job.spec_json, load_json(job.spec_json))
+        return cached[1]
 
     def reconcile_job(self, name: str, ready: set[str], now: float) -> Result:
         job = self.state.jobs[name]
@@ -312,6 +318,37 @@ class Controller:
             if entry is None or entry.mod_revision < revision:   # unless the watch was first
                 self.state.put_instance(r, revision)
         return True
+
+    # --- forgetting stopped jobs ---------------------------------------------------------------
+    async def purge_ended(self, now: float) -> None:
+        """Forget stopped jobs whose instances have all ended: those stopped with purge, and the
+        rest purge_stopped_after seconds after they were stopped, so that etcd does not keep
+        every instance ever run."""
+        after = self.config.purge_stopped_after
+        for name, job in list(self.state.jobs.items()):
+            if job.desired != "stop" or not (job.purge or (after > 0 and now - job.updated_at >= after)):
+                continue
+            entries = self.state.job_entries(name)
+            if all(effective_state(e.record, e.state) in TERMINAL for e in entries):
+                await self._purge(name, entries)
+
+    async def _purge(self, name: str, entries: list) -> None:
+        """Instance and state records first, the job record last, each transaction guarded by the
+        job record's revision: a job submitted again meanwhile is left alone."""
+        guard = (keys.job(name), self.state.job_revisions.get(name, 0))
+        doomed = []
+        for e in entries:
+            doomed.append(keys.instance(name, e.id))
+            doomed += [keys.state(node, e.id) for node in self.state.reports.get(e.id, {})]
+        doomed.append(guard[0])
+        step = self.etcd.txn_ops - 1
+        for i in range(0, len(doomed), step):
+            chunk = doomed[i:i + step]
+            if not await self.etcd.put_if_unchanged([], deletes=chunk, guard=guard):
+                return
+            for key in chunk:          # at once, not when the watch brings them: no second purge
+                self.state.apply(Event("delete", key, b"", 0))
+        log.info("job %s purged: %d instances forgotten", name, len(entries))
 
     # --- placement ----------------------------------------------------------------------------
     def pending(self) -> dict[tuple[str, str], set[str]]:
@@ -524,16 +561,17 @@ class Controller:
         job = self.state.jobs[r.job]
         key = (job.name, job.version, r.group)
         made = self._group_specs.get(key)
-        if made is None or made[0] != r.reserved:
+        spec = self.spec_of(job)
+        if made is None or made[0] != r.reserved or made[2] is not spec:
             # the same for every instance of the group (its reserved amounts too, unless the
             # overhead profile changed between placements): made once
-            group = self.spec_of(job).group(r.group)
+            group = spec.group(r.group)
             res = group.resources
             made = self._group_specs[key] = (r.reserved, agent_pb2.InstanceSpec(
                 job=r.job, group=r.group, kind=r.kind,
                 request=to_resources(ResourceAmounts(res.cpu, res.memory, res.disk, res.gpu)),
                 limit=to_resources(ResourceAmounts.of(r.reserved)),
-                driver_json=json.dumps(group.driver_config())))
+                driver_json=json.dumps(group.driver_config())), spec)
         out = agent_pb2.InstanceSpec()
         out.CopyFrom(made[1])
         out.id = r.id

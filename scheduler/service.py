@@ -104,15 +104,16 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             job = self.c.state.jobs.get(request.name)
             if job is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"job '{request.name}' not found")
-            if job.desired != "stop":
-                job = dataclasses.replace(job, desired="stop", updated_at=self.c.clock())
+            purge = job.purge or request.purge
+            if job.desired != "stop" or job.purge != purge:
+                job = dataclasses.replace(job, desired="stop", purge=purge, updated_at=self.c.clock())
                 write = (keys.job(job.name), records.dumps(job), self.c.state.job_revisions[job.name])
                 if not await self.c.commit([], first=write, fenced=False):
                     await context.abort(grpc.StatusCode.ABORTED, "job changed meanwhile; try again")
         self.c.kick(request.name)
         stopping = sum(1 for e in self.c.state.job_entries(request.name)
                        if e.record.desired == "run" and not e.record.lost)
-        return scheduler_pb2.StopResponse(name=request.name, stopping=stopping)
+        return scheduler_pb2.StopResponse(name=request.name, stopping=stopping, purge=job.purge)
 
     async def Status(self, request, context):
         job = self.c.state.jobs.get(request.name)

@@ -111,18 +111,22 @@ class ListResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[JobSummary, _Mapping]]] = ...) -> None: ...
 
 class StopRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "purge")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    PURGE_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    purge: bool
+    def __init__(self, name: _Optional[str] = ..., purge: _Optional[bool] = ...) -> None: ...
 
 class StopResponse(_message.Message):
-    __slots__ = ("name", "stopping")
+    __slots__ = ("name", "stopping", "purge")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STOPPING_FIELD_NUMBER: _ClassVar[int]
+    PURGE_FIELD_NUMBER: _ClassVar[int]
     name: str
     stopping: int
-    def __init__(self, name: _Optional[str] = ..., stopping: _Optional[int] = ...) -> None: ...
+    purge: bool
+    def __init__(self, name: _Optional[str] = ..., stopping: _Optional[int] = ..., purge: _Optional[bool] = ...) -> None: ...
 
 class NodesRequest(_message.Message):
     __slots__ = ()

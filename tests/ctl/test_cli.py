@@ -154,7 +154,7 @@ def test_stop_then_everything_is_stopped(cluster, tmp_path):
     path = write(tmp_path, JOB.replace("name: shop", "name: brief").replace("count: 4", "count: 2"))
     assert cluster.ctl("submit", path, "--wait", "--timeout", "30").returncode == 0
     r = cluster.ctl("stop", "brief", "-o", "json")
-    assert r.returncode == 0 and json.loads(r.stdout) == {"name": "brief", "stopping": 2}
+    assert r.returncode == 0 and json.loads(r.stdout) == {"name": "brief", "stopping": 2, "purge": False}
     import time
     deadline = time.time() + 15
     while time.time() < deadline:

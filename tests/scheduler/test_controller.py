@@ -1,4 +1,5 @@
 """The control plane against a real etcd, with in-process agents on the FakeDriver."""
+import asyncio
 import contextlib
 from dataclasses import replace
 
@@ -420,3 +421,44 @@ async def test_a_higher_priority_job_preempts_lower_ones_which_wait_to_be_placed
 async def _evicted_stopped(sched):
     insts = (await sched.status("low")).instances
     return [i for i in insts if "preempted" in i.reason and i.state == "stopped"]
+
+
+async def _gone(etcd, name, ids):
+    """True once etcd holds nothing of job `name`: its record, instances, or their states."""
+    if await etcd.get(keys.job(name)) is not None:
+        return False
+    _, inst = await etcd.get_prefix(keys.instances_of(name))
+    _, st = await etcd.get_prefix(keys.STATE)
+    return not inst and not {keys.last(kv.key) for kv in st} & set(ids)
+
+
+async def test_stop_with_purge_forgets_the_job_once_its_instances_ended(cluster, etcd):
+    from packyard.v1 import scheduler_pb2
+    sched, _ = cluster
+    first = await sched.submit(spec(count=2))
+    await eventually(lambda: _all_running(sched, "shop"))
+    reply = await sched.stub.Stop(scheduler_pb2.StopRequest(name="shop", purge=True))
+    assert reply.purge and reply.stopping == 2
+    await eventually(lambda: _gone(etcd, "shop", first.instance_ids), timeout=20, what="the job purged")
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await sched.status("shop")
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    # the name is free: a new spec under it starts at version 1 and runs as that spec says
+    again = await sched.submit(spec(count=1, cpu="500m"))
+    assert again.version == 1 and again.changed
+    await eventually(lambda: _all_running(sched, "shop"))
+    (inst,) = (await sched.status("shop")).instances
+    assert inst.reserved.cpu_milli == 500
+
+
+async def test_a_stopped_job_is_purged_after_the_configured_time_and_not_before(cluster, etcd):
+    from packyard.v1 import scheduler_pb2
+    sched, _ = cluster
+    first = await sched.submit(spec(count=1))
+    await eventually(lambda: _all_running(sched, "shop"))
+    await sched.stub.Stop(scheduler_pb2.StopRequest(name="shop"))
+    await eventually(lambda: _all_state(sched, "shop", "stopped"), what="stopped")
+    await asyncio.sleep(1.0)          # several evaluations: kept (purge_stopped_after is a day)
+    assert await etcd.get(keys.job("shop")) is not None
+    sched.controller.config = replace(sched.controller.config, purge_stopped_after=0.5)
+    await eventually(lambda: _gone(etcd, "shop", first.instance_ids), timeout=20, what="the job purged")
