@@ -75,7 +75,7 @@ async def serve(opts: dict) -> None:
     node = opts["node"]
     state_dir: Path = opts["state_dir"]
     state_dir.mkdir(parents=True, exist_ok=True)
-    etcd = Etcd(opts["etcd"])
+    etcd = Etcd(opts["etcd"], identity=opts["tls_identity"])
     await etcd.connect()
     drivers, attributes = make_drivers(opts["drivers"], node, state_dir, opts["subnet"], opts["bridge"],
                                        opts["libvirt_uri"], opts["allowed_dirs"], opts["allow_privileged"])

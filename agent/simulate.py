@@ -234,7 +234,7 @@ async def serve(opts: dict, count: int) -> None:
     """`packyard-agent --simulate N`: the simulated nodes until SIGTERM / SIGINT."""
     heap = HeapKeeper()     # 100,000 instances are a million objects: see packyard/heap.py
     heap.start()
-    etcd = Etcd(opts["etcd"])
+    etcd = Etcd(opts["etcd"], identity=opts["tls_identity"])
     await etcd.connect()
     state_dir = Path(tempfile.mkdtemp(prefix="packyard-sim-"))
     fleet = Fleet(etcd, node_names(opts["node"], count), state_dir)

@@ -127,7 +127,7 @@ class LocalCluster:
     def etcd_endpoint(self) -> str:
         if self.etcd_cluster is not None:
             return self.etcd_cluster.endpoints
-        return f"http://{self.gateway}:{self.etcd_port}"
+        return f"{'https' if self.tls else 'http'}://{self.gateway}:{self.etcd_port}"
 
     # --- network ----------------------------------------------------------------------------
     def create_network(self) -> None:
@@ -180,7 +180,8 @@ class LocalCluster:
         if self.etcd_members > 1:
             from scheduler.embedded_etcd import EtcdCluster
             ports = tuple(self.etcd_port + 2 * i for i in range(self.etcd_members))
-            self.etcd_cluster = EtcdCluster(self.workdir / "etcd", ports, host=self.gateway).start()
+            self.etcd_cluster = EtcdCluster(self.workdir / "etcd", ports, host=self.gateway,
+                                            tls_dir=self.tls_dir if self.tls else None).start()
 
     def start_scheduler(self, wait: float = 30.0, k: int = 0) -> None:
         """Replica k; without an etcd cluster, replica 0 embeds etcd and the others use it."""

@@ -24,6 +24,8 @@ import aetcd
 import grpc
 from aetcd import exceptions as etcd_errors
 
+from packyard import tls
+
 log = logging.getLogger(__name__)
 
 MAX_TXN_OPS = 128          # etcd's default --max-txn-ops: what any etcd takes
@@ -96,19 +98,58 @@ class Event:
 
 
 def parse_endpoints(url: str) -> list[tuple[str, int]]:
-    """`http://127.0.0.1:2379`, `127.0.0.1:2379`, or a comma list of them (the cluster's members)."""
+    """`http://127.0.0.1:2379`, `https://...` (mutual TLS), `127.0.0.1:2379`, or a comma list of
+    them (the cluster's members)."""
     out = []
     for part in url.split(","):
         part = part.strip()
         if not part:
             continue
         parsed = urlparse(part if "://" in part else "http://" + part)
-        if not parsed.hostname or not parsed.port:
-            raise ValueError(f"etcd endpoint '{part}' must be host:port or http://host:port")
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or not parsed.port:
+            raise ValueError(f"etcd endpoint '{part}' must be host:port, http://host:port or https://host:port")
         out.append((parsed.hostname, parsed.port))
     if not out:
         raise ValueError(f"no etcd endpoint in '{url}'")
     return out
+
+
+def uses_tls(url: str) -> bool:
+    """Whether the endpoints are https:// (all of them, or none: a mix is refused)."""
+    schemes = {p.strip().split("://")[0] if "://" in p else "http" for p in url.split(",") if p.strip()}
+    if len(schemes) > 1:
+        raise ValueError(f"etcd endpoints '{url}' mix http and https")
+    return schemes == {"https"}
+
+
+class TLSClient(aetcd.Client):
+    """aetcd.Client over mutual TLS (aetcd itself dials plaintext only): its connect() with a
+    secure channel; the client certificate is the credential, so no user or password."""
+
+    def __init__(self, *args, credentials: grpc.ChannelCredentials, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._credentials = credentials
+
+    async def connect(self) -> None:
+        if self._connected.is_set():
+            return
+        if self._is_connecting:
+            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
+            return
+        from aetcd import rpc, watcher
+        try:
+            self._is_connecting = True
+            self.channel = grpc.aio.secure_channel(f"{self._host}:{self._port}", self._credentials,
+                                                   options=list(self._options.items()))
+            self.kvstub = rpc.KVStub(self.channel)
+            self.clusterstub = rpc.ClusterStub(self.channel)
+            self.leasestub = rpc.LeaseStub(self.channel)
+            self.maintenancestub = rpc.MaintenanceStub(self.channel)
+            self._watcher = watcher.Watcher(rpc.WatchStub(self.channel), timeout=self._timeout,
+                                            metadata=self.metadata)
+            self._connected.set()
+        finally:
+            self._is_connecting = False
 
 
 def parse_endpoint(url: str) -> tuple[str, int]:
@@ -126,9 +167,17 @@ def unreachable(e: BaseException) -> bool:
 
 class Etcd:
     def __init__(self, endpoints: str, timeout: float = 10.0, retry_for: float = 5.0,
-                 attempt: float = ATTEMPT_SECONDS):
+                 attempt: float = ATTEMPT_SECONDS, identity: tls.Identity | None = None):
+        """`identity` (a role's certificates, `--tls`): mutual TLS to https:// endpoints, the
+        etcd server checked by its role name (packyard-etcd) like every other peer."""
         self.endpoints = endpoints
         self.members = parse_endpoints(endpoints)
+        self.identity = identity
+        self.credentials = None
+        if uses_tls(endpoints):
+            if identity is None:
+                raise ValueError(f"etcd at {endpoints} wants TLS: start with --tls DIR")
+            self.credentials = tls.channel_credentials(identity)
         self.timeout = timeout
         self.retry_for = retry_for
         self.attempt = attempt
@@ -142,6 +191,9 @@ class Etcd:
 
     def _client_for(self, index: int) -> aetcd.Client:
         host, port = self.members[index]
+        if self.credentials is not None:
+            return TLSClient(host=host, port=port, timeout=self.timeout, credentials=self.credentials,
+                             options={**CHANNEL_OPTIONS, **dict(tls.channel_options("etcd"))})
         return aetcd.Client(host=host, port=port, timeout=self.timeout, options=dict(CHANNEL_OPTIONS))
 
     @property

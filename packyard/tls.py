@@ -24,15 +24,17 @@ if TYPE_CHECKING:
     from cryptography import x509
 
 # role -> the name in its certificate (CN and DNS SAN) and what it may do in a TLS handshake
-ROLES = {"scheduler": "packyard-scheduler", "agent": "packyard-agent", "ctl": "packyard-ctl"}
+ROLES = {"scheduler": "packyard-scheduler", "agent": "packyard-agent", "ctl": "packyard-ctl",
+         "etcd": "packyard-etcd"}
 
 
 def usages(role: str) -> list[x509.ObjectIdentifier]:
     """The extended key usages of ROLE's certificate."""
     from cryptography.x509.oid import ExtendedKeyUsageOID as EKU
-    # the scheduler serves ctl and dials agents; agents only serve; ctl only dials
-    return {"scheduler": [EKU.SERVER_AUTH, EKU.CLIENT_AUTH], "agent": [EKU.SERVER_AUTH],
-            "ctl": [EKU.CLIENT_AUTH]}[role]
+    # the scheduler serves ctl and dials agents and etcd; agents serve and dial etcd; ctl only
+    # dials; etcd serves (and its members dial each other)
+    return {"scheduler": [EKU.SERVER_AUTH, EKU.CLIENT_AUTH], "agent": [EKU.SERVER_AUTH, EKU.CLIENT_AUTH],
+            "ctl": [EKU.CLIENT_AUTH], "etcd": [EKU.SERVER_AUTH, EKU.CLIENT_AUTH]}[role]
 # which client roles each server role answers: only the scheduler may start or stop workloads
 ALLOWED_CLIENTS = {"scheduler": {"ctl", "scheduler"}, "agent": {"scheduler"}}
 
@@ -48,34 +50,45 @@ class Identity:
     ca: bytes
     cert: bytes
     key: bytes
+    directory: Path | None = None     # where they were read (the embedded etcd serves from it)
 
 
 # --- writing a directory -----------------------------------------------------------------------
 def init(directory: Path, days: int = 365, force: bool = False) -> list[Path]:
     """A new cluster CA and a certificate for every role in DIRECTORY; the files written.
-    An existing CA is kept unless force: replacing it locks out every host that has the old one."""
+    An existing CA is kept unless force: replacing it locks out every host that has the old one.
+    A directory whose CA lacks some roles' pairs (made before a role existed, e.g. etcd's) gets
+    those, signed by its CA; one that has them all is refused without force."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise TLSError(f"{directory} exists and is not a directory")
-    if not force and ((directory / "ca.crt").exists() or (directory / "ca.key").exists()):
-        raise TLSError(f"{directory} already holds a cluster CA (ca.crt); use --force to replace it")
     if days < 1:
         raise TLSError(f"days: {days} is not a positive number of days")
+    has_ca = (directory / "ca.crt").exists() or (directory / "ca.key").exists()
+    missing = [r for r in ROLES if not (directory / f"{r}.crt").exists() or not (directory / f"{r}.key").exists()]
+    if has_ca and not force and not missing:
+        raise TLSError(f"{directory} already holds a cluster CA (ca.crt); use --force to replace it")
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "packyard cluster CA")])
-    ca_cert = (_builder(ca_name, ca_name, ca_key.public_key(), now, days)
-               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-               .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                              critical=True)
-               .sign(ca_key, hashes.SHA256()))
-    written = _write_pair(directory, "ca", ca_cert, ca_key)
-    for role, name in ROLES.items():
+    if has_ca and not force:    # complete it: the missing roles, under the CA every host trusts
+        ca = _parse_cert(directory / "ca.crt", _read(directory / "ca.crt"))
+        ca_key = serialization.load_pem_private_key(_read(directory / "ca.key"), password=None)
+        ca_name, written, roles = ca.subject, [], missing
+    else:
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_cert = (_builder(ca_name, ca_name, ca_key.public_key(), now, days)
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                   .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                                  critical=True)
+                   .sign(ca_key, hashes.SHA256()))
+        written, roles = _write_pair(directory, "ca", ca_cert, ca_key), list(ROLES)
+    for role in roles:
+        name = ROLES[role]
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         cert = (_builder(subject, ca_name, key.public_key(), now, days)
@@ -141,7 +154,7 @@ def load(directory: Path, role: str) -> Identity:
         if not c.not_valid_before_utc <= now <= c.not_valid_after_utc:
             raise TLSError(f"{path} is not valid now (valid {c.not_valid_before_utc:%Y-%m-%d} "
                            f"to {c.not_valid_after_utc:%Y-%m-%d})")
-    return Identity(role=role, ca=ca_pem, cert=cert_pem, key=key_pem)
+    return Identity(role=role, ca=ca_pem, cert=cert_pem, key=key_pem, directory=directory)
 
 
 def _read(path: Path) -> bytes:

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -32,8 +33,11 @@ class EtcdServer:
     def __init__(self, data_dir: Path, client_host: str = "127.0.0.1", client_port: int = 0,
                  peer_port: int = 0, name: str = "packyard", binary: str | None = None,
                  extra_client_hosts: tuple[str, ...] = (), tie_to_parent: bool = False,
-                 initial_cluster: str | None = None):
+                 initial_cluster: str | None = None, tls_dir: Path | None = None):
+        """tls_dir (`ctl certs init`): clients must present a certificate of the cluster CA, and
+        etcd serves with its own (etcd.crt, name packyard-etcd): https:// endpoints."""
         self.data_dir = Path(data_dir)
+        self.tls_dir = Path(tls_dir) if tls_dir is not None else None
         self.client_host = client_host
         self.client_port = client_port or free_port(client_host)
         # a fixed peer port next to a fixed client port: a restarted member must find its peer URL again
@@ -47,7 +51,8 @@ class EtcdServer:
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.client_host}:{self.client_port}"
+        scheme = "https" if self.tls_dir is not None else "http"
+        return f"{scheme}://{self.client_host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -63,7 +68,8 @@ class EtcdServer:
         if not Path(self.binary).exists():
             raise RuntimeError("etcd is not installed (Debian package etcd-server)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        listen = ",".join(f"http://{h}:{self.client_port}"
+        scheme = "https" if self.tls_dir is not None else "http"
+        listen = ",".join(f"{scheme}://{h}:{self.client_port}"
                           for h in (self.client_host, *self.extra_client_hosts))
         peer = self.peer_url
         args = [self.binary, "--name", self.name, "--data-dir", str(self.data_dir / "etcd"),
@@ -73,6 +79,9 @@ class EtcdServer:
                 # larger transactions let the scheduler commit a group's placements in fewer round trips
                 "--max-txn-ops", "1024", "--quota-backend-bytes", str(4 << 30),
                 "--snapshot-count", "100000", "--log-level", "warn"]
+        if self.tls_dir is not None:   # mutual TLS on the client port (peers stay on 127.0.0.1)
+            args += ["--cert-file", str(self.tls_dir / "etcd.crt"), "--key-file", str(self.tls_dir / "etcd.key"),
+                     "--client-cert-auth", "--trusted-ca-file", str(self.tls_dir / "ca.crt")]
         log = open(self.data_dir / "etcd.log", "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True,
@@ -86,8 +95,8 @@ class EtcdServer:
                 tail = (self.data_dir / "etcd.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"etcd exited with {self.proc.returncode}: {tail}")
             try:
-                with urllib.request.urlopen(f"http://{self.client_host}:{self.client_port}/health",
-                                            timeout=0.5) as r:
+                with urllib.request.urlopen(f"{self.endpoint}/health", timeout=0.5,
+                                            context=self._health_tls()) as r:
                     if b'"true"' in r.read():
                         return
             except OSError:
@@ -95,6 +104,16 @@ class EtcdServer:
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"etcd did not become healthy within {wait_seconds}s")
+
+    def _health_tls(self) -> ssl.SSLContext | None:
+        """The probe of a TLS etcd shows etcd's own certificate as its client's (any of the CA's
+        will do); the chain is checked, not the name: it is the process we just started."""
+        if self.tls_dir is None:
+            return None
+        ctx = ssl.create_default_context(cafile=str(self.tls_dir / "ca.crt"))
+        ctx.check_hostname = False
+        ctx.load_cert_chain(self.tls_dir / "etcd.crt", self.tls_dir / "etcd.key")
+        return ctx
 
     def kill(self) -> None:
         """SIGKILL, as a crash: the data dir stays, so start() brings the same member back."""
@@ -126,9 +145,9 @@ class EtcdCluster:
     members one by one or all together; a restarted member rejoins from its data dir."""
 
     def __init__(self, base_dir: Path, ports: tuple[int, ...] = (23900, 23902, 23904),
-                 tie_to_parent: bool = False, host: str = "127.0.0.1"):
+                 tie_to_parent: bool = False, host: str = "127.0.0.1", tls_dir: Path | None = None):
         self.members = [EtcdServer(Path(base_dir) / f"m{i}", client_host=host, client_port=port, name=f"m{i}",
-                                   tie_to_parent=tie_to_parent) for i, port in enumerate(ports)]
+                                   tie_to_parent=tie_to_parent, tls_dir=tls_dir) for i, port in enumerate(ports)]
         initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
         for m in self.members:
             m.initial_cluster = initial

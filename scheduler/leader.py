@@ -34,6 +34,7 @@ class Leadership:
                  on_change: Callable[[bool], None] | None = None, poll: float = 0.25,
                  margin: float | None = None):
         self.endpoints = etcd.endpoints
+        self.tls = etcd.identity        # its own client dials etcd as the scheduler's does
         self.identity = identity
         self.ttl = ttl
         self.poll = poll
@@ -92,7 +93,7 @@ class Leadership:
     def _thread_main(self, started: threading.Event) -> None:
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
-        self.etcd = Etcd(self.endpoints)
+        self.etcd = Etcd(self.endpoints, identity=self.tls)
         self._task = self._loop.create_task(self._run())
         started.set()
         try:

@@ -40,7 +40,7 @@ async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout
                 ready_file: Path | None = None, profile_min_samples: int = 3,
                 identity: str = "", leader_ttl: int = 3, tls_identity: tls.Identity | None = None,
                 allow_privileged: bool = False, purge_stopped_after: float = 86400.0) -> None:
-    etcd = Etcd(etcd_url)
+    etcd = Etcd(etcd_url, identity=tls_identity)
     await etcd.connect()
     controller = Controller(etcd, AgentClients(identity=tls_identity), ControllerConfig(
         reconcile=ReconcileConfig(confirm_timeout=confirm_timeout),
@@ -115,7 +115,9 @@ def main(etcd_url, listen, metrics, state_dir, embedded_etcd_listen, confirm_tim
     embedded = None
     if not etcd_url:
         host, port = host_port(embedded_etcd_listen, "--embedded-etcd-listen")
-        embedded = EtcdServer(state_dir, client_host=host, client_port=port, tie_to_parent=True).start()
+        # with --tls, etcd too wants a certificate of the cluster's CA from every client
+        embedded = EtcdServer(state_dir, client_host=host, client_port=port, tie_to_parent=True,
+                              tls_dir=tls_identity.directory if tls_identity else None).start()
         etcd_url = embedded.endpoint
         log.info("embedded etcd at %s (data in %s)", etcd_url, state_dir)
     try:

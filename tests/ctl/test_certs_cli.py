@@ -21,7 +21,7 @@ def test_certs_init_writes_the_cluster_ca_and_every_roles_pair(runner, tmp_path)
     r = runner.invoke(cli, ["certs", "init", str(tmp_path / "tls")])
     assert r.exit_code == 0, r.output
     names = {p.name for p in (tmp_path / "tls").iterdir()}
-    assert names == {f"{s}.{e}" for s in ("ca", "scheduler", "agent", "ctl") for e in ("crt", "key")}
+    assert names == {f"{s}.{e}" for s in ("ca", "scheduler", "agent", "ctl", "etcd") for e in ("crt", "key")}
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in (tmp_path / "tls").glob("*.key"))
 
 

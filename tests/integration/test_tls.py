@@ -123,3 +123,37 @@ def test_the_agent_refuses_ctls_certificate(cluster):
     error = refused(cluster.hosts[0].endpoint, tls.load(cluster.tls_dir, "ctl"), "agent", "Inventory")
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "does not accept calls from packyard-ctl" in error.details()
+
+
+# --- etcd's port -----------------------------------------------------------------------------------
+async def _list_jobs(endpoint: str, identity: tls.Identity | None) -> list[str]:
+    from packyard import keys
+    from packyard.etcd import Etcd
+    etcd = Etcd(endpoint, identity=identity, retry_for=1.0)
+    try:
+        await etcd.connect()
+        _, kvs = await etcd.get_prefix(keys.JOBS)
+        return [keys.last(kv.key) for kv in kvs]
+    finally:
+        await etcd.close()
+
+
+async def test_etcd_serves_the_clusters_certificates_only(cluster, foreign, running):
+    """The job reached etcd over TLS (the scheduler's client); with the scheduler's certificate we
+    read it too. In plaintext, or with another CA's certificate, etcd answers nothing."""
+    endpoint = cluster.etcd_endpoint
+    assert endpoint.startswith("https://")
+    assert "secret" in await _list_jobs(endpoint, tls.load(cluster.tls_dir, "scheduler"))
+    for who in (None, impostor(cluster, foreign, "scheduler")):
+        plain = endpoint.replace("https://", "http://") if who is None else endpoint
+        with pytest.raises(Exception) as e:
+            await _list_jobs(plain, who)
+        assert "secret" not in str(e.value)
+
+
+def test_an_https_etcd_without_certificates_is_a_clear_error():
+    from packyard.etcd import Etcd
+    with pytest.raises(ValueError, match="wants TLS: start with --tls DIR"):
+        Etcd("https://127.0.0.1:2379")
+    with pytest.raises(ValueError, match="mix http and https"):
+        Etcd("https://127.0.0.1:2379,http://127.0.0.1:2380")

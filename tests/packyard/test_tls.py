@@ -66,6 +66,20 @@ def test_init_refuses_to_replace_a_ca_unless_forced(tmp_path):
     assert tls.load(tmp_path, "agent").role == "agent"
 
 
+def test_init_completes_a_directory_made_before_a_role_existed_under_the_same_ca(tmp_path):
+    tls.init(tmp_path)
+    ca = (tmp_path / "ca.crt").read_bytes()
+    agent = (tmp_path / "agent.crt").read_bytes()
+    (tmp_path / "etcd.crt").unlink()
+    (tmp_path / "etcd.key").unlink()
+    written = tls.init(tmp_path)
+    assert sorted(p.name for p in written) == ["etcd.crt", "etcd.key"]
+    assert (tmp_path / "ca.crt").read_bytes() == ca and (tmp_path / "agent.crt").read_bytes() == agent
+    assert tls.load(tmp_path, "etcd").role == "etcd"      # signed by the CA it already had
+    with pytest.raises(tls.TLSError, match="already holds a cluster CA"):
+        tls.init(tmp_path)
+
+
 def test_force_narrows_a_key_file_that_had_wider_rights(tmp_path):
     tls.init(tmp_path)
     (tmp_path / "ctl.key").chmod(0o644)
@@ -118,8 +132,8 @@ def test_load_names_the_file_and_the_reason(certs, foreign, tmp_path, breakage, 
 def test_load_refuses_a_missing_directory_and_an_unknown_role(certs, tmp_path):
     with pytest.raises(tls.TLSError, match="not a directory.*ctl certs init"):
         tls.load(tmp_path / "nope", "ctl")
-    with pytest.raises(tls.TLSError, match="unknown role 'etcd'"):
-        tls.load(certs, "etcd")
+    with pytest.raises(tls.TLSError, match="unknown role 'registry'"):
+        tls.load(certs, "registry")
 
 
 # --- the handshake and the role check, on a real gRPC server ------------------------------------------
