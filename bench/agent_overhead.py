@@ -17,6 +17,7 @@ is b7a0b19 without 5ec1e2c, "after" adds 5ec1e2c and agent/memory.py + lazy yaml
                    (medians 81.8 -> 57.9, runs alternating, drivers_up "container,vm", vm on TCG)
     container      68.4 -> 44.4 MiB (one run each)        0.25 -> 0.3        15
     container,vm   with orjson for the etcd records (issue 7): 58.2 58.2 58.1 MiB
+    container,vm   --tls (gRPC and etcd), certificates checked in a child process: 60.2 60.2 60.3 MiB
 
 Where the memory went (container,vm, before): pyroute2's import ~9.5 MiB (its __init__ loads NDB,
 IPDB, sqlite3, unittest.mock...; replaced by agent/rtnl.py), cryptography ~9 MiB (packyard.tls now
@@ -26,7 +27,8 @@ free heap holes ~0.5 MiB (agent/memory.py). What is left (RSS logged at each sta
 the interpreter 10.6 MiB, imports up to main() 39.6 (asyncio + ssl 9.4, grpc 10.3, aetcd +
 protobuf 3.6, click 1.0), etcd connected +4.3 (gRPC's channel), drivers made +13.7 (libvirt-python
 and its ~170 shared libraries ~11), fingerprint (libvirt connection, probe) +1.1, 20 containers
-+1.1. With --tls the agent loads cryptography again: expect ~9 MiB more (not measured here).
++1.1. With --tls the certificates are checked in a child process (tls.load_isolated), so
+cryptography stays out of the agent; the TLS connections add ~2 MiB.
 """
 from __future__ import annotations
 
@@ -60,12 +62,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--usage-interval", type=float, default=5.0)
     ap.add_argument("--drivers", default="container", help="e.g. container,vm (loads libvirt too)")
+    ap.add_argument("--tls", action="store_true", help="mutual TLS everywhere, etcd included (as deployed)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="packyard-bench-") as d:
         os.chmod(d, 0o711)      # QEMU (libvirt's user) reads the vm driver's probe guest in here
         c = LocalCluster(Path(d), hosts=1, prefix="pa", net="10.213.128.0/24", etcd_port=23770,
                          scheduler_port=17770, capacity="cpu=8,memory=8Gi", log_level="warning",
-                         usage_interval=args.usage_interval, drivers=args.drivers)
+                         usage_interval=args.usage_interval, drivers=args.drivers, tls=args.tls)
         c.up()
         try:
             job = Path(d) / "job.yaml"

@@ -157,6 +157,34 @@ def load(directory: Path, role: str) -> Identity:
     return Identity(role=role, ca=ca_pem, cert=cert_pem, key=key_pem, directory=directory)
 
 
+_CHECK = """
+import sys
+from packyard import tls
+try:
+    tls.load(sys.argv[1], sys.argv[2])
+except tls.TLSError as e:
+    print(e, file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def load_isolated(directory: Path, role: str) -> Identity:
+    """load(), its checks run in a child process: the same checks and messages, without
+    cryptography (~9 MiB resident) in this process. For the agent: its budget is 60 MiB, and a
+    deployment runs it with --tls."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", _CHECK, str(directory), role], capture_output=True,
+                       text=True, timeout=120)
+    if r.returncode == 2:
+        raise TLSError(r.stderr.strip())
+    if r.returncode != 0:
+        raise TLSError(f"checking {directory} failed: {r.stderr.strip()[-500:]}")
+    directory = Path(directory)
+    ca, cert, key = (_read(directory / name) for name in ("ca.crt", f"{role}.crt", f"{role}.key"))
+    return Identity(role=role, ca=ca, cert=cert, key=key, directory=directory)
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -270,7 +298,8 @@ def click_option(role: str):
         if value is None:
             return None
         try:
-            return load(Path(value), role)
+            # the agent keeps cryptography out of its memory (see load_isolated)
+            return (load_isolated if role == "agent" else load)(Path(value), role)
         except TLSError as e:
             raise click.BadParameter(str(e), ctx=ctx, param=param) from None
     return click.option("--tls", "tls_identity", envvar="PACKYARD_TLS", default=None, metavar="DIR",

@@ -217,3 +217,27 @@ async def test_an_agents_certificate_cannot_call_another_agent(certs, agent_port
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await inventory(agent_port, tls.load(certs, "agent"))
     assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.PERMISSION_DENIED)
+
+
+def test_load_isolated_checks_as_load_does_without_loading_cryptography_here(certs, tmp_path):
+    """The agent's way (--tls): the same identity, the same refusal messages, and cryptography
+    never imported into the calling process."""
+    import subprocess
+    import sys
+    assert tls.load_isolated(certs, "agent") == tls.load(certs, "agent")
+    tls.init(tmp_path / "other")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for name in ("ca.crt", "agent.crt", "agent.key"):
+        src = (tmp_path / "other" if name == "ca.crt" else certs) / name
+        (mixed / name).write_bytes(src.read_bytes())
+    with pytest.raises(tls.TLSError, match="is not signed by .*another cluster") as isolated:
+        tls.load_isolated(mixed, "agent")
+    with pytest.raises(tls.TLSError) as direct:
+        tls.load(mixed, "agent")
+    assert str(isolated.value) == str(direct.value)
+    code = ("import sys; from packyard import tls; tls.load_isolated(sys.argv[1], 'agent'); "
+            "print('cryptography' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code, str(certs)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
