@@ -97,9 +97,9 @@ class Event:
     revision: int
 
 
-def parse_endpoints(url: str) -> list[tuple[str, int]]:
+def _parsed(url: str) -> list:
     """`http://127.0.0.1:2379`, `https://...` (mutual TLS), `127.0.0.1:2379`, or a comma list of
-    them (the cluster's members)."""
+    them (the cluster's members), each checked."""
     out = []
     for part in url.split(","):
         part = part.strip()
@@ -108,15 +108,20 @@ def parse_endpoints(url: str) -> list[tuple[str, int]]:
         parsed = urlparse(part if "://" in part else "http://" + part)
         if parsed.scheme not in ("http", "https") or not parsed.hostname or not parsed.port:
             raise ValueError(f"etcd endpoint '{part}' must be host:port, http://host:port or https://host:port")
-        out.append((parsed.hostname, parsed.port))
+        out.append(parsed)
     if not out:
         raise ValueError(f"no etcd endpoint in '{url}'")
     return out
 
 
+def parse_endpoints(url: str) -> list[tuple[str, int]]:
+    """(host, port) of each endpoint of `url` (see _parsed)."""
+    return [(p.hostname, p.port) for p in _parsed(url)]
+
+
 def uses_tls(url: str) -> bool:
     """Whether the endpoints are https:// (all of them, or none: a mix is refused)."""
-    schemes = {p.strip().split("://")[0] if "://" in p else "http" for p in url.split(",") if p.strip()}
+    schemes = {p.scheme for p in _parsed(url)}
     if len(schemes) > 1:
         raise ValueError(f"etcd endpoints '{url}' mix http and https")
     return schemes == {"https"}

@@ -302,12 +302,9 @@ class Controller:
             writing[r.id] = (value, r)
         try:
             revision = await self.etcd.put_if_unchanged(writes, guard=guard)
-        except BaseException:
+        finally:
             for r in chunk:
                 writing.pop(r.id, None)
-            raise
-        for r in chunk:
-            writing.pop(r.id, None)
         if not revision:
             return False
         if first is not None:
@@ -478,13 +475,13 @@ class Controller:
                 # until there is room for its (lower) priority again
                 v = self.state.instances[victim].record
                 evicted.append(evolve(v, desired="stop", reason=f"preempted by {result.ask.job} "
-                                                                 f"(priority {result.ask.priority})"))
+                                                                f"(priority {result.ask.priority})"))
                 self._dirty.add(v.job)
             reserved = dataclasses.asdict(result.reserved)
             gpus = result.gpus or [()] * len(result.hosts)
             for entry, host, devices in zip(entries, result.hosts, gpus, strict=False):
                 placed.append(evolve(entry.record, node=host, reserved=reserved, placed_at=now,
-                                      attempts=entry.record.attempts + 1, reason="", gpus=list(devices)))
+                                     attempts=entry.record.attempts + 1, reason="", gpus=list(devices)))
             metrics.PLACEMENTS.labels(result.ask.kind).inc(len(result.hosts))
             reason = explain(result)
             if result.unplaced:

@@ -50,9 +50,12 @@ class EtcdServer:
         self.proc: subprocess.Popen | None = None
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.tls_dir is not None else "http"
+
+    @property
     def endpoint(self) -> str:
-        scheme = "https" if self.tls_dir is not None else "http"
-        return f"{scheme}://{self.client_host}:{self.client_port}"
+        return f"{self.scheme}://{self.client_host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -68,8 +71,7 @@ class EtcdServer:
         if not Path(self.binary).exists():
             raise RuntimeError("etcd is not installed (Debian package etcd-server)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        scheme = "https" if self.tls_dir is not None else "http"
-        listen = ",".join(f"{scheme}://{h}:{self.client_port}"
+        listen = ",".join(f"{self.scheme}://{h}:{self.client_port}"
                           for h in (self.client_host, *self.extra_client_hosts))
         peer = self.peer_url
         args = [self.binary, "--name", self.name, "--data-dir", str(self.data_dir / "etcd"),
