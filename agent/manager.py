@@ -1,18 +1,16 @@
 """The agent's instances: start them through their kind's driver, follow them to their end, stop
-them, and reattach to them after an agent restart. Each handle is persisted in the state dir before
-the instance is reported running, so a restart can always find what it started.
+them, and reattach to them after an agent restart. Each handle is kept in a HandleStore (files in the
+state dir) before the instance is reported running, so a restart can always find what it started.
 """
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.drivers.base import Driver, DriverError, ExitResult, Handle, InstanceSpec
+from agent.handles import FileHandleStore, HandleStore
 from agent.reporter import Reporter
 from packyard.records import EXITED, FAILED, RUNNING, STARTING, STOPPED, TERMINAL, StateRecord
 
@@ -42,32 +40,34 @@ def classify(result: ExitResult, stopping: bool) -> StateRecord:
 
 
 class InstanceManager:
-    def __init__(self, node: str, state_dir: Path, drivers: dict[str, Driver], reporter: Reporter):
+    def __init__(self, node: str, state_dir: Path, drivers: dict[str, Driver], reporter: Reporter,
+                 store: HandleStore | None = None, instant: bool = False):
+        """`store`: where handles are kept for a restarted agent (default: files in
+        <state_dir>/handles). `instant`: the drivers start instances at once (FakeDriver on simulated
+        hosts), so a Start is started right away and confirmed with its outcome, `running`, instead
+        of `starting` then `running`: one state write per instance, as a real agent whose instance
+        started before its `starting` report went out would coalesce them."""
         self.node = node
         self.drivers = drivers
         self.reporter = reporter
-        self.handles_dir = Path(state_dir) / "handles"
-        self.handles_dir.mkdir(parents=True, exist_ok=True)
+        self.store: HandleStore = store if store is not None else FileHandleStore(Path(state_dir) / "handles")
+        self.instant = instant
         self.logs_dir = Path(state_dir) / "logs"
         self.instances: dict[str, Tracked] = {}
 
-    # --- persistence of handles ------------------------------------------------------------
-    def _save(self, t: Tracked) -> None:
-        path = self.handles_dir / f"{t.spec.id}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"spec": dataclasses.asdict(t.spec),
-                                   "handle": dataclasses.asdict(t.handle)}))
-        os.replace(tmp, path)
-
     def _forget(self, instance_id: str) -> None:
-        (self.handles_dir / f"{instance_id}.json").unlink(missing_ok=True)
+        self.store.forget(instance_id)
         self.instances.pop(instance_id, None)
 
     # --- start ------------------------------------------------------------------------------
     async def start(self, specs: list[InstanceSpec]) -> list[tuple[str, bool, str]]:
         """Accept instances (idempotent: a known id is accepted again) and start them in the
-        background. `starting` is in etcd before this returns: the scheduler's confirmation."""
+        background (`instant`: here). Their first state, `starting` (`instant`: the outcome), is in
+        etcd before this returns: the scheduler's confirmation."""
         results, new, refused = self._accept(specs)
+        if self.instant:
+            await self._start_at_once(new, refused)
+            return results
         await self.reporter.report(*[StateRecord(id=s.id, state=STARTING) for s in new], *refused)
         for spec in new:
             t = self.instances[spec.id]
@@ -91,24 +91,43 @@ class InstanceManager:
         return results, new, refused
 
     async def _run(self, t: Tracked) -> None:
-        spec = t.spec
-        driver = self.drivers[spec.kind]
+        started = await self._launch(t)
+        if started.state == FAILED:
+            await self._report_safely(started)
+            return
+        if not t.stopping:
+            await self._report_safely(started)
+        else:
+            await self.drivers[t.spec.kind].stop(t.handle, t.grace)
+        await self._follow(t)
+
+    async def _start_at_once(self, new: list[InstanceSpec], refused: list[StateRecord]) -> None:
+        """`instant` drivers: start each here, follow it, then confirm them all in one report."""
+        outcomes = []
+        loop = asyncio.get_running_loop()
+        for spec in new:
+            t = self.instances[spec.id]
+            outcomes.append(await self._launch(t))
+            if t.handle is not None:
+                t.task = loop.create_task(self._follow(t))
+                if t.stopping:                  # stopped while it started: nothing stopped it yet
+                    loop.create_task(self._stop_one(t))
+        await self.reporter.report(*outcomes, *refused)
+
+    async def _launch(self, t: Tracked) -> StateRecord:
+        """Start t through its driver and keep its handle: `running`, or `failed` with the reason
+        (t forgotten then)."""
+        driver = self.drivers[t.spec.kind]
         try:
-            t.handle = await driver.start(spec)
+            t.handle = await driver.start(t.spec)
         except Exception as e:
             reason = str(e) if isinstance(e, DriverError) else f"start failed: {e!r}"
-            log.warning("instance %s failed to start: %s", spec.id, reason)
-            self._forget(spec.id)
-            await self._report_safely(StateRecord(id=spec.id, state=FAILED, reason=reason))
-            return
-        self._save(t)
+            log.warning("instance %s failed to start: %s", t.spec.id, reason)
+            self._forget(t.spec.id)
+            return StateRecord(id=t.spec.id, state=FAILED, reason=reason)
+        self.store.save(t.spec, t.handle)
         t.started.set()
-        if not t.stopping:
-            await self._report_safely(StateRecord(id=spec.id, state=RUNNING,
-                                                  address=driver.address(t.handle)))
-        else:
-            await driver.stop(t.handle, t.grace)
-        await self._follow(t)
+        return StateRecord(id=t.spec.id, state=RUNNING, address=driver.address(t.handle))
 
     async def _follow(self, t: Tracked) -> None:
         driver = self.drivers[t.spec.kind]
@@ -170,15 +189,7 @@ class InstanceManager:
     async def recover(self) -> tuple[list[str], list[str]]:
         """Reattach to what the previous agent process started; report what died meanwhile."""
         adopted, dead = [], []
-        for path in sorted(self.handles_dir.glob("*.json")):
-            try:
-                data = json.loads(path.read_text())
-                spec = InstanceSpec(**data["spec"])
-                handle = Handle(**data["handle"])
-            except (ValueError, KeyError, TypeError) as e:
-                log.warning("unreadable handle %s: %s", path, e)
-                path.unlink()
-                continue
+        for spec, handle in self.store.saved():
             driver = self.drivers.get(spec.kind)
             alive = False
             if driver is not None:
@@ -199,7 +210,7 @@ class InstanceManager:
                         await driver.destroy(handle)
                     except Exception as e:
                         log.warning("cleaning up %s failed: %s", spec.id, e)
-                path.unlink(missing_ok=True)
+                self.store.forget(spec.id)
                 dead.append(spec.id)
                 await self._report_safely(StateRecord(
                     id=spec.id, state=FAILED, reason="ended while the agent was down"))

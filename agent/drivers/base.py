@@ -28,6 +28,7 @@ class InstanceSpec:
     pids_max: int = 4096
     request_cpu_milli: int = 0     # what the workload asked for (a VM's vCPUs); 0: same as cpu_milli
     request_memory_bytes: int = 0  # what the workload asked for (a VM's guest RAM); 0: same as memory_bytes
+    gpus: tuple[int, ...] = ()     # GPU device indices on this node, chosen by the scheduler
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The OCI bundle (config.json) and the runc calls.
 
 runc only sets up namespaces and the root filesystem and execs the process; cgroup limits are the
-agent's (agent/cgroups.py): config.json names the cgroup path but carries no cpu/memory/pids
+agent's (cgroups.py): config.json names the cgroup path but carries no cpu/memory/pids
 resources, only the device allow-list (a security setting, not a limit).
 
 Subprocesses are awaited with a pidfd registered in the event loop: no thread and no waitpid(-1),

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import cgroups as cg
 from agent.drivers.base import DriverError, ExitResult, Handle, InstanceSpec
 from agent.drivers.container import ContainerDriver
+from agent.drivers.container import cgroups as cg
 from agent.drivers.container import rootfs as rootfs_mod
 from agent.drivers.container import runc as runc_mod
 from tests.agent.conftest import RUNC, needs_root, needs_runc

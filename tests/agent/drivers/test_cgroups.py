@@ -1,6 +1,6 @@
-"""agent/cgroups.py: pure parts on fake trees, v1 for real, v2 mechanics for real on the hybrid
-host's /sys/fs/cgroup/unified (its controllers are bound to v1 here, so v2 limits are checked on a
-fake cgroup2 tree laid out like a pure-v2 host's)."""
+"""agent/drivers/container/cgroups.py: pure parts on fake trees, v1 for real, v2 mechanics for real
+on the hybrid host's /sys/fs/cgroup/unified (its controllers are bound to v1 here, so v2 limits are
+checked on a fake cgroup2 tree laid out like a pure-v2 host's)."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import cgroups as cg
+from agent.drivers.container import cgroups as cg
 from tests.agent.conftest import needs_root
 
 HYBRID_UNIFIED = "/sys/fs/cgroup/unified"
