@@ -32,16 +32,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.drivers import availability
 from agent.drivers.base import DriverError, ExitResult, Handle, InstanceSpec, Stats
+from agent.drivers.bridge import Bridge, instance_key
 from agent.drivers.container import cgroups as cg
 from agent.drivers.container import rootfs as rootfs_mod
 from agent.drivers.container import runc as runc_mod
+from agent.drivers.failures import Cleanup, driver_error, undone_on_failure
 from agent.drivers.paths import allowed_path
+from agent.drivers.process import ended_within, start_time
 from agent.network import HostNetwork, NetworkError, bridge_name
 
 PR_SET_CHILD_SUBREAPER = 36
 KILL_WAIT_SECONDS = 10.0
-HOST_ACCESS = ("privileged", "host_network")    # the spec's fields; only with allow_privileged
+# packyard.spec.HOST_ACCESS (the spec's fields; only with allow_privileged), not imported from there:
+# packyard.spec loads pydantic and yaml, 11 MiB of the agent's ~45 (a test keeps the two equal)
+HOST_ACCESS = ("privileged", "host_network")
 
 
 def become_subreaper() -> None:
@@ -79,6 +85,7 @@ class ContainerDriver:
         self.images_dir = self.state_dir / "images"
         self.runc = runc_mod.Runc(shutil.which(runc) or runc, self.state_dir / "runc")
         self.network = HostNetwork(bridge or bridge_name(node), subnet, self.state_dir)
+        self.bridge = Bridge(self.network)
         self._cgroup_error = ""
         self.cgroups: cg.Cgroups | None = cgroup
         if cgroup is None:
@@ -90,31 +97,18 @@ class ContainerDriver:
             d.mkdir(parents=True, exist_ok=True)
         become_subreaper()
         self._watched: dict[str, _Watched] = {}
-        self._network_ready = False
-        self._network_lock = asyncio.Lock()
 
     # -- protocol -------------------------------------------------------------------------------
 
     async def fingerprint(self) -> dict[str, str]:
-        attrs = {"driver.container": "ok"}
-        try:
-            if self.cgroups is not None:
-                attrs["cgroup.version"] = self.cgroups.version
-            problem = self._missing_dependency()
-            if not problem:
-                await self._ready()
-        except Exception as e:   # a fingerprint reports, it never raises
-            problem = str(e) or type(e).__name__
-        if problem:
-            attrs["driver.container"] = f"unavailable: {problem}"
-        return attrs
+        return await availability.fingerprint(self.name, self._check)
 
     async def start(self, spec: InstanceSpec) -> Handle:
         config = spec.config or {}
         image, host_access = self._image(spec), self._host_access(spec)    # refused before anything is made
         host_network = "host_network" in host_access
         cgroups = self._cgroups()
-        await self._ready()
+        await self.bridge.ready()
         cid = runc_mod.container_id(spec.id)
         bundle = self.instances_dir / cid
         if bundle.exists():
@@ -122,10 +116,10 @@ class ContainerDriver:
         handle = Handle(spec.id, self.name, {
             "container_id": cid, "bundle": str(bundle),
             # no key, no veth, no address with host_network: the host's own network
-            **({} if host_network else {"key": self._key(spec.id)}),
+            **({} if host_network else {"key": instance_key(self.node, spec.id)}),
             "cgroup": cg.instance_path(self.node, spec.id), "log": str(self.logs_dir / f"{cid}.log")})
         attach: asyncio.Future | None = None
-        try:
+        async with undone_on_failure(lambda: self._undo_start(handle, attach), f"cannot start {spec.id}"):
             bundle.mkdir(parents=True)
             if not host_network:
                 # the network (a thread, ~15 ms) is set up while cgroup and rootfs are prepared here
@@ -144,19 +138,8 @@ class ContainerDriver:
                 cgroups_path=handle.data["cgroup"], hostname=runc_mod.hostname(spec.id),
                 privileged="privileged" in host_access, host_network=host_network))
             pid = await self.runc.run_detached(cid, bundle, Path(handle.data["log"]))
-            handle.data.update(pid=pid, start_time=_start_time(pid))
+            handle.data.update(pid=pid, start_time=start_time(pid))
             self._watch(handle, pid, os.pidfd_open(pid))
-        except BaseException as e:
-            if attach is not None:
-                if not attach.done():
-                    await asyncio.wait([attach])  # its thread cannot be cancelled: let it finish
-                if not attach.cancelled():
-                    attach.exception()            # retrieved; destroy() undoes what it did
-            with contextlib.suppress(Exception):
-                await self.destroy(handle)
-            if isinstance(e, Exception):
-                raise _driver_error(f"cannot start {spec.id}", e) from e
-            raise
         return handle
 
     async def wait(self, handle: Handle) -> ExitResult:
@@ -170,49 +153,35 @@ class ContainerDriver:
         if watched is None or watched.exited.done():
             return
         _signal(watched, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(asyncio.shield(watched.exited), max(grace_seconds, 0))
-        except TimeoutError:
+        if not await ended_within(watched.exited, grace_seconds):
             await self._kill(handle, watched)
 
     async def destroy(self, handle: Handle) -> None:
-        errors: list[str] = []
-        data = handle.data
+        cleanup, data = Cleanup(handle.id), handle.data
         watched = self._watched.get(handle.id) or self._rewatch(handle)
         if watched is not None and not watched.exited.done():
-            try:
+            with cleanup.step(DriverError):
                 await self._kill(handle, watched)
-            except DriverError as e:
-                errors.append(str(e))
         if "container_id" in data:
-            try:
+            with cleanup.step(runc_mod.RuncError):
                 await self.runc.delete(data["container_id"])
-            except runc_mod.RuncError as e:
-                errors.append(str(e))
         if "bundle" in data:
-            try:
+            with cleanup.step(rootfs_mod.RootfsError):
                 rootfs_mod.unmount(Path(data["bundle"]) / "rootfs")
-            except rootfs_mod.RootfsError as e:
-                errors.append(str(e))
         if self.cgroups is not None and "cgroup" in data:
-            try:
+            with cleanup.step(cg.CgroupError):
                 self.cgroups.remove(data["cgroup"])
-            except cg.CgroupError as e:
-                errors.append(str(e))
         if "key" in data:
-            try:
+            with cleanup.step(NetworkError):
                 await asyncio.to_thread(self.network.detach, data["key"])
-            except NetworkError as e:
-                errors.append(str(e))
         if "bundle" in data and not rootfs_mod.is_mounted(Path(data["bundle"]) / "rootfs"):
             shutil.rmtree(data["bundle"], ignore_errors=True)
         self._forget(handle.id)
-        if errors:
-            raise DriverError(f"destroying {handle.id}: " + "; ".join(errors))
+        cleanup.done()
 
     async def recover(self, handle: Handle) -> bool:
         self._cgroups()
-        await self._ready()
+        await self.bridge.ready()
         if handle.id in self._watched:
             return not self._watched[handle.id].exited.done()
         return self._rewatch(handle) is not None
@@ -221,7 +190,7 @@ class ContainerDriver:
         try:
             u = self._cgroups().usage(handle.data["cgroup"])
         except (cg.CgroupError, KeyError) as e:
-            raise _driver_error(f"no stats for {handle.id}", e) from e
+            raise driver_error(f"no stats for {handle.id}", e) from e
         return Stats(cpu_seconds=u.cpu_seconds, memory_bytes=u.memory_bytes, oom_kills=u.oom_kills)
 
     def log_path(self, handle: Handle) -> Path:
@@ -260,22 +229,27 @@ class ContainerDriver:
             with contextlib.suppress(cg.CgroupError):
                 self.cgroups.remove_node(self.node)
         if not any(self.instances_dir.iterdir()) and not self.network.pool.in_use():
-            await asyncio.to_thread(self.network.teardown)
-            self._network_ready = False
+            await self.bridge.teardown()
 
     # -- internals -------------------------------------------------------------------------------
-
-    def _key(self, instance_id: str) -> str:
-        return f"{self.node}/{instance_id}"
 
     def _cgroups(self) -> cg.Cgroups:
         if self.cgroups is None:
             raise DriverError(f"cgroups unavailable: {self._cgroup_error}")
         return self.cgroups
 
+    async def _check(self, attrs: dict[str, str]) -> str:
+        """The fingerprint's check: what is missing to run containers here ("" if nothing)."""
+        if self.cgroups is not None:
+            attrs["cgroup.version"] = self.cgroups.version
+        problem = self._missing_dependency()
+        if not problem:
+            await self.bridge.ready()
+        return problem
+
     def _missing_dependency(self) -> str:
-        if os.geteuid() != 0:
-            return "the agent must run as root"
+        if problem := availability.missing_root():
+            return problem
         if self.cgroups is None:
             return self._cgroup_error
         if not os.access(self.runc.binary, os.X_OK):
@@ -285,14 +259,14 @@ class ContainerDriver:
                 return "the kernel has no overlayfs"
         return ""
 
-    async def _ready(self) -> None:
-        async with self._network_lock:          # concurrent first starts: one bridge setup
-            if not self._network_ready:
-                try:
-                    await asyncio.to_thread(self.network.setup)
-                except NetworkError as e:
-                    raise DriverError(f"network: {e}") from e
-                self._network_ready = True
+    async def _undo_start(self, handle: Handle, attach: asyncio.Future | None) -> None:
+        """What a failed or cancelled start made, removed (see undone_on_failure)."""
+        if attach is not None:
+            if not attach.done():
+                await asyncio.wait([attach])      # its thread cannot be cancelled: let it finish
+            if not attach.cancelled():
+                attach.exception()                # retrieved; destroy() undoes what it did
+        await self.destroy(handle)
 
     def _image(self, spec: InstanceSpec) -> str | None:
         """The image's resolved path, if it is in an allowed directory (None: the default rootfs)."""
@@ -333,7 +307,7 @@ class ContainerDriver:
         except (ProcessLookupError, OSError):
             return None
         try:
-            same = _start_time(pid) == handle.data.get("start_time")
+            same = start_time(pid) == handle.data.get("start_time")
             running = same and pid in self.cgroups.pids(cgroup)
         except (OSError, cg.CgroupError, ValueError):
             same = running = False
@@ -370,11 +344,8 @@ class ContainerDriver:
         if self.cgroups is not None:
             with contextlib.suppress(cg.CgroupError):
                 self.cgroups.kill(w.cgroup)
-        try:
-            await asyncio.wait_for(asyncio.shield(w.exited), KILL_WAIT_SECONDS)
-        except TimeoutError:
-            raise DriverError(f"{handle.id} (pid {w.pid}) still alive {KILL_WAIT_SECONDS:g}s "
-                              "after SIGKILL") from None
+        if not await ended_within(w.exited, KILL_WAIT_SECONDS):
+            raise DriverError(f"{handle.id} (pid {w.pid}) still alive {KILL_WAIT_SECONDS:g}s after SIGKILL")
 
     def _forget(self, instance_id: str) -> None:
         w = self._watched.pop(instance_id, None)
@@ -406,20 +377,6 @@ def _signal(w: _Watched, sig: int) -> None:
 def _reap_if_ours(pidfd: int) -> None:
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
-
-
-def _start_time(pid: int) -> int:
-    """Process start time in clock ticks since boot (field 22 of /proc/<pid>/stat): with the pid,
-    it identifies a process across pid reuse."""
-    with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    return int(stat[stat.rindex(")") + 2:].split()[19])
-
-
-def _driver_error(what: str, e: BaseException) -> DriverError:
-    if isinstance(e, DriverError):
-        return e
-    return DriverError(f"{what}: {e}")
 
 
 __all__ = ["ContainerDriver", "become_subreaper"]

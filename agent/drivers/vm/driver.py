@@ -32,14 +32,18 @@ from pathlib import Path
 
 import libvirt
 
+from agent.drivers import availability
 from agent.drivers.base import DriverError, ExitResult, Handle, InstanceSpec, Stats
+from agent.drivers.bridge import Bridge, instance_key
+from agent.drivers.failures import Cleanup, undone_on_failure
 from agent.drivers.paths import allowed_path
+from agent.drivers.process import ended_within, start_time
 from agent.drivers.vm import domain as dom
 from agent.drivers.vm import nic as nic_mod
 from agent.drivers.vm import overhead, probe
 from agent.drivers.vm.events import ensure_event_loop
 from agent.drivers.vm.watch import Watched, Watcher
-from agent.network import HostNetwork, NetworkError, bridge_name
+from agent.network import HostNetwork, bridge_name
 
 QEMU_PIDFILE_DIR = Path("/run/libvirt/qemu")
 QEMU_LOG_DIR = Path("/var/log/libvirt/qemu")
@@ -73,6 +77,7 @@ class VMDriver:
         # QEMU runs as libvirt-qemu: it must traverse to the overlays
         os.chmod(self.instances_dir, 0o711)
         self.network = HostNetwork(bridge or bridge_name(node), subnet, self.state_dir) if subnet else None
+        self.bridge = Bridge(self.network) if self.network is not None else None
         self.probe_kernel = probe_kernel
         self.kvm_timeout, self.tcg_timeout = kvm_timeout, tcg_timeout
         self.connect_timeout = connect_timeout
@@ -83,29 +88,13 @@ class VMDriver:
         self._callback_id: int | None = None
         self._conn_lock = asyncio.Lock()
         self._probe_lock = asyncio.Lock()
-        self._network_lock = asyncio.Lock()
-        self._network_ready = False
         self.watcher = Watcher()
         ensure_event_loop()
 
     # -- protocol -------------------------------------------------------------------------------
 
     async def fingerprint(self) -> dict[str, str]:
-        attrs = {"driver.vm": "ok"}
-        try:
-            problem = self._missing_dependency()
-            if not problem:
-                await self._connection()
-                accel = await self._accelerator()
-                attrs["vm.accelerator"] = accel
-                if self.choice is not None:
-                    attrs.update(self.choice.attributes())
-                attrs["vm.network"] = await self._network_mode()
-        except Exception as e:       # a fingerprint reports, it never raises
-            problem = str(e) or type(e).__name__
-        if problem:
-            attrs["driver.vm"] = f"unavailable: {problem}"
-        return attrs
+        return await availability.fingerprint(self.name, self._check)
 
     async def start(self, spec: InstanceSpec) -> Handle:
         config = dict(spec.config or {})
@@ -126,9 +115,9 @@ class VMDriver:
         vcpus = max(1, math.ceil((spec.request_cpu_milli or spec.cpu_milli) / 1000))
         handle = Handle(spec.id, self.name, {
             "domain": name, "dir": str(workdir), "log": str(self.log_path_for(spec.id)),
-            "key": f"{self.node}/{spec.id}", "guest_memory": guest_memory, "vcpus": vcpus,
+            "key": instance_key(self.node, spec.id), "guest_memory": guest_memory, "vcpus": vcpus,
             "accelerator": accel})
-        try:
+        async with undone_on_failure(lambda: self.destroy(handle), f"cannot start {spec.id}", _describe):
             workdir.mkdir(parents=True)
             os.chmod(workdir, 0o711)
             disk = ""
@@ -150,17 +139,11 @@ class VMDriver:
                 await asyncio.to_thread(_limit_memory, domain, hard_limit)
             handle.data["uuid"] = domain.UUIDString()
             pid = _qemu_pid(name)
-            handle.data.update(pid=pid, start_time=_start_time(pid))
+            handle.data.update(pid=pid, start_time=start_time(pid))
             if handle.data.get("tap"):
                 await asyncio.to_thread(nic_mod.adopt_tap, handle.data["tap"],
                                         handle.data["libvirtd"], self.network.bridge)
             self.watcher.watch(handle.id, name, pid)
-        except BaseException as e:
-            with contextlib.suppress(Exception):
-                await self.destroy(handle)
-            if isinstance(e, Exception):
-                raise _driver_error(f"cannot start {spec.id}", e) from e
-            raise
         return handle
 
     async def wait(self, handle: Handle) -> ExitResult:
@@ -179,31 +162,23 @@ class VMDriver:
             if left <= 0:
                 break
             await self._domain_call(handle, "shutdownFlags", libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(w.exited), min(left, SHUTDOWN_REPEAT))
+            await ended_within(w.exited, min(left, SHUTDOWN_REPEAT))
         if not w.exited.done():
             handle.data["destroyed_after_grace"] = True
             await self._kill(handle, w)
 
     async def destroy(self, handle: Handle) -> None:
-        errors: list[str] = []
-        data = handle.data
+        cleanup, data = Cleanup(handle.id), handle.data
         w = self.watcher.get(handle.id) or await self._rewatch(handle)
         if w is not None and not w.exited.done():
-            try:
+            with cleanup.step(DriverError):
                 await self._kill(handle, w)
-            except DriverError as e:
-                errors.append(str(e))
         elif w is None and "domain" in data:
-            try:                                 # ours, running, but its pid unknown or changed
+            with cleanup.step(DriverError):      # ours, running, but its pid unknown or changed
                 await self._domain_call(handle, "destroy")
-            except DriverError as e:
-                errors.append(str(e))
         if data.get("tap"):
-            try:
+            with cleanup.step(nic_mod.NicError):
                 await asyncio.to_thread(nic_mod.remove_tap, data["tap"], data.get("libvirtd"))
-            except nic_mod.NicError as e:
-                errors.append(str(e))
         if self.network is not None and "key" in data:
             self.network.pool.release(data["key"])
         if "dir" in data:
@@ -213,8 +188,7 @@ class VMDriver:
             # domain name, never reused, so it would pile up; a failure's hint is already taken
             (QEMU_LOG_DIR / f"{data['domain']}.log").unlink(missing_ok=True)
         self.watcher.forget(handle.id)
-        if errors:
-            raise DriverError(f"destroying {handle.id}: " + "; ".join(errors))
+        cleanup.done()
 
     async def recover(self, handle: Handle) -> bool:
         await self._connection()
@@ -307,12 +281,16 @@ class VMDriver:
 
     # -- internals: libvirt ----------------------------------------------------------------------
 
-    def _missing_dependency(self) -> str:
-        if os.geteuid() != 0:
-            return "the agent must run as root"
-        if shutil.which("qemu-img") is None:
-            return "qemu-img not found"
-        return ""
+    async def _check(self, attrs: dict[str, str]) -> str:
+        """The fingerprint's check: what is missing to run VMs here ("" if nothing)."""
+        problem = availability.missing_root() or ("" if shutil.which("qemu-img") else "qemu-img not found")
+        if not problem:
+            await self._connection()
+            attrs["vm.accelerator"] = await self._accelerator()
+            if self.choice is not None:
+                attrs.update(self.choice.attributes())
+            attrs["vm.network"] = await self._network_mode()
+        return problem
 
     async def _connection(self) -> libvirt.virConnect:
         async with self._conn_lock:
@@ -388,7 +366,7 @@ class VMDriver:
             return None
         try:
             pid = _qemu_pid(handle.data["domain"])
-            handle.data.update(pid=pid, start_time=_start_time(pid))
+            handle.data.update(pid=pid, start_time=start_time(pid))
             if handle.data.get("tap") and self.network is not None:
                 # (again) on the bridge: the previous agent may have died before moving it
                 await asyncio.to_thread(nic_mod.adopt_tap, handle.data["tap"],
@@ -399,11 +377,8 @@ class VMDriver:
 
     async def _kill(self, handle: Handle, w: Watched) -> None:
         await self._domain_call(handle, "destroy")
-        try:
-            await asyncio.wait_for(asyncio.shield(w.exited), KILL_WAIT_SECONDS)
-        except TimeoutError:
-            raise DriverError(f"{handle.id} (QEMU pid {w.pid}) still running "
-                              f"{KILL_WAIT_SECONDS:g}s after destroy") from None
+        if not await ended_within(w.exited, KILL_WAIT_SECONDS):
+            raise DriverError(f"{handle.id} (QEMU pid {w.pid}) still running {KILL_WAIT_SECONDS:g}s after destroy")
 
     # -- internals: network ----------------------------------------------------------------------
 
@@ -416,24 +391,18 @@ class VMDriver:
         """The domain's NIC and the kernel command line carrying its address (direct kernel boot:
         the test guest's /init reads `packyard.ip=`; a disk image must find its own address)."""
         cmdline = str(config.get("cmdline") or "console=ttyS0")
-        if self.network is None:
+        if self.bridge is None:
             return (), cmdline
-        async with self._network_lock:
-            if not self._network_ready:
-                try:
-                    await asyncio.to_thread(self.network.setup)
-                except NetworkError as e:
-                    raise DriverError(f"network: {e}") from e
-                self._network_ready = True
+        network = await self.bridge.ready()
         key = handle.data["key"]
         mac = dom.mac_address(key)
         if config.get("kernel"):
-            address = self.network.pool.allocate(key)
+            address = network.pool.allocate(key)
             handle.data["address"] = address
-            cmdline += f" packyard.ip={address}/{self.network.prefixlen},{self.network.gateway}"
+            cmdline += f" packyard.ip={address}/{network.prefixlen},{network.gateway}"
         libvirtd = nic_mod.libvirtd_netns_differs(self.uri)
         if libvirtd is None:
-            return (dom.Nic("bridge", self.network.bridge, mac),), cmdline
+            return (dom.Nic("bridge", network.bridge, mac),), cmdline
         tap = nic_mod.tap_name(key)
         handle.data.update(tap=tap, libvirtd=libvirtd)
         await asyncio.to_thread(nic_mod.create_tap, tap, libvirtd)
@@ -463,22 +432,13 @@ def _qemu_pid(name: str) -> int:
     return int((QEMU_PIDFILE_DIR / f"{name}.pid").read_text().strip())
 
 
-def _start_time(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    return int(stat[stat.rindex(")") + 2:].split()[19])
-
-
 def _message(e: libvirt.libvirtError) -> str:
     return (e.get_error_message() or str(e)).splitlines()[0]
 
 
-def _driver_error(what: str, e: BaseException) -> DriverError:
-    if isinstance(e, DriverError):
-        return e
-    if isinstance(e, libvirt.libvirtError):
-        return DriverError(f"{what}: {_message(e)}")
-    return DriverError(f"{what}: {e}")
+def _describe(e: BaseException) -> str:
+    """An error as users read it: libvirt's own message, first line."""
+    return _message(e) if isinstance(e, libvirt.libvirtError) else str(e)
 
 
 __all__ = ["VMDriver"]

@@ -37,6 +37,12 @@ def test_container_id(instance_id, expected):
         assert cid != runc_mod.container_id(instance_id + "!")
 
 
+def test_host_access_fields_are_the_specs():
+    from agent.drivers.container import driver
+    from packyard import spec
+    assert driver.HOST_ACCESS == spec.HOST_ACCESS      # defined twice: see driver.py
+
+
 def make_config(**kw):
     args = dict(args=["sh", "-c", "exit 3"], env={"A": "1"}, rootfs=Path("/s/rootfs"),
                 netns_path="/var/run/netns/pyn-x", cgroups_path="packyard/n1/i1", hostname="i1")
