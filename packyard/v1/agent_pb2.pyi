@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class InstanceSpec(_message.Message):
-    __slots__ = ("id", "job", "group", "kind", "request", "limit", "driver_json")
+    __slots__ = ("id", "job", "group", "kind", "request", "limit", "driver_json", "gpus")
     ID_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class InstanceSpec(_message.Message):
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     DRIVER_JSON_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
     id: str
     job: str
     group: str
@@ -23,7 +24,8 @@ class InstanceSpec(_message.Message):
     request: _common_pb2.Resources
     limit: _common_pb2.Resources
     driver_json: str
-    def __init__(self, id: _Optional[str] = ..., job: _Optional[str] = ..., group: _Optional[str] = ..., kind: _Optional[str] = ..., request: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., limit: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., driver_json: _Optional[str] = ...) -> None: ...
+    gpus: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, id: _Optional[str] = ..., job: _Optional[str] = ..., group: _Optional[str] = ..., kind: _Optional[str] = ..., request: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., limit: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., driver_json: _Optional[str] = ..., gpus: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class StartRequest(_message.Message):
     __slots__ = ("node", "instances", "node_epoch")
@@ -74,12 +76,14 @@ class InventoryRequest(_message.Message):
     def __init__(self, node: _Optional[str] = ...) -> None: ...
 
 class InventoryEntry(_message.Message):
-    __slots__ = ("id", "state")
+    __slots__ = ("id", "state", "gpus")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: str
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
+    gpus: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., gpus: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class InventoryResponse(_message.Message):
     __slots__ = ("node", "instances")
