@@ -12,7 +12,7 @@ import math
 import re
 
 from agent.drivers.base import InstanceSpec
-from packyard.quantity import DNS_LABEL, MAX_CPU_MILLI, MAX_MEMORY, shown
+from packyard.quantity import DNS_LABEL, MAX_CPU_MILLI, MAX_GPU_MILLI, MAX_MEMORY, shown
 
 # `<job>.<group>.<index>-<generation>` from the scheduler; tests use other readable ids, so any
 # runc-safe name, but never "..", "/" or a leading dot
@@ -24,6 +24,8 @@ DEFAULT_GRACE_SECONDS = 10.0
 # enforced limits are request + the kind's overhead: allow the request caps twice over
 MAX_LIMIT_CPU_MILLI = 2 * MAX_CPU_MILLI
 MAX_LIMIT_MEMORY = 2 * MAX_MEMORY
+MAX_GPUS = MAX_GPU_MILLI // 1000   # devices one instance may hold, as many as it may ask for
+MAX_GPU_INDEX = 1023
 
 
 def instance_id(value: str, field: str = "id") -> str:
@@ -55,8 +57,20 @@ def to_spec(p, field: str) -> InstanceSpec:
     return InstanceSpec(id=p.id, job=p.job, group=p.group, kind=p.kind,
                         cpu_milli=p.limit.cpu_milli, memory_bytes=p.limit.memory_bytes,
                         request_cpu_milli=p.request.cpu_milli,
-                        request_memory_bytes=p.request.memory_bytes,
+                        request_memory_bytes=p.request.memory_bytes, gpus=gpus(p.gpus, f"{field}.gpus"),
                         config=driver_config(p.driver_json, f"{field}.driver_json"))
+
+
+def gpus(values, field: str) -> tuple[int, ...]:
+    """GPU device indices: distinct, each 0..MAX_GPU_INDEX, at most MAX_GPUS."""
+    devices = tuple(values)
+    if len(devices) > MAX_GPUS:
+        raise ValueError(f"{field}: {len(devices)} devices, more than {MAX_GPUS}")
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"{field}: a device named twice ({', '.join(map(str, devices))})")
+    for d in devices:
+        _amount(d, 0, MAX_GPU_INDEX, field)
+    return devices
 
 
 def driver_config(text: str, field: str) -> dict:

@@ -66,7 +66,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     async def Inventory(self, request, context):
         await self._check_node(request.node, context)
         return agent_pb2.InventoryResponse(node=self.node, instances=[
-            agent_pb2.InventoryEntry(id=i, state="stopping" if t.stopping else "running" if t.handle else "starting")
+            agent_pb2.InventoryEntry(id=i, state="stopping" if t.stopping else "running" if t.handle else "starting",
+                                     gpus=t.spec.gpus)
             for i, t in self.manager.instances.items()])
 
     async def Logs(self, request: common_pb2.LogsRequest, context):

@@ -26,6 +26,7 @@ from packyard import keys
 from packyard.etcd import Etcd
 from packyard.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from tests.agent.conftest import RUNC, needs_root, needs_runc
+from tests.conftest import wait_for
 from tests.loop_thread import LoopThread, Tracebacks
 
 NODE = "hostile-agent"
@@ -66,6 +67,9 @@ def good(**kw) -> agent_pb2.InstanceSpec:
     ({"driver_json": "[" * 100_000}, "instances[0].driver_json"),
     ({"driver_json": '{"a": ' + "9" * 5000 + "}"}, "instances[0].driver_json"),
     ({"driver_json": json.dumps({"x": "y" * (2 << 20)})}, "instances[0].driver_json"),
+    ({"gpus": [0, 0]}, "instances[0].gpus"),
+    ({"gpus": [boundary.MAX_GPU_INDEX + 1]}, "instances[0].gpus"),
+    ({"gpus": list(range(boundary.MAX_GPUS + 1))}, "instances[0].gpus"),
 ], ids=lambda v: None)
 def test_boundary_names_the_field(fields, field):
     with pytest.raises(ValueError) as e:
@@ -76,6 +80,7 @@ def test_boundary_names_the_field(fields, field):
 def test_boundary_accepts_what_the_scheduler_sends():
     spec = boundary.to_spec(good(), "instances[0]")
     assert (spec.id, spec.cpu_milli, spec.config["command"]) == ("shop.web.0-1", 260, ["/bin/sleep", "1"])
+    assert spec.gpus == () and boundary.to_spec(good(gpus=[3, 1]), "instances[0]").gpus == (3, 1)
 
 
 @pytest.mark.parametrize("value,expected", [(0, 10.0), (-3, 10.0), (float("nan"), 10.0), (float("inf"), 10.0),
@@ -151,6 +156,16 @@ def test_a_hostile_start_touches_nothing(api):
 def test_a_good_start_is_accepted(api):
     reply = api.stub.Start(agent_pb2.StartRequest(node=NODE, instances=[good(id="fine.web.0-1")]))
     assert [(r.id, r.accepted) for r in reply.results] == [("fine.web.0-1", True)]
+
+
+def test_gpus_reach_the_handle_and_the_inventory(api):
+    reply = api.stub.Start(agent_pb2.StartRequest(node=NODE, instances=[good(id="gpu.web.0-1", gpus=[2, 0])]))
+    assert [(r.id, r.accepted) for r in reply.results] == [("gpu.web.0-1", True)]
+    saved = api.state_dir / "handles" / "gpu.web.0-1.json"
+    wait_for(saved.exists, timeout=5, what="the handle saved", interval=0.02)
+    assert json.loads(saved.read_text())["spec"]["gpus"] == [2, 0]     # what a restarted agent reads
+    entries = api.stub.Inventory(agent_pb2.InventoryRequest(node=NODE)).instances
+    assert {e.id: list(e.gpus) for e in entries}["gpu.web.0-1"] == [2, 0]
 
 
 @pytest.mark.parametrize("request_", [

@@ -36,6 +36,7 @@ from agent.drivers import availability
 from agent.drivers.base import DriverError, ExitResult, Handle, InstanceSpec, Stats
 from agent.drivers.bridge import Bridge, instance_key
 from agent.drivers.container import cgroups as cg
+from agent.drivers.container import gpus as gpus_mod
 from agent.drivers.container import rootfs as rootfs_mod
 from agent.drivers.container import runc as runc_mod
 from agent.drivers.failures import Cleanup, driver_error, undone_on_failure
@@ -72,10 +73,13 @@ class ContainerDriver:
 
     def __init__(self, node: str, state_dir: Path, subnet: str, bridge: str | None = None,
                  cgroup: cg.Cgroups | None = None, runc: str = "runc",
-                 allowed_dirs: Sequence[Path] | None = None, allow_privileged: bool = False):
+                 allowed_dirs: Sequence[Path] | None = None, allow_privileged: bool = False,
+                 dev_dir: Path = Path("/dev")):
         """`allowed_dirs`: where images may be (after symlinks; None: anywhere, for tests; the agent
         always passes its --allowed-dirs). `allow_privileged`: run containers asking for privileged
-        mode or the host's network (the agent's --allow-privileged); refused otherwise."""
+        mode or the host's network (the agent's --allow-privileged); refused otherwise. `dev_dir`:
+        where the host's GPU device nodes are (gpus.py)."""
+        self.dev_dir = Path(dev_dir)
         self.allowed_dirs = allowed_dirs
         self.allow_privileged = allow_privileged
         self.node = node
@@ -105,7 +109,9 @@ class ContainerDriver:
 
     async def start(self, spec: InstanceSpec) -> Handle:
         config = spec.config or {}
-        image, host_access = self._image(spec), self._host_access(spec)    # refused before anything is made
+        # refused before anything is made
+        image, host_access = self._image(spec), self._host_access(spec)
+        gpu_devices = gpus_mod.devices(spec.gpus, self.dev_dir, spec.id)
         host_network = "host_network" in host_access
         cgroups = self._cgroups()
         await self.bridge.ready()
@@ -117,7 +123,10 @@ class ContainerDriver:
             "container_id": cid, "bundle": str(bundle),
             # no key, no veth, no address with host_network: the host's own network
             **({} if host_network else {"key": instance_key(self.node, spec.id)}),
-            "cgroup": cg.instance_path(self.node, spec.id), "log": str(self.logs_dir / f"{cid}.log")})
+            "cgroup": cg.instance_path(self.node, spec.id), "log": str(self.logs_dir / f"{cid}.log"),
+            # the GPUs it holds; gpu_devices: the nodes it was given (none where the host has none)
+            **({"gpus": list(spec.gpus)} if spec.gpus else {}),
+            **({"gpu_devices": [d.path for d in gpu_devices]} if gpu_devices else {})})
         attach: asyncio.Future | None = None
         async with undone_on_failure(lambda: self._undo_start(handle, attach), f"cannot start {spec.id}"):
             bundle.mkdir(parents=True)
@@ -134,9 +143,10 @@ class ContainerDriver:
                 netns_path = att.netns_path
             runc_mod.write_config(bundle, runc_mod.config(
                 args=list(config.get("command") or ["/bin/sleep", "infinity"]),
-                env=dict(config.get("env") or {}), rootfs=rootfs, netns_path=netns_path,
-                cgroups_path=handle.data["cgroup"], hostname=runc_mod.hostname(spec.id),
-                privileged="privileged" in host_access, host_network=host_network))
+                env=dict(config.get("env") or {}) | gpus_mod.env(spec.gpus), rootfs=rootfs,
+                netns_path=netns_path, cgroups_path=handle.data["cgroup"],
+                hostname=runc_mod.hostname(spec.id), privileged="privileged" in host_access,
+                host_network=host_network, devices=gpu_devices))
             pid = await self.runc.run_detached(cid, bundle, Path(handle.data["log"]))
             handle.data.update(pid=pid, start_time=start_time(pid))
             self._watch(handle, pid, os.pidfd_open(pid))

@@ -2,7 +2,8 @@
 
 runc only sets up namespaces and the root filesystem and execs the process; cgroup limits are the
 agent's (cgroups.py): config.json names the cgroup path but carries no cpu/memory/pids
-resources, only the device allow-list (a security setting, not a limit).
+resources, only the device allow-list (a security setting, not a limit) and the device nodes made
+in the container beyond runc's defaults (an instance's GPUs, gpus.py).
 
 Subprocesses are awaited with a pidfd registered in the event loop: no thread and no waitpid(-1),
 so asyncio's child watcher and the driver's own reaping of container processes are not disturbed.
@@ -16,6 +17,7 @@ import os
 import re
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,15 @@ class RuncError(Exception):
     """runc failed; the message carries runc's own error text."""
 
 
+@dataclass(frozen=True)
+class Device:
+    """A character device node of the host, made at the same path in the container and allowed."""
+    path: str
+    major: int
+    minor: int
+    mode: int = 0o666
+
+
 def container_id(instance_id: str) -> str:
     """The id runc gets: the instance id when runc accepts it, else a sanitized form + a hash."""
     if VALID_ID.match(instance_id) and instance_id not in (".", ".."):
@@ -71,9 +82,10 @@ def host_capabilities() -> list[str]:
 
 def config(*, args: list[str], env: dict[str, str], rootfs: Path, netns_path: str | None,
            cgroups_path: str, hostname: str, privileged: bool = False,
-           host_network: bool = False) -> dict[str, Any]:
+           host_network: bool = False, devices: list[Device] | None = None) -> dict[str, Any]:
     """config.json for one instance (OCI runtime spec 1.0). `privileged` and `host_network` are
-    only asked for when the operator allowed them (the driver checks)."""
+    only asked for when the operator allowed them (the driver checks). `devices`: made in the
+    container and allowed (read, write, mknod), every other device staying denied."""
     env = dict(env)
     env.setdefault("PATH", DEFAULT_PATH)
     env.setdefault("HOSTNAME", hostname)
@@ -83,6 +95,11 @@ def config(*, args: list[str], env: dict[str, str], rootfs: Path, netns_path: st
     cfg = _base_config(args, env, rootfs, cgroups_path, hostname,
                        namespaces=[{"type": t} for t in ("pid", "ipc", "uts", "mount")]
                        + ([] if host_network else [network]))
+    if devices:
+        cfg["linux"]["devices"] = [{"path": d.path, "type": "c", "major": d.major, "minor": d.minor,
+                                    "fileMode": d.mode, "uid": 0, "gid": 0} for d in devices]
+        cfg["linux"]["resources"]["devices"] += [{"allow": True, "type": "c", "major": d.major,
+                                                  "minor": d.minor, "access": "rwm"} for d in devices]
     if privileged:
         _make_privileged(cfg)
     return cfg

@@ -11,6 +11,8 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+from agent.drivers.vm.gpus import PciAddress
+
 NS = "https://packyard.dev/xmlns/v1"
 PREFIX = "pky-"
 MAX_NAME = 64
@@ -55,6 +57,7 @@ class DomainConfig:
     nics: tuple[Nic, ...] = ()
     cpu_quota_milli: int = 0      # 0: no cgroup cpu limit on the whole QEMU process
     memory_hard_limit: int = 0    # 0: no cgroup memory limit on the whole QEMU process
+    hostdevs: tuple[PciAddress, ...] = ()    # PCI devices passed through: the instance's GPUs
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -104,6 +107,7 @@ def render(c: DomainConfig) -> str:
         if nic.mac:
             ET.SubElement(iface, "mac", address=nic.mac)
         ET.SubElement(iface, "model", type="virtio")
+    devices.extend(hostdev(a) for a in c.hostdevs)
     serial = ET.SubElement(devices, "serial", type="pty")
     ET.SubElement(serial, "log", file=c.console_log, append="on")
     ET.SubElement(serial, "target", port="0")
@@ -111,6 +115,14 @@ def render(c: DomainConfig) -> str:
     ET.SubElement(console, "target", type="serial", port="0")
     ET.SubElement(devices, "memballoon", model="none")
     return ET.tostring(dom, encoding="unicode")
+
+
+def hostdev(a: PciAddress) -> ET.Element:
+    """A PCI device passed through, managed: libvirt binds it to vfio-pci while the domain runs."""
+    dev = ET.Element("hostdev", mode="subsystem", type="pci", managed="yes")
+    ET.SubElement(ET.SubElement(dev, "source"), "address", domain=f"0x{a.domain:04x}", bus=f"0x{a.bus:02x}",
+                  slot=f"0x{a.slot:02x}", function=f"0x{a.function:x}")
+    return dev
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from agent.drivers.failures import Cleanup, undone_on_failure
 from agent.drivers.paths import allowed_path
 from agent.drivers.process import ended_within, start_time
 from agent.drivers.vm import domain as dom
+from agent.drivers.vm import gpus as gpus_mod
 from agent.drivers.vm import nic as nic_mod
 from agent.drivers.vm import overhead, probe
 from agent.drivers.vm.events import ensure_event_loop
@@ -61,11 +62,13 @@ class VMDriver:
                  probe_kernel: str | None = None, accelerator: str | None = None,
                  kvm_timeout: float = probe.KVM_TIMEOUT, tcg_timeout: float = probe.TCG_TIMEOUT,
                  connect_timeout: float = 10.0, enforce_memory_limit: bool = True,
-                 allowed_dirs: Sequence[Path] | None = None):
+                 allowed_dirs: Sequence[Path] | None = None, pci_dir: Path = gpus_mod.PCI_DEVICES):
         """`subnet`: the host's instance subnet (None: no NIC). `probe_kernel`: the kernel the
         accelerator probe boots (None: the newest /boot/vmlinuz-*). `accelerator`: skip the probe
         and use this one (kvm | tcg). `allowed_dirs`: where kernel, initrd and disk may be (after
-        symlinks; None: anywhere, for tests; the agent always passes its --allowed-dirs)."""
+        symlinks; None: anywhere, for tests; the agent always passes its --allowed-dirs). `pci_dir`:
+        where the host's PCI devices are listed, its GPUs among them (gpus.py)."""
+        self.pci_dir = Path(pci_dir)
         self.allowed_dirs = allowed_dirs
         self.node = node
         self.state_dir = Path(state_dir)
@@ -105,6 +108,8 @@ class VMDriver:
                 config[f] = str(allowed_path(config[f], self.allowed_dirs, f"{spec.id}: vm.{f}"))
                 if not os.path.isfile(config[f]):
                     raise DriverError(f"{spec.id}: vm.{f} {config[f]} does not exist on {self.node}")
+        hostdevs = gpus_mod.passthrough(spec.gpus, gpus_mod.host_gpus(self.pci_dir) if spec.gpus else (),
+                                        spec.id)
         conn = await self._connection()
         accel = await self._accelerator()
         name = dom.domain_name(self.node, spec.id)
@@ -116,7 +121,10 @@ class VMDriver:
         handle = Handle(spec.id, self.name, {
             "domain": name, "dir": str(workdir), "log": str(self.log_path_for(spec.id)),
             "key": instance_key(self.node, spec.id), "guest_memory": guest_memory, "vcpus": vcpus,
-            "accelerator": accel})
+            "accelerator": accel,
+            # the GPUs it holds; gpu_pci: the devices passed through (none where none are known)
+            **({"gpus": list(spec.gpus)} if spec.gpus else {}),
+            **({"gpu_pci": [str(a) for a in hostdevs]} if hostdevs else {})})
         async with undone_on_failure(lambda: self.destroy(handle), f"cannot start {spec.id}", _describe):
             workdir.mkdir(parents=True)
             os.chmod(workdir, 0o711)
@@ -133,7 +141,7 @@ class VMDriver:
                 accelerator=accel, vcpus=vcpus, memory_bytes=guest_memory,
                 console_log=handle.data["log"], kernel=config.get("kernel") or "",
                 initrd=config.get("initrd") or "", cmdline=cmdline if config.get("kernel") else "",
-                disk=disk, nics=nics, cpu_quota_milli=spec.cpu_milli))
+                disk=disk, nics=nics, cpu_quota_milli=spec.cpu_milli, hostdevs=hostdevs))
             domain = await asyncio.to_thread(conn.createXML, xml, 0)
             if hard_limit:
                 await asyncio.to_thread(_limit_memory, domain, hard_limit)

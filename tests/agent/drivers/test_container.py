@@ -112,9 +112,9 @@ def test_tar_images_keep_modes_but_cannot_escape(tmp_path):
 
 # -- real containers ------------------------------------------------------------------------------
 
-def spec(instance_id: str, command: list[str], *, cpu_milli=1000, memory=64 * MI, image=None):
+def spec(instance_id: str, command: list[str], *, cpu_milli=1000, memory=64 * MI, image=None, gpus=()):
     return InstanceSpec(id=instance_id, job="t", group="g", kind="container", cpu_milli=cpu_milli,
-                        memory_bytes=memory, config={"image": image, "command": command, "env": {}})
+                        memory_bytes=memory, config={"image": image, "command": command, "env": {}}, gpus=gpus)
 
 
 class Harness:
@@ -223,6 +223,40 @@ async def test_start_logs_stop_and_clean_up(harness):
     assert "hello" in d.log_path(h).read_text()  # the log outlives the instance...
     d.remove_logs(h)
     assert not d.log_path(h).exists()           # ...until removed
+
+
+@pytest.mark.integration
+@needs_root()
+@needs_runc()
+async def test_only_the_chosen_gpu_is_allowed(harness, tmp_path):
+    """No GPU here: fake NVIDIA nodes (major 195, no driver behind them). Opening an allowed one
+    says "no such device" (ENXIO, from the missing driver); a denied one, made in the container
+    (runc lets any node be made), is refused by the device cgroup (EPERM)."""
+    d = harness.driver
+    d.dev_dir = tmp_path / "dev"
+    d.dev_dir.mkdir()
+    for n in (0, 1):
+        os.mknod(d.dev_dir / f"nvidia{n}", 0o020666, os.makedev(195, n))
+    script = "env; ls /dev; cat /dev/nvidia1; mknod /tmp/n0 c 195 0; cat /tmp/n0; echo done"
+    h = await harness.start("t.g.0-gpu", ["sh", "-c", script], gpus=(1,))
+    await until(lambda: "done" in d.log_path(h).read_text())
+    out = d.log_path(h).read_text()
+    assert {"NVIDIA_VISIBLE_DEVICES=1", "CUDA_VISIBLE_DEVICES=1", "CUDA_DEVICE_ORDER=PCI_BUS_ID"} <= set(out.split())
+    assert "nvidia1" in out.split() and "nvidia0" not in out.split()          # ls /dev
+    assert "can't open '/dev/nvidia1': No such device or address" in out     # allowed
+    assert "can't open '/tmp/n0': Operation not permitted" in out            # denied
+    assert (h.data["gpus"], h.data["gpu_devices"]) == ([1], ["/dev/nvidia1"])
+    if d.cgroups.version == "v1":
+        rules = Path("/sys/fs/cgroup/devices", h.data["cgroup"], "devices.list").read_text().split("\n")
+        assert "c 195:1 rwm" in rules and "c 195:0 rwm" not in rules
+
+    plain = await harness.start("t.g.1-gpu", ["sh", "-c", "env; ls /dev; echo done"])
+    await until(lambda: "done" in d.log_path(plain).read_text())
+    out = d.log_path(plain).read_text()
+    assert "VISIBLE_DEVICES" not in out and "nvidia" not in out and "gpus" not in plain.data
+
+    with pytest.raises(DriverError, match="GPU 2 chosen for it has no device node"):
+        await harness.start("t.g.2-gpu", ["true"], gpus=(2,))
 
 
 @pytest.mark.integration

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.drivers.base import Handle, InstanceSpec
+from agent.drivers.base import DriverError, Handle, InstanceSpec
 from agent.drivers.vm import VMDriver, overhead, probe
 from agent.drivers.vm import domain as dom
 from tests.agent.drivers import vmfixtures as fx
@@ -99,13 +99,13 @@ def test_probe_guest_is_a_tiny_initramfs():
 
 
 def vm_spec(guest: dict, instance_id: str | None = None, memory_mib: int = 256, disk: bool = False,
-            **config) -> InstanceSpec:
+            gpus: tuple[int, ...] = (), **config) -> InstanceSpec:
     boot = {"disk": guest["disk"]} if disk else \
         {"kernel": guest["kernel"], "initrd": guest["initrd"], "cmdline": guest["cmdline"]}
     return InstanceSpec(id=instance_id or f"t.g.{uuid.uuid4().hex[:6]}", job="t", group="g", kind="vm",
                         cpu_milli=1000, memory_bytes=(memory_mib + 200) * MI,
                         request_cpu_milli=1000, request_memory_bytes=memory_mib * MI,
-                        config={**boot, **config})
+                        config={**boot, **config}, gpus=gpus)
 
 
 @pytest.fixture
@@ -182,10 +182,11 @@ async def test_fingerprint_reports_a_broken_libvirt(vm_node, vm_state_dir, uri):
 @pytest.mark.integration
 @needs_libvirt()
 async def test_kernel_vm_lifecycle(driver, guest):
-    spec = vm_spec(guest)
+    spec = vm_spec(guest, gpus=(0,))      # no GPU on this host: recorded, nothing passed through
     t0 = time.monotonic()
     h = await driver.start(spec)
     started = time.monotonic() - t0
+    assert h.data["gpus"] == [0] and "gpu_pci" not in h.data
     log = driver.log_path(h)
     boot = await wait_for_marker(log)
     print(f"\nstart: {started:.2f}s, boot to marker: {boot:.1f}s; {log.read_text().splitlines()[0]}")
@@ -216,6 +217,28 @@ async def test_kernel_vm_lifecycle(driver, guest):
     driver.remove_logs(h)
     assert not log.exists()
     await driver.destroy(h)                                   # idempotent
+
+
+@pytest.mark.integration
+@needs_libvirt()
+async def test_a_chosen_gpu_reaches_libvirt_as_a_hostdev(vm_node, vm_state_dir, libvirt_daemons, guest, tmp_path):
+    """A fake sysfs names one NVIDIA GPU: its <hostdev> is valid XML for libvirt, which then finds
+    no such device to pass through (this host has none, nor an IOMMU), and nothing is left."""
+    sysfs = tmp_path / "devices" / "0000:65:1f.0"
+    sysfs.mkdir(parents=True)
+    (sysfs / "vendor").write_text("0x10de\n")
+    (sysfs / "class").write_text("0x030200\n")
+    d = VMDriver(vm_node, vm_state_dir, pci_dir=sysfs.parent)
+    try:
+        with pytest.raises(DriverError, match="GPU 1 chosen for it is not on this node"):
+            await d.start(vm_spec(guest, gpus=(1,)))
+        with pytest.raises(DriverError) as refused:
+            await d.start(vm_spec(guest, gpus=(0,)))
+        message = str(refused.value)
+        assert "schema" not in message and ("PCI" in message or "65:1f" in message), message
+        assert not list(d.instances_dir.iterdir()) and not await d.domains()
+    finally:
+        d.close()
 
 
 @pytest.mark.integration
