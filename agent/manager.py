@@ -44,9 +44,9 @@ class InstanceManager:
                  store: HandleStore | None = None, instant: bool = False):
         """`store`: where handles are kept for a restarted agent (default: files in
         <state_dir>/handles). `instant`: the drivers start instances at once (FakeDriver on simulated
-        hosts), so a Start is started right away and confirmed with its outcome, `running`, instead
-        of `starting` then `running`: one state write per instance, as a real agent whose instance
-        started before its `starting` report went out would coalesce them."""
+        hosts), so start() starts them before it returns and confirms each with its outcome,
+        `running`, instead of `starting` then `running`: one state write per instance, as a real
+        agent whose instance started before its `starting` report went out would coalesce them."""
         self.node = node
         self.drivers = drivers
         self.reporter = reporter

@@ -120,7 +120,8 @@ class FleetRegistration(Registration):
         for r in self.records:
             r.epoch = lease_id
         # one put per record, MAX_TXN_OPS at a time (Etcd.put_many puts under no lease): 5,000
-        # records take ~1.4 s here instead of ~0.1 s in transactions, once per registration
+        # records take ~1.4 s here instead of ~0.1 s in transactions, once per registration, and
+        # the scheduler reads 5,000 watch events instead of 40
         for i in range(0, len(self.records), MAX_TXN_OPS):
             await asyncio.gather(*(self.etcd.put(keys.node(r.name), records.dumps(r), lease=lease_id)
                                    for r in self.records[i:i + MAX_TXN_OPS]))

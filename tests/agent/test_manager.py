@@ -2,6 +2,8 @@
 in-memory stand-in for etcd. No process, no etcd: what the manager does with states and handles."""
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from agent.drivers.base import InstanceSpec
@@ -109,6 +111,18 @@ async def test_instant_starts_are_confirmed_running_in_one_write(world):
     await m.stop(["a"], grace=1)
     await state_is(etcd, "a", "stopped")
     assert m.instances.keys() == {"b"}
+
+
+async def test_an_instant_start_stopped_while_it_started_is_stopped(tmp_path):
+    etcd, driver = MemoryEtcd(), FakeDriver("container", tmp_path, start_delay=0.05)
+    m = InstanceManager(NODE, tmp_path, {"container": driver}, Reporter(etcd, NODE),
+                        store=NoHandleStore(), instant=True)
+    starting = asyncio.create_task(m.start([spec("a")]))
+    await asyncio.sleep(0.01)
+    assert await m.stop(["a"], grace=1) == ["a"]
+    assert await starting == [("a", True, "")]
+    await state_is(etcd, "a", "stopped")
+    assert not m.is_active("a")
 
 
 async def test_recover_adopts_the_living_and_reports_the_dead_and_the_lost(world):
