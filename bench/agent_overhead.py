@@ -18,6 +18,8 @@ is b7a0b19 without 5ec1e2c, "after" adds 5ec1e2c and agent/memory.py + lazy yaml
     container      68.4 -> 44.4 MiB (one run each)        0.25 -> 0.3        15
     container,vm   with orjson for the etcd records (issue 7): 58.2 58.2 58.1 MiB
     container,vm   --tls (gRPC and etcd), certificates checked in a child process: 60.2 60.2 60.3 MiB
+    container,vm   issue 12 (handle store, shared driver modules, GPU devices), side by side with
+                   e830d0b, alternating: 58.1 58.2 -> 58.3 58.4 MiB; container alone 44.4 44.5 -> 44.7 44.6
 
 Where the memory went (container,vm, before): pyroute2's import ~9.5 MiB (its __init__ loads NDB,
 IPDB, sqlite3, unittest.mock...; replaced by agent/rtnl.py), cryptography ~9 MiB (packyard.tls now
