@@ -9,7 +9,7 @@ Workloads are placed one by one in file order (an online arrival sequence), each
 count 1 through the same `place()` the scheduler service calls, with the default profiles.
 OUT.csv gets one row per workload with the amounts reserved on its host, overhead included; the
 last line printed is a JSON summary. `--gpu-model pooled` counts a host's GPUs as one amount
-(gpumodel.py) to compare with figures measured that way.
+(gpumodel.py, EngineConfig.gpu_model) to compare with figures measured that way.
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def _int(row: dict[str, str], key: str, default: int = 0) -> int:
     return int(float(value)) if value else default
 
 
-def read_nodes(path: Path) -> HostTable:
+def read_nodes(path: Path, gpu_model: str = gpumodel.DEVICES) -> HostTable:
     hosts = []
     for i, row in enumerate(_rows(path)):
         name = row.get("name") or row.get("sn") or f"node-{i}"
@@ -64,7 +64,7 @@ def read_nodes(path: Path) -> HostTable:
                                    memory_bytes=_int(row, "memory_mib") * MIB,
                                    gpu_milli=_int(row, "gpu") * 1000)
         hosts.append(Host(name, capacity, attributes=DRIVERS))
-    return HostTable.from_hosts(hosts)
+    return HostTable.from_hosts(hosts, gpu_model=gpu_model)
 
 
 def read_workloads(path: Path) -> list[GroupAsk]:
@@ -102,14 +102,9 @@ def write_out(path: Path, results, reserved: np.ndarray) -> None:
 
 def pack(nodes: Path, workloads: Path, out: Path, policy: str, started: float,
          gpu_model: str = gpumodel.DEVICES) -> dict:
-    with gpumodel.using(gpu_model):    # from before the table: it lays out each host's devices
-        return _pack(nodes, workloads, out, policy, started, gpu_model)
-
-
-def _pack(nodes: Path, workloads: Path, out: Path, policy: str, started: float, gpu_model: str) -> dict:
-    table = read_nodes(nodes)
+    table = read_nodes(nodes, gpu_model)
     asks = read_workloads(workloads)
-    config = EngineConfig.for_policy(policy)
+    config = EngineConfig.for_policy(policy, gpu_model=gpu_model)
     plan = Plan(table, config)
     engine_start = time.perf_counter()
     results = place(table, asks, plan=plan)

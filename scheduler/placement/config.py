@@ -1,5 +1,6 @@
 """EngineConfig: one pipeline, configured. Bin-pack versus spread, the peers' policies, overhead
-profiles, overcommit ratios and host reserves are settings here, not forks of the code."""
+profiles, overcommit ratios, host reserves and how GPUs are counted are settings here, not forks
+of the code (nor process-wide switches)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 
 from packyard.profiles import DEFAULTS, Profile
 from packyard.records import ResourceAmounts
+from scheduler.placement import gpumodel
 from scheduler.placement.mix import WorkloadMix
 from scheduler.placement.scorers import MIX_SCORERS, REGISTRY
 
@@ -45,6 +47,10 @@ class EngineConfig:
     # at most the ask's minus this (Nomad's 10); never equal or higher, so at least 1
     preempt_margin: int = 10
     max_cached_classes: int = 512
+    # how a host's GPUs are counted (gpumodel.py): "devices", what hosts run, or "pooled", how the
+    # peers' published figures count them (packyard-bench pack --gpu-model). The host table must
+    # be built for the same model: HostTable.from_hosts(hosts, gpu_model=config.gpu_model)
+    gpu_model: str = gpumodel.DEVICES
 
     def __post_init__(self) -> None:
         unknown = [name for name, _ in self.scorers if name not in REGISTRY]
@@ -61,12 +67,18 @@ class EngineConfig:
             raise ValueError("preempt_margin must be at least 1: never evict equal priority")
         if self.host_reserve.gpu_milli:
             raise ValueError("host_reserve cannot hold back GPUs")
+        gpumodel.device_milli(self.gpu_model)   # refuses an unknown model
 
     @classmethod
     def for_policy(cls, policy: str, **kwargs) -> EngineConfig:
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
         return cls(scorers=POLICIES[policy], **kwargs)
+
+    @property
+    def device_milli(self) -> int:
+        """milli-GPUs in one device under the config's GPU model."""
+        return gpumodel.device_milli(self.gpu_model)
 
     def uses_mix(self) -> bool:
         return any(name in MIX_SCORERS and weight > 0 for name, weight in self.scorers)

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from packyard.records import ResourceAmounts
-from scheduler.placement import filters, gpumodel, preempt
+from scheduler.placement import filters, preempt
 from scheduler.placement.asks import GroupAsk, GroupPlacement, Preemption, Running, Status
 from scheduler.placement.config import EngineConfig
-from scheduler.placement.plan import Plan, View
+from scheduler.placement.plan import Plan
 from scheduler.placement.soft import SoftTerms
 from scheduler.placement.table import CPU, DISK, GPU, MEMORY, HostTable, amounts
+from scheduler.placement.view import View
 
 NEG = -np.inf
 DynamicCheck = Callable[[View], filters.Verdict]
@@ -74,7 +75,8 @@ def place_group(plan: Plan, ask: GroupAsk) -> GroupPlacement:
         reserved = profile.reserve(r)
         known = plan.reserved_of[shape] = (reserved, amounts(reserved))
     reserved, need = known
-    if reserved.gpu_milli > gpumodel.device_milli and reserved.gpu_milli % gpumodel.device_milli:
+    device = plan.table.device_milli   # the config's GPU model (the Plan checked)
+    if reserved.gpu_milli > device and reserved.gpu_milli % device:
         return _error(ask, reserved, "more than one GPU must be a whole number of GPUs")
     plan.observe(need, ask.count)
     n = len(plan.table)

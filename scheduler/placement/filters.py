@@ -10,16 +10,11 @@ the first one that rejects it:
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from packyard.spec import Constraint
-from scheduler.placement import gpumodel
 from scheduler.placement.table import CPU, DISK, GPU, MEMORY, MISSING, HostTable
-
-if TYPE_CHECKING:
-    from scheduler.placement.plan import View
+from scheduler.placement.view import View
 
 Verdict = tuple[np.ndarray, str]
 
@@ -82,9 +77,9 @@ def gpu_fits(view: View) -> Verdict:
     """A share (< 1 GPU) needs one device with that much left; whole GPUs need that many wholly
     free devices."""
     gpu_milli = int(view.need[GPU])
-    if gpu_milli < gpumodel.device_milli:
+    if gpu_milli < view.device_milli:
         mask = np.maximum.reduce(view.gpu_free, axis=1, initial=0) >= gpu_milli
     else:
-        whole = np.add.reduce(view.gpu_free == gpumodel.device_milli, axis=1)
-        mask = whole >= gpu_milli // gpumodel.device_milli
+        whole = np.add.reduce(view.gpu_free == view.device_milli, axis=1)
+        mask = whole >= gpu_milli // view.device_milli
     return mask, "not enough gpu"

@@ -10,20 +10,17 @@ packing in two ways:
 
 Both are measured per host before and after placing the instance; the scorers turn the change
 into [0, 1] on one scale for all hosts (the largest host's GPUs), 0.5 meaning no change. The
-"before" values depend only on the host, so the Plan keeps them until the host changes.
+"before" values depend only on the host, so they are kept (measures.py) until the host changes.
+Devices are counted in the mix's device size, which is the plan's (mix.py, gpumodel.py).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from scheduler.placement import gpumodel
 from scheduler.placement.mix import WorkloadMix
+from scheduler.placement.overlay import Overlay
 from scheduler.placement.table import CPU, GPU, MEMORY, devices_after
-
-if TYPE_CHECKING:
-    from scheduler.placement.plan import Plan, View
+from scheduler.placement.view import View
 
 FRAGMENTED, STRANDED = 0, 1
 FEW_ROWS = 256   # up to this many rows, hosts without free GPUs are scored with the others
@@ -47,11 +44,11 @@ def gpu_parts(gpu_free: np.ndarray, mix: WorkloadMix) -> np.ndarray:
     # (the ufuncs' reduce: ndarray.sum and .max cost a Python wrapper each, on the hot path)
     out[:, 0] = np.add.reduce(gpu_free, axis=1)
     largest = np.maximum.reduce(gpu_free, axis=1, initial=0)
-    whole = np.add.reduce(gpu_free == gpumodel.device_milli, axis=1)
+    whole = np.add.reduce(gpu_free == mix.device_milli, axis=1)
     # what each shape needs of the GPUs: a share one device with room, whole GPUs free devices
-    room = np.where(mix.share, largest[:, None], whole[:, None] * gpumodel.device_milli)
+    room = np.where(mix.share, largest[:, None], whole[:, None] * mix.device_milli)
     np.greater_equal(room, mix.gpu, out=out[:, 1:1 + s], casting="unsafe")
-    out[:, 1 + s:] = _below(gpu_free, mix.thresholds)[:, mix.threshold_index]
+    out[:, 1 + s:] = _below(gpu_free, mix.thresholds, mix.device_milli)[:, mix.threshold_index]
     return out
 
 
@@ -69,15 +66,16 @@ def from_parts(cpu_free: np.ndarray, memory_free: np.ndarray, parts: np.ndarray,
     out[:, FRAGMENTED] = np.add.reduce(np.where(fits, parts[:, 1 + s:], total[:, None]) * mix.weight, axis=1)
     usable = total.astype(np.float64)
     if mix.cpu_per_gpu > 0:
-        usable = np.minimum(usable, np.maximum(cpu_free, 0) * (gpumodel.device_milli / mix.cpu_per_gpu))
+        usable = np.minimum(usable, np.maximum(cpu_free, 0) * (mix.device_milli / mix.cpu_per_gpu))
     if mix.memory_per_gpu > 0:
-        usable = np.minimum(usable, np.maximum(memory_free, 0) * (gpumodel.device_milli / mix.memory_per_gpu))
+        usable = np.minimum(usable, np.maximum(memory_free, 0) * (mix.device_milli / mix.memory_per_gpu))
     out[:, STRANDED] = total - usable
     return out
 
 
-def _below(gpu_free: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """(n, T): free milli on each host's devices that have less free than each threshold."""
+def _below(gpu_free: np.ndarray, thresholds: np.ndarray, device_milli: int) -> np.ndarray:
+    """(n, T): free milli on each host's devices (of `device_milli`) that have less free than
+    each threshold (at most `device_milli`)."""
     n, g = gpu_free.shape
     if n * g * len(thresholds) < 50_000:   # few hosts (a refresh of changed rows): broadcast
         devices = gpu_free[:, None, :]
@@ -87,7 +85,7 @@ def _below(gpu_free: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     ordered = np.sort(gpu_free, axis=1)
     prefix = np.zeros((n, g + 1), dtype=np.int64)
     np.cumsum(ordered, axis=1, out=prefix[:, 1:])
-    step = 2 * gpumodel.device_milli + 2
+    step = 2 * device_milli + 2
     lift = np.arange(n, dtype=np.int64)[:, None] * step
     position = np.searchsorted((ordered + lift).ravel(), (lift + thresholds[None, :]).ravel())
     count = position.reshape(n, len(thresholds)) - np.arange(n)[:, None] * g
@@ -96,41 +94,50 @@ def _below(gpu_free: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 
 def gradients(view: View) -> np.ndarray | None:
     """(n, 2) scores in [0, 1]: 0.5 - (after - before) / (2 x the largest host's GPU milli), or
-    None (0.5 on every row) when there is no mix yet or none of the rows' hosts has a GPU."""
-    plan = view.plan
-    mix = plan.mix
-    if mix is None or plan.gpu_scale == 0:
+    None (0.5 on every row) when there is no mix yet or none of the rows' hosts has a GPU.
+    Computed once per view: both GPU scorers read it."""
+    return view.shared("gpu gradients", _view_gradients)
+
+
+def _view_gradients(view: View) -> np.ndarray | None:
+    hosts = view.overlay
+    mix = hosts.mix
+    if mix is None or hosts.gpu_scale == 0:
         return None
     index = view.index
     # a host with no free GPU (none at all, or all taken) has nothing to fragment or strand,
     # before or after an instance without GPUs (the only kind it can take): both measures are 0
     # there, so its scores are exactly 0.5, computed or not
-    has_gpu = plan.gpu_left[index] > 0
+    has_gpu = hosts.gpu_left[index] > 0
     if not np.logical_or.reduce(has_gpu):
         return None
     if len(index) <= FEW_ROWS or np.logical_and.reduce(has_gpu):
         # a refresh of a few rows costs its numpy calls, not its rows: compute them all rather
         # than pick out those with GPUs
-        return _gradients(plan, index, view.free, view.cpu_after, view.memory_after, view.gpu_free,
+        return _gradients(hosts, index, view.free, view.cpu_after, view.memory_after, view.gpu_free,
                           view.need, mix)
     out = np.full((len(index), 2), 0.5)
     at = index[has_gpu]
-    out[has_gpu] = _gradients(plan, at, view.free[has_gpu], view.cpu_after[has_gpu],
-                              view.memory_after[has_gpu], plan.gpu_free[at], view.need, mix)
+    out[has_gpu] = _gradients(hosts, at, view.free[has_gpu], view.cpu_after[has_gpu],
+                              view.memory_after[has_gpu], hosts.gpu_free[at], view.need, mix)
     return out
 
 
-def _gradients(plan: Plan, index: np.ndarray, free: np.ndarray, cpu_after: np.ndarray,
+def _gradients(hosts: Overlay, index: np.ndarray, free: np.ndarray, cpu_after: np.ndarray,
                memory_after: np.ndarray, gpu_free: np.ndarray, need: np.ndarray,
                mix: WorkloadMix) -> np.ndarray:
     """The scores of hosts `index`, whose free amounts are `free` and devices `gpu_free`."""
-    # "before" depends on the host alone: the plan keeps it, and its GPU parts, until the host
-    # changes (both are taken together, so they go stale together)
-    stale = plan.stale("gpu", index)
+    # "before" depends on the host alone: it is kept, with its GPU parts, until the host changes
+    # (both are taken together, so they go stale together)
+    kept = hosts.measures
+    stale = kept.stale("gpu", index)
     g = int(need[GPU])
     if stale is None:
-        before = plan.measures["gpu"][0][index]
-        parts = plan.measures["gpu parts"][0][index] if g <= 0 else gpu_parts(devices_after(gpu_free, g), mix)
+        before = kept.known("gpu", index)
+        if g <= 0:
+            parts = kept.known("gpu parts", index)
+        else:
+            parts = gpu_parts(devices_after(gpu_free, g, hosts.device_milli), mix)
         after = from_parts(cpu_after, memory_after, parts, mix)
     else:
         # the stale hosts' "before" and every host's "after" in one call each: a refresh
@@ -138,14 +145,15 @@ def _gradients(plan: Plan, index: np.ndarray, free: np.ndarray, cpu_after: np.nd
         k = len(stale)
         if g <= 0:   # an instance without GPUs leaves the devices as they are: after = before's parts
             new_parts = gpu_parts(gpu_free[stale], mix)
-            parts = plan.remember("gpu parts", index, stale, new_parts)
+            parts = kept.remember("gpu parts", index, stale, new_parts)
         else:
-            both = gpu_parts(np.concatenate((gpu_free[stale], devices_after(gpu_free, g))), mix)
+            after_devices = devices_after(gpu_free, g, hosts.device_milli)
+            both = gpu_parts(np.concatenate((gpu_free[stale], after_devices)), mix)
             new_parts, parts = both[:k], both[k:]
-            plan.remember("gpu parts", index, stale, new_parts)
+            kept.remember("gpu parts", index, stale, new_parts)
         measured = from_parts(np.concatenate((free[stale, CPU], cpu_after)),
                               np.concatenate((free[stale, MEMORY], memory_after)),
                               np.concatenate((new_parts, parts)), mix)
-        before = plan.remember("gpu", index, stale, measured[:k])
+        before = kept.remember("gpu", index, stale, measured[:k])
         after = measured[k:]
-    return 0.5 - (after - before) / (2 * plan.gpu_scale)
+    return 0.5 - (after - before) / (2 * hosts.gpu_scale)

@@ -1,4 +1,4 @@
-"""How the engine counts a host's GPUs.
+"""How the engine counts a host's GPUs: the models `EngineConfig.gpu_model` names.
 
 `devices` (the default, and the only model the scheduler uses): a host with N GPUs has N devices
 of 1000 milli. A share (less than one GPU) must fit on one device; whole GPUs take whole free
@@ -9,34 +9,22 @@ split over two GPUs. Physically wrong, but it is how the peers' figures quoted i
 measured (bench/PACKING.md); `packyard-bench pack --gpu-model pooled` compares on those terms.
 Pooled is one device as large as any host's GPUs together: every ask is then a share of it, and
 the engine's device rules give the pooled ones without a second code path.
+
+A model is only a device size here. Whatever lays out or reads devices is given that size
+(HostTable.from_hosts(gpu_model=...), WorkloadMix(device_milli=...), the Plan from its config),
+so two models can be in use in one process.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 DEVICES, POOLED = "devices", "pooled"
 MODELS = (DEVICES, POOLED)
-_SIZES = {DEVICES: 1000, POOLED: 10**9}
-
-# milli-GPUs in one device under the model in use (read at call time by the engine's modules)
-device_milli = _SIZES[DEVICES]
+ONE_GPU = 1000   # milli-GPUs in one real device: the size under `devices`
+_SIZES = {DEVICES: ONE_GPU, POOLED: 10**9}
 
 
-def use(model: str) -> None:
-    """Count GPUs by `model` from now on, for the whole process (build tables after this)."""
-    global device_milli
-    if model not in _SIZES:
+def device_milli(model: str) -> int:
+    """milli-GPUs in one device under `model`."""
+    size = _SIZES.get(model)
+    if size is None:
         raise ValueError(f"unknown GPU model {model!r}: {' or '.join(MODELS)}")
-    device_milli = _SIZES[model]
-
-
-@contextmanager
-def using(model: str) -> Iterator[None]:
-    """`use(model)` for the length of a block (tests)."""
-    before = device_milli
-    use(model)
-    try:
-        yield
-    finally:
-        globals()["device_milli"] = before
+    return size

@@ -4,6 +4,10 @@ protect capacity for it ("Beware of Fragmentation", ATC '23, calls it the target
 
 Either given (EngineConfig.workload_mix: e.g. the instances running now) or learned by the Plan
 from the asks it has seen so far: causal, no look-ahead at asks not yet made.
+
+Which shapes are a share of one GPU, and how much cpu and memory a GPU brings, depend on the GPU
+model (gpumodel.py): a mix is counted in devices of `device_milli`, and the Plan re-counts a given
+mix in its config's model (for_devices).
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ Shape = tuple[int, int, int]
 
 
 class WorkloadMix:
-    def __init__(self, classes: list[tuple[int, int, int, float]]):
+    def __init__(self, classes: list[tuple[int, int, int, float]], *, device_milli: int = gpumodel.ONE_GPU):
         if not classes:
             raise ValueError("a workload mix needs at least one class")
         a = np.array(classes, dtype=np.float64).reshape(-1, 4)
@@ -28,29 +32,39 @@ class WorkloadMix:
         self.memory = a[:, 1].astype(np.int64)
         self.gpu = a[:, 2].astype(np.int64)
         self.weight = a[:, 3] / a[:, 3].sum()
-        self.share = self.gpu < gpumodel.device_milli     # a share of one device (or no GPU at all)
-        # the fragmentation scorer compares devices against min(gpu, 1 GPU): its distinct values
+        self.classes = list(classes)    # as given, to count them again in another device size
+        self.device_milli = device_milli
+        self.share = self.gpu < device_milli     # a share of one device (or no GPU at all)
+        # the fragmentation scorer compares devices against min(gpu, 1 device): its distinct values
         self.thresholds, self.threshold_index = np.unique(
-            np.minimum(self.gpu, gpumodel.device_milli), return_inverse=True)
+            np.minimum(self.gpu, device_milli), return_inverse=True)
         self.cpu_per_gpu, self.memory_per_gpu = self._per_gpu()
         # the average instance: the proportion in which the mix asks for cpu and memory
         self.mean_cpu = float(self.cpu @ self.weight)
         self.mean_memory = float(self.memory @ self.weight)
 
     @classmethod
-    def of(cls, counts: dict[Shape, float], top: int = 64) -> WorkloadMix:
+    def of(cls, counts: dict[Shape, float], top: int = 64, *,
+           device_milli: int = gpumodel.ONE_GPU) -> WorkloadMix:
         """The mix of counted shapes, keeping the `top` most frequent."""
         best = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-        return cls([(*shape, float(n)) for shape, n in best])
+        return cls([(*shape, float(n)) for shape, n in best], device_milli=device_milli)
 
     @classmethod
-    def of_reserved(cls, reserved: Iterable[ResourceAmounts], top: int = 64) -> WorkloadMix | None:
+    def of_reserved(cls, reserved: Iterable[ResourceAmounts], top: int = 64, *,
+                    device_milli: int = gpumodel.ONE_GPU) -> WorkloadMix | None:
         """The mix of instances' reserved amounts (e.g. those running now), None if there are none."""
         counts: dict[Shape, float] = {}
         for r in reserved:
             shape = (r.cpu_milli, r.memory_bytes, r.gpu_milli)
             counts[shape] = counts.get(shape, 0.0) + 1
-        return cls.of(counts, top) if counts else None
+        return cls.of(counts, top, device_milli=device_milli) if counts else None
+
+    def for_devices(self, device_milli: int) -> WorkloadMix:
+        """This mix counted in devices of `device_milli` (itself when it already is)."""
+        if device_milli == self.device_milli:
+            return self
+        return WorkloadMix(self.classes, device_milli=device_milli)
 
     def _per_gpu(self) -> tuple[float, float]:
         """The median cpu and memory a GPU's worth of the mix's GPU workloads brings with it
@@ -59,8 +73,8 @@ class WorkloadMix:
         if not g.any():
             return 0.0, 0.0
         share = self.weight[g] * self.gpu[g]
-        return (_weighted_median(self.cpu[g] / self.gpu[g], share) * gpumodel.device_milli,
-                _weighted_median(self.memory[g] / self.gpu[g], share) * gpumodel.device_milli)
+        return (_weighted_median(self.cpu[g] / self.gpu[g], share) * self.device_milli,
+                _weighted_median(self.memory[g] / self.gpu[g], share) * self.device_milli)
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
@@ -75,7 +89,9 @@ class MixLearner:
     by more than `tolerance` (total variation): rebuilding the mix invalidates every cached score,
     and a stationary workload soon stops moving it."""
 
-    def __init__(self, growth: float = 1.25, tolerance: float = 0.05, top: int = 64):
+    def __init__(self, growth: float = 1.25, tolerance: float = 0.05, top: int = 64, *,
+                 device_milli: int = gpumodel.ONE_GPU):
+        self.device_milli = device_milli   # the mixes it offers are counted in these devices
         self.counts: dict[Shape, float] = {}
         self.total = 0.0
         self.checked_at = 0.0
@@ -99,4 +115,4 @@ class MixLearner:
         if self.in_use and moved <= self.tolerance:
             return None
         self.in_use = candidate
-        return WorkloadMix([(*k, v) for k, v in candidate.items()])
+        return WorkloadMix([(*k, v) for k, v in candidate.items()], device_milli=self.device_milli)

@@ -15,21 +15,16 @@ Rules (README.md):
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from scheduler.placement import gpumodel
 from scheduler.placement.asks import Running
+from scheduler.placement.plan import Plan
 from scheduler.placement.table import CPU, DISK, GPU, MEMORY, amounts
-
-if TYPE_CHECKING:
-    from scheduler.placement.plan import Plan
 
 Cost = tuple[int, int, int, float]
 
 
-def fits(free: np.ndarray, gpu_free: np.ndarray, need: np.ndarray) -> bool:
+def fits(free: np.ndarray, gpu_free: np.ndarray, need: np.ndarray, device_milli: int) -> bool:
     """The fit filters (filters.fits, filters.gpu_fits) for one host's free amounts."""
     for r in (CPU, MEMORY, DISK):
         if need[r] > 0 and free[r] < need[r]:
@@ -37,9 +32,9 @@ def fits(free: np.ndarray, gpu_free: np.ndarray, need: np.ndarray) -> bool:
     g = int(need[GPU])
     if g <= 0:
         return True
-    if g < gpumodel.device_milli:
+    if g < device_milli:
         return bool(gpu_free.max(initial=0) >= g)
-    return int((gpu_free == gpumodel.device_milli).sum()) >= g // gpumodel.device_milli
+    return int((gpu_free == device_milli).sum()) >= g // device_milli
 
 
 class _Host:
@@ -49,19 +44,20 @@ class _Host:
         self.capacity = np.maximum(plan.capacity[host], 1)
         self.free = plan.capacity[host] - plan.allocated[host]
         self.gpu_free = plan.gpu_free[host].copy()
+        self.device_milli = plan.table.device_milli
 
     def after(self, victims: list[Running]) -> tuple[np.ndarray, np.ndarray]:
         free, gpu = self.free.copy(), self.gpu_free.copy()
         for v in victims:
             free[:GPU] += amounts(v.reserved)[:GPU]
-            share = min(v.reserved.gpu_milli, gpumodel.device_milli)
+            share = min(v.reserved.gpu_milli, self.device_milli)
             for d in v.gpus:
                 if 0 <= d < len(gpu):
                     gpu[d] += share
         return free, gpu
 
     def fits_without(self, victims: list[Running], need: np.ndarray) -> bool:
-        return fits(*self.after(victims), need)
+        return fits(*self.after(victims), need, self.device_milli)
 
     def size(self, v: Running) -> float:
         """What evicting `v` frees, as a share of the host (summed over resources)."""

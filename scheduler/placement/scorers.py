@@ -8,18 +8,15 @@ The peers' policies are re-derived from their published formulas (FIELD-NOTES.md
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scheduler.placement.fragmentation import FRAGMENTED, STRANDED
+from scheduler.placement.fragmentation import FRAGMENTED, STRANDED, gradients
 from scheduler.placement.table import CPU, MEMORY
-
-if TYPE_CHECKING:
-    from scheduler.placement.plan import View
+from scheduler.placement.view import View
 
 # an array with one score a row, or one float for every row
-Scorer = Callable[["View"], "np.ndarray | float"]
+Scorer = Callable[[View], np.ndarray | float]
 
 
 def binpack(view: View) -> np.ndarray:
@@ -32,7 +29,7 @@ def binpack(view: View) -> np.ndarray:
 def occupied(view: View) -> np.ndarray:
     """1 on a host that already holds something, 0 on an empty one: a tie-breaker that keeps work
     on the hosts in use, so empty hosts stay empty (to be powered down or kept for big work)."""
-    return view.plan.in_use[view.rows]
+    return view.overlay.in_use[view.rows]
 
 
 def nomad_binpack(view: View) -> np.ndarray:
@@ -65,14 +62,14 @@ def fragmentation(view: View) -> np.ndarray | float:
     """Fragmentation gradient (FGD, fragmentation.py): prefer the host whose expected GPU
     fragmentation for the workload mix grows least: a share on a partly used GPU rather than a
     whole one, whole GPUs where they leave no partial device behind."""
-    g = view.gpu_gradients
+    g = gradients(view)
     return 0.5 if g is None else g[:, FRAGMENTED]
 
 
 def stranding(view: View) -> np.ndarray | float:
     """Prefer the host where placing the instance strands the fewest GPUs (fragmentation.py):
     keep the cpu and memory that a host's free GPUs will need."""
-    g = view.gpu_gradients
+    g = gradients(view)
     return 0.5 if g is None else g[:, STRANDED]
 
 
@@ -91,22 +88,22 @@ def balance(view: View) -> np.ndarray | float:
     0.5 - (stranded share after placing - before) / 4 (the share is 0..2). Unlike kube-scheduler's BalancedAllocation
     (equal fractions), the target proportion is the mix's, so a memory-heavy VM goes where cpu
     would otherwise be left over."""
-    plan = view.plan
-    mix = plan.mix
+    mix = view.overlay.mix
     if mix is None or mix.mean_cpu <= 0 or mix.mean_memory <= 0:
         return 0.5
     free, capacity, index = view.free, view.capacity, view.index
     cpu_after, memory_after = view.cpu_after, view.memory_after
-    stale = plan.stale("balance", index)
+    kept = view.overlay.measures   # the "before" of each host, until it changes (measures.py)
+    stale = kept.stale("balance", index)
     if stale is None:
-        before = plan.measures["balance"][0][index]
+        before = kept.known("balance", index)
         after = stranded_share(cpu_after, memory_after, capacity, mix.mean_cpu, mix.mean_memory)
     else:   # the stale hosts' "before" and every host's "after" in one call (fewer numpy calls)
         k = len(stale)
         both = stranded_share(np.concatenate((free[stale, CPU], cpu_after)),
                               np.concatenate((free[stale, MEMORY], memory_after)),
                               np.concatenate((capacity[stale], capacity)), mix.mean_cpu, mix.mean_memory)
-        before = plan.remember("balance", index, stale, both[:k])
+        before = kept.remember("balance", index, stale, both[:k])
         after = both[k:]
     return 0.5 - (after - before) / 4
 

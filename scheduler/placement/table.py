@@ -8,7 +8,8 @@ read-only, and a placement run reserves into a Plan (plan.py), never into the ta
 GPUs are devices, not a pool: a host with `gpu_milli=4000` has four GPUs of 1000 milli each, and
 `gpu_free[i, d]` is what is left on device d of host i. A share of one GPU (< 1000 milli) must fit
 on a single device, and whole GPUs must be whole free devices; an aggregate counter would happily
-place two 0.6 shares "on" one GPU.
+place two 0.6 shares "on" one GPU. The device size is the table's (`device_milli`, from the GPU
+model it was built for, gpumodel.py): the layout depends on it.
 """
 from __future__ import annotations
 
@@ -58,10 +59,10 @@ class Column:
 
 
 def _devices(capacity_milli: int, allocated_milli: int, given: tuple[int, ...] | None,
-             width: int) -> np.ndarray:
-    """Free milli per GPU device of one host, padded with 0 (no device) to `width`."""
-    n = -(-capacity_milli // gpumodel.device_milli)
-    size = np.clip(capacity_milli - gpumodel.device_milli * np.arange(width), 0, gpumodel.device_milli)
+             width: int, device_milli: int) -> np.ndarray:
+    """Free milli per GPU device (of `device_milli`) of one host, padded with 0 (no device) to `width`."""
+    n = -(-capacity_milli // device_milli)
+    size = np.clip(capacity_milli - device_milli * np.arange(width), 0, device_milli)
     if given is not None:
         if len(given) > n:
             raise ValueError(f"gpu_allocated names {len(given)} devices, the host has {n}")
@@ -70,25 +71,25 @@ def _devices(capacity_milli: int, allocated_milli: int, given: tuple[int, ...] |
         if np.any(used < 0) or np.any(used > size):
             raise ValueError(f"gpu_allocated {given} does not fit devices of {size[:n].tolist()} milli")
     else:
-        used = np.clip(allocated_milli - gpumodel.device_milli * np.arange(width), 0, gpumodel.device_milli)
+        used = np.clip(allocated_milli - device_milli * np.arange(width), 0, device_milli)
     return (size - used).astype(np.int64)
 
 
-def devices_after(gpu_free: np.ndarray, g: int) -> np.ndarray:
-    """(n, G) each host's devices once an instance asking `g` milli-GPUs is placed there, by the
-    rule of plan.pick_gpus (rows where it does not fit are left as they are)."""
+def devices_after(gpu_free: np.ndarray, g: int, device_milli: int) -> np.ndarray:
+    """(n, G) each host's devices (of `device_milli`) once an instance asking `g` milli-GPUs is
+    placed there, by the rule of overlay.pick_gpus (rows where it does not fit are left as they are)."""
     after = gpu_free.copy()
     if g <= 0 or after.size == 0:
         return after
-    if g < gpumodel.device_milli:
+    if g < device_milli:
         candidates = np.where(after >= g, after, np.iinfo(np.int64).max)
         device = np.argmin(candidates, axis=1)
         rows = np.flatnonzero(candidates[np.arange(len(after)), device] != np.iinfo(np.int64).max)
         after[rows, device[rows]] -= g
     else:
-        whole = after == gpumodel.device_milli
-        enough = whole.sum(axis=1) >= g // gpumodel.device_milli
-        take = whole & (np.cumsum(whole, axis=1) <= g // gpumodel.device_milli) & enough[:, None]
+        whole = after == device_milli
+        enough = whole.sum(axis=1) >= g // device_milli
+        take = whole & (np.cumsum(whole, axis=1) <= g // device_milli) & enough[:, None]
         after[take] = 0
     return after
 
@@ -117,9 +118,13 @@ class HostTable:
     gpu_capacity: np.ndarray    # (N, G) int64 milli per device, 0 where the host has no device d
     gpu_free: np.ndarray        # (N, G) int64
     columns: Mapping[str, Column]   # "label.<key>", "node.name", and every attribute name
+    device_milli: int = gpumodel.ONE_GPU     # milli per GPU device under the model the table was built for
 
     @classmethod
-    def from_hosts(cls, hosts: Iterable[Host]) -> HostTable:
+    def from_hosts(cls, hosts: Iterable[Host], *, gpu_model: str = gpumodel.DEVICES) -> HostTable:
+        """The table of `hosts`, their GPUs laid out as devices of `gpu_model` (gpumodel.py; a
+        Plan refuses a table built for another model than its EngineConfig.gpu_model)."""
+        device_milli = gpumodel.device_milli(gpu_model)
         hosts = list(hosts)
         names = tuple(h.name for h in hosts)
         if len(set(names)) != len(names):
@@ -127,15 +132,16 @@ class HostTable:
         n = len(hosts)
         capacity = np.array([amounts(h.capacity) for h in hosts], dtype=np.int64).reshape(n, 4)
         allocated = np.array([amounts(h.allocated) for h in hosts], dtype=np.int64).reshape(n, 4)
-        width = int(max(1, -(-int(capacity[:, GPU].max(initial=0)) // gpumodel.device_milli)))
-        gpu_capacity = np.array([_devices(int(c[GPU]), 0, (), width) for c in capacity],
+        width = int(max(1, -(-int(capacity[:, GPU].max(initial=0)) // device_milli)))
+        gpu_capacity = np.array([_devices(int(c[GPU]), 0, (), width, device_milli) for c in capacity],
                                 dtype=np.int64).reshape(n, width)
         gpu_free = np.zeros((n, width), dtype=np.int64)
         for i, h in enumerate(hosts):
             if h.gpu_allocated is not None and sum(h.gpu_allocated) != h.allocated.gpu_milli:
                 raise ValueError(f"{h.name}: gpu_allocated does not add up to allocated.gpu_milli")
             try:
-                gpu_free[i] = _devices(h.capacity.gpu_milli, h.allocated.gpu_milli, h.gpu_allocated, width)
+                gpu_free[i] = _devices(h.capacity.gpu_milli, h.allocated.gpu_milli, h.gpu_allocated, width,
+                                       device_milli)
             except ValueError as e:
                 raise ValueError(f"{h.name}: {e}") from None
         columns = {"node.name": Column(_frozen(np.arange(n, dtype=np.int32)),
@@ -147,7 +153,7 @@ class HostTable:
                 columns[prefix + k] = _column((m.get(k) for m in maps), n)
         ready = np.array([h.ready for h in hosts], dtype=bool).reshape(n)
         return cls(names, _frozen(capacity), _frozen(allocated), _frozen(ready),
-                   _frozen(gpu_capacity), _frozen(gpu_free), columns)
+                   _frozen(gpu_capacity), _frozen(gpu_free), columns, device_milli)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -168,4 +174,4 @@ class HostTable:
         if allocated.shape != self.allocated.shape or gpu_free.shape != self.gpu_free.shape:
             raise ValueError("allocation does not match this table's shape")
         return HostTable(self.names, self.capacity, _frozen(allocated.copy()), self.ready,
-                         self.gpu_capacity, _frozen(gpu_free.copy()), self.columns)
+                         self.gpu_capacity, _frozen(gpu_free.copy()), self.columns, self.device_milli)

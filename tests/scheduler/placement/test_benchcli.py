@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from scheduler.placement import gpumodel
 from scheduler.placement.benchcli import lower_bound, main, read_nodes, read_workloads
 from scheduler.placement.table import CPU, GPU, MEMORY
 
@@ -88,19 +87,20 @@ def test_unknown_policy_is_refused(small):
     assert result.exit_code != 0 and "random" in result.output
 
 
-def test_pooled_gpus_let_shares_span_devices_and_the_model_is_put_back(tmp_path):
+def test_pooled_gpus_let_shares_span_devices_and_leave_nothing_behind(tmp_path):
     """Three 0.6 shares on a 2-GPU host: as devices only two fit (each leaves 0.4 on its GPU);
-    pooled (how the peers' published figures count GPUs) all three do, in 1.8 of the 2 GPUs."""
+    pooled (how the peers' published figures count GPUs) all three do, in 1.8 of the 2 GPUs. The
+    model is the run's own: devices, then pooled, then devices again decide as each alone."""
     nodes = write(tmp_path / "n.csv", ["sn", "cpu_milli", "memory_mib", "gpu"], [["g", 64000, 65536, 2]])
     workloads = write(tmp_path / "w.csv", ["name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli"],
                       [[f"s{i}", 1000, 1024, 1, 600] for i in range(3)])
     placed = {}
-    for model in ("devices", "pooled"):
+    for model in ("devices", "pooled", "devices"):
         result = CliRunner().invoke(main, ["pack", "--nodes", str(nodes), "--workloads", str(workloads),
                                            "--out", str(tmp_path / "out.csv"), "--gpu-model", model])
         assert result.exit_code == 0, result.output
         summary = json.loads(result.output.strip().splitlines()[-1])
         assert summary["gpu_model"] == model
-        placed[model] = summary["placed"]
-        assert gpumodel.device_milli == 1000      # the process is back on devices
+        assert placed.setdefault(model, summary["placed"]) == summary["placed"]
     assert placed == {"devices": 2, "pooled": 3}
+    assert read_nodes(nodes).gpu_capacity.tolist() == [[1000, 1000]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scheduler.placement import EngineConfig, Plan, place
+from scheduler.placement import EngineConfig, HostTable, Plan, place
 from scheduler.placement.mix import MixLearner, WorkloadMix
 from tests.scheduler.placement.builders import ask, host, table
 
@@ -66,3 +66,19 @@ def test_mix_of_reserved_amounts():
                                    ResourceAmounts(2000, GIB, gpu_milli=500)])
     assert mix is not None and mix.weight.tolist() == pytest.approx([2 / 3, 1 / 3])
     assert WorkloadMix.of_reserved([]) is None
+
+
+def test_a_given_mix_is_counted_in_the_plans_gpu_model():
+    """Pooled, every GPU shape is a share of the one device: the Plan re-counts a mix made for
+    devices (as the controller's WorkloadMix.of makes it) in its config's model."""
+    mix = WorkloadMix([(1000, GIB, 500, 1), (8000, 8 * GIB, 2000, 1)])
+    assert mix.share.tolist() == [True, False] and mix.for_devices(1000) is mix
+    hosts = [host("g", gpu=2000)]
+    plan = Plan(HostTable.from_hosts(hosts, gpu_model="pooled"),
+                EngineConfig(workload_mix=mix, gpu_model="pooled"))
+    assert plan.mix.share.tolist() == [True, True] and plan.mix.device_milli == 10**9
+    assert plan.mix.cpu_per_gpu == pytest.approx(mix.cpu_per_gpu / 1000 * 10**9)
+    assert mix.share.tolist() == [True, False]          # the given mix is left as it was
+    learned = Plan(HostTable.from_hosts(hosts, gpu_model="pooled"), EngineConfig(gpu_model="pooled"))
+    place(learned.table, [ask(1, gpu=2000)], plan=learned)
+    assert learned.mix.device_milli == 10**9 and learned.mix.share.tolist() == [True]

@@ -4,6 +4,7 @@ explanation accounts for every host exactly once, and the incremental engine (sc
 one row re-evaluated per reservation) decides exactly as re-running the whole pipeline would."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -19,7 +20,6 @@ from scheduler.placement import (
     HostTable,
     Plan,
     Status,
-    gpumodel,
     place,
 )
 from scheduler.placement.table import amounts
@@ -170,14 +170,11 @@ def test_pooled_gpus_never_exceed_a_hosts_total(hs, group_asks, config):
     """`--gpu-model pooled` (the peers' published figures' model): a host's GPUs are one amount;
     no plan takes more than it, every GPU ask takes a part of that one pool, and the incremental
     engine still decides as the full pipeline does."""
-    with gpumodel.using("pooled"):
-        table = HostTable.from_hosts(hs)
-        plan = Plan(table, config)
-        results = place(table, group_asks, plan=plan)
-        reference = EngineConfig(profiles=config.profiles, scorers=config.scorers,
-                                 overcommit=config.overcommit, host_reserve=config.host_reserve,
-                                 incremental=False)
-        slow = place(table, group_asks, reference)
+    pooled = dataclasses.replace(config, gpu_model="pooled")
+    table = HostTable.from_hosts(hs, gpu_model="pooled")
+    plan = Plan(table, pooled)
+    results = place(table, group_asks, plan=plan)
+    slow = place(table, group_asks, dataclasses.replace(pooled, incremental=False))
     assert table.gpu_capacity.shape[1] == 1
     assert np.all(plan.gpu_free >= 0)
     taken = np.zeros(len(table), dtype=np.int64)

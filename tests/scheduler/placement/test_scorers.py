@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.placement import EngineConfig, Plan, scorers
-from scheduler.placement.fragmentation import _below, measures
+from scheduler.placement.fragmentation import _below, gradients, measures
 from scheduler.placement.mix import WorkloadMix
 from scheduler.placement.table import amounts
 from tests.scheduler.placement.builders import host, res, table
@@ -92,8 +92,7 @@ def test_stranding_keeps_cpu_for_free_gpus():
 @pytest.mark.parametrize("name", ["fragmentation", "stranding"])
 def test_gpu_scorers_are_neutral_without_a_mix_or_gpus(name, mix, hosts):
     plan = Plan(table(*hosts), EngineConfig(workload_mix=mix, scorers=((name, 1.0),)))
-    if mix is None:
-        plan.mix = None
+    assert plan.mix is mix
     assert gpu_score(name, plan, res(100, 1)) == 0.5   # one number for every host
 
 
@@ -119,7 +118,7 @@ def test_fragment_sums_agree_for_few_and_many_hosts(n, thresholds, seed):
     gpu = np.random.default_rng(seed).choice([0, 100, 250, 500, 810, 1000], size=(n, 8))
     th = np.array(sorted(thresholds))
     direct = (gpu[:, None, :] * (gpu[:, None, :] < th[None, :, None])).sum(axis=2)
-    assert np.array_equal(_below(gpu, th), direct)
+    assert np.array_equal(_below(gpu, th, 1000), direct)
 
 
 @settings(max_examples=30, deadline=None)
@@ -144,7 +143,7 @@ def test_a_host_without_free_gpus_scores_exactly_neutral():
     # (a refresh of a few rows computes them with the rest: the result must be 0.5 to the bit)
     plan = gpu_plan(host("full", 64000, 256, gpu=2000, used=res(1000, 1, gpu=2000)), host("free", gpu=1000),
                     host("none", 64000, 256))
-    g = plan.view(amounts(res(2000, 4))).gpu_gradients
+    g = gradients(plan.view(amounts(res(2000, 4))))
     assert g[0].tolist() == [0.5, 0.5] and g[2].tolist() == [0.5, 0.5]
     assert measures(np.array([63000]), np.array([255 << 30]), np.zeros((1, 2), dtype=np.int64),
                     MIX).tolist() == [[0.0, 0.0]]

@@ -1,0 +1,58 @@
+"""Per-host measures: values that depend on a host's state (and the workload mix) but not on the
+instance being placed, such as a scorer's "before" (fragmentation.py, scorers.balance).
+
+Computed once per host state and shared by every equivalence class: a scorer asks which of its
+rows are stale, computes those (usually in the same numpy calls as the rows' "after" values, so
+there is no `compute` callback here) and remembers them. A host's values are dropped when its
+state changes (Overlay.reserve and release), all of them when the mix changes.
+
+Hosts are row indices of the table; this module knows nothing of plans or views.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class Measures:
+    def __init__(self, hosts: int, keep: bool = True):
+        self.hosts = hosts
+        # False: every measure is recomputed on every call (EngineConfig(incremental=False), the
+        # reference the property tests compare the cached engine against)
+        self.keep = keep
+        # name -> (values (hosts, ...), valid (hosts,) bool)
+        self.entries: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def stale(self, name: str, index: np.ndarray) -> np.ndarray | None:
+        """Positions in `index` (host indices) of the hosts whose measure `name` must be
+        (re)computed; None when there are none."""
+        entry = self.entries.get(name)
+        if entry is None or not self.keep:
+            return np.arange(len(index))
+        stale = (~entry[1][index]).nonzero()[0]
+        return stale if len(stale) else None
+
+    def known(self, name: str, index: np.ndarray) -> np.ndarray:
+        """The measure `name` of the hosts `index`, none of them stale."""
+        return self.entries[name][0][index]
+
+    def remember(self, name: str, index: np.ndarray, stale: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Store the measure `name` computed for the hosts index[stale]; return it for every
+        host of `index`."""
+        entry = self.entries.get(name)
+        if entry is None:
+            entry = self.entries[name] = (np.zeros((self.hosts, *values.shape[1:]), dtype=values.dtype),
+                                          np.zeros(self.hosts, dtype=bool))
+        store, valid = entry
+        hosts = index[stale]
+        store[hosts] = values
+        valid[hosts] = True
+        return values if len(stale) == len(index) else store[index]
+
+    def changed(self, host: int) -> None:
+        """The host's state changed: every measure of it is stale."""
+        for _, valid in self.entries.values():
+            valid[host] = False
+
+    def clear(self) -> None:
+        """Everything is stale (the workload mix changed)."""
+        self.entries.clear()

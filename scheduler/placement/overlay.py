@@ -1,0 +1,91 @@
+"""The plan's hosts as they stand: the table's allocation with the plan's reservations and
+releases applied (Nomad's "proposed allocs"), as arrays changed in place, and what the scorers
+keep per host state (measures.py) and the workload mix they measure for.
+
+The Plan (plan.py) decides what to reserve and keeps the log of it; this holds the numbers. They
+change only through reserve() and release(), which also drop the changed host's measures, and
+use_mix(), which drops them all: a measure is never read for a state it was not taken in.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from scheduler.placement.asks import Running
+from scheduler.placement.measures import Measures
+from scheduler.placement.mix import WorkloadMix
+from scheduler.placement.table import GPU, HostTable, amounts
+
+
+def pick_gpus(free: np.ndarray, gpu_milli: int, device_milli: int) -> tuple[int, ...]:
+    """The devices (of `device_milli`) of one host that an instance asking `gpu_milli` takes, or
+    () if none fit. A share goes to the fullest device that still holds it (best fit), keeping
+    whole GPUs whole; whole GPUs take the lowest-numbered wholly free devices."""
+    if gpu_milli <= 0:
+        return ()
+    if gpu_milli < device_milli:
+        fits = np.flatnonzero(free >= gpu_milli)
+        return (int(fits[np.argmin(free[fits])]),) if fits.size else ()
+    whole = np.flatnonzero(free == device_milli)
+    k = gpu_milli // device_milli
+    return tuple(int(d) for d in whole[:k]) if whole.size >= k else ()
+
+
+class Overlay:
+    def __init__(self, table: HostTable, capacity: np.ndarray, mix: WorkloadMix | None,
+                 keep_measures: bool = True):
+        """`capacity`: the effective capacity (overcommit and host reserve applied, plan.py)."""
+        self.device_milli = table.device_milli
+        self.capacity = capacity
+        self.inv_capacity = np.zeros(capacity.shape)
+        np.divide(1.0, capacity, out=self.inv_capacity, where=capacity > 0)
+        self.no_capacity = (capacity <= 0).astype(np.float64)
+        self.gpu_capacity = table.gpu_capacity
+        # the GPU scorers' scale: the largest host's GPUs
+        self.gpu_scale = int(table.gpu_capacity.sum(axis=1).max(initial=0))
+        self.allocated = table.allocated.copy()
+        # capacity - allocated, kept with it (a refresh reads it for every row it looks at)
+        self.free = capacity - self.allocated
+        self.in_use = np.any(self.allocated > 0, axis=1).astype(np.float64)   # 1.0: holds something
+        self.gpu_free = table.gpu_free.copy()
+        # free GPU milli per host: a host with none left scores 0.5 on the GPU terms for the
+        # instances it can still take (those without GPUs), exactly, without computing them
+        self.gpu_left = self.gpu_free.sum(axis=1)
+        self.all_rows = np.arange(len(table))
+        self.measures = Measures(len(table), keep_measures)
+        self.mix = mix
+
+    def use_mix(self, mix: WorkloadMix) -> None:
+        """Measure for another workload mix from now on: every measure taken is stale."""
+        self.mix = mix
+        self.measures.clear()
+
+    def reserve(self, host: int, need: np.ndarray) -> tuple[int, ...]:
+        """Reserve `need` on `host` (which the filters found feasible); returns its GPU devices."""
+        devices = pick_gpus(self.gpu_free[host], int(need[GPU]), self.device_milli)
+        if need[GPU] > 0:
+            if not devices:
+                raise AssertionError(f"no GPU device on host {host} holds {need[GPU]} milli")
+            share = min(int(need[GPU]), self.device_milli)
+            self.gpu_free[host, list(devices)] -= share
+            self.gpu_left[host] -= share * len(devices)
+        self.allocated[host] += need
+        self.free[host] -= need
+        self.in_use[host] = 1.0
+        self.measures.changed(host)
+        return devices
+
+    def release(self, host: int, victims: Iterable[Running]) -> None:
+        """Give back the reservations of evicted instances on `host` (preemption)."""
+        for v in victims:
+            self.allocated[host] -= amounts(v.reserved)
+            self.free[host] += amounts(v.reserved)
+            share = min(v.reserved.gpu_milli, self.device_milli)
+            for d in v.gpus:
+                if 0 <= d < self.gpu_free.shape[1]:
+                    self.gpu_free[host, d] = min(self.gpu_free[host, d] + share,
+                                                 self.gpu_capacity[host, d])
+        self.gpu_left[host] = self.gpu_free[host].sum()
+        self.in_use[host] = float(np.any(self.allocated[host] > 0))
+        self.measures.changed(host)
