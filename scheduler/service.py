@@ -1,10 +1,9 @@
-"""The scheduler's gRPC API (packyard.v1.Scheduler), used by ctl. Reads come from the controller's
-etcd-fed cache; writes go to etcd (revision-checked) before the call returns.
+"""The scheduler's gRPC API (packyard.v1.Scheduler), used by ctl: protobuf in and out, nothing
+more. Reads come from the controller's etcd-fed cache; writes are the controller's (`submit`,
+`stop_job`), in etcd before the call returns.
 """
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import logging
 
 import grpc
@@ -13,12 +12,11 @@ from packyard import keys, records
 from packyard.records import JobRecord, ResourceAmounts
 from packyard.spec import SpecError, load_json
 from packyard.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
-from scheduler.controller import Controller, to_resources
-from scheduler.reconciler import reconcile
+from scheduler.controller import Conflict, Controller, NotFound
+from scheduler.convert import to_resources
 from scheduler.state import Entry
 
 log = logging.getLogger(__name__)
-RETRIES_ON_CONFLICT = 6     # waits 0.05 .. 1.6 s in all: longer than a watch takes to catch up
 
 
 class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
@@ -46,80 +44,37 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
 
     async def Submit(self, request, context):
         spec = await self._spec(request, context)
-        # A conflict means our cache was behind etcd (another replica wrote this job, or the one
-        # before us died mid-submission and ctl failed over to us): wait for the watch to catch
-        # up and decide again. Submitting the same spec again is a no-op, so a retried
-        # submission is never placed twice.
-        delay = 0.05
-        for _ in range(RETRIES_ON_CONFLICT):
-            reply = await self._submit(spec)
-            if reply is not None:
-                return reply
-            await asyncio.sleep(delay)
-            delay *= 2
-        await context.abort(grpc.StatusCode.ABORTED, f"job '{spec.name}' kept changing while submitting; "
-                                                     "submit again")
-
-    async def _submit(self, spec) -> scheduler_pb2.SubmitResponse | None:
-        state = self.c.state
-        async with self.c.lock:
-            old = state.jobs.get(spec.name)
-            spec_json = spec.to_json()
-            if old is not None and old.spec_json == spec_json and old.desired == "run":
-                ids = [e.id for e in state.job_entries(spec.name) if e.record.desired == "run"]
-                return scheduler_pb2.SubmitResponse(name=spec.name, version=old.version,
-                                                    changed=False, instance_ids=ids)
-            now = self.c.clock()
-            job = JobRecord(name=spec.name, spec_json=spec_json,
-                            version=old.version + 1 if old else 1, desired="run",
-                            submitted_at=now, updated_at=now)
-            result = reconcile(job, spec, state.job_entries(spec.name), self.c.ready_nodes(), now,
-                               self.c.config.reconcile)
-            job_write = (keys.job(job.name), records.dumps(job), state.job_revisions.get(job.name, 0))
-            if not await self.c.commit([*result.create, *result.stop, *result.lost], first=job_write,
-                                       fenced=False):
-                return None
-            await self.c.tell_stop([r for r in result.stop if r.node])
-        self.c.kick(spec.name)
-        ids = [e.id for e in state.job_entries(spec.name) if e.record.desired == "run"]
-        return scheduler_pb2.SubmitResponse(name=spec.name, version=job.version, changed=True,
-                                            instance_ids=ids)
+        try:
+            done = await self.c.submit(spec)
+        except Conflict as e:
+            await context.abort(grpc.StatusCode.ABORTED, str(e))
+        return scheduler_pb2.SubmitResponse(name=spec.name, version=done.version, changed=done.changed,
+                                            instance_ids=done.instance_ids)
 
     async def Plan(self, request, context):
         spec = await self._spec(request, context)
-        async with self.c.lock:
-            old = self.c.state.jobs.get(spec.name)
-            unchanged = old is not None and old.spec_json == spec.to_json() and old.desired == "run"
-            version = old.version if unchanged else (old.version + 1 if old else 1)
-            planned = self.c.plan(spec, version)
-        out = scheduler_pb2.PlanResponse(name=spec.name, changed=not unchanged, version=version)
-        for action, rec, node, reason in planned:
+        planned = await self.c.plan(spec)
+        out = scheduler_pb2.PlanResponse(name=spec.name, changed=planned.changed, version=planned.version)
+        for p in planned.instances:
             out.instances.append(scheduler_pb2.PlannedInstance(
-                id=rec.id, group=rec.group, action=action, node=node, reason=reason,
-                reserved=to_resources(ResourceAmounts.of(rec.reserved))))
+                id=p.record.id, group=p.record.group, action=p.action, node=p.node, reason=p.reason,
+                reserved=to_resources(ResourceAmounts.of(p.record.reserved))))
         return out
 
     async def Stop(self, request, context):
-        async with self.c.lock:
-            job = self.c.state.jobs.get(request.name)
-            if job is None:
-                await context.abort(grpc.StatusCode.NOT_FOUND, f"job '{request.name}' not found")
-            purge = job.purge or request.purge
-            if job.desired != "stop" or job.purge != purge:
-                job = dataclasses.replace(job, desired="stop", purge=purge, updated_at=self.c.clock())
-                write = (keys.job(job.name), records.dumps(job), self.c.state.job_revisions[job.name])
-                if not await self.c.commit([], first=write, fenced=False):
-                    await context.abort(grpc.StatusCode.ABORTED, "job changed meanwhile; try again")
-        self.c.kick(request.name)
-        stopping = sum(1 for e in self.c.state.job_entries(request.name)
-                       if e.record.desired == "run" and not e.record.lost)
-        return scheduler_pb2.StopResponse(name=request.name, stopping=stopping, purge=job.purge)
+        try:
+            done = await self.c.stop_job(request.name, request.purge)
+        except NotFound as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        except Conflict as e:
+            await context.abort(grpc.StatusCode.ABORTED, str(e))
+        return scheduler_pb2.StopResponse(name=request.name, stopping=done.stopping, purge=done.purge)
 
     async def Status(self, request, context):
         job = self.c.state.jobs.get(request.name)
         if job is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"job '{request.name}' not found")
-        spec = self.c.spec_of(job)
+        spec = self.c.specs.of(job)
         out = scheduler_pb2.JobStatus(name=job.name, priority=spec.priority, state=_job_state(job),
                                       version=job.version, submitted_at=job.submitted_at,
                                       spec_json=job.spec_json)
@@ -145,7 +100,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         for name in sorted(self.c.state.jobs):
             job = self.c.state.jobs[name]
             summary = scheduler_pb2.JobSummary(name=name, state=_job_state(job),
-                                               priority=self.c.spec_of(job).priority,
+                                               priority=self.c.specs.of(job).priority,
                                                version=job.version, submitted_at=job.submitted_at)
             summary.instances_by_state.update(self.c.state.counts(name))
             out.jobs.append(summary)
@@ -154,10 +109,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     async def Nodes(self, request, context):
         state = self.c.state
         alloc = state.allocated()
-        count: dict[str, int] = {}
-        for e in state.instances.values():
-            if e.record.node and not e.record.lost:
-                count[e.record.node] = count.get(e.record.node, 0) + 1
+        count = state.placed_per_node()
         out = scheduler_pb2.NodesResponse()
         for status, group in (("ready", state.nodes), ("down", state.down)):
             for name, n in group.items():

@@ -5,8 +5,8 @@ comes back here through the watch, so the cache never holds anything etcd does n
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Set
+from dataclasses import dataclass
 
 from packyard import keys, records
 from packyard.etcd import KV, Event
@@ -77,37 +77,42 @@ def unsettled(e: Entry) -> bool:
     return effective_state(r, e.state) not in TERMINAL
 
 
-@dataclass
 class ClusterState:
-    nodes: dict[str, NodeRecord] = field(default_factory=dict)      # ready: their lease is alive
-    down: dict[str, NodeRecord] = field(default_factory=dict)       # seen, lease since expired
-    jobs: dict[str, JobRecord] = field(default_factory=dict)
-    job_revisions: dict[str, int] = field(default_factory=dict)
-    instances: dict[str, Entry] = field(default_factory=dict)
-    by_job: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    # reports can arrive before the instance record (watch order across prefixes): keep them,
-    # per instance and node: a node it was moved away from may still report it (see strays)
-    reports: dict[str, dict[str, StateRecord]] = field(default_factory=dict)
-    # instance -> nodes reporting it running (or starting) that it is not placed on: left over
-    # from a Start the scheduler gave up waiting for, or a node back from the dead. Stopped.
-    strays: dict[str, set[str]] = field(default_factory=dict)
-    usage: dict[str, UsageRecord] = field(default_factory=dict)     # node -> latest measurement
-    # Indexes kept as events are applied, so that an evaluation costs what changed, not the size
-    # of the cluster (100,000 instances: a full scan is ~50 ms, and an evaluation made several)
-    pending_ids: set[str] = field(default_factory=set)       # to place: run, no node, not lost
-    pending_groups: dict[tuple[str, str], set[str]] = field(default_factory=dict)   # the same by group
-    unsettled: set[str] = field(default_factory=set)         # an agent has yet to act (see below)
-    holding: dict[str, tuple[str, tuple[int, int, int, int]]] = field(default_factory=dict)
-    node_alloc: dict[str, list[int]] = field(default_factory=dict)   # node -> [cpu, mem, disk, gpu]
-    shapes: dict[tuple[int, int, int], int] = field(default_factory=dict)  # reserved shape -> count
-    gpu_holders: set[str] = field(default_factory=set)
-    holding_by_job: dict[str, int] = field(default_factory=dict)
-    returned: set[str] = field(default_factory=set)     # nodes back after being down (Controller.audit)
-    # instance id -> (value, record) of our own writes in flight (see Controller._commit_chunk)
-    writing: dict[str, tuple[bytes, InstanceRecord]] = field(default_factory=dict)
-    # told of every report as it lands (old, new): the controller counts instance ends by it
-    on_report: Callable[[StateRecord | None, StateRecord], None] | None = None
-    nodes_version: int = 0        # bumped on every node event: what was built from nodes is stale
+    """The cache. `nodes`, `down`, `jobs`, `instances` and `usage` are the records as etcd holds
+    them (read them, never write them); the indexes behind the query methods below are kept as
+    events are applied, so that an evaluation costs what changed, not the size of the cluster
+    (100,000 instances: a full scan is ~50 ms, and an evaluation made several). Only the watches
+    (`apply`, `load`, `reload`) and the scheduler's own commits (`put_own_write`, `expect_own_write`)
+    change it."""
+
+    def __init__(self, on_report: Callable[[StateRecord | None, StateRecord], None] | None = None):
+        self.nodes: dict[str, NodeRecord] = {}      # ready: their lease is alive
+        self.down: dict[str, NodeRecord] = {}       # seen, lease since expired
+        self.jobs: dict[str, JobRecord] = {}
+        self.instances: dict[str, Entry] = {}
+        self.usage: dict[str, UsageRecord] = {}     # node -> latest measurement
+        # told of every report as it lands (old, new): the controller counts instance ends by it
+        self.on_report = on_report
+        self._job_revisions: dict[str, int] = {}
+        self._by_job: dict[str, set[str]] = defaultdict(set)
+        # reports can arrive before the instance record (watch order across prefixes): keep them,
+        # per instance and node: a node it was moved away from may still report it (see strays)
+        self._reports: dict[str, dict[str, StateRecord]] = {}
+        # instance -> nodes reporting it running (or starting) that it is not placed on: left over
+        # from a Start the scheduler gave up waiting for, or a node back from the dead. Stopped.
+        self._strays: dict[str, set[str]] = {}
+        self._pending_ids: set[str] = set()         # to place: run, no node, not lost
+        self._pending_groups: dict[tuple[str, str], set[str]] = {}   # the same by group
+        self._unsettled: set[str] = set()           # an agent has yet to act (see `unsettled`)
+        self._holding: dict[str, tuple[str, tuple[int, int, int, int]]] = {}
+        self._node_alloc: dict[str, list[int]] = {}   # node -> [cpu, mem, disk, gpu]
+        self._shapes: dict[tuple[int, int, int], int] = {}   # reserved shape -> count
+        self._gpu_holders: set[str] = set()
+        self._holding_by_job: dict[str, int] = {}
+        self._returned: set[str] = set()            # nodes back after being down (audited first)
+        # instance id -> (value, record) of our own writes in flight (see expect_own_write)
+        self._writing: dict[str, tuple[bytes, InstanceRecord]] = {}
+        self._nodes_version = 0     # bumped on every node event: what was built from nodes is stale
 
     # --- loading and applying etcd events -------------------------------------------------
     def load(self, prefix: str, kvs: list[KV]) -> set[str]:
@@ -133,7 +138,7 @@ class ClusterState:
         if prefix == keys.INSTANCES:
             return [keys.instance(e.record.job, iid) for iid, e in self.instances.items()]
         if prefix == keys.STATE:
-            return [keys.state(node, iid) for iid, by_node in self.reports.items() for node in by_node]
+            return [keys.state(node, iid) for iid, by_node in self._reports.items() for node in by_node]
         if prefix == keys.USAGE:
             return [keys.usage(n) for n in self.usage]
         return []
@@ -142,11 +147,11 @@ class ClusterState:
         """Apply one event; return the names of jobs whose situation changed ("*" = all jobs)."""
         if ev.key.startswith(keys.NODES):
             name = keys.last(ev.key)
-            self.nodes_version += 1
+            self._nodes_version += 1
             if ev.kind == "put":
                 self.nodes[name] = records.loads(NodeRecord, ev.value)
                 if self.down.pop(name, None) is not None:
-                    self.returned.add(name)   # back from the dead: what does it still run?
+                    self._returned.add(name)   # back from the dead: what does it still run?
                 return set()          # new capacity: the next placement pass sees it
             if name in self.nodes:
                 self.down[name] = self.nodes.pop(name)
@@ -155,10 +160,10 @@ class ClusterState:
             name = keys.last(ev.key)
             if ev.kind == "put":
                 self.jobs[name] = records.loads(JobRecord, ev.value)
-                self.job_revisions[name] = ev.revision
+                self._job_revisions[name] = ev.revision
             else:
                 self.jobs.pop(name, None)
-                self.job_revisions.pop(name, None)
+                self._job_revisions.pop(name, None)
             return {name}
         if ev.key.startswith(keys.INSTANCES):
             iid = keys.last(ev.key)
@@ -167,14 +172,14 @@ class ClusterState:
                 entry = self.instances.get(iid)
                 if entry is not None and entry.mod_revision >= ev.revision:
                     return set()      # our own commit, applied when it was made
-                mine = self.writing.pop(iid, None)
+                mine = self._writing.pop(iid, None)
                 # our own commit still awaiting its reply: the record in hand, not parsed again
                 rec = mine[1] if mine is not None and mine[0] == ev.value else \
                     records.loads(InstanceRecord, ev.value)
                 self.put_instance(rec, ev.revision)
             else:
                 self.instances.pop(iid, None)
-                self.by_job[job].discard(iid)
+                self._by_job[job].discard(iid)
                 self._index(iid, None)
                 self._find_strays(iid, "")
             # no reconcile needed: instance records are written by the reconciling scheduler
@@ -191,117 +196,134 @@ class ClusterState:
             node, iid = ev.key[len(keys.STATE):].split("/", 1)
             if ev.kind == "put":
                 new = records.loads(StateRecord, ev.value)
-                by_node = self.reports.setdefault(iid, {})
+                by_node = self._reports.setdefault(iid, {})
                 if self.on_report is not None:
                     self.on_report(by_node.get(node), new)
                 by_node[node] = new
-            elif iid in self.reports:
-                self.reports[iid].pop(node, None)
-                if not self.reports[iid]:
-                    del self.reports[iid]
+            elif iid in self._reports:
+                self._reports[iid].pop(node, None)
+                if not self._reports[iid]:
+                    del self._reports[iid]
             entry = self.instances.get(iid)
             if entry is not None:
                 self._attach_report(entry)
             else:
                 self._find_strays(iid, "")
             # a report changes no reconcile decision (the confirm timeout is a timer: see
-            # Controller.scan_unsettled); an ended instance frees room, which placement sees
+            # dispatch.Dispatcher.scan); an ended instance frees room, which placement sees
             return set()
         return set()
+
+    # --- the scheduler's own writes --------------------------------------------------------
+    def expect_own_write(self, rec: InstanceRecord, value: bytes) -> None:
+        """`rec`, serialised as `value`, is being written by this scheduler: the watch may bring it
+        back before etcd's reply does, and takes the record from here instead of parsing it."""
+        self._writing[rec.id] = (value, rec)
+
+    def forget_own_write(self, iid: str) -> None:
+        """The write of `iid` got its reply (or failed): nothing more to expect from the watch."""
+        self._writing.pop(iid, None)
+
+    def put_own_write(self, rec: InstanceRecord, revision: int) -> None:
+        """A record this scheduler committed at `revision`, applied at once so that the next
+        decision sees it (unless the watch was first)."""
+        entry = self.instances.get(rec.id)
+        if entry is None or entry.mod_revision < revision:
+            self.put_instance(rec, revision)
 
     def put_instance(self, rec: InstanceRecord, revision: int) -> None:
         """An instance record as written at `revision` (from a watch, or our own commit)."""
         entry = self.instances.get(rec.id)
         if entry is None:
             entry = self.instances[rec.id] = Entry(rec, revision)
-            self.by_job[rec.job].add(rec.id)
+            self._by_job[rec.job].add(rec.id)
         else:
             entry.record, entry.mod_revision = rec, revision
         self._attach_report(entry)
 
     def _attach_report(self, entry: Entry) -> None:
         # a report counts only if it comes from the node the instance is placed on now
-        entry.state = self.reports.get(entry.id, {}).get(entry.record.node)
+        entry.state = self._reports.get(entry.id, {}).get(entry.record.node)
         self._find_strays(entry.id, entry.record.node)
         self._index(entry.id, entry)
 
     def _find_strays(self, iid: str, placed_on: str) -> None:
-        reports = self.reports.get(iid)
+        reports = self._reports.get(iid)
         if not reports or (len(reports) == 1 and placed_on in reports):   # the usual case, quickly
-            if iid in self.strays:
-                del self.strays[iid]
+            if iid in self._strays:
+                del self._strays[iid]
             return
         nodes = {n for n, rep in reports.items() if n != placed_on and rep.state not in TERMINAL}
         if nodes:
-            self.strays[iid] = nodes
+            self._strays[iid] = nodes
         else:
-            self.strays.pop(iid, None)
+            self._strays.pop(iid, None)
 
     def _index(self, iid: str, e: Entry | None) -> None:
         """Move the instance to where it now belongs in each index (most events, a report of an
         instance already counted, change none of them: each index is touched only if it moves)."""
         r = e.record if e is not None else None
         pending = r is not None and r.desired == "run" and not r.node and not r.lost
-        if pending != (iid in self.pending_ids):
+        if pending != (iid in self._pending_ids):
             group = group_of(iid)
             if pending:
-                self.pending_ids.add(iid)
-                self.pending_groups.setdefault(group, set()).add(iid)
+                self._pending_ids.add(iid)
+                self._pending_groups.setdefault(group, set()).add(iid)
             else:
-                self.pending_ids.discard(iid)
-                self.pending_groups[group].discard(iid)
-                if not self.pending_groups[group]:
-                    del self.pending_groups[group]
+                self._pending_ids.discard(iid)
+                self._pending_groups[group].discard(iid)
+                if not self._pending_groups[group]:
+                    del self._pending_groups[group]
         if e is not None and unsettled(e):
-            self.unsettled.add(iid)
+            self._unsettled.add(iid)
         else:
-            self.unsettled.discard(iid)
+            self._unsettled.discard(iid)
         held = None
         if e is not None and holds_reservation(e):
             res = r.reserved
             held = (r.node, (res.get("cpu_milli", 0), res.get("memory_bytes", 0), res.get("disk_bytes", 0),
                              res.get("gpu_milli", 0)))
-        old = self.holding.get(iid)
+        old = self._holding.get(iid)
         if held != old:
             if old is not None:
                 self._hold(iid, old, -1)
             if held is not None:
                 self._hold(iid, held, +1)
         if held is not None and r.gpus:
-            self.gpu_holders.add(iid)
+            self._gpu_holders.add(iid)
         else:
-            self.gpu_holders.discard(iid)
+            self._gpu_holders.discard(iid)
 
     def _hold(self, iid: str, held: tuple[str, tuple[int, int, int, int]], sign: int) -> None:
         """Count (+1) or uncount (-1) an instance's reservation in the running sums."""
         node, amounts = held
         if sign > 0:
-            self.holding[iid] = held
+            self._holding[iid] = held
         else:
-            del self.holding[iid]
-        alloc = self.node_alloc.setdefault(node, [0, 0, 0, 0])
+            del self._holding[iid]
+        alloc = self._node_alloc.setdefault(node, [0, 0, 0, 0])
         for i, v in enumerate(amounts):
             alloc[i] += sign * v
         shape = (amounts[0], amounts[1], amounts[3])
-        self.shapes[shape] = self.shapes.get(shape, 0) + sign
-        if not self.shapes[shape]:
-            del self.shapes[shape]
+        self._shapes[shape] = self._shapes.get(shape, 0) + sign
+        if not self._shapes[shape]:
+            del self._shapes[shape]
         job = keys.instance_job(iid)
-        self.holding_by_job[job] = self.holding_by_job.get(job, 0) + sign
-        if not self.holding_by_job[job]:
-            del self.holding_by_job[job]
+        self._holding_by_job[job] = self._holding_by_job.get(job, 0) + sign
+        if not self._holding_by_job[job]:
+            del self._holding_by_job[job]
 
     # --- queries ----------------------------------------------------------------------------
     def job_entries(self, job: str) -> list[Entry]:
-        return [self.instances[i] for i in sorted(self.by_job.get(job, ())) if i in self.instances]
+        return [self.instances[i] for i in sorted(self._by_job.get(job, ())) if i in self.instances]
 
     def state_of(self, e: Entry) -> str:
         return effective_state(e.record, e.state)
 
     def allocated(self, exclude: set[str] = frozenset()) -> dict[str, records.ResourceAmounts]:
-        sums = {node: list(a) for node, a in self.node_alloc.items()}
+        sums = {node: list(a) for node, a in self._node_alloc.items()}
         for iid in exclude:
-            held = self.holding.get(iid)
+            held = self._holding.get(iid)
             if held is not None:
                 alloc = sums[held[0]]
                 for i, v in enumerate(held[1]):
@@ -315,6 +337,79 @@ class ClusterState:
         for e in self.job_entries(job):
             out[self.state_of(e)] += 1
         return dict(out)
+
+    def placed_per_node(self) -> dict[str, int]:
+        """Node -> instances placed on it and not lost (whatever they are doing)."""
+        count: dict[str, int] = {}
+        for e in self.instances.values():
+            if e.record.node and not e.record.lost:
+                count[e.record.node] = count.get(e.record.node, 0) + 1
+        return count
+
+    def job_revision(self, job: str) -> int:
+        """The etcd revision of the job's record as cached (0: no such job): the comparison a
+        write of that record carries."""
+        return self._job_revisions.get(job, 0)
+
+    @property
+    def nodes_version(self) -> int:
+        """Changes whenever a node record does: anything built from `nodes` is stale after."""
+        return self._nodes_version
+
+    def pending_by_group(self) -> Mapping[tuple[str, str], Set[str]]:
+        """Instance ids waiting for a node, by (job, group), of jobs that exist. Read-only."""
+        return {k: ids for k, ids in self._pending_groups.items() if k[0] in self.jobs}
+
+    def pending_count(self) -> int:
+        return len(self._pending_ids)
+
+    def unsettled_entries(self) -> Iterator[Entry]:
+        """The instances an agent has yet to act on (see `unsettled`)."""
+        return (self.instances[i] for i in self._unsettled)
+
+    def is_unsettled(self, iid: str) -> bool:
+        return iid in self._unsettled
+
+    def unsettled_count(self) -> int:
+        return len(self._unsettled)
+
+    def allocation_of(self, node: str) -> tuple[int, int, int, int]:
+        """What instances hold on `node` now: (cpu milli, memory bytes, disk bytes, gpu milli)."""
+        a = self._node_alloc.get(node)
+        return (a[0], a[1], a[2], a[3]) if a is not None else (0, 0, 0, 0)
+
+    def holds(self, iid: str) -> bool:
+        """The instance counts against its node's capacity (see `holds_reservation`)."""
+        return iid in self._holding
+
+    def jobs_holding(self) -> Iterator[str]:
+        """Jobs with at least one instance holding a reservation."""
+        return iter(list(self._holding_by_job))
+
+    def gpu_holders(self) -> Iterator[InstanceRecord]:
+        """Records of the instances holding GPU devices."""
+        return (self.instances[i].record for i in self._gpu_holders)
+
+    def shape_counts(self) -> Mapping[tuple[int, int, int], int]:
+        """(cpu milli, memory bytes, gpu milli) -> instances holding that reservation. Read-only."""
+        return self._shapes
+
+    def stray_copies(self) -> Mapping[str, Set[str]]:
+        """Instance -> nodes reporting it alive that it is not placed on. Read-only."""
+        return self._strays
+
+    def reports_of(self, iid: str) -> Mapping[str, StateRecord]:
+        """Node -> the latest report of `iid` from that node (any node, not only its own)."""
+        return self._reports.get(iid, {})
+
+    def all_reports(self) -> Iterator[tuple[str, str, StateRecord]]:
+        """(instance, node, report) for every report held."""
+        return ((iid, node, rep) for iid, by_node in self._reports.items() for node, rep in by_node.items())
+
+    def take_returned(self) -> set[str]:
+        """Nodes that came back after being down since the last call (their inventory is suspect)."""
+        out, self._returned = self._returned, set()
+        return out
 
 
 __all__ = ["ClusterState", "Entry", "effective_state", "holds_reservation",

@@ -297,7 +297,7 @@ async def test_a_copy_running_on_a_node_it_is_not_placed_on_is_stopped(etcd, tmp
     config = ControllerConfig(tick=0.2, resend_after=0.3)
     async with one_running_of_two(etcd, tmp_path, config) as (sched, node, other, record):
         await sched.controller.agents.start(other.name, other.registration.record.address,
-                                            [sched.controller.instance_spec(record)])
+                                            [sched.controller.dispatcher.instance_spec(record)])
         assert other.manager.instances                     # the stray copy runs
         await eventually(lambda: not other.manager.instances, timeout=10, what="stray stopped")
         assert await _all_running(sched, "shop") == [(node, "running")]   # the real one is left alone
@@ -312,8 +312,8 @@ async def test_a_copy_whose_reports_never_arrive_is_found_by_the_audit_and_stopp
             return None
         other.manager.reporter.report = silent
         await sched.controller.agents.start(other.name, other.registration.record.address,
-                                            [sched.controller.instance_spec(record)])
-        assert other.manager.instances and not sched.controller.state.strays
+                                            [sched.controller.dispatcher.instance_spec(record)])
+        assert other.manager.instances and not sched.controller.state.stray_copies()
         await eventually(lambda: not other.manager.instances, timeout=15, what="copy stopped by the audit")
         assert await _all_running(sched, "shop") == [(node, "running")]
 
@@ -328,7 +328,7 @@ async def test_a_start_sent_to_an_earlier_registration_is_refused(etcd, tmp_path
         await sched.submit(spec(count=1))
         await eventually(lambda: _all_running(sched, "shop"))
         record = next(e.record for e in sched.controller.state.instances.values())
-        copy = sched.controller.instance_spec(replace(record, id=record.id.replace("-1", "-9")))
+        copy = sched.controller.dispatcher.instance_spec(replace(record, id=record.id.replace("-1", "-9")))
         old = a.registration.lease_id
         await a.registration.register()              # as after its lease expired
         assert a.registration.lease_id != old

@@ -43,30 +43,31 @@ def to_event(op, revision: int) -> Event:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(instance_event, report_event, delete_event, unreport_event), max_size=40))
 def test_indexes_match_a_full_scan(ops):
-    state = ClusterState()
+    state = with_job()
     for revision, op in enumerate(ops, start=1):
         state.apply(to_event(op, revision))
     entries = list(state.instances.values())
-    assert state.pending_ids == {e.id for e in entries if e.record.desired == "run" and not e.record.node
-                                 and not e.record.lost}
-    assert state.unsettled == {e.id for e in entries if unsettled(e)}
+    pending = {e.id for e in entries if e.record.desired == "run" and not e.record.node and not e.record.lost}
+    assert pending_ids(state) == pending and state.pending_count() == len(pending)
+    assert {e.id for e in state.unsettled_entries()} == {e.id for e in entries if unsettled(e)}
     placed_on = {e.id: e.record.node for e in entries}
-    assert state.strays == {iid: nodes for iid, by_node in state.reports.items()
-                            if (nodes := {n for n, rep in by_node.items()
-                                          if n != placed_on.get(iid, "") and rep.state not in TERMINAL})}
-    assert state.pending_groups == ({("job", "web"): state.pending_ids} if state.pending_ids else {})
+    assert state.stray_copies() == {iid: nodes for iid, by_node in reports(state).items()
+                                    if (nodes := {n for n, rep in by_node.items()
+                                                  if n != placed_on.get(iid, "") and rep.state not in TERMINAL})}
+    assert state.pending_by_group() == ({("job", "web"): pending} if pending else {})
     holding = [e for e in entries if holds_reservation(e)]
+    assert {e.id for e in entries if state.holds(e.id)} == {e.id for e in holding}
     alloc: dict[str, list[int]] = {}
     for e in holding:
         a = alloc.setdefault(e.record.node, [0, 0, 0, 0])
         for i, k in enumerate(("cpu_milli", "memory_bytes", "disk_bytes", "gpu_milli")):
             a[i] += e.record.reserved.get(k, 0)
-    assert {n: a for n, a in state.node_alloc.items() if any(a)} == {n: a for n, a in alloc.items() if any(a)}
+    assert {n: list(state.allocation_of(n)) for n in NODES} == {n: alloc.get(n, [0, 0, 0, 0]) for n in NODES}
     shapes = Counter((e.record.reserved.get("cpu_milli", 0), e.record.reserved.get("memory_bytes", 0),
                       e.record.reserved.get("gpu_milli", 0)) for e in holding)
-    assert state.shapes == dict(shapes)
-    assert state.gpu_holders == {e.id for e in holding if e.record.gpus}
-    assert sum(state.holding_by_job.values()) == len(holding)
+    assert state.shape_counts() == dict(shapes)
+    assert {r.id for r in state.gpu_holders()} == {e.id for e in holding if e.record.gpus}
+    assert set(state.jobs_holding()) == {e.record.job for e in holding}
     scanned = {n: records.ResourceAmounts(*a) for n, a in alloc.items()}
     assert {n: r for n, r in state.allocated().items() if r != records.ResourceAmounts()} == \
         {n: r for n, r in scanned.items() if r != records.ResourceAmounts()}
@@ -78,7 +79,7 @@ def test_indexes_match_a_full_scan(ops):
 def test_a_relisted_prefix_equals_a_cache_built_from_scratch(before, after):
     """A watch that fell behind a compaction lists its prefixes again: whatever was deleted in
     the gap is gone from the cache, and the cache equals one loaded fresh from the listing."""
-    seen, truth = ClusterState(), ClusterState()
+    seen, truth = with_job(), with_job()
     for revision, op in enumerate(before, start=1):
         seen.apply(to_event(op, revision))
         truth.apply(to_event(op, revision))
@@ -86,15 +87,35 @@ def test_a_relisted_prefix_equals_a_cache_built_from_scratch(before, after):
         truth.apply(to_event(op, revision))          # the cache missed these
     listing = {prefix: [KV(ev.key, ev.value, ev.revision) for ev in snapshot(truth, prefix)]
                for prefix in (keys.INSTANCES, keys.STATE)}
-    fresh = ClusterState()
+    fresh = with_job()
     for prefix in (keys.INSTANCES, keys.STATE):
         seen.reload(prefix, listing[prefix])
         fresh.load(prefix, listing[prefix])
     assert {i: e.record for i, e in seen.instances.items()} == {i: e.record for i, e in fresh.instances.items()}
     assert {i: e.state for i, e in seen.instances.items()} == {i: e.state for i, e in fresh.instances.items()}
-    assert seen.reports == fresh.reports and seen.strays == fresh.strays
-    assert seen.pending_ids == fresh.pending_ids and seen.unsettled == fresh.unsettled
-    assert seen.shapes == fresh.shapes
+    assert reports(seen) == reports(fresh) and seen.stray_copies() == fresh.stray_copies()
+    assert pending_ids(seen) == pending_ids(fresh)
+    assert {e.id for e in seen.unsettled_entries()} == {e.id for e in fresh.unsettled_entries()}
+    assert seen.shape_counts() == fresh.shape_counts()
+
+
+def pending_ids(state: ClusterState) -> set[str]:
+    return {i for ids in state.pending_by_group().values() for i in ids}
+
+
+def with_job() -> ClusterState:
+    """A cache holding the job record the instances belong to (pending_by_group lists only
+    instances of known jobs)."""
+    state = ClusterState()
+    state.apply(Event("put", keys.job("job"), records.dumps(records.JobRecord(name="job", spec_json="{}")), 1))
+    return state
+
+
+def reports(state: ClusterState) -> dict[str, dict[str, StateRecord]]:
+    out: dict[str, dict[str, StateRecord]] = {}
+    for iid, node, rep in state.all_reports():
+        out.setdefault(iid, {})[node] = rep
+    return out
 
 
 def snapshot(state: ClusterState, prefix: str) -> list[Event]:
@@ -103,4 +124,4 @@ def snapshot(state: ClusterState, prefix: str) -> list[Event]:
         return [Event("put", keys.instance(e.record.job, i), records.dumps(e.record), e.mod_revision)
                 for i, e in state.instances.items()]
     return [Event("put", keys.state(node, iid), records.dumps(rep), 10_000)
-            for iid, by_node in state.reports.items() for node, rep in by_node.items()]
+            for iid, node, rep in state.all_reports()]

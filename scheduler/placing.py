@@ -1,0 +1,258 @@
+"""From the cluster state to a placement decision, as a value: which pending instances go where,
+which stay pending and why, which running ones are evicted to make room. The engine
+(`placement/`) decides on a host table and asks; this module builds those from the cache and
+turns the engine's answer into the instance records to commit. It writes nothing and calls
+nothing back: the controller commits and tells agents. `plan` is the same decision for a spec
+not submitted yet (`ctl plan`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Set
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from packyard import records
+from packyard.records import InstanceRecord, ResourceAmounts, evolve
+from packyard.spec import JobSpec
+from scheduler import placement
+from scheduler.reconciler import Config as ReconcileConfig
+from scheduler.reconciler import reconcile
+from scheduler.specs import SpecCache
+from scheduler.state import ClusterState, holds_reservation
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One placement pass. `placed` and `unplaced` (with a new reason) are updated records;
+    `evicted` are running instances to stop for room, `evicted_for` maps a placed instance to
+    the victims it needs gone first."""
+    placed: tuple[InstanceRecord, ...] = ()
+    unplaced: tuple[InstanceRecord, ...] = ()
+    evicted: tuple[InstanceRecord, ...] = ()
+    evicted_for: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    more: bool = False                   # pending instances left for the next pass (batching)
+    results: tuple[placement.GroupPlacement, ...] = ()
+    seconds: float = 0.0                 # time the decision took
+
+    @property
+    def empty(self) -> bool:
+        return not (self.placed or self.unplaced or self.evicted)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What submitting a spec would do to one instance (`ctl plan`)."""
+    action: str                          # place | stop | keep
+    record: InstanceRecord
+    node: str
+    reason: str
+
+
+class Placer:
+    def __init__(self, state: ClusterState, specs: SpecCache, batch: int = 5000):
+        self.state = state
+        self.specs = specs
+        # instances placed per decision at most: placing 100,000 at once would hold the event
+        # loop for seconds (watches, the API and agents' replies all wait); in batches, the
+        # first instances are committed and starting while the next are placed
+        self.batch = batch
+        self._table_base: placement.HostTable | None = None
+        self._table_nodes: tuple[int, str] = (-1, "")   # the nodes_version and GPU model it was built for
+
+    # --- the decision -------------------------------------------------------------------------
+    def decide(self, engine: placement.EngineConfig, now: float) -> Decision:
+        """Place what is pending now, most urgent first, a bounded batch."""
+        pending = self.state.pending_by_group()
+        if not pending:
+            return Decision()
+        started = time.perf_counter()
+        asks, members, more = self._asks(pending)
+        table = self.host_table(engine.gpu_model)
+        # victims can only be of jobs below the most urgent ask: usually none, and listing every
+        # running instance would cost more than the placement
+        victims = self.running(above=max(a.priority for a in asks) - engine.preempt_margin)
+        results = placement.place(table, asks, engine, running=victims)
+        placed: list[InstanceRecord] = []
+        unplaced: list[InstanceRecord] = []
+        evicted: list[InstanceRecord] = []
+        evicted_for: dict[str, tuple[str, ...]] = {}
+        for result, entries in zip(results, members, strict=True):
+            for p in result.preemptions:
+                evicted_for[entries[p.instance].id] = p.victims
+            for victim in result.preempt:
+                # stopped to make room; its slot gets a new instance from the reconciler, pending
+                # until there is room for its (lower) priority again
+                v = self.state.instances[victim].record
+                evicted.append(evolve(v, desired="stop", reason=f"preempted by {result.ask.job} "
+                                                                f"(priority {result.ask.priority})"))
+            reserved = dataclasses.asdict(result.reserved)
+            gpus = result.gpus or [()] * len(result.hosts)
+            for entry, host, devices in zip(entries, result.hosts, gpus, strict=False):
+                placed.append(evolve(entry.record, node=host, reserved=reserved, placed_at=now,
+                                     attempts=entry.record.attempts + 1, reason="", gpus=list(devices)))
+            reason = explain(result)
+            for entry in entries[len(result.hosts):]:
+                if entry.record.reason != reason:
+                    unplaced.append(evolve(entry.record, reason=reason))
+        return Decision(tuple(placed), tuple(unplaced), tuple(evicted), evicted_for, more,
+                        tuple(results), time.perf_counter() - started)
+
+    def _asks(self, pending: Mapping[tuple[str, str], Set[str]]) -> tuple[list, list, bool]:
+        """One ask per pending group, higher priority first, then first come first served, up to
+        the batch: (asks, the entries each ask is for, whether some are left for later)."""
+        def urgency(k: tuple[str, str]) -> tuple:
+            job = self.state.jobs[k[0]]
+            return (-self.specs.of(job).priority, job.submitted_at, k)
+        asks, members = [], []
+        budget, more = self.batch, False
+        for job_name, group_name in sorted(pending, key=urgency):
+            if budget <= 0:
+                more = True
+                break
+            spec = self.specs.of(self.state.jobs[job_name])
+            ids = pending[(job_name, group_name)]
+            more |= len(ids) > budget
+            if len(ids) <= 4 * budget:   # lowest slots first (what users and tests expect to see)
+                chosen = heapq.nsmallest(budget, ids, key=_index_of)
+            else:                        # a huge group: any batch will do, without ranking them all
+                chosen = sorted(itertools.islice(ids, budget), key=_index_of)
+            entries = [self.state.instances[i] for i in chosen]
+            budget -= len(entries)
+            asks.append(self.ask_for(spec, spec.group(group_name), len(entries)))
+            members.append(entries)
+        return asks, members, more
+
+    def ask_for(self, spec: JobSpec, group, count: int) -> placement.GroupAsk:
+        """One placement decision for `count` new instances of a group; the hosts its running
+        instances are on feed spread (and distinct hosts)."""
+        res = group.resources
+        # only spread looks at them (a walk over the whole job: not for a group without spread)
+        existing = [e.record.node for e in self.state.job_entries(spec.name)
+                    if e.record.group == group.name and e.record.desired == "run" and holds_reservation(e)] \
+            if group.spread else []
+        return placement.GroupAsk(
+            job=spec.name, group=group.name, count=count, kind=group.kind, priority=spec.priority,
+            request=ResourceAmounts(res.cpu, res.memory, res.disk, res.gpu),
+            constraints=list(group.constraints), existing_hosts=existing,
+            spread=list(group.spread), affinity=list(group.affinity))
+
+    # --- the hosts as the engine sees them ------------------------------------------------------
+    def host_table(self, gpu_model: str = "devices") -> placement.HostTable:
+        """The ready hosts with their allocation now. The hosts' own part (capacity, labels,
+        attributes) is built again only when a node record changed; the allocation comes from
+        the cache's running sums: a decision does not walk the instances."""
+        if self._table_base is None or self._table_nodes != (self.state.nodes_version, gpu_model):
+            self._table_base = placement.HostTable.from_hosts(
+                (placement.Host(name=n.name, capacity=ResourceAmounts.of(n.capacity),
+                                allocated=ResourceAmounts(), ready=True, labels=n.labels,
+                                attributes=n.attributes) for n in self.state.nodes.values()),
+                gpu_model=gpu_model)
+            self._table_nodes = (self.state.nodes_version, gpu_model)
+        base = self._table_base
+        allocated = np.array([self.state.allocation_of(n) for n in base.names],
+                             dtype=np.int64).reshape(len(base), 4)
+        gpu_free = base.gpu_capacity.copy()
+        for node, used in self.gpu_devices().items():
+            gpu_free[base.index(node), :len(used)] -= np.array(used, dtype=np.int64)
+        return base.with_allocation(allocated, gpu_free)
+
+    def hosts(self, exclude: Set[str] = frozenset()) -> list[placement.Host]:
+        """The ready hosts as if the instances in `exclude` had ended."""
+        alloc = self.state.allocated(set(exclude))
+        devices = self.gpu_devices(exclude)
+        return [placement.Host(name=n.name, capacity=ResourceAmounts.of(n.capacity),
+                               allocated=alloc.get(n.name, ResourceAmounts()), ready=True,
+                               labels=n.labels, attributes=n.attributes,
+                               gpu_allocated=devices.get(n.name))
+                for n in self.state.nodes.values()]
+
+    def gpu_devices(self, exclude: Set[str] = frozenset()) -> dict[str, tuple[int, ...]]:
+        """Milli-GPUs held on each device of each node, from the instances' recorded devices."""
+        used: dict[str, list[int]] = {}
+        for r in self.state.gpu_holders():
+            if r.id in exclude or r.node not in self.state.nodes:
+                continue
+            width = -(-self.state.nodes[r.node].capacity.get("gpu_milli", 0) // 1000)
+            per_device = used.setdefault(r.node, [0] * width)
+            share = r.reserved.get("gpu_milli", 0) if len(r.gpus) == 1 else 1000
+            for d in r.gpus:
+                if d < width:
+                    per_device[d] = min(1000, per_device[d] + min(share, 1000))
+        return {node: tuple(v) for node, v in used.items()}
+
+    def running(self, above: int | None = None) -> list[placement.Running]:
+        """Instances holding reservations, as preemption sees them (possible victims); only
+        those of jobs of priority `above` or lower, if given."""
+        out = []
+        for job_name in self.state.jobs_holding():
+            job = self.state.jobs.get(job_name)
+            if job is None:
+                continue
+            priority = self.specs.of(job).priority
+            if above is not None and priority > above:
+                continue
+            for e in self.state.job_entries(job_name):
+                r = e.record
+                if not self.state.holds(r.id) or r.desired != "run" or r.node not in self.state.nodes:
+                    continue
+                out.append(placement.Running(instance=r.id, host=r.node, priority=priority,
+                                             reserved=ResourceAmounts.of(r.reserved), gpus=tuple(r.gpus)))
+        return out
+
+    def workload_mix(self) -> placement.WorkloadMix | None:
+        """The shapes running now: what the GPU-aware scorers expect to keep arriving."""
+        counts = {shape: float(n) for shape, n in self.state.shape_counts().items()}
+        return placement.WorkloadMix.of(counts) if counts else None
+
+    # --- dry run ----------------------------------------------------------------------------------
+    def plan(self, spec: JobSpec, version: int, engine: placement.EngineConfig, now: float,
+             reconcile_config: ReconcileConfig) -> list[Planned]:
+        """What submitting `spec` would do, decided like `decide` but committed nowhere."""
+        job = records.JobRecord(name=spec.name, spec_json=spec.to_json(), version=version,
+                                submitted_at=now)
+        entries = self.state.job_entries(spec.name)
+        result = reconcile(job, spec, entries, set(self.state.nodes), now, reconcile_config)
+        stopping = {r.id: r for r in (*result.stop, *result.lost)}
+        pending = [r for r in result.create] + [
+            e.record for e in entries if e.record.desired == "run" and not e.record.node
+            and not e.record.lost and e.id not in stopping]
+        # capacity freed by what this submission stops counts, as it will once they end
+        table = placement.HostTable.from_hosts(self.hosts(exclude=set(stopping)), gpu_model=engine.gpu_model)
+        by_group: dict[str, list[InstanceRecord]] = defaultdict(list)
+        for r in pending:
+            by_group[r.group].append(r)
+        asks = [self.ask_for(spec, spec.group(name), len(recs)) for name, recs in by_group.items()]
+        out: list[Planned] = []
+        for ask, res in zip(asks, placement.place(table, asks, engine), strict=True):
+            recs = sorted(by_group[ask.group], key=lambda r: r.index)
+            reserved = dataclasses.asdict(res.reserved)
+            for i, r in enumerate(recs):
+                placed = i < len(res.hosts)
+                out.append(Planned("place", evolve(r, reserved=reserved), res.hosts[i] if placed else "",
+                                   "" if placed else explain(res)))
+        for r in stopping.values():
+            out.append(Planned("stop", r, r.node, r.reason or "its group changed or was scaled down"))
+        for e in entries:
+            if e.record.desired == "run" and e.record.node and not e.record.lost and e.id not in stopping:
+                out.append(Planned("keep", e.record, e.record.node, ""))
+        return out
+
+
+def explain(result: placement.GroupPlacement) -> str:
+    """Why instances of a group are still pending: `no host fits: 2 not enough memory, ...`."""
+    if not result.reasons:
+        return "no ready host" if not result.hosts else ""
+    parts = [f"{n} {reason}" for reason, n in sorted(result.reasons.items(), key=lambda kv: -kv[1])]
+    why = "no host fits: " + ", ".join(parts)
+    return f"{why}; {result.preemption}" if result.preemption else why
+
+
+def _index_of(iid: str) -> int:
+    """The slot index of an instance id `<job>.<group>.<index>-<generation>`."""
+    return int(iid.rsplit(".", 1)[1].split("-", 1)[0])
