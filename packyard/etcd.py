@@ -309,10 +309,10 @@ class Etcd:
     async def delete_prefix(self, prefix: str) -> None:
         await self._call(lambda c: c.delete_prefix(prefix.encode()), attempt=self.timeout)
 
-    async def put_many(self, items: Iterable[tuple[str, bytes]]) -> None:
-        """Unconditional puts, MAX_TXN_OPS per transaction. Retrying a chunk whose reply was lost
-        writes the same values again: harmless."""
-        ops = [self.txn.put(k.encode(), v) for k, v in items]
+    async def put_many(self, items: Iterable[tuple[str, bytes]], lease: int | None = None) -> None:
+        """Unconditional puts (under `lease`, if given), MAX_TXN_OPS per transaction. Retrying a
+        chunk whose reply was lost writes the same values again: harmless."""
+        ops = [self.txn.put(k.encode(), v, lease=lease) for k, v in items]
         for i in range(0, len(ops), self.txn_ops):
             chunk = ops[i:i + self.txn_ops]
             await self._call(lambda c, chunk=chunk: c.transaction(compare=[], success=chunk, failure=[]))

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from packyard.privilege import HOST_ACCESS  # noqa: F401  (re-exported)
 from packyard.quantity import (  # noqa: F401  (the caps are part of this module's interface)
     DNS_LABEL,
     MAX_CPU_MILLI,
@@ -54,9 +55,6 @@ MAX_PATH = 4096           # PATH_MAX
 MAX_CMDLINE = 2048        # the kernel's COMMAND_LINE_SIZE on x86
 MAX_ERRORS = 20           # problems listed; the rest are counted
 OPTIONAL_WHEN_EMPTY = ("spread", "affinity")   # group fields added later: not in to_json when empty
-# container fields that reach outside the container: refused unless the operator allowed them
-# (scheduler and agent --allow-privileged); left out of the JSON when false, like the above
-HOST_ACCESS = ("privileged", "host_network")
 
 
 class SpecError(ValueError):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.cgroups import detect, instance_path
+from agent.drivers.container.cgroups import detect, instance_path
 from ctl.local import LocalCluster
 from tests.conftest import wait_for as poll
 

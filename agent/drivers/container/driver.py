@@ -43,12 +43,10 @@ from agent.drivers.failures import Cleanup, driver_error, undone_on_failure
 from agent.drivers.paths import allowed_path
 from agent.drivers.process import ended_within, start_time
 from agent.network import HostNetwork, NetworkError, bridge_name
+from packyard.privilege import HOST_ACCESS
 
 PR_SET_CHILD_SUBREAPER = 36
 KILL_WAIT_SECONDS = 10.0
-# packyard.spec.HOST_ACCESS (the spec's fields; only with allow_privileged), not imported from there:
-# packyard.spec loads pydantic and yaml, 11 MiB of the agent's ~45 (a test keeps the two equal)
-HOST_ACCESS = ("privileged", "host_network")
 
 
 def become_subreaper() -> None:

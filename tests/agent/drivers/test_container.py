@@ -37,10 +37,18 @@ def test_container_id(instance_id, expected):
         assert cid != runc_mod.container_id(instance_id + "!")
 
 
-def test_host_access_fields_are_the_specs():
+def test_host_access_is_one_definition_the_agent_reads_without_loading_the_spec_parser():
+    import subprocess
+    import sys
+
     from agent.drivers.container import driver
     from packyard import spec
-    assert driver.HOST_ACCESS == spec.HOST_ACCESS      # defined twice: see driver.py
+    assert driver.HOST_ACCESS is spec.HOST_ACCESS
+    # packyard.spec loads pydantic and yaml (~11 MiB): the agent's drivers must not
+    code = ("import sys, agent.drivers.container.driver, agent.drivers.vm.driver; "
+            "print(sorted(m for m in ('pydantic', 'yaml', 'packyard.spec') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def make_config(**kw):
