@@ -1,0 +1,82 @@
+"""Placing decides on the cache and returns a value: nothing is written, nothing called back."""
+import copy
+
+from packyard.records import evolve
+from scheduler import placement
+from scheduler.placing import Placer
+from scheduler.specs import SpecCache
+from tests.scheduler.cache import CacheBuilder, GiB
+
+
+def placer_of(cache: CacheBuilder, batch: int = 5000) -> Placer:
+    return Placer(cache.state, SpecCache(), batch=batch)
+
+
+def test_pending_instances_are_placed_as_updated_records_and_the_cache_is_left_alone():
+    cache = CacheBuilder().node("a").node("b")
+    pending = cache.job("web", count=3)
+    before = {i: copy.deepcopy(e.record) for i, e in cache.state.instances.items()}
+    decision = placer_of(cache).decide(placement.EngineConfig(), now=42.0)
+    assert sorted(r.id for r in decision.placed) == sorted(r.id for r in pending)
+    assert all(r.node in ("a", "b") and r.placed_at == 42.0 and r.attempts == 1 for r in decision.placed)
+    assert all(r.reserved["cpu_milli"] == 500 for r in decision.placed)
+    assert not decision.unplaced and not decision.evicted and not decision.more
+    assert {i: e.record for i, e in cache.state.instances.items()} == before
+    assert cache.state.pending_count() == 3
+
+
+def test_what_fits_nowhere_stays_pending_with_the_reason_once():
+    cache = CacheBuilder().node("a", memory=1 * GiB)
+    cache.job("big", count=2, memory="2Gi")
+    placer = placer_of(cache)
+    decision = placer.decide(placement.EngineConfig(), now=1.0)
+    assert not decision.placed and len(decision.unplaced) == 2
+    assert all(r.reason.startswith("no host fits: 1 not enough memory") for r in decision.unplaced)
+    for r in decision.unplaced:            # as if committed: the reason is not written again
+        cache.instance(r)
+    again = placer.decide(placement.EngineConfig(), now=2.0)
+    assert not again.unplaced and again.results and again.results[0].unplaced == 2
+
+
+def test_a_batch_bounds_one_decision_and_says_more_is_left():
+    cache = CacheBuilder().node("a", cpu=64000, memory=64 * GiB)
+    cache.job("many", count=10, cpu="100m", memory="64Mi")
+    decision = placer_of(cache, batch=4).decide(placement.EngineConfig(), now=0.0)
+    assert [r.index for r in decision.placed] == [0, 1, 2, 3] and decision.more
+
+
+def test_higher_priority_is_placed_first_and_may_evict_lower_priority():
+    cache = CacheBuilder().node("a", cpu=1000)
+    (low,) = cache.job("low", cpu="1", priority=10)
+    cache.instance(evolve(low, node="a", reserved={"cpu_milli": 1000, "memory_bytes": 256 << 20}))
+    cache.report("a", low.id, "running")
+    cache.job("high", cpu="1", priority=80)
+    decision = placer_of(cache).decide(placement.EngineConfig(), now=0.0)
+    (victim,) = decision.evicted
+    assert victim.id == low.id and victim.desired == "stop" and "preempted by high" in victim.reason
+    (placed,) = decision.placed
+    assert placed.job == "high" and decision.evicted_for[placed.id] == (low.id,)
+
+
+def test_gpu_devices_are_chosen_per_instance():
+    cache = CacheBuilder().node("g", gpu=2)
+    cache.job("halves", count=3, cpu="100m", memory="64Mi", gpu=0.5)
+    decision = placer_of(cache).decide(placement.EngineConfig(), now=0.0)
+    devices = sorted(d for r in decision.placed for d in r.gpus)
+    assert len(decision.placed) == 3 and all(len(r.gpus) == 1 for r in decision.placed)
+    assert sorted(devices.count(i) for i in (0, 1)) == [1, 2]
+
+
+def test_plan_shows_what_a_submit_would_do_without_changing_anything():
+    cache = CacheBuilder().node("a", cpu=2000)
+    for r in cache.job("web", count=2, cpu="500m"):
+        cache.instance(evolve(r, node="a", reserved={"cpu_milli": 500, "memory_bytes": 256 << 20}))
+    placer = placer_of(cache)
+    spec = placer.specs.of(cache.state.jobs["web"])
+    bigger = spec.model_copy(update={"groups": [spec.groups[0].model_copy(update={"count": 5})]})
+    from scheduler.reconciler import Config
+    planned = placer.plan(bigger, 2, placement.EngineConfig(), 0.0, Config())
+    actions = sorted((p.action, p.node) for p in planned)
+    assert actions == [("keep", "a")] * 2 + [("place", "")] + [("place", "a")] * 2
+    assert [p.reason for p in planned if p.action == "place" and not p.node][0].startswith("no host fits")
+    assert cache.state.pending_count() == 0
