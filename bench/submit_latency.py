@@ -5,6 +5,9 @@ Two patterns, measured in one run on real agents (runc, cgroups, network namespa
   burst:      one job of 20 instances
 Latency per instance = from just before the Submit call to the moment the agent's `running` report
 reaches etcd (seen through a watch from this process). Target (issue 2): p50 ≤ 150 ms, p99 ≤ 500 ms.
+With the container driver, a third pattern gives the floor under the burst on this machine:
+  burst_driver_only: the same 20 starts made straight through a ContainerDriver in this process
+                     (no etcd, scheduler, gRPC or reports): what the host's start path costs
 
     sudo .venv/bin/python bench/submit_latency.py [--count 20] [--driver container]
 """
@@ -76,11 +79,36 @@ async def measure(cluster: LocalCluster, count: int) -> dict:
     watch.cancel()
     await channel.close()
     await etcd.close()
-    out = {}
-    for name, xs in (("sequential", sequential), ("burst", burst)):
-        out[name] = {"instances": len(xs), "p50_ms": round(statistics.median(xs), 1),
-                     "p99_ms": round(pct(xs, 99), 1), "max_ms": round(max(xs), 1)}
-    return out
+    return {"sequential": summary(sequential), "burst": summary(burst)}
+
+
+async def driver_only(state_dir: Path, count: int) -> dict:
+    """`count` starts at once through a ContainerDriver: each one's time from the call to its end."""
+    from agent.drivers.base import InstanceSpec
+    from agent.drivers.container import ContainerDriver
+    driver = ContainerDriver("pbd", state_dir, "10.213.65.0/24")
+    specs = [InstanceSpec(id=f"floor.c.{i}", job="floor", group="c", kind="container", cpu_milli=100,
+                          memory_bytes=32 << 20, config={"command": ["/bin/sleep", "3600"]})
+             for i in range(count + 1)]
+    handles = [await driver.start(specs[-1])]        # the bridge and the built-in image made first
+    t0 = time.perf_counter()
+
+    async def one(spec) -> float:
+        handles.append(await driver.start(spec))
+        return (time.perf_counter() - t0) * 1000
+
+    try:
+        xs = await asyncio.gather(*(one(s) for s in specs[:-1]))
+    finally:
+        for h in handles:
+            await driver.destroy(h)
+        await driver.shutdown()
+    return summary(xs)
+
+
+def summary(xs: list[float]) -> dict:
+    return {"instances": len(xs), "p50_ms": round(statistics.median(xs), 1),
+            "p99_ms": round(pct(xs, 99), 1), "max_ms": round(max(xs), 1)}
 
 
 def main() -> None:
@@ -97,6 +125,8 @@ def main() -> None:
             result = asyncio.run(measure(cluster, args.count))
         finally:
             cluster.down()
+        if args.driver == "container":
+            result["burst_driver_only"] = asyncio.run(driver_only(Path(d) / "floor", args.count))
     print(json.dumps({"driver": args.driver, **result}, indent=2))
 
 

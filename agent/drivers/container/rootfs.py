@@ -9,6 +9,7 @@ Cache layout under the driver's state dir:
 """
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import errno
 import hashlib
@@ -17,6 +18,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 BUSYBOX = "/bin/busybox"
@@ -42,6 +44,49 @@ def lower_dir(image: str | None, cache: Path) -> Path:
     if not path.exists():
         raise RootfsError(f"image {image} does not exist")
     raise RootfsError(f"image {image} is neither a directory nor a .tar file")
+
+
+class LowerLayers:
+    """Each image's lower layer, built or extracted once (seconds for a big .tar) off the event
+    loop. Starts asking for the same image at once wait for one build: twenty starts of a burst
+    landing on a fresh host each built their own busybox tree, and the burst took ~1 s (issue 12).
+    A failed build is not kept: the next start tries again, and says why if it fails again."""
+
+    def __init__(self, cache: Path, build: Callable[[str | None, Path], Path] | None = None):
+        """`build(image, cache)`: makes the layer (lower_dir; a test passes its own)."""
+        self.cache = cache
+        self.build = build or lower_dir
+        self._built: dict[tuple, asyncio.Future[Path]] = {}
+
+    async def get(self, image: str | None) -> Path:
+        if image and os.path.isdir(image):
+            return Path(image)
+        key = _key(image)
+        built = self._built.get(key)
+        if built is None:
+            built = self._built[key] = asyncio.ensure_future(asyncio.to_thread(self.build, image, self.cache))
+            built.add_done_callback(lambda f: self._forget_failed(key, f))
+        return await asyncio.shield(built)   # a cancelled start leaves the build to the others
+
+    def warm(self) -> None:
+        """Start building the built-in image now, before a start needs it."""
+        asyncio.ensure_future(self.get(None)).add_done_callback(
+            lambda f: f.cancelled() or f.exception())   # its failure is for the first start to tell
+
+    def _forget_failed(self, key: tuple, built: asyncio.Future[Path]) -> None:
+        if built.cancelled() or built.exception() is not None:
+            self._built.pop(key, None)
+
+
+def _key(image: str | None) -> tuple:
+    """What identifies a built layer: a .tar replaced at the same path is built again."""
+    if image is None:
+        return ("default",)
+    try:
+        st = os.stat(image)
+    except OSError:
+        return ("missing", image)                  # build() says why
+    return (image, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def default_rootfs(cache: Path) -> Path:

@@ -118,6 +118,54 @@ def test_tar_images_keep_modes_but_cannot_escape(tmp_path):
         rootfs_mod.lower_dir(str(tmp_path / "nope"), tmp_path / "cache")
 
 
+class CountingBuild:
+    """A build function for LowerLayers that takes a while and counts its calls."""
+
+    def __init__(self, fail_first: bool = False):
+        self.calls: list[str | None] = []
+        self.fail_first = fail_first
+
+    def __call__(self, image: str | None, cache: Path) -> Path:
+        self.calls.append(image)
+        time.sleep(0.05)
+        if self.fail_first and len(self.calls) == 1:
+            raise rootfs_mod.RootfsError("broken image")
+        return cache / f"built-{len(self.calls)}"
+
+
+async def test_a_burst_of_starts_waits_for_one_build_per_image(tmp_path):
+    build = CountingBuild()
+    layers = rootfs_mod.LowerLayers(tmp_path, build)
+    tar = tmp_path / "image.tar"
+    tar.write_bytes(b"x")
+    got = await asyncio.gather(*(layers.get(None) for _ in range(20)), *(layers.get(str(tar)) for _ in range(5)))
+    assert sorted(build.calls, key=str) == sorted([None, str(tar)], key=str)   # one build per image
+    assert len(set(got[:20])) == 1 and len(set(got[20:])) == 1
+    assert await layers.get(None) == got[0] and len(build.calls) == 2  # kept
+    os.utime(tar, ns=(1, 1))                                          # replaced in place
+    await layers.get(str(tar))
+    assert build.calls[-1] == str(tar) and len(build.calls) == 3
+    assert await layers.get(str(tmp_path)) == tmp_path and len(build.calls) == 3   # a directory: as is
+
+
+async def test_a_failed_build_is_tried_again_by_the_next_start(tmp_path):
+    build = CountingBuild(fail_first=True)
+    layers = rootfs_mod.LowerLayers(tmp_path, build)
+    results = await asyncio.gather(layers.get(None), layers.get(None), return_exceptions=True)
+    assert [str(r) for r in results] == ["broken image"] * 2 and len(build.calls) == 1
+    assert await layers.get(None) == tmp_path / "built-2"
+
+
+async def test_warming_builds_the_default_image_and_keeps_a_failure_quiet(tmp_path):
+    build = CountingBuild(fail_first=True)
+    layers = rootfs_mod.LowerLayers(tmp_path, build)
+    layers.warm()                                       # fails: nobody is told, nothing is kept
+    await asyncio.sleep(0.2)
+    assert build.calls == [None]
+    layers.warm()
+    assert await layers.get(None) == tmp_path / "built-2" and build.calls == [None, None]
+
+
 # -- real containers ------------------------------------------------------------------------------
 
 def spec(instance_id: str, command: list[str], *, cpu_milli=1000, memory=64 * MI, image=None, gpus=()):
@@ -285,13 +333,23 @@ async def test_stop_is_sigterm_first(harness):
 @pytest.mark.integration
 @needs_root()
 @needs_runc()
-async def test_parallel_starts(harness):
-    d = harness.driver
+async def test_parallel_starts_run_in_the_order_they_came(harness):
+    d = harness.driver = ContainerDriver(harness.node, harness.state_dir, harness.subnet, runc=RUNC,
+                                         parallel_starts=2)
+    done: list[int] = []
+
+    async def start(i: int) -> Handle:
+        h = await harness.start(f"t.g.{i}-par", ["sleep", "1000"])
+        done.append(i)
+        return h
+
     t0 = time.perf_counter()
-    handles = await asyncio.gather(*(harness.start(f"t.g.{i}-par", ["sleep", "1000"]) for i in range(8)))
-    print(f"8 parallel starts: {(time.perf_counter() - t0) * 1000:.0f} ms")
+    handles = await asyncio.gather(*(start(i) for i in range(8)))
+    print(f"8 parallel starts: {(time.perf_counter() - t0) * 1000:.0f} ms, in the order {done}")
     assert len({d.address(h) for h in handles}) == 8
     assert all(alive(h.data["pid"]) for h in handles)
+    # a queue, not a crowd: the first asked run first (two at a time), the last last
+    assert set(done[:2]) <= {0, 1, 2} and set(done[-2:]) <= {5, 6, 7}
 
 
 @pytest.mark.integration
