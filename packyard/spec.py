@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from packyard.lifecycle import Check, Reschedule, Restart, check_problems
 from packyard.privilege import HOST_ACCESS  # noqa: F401  (re-exported)
 from packyard.quantity import (  # noqa: F401  (the caps are part of this module's interface)
     DNS_LABEL,
@@ -55,6 +56,7 @@ MAX_PATH = 4096           # PATH_MAX
 MAX_CMDLINE = 2048        # the kernel's COMMAND_LINE_SIZE on x86
 MAX_ERRORS = 20           # problems listed; the rest are counted
 OPTIONAL_WHEN_EMPTY = ("spread", "affinity")   # group fields added later: not in to_json when empty
+LIFECYCLE_BLOCKS = ("restart", "reschedule", "check")   # left out of to_json and group hashes when absent
 
 
 class SpecError(ValueError):
@@ -263,6 +265,9 @@ class Group(Strict):
     constraints: list[Constraint] = Field(default_factory=list, max_length=MAX_RULES)
     spread: list[Spread] = Field(default_factory=list, max_length=MAX_RULES)
     affinity: list[Affinity] = Field(default_factory=list, max_length=MAX_RULES)
+    restart: Restart | None = None          # packyard/lifecycle.py: the defaults, per job type
+    reschedule: Reschedule | None = None
+    check: Check | None = None
 
     @field_validator("spread")
     @classmethod
@@ -294,6 +299,7 @@ class Group(Strict):
 
 class JobSpec(Strict):
     name: DnsLabel
+    type: Literal["service", "batch", "system"] = "service"
     priority: int = Field(default=50, ge=0, le=100)
     groups: list[Group] = Field(min_length=1, max_length=MAX_GROUPS)
 
@@ -310,11 +316,16 @@ class JobSpec(Strict):
 
     def to_json(self) -> str:
         data = self.model_dump(mode="json")
+        if data["type"] == "service":
+            del data["type"]
         for group in data["groups"]:
             # left out when empty: a spec stored before these fields existed serialises the same,
             # so resubmitting it is not a change
             for key in OPTIONAL_WHEN_EMPTY:
                 if not group.get(key):
+                    group.pop(key, None)
+            for key in LIFECYCLE_BLOCKS:
+                if group.get(key) is None:
                     group.pop(key, None)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
@@ -382,7 +393,7 @@ def validate(data: Any) -> JobSpec:
         raise SpecError(["(top level): a job spec must be a mapping with name and groups"])
     _check_shape(data)
     try:
-        return JobSpec.model_validate(data)
+        spec = JobSpec.model_validate(data)
     except ValidationError as e:
         errors: list[str] = []
         for err in e.errors():
@@ -394,6 +405,23 @@ def validate(data: Any) -> JobSpec:
         if len(errors) > MAX_ERRORS:
             errors[MAX_ERRORS:] = [f"(top level): and {len(errors) - MAX_ERRORS} more problems"]
         raise SpecError(errors) from None
+    if errors := _across_fields(spec):
+        raise SpecError(errors)
+    return spec
+
+
+def _across_fields(spec: JobSpec) -> list[str]:
+    """Rules that join a group's fields to the job's: one `path: reason` line each."""
+    errors = []
+    for i, g in enumerate(spec.groups):
+        if spec.type == "system" and "count" in g.model_fields_set and g.count > 1:
+            errors.append(f"groups[{i}].count: a system job runs one instance on every eligible node; "
+                          "leave count out (or 0 to run none)")
+        if g.check is not None:
+            errors += [f"groups[{i}].check.{name}: {why}" for name, why in check_problems(g.check)]
+            if g.kind == "vm" and g.check.type == "exec":
+                errors.append(f"groups[{i}].check.type: VMs take tcp and http checks, not exec")
+    return errors
 
 
 def _is_union_member(part: Any) -> bool:

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 
 from packyard.records import STARTING, TERMINAL, InstanceRecord, JobRecord, evolve
-from packyard.spec import Group, JobSpec
+from packyard.spec import LIFECYCLE_BLOCKS, Group, JobSpec
 from scheduler.state import Entry, effective_state
 
 
@@ -37,6 +37,9 @@ def group_hash(group: Group) -> str:
     """Identity of what an instance runs; `count` is left out so scaling keeps instances."""
     data = group.model_dump(mode="json")
     data.pop("count", None)
+    for key in LIFECYCLE_BLOCKS:       # added later: a group without them hashes as it always did
+        if data.get(key) is None:
+            data.pop(key, None)
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -52,9 +52,22 @@ def ctl(*args: str, scheduler: str = UNREACHABLE) -> subprocess.CompletedProcess
      "groups[0].container.privileged"),
     (b"name: a\nname: b\ngroups: []", "groups"),
     (b"", "must be a mapping"),
+    (b"name: a\ngroups: [{name: g, resources: {cpu: 1, memory: 1Mi}, check: {type: ping, port: 1}}]",
+     "groups[0].check.type"),
+    (b"name: a\ngroups: [{name: g, resources: {cpu: 1, memory: 1Mi}, check: {type: tcp, port: 99999}}]",
+     "groups[0].check.port"),
+    (b"name: a\ngroups: [{name: g, resources: {cpu: 1, memory: 1Mi}, check: {type: http, port: 80}}]",
+     "groups[0].check.path"),
+    (b"name: a\ngroups: [{name: g, resources: {cpu: 1, memory: 1Mi}, restart: {interval: 0s}}]",
+     "groups[0].restart.interval"),
+    (b"name: a\ngroups: [{name: g, resources: {cpu: 1, memory: 1Mi}, reschedule: {attempts: -1}}]",
+     "groups[0].reschedule.attempts"),
+    (b"name: a\ntype: system\ngroups: [{name: g, count: 3, resources: {cpu: 1, memory: 1Mi}}]",
+     "groups[0].count"),
 ], ids=["garbage-yaml", "binary", "all-bytes", "control-chars", "deep-recursion", "deep", "huge", "alias-bomb",
         "a-list", "huge-cpu", "non-finite", "absurd-count", "dotdot-image", "privileged-not-bool",
-        "duplicate-key", "empty"])
+        "duplicate-key", "empty", "check-type", "check-port", "http-check-path", "restart-interval",
+        "reschedule-attempts", "system-count"])
 @pytest.mark.parametrize("command", ["submit", "plan"])
 def test_hostile_files_are_bad_input(tmp_path, command, content, expected):
     path = tmp_path / "job.yaml"
