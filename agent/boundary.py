@@ -12,6 +12,7 @@ import math
 import re
 
 from agent.drivers.base import InstanceSpec
+from packyard.policies import CheckPolicy, RestartPolicy
 from packyard.quantity import DNS_LABEL, MAX_CPU_MILLI, MAX_GPU_MILLI, MAX_MEMORY, shown
 
 # `<job>.<group>.<index>-<generation>` from the scheduler; tests use other readable ids, so any
@@ -26,6 +27,10 @@ MAX_LIMIT_CPU_MILLI = 2 * MAX_CPU_MILLI
 MAX_LIMIT_MEMORY = 2 * MAX_MEMORY
 MAX_GPUS = MAX_GPU_MILLI // 1000   # devices one instance may hold, as many as it may ask for
 MAX_GPU_INDEX = 1023
+JOB_TYPES = ("", "service", "batch", "system")     # "": from a scheduler before issue 13, a service
+MAX_ATTEMPTS = 1000
+MAX_SECONDS = 366 * 24 * 3600.0
+MAX_CHECK_ARGS = 4096
 
 
 def instance_id(value: str, field: str = "id") -> str:
@@ -58,7 +63,46 @@ def to_spec(p, field: str) -> InstanceSpec:
                         cpu_milli=p.limit.cpu_milli, memory_bytes=p.limit.memory_bytes,
                         request_cpu_milli=p.request.cpu_milli,
                         request_memory_bytes=p.request.memory_bytes, gpus=gpus(p.gpus, f"{field}.gpus"),
-                        config=driver_config(p.driver_json, f"{field}.driver_json"))
+                        config=driver_config(p.driver_json, f"{field}.driver_json"),
+                        job_type=job_type(p.job_type, f"{field}.job_type"),
+                        restart=restart(p.restart, f"{field}.restart") if p.HasField("restart") else None,
+                        check=check(p.check, f"{field}.check") if p.HasField("check") else None)
+
+
+def job_type(value: str, field: str) -> str:
+    if value not in JOB_TYPES:
+        raise ValueError(f"{field}: '{shown(value)}' is not a job type (service, batch, system)")
+    return value or "service"
+
+
+def restart(p, field: str) -> RestartPolicy:
+    _amount(p.attempts, 0, MAX_ATTEMPTS, f"{field}.attempts")
+    if p.mode not in ("fail", "delay"):
+        raise ValueError(f"{field}.mode: '{shown(p.mode)}' is not fail or delay")
+    return RestartPolicy(attempts=p.attempts, interval=_seconds(p.interval_seconds, f"{field}.interval_seconds"),
+                         delay=_seconds(p.delay_seconds, f"{field}.delay_seconds", zero=True), mode=p.mode)
+
+
+def check(p, field: str) -> CheckPolicy:
+    if p.type not in ("exec", "tcp", "http"):
+        raise ValueError(f"{field}.type: '{shown(p.type)}' is not exec, tcp or http")
+    if p.type == "exec" and not 1 <= len(p.command) <= MAX_CHECK_ARGS:
+        raise ValueError(f"{field}.command: an exec check needs 1..{MAX_CHECK_ARGS} arguments")
+    if p.type != "exec":
+        _amount(p.port, 1, 65535, f"{field}.port")
+    if len(p.path) > 4096 or any(c in p.path for c in " \r\n\t\x00") or (p.path and not p.path.startswith("/")):
+        raise ValueError(f"{field}.path: '{shown(p.path)}' is not a URL path")
+    _amount(p.failures, 1, MAX_ATTEMPTS, f"{field}.failures")
+    return CheckPolicy(type=p.type, command=tuple(p.command), port=p.port, path=p.path,
+                       interval=_seconds(p.interval_seconds, f"{field}.interval_seconds"),
+                       timeout=_seconds(p.timeout_seconds, f"{field}.timeout_seconds"),
+                       failures=p.failures, grace=_seconds(p.grace_seconds, f"{field}.grace_seconds", zero=True))
+
+
+def _seconds(value: float, field: str, zero: bool = False) -> float:
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero) or value > MAX_SECONDS:
+        raise ValueError(f"{field}: {value} is not a duration in seconds (more than 0, at most a year)")
+    return value
 
 
 def gpus(values, field: str) -> tuple[int, ...]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from agent.drivers.base import Handle, InstanceSpec
+from packyard.policies import CheckPolicy, RestartPolicy
 
 log = logging.getLogger(__name__)
 
@@ -94,5 +95,9 @@ class NoHandleStore:
 
 def _spec(data: dict) -> InstanceSpec:
     spec = InstanceSpec(**data)
-    # JSON has no tuples: the GPU devices come back as a list
-    return dataclasses.replace(spec, gpus=tuple(spec.gpus))
+    # JSON has no tuples (the GPU devices come back as a list) and no dataclasses (the policies)
+    restart = RestartPolicy(**spec.restart) if isinstance(spec.restart, dict) else None
+    check = None
+    if isinstance(spec.check, dict):
+        check = CheckPolicy(**{**spec.check, "command": tuple(spec.check.get("command") or ())})
+    return dataclasses.replace(spec, gpus=tuple(spec.gpus), restart=restart, check=check)

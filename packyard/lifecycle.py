@@ -16,7 +16,6 @@ stays out of the stored spec, so that filling a default in later does not change
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -29,6 +28,7 @@ from pydantic import (
 )
 
 from packyard.durations import DurationError, format_duration, parse_duration
+from packyard.policies import CheckPolicy, ReschedulePolicy, RestartPolicy
 
 JOB_TYPES = ("service", "batch", "system")
 CHECK_TYPES = ("exec", "tcp", "http")
@@ -117,51 +117,6 @@ def check_problems(check: Check) -> list[tuple[str, str]]:
         out.append(("timeout", f"{format_duration(policy.timeout)} is longer than the check's interval "
                                f"({format_duration(policy.interval)})"))
     return out
-
-
-# --- the policies in force: every field filled in ---------------------------------------------------
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    attempts: int
-    interval: float
-    delay: float
-    mode: str = "fail"
-
-    def delay_before(self, attempt: int) -> float:
-        """The wait before restart number `attempt` (1-based): delay, doubling each time, at most
-        the interval (a wait longer than the window the attempts are counted in is no backoff)."""
-        return min(self.delay * 2 ** max(0, attempt - 1), max(self.interval, self.delay))
-
-
-@dataclass(frozen=True)
-class ReschedulePolicy:
-    attempts: int
-    interval: float
-    delay: float
-    max_delay: float
-    unlimited: bool
-
-    def delay_before(self, attempt: int) -> float:
-        return min(self.delay * 2 ** max(0, attempt - 1), max(self.max_delay, self.delay))
-
-
-@dataclass(frozen=True)
-class CheckPolicy:
-    type: str
-    command: tuple[str, ...] = ()
-    port: int = 0
-    path: str = ""
-    interval: float = 10.0
-    timeout: float = 2.0
-    failures: int = 3
-    grace: float = 10.0
-
-    def describe(self) -> str:
-        """How events name it: `http :8080/healthz`, `tcp :5432`, `exec pg_isready`."""
-        if self.type == "exec":
-            return f"exec {self.command[0] if self.command else ''}"
-        return f"{self.type} :{self.port}{self.path}"
 
 
 RESTART_DEFAULTS = {"service": RestartPolicy(2, 1800.0, 15.0), "batch": RestartPolicy(3, 86400.0, 15.0),

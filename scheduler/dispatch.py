@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import grpc
 
+from packyard import lifecycle
+from packyard.policies import CheckPolicy, RestartPolicy
 from packyard.records import InstanceRecord, ResourceAmounts
 from packyard.v1 import agent_pb2
 from scheduler.agents import AgentClients
@@ -93,7 +95,9 @@ class Dispatcher:
                 job=r.job, group=r.group, kind=r.kind,
                 request=to_resources(ResourceAmounts(res.cpu, res.memory, res.disk, res.gpu)),
                 limit=to_resources(ResourceAmounts.of(r.reserved)),
-                driver_json=json.dumps(group.driver_config())), spec)
+                driver_json=json.dumps(group.driver_config()), job_type=spec.type,
+                restart=restart_message(lifecycle.restart_policy(spec.type, group.restart)),
+                check=check_message(lifecycle.check_policy(group.check))), spec)
         out = agent_pb2.InstanceSpec()
         out.CopyFrom(made[1])
         out.id = r.id
@@ -269,3 +273,16 @@ def why(e: Exception) -> str:
     if isinstance(e, grpc.aio.AioRpcError):
         return f"{e.code().name}: {e.details()}"
     return str(e) or type(e).__name__
+
+
+def restart_message(p: RestartPolicy) -> agent_pb2.RestartPolicy:
+    return agent_pb2.RestartPolicy(attempts=p.attempts, interval_seconds=p.interval,
+                                   delay_seconds=p.delay, mode=p.mode)
+
+
+def check_message(p: CheckPolicy | None) -> agent_pb2.HealthCheck | None:
+    if p is None:
+        return None
+    return agent_pb2.HealthCheck(type=p.type, command=list(p.command), port=p.port, path=p.path,
+                                 interval_seconds=p.interval, timeout_seconds=p.timeout,
+                                 failures=p.failures, grace_seconds=p.grace)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from packyard.policies import CheckPolicy, RestartPolicy
+
 
 class DriverError(Exception):
     """A driver could not do what was asked; the message is shown to users as the reason."""
@@ -29,6 +31,9 @@ class InstanceSpec:
     request_cpu_milli: int = 0     # what the workload asked for (a VM's vCPUs); 0: same as cpu_milli
     request_memory_bytes: int = 0  # what the workload asked for (a VM's guest RAM); 0: same as memory_bytes
     gpus: tuple[int, ...] = ()     # GPU device indices on this node, chosen by the scheduler
+    job_type: str = "service"      # service | batch | system: what an exit means (issue 13)
+    restart: RestartPolicy | None = None   # restarts in place; None: never (InstanceManager)
+    check: CheckPolicy | None = None       # the health check, if any
 
 
 @dataclass

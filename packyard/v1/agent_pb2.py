@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from packyard.v1 import common_pb2 as packyard_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17packyard/v1/agent.proto\x12\x0bpackyard.v1\x1a\x18packyard/v1/common.proto\"\xb7\x01\n\x0cInstanceSpec\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03job\x18\x02 \x01(\t\x12\r\n\x05group\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\'\n\x07request\x18\x05 \x01(\x0b\x32\x16.packyard.v1.Resources\x12%\n\x05limit\x18\x06 \x01(\x0b\x32\x16.packyard.v1.Resources\x12\x13\n\x0b\x64river_json\x18\x07 \x01(\t\x12\x0c\n\x04gpus\x18\x08 \x03(\r\"^\n\x0cStartRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12,\n\tinstances\x18\x02 \x03(\x0b\x32\x19.packyard.v1.InstanceSpec\x12\x12\n\nnode_epoch\x18\x03 \x01(\x03\":\n\x0bStartResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\":\n\rStartResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.packyard.v1.StartResult\"D\n\x10\x41gentStopRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x15\n\rgrace_seconds\x18\x03 \x01(\x01\"%\n\x11\x41gentStopResponse\x12\x10\n\x08stopping\x18\x01 \x03(\t\" \n\x10InventoryRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\"9\n\x0eInventoryEntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0c\n\x04gpus\x18\x03 \x03(\r\"Q\n\x11InventoryResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12.\n\tinstances\x18\x02 \x03(\x0b\x32\x1b.packyard.v1.InventoryEntry2\x95\x02\n\x05\x41gent\x12>\n\x05Start\x12\x19.packyard.v1.StartRequest\x1a\x1a.packyard.v1.StartResponse\x12\x45\n\x04Stop\x12\x1d.packyard.v1.AgentStopRequest\x1a\x1e.packyard.v1.AgentStopResponse\x12\x39\n\x04Logs\x12\x18.packyard.v1.LogsRequest\x1a\x15.packyard.v1.LogChunk0\x01\x12J\n\tInventory\x12\x1d.packyard.v1.InventoryRequest\x1a\x1e.packyard.v1.InventoryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17packyard/v1/agent.proto\x12\x0bpackyard.v1\x1a\x18packyard/v1/common.proto\"\x9f\x02\n\x0cInstanceSpec\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03job\x18\x02 \x01(\t\x12\r\n\x05group\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\'\n\x07request\x18\x05 \x01(\x0b\x32\x16.packyard.v1.Resources\x12%\n\x05limit\x18\x06 \x01(\x0b\x32\x16.packyard.v1.Resources\x12\x13\n\x0b\x64river_json\x18\x07 \x01(\t\x12\x0c\n\x04gpus\x18\x08 \x03(\r\x12\x10\n\x08job_type\x18\t \x01(\t\x12+\n\x07restart\x18\n \x01(\x0b\x32\x1a.packyard.v1.RestartPolicy\x12\'\n\x05\x63heck\x18\x0b \x01(\x0b\x32\x18.packyard.v1.HealthCheck\"`\n\rRestartPolicy\x12\x10\n\x08\x61ttempts\x18\x01 \x01(\r\x12\x18\n\x10interval_seconds\x18\x02 \x01(\x01\x12\x15\n\rdelay_seconds\x18\x03 \x01(\x01\x12\x0c\n\x04mode\x18\x04 \x01(\t\"\xa4\x01\n\x0bHealthCheck\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x03(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x18\n\x10interval_seconds\x18\x05 \x01(\x01\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x01\x12\x10\n\x08\x66\x61ilures\x18\x07 \x01(\r\x12\x15\n\rgrace_seconds\x18\x08 \x01(\x01\"^\n\x0cStartRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12,\n\tinstances\x18\x02 \x03(\x0b\x32\x19.packyard.v1.InstanceSpec\x12\x12\n\nnode_epoch\x18\x03 \x01(\x03\":\n\x0bStartResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\":\n\rStartResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.packyard.v1.StartResult\"D\n\x10\x41gentStopRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x15\n\rgrace_seconds\x18\x03 \x01(\x01\"%\n\x11\x41gentStopResponse\x12\x10\n\x08stopping\x18\x01 \x03(\t\" \n\x10InventoryRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\"9\n\x0eInventoryEntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0c\n\x04gpus\x18\x03 \x03(\r\"Q\n\x11InventoryResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12.\n\tinstances\x18\x02 \x03(\x0b\x32\x1b.packyard.v1.InventoryEntry2\x95\x02\n\x05\x41gent\x12>\n\x05Start\x12\x19.packyard.v1.StartRequest\x1a\x1a.packyard.v1.StartResponse\x12\x45\n\x04Stop\x12\x1d.packyard.v1.AgentStopRequest\x1a\x1e.packyard.v1.AgentStopResponse\x12\x39\n\x04Logs\x12\x18.packyard.v1.LogsRequest\x1a\x15.packyard.v1.LogChunk0\x01\x12J\n\tInventory\x12\x1d.packyard.v1.InventoryRequest\x1a\x1e.packyard.v1.InventoryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,23 +33,27 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'packyard.v1.agent_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_INSTANCESPEC']._serialized_start=67
-  _globals['_INSTANCESPEC']._serialized_end=250
-  _globals['_STARTREQUEST']._serialized_start=252
-  _globals['_STARTREQUEST']._serialized_end=346
-  _globals['_STARTRESULT']._serialized_start=348
-  _globals['_STARTRESULT']._serialized_end=406
-  _globals['_STARTRESPONSE']._serialized_start=408
-  _globals['_STARTRESPONSE']._serialized_end=466
-  _globals['_AGENTSTOPREQUEST']._serialized_start=468
-  _globals['_AGENTSTOPREQUEST']._serialized_end=536
-  _globals['_AGENTSTOPRESPONSE']._serialized_start=538
-  _globals['_AGENTSTOPRESPONSE']._serialized_end=575
-  _globals['_INVENTORYREQUEST']._serialized_start=577
-  _globals['_INVENTORYREQUEST']._serialized_end=609
-  _globals['_INVENTORYENTRY']._serialized_start=611
-  _globals['_INVENTORYENTRY']._serialized_end=668
-  _globals['_INVENTORYRESPONSE']._serialized_start=670
-  _globals['_INVENTORYRESPONSE']._serialized_end=751
-  _globals['_AGENT']._serialized_start=754
-  _globals['_AGENT']._serialized_end=1031
+  _globals['_INSTANCESPEC']._serialized_end=354
+  _globals['_RESTARTPOLICY']._serialized_start=356
+  _globals['_RESTARTPOLICY']._serialized_end=452
+  _globals['_HEALTHCHECK']._serialized_start=455
+  _globals['_HEALTHCHECK']._serialized_end=619
+  _globals['_STARTREQUEST']._serialized_start=621
+  _globals['_STARTREQUEST']._serialized_end=715
+  _globals['_STARTRESULT']._serialized_start=717
+  _globals['_STARTRESULT']._serialized_end=775
+  _globals['_STARTRESPONSE']._serialized_start=777
+  _globals['_STARTRESPONSE']._serialized_end=835
+  _globals['_AGENTSTOPREQUEST']._serialized_start=837
+  _globals['_AGENTSTOPREQUEST']._serialized_end=905
+  _globals['_AGENTSTOPRESPONSE']._serialized_start=907
+  _globals['_AGENTSTOPRESPONSE']._serialized_end=944
+  _globals['_INVENTORYREQUEST']._serialized_start=946
+  _globals['_INVENTORYREQUEST']._serialized_end=978
+  _globals['_INVENTORYENTRY']._serialized_start=980
+  _globals['_INVENTORYENTRY']._serialized_end=1037
+  _globals['_INVENTORYRESPONSE']._serialized_start=1039
+  _globals['_INVENTORYRESPONSE']._serialized_end=1120
+  _globals['_AGENT']._serialized_start=1123
+  _globals['_AGENT']._serialized_end=1400
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ import pytest
 
 from agent.drivers.base import Handle, InstanceSpec
 from agent.handles import FileHandleStore, MemoryHandleStore, NoHandleStore
+from packyard.policies import CheckPolicy, RestartPolicy
 
 
 def spec(instance_id: str, gpus: tuple[int, ...] = ()) -> InstanceSpec:
@@ -29,6 +30,14 @@ def test_saved_in_id_order_until_forgotten(store):
     store.forget("a")
     store.forget("a")                              # idempotent
     assert [s.id for s, _ in store.saved()] == ["b"]
+
+
+def test_policies_come_back_as_they_were_saved(store):
+    kept = InstanceSpec(id="p", job="j", group="g", kind="container", cpu_milli=100, memory_bytes=1 << 20,
+                        config={}, job_type="batch", restart=RestartPolicy(3, 60.0, 1.5, "delay"),
+                        check=CheckPolicy("exec", ("/bin/check", "-q"), interval=2.0, timeout=1.0))
+    store.save(kept, Handle("p", "container"))
+    assert list(store.saved()) == [(kept, Handle("p", "container"))]
 
 
 def test_forgetting_while_iterating(store):

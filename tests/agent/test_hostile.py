@@ -24,6 +24,7 @@ from agent.reporter import Reporter
 from agent.server import AgentService
 from packyard import keys
 from packyard.etcd import Etcd
+from packyard.policies import CheckPolicy, RestartPolicy
 from packyard.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from tests.agent.conftest import RUNC, needs_root, needs_runc
 from tests.conftest import wait_for
@@ -70,6 +71,27 @@ def good(**kw) -> agent_pb2.InstanceSpec:
     ({"gpus": [0, 0]}, "instances[0].gpus"),
     ({"gpus": [boundary.MAX_GPU_INDEX + 1]}, "instances[0].gpus"),
     ({"gpus": list(range(boundary.MAX_GPUS + 1))}, "instances[0].gpus"),
+    ({"job_type": "daemon"}, "instances[0].job_type"),
+    ({"restart": agent_pb2.RestartPolicy(attempts=3, interval_seconds=0, delay_seconds=1, mode="fail")},
+     "instances[0].restart.interval_seconds"),
+    ({"restart": agent_pb2.RestartPolicy(attempts=3, interval_seconds=60, delay_seconds=float("nan"), mode="fail")},
+     "instances[0].restart.delay_seconds"),
+    ({"restart": agent_pb2.RestartPolicy(attempts=10**6, interval_seconds=60, mode="fail")},
+     "instances[0].restart.attempts"),
+    ({"restart": agent_pb2.RestartPolicy(attempts=1, interval_seconds=60, mode="sometimes")},
+     "instances[0].restart.mode"),
+    ({"check": agent_pb2.HealthCheck(type="ping", port=80, interval_seconds=1, timeout_seconds=1, failures=1)},
+     "instances[0].check.type"),
+    ({"check": agent_pb2.HealthCheck(type="tcp", interval_seconds=1, timeout_seconds=1, failures=1)},
+     "instances[0].check.port"),
+    ({"check": agent_pb2.HealthCheck(type="exec", interval_seconds=1, timeout_seconds=1, failures=1)},
+     "instances[0].check.command"),
+    ({"check": agent_pb2.HealthCheck(type="http", port=80, path="x y", interval_seconds=1, timeout_seconds=1,
+                                     failures=1)}, "instances[0].check.path"),
+    ({"check": agent_pb2.HealthCheck(type="tcp", port=80, interval_seconds=1, timeout_seconds=1, failures=0)},
+     "instances[0].check.failures"),
+    ({"check": agent_pb2.HealthCheck(type="tcp", port=80, interval_seconds=float("inf"), timeout_seconds=1,
+                                     failures=1)}, "instances[0].check.interval_seconds"),
 ], ids=lambda v: None)
 def test_boundary_names_the_field(fields, field):
     with pytest.raises(ValueError) as e:
@@ -81,6 +103,14 @@ def test_boundary_accepts_what_the_scheduler_sends():
     spec = boundary.to_spec(good(), "instances[0]")
     assert (spec.id, spec.cpu_milli, spec.config["command"]) == ("shop.web.0-1", 260, ["/bin/sleep", "1"])
     assert spec.gpus == () and boundary.to_spec(good(gpus=[3, 1]), "instances[0]").gpus == (3, 1)
+    # from a scheduler before issue 13: a service, never restarted in place, no check
+    assert (spec.job_type, spec.restart, spec.check) == ("service", None, None)
+    kept = boundary.to_spec(good(job_type="batch", restart=agent_pb2.RestartPolicy(
+        attempts=3, interval_seconds=60, delay_seconds=1, mode="delay"), check=agent_pb2.HealthCheck(
+        type="http", port=8080, path="/healthz", interval_seconds=2, timeout_seconds=1, failures=3,
+        grace_seconds=5)), "instances[0]")
+    assert kept.job_type == "batch" and kept.restart == RestartPolicy(3, 60, 1, "delay")
+    assert kept.check == CheckPolicy("http", (), 8080, "/healthz", 2, 1, 3, 5)
 
 
 @pytest.mark.parametrize("value,expected", [(0, 10.0), (-3, 10.0), (float("nan"), 10.0), (float("inf"), 10.0),

@@ -108,3 +108,22 @@ async def test_no_audit_in_the_first_seconds_of_a_leadership():
     d.audit(clock.now)
     await agents.settle()
     assert not agents.stops
+
+
+async def test_the_agent_is_told_the_policies_in_force_defaults_filled_in():
+    cache = CacheBuilder().node("a")
+    (plain,) = placed(cache, "plain", ["a"])
+    (web,) = placed(cache, "web", ["a"], restart={"attempts": 5, "delay": "2s"},
+                    check={"type": "http", "port": 8080, "path": "/healthz"})
+    agents = FakeAgentClients()
+    d = dispatcher(cache, agents, Clock())
+    d.start([plain, web])
+    await agents.settle()
+    specs = {s.job: s for _, sent, _ in agents.starts for s in sent}
+    p, w = specs["plain"], specs["web"]
+    assert p.job_type == "service" and not p.HasField("check")
+    assert (p.restart.attempts, p.restart.interval_seconds, p.restart.delay_seconds, p.restart.mode) == (
+        2, 1800.0, 15.0, "fail")                                    # the service defaults
+    assert (w.restart.attempts, w.restart.interval_seconds, w.restart.delay_seconds) == (5, 1800.0, 2.0)
+    assert (w.check.type, w.check.port, w.check.path, w.check.interval_seconds, w.check.failures) == (
+        "http", 8080, "/healthz", 10.0, 3)
