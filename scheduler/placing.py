@@ -155,8 +155,8 @@ class Placer:
                 gpu_model=gpu_model)
             self._table_nodes = (self.state.nodes_version, gpu_model)
         base = self._table_base
-        allocated = np.array([self.state.allocation_of(n) for n in base.names],
-                             dtype=np.int64).reshape(len(base), 4)
+        alloc, zero = self.state.allocations(), (0, 0, 0, 0)
+        allocated = np.array([alloc.get(n, zero) for n in base.names], dtype=np.int64).reshape(len(base), 4)
         gpu_free = base.gpu_capacity.copy()
         for node, used in self.gpu_devices().items():
             gpu_free[base.index(node), :len(used)] -= np.array(used, dtype=np.int64)

@@ -5,7 +5,7 @@ comes back here through the watch, so the cache never holds anything etcd does n
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Set
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from packyard import keys, records
@@ -373,10 +373,11 @@ class ClusterState:
     def unsettled_count(self) -> int:
         return len(self._unsettled)
 
-    def allocation_of(self, node: str) -> tuple[int, int, int, int]:
-        """What instances hold on `node` now: (cpu milli, memory bytes, disk bytes, gpu milli)."""
-        a = self._node_alloc.get(node)
-        return (a[0], a[1], a[2], a[3]) if a is not None else (0, 0, 0, 0)
+    def allocations(self) -> Mapping[str, Sequence[int]]:
+        """Node -> what instances hold on it now, [cpu milli, memory bytes, disk bytes, gpu milli];
+        nodes holding nothing may be absent. Read-only: the host table reads 5,000 of these per
+        decision, and a tuple copied for each cost a small job 3 ms next to 100,000 instances."""
+        return self._node_alloc
 
     def holds(self, iid: str) -> bool:
         """The instance counts against its node's capacity (see `holds_reservation`)."""

@@ -62,7 +62,7 @@ def test_indexes_match_a_full_scan(ops):
         a = alloc.setdefault(e.record.node, [0, 0, 0, 0])
         for i, k in enumerate(("cpu_milli", "memory_bytes", "disk_bytes", "gpu_milli")):
             a[i] += e.record.reserved.get(k, 0)
-    assert {n: list(state.allocation_of(n)) for n in NODES} == {n: alloc.get(n, [0, 0, 0, 0]) for n in NODES}
+    assert {n: list(state.allocations().get(n, [0, 0, 0, 0])) for n in NODES} == {n: alloc.get(n, [0, 0, 0, 0]) for n in NODES}
     shapes = Counter((e.record.reserved.get("cpu_milli", 0), e.record.reserved.get("memory_bytes", 0),
                       e.record.reserved.get("gpu_milli", 0)) for e in holding)
     assert state.shape_counts() == dict(shapes)
