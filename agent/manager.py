@@ -1,18 +1,22 @@
-"""The agent's instances: start them through their kind's driver, follow them to their end, stop
-them, and reattach to them after an agent restart. Each handle is kept in a HandleStore (files in the
-state dir) before the instance is reported running, so a restart can always find what it started.
+"""The agent's instances: start them through their kind's driver, follow them to their end, restart
+them in place as their policy says (agent/restarts.py), stop them, and reattach to them after an
+agent restart. Each handle is kept in a HandleStore (files in the state dir) before the instance is
+reported running, so a restart can always find what it started; a restart's wait is in the store
+and in etcd before it begins, so an agent restarted meanwhile carries on with it.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.drivers.base import Driver, DriverError, ExitResult, Handle, InstanceSpec
 from agent.handles import FileHandleStore, HandleStore
 from agent.reporter import Reporter
-from packyard.records import EXITED, FAILED, RUNNING, STARTING, STOPPED, TERMINAL, StateRecord
+from agent.restarts import AfterExit, after_exit
+from packyard.records import FAILED, MAX_EVENTS, RUNNING, STARTING, STOPPED, TERMINAL, StateRecord
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +29,31 @@ class Tracked:
     grace: float = 10.0
     task: asyncio.Task | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    # restarts in place (kept in the handle store under BOOK, so a new agent process goes on)
+    restarts: int = 0
+    history: list[float] = field(default_factory=list)      # when it was restarted (time.time())
+    events: list[dict] = field(default_factory=list)
+    backoff_until: float = 0.0                              # a restart waits until then
+    wake: asyncio.Event = field(default_factory=asyncio.Event)   # a stop ends the wait
+
+    def event(self, message: str, at: float) -> None:
+        self.events = [*self.events, {"at": round(at, 3), "message": message}][-MAX_EVENTS:]
+
+    def book(self) -> dict:
+        return {"restarts": self.restarts, "history": self.history[-64:], "events": self.events,
+                "backoff_until": self.backoff_until}
+
+    def load_book(self, book: dict) -> None:
+        self.restarts = int(book.get("restarts", 0))
+        self.history = [float(t) for t in book.get("history", [])]
+        self.events = list(book.get("events", []))
+        self.backoff_until = float(book.get("backoff_until", 0.0))
+
+    def record(self, state: str, **kw) -> StateRecord:
+        return StateRecord(id=self.spec.id, state=state, restarts=self.restarts, events=self.events, **kw)
 
 
-def classify(result: ExitResult, stopping: bool) -> StateRecord:
-    """How an instance ended → the state users see."""
-    if stopping:
-        return StateRecord(id="", state=STOPPED, exit_code=result.exit_code, reason="")
-    if result.oom_killed:
-        return StateRecord(id="", state=FAILED, exit_code=result.exit_code, reason="OOMKilled")
-    if result.exit_code == 0:
-        return StateRecord(id="", state=EXITED, exit_code=0, reason="")
-    return StateRecord(id="", state=FAILED, exit_code=result.exit_code,
-                       reason=result.reason or "ended while the agent was down")
+BOOK = "restarts"      # the manager's key in a stored handle's data (drivers never read it)
 
 
 class InstanceManager:
@@ -124,26 +141,73 @@ class InstanceManager:
             reason = str(e) if isinstance(e, DriverError) else f"start failed: {e!r}"
             log.warning("instance %s failed to start: %s", t.spec.id, reason)
             self._forget(t.spec.id)
-            return StateRecord(id=t.spec.id, state=FAILED, reason=reason)
-        self.store.save(t.spec, t.handle)
+            return t.record(FAILED, reason=reason)
+        self._save(t)
         t.started.set()
-        return StateRecord(id=t.spec.id, state=RUNNING, address=driver.address(t.handle))
+        return t.record(RUNNING, address=driver.address(t.handle))
+
+    def _save(self, t: Tracked) -> None:
+        if t.restarts or t.backoff_until:
+            t.handle.data[BOOK] = t.book()
+        self.store.save(t.spec, t.handle)
 
     async def _follow(self, t: Tracked) -> None:
+        """Until the instance ends for good: wait for each end, restart it in place while its
+        policy says so."""
         driver = self.drivers[t.spec.kind]
-        try:
-            result = await driver.wait(t.handle)
-        except Exception as e:
-            result = ExitResult(exit_code=None, reason=f"lost track of it: {e!r}")
-        ended = classify(result, t.stopping)
-        ended.id = t.spec.id
-        log.info("%s ended: %s %s", t.spec.id, ended.state, ended.reason)
-        try:
-            await driver.destroy(t.handle)
-        except Exception as e:
-            log.warning("cleaning up %s failed: %s", t.spec.id, e)
+        while True:
+            try:
+                result = await driver.wait(t.handle)
+            except Exception as e:
+                result = ExitResult(exit_code=None, reason=f"lost track of it: {e!r}")
+            after = after_exit(t.spec, result, t.stopping, t.history, time.time())
+            log.info("%s ended: %s %s", t.spec.id, after.state, after.message)
+            try:
+                await driver.destroy(t.handle)
+            except Exception as e:
+                log.warning("cleaning up %s failed: %s", t.spec.id, e)
+            if after.restart_in is None or t.stopping:
+                await self._end(t, after, result.exit_code)
+                return
+            if not await self._restart(t, after, result.exit_code):
+                return
+
+    async def _end(self, t: Tracked, after: AfterExit, exit_code: int | None) -> None:
+        if after.message not in ("stopped", "") and t.restarts:
+            t.event(after.message, time.time())
         self._forget(t.spec.id)
-        await self._report_safely(ended)
+        await self._report_safely(t.record(STOPPED if t.stopping else after.state,
+                                           reason="" if t.stopping else after.reason, exit_code=exit_code))
+
+    async def _restart(self, t: Tracked, after: AfterExit, exit_code: int | None) -> bool:
+        """Wait the restart's delay (in the store and in etcd first), then start t again: True
+        if it runs again, False if it ended (stopped meanwhile, or its start failed)."""
+        now = time.time()
+        t.event(after.message, now)
+        t.backoff_until = now + after.restart_in
+        self._save(t)
+        await self._report_safely(t.record(STARTING, reason=after.message, exit_code=exit_code))
+        return await self._restart_when_due(t)
+
+    async def _restart_when_due(self, t: Tracked) -> bool:
+        try:
+            await asyncio.wait_for(t.wake.wait(), max(0.0, t.backoff_until - time.time()))
+        except TimeoutError:
+            pass
+        if t.stopping:
+            self._forget(t.spec.id)
+            await self._report_safely(t.record(STOPPED))
+            return False
+        t.restarts += 1
+        t.history.append(time.time())
+        t.backoff_until = 0.0
+        started = await self._launch(t)
+        await self._report_safely(started)
+        if started.state == FAILED:
+            return False
+        if t.stopping:                 # stopped while it started
+            await self.drivers[t.spec.kind].stop(t.handle, t.grace)
+        return True
 
     async def _report_safely(self, *states: StateRecord) -> None:
         # etcd may be briefly away; the state must still get there
@@ -168,7 +232,8 @@ class InstanceManager:
             if t.stopping:
                 continue
             t.stopping, t.grace = True, grace
-            if t.handle is not None:
+            t.wake.set()                  # a restart waiting: it ends instead
+            if t.handle is not None and not t.backoff_until:
                 asyncio.get_running_loop().create_task(self._stop_one(t))
         if unknown:
             # nothing of these runs here (finished, or never arrived): say so, so the scheduler converges
@@ -187,33 +252,49 @@ class InstanceManager:
 
     # --- recovery after a restart --------------------------------------------------------------
     async def recover(self) -> tuple[list[str], list[str]]:
-        """Reattach to what the previous agent process started; report what died meanwhile."""
+        """Reattach to what the previous agent process started; go on with the restarts it was
+        waiting to make; restart, or report, what died meanwhile."""
         adopted, dead = [], []
+        loop = asyncio.get_running_loop()
         for spec, handle in self.store.saved():
             driver = self.drivers.get(spec.kind)
+            t = Tracked(spec, handle)
+            t.load_book(handle.data.get(BOOK, {}))
             alive = False
-            if driver is not None:
+            if driver is not None and not t.backoff_until:
                 try:
                     alive = await driver.recover(handle)
                 except Exception as e:
                     log.warning("recovering %s failed: %s", spec.id, e)
             if alive:
-                t = self.instances[spec.id] = Tracked(spec, handle)
+                self.instances[spec.id] = t
                 t.started.set()
-                t.task = asyncio.get_running_loop().create_task(self._follow(t))
+                t.task = loop.create_task(self._follow(t))
                 adopted.append(spec.id)
-                await self._report_safely(StateRecord(id=spec.id, state=RUNNING,
-                                                      address=driver.address(handle)))
-            else:
-                if driver is not None:
-                    try:
-                        await driver.destroy(handle)
-                    except Exception as e:
-                        log.warning("cleaning up %s failed: %s", spec.id, e)
-                self.store.forget(spec.id)
-                dead.append(spec.id)
-                await self._report_safely(StateRecord(
-                    id=spec.id, state=FAILED, reason="ended while the agent was down"))
+                await self._report_safely(t.record(RUNNING, address=driver.address(handle)))
+                continue
+            if driver is not None:
+                try:
+                    await driver.destroy(handle)
+                except Exception as e:
+                    log.warning("cleaning up %s failed: %s", spec.id, e)
+            if driver is not None and t.backoff_until:          # it was waiting for a restart
+                self.instances[spec.id] = t
+                t.task = loop.create_task(self._restarted_then_followed(t))
+                adopted.append(spec.id)
+                continue
+            ended = ExitResult(exit_code=None, reason="ended while the agent was down")
+            after = after_exit(spec, ended, False, t.history, time.time())
+            if driver is not None and after.restart_in is not None:
+                self.instances[spec.id] = t
+                t.task = loop.create_task(self._restart_then_follow(t, after))
+                adopted.append(spec.id)
+                continue
+            self.store.forget(spec.id)
+            dead.append(spec.id)
+            await self._report_safely(StateRecord(
+                id=spec.id, state=FAILED, reason="ended while the agent was down",
+                restarts=t.restarts, events=t.events))
         # reported as alive in etcd, but this agent knows nothing of them (state dir lost)
         reported = await self.reporter.reported()
         orphans = [StateRecord(id=i, state=FAILED, reason="the agent lost track of it")
@@ -222,6 +303,14 @@ class InstanceManager:
         if orphans:
             await self._report_safely(*orphans)
         return adopted, dead
+
+    async def _restarted_then_followed(self, t: Tracked) -> None:
+        if await self._restart_when_due(t):
+            await self._follow(t)
+
+    async def _restart_then_follow(self, t: Tracked, after: AfterExit) -> None:
+        if await self._restart(t, after, None):
+            await self._follow(t)
 
     def log_file(self, instance_id: str) -> Path:
         t = self.instances.get(instance_id)

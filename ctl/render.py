@@ -19,6 +19,9 @@ def instance_json(i: scheduler_pb2.Instance) -> dict:
            "kind": i.kind, "desired": i.desired, "address": i.address,
            "reserved": resources_json(i.reserved)}
     out["exit_code"] = i.exit_code if i.has_exit_code else None
+    out["restarts"] = i.restarts
+    out["health"] = i.health or "unknown"
+    out["events"] = [{"at": e.at, "message": e.message} for e in i.events]
     return out
 
 
@@ -57,8 +60,11 @@ def status_table(s: scheduler_pb2.JobStatus) -> str:
         reason = i.reason
         if i.has_exit_code and i.state in ("exited", "failed"):
             reason = f"exit {i.exit_code}" + (f": {reason}" if reason and "exit status" not in reason else "")
-        rows.append([i.id, i.group, i.node or "-", i.state, i.address or "-", reason])
-    return head + "\n" + table(["ID", "GROUP", "NODE", "STATE", "ADDRESS", "REASON"], rows)
+        if i.events and i.state != "running" and i.events[-1].message not in reason:
+            reason = f"{reason}; {i.events[-1].message}" if reason else i.events[-1].message
+        rows.append([i.id, i.group, i.node or "-", i.state, str(i.restarts), i.health or "unknown",
+                     i.address or "-", reason])
+    return head + "\n" + table(["ID", "GROUP", "NODE", "STATE", "RESTARTS", "HEALTH", "ADDRESS", "REASON"], rows)
 
 
 SUMMARY_OVER = 50   # instances: beyond this `ctl status` summarises unless --all

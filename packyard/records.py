@@ -12,11 +12,13 @@ import orjson
 T = TypeVar("T")
 
 # Instance states as users see them (ctl status). `pending` and `starting` are the scheduler's view
-# (no node yet / node told but no report yet); the rest are reported by the agent.
-PENDING, STARTING, RUNNING, EXITED, FAILED, LOST, STOPPED = (
-    "pending", "starting", "running", "exited", "failed", "lost", "stopped")
-STATES = (PENDING, STARTING, RUNNING, EXITED, FAILED, LOST, STOPPED)
-TERMINAL = frozenset({EXITED, FAILED, LOST, STOPPED})
+# (no node yet / node told but no report yet); the rest are reported by the agent, which also
+# reports `starting` while a restart in place waits. `complete`: a batch instance that exited 0.
+PENDING, STARTING, RUNNING, EXITED, FAILED, LOST, STOPPED, COMPLETE = (
+    "pending", "starting", "running", "exited", "failed", "lost", "stopped", "complete")
+STATES = (PENDING, STARTING, RUNNING, EXITED, FAILED, LOST, STOPPED, COMPLETE)
+TERMINAL = frozenset({EXITED, FAILED, LOST, STOPPED, COMPLETE})
+MAX_EVENTS = 10          # an instance's last events kept in its state record
 
 
 def dumps(record: Any) -> bytes:
@@ -117,6 +119,8 @@ class StateRecord:
     exit_code: int | None = None
     address: str = ""                   # the instance's own IP on the host's bridge
     updated_at: float = 0.0
+    restarts: int = 0                   # restarted in place by its agent, in all
+    events: list[dict] = field(default_factory=list)   # the last MAX_EVENTS: {"at": time, "message": ...}
 
 
 @dataclass

@@ -93,6 +93,10 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             inst.updated_at = rep.updated_at
             if rep.exit_code is not None:
                 inst.exit_code, inst.has_exit_code = rep.exit_code, True
+            inst.restarts = rep.restarts
+            inst.events.extend(scheduler_pb2.InstanceEvent(at=ev.get("at", 0.0), message=str(ev.get("message", "")))
+                               for ev in rep.events if isinstance(ev, dict))
+        inst.health = "unknown"
         return inst
 
     async def List(self, request, context):

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from packyard.v1 import common_pb2 as packyard_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpackyard/v1/scheduler.proto\x12\x0bpackyard.v1\x1a\x18packyard/v1/common.proto\"\"\n\rSubmitRequest\x12\x11\n\tspec_json\x18\x01 \x01(\t\"V\n\x0eSubmitResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0f\n\x07\x63hanged\x18\x03 \x01(\x08\x12\x14\n\x0cinstance_ids\x18\x04 \x03(\t\"\x1d\n\rStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xea\x01\n\x08Instance\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x11\n\texit_code\x18\x06 \x01(\x05\x12\x15\n\rhas_exit_code\x18\x07 \x01(\x08\x12\x0c\n\x04kind\x18\x08 \x01(\t\x12(\n\x08reserved\x18\t \x01(\x0b\x32\x16.packyard.v1.Resources\x12\x0f\n\x07\x61\x64\x64ress\x18\n \x01(\t\x12\x12\n\nupdated_at\x18\x0b \x01(\x01\x12\x0f\n\x07\x64\x65sired\x18\x0c \x01(\t\"\x9e\x01\n\tJobStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08priority\x18\x02 \x01(\x05\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\x14\n\x0csubmitted_at\x18\x05 \x01(\x01\x12(\n\tinstances\x18\x06 \x03(\x0b\x32\x15.packyard.v1.Instance\x12\x11\n\tspec_json\x18\x07 \x01(\t\"\r\n\x0bListRequest\"\xe6\x01\n\nJobSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12I\n\x12instances_by_state\x18\x05 \x03(\x0b\x32-.packyard.v1.JobSummary.InstancesByStateEntry\x12\x14\n\x0csubmitted_at\x18\x06 \x01(\x01\x1a\x37\n\x15InstancesByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"5\n\x0cListResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.packyard.v1.JobSummary\"*\n\x0bStopRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05purge\x18\x02 \x01(\x08\"=\n\x0cStopResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08stopping\x18\x02 \x01(\x05\x12\r\n\x05purge\x18\x03 \x01(\x08\"\x0e\n\x0cNodesRequest\"\x8b\x03\n\x04Node\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12-\n\x06labels\x18\x04 \x03(\x0b\x32\x1d.packyard.v1.Node.LabelsEntry\x12(\n\x08\x63\x61pacity\x18\x05 \x01(\x0b\x32\x16.packyard.v1.Resources\x12)\n\tallocated\x18\x06 \x01(\x0b\x32\x16.packyard.v1.Resources\x12%\n\x05usage\x18\x07 \x01(\x0b\x32\x16.packyard.v1.Resources\x12\x35\n\nattributes\x18\x08 \x03(\x0b\x32!.packyard.v1.Node.AttributesEntry\x12\x11\n\tinstances\x18\t \x01(\x05\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"1\n\rNodesResponse\x12 \n\x05nodes\x18\x01 \x03(\x0b\x32\x11.packyard.v1.Node\"\x11\n\x0fProfilesRequest\"w\n\x0cLearnedClass\x12\x18\n\x10size_class_bytes\x18\x01 \x01(\x03\x12\x0f\n\x07samples\x18\x02 \x01(\x05\x12\x11\n\tp50_bytes\x18\x03 \x01(\x03\x12\x11\n\tp95_bytes\x18\x04 \x01(\x03\x12\x16\n\x0eoverhead_bytes\x18\x05 \x01(\x03\"\xb4\x01\n\x0bProfileInfo\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x1a\n\x12\x66ixed_memory_bytes\x18\x02 \x01(\x03\x12\x1d\n\x15per_vcpu_memory_bytes\x18\x03 \x01(\x03\x12\x17\n\x0fmemory_fraction\x18\x04 \x01(\x01\x12\x17\n\x0f\x66ixed_cpu_milli\x18\x05 \x01(\x03\x12*\n\x07learned\x18\x06 \x03(\x0b\x32\x19.packyard.v1.LearnedClass\">\n\x10ProfilesResponse\x12*\n\x08profiles\x18\x01 \x03(\x0b\x32\x18.packyard.v1.ProfileInfo\"\x84\x01\n\x0fPlannedInstance\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0c\n\x04node\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12(\n\x08reserved\x18\x06 \x01(\x0b\x32\x16.packyard.v1.Resources\"o\n\x0cPlanResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12/\n\tinstances\x18\x04 \x03(\x0b\x32\x1c.packyard.v1.PlannedInstance2\x89\x04\n\tScheduler\x12\x41\n\x06Submit\x12\x1a.packyard.v1.SubmitRequest\x1a\x1b.packyard.v1.SubmitResponse\x12<\n\x06Status\x12\x1a.packyard.v1.StatusRequest\x1a\x16.packyard.v1.JobStatus\x12;\n\x04List\x12\x18.packyard.v1.ListRequest\x1a\x19.packyard.v1.ListResponse\x12;\n\x04Stop\x12\x18.packyard.v1.StopRequest\x1a\x19.packyard.v1.StopResponse\x12>\n\x05Nodes\x12\x19.packyard.v1.NodesRequest\x1a\x1a.packyard.v1.NodesResponse\x12\x39\n\x04Logs\x12\x18.packyard.v1.LogsRequest\x1a\x15.packyard.v1.LogChunk0\x01\x12G\n\x08Profiles\x12\x1c.packyard.v1.ProfilesRequest\x1a\x1d.packyard.v1.ProfilesResponse\x12=\n\x04Plan\x12\x1a.packyard.v1.SubmitRequest\x1a\x19.packyard.v1.PlanResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpackyard/v1/scheduler.proto\x12\x0bpackyard.v1\x1a\x18packyard/v1/common.proto\"\"\n\rSubmitRequest\x12\x11\n\tspec_json\x18\x01 \x01(\t\"V\n\x0eSubmitResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0f\n\x07\x63hanged\x18\x03 \x01(\x08\x12\x14\n\x0cinstance_ids\x18\x04 \x03(\t\"\x1d\n\rStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xb8\x02\n\x08Instance\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x11\n\texit_code\x18\x06 \x01(\x05\x12\x15\n\rhas_exit_code\x18\x07 \x01(\x08\x12\x0c\n\x04kind\x18\x08 \x01(\t\x12(\n\x08reserved\x18\t \x01(\x0b\x32\x16.packyard.v1.Resources\x12\x0f\n\x07\x61\x64\x64ress\x18\n \x01(\t\x12\x12\n\nupdated_at\x18\x0b \x01(\x01\x12\x0f\n\x07\x64\x65sired\x18\x0c \x01(\t\x12\x10\n\x08restarts\x18\r \x01(\r\x12\x0e\n\x06health\x18\x0e \x01(\t\x12*\n\x06\x65vents\x18\x0f \x03(\x0b\x32\x1a.packyard.v1.InstanceEvent\",\n\rInstanceEvent\x12\n\n\x02\x61t\x18\x01 \x01(\x01\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x9e\x01\n\tJobStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08priority\x18\x02 \x01(\x05\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\x14\n\x0csubmitted_at\x18\x05 \x01(\x01\x12(\n\tinstances\x18\x06 \x03(\x0b\x32\x15.packyard.v1.Instance\x12\x11\n\tspec_json\x18\x07 \x01(\t\"\r\n\x0bListRequest\"\xe6\x01\n\nJobSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12I\n\x12instances_by_state\x18\x05 \x03(\x0b\x32-.packyard.v1.JobSummary.InstancesByStateEntry\x12\x14\n\x0csubmitted_at\x18\x06 \x01(\x01\x1a\x37\n\x15InstancesByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"5\n\x0cListResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.packyard.v1.JobSummary\"*\n\x0bStopRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05purge\x18\x02 \x01(\x08\"=\n\x0cStopResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08stopping\x18\x02 \x01(\x05\x12\r\n\x05purge\x18\x03 \x01(\x08\"\x0e\n\x0cNodesRequest\"\x8b\x03\n\x04Node\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12-\n\x06labels\x18\x04 \x03(\x0b\x32\x1d.packyard.v1.Node.LabelsEntry\x12(\n\x08\x63\x61pacity\x18\x05 \x01(\x0b\x32\x16.packyard.v1.Resources\x12)\n\tallocated\x18\x06 \x01(\x0b\x32\x16.packyard.v1.Resources\x12%\n\x05usage\x18\x07 \x01(\x0b\x32\x16.packyard.v1.Resources\x12\x35\n\nattributes\x18\x08 \x03(\x0b\x32!.packyard.v1.Node.AttributesEntry\x12\x11\n\tinstances\x18\t \x01(\x05\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"1\n\rNodesResponse\x12 \n\x05nodes\x18\x01 \x03(\x0b\x32\x11.packyard.v1.Node\"\x11\n\x0fProfilesRequest\"w\n\x0cLearnedClass\x12\x18\n\x10size_class_bytes\x18\x01 \x01(\x03\x12\x0f\n\x07samples\x18\x02 \x01(\x05\x12\x11\n\tp50_bytes\x18\x03 \x01(\x03\x12\x11\n\tp95_bytes\x18\x04 \x01(\x03\x12\x16\n\x0eoverhead_bytes\x18\x05 \x01(\x03\"\xb4\x01\n\x0bProfileInfo\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x1a\n\x12\x66ixed_memory_bytes\x18\x02 \x01(\x03\x12\x1d\n\x15per_vcpu_memory_bytes\x18\x03 \x01(\x03\x12\x17\n\x0fmemory_fraction\x18\x04 \x01(\x01\x12\x17\n\x0f\x66ixed_cpu_milli\x18\x05 \x01(\x03\x12*\n\x07learned\x18\x06 \x03(\x0b\x32\x19.packyard.v1.LearnedClass\">\n\x10ProfilesResponse\x12*\n\x08profiles\x18\x01 \x03(\x0b\x32\x18.packyard.v1.ProfileInfo\"\x84\x01\n\x0fPlannedInstance\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0c\n\x04node\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12(\n\x08reserved\x18\x06 \x01(\x0b\x32\x16.packyard.v1.Resources\"o\n\x0cPlanResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12/\n\tinstances\x18\x04 \x03(\x0b\x32\x1c.packyard.v1.PlannedInstance2\x89\x04\n\tScheduler\x12\x41\n\x06Submit\x12\x1a.packyard.v1.SubmitRequest\x1a\x1b.packyard.v1.SubmitResponse\x12<\n\x06Status\x12\x1a.packyard.v1.StatusRequest\x1a\x16.packyard.v1.JobStatus\x12;\n\x04List\x12\x18.packyard.v1.ListRequest\x1a\x19.packyard.v1.ListResponse\x12;\n\x04Stop\x12\x18.packyard.v1.StopRequest\x1a\x19.packyard.v1.StopResponse\x12>\n\x05Nodes\x12\x19.packyard.v1.NodesRequest\x1a\x1a.packyard.v1.NodesResponse\x12\x39\n\x04Logs\x12\x18.packyard.v1.LogsRequest\x1a\x15.packyard.v1.LogChunk0\x01\x12G\n\x08Profiles\x12\x1c.packyard.v1.ProfilesRequest\x1a\x1d.packyard.v1.ProfilesResponse\x12=\n\x04Plan\x12\x1a.packyard.v1.SubmitRequest\x1a\x19.packyard.v1.PlanResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,43 +45,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUSREQUEST']._serialized_start=194
   _globals['_STATUSREQUEST']._serialized_end=223
   _globals['_INSTANCE']._serialized_start=226
-  _globals['_INSTANCE']._serialized_end=460
-  _globals['_JOBSTATUS']._serialized_start=463
-  _globals['_JOBSTATUS']._serialized_end=621
-  _globals['_LISTREQUEST']._serialized_start=623
-  _globals['_LISTREQUEST']._serialized_end=636
-  _globals['_JOBSUMMARY']._serialized_start=639
-  _globals['_JOBSUMMARY']._serialized_end=869
-  _globals['_JOBSUMMARY_INSTANCESBYSTATEENTRY']._serialized_start=814
-  _globals['_JOBSUMMARY_INSTANCESBYSTATEENTRY']._serialized_end=869
-  _globals['_LISTRESPONSE']._serialized_start=871
-  _globals['_LISTRESPONSE']._serialized_end=924
-  _globals['_STOPREQUEST']._serialized_start=926
-  _globals['_STOPREQUEST']._serialized_end=968
-  _globals['_STOPRESPONSE']._serialized_start=970
-  _globals['_STOPRESPONSE']._serialized_end=1031
-  _globals['_NODESREQUEST']._serialized_start=1033
-  _globals['_NODESREQUEST']._serialized_end=1047
-  _globals['_NODE']._serialized_start=1050
-  _globals['_NODE']._serialized_end=1445
-  _globals['_NODE_LABELSENTRY']._serialized_start=1349
-  _globals['_NODE_LABELSENTRY']._serialized_end=1394
-  _globals['_NODE_ATTRIBUTESENTRY']._serialized_start=1396
-  _globals['_NODE_ATTRIBUTESENTRY']._serialized_end=1445
-  _globals['_NODESRESPONSE']._serialized_start=1447
-  _globals['_NODESRESPONSE']._serialized_end=1496
-  _globals['_PROFILESREQUEST']._serialized_start=1498
-  _globals['_PROFILESREQUEST']._serialized_end=1515
-  _globals['_LEARNEDCLASS']._serialized_start=1517
-  _globals['_LEARNEDCLASS']._serialized_end=1636
-  _globals['_PROFILEINFO']._serialized_start=1639
-  _globals['_PROFILEINFO']._serialized_end=1819
-  _globals['_PROFILESRESPONSE']._serialized_start=1821
-  _globals['_PROFILESRESPONSE']._serialized_end=1883
-  _globals['_PLANNEDINSTANCE']._serialized_start=1886
-  _globals['_PLANNEDINSTANCE']._serialized_end=2018
-  _globals['_PLANRESPONSE']._serialized_start=2020
-  _globals['_PLANRESPONSE']._serialized_end=2131
-  _globals['_SCHEDULER']._serialized_start=2134
-  _globals['_SCHEDULER']._serialized_end=2655
+  _globals['_INSTANCE']._serialized_end=538
+  _globals['_INSTANCEEVENT']._serialized_start=540
+  _globals['_INSTANCEEVENT']._serialized_end=584
+  _globals['_JOBSTATUS']._serialized_start=587
+  _globals['_JOBSTATUS']._serialized_end=745
+  _globals['_LISTREQUEST']._serialized_start=747
+  _globals['_LISTREQUEST']._serialized_end=760
+  _globals['_JOBSUMMARY']._serialized_start=763
+  _globals['_JOBSUMMARY']._serialized_end=993
+  _globals['_JOBSUMMARY_INSTANCESBYSTATEENTRY']._serialized_start=938
+  _globals['_JOBSUMMARY_INSTANCESBYSTATEENTRY']._serialized_end=993
+  _globals['_LISTRESPONSE']._serialized_start=995
+  _globals['_LISTRESPONSE']._serialized_end=1048
+  _globals['_STOPREQUEST']._serialized_start=1050
+  _globals['_STOPREQUEST']._serialized_end=1092
+  _globals['_STOPRESPONSE']._serialized_start=1094
+  _globals['_STOPRESPONSE']._serialized_end=1155
+  _globals['_NODESREQUEST']._serialized_start=1157
+  _globals['_NODESREQUEST']._serialized_end=1171
+  _globals['_NODE']._serialized_start=1174
+  _globals['_NODE']._serialized_end=1569
+  _globals['_NODE_LABELSENTRY']._serialized_start=1473
+  _globals['_NODE_LABELSENTRY']._serialized_end=1518
+  _globals['_NODE_ATTRIBUTESENTRY']._serialized_start=1520
+  _globals['_NODE_ATTRIBUTESENTRY']._serialized_end=1569
+  _globals['_NODESRESPONSE']._serialized_start=1571
+  _globals['_NODESRESPONSE']._serialized_end=1620
+  _globals['_PROFILESREQUEST']._serialized_start=1622
+  _globals['_PROFILESREQUEST']._serialized_end=1639
+  _globals['_LEARNEDCLASS']._serialized_start=1641
+  _globals['_LEARNEDCLASS']._serialized_end=1760
+  _globals['_PROFILEINFO']._serialized_start=1763
+  _globals['_PROFILEINFO']._serialized_end=1943
+  _globals['_PROFILESRESPONSE']._serialized_start=1945
+  _globals['_PROFILESRESPONSE']._serialized_end=2007
+  _globals['_PLANNEDINSTANCE']._serialized_start=2010
+  _globals['_PLANNEDINSTANCE']._serialized_end=2142
+  _globals['_PLANRESPONSE']._serialized_start=2144
+  _globals['_PLANRESPONSE']._serialized_end=2255
+  _globals['_SCHEDULER']._serialized_start=2258
+  _globals['_SCHEDULER']._serialized_end=2779
 # @@protoc_insertion_point(module_scope)

@@ -32,7 +32,7 @@ class StatusRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class Instance(_message.Message):
-    __slots__ = ("id", "group", "node", "state", "reason", "exit_code", "has_exit_code", "kind", "reserved", "address", "updated_at", "desired")
+    __slots__ = ("id", "group", "node", "state", "reason", "exit_code", "has_exit_code", "kind", "reserved", "address", "updated_at", "desired", "restarts", "health", "events")
     ID_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,9 @@ class Instance(_message.Message):
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     DESIRED_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     group: str
     node: str
@@ -57,7 +60,18 @@ class Instance(_message.Message):
     address: str
     updated_at: float
     desired: str
-    def __init__(self, id: _Optional[str] = ..., group: _Optional[str] = ..., node: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., kind: _Optional[str] = ..., reserved: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., address: _Optional[str] = ..., updated_at: _Optional[float] = ..., desired: _Optional[str] = ...) -> None: ...
+    restarts: int
+    health: str
+    events: _containers.RepeatedCompositeFieldContainer[InstanceEvent]
+    def __init__(self, id: _Optional[str] = ..., group: _Optional[str] = ..., node: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., kind: _Optional[str] = ..., reserved: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., address: _Optional[str] = ..., updated_at: _Optional[float] = ..., desired: _Optional[str] = ..., restarts: _Optional[int] = ..., health: _Optional[str] = ..., events: _Optional[_Iterable[_Union[InstanceEvent, _Mapping]]] = ...) -> None: ...
+
+class InstanceEvent(_message.Message):
+    __slots__ = ("at", "message")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    at: float
+    message: str
+    def __init__(self, at: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
 
 class JobStatus(_message.Message):
     __slots__ = ("name", "priority", "state", "version", "submitted_at", "instances", "spec_json")

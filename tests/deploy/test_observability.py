@@ -47,10 +47,11 @@ def submit(cluster, tmp, name, text, wait=True):
     assert r.returncode == 0 or not wait, r.stderr
 
 
-def job(name, cpu, memory, command, count=1):
+def job(name, cpu, memory, command, count=1, restart=True):
     return (f"name: {name}\ngroups:\n  - name: main\n    count: {count}\n"
             f"    resources: {{cpu: {cpu}, memory: {memory}}}\n"
-            f"    container: {{command: {json.dumps(command)}}}\n")
+            f"    container: {{command: {json.dumps(command)}}}\n"
+            + ("" if restart else "    restart: {attempts: 0}\n"))   # its end is what is measured
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,8 @@ def cluster(tmp_path_factory):
         submit(c, tmp, "fill", job("fill", "100m", "128Mi",
                                    ["/bin/sh", "-c", "dd if=/dev/zero of=/dev/shm/x bs=1M count=50; exec sleep 3600"]))
         submit(c, tmp, "hog", job("hog", "100m", "32Mi",
-                                  ["/bin/sh", "-c", "dd if=/dev/zero of=/dev/null bs=200M count=1"]), wait=False)
+                                  ["/bin/sh", "-c", "dd if=/dev/zero of=/dev/null bs=200M count=1"],
+                                  restart=False), wait=False)
         submit(c, tmp, "huge", job("huge", "100m", "100Gi", ["/bin/true"]), wait=False)
         yield c
     finally:

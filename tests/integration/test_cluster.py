@@ -46,10 +46,14 @@ def status(cluster, job):
     return json.loads(r.stdout)
 
 
-def job(name, count=1, cpu="100m", memory="32Mi", command=("/bin/sleep", "3600")):
-    return (f"name: {name}\ngroups:\n  - name: main\n    count: {count}\n"
+def job(name, count=1, cpu="100m", memory="32Mi", command=("/bin/sleep", "3600"), job_type="service",
+        extra=""):
+    return (f"name: {name}\ntype: {job_type}\ngroups:\n  - name: main\n    count: {count}\n"
             f"    resources: {{cpu: {cpu}, memory: {memory}}}\n"
-            f"    container: {{command: {json.dumps(list(command))}}}\n")
+            f"    container: {{command: {json.dumps(list(command))}}}\n" + extra)
+
+
+NO_RESTART = "    restart: {attempts: 0}\n"      # the end itself is what the test looks at
 
 
 def cgroup_dirs(node, iid):
@@ -95,7 +99,8 @@ def test_small_instances_fill_one_host_before_opening_another(cluster, tmp_path)
 def test_memory_limit_kills_only_the_offender(cluster, tmp_path):
     calm = submit(cluster, tmp_path, job("calm", memory="32Mi"), "--wait", "--timeout", "60")
     assert calm.returncode == 0, calm.stderr
-    hog = job("hog", memory="32Mi", command=["/bin/sh", "-c", "dd if=/dev/zero of=/dev/null bs=200M count=1"])
+    hog = job("hog", memory="32Mi", command=["/bin/sh", "-c", "dd if=/dev/zero of=/dev/null bs=200M count=1"],
+              extra=NO_RESTART)
     submit(cluster, tmp_path, hog)
     inst = wait_for(lambda: next((i for i in status(cluster, "hog")["instances"]
                                   if i["state"] == "failed"), None), what="hog to fail")
@@ -131,14 +136,19 @@ def test_cpu_quota_holds_a_busy_loop_to_a_quarter_core(cluster, tmp_path):
 
 
 def test_exit_codes_are_reported(cluster, tmp_path):
-    submit(cluster, tmp_path, job("fails", command=["/bin/sh", "-c", "exit 3"]))
+    submit(cluster, tmp_path, job("fails", command=["/bin/sh", "-c", "exit 3"], extra=NO_RESTART))
     inst = wait_for(lambda: next((i for i in status(cluster, "fails")["instances"]
                                   if i["state"] in ("failed", "exited")), None), what="exit")
     assert inst["state"] == "failed" and inst["exit_code"] == 3
-    submit(cluster, tmp_path, job("done", command=["/bin/true"]))
+    submit(cluster, tmp_path, job("done", command=["/bin/true"], extra=NO_RESTART))
     inst = wait_for(lambda: next((i for i in status(cluster, "done")["instances"]
                                   if i["state"] in ("failed", "exited")), None), what="exit")
     assert inst["state"] == "exited" and inst["exit_code"] == 0
+    # a batch job that runs to completion says so (and is not restarted)
+    submit(cluster, tmp_path, job("batch", command=["/bin/true"], job_type="batch"))
+    inst = wait_for(lambda: next((i for i in status(cluster, "batch")["instances"]
+                                  if i["state"] in ("failed", "exited", "complete")), None), what="exit")
+    assert inst["state"] == "complete" and inst["exit_code"] == 0
 
 
 def test_a_restarted_agent_reregisters_and_adopts_its_containers(cluster, tmp_path):
@@ -196,3 +206,27 @@ def test_agents_side_by_side_in_one_network_namespace_keep_to_their_own(tmp_path
     finally:
         c.down()
     assert not list(Path("/sys/fs/cgroup").glob("*/packyard/ps-host*"))
+
+
+def test_a_crashing_service_is_restarted_in_place_with_growing_delays(cluster, tmp_path):
+    submit(cluster, tmp_path, job("crash", command=["/bin/sh", "-c", "sleep 0.2; exit 1"],
+                                  extra="    restart: {attempts: 3, interval: 1m, delay: 300ms}\n"))
+    seen_waiting = wait_for(lambda: next((i for i in status(cluster, "crash")["instances"]
+                                          if i["state"] == "starting" and i["restarts"] >= 1), None),
+                            what="a restart waiting")
+    assert "restarting in" in seen_waiting["reason"] and seen_waiting["exit_code"] == 1
+    inst = wait_for(lambda: next((i for i in status(cluster, "crash")["instances"] if i["state"] == "failed"), None),
+                    timeout=30, what="restarts exhausted")
+    assert inst["restarts"] == 3 and inst["exit_code"] == 1 and inst["node"] == seen_waiting["node"]
+    assert inst["id"] == seen_waiting["id"]                        # in place: the same instance
+    messages = [e["message"] for e in inst["events"]]
+    assert [m.split("; ")[1] for m in messages[:3]] == [
+        "restarting in 300ms (attempt 1 of 3)", "restarting in 600ms (attempt 2 of 3)",
+        "restarting in 1s200ms (attempt 3 of 3)"], messages
+    assert messages[3] == "exited with code 1; not restarted: 3 restarts in 1m already"
+    times = [e["at"] for e in inst["events"]]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert gaps == sorted(gaps) and gaps[2] - gaps[0] > 0.6, gaps   # the waits grow
+    table = cluster.ctl("status", "crash").stdout
+    assert "RESTARTS" in table and "not restarted" in table
+    cluster.ctl("stop", "crash")

@@ -1,0 +1,136 @@
+"""Restarts in place (issue 13): the pure decision (agent/restarts.py), then the InstanceManager
+applying it over a FakeDriver — growing delays, giving up, mode delay, batch completion, a stop
+during the wait, and an agent restarted in the middle of a wait."""
+from __future__ import annotations
+
+import dataclasses
+
+from agent.drivers.base import ExitResult, InstanceSpec
+from agent.restarts import after_exit
+from packyard.policies import RestartPolicy
+from tests.agent.test_manager import MemoryEtcd, spec, state_is, world  # noqa: F401  (fixture)
+from tests.conftest import eventually
+
+
+def policy_spec(instance_id="a", job_type="service", **policy) -> InstanceSpec:
+    p = RestartPolicy(**{"attempts": 3, "interval": 60.0, "delay": 1.0, "mode": "fail", **policy})
+    return dataclasses.replace(spec(instance_id), job_type=job_type, restart=p)
+
+
+EXIT1 = ExitResult(exit_code=1, reason="exit status 1")
+EXIT0 = ExitResult(exit_code=0, reason="exit status 0")
+
+
+def test_restarts_grow_then_stop_within_the_interval():
+    s = policy_spec()
+    history: list[float] = []
+    delays = []
+    for now in (100.0, 102.0, 106.0):
+        after = after_exit(s, EXIT1, False, history, now)
+        delays.append(after.restart_in)
+        history.append(now + after.restart_in)
+    assert delays == [1.0, 2.0, 4.0]
+    assert after.message == "exited with code 1; restarting in 4s (attempt 3 of 3)"
+    last = after_exit(s, EXIT1, False, history, 111.0)
+    assert (last.state, last.restart_in) == ("failed", None)
+    assert (last.reason, last.message) == ("exit status 1", "exited with code 1; not restarted: 3 restarts in 1m already")
+    # once the interval has passed the count starts again
+    assert after_exit(s, EXIT1, False, history, 200.0).attempt == 1
+
+
+def test_mode_delay_waits_for_the_interval_instead_of_failing():
+    s = policy_spec(attempts=2, interval=60.0, mode="delay")
+    after = after_exit(s, EXIT1, False, [100.0, 110.0], 120.0)
+    assert after.state == "starting" and after.restart_in == 40.0 and "once the interval has passed" in after.message
+
+
+def test_a_service_is_restarted_even_after_exit_0_and_a_batch_job_completes():
+    assert after_exit(policy_spec(), EXIT0, False, [], 0).state == "starting"
+    done = after_exit(policy_spec(job_type="batch"), EXIT0, False, [], 0)
+    assert (done.state, done.restart_in) == ("complete", None)
+    assert after_exit(policy_spec(job_type="batch"), EXIT1, False, [], 0).state == "starting"
+
+
+def test_without_a_policy_or_when_stopping_an_end_is_as_before():
+    ended = after_exit(spec("a"), EXIT1, False, [], 0)
+    assert (ended.state, ended.reason, ended.restart_in) == ("failed", "exit status 1", None)
+    oom = after_exit(spec("a"), ExitResult(137, oom_killed=True), False, [], 0)
+    assert (oom.state, oom.reason) == ("failed", "OOMKilled")
+    assert after_exit(policy_spec(), EXIT1, True, [], 0).state == "stopped"
+    assert after_exit(policy_spec(attempts=0), EXIT1, False, [], 0).state == "failed"
+
+
+# -- the manager applying it ------------------------------------------------------------------------
+
+async def test_a_crashing_instance_is_restarted_in_place_then_fails(world):  # noqa: F811
+    etcd, driver, store, manager = world
+    m = manager()
+    await m.start([policy_spec(attempts=2, delay=0.05)])
+    await state_is(etcd, "a", "running")
+    for attempt in (1, 2):
+        driver.exit("a", 1)
+        waiting = await state_is(etcd, "a", "starting")
+        assert f"attempt {attempt} of 2" in waiting.reason and waiting.exit_code == 1
+        running = await state_is(etcd, "a", "running")
+        assert running.restarts == attempt
+    assert driver.started == ["a", "a", "a"]
+    driver.exit("a", 1)
+    failed = await state_is(etcd, "a", "failed")
+    assert failed.restarts == 2 and failed.reason == "exit status 1"
+    assert [e["message"] for e in failed.events][-1].startswith("exited with code 1; not restarted")
+    assert len(failed.events) == 3 and not m.is_active("a") and list(store.saved()) == []
+
+
+async def crashed_and_waiting(world, delay: float):  # noqa: F811
+    """A manager whose instance "a" ran, exited 1 and now waits `delay` to be restarted."""
+    etcd, driver, _, manager = world
+    m = manager()
+    await m.start([policy_spec(delay=delay)])
+    await state_is(etcd, "a", "running")
+    driver.exit("a", 1)
+    await state_is(etcd, "a", "starting")
+    return m
+
+
+async def test_a_stop_during_the_wait_ends_it_without_a_start(world):  # noqa: F811
+    etcd, driver, store, manager = world
+    m = await crashed_and_waiting(world, delay=30.0)
+    await m.stop(["a"], grace=1)
+    await state_is(etcd, "a", "stopped")
+    assert driver.started == ["a"] and not m.is_active("a")
+
+
+async def test_batch_completes(world):  # noqa: F811
+    etcd, driver, store, manager = world
+    m = manager()
+    await m.start([policy_spec(job_type="batch")])
+    await state_is(etcd, "a", "running")
+    driver.exit("a", 0)
+    done = await state_is(etcd, "a", "complete")
+    assert done.exit_code == 0 and driver.started == ["a"]
+
+
+async def test_an_agent_restarted_during_the_wait_goes_on_with_it(world):  # noqa: F811
+    etcd, driver, store, manager = world
+    first = await crashed_and_waiting(world, delay=0.3)
+    await first.shutdown()                     # the agent exits in the middle of the wait
+    for t in first.instances.values():
+        t.task.cancel()
+    second = manager()
+    assert await second.recover() == (["a"], [])
+    running = await state_is(etcd, "a", "running")
+    assert running.restarts == 1 and driver.started == ["a", "a"]     # started once more, not twice
+
+
+async def test_an_instance_that_died_while_the_agent_was_down_is_restarted(world):  # noqa: F811
+    etcd, driver, store, manager = world
+    first = manager()
+    await first.start([policy_spec(delay=0.05)])
+    await state_is(etcd, "a", "running")
+    await first.shutdown()
+    await driver.destroy(next(h for _, h in store.saved()))   # it died meanwhile
+    second = manager()
+    assert await second.recover() == (["a"], [])
+    await eventually(lambda: driver.started == ["a", "a"], timeout=2, what="restarted")
+    running = await state_is(etcd, "a", "running")
+    assert running.restarts == 1 and "ended while the agent was down" in running.events[0]["message"]
