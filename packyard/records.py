@@ -109,6 +109,11 @@ class InstanceRecord:
     attempts: int = 0                   # placements so far (re-placed after lost / unconfirmed)
     reason: str = ""                    # why it is pending, or why it was lost
     lost: bool = False                  # its node went away; kept for status, never run again
+    # rescheduled (issue 13): a new instance for a slot whose last one failed for good
+    avoid: list[str] = field(default_factory=list)           # nodes this slot failed on
+    not_before: float = 0.0                                   # not placed before (the delay)
+    rescheduled_at: list[float] = field(default_factory=list)   # when the slot was rescheduled
+    events: list[dict] = field(default_factory=list)         # the scheduler's: {"at", "message"}
 
 
 @dataclass

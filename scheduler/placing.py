@@ -19,7 +19,7 @@ import numpy as np
 
 from packyard import records
 from packyard.records import InstanceRecord, ResourceAmounts, evolve
-from packyard.spec import JobSpec
+from packyard.spec import Constraint, JobSpec
 from scheduler import placement
 from scheduler.reconciler import Config as ReconcileConfig
 from scheduler.reconciler import reconcile
@@ -72,7 +72,9 @@ class Placer:
         if not pending:
             return Decision()
         started = time.perf_counter()
-        asks, members, more = self._asks(pending)
+        asks, members, more = self._asks(pending, now)
+        if not asks:                  # all of it waits for a reschedule delay
+            return Decision(more=more)
         table = self.host_table(engine.gpu_model)
         # victims can only be of jobs below the most urgent ask: usually none, and listing every
         # running instance would cost more than the placement
@@ -103,9 +105,11 @@ class Placer:
         return Decision(tuple(placed), tuple(unplaced), tuple(evicted), evicted_for, more,
                         tuple(results), time.perf_counter() - started)
 
-    def _asks(self, pending: Mapping[tuple[str, str], Set[str]]) -> tuple[list, list, bool]:
-        """One ask per pending group, higher priority first, then first come first served, up to
-        the batch: (asks, the entries each ask is for, whether some are left for later)."""
+    def _asks(self, pending: Mapping[tuple[str, str], Set[str]], now: float) -> tuple[list, list, bool]:
+        """One ask per pending group (per set of nodes to avoid, for rescheduled instances),
+        higher priority first, then first come first served, up to the batch: (asks, the entries
+        each ask is for, whether some are left for later). A rescheduled instance waits for its
+        delay (`not_before`)."""
         def urgency(k: tuple[str, str]) -> tuple:
             job = self.state.jobs[k[0]]
             return (-self.specs.of(job).priority, job.submitted_at, k)
@@ -122,11 +126,26 @@ class Placer:
                 chosen = heapq.nsmallest(budget, ids, key=_index_of)
             else:                        # a huge group: any batch will do, without ranking them all
                 chosen = sorted(itertools.islice(ids, budget), key=_index_of)
-            entries = [self.state.instances[i] for i in chosen]
-            budget -= len(entries)
-            asks.append(self.ask_for(spec, spec.group(group_name), len(entries)))
-            members.append(entries)
+            by_avoid: dict[tuple[str, ...], list] = {}
+            for i in chosen:
+                e = self.state.instances[i]
+                if e.record.not_before > now:
+                    continue
+                by_avoid.setdefault(self._avoided(e.record.avoid), []).append(e)
+            for avoid, entries in by_avoid.items():
+                budget -= len(entries)
+                ask = self.ask_for(spec, spec.group(group_name), len(entries))
+                if avoid:
+                    ask = dataclasses.replace(ask, constraints=[*ask.constraints, Constraint(
+                        attribute="node.name", operator="not_in", value=list(avoid))])
+                asks.append(ask)
+                members.append(entries)
         return asks, members, more
+
+    def _avoided(self, nodes: list[str]) -> tuple[str, ...]:
+        """The nodes a rescheduled instance avoids: none when that would leave no ready node."""
+        avoid = tuple(sorted(n for n in nodes if n in self.state.nodes))
+        return avoid if len(avoid) < len(self.state.nodes) else ()
 
     def ask_for(self, spec: JobSpec, group, count: int) -> placement.GroupAsk:
         """One placement decision for `count` new instances of a group; the hosts its running

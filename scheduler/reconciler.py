@@ -8,7 +8,9 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from packyard.records import STARTING, TERMINAL, InstanceRecord, JobRecord, evolve
+from packyard import lifecycle
+from packyard.durations import format_duration
+from packyard.records import FAILED, STARTING, TERMINAL, InstanceRecord, JobRecord, evolve
 from packyard.spec import LIFECYCLE_BLOCKS, Group, JobSpec
 from scheduler.state import Entry, effective_state
 
@@ -79,6 +81,12 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
     unassign: list[InstanceRecord] = []
     occupied: set[tuple[str, int]] = set()
 
+    # generations keep ids unique across replacements
+    generations: dict[tuple[str, int], int] = {}
+    for e in entries:
+        key = (e.record.group, e.record.index)
+        generations[key] = max(generations.get(key, 0), _generation(e.record.id))
+    replacements: list[InstanceRecord] = []
     for e in active:
         r = e.record
         state = effective_state(r, e.state)
@@ -86,6 +94,13 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
         if g is None or r.index >= g.count or r.ghash != hashes[r.group]:
             stop.append(evolve(r, desired="stop"))
             continue
+        if state == FAILED and r.node:
+            new = reschedule(job, spec, g, e, now, hashes[r.group], generations[(r.group, r.index)] + 1)
+            if new is not None:
+                stop.append(evolve(r, desired="stop"))
+                replacements.append(new)
+                occupied.add((r.group, r.index))
+                continue
         if state == STARTING and e.state is None and now - r.placed_at > config.confirm_timeout \
                 and (r.id, r.node) not in acknowledged:
             unassign.append(evolve(r, node="", reserved={}, placed_at=0.0,
@@ -93,12 +108,8 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
                                            f"{config.confirm_timeout:g}s; placing again"))
         occupied.add((r.group, r.index))
 
-    # a new instance for every empty slot; generations keep ids unique across replacements
-    generations: dict[tuple[str, int], int] = {}
-    for e in entries:
-        key = (e.record.group, e.record.index)
-        generations[key] = max(generations.get(key, 0), _generation(e.record.id))
-    create = []
+    # a new instance for every empty slot below
+    create = list(replacements)
     for g in spec.groups:
         for index in range(g.count):
             if (g.name, index) in occupied:
@@ -109,3 +120,24 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
                 index=index, kind=g.kind, version=job.version, ghash=hashes[g.name]))
     return Result(create=tuple(create), stop=tuple(stop), lost=tuple(lost),
                   unassign=tuple(unassign))
+
+
+def reschedule(job: JobRecord, spec: JobSpec, group: Group, e: Entry, now: float, ghash: str,
+               generation: int) -> InstanceRecord | None:
+    """A new instance (next generation) for the slot of `e`, which failed for good on its node
+    (restarts in place exhausted), if the group's reschedule policy allows one more: placed
+    elsewhere than where the slot failed, not before the delay (growing up to max_delay)."""
+    policy = lifecycle.reschedule_policy(spec.type, group.reschedule)
+    r = e.record
+    recent = [t for t in r.rescheduled_at if now - t < policy.interval]
+    if not policy.unlimited and len(recent) >= policy.attempts:
+        return None
+    delay = policy.delay_before(len(r.rescheduled_at) + 1)
+    restarts = e.state.restarts if e.state is not None else 0
+    message = f"rescheduled from {r.node} after {restarts} failed restarts"
+    return InstanceRecord(
+        id=instance_id(job.name, r.group, r.index, generation), job=job.name, group=r.group,
+        index=r.index, kind=group.kind, version=job.version, ghash=ghash,
+        avoid=sorted({*r.avoid, r.node}), not_before=round(now + delay, 3),
+        rescheduled_at=[*recent, now][-64:], reason=f"{message}; placing in {format_duration(delay)}",
+        events=[{"at": round(now, 3), "message": message}])

@@ -9,7 +9,7 @@ import logging
 import grpc
 
 from packyard import keys, records
-from packyard.records import JobRecord, ResourceAmounts
+from packyard.records import MAX_EVENTS, JobRecord, ResourceAmounts
 from packyard.spec import SpecError, load_json
 from packyard.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 from scheduler.controller import Conflict, Controller, NotFound
@@ -94,8 +94,11 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             if rep.exit_code is not None:
                 inst.exit_code, inst.has_exit_code = rep.exit_code, True
             inst.restarts = rep.restarts
-            inst.events.extend(scheduler_pb2.InstanceEvent(at=ev.get("at", 0.0), message=str(ev.get("message", "")))
-                               for ev in rep.events if isinstance(ev, dict))
+        # the scheduler's events (rescheduled from ...) and the agent's (restarts), oldest first
+        events = [*r.events, *(rep.events if rep is not None else [])]
+        events = sorted((ev for ev in events if isinstance(ev, dict)), key=lambda ev: ev.get("at", 0.0))
+        inst.events.extend(scheduler_pb2.InstanceEvent(at=ev.get("at", 0.0), message=str(ev.get("message", "")))
+                           for ev in events[-MAX_EVENTS:])
         inst.health = "unknown"
         return inst
 

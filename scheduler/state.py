@@ -210,7 +210,10 @@ class ClusterState:
             else:
                 self._find_strays(iid, "")
             # a report changes no reconcile decision (the confirm timeout is a timer: see
-            # dispatch.Dispatcher.scan); an ended instance frees room, which placement sees
+            # dispatch.Dispatcher.scan; an ended instance frees room, which placement sees),
+            # except a failure for good: its job may reschedule it
+            if ev.kind == "put" and new.state == FAILED and entry is not None and entry.record.node == node:
+                return {entry.record.job}
             return set()
         return set()
 

@@ -230,3 +230,25 @@ def test_a_crashing_service_is_restarted_in_place_with_growing_delays(cluster, t
     table = cluster.ctl("status", "crash").stdout
     assert "RESTARTS" in table and "not restarted" in table
     cluster.ctl("stop", "crash")
+
+
+def test_restarts_exhausted_the_instance_is_rescheduled_on_another_node(cluster, tmp_path):
+    submit(cluster, tmp_path, job("wander", command=["/bin/sh", "-c", "sleep 0.2; exit 1"], extra=(
+        "    restart: {attempts: 1, interval: 1m, delay: 200ms}\n"
+        "    reschedule: {attempts: 1, interval: 1h, delay: 1s, unlimited: false}\n")))
+
+    def both_failed():
+        insts = status(cluster, "wander")["instances"]
+        failed = [i for i in insts if i["state"] == "failed"]
+        return insts if len(failed) == 2 else None
+    insts = wait_for(both_failed, timeout=40, what="the first and its replacement to fail")
+    first, second = sorted(insts, key=lambda i: i["id"])
+    assert (first["id"], second["id"]) == ("wander.main.0-1", "wander.main.0-2")
+    assert first["desired"] == "stop" and second["desired"] == "run"        # attempts: 1, so no third
+    assert second["node"] != first["node"]                                 # away from where it failed
+    assert first["restarts"] == 1 and second["restarts"] == 1
+    messages = [e["message"] for e in second["events"]]
+    assert messages[0] == f"rescheduled from {first['node']} after 1 failed restarts", messages
+    placed_after = second["events"][1]["at"] - second["events"][0]["at"]
+    assert placed_after >= 1.0, second["events"]          # the reschedule delay, then a run and an exit
+    cluster.ctl("stop", "wander")

@@ -66,9 +66,48 @@ def test_instances_on_a_down_node_are_lost_and_replaced():
 
 @pytest.mark.parametrize("state", [EXITED, FAILED], ids=str)
 def test_finished_instances_keep_their_slot_and_are_not_lost(state):
-    spec = job_spec(count=1)
+    spec = lifecycle_spec(reschedule={"attempts": 0, "unlimited": False})
     r = reconcile(job_record(spec), spec, [entry(spec, 0, node="gone", state=state)], set(), now=0)
     assert r.empty
+
+
+def lifecycle_spec(job_type="service", count=1, **blocks):
+    return validate({"name": "shop", "type": job_type, "groups": [
+        {"name": "web", "count": count, "resources": {"cpu": "250m", "memory": "64Mi"}, **blocks}]})
+
+
+def failed_on(spec, node, restarts=3, gen=1, **record):
+    e = entry(spec, 0, node=node, state=FAILED, gen=gen)
+    return Entry(replace(e.record, **record), 1, replace(e.state, restarts=restarts))
+
+
+def test_a_failed_instance_is_rescheduled_away_from_where_it_failed_after_the_delay():
+    spec = lifecycle_spec(reschedule={"delay": "5s", "max_delay": "1m"})
+    r = reconcile(job_record(spec), spec, [failed_on(spec, "n1")], {"n1", "n2"}, now=100.0)
+    assert [x.id for x in r.stop] == ["shop.web.0-1"] and r.stop[0].desired == "stop"
+    (new,) = r.create
+    assert (new.id, new.node, new.avoid, new.not_before, new.rescheduled_at) == (
+        "shop.web.0-2", "", ["n1"], 105.0, [100.0])
+    assert new.events == [{"at": 100.0, "message": "rescheduled from n1 after 3 failed restarts"}]
+    # failing again elsewhere: both nodes avoided, and the delay has doubled
+    again = failed_on(spec, "n2", gen=2, avoid=["n1"], rescheduled_at=[100.0])
+    r2 = reconcile(job_record(spec), spec, [again], {"n1", "n2", "n3"}, now=200.0)
+    assert (r2.create[0].avoid, r2.create[0].not_before) == (["n1", "n2"], 210.0)
+
+
+def test_reschedules_are_counted_per_interval_unless_unlimited():
+    batch = lifecycle_spec("batch")                       # batch: once per 24h
+    e = failed_on(batch, "n1", gen=2, rescheduled_at=[50.0])
+    assert reconcile(job_record(batch), batch, [e], {"n1", "n2"}, now=100.0).empty
+    assert reconcile(job_record(batch), batch, [e], {"n1", "n2"}, now=50.0 + 86400 + 1).create
+    capped = lifecycle_spec(reschedule={"delay": "10s", "max_delay": "30s"})
+    e = failed_on(capped, "n1", gen=5, rescheduled_at=[1.0, 2.0, 3.0, 4.0])
+    assert reconcile(job_record(capped), capped, [e], {"n1"}, now=100.0).create[0].not_before == 130.0
+
+
+def test_system_instances_are_never_rescheduled():
+    spec = lifecycle_spec("system")
+    assert reconcile(job_record(spec), spec, [failed_on(spec, "n1")], {"n1", "n2"}, now=0).empty
 
 
 def test_stopping_a_job_stops_everything_meant_to_run():
