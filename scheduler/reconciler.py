@@ -95,7 +95,8 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
             stop.append(evolve(r, desired="stop"))
             continue
         if state == FAILED and r.node:
-            new = reschedule(job, spec, g, e, now, hashes[r.group], generations[(r.group, r.index)] + 1)
+            new = reschedule(job, spec, g, e, now, hashes[r.group], generations[(r.group, r.index)] + 1,
+                             ready_nodes)
             if new is not None:
                 stop.append(evolve(r, desired="stop"))
                 replacements.append(new)
@@ -123,14 +124,17 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
 
 
 def reschedule(job: JobRecord, spec: JobSpec, group: Group, e: Entry, now: float, ghash: str,
-               generation: int) -> InstanceRecord | None:
+               generation: int, ready_nodes: set[str]) -> InstanceRecord | None:
     """A new instance (next generation) for the slot of `e`, which failed for good on its node
-    (restarts in place exhausted), if the group's reschedule policy allows one more: placed
-    elsewhere than where the slot failed, not before the delay (growing up to max_delay)."""
+    (restarts in place exhausted, or its start refused there), if the group's reschedule policy
+    allows one more and a ready node exists where the slot has not failed: placed there, not
+    before the delay (growing up to max_delay). Where there is none, the failure stands."""
     policy = lifecycle.reschedule_policy(spec.type, group.reschedule)
     r = e.record
     recent = [t for t in r.rescheduled_at if now - t < policy.interval]
     if not policy.unlimited and len(recent) >= policy.attempts:
+        return None
+    if not ready_nodes - {*r.avoid, r.node}:
         return None
     delay = policy.delay_before(len(r.rescheduled_at) + 1)
     restarts = e.state.restarts if e.state is not None else 0

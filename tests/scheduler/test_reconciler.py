@@ -102,7 +102,14 @@ def test_reschedules_are_counted_per_interval_unless_unlimited():
     assert reconcile(job_record(batch), batch, [e], {"n1", "n2"}, now=50.0 + 86400 + 1).create
     capped = lifecycle_spec(reschedule={"delay": "10s", "max_delay": "30s"})
     e = failed_on(capped, "n1", gen=5, rescheduled_at=[1.0, 2.0, 3.0, 4.0])
-    assert reconcile(job_record(capped), capped, [e], {"n1"}, now=100.0).create[0].not_before == 130.0
+    assert reconcile(job_record(capped), capped, [e], {"n1", "n2"}, now=100.0).create[0].not_before == 130.0
+
+
+def test_without_a_node_where_the_slot_has_not_failed_the_failure_stands():
+    spec = lifecycle_spec()
+    assert reconcile(job_record(spec), spec, [failed_on(spec, "n1")], {"n1"}, now=0).empty
+    again = failed_on(spec, "n2", gen=2, avoid=["n1"], rescheduled_at=[0.0])
+    assert reconcile(job_record(spec), spec, [again], {"n1", "n2"}, now=10).empty
 
 
 def test_system_instances_are_never_rescheduled():
