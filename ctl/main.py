@@ -82,7 +82,8 @@ def cli(ctx, scheduler, rpc_timeout, tls_dir):
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--wait", is_flag=True, help="Wait until every instance runs (exit 0) or one fails.")
+@click.option("--wait", is_flag=True, help="Wait until every instance runs (exit 0) or one fails; for a "
+              "batch job, until every instance completed (exit 0) or one failed for good (exit 1).")
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds to --wait.")
 @output_option
 @click.pass_obj
@@ -96,6 +97,14 @@ def submit(client: Client, file: Path, wait: bool, timeout: float, output: str):
         verb = "submitted" if reply.changed else "unchanged"
         emit(data, f"job {reply.name} {verb} (version {reply.version}, "
                    f"{len(reply.instance_ids)} instances)", output)
+        return
+    if spec.type == "batch":
+        status = wait_finished(client, reply.name, timeout, quiet=output == "json")
+        emit(render.status_json(status), render.status_text(status), output)
+        bad = [i for i in status.instances if i.desired == "run" and i.state != "complete"]
+        if bad:
+            fail(f"{len(bad)} instance(s) of {reply.name} did not complete: "
+                 + ", ".join(_ended(i) for i in bad[:5]) + (" ..." if len(bad) > 5 else ""), 1)
         return
     status = wait_running(client, reply.name, timeout, quiet=output == "json")
     emit(render.status_json(status), render.status_text(status), output)
@@ -146,6 +155,43 @@ def wait_running(client: Client, name: str, timeout: float, quiet: bool) -> sche
             fail(f"timed out after {timeout:g}s waiting for {name}{why}", 1)
         # a Status of 100,000 instances costs the scheduler a fraction of a second: poll big jobs less
         time.sleep(max(0.05 if time.monotonic() - (deadline - timeout) < 2 else 0.25, len(current) / 100_000))
+
+
+SETTLED_AFTER = 1.0    # seconds a failure must stand: a reschedule replaces it within milliseconds
+
+
+def wait_finished(client: Client, name: str, timeout: float, quiet: bool) -> scheduler_pb2.JobStatus:
+    """Poll until every instance of a batch job meant to run has ended: complete, or failed and
+    not replaced by a reschedule (seen failed for SETTLED_AFTER seconds); progress on stderr."""
+    deadline = time.monotonic() + timeout
+    last, failed_since = "", {}
+    while True:
+        status = client.call("Status", scheduler_pb2.StatusRequest(name=name))
+        current = [i for i in status.instances if i.desired == "run"]
+        counts: dict[str, int] = {}
+        for i in current:
+            counts[i.state] = counts.get(i.state, 0) + 1
+        line = f"{name}: {counts.get('complete', 0)}/{len(current)} complete (" \
+            + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")"
+        if line != last and not quiet:
+            click.echo(line, err=True)
+            last = line
+        now = time.monotonic()
+        failed_since = {i.id: failed_since.get(i.id, now) for i in current if i.state in TERMINAL - {"complete"}}
+        if current and all(i.state == "complete" or now - failed_since.get(i.id, now) >= SETTLED_AFTER
+                           and i.id in failed_since for i in current):
+            return status
+        if now > deadline:
+            waiting = [i for i in current if i.state not in TERMINAL]
+            why = f": {waiting[0].id} {waiting[0].state}" + (f" ({waiting[0].reason})" if waiting[0].reason else "") \
+                if waiting else ""
+            fail(f"timed out after {timeout:g}s waiting for {name} to complete{why}", 1)
+        time.sleep(max(0.1, len(current) / 100_000))
+
+
+def _ended(i: scheduler_pb2.Instance) -> str:
+    code = f" with exit code {i.exit_code}" if i.has_exit_code else ""
+    return f"{i.id} {i.state}{code}" + (f" ({i.reason})" if i.reason and "exit status" not in i.reason else "")
 
 
 @cli.command()

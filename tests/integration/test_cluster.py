@@ -252,3 +252,19 @@ def test_restarts_exhausted_the_instance_is_rescheduled_on_another_node(cluster,
     placed_after = second["events"][1]["at"] - second["events"][0]["at"]
     assert placed_after >= 1.0, second["events"]          # the reschedule delay, then a run and an exit
     cluster.ctl("stop", "wander")
+
+
+def test_submit_wait_of_a_batch_job_waits_for_completion(cluster, tmp_path):
+    ok = submit(cluster, tmp_path, job("crunch", count=2, command=["/bin/sh", "-c", "sleep 0.3"], job_type="batch"),
+                "--wait", "--timeout", "60", "-o", "json")
+    assert ok.returncode == 0, ok.stderr
+    assert {i["state"] for i in json.loads(ok.stdout)["instances"]} == {"complete"}
+    bad = submit(cluster, tmp_path, job("broken", count=2, job_type="batch",
+                                        command=["/bin/sh", "-c", "exit 3"], extra=(
+                                            "    restart: {attempts: 1, interval: 1m, delay: 100ms}\n"
+                                            "    reschedule: {attempts: 0, unlimited: false}\n")),
+                 "--wait", "--timeout", "60")
+    assert bad.returncode == 1, (bad.returncode, bad.stderr)
+    assert "2 instance(s) of broken did not complete" in bad.stderr and "failed with exit code 3" in bad.stderr
+    for name in ("crunch", "broken"):
+        cluster.ctl("stop", name)
