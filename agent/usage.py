@@ -124,6 +124,11 @@ class UsageCollector:
         over = GaugeMetricFamily("packyard_instance_overhead_memory_bytes",
                                  "Measured memory an instance costs beyond its request (VMs).", labels=labels)
         host = GaugeMetricFamily("packyard_host_usage", "Measured usage of this host.", labels=["node", "resource"])
+        # from the manager, not the sample: an instance waiting to be restarted has no usage
+        restarts = CounterMetricFamily("packyard_instance_restarts",
+                                       "Times an instance was restarted in place by its agent.", labels=labels)
+        for iid, t in list(self.manager.instances.items()):
+            restarts.add_metric([self.node, t.spec.job, t.spec.group, iid, t.spec.kind], t.restarts)
         if u is not None:
             for iid, i in u.instances.items():
                 values = [self.node, i["job"], i["group"], iid, i["kind"]]
@@ -134,4 +139,4 @@ class UsageCollector:
                     over.add_metric(values, i["overhead_memory_bytes"])
             for name, value in u.host.items():
                 host.add_metric([self.node, name], value)
-        return [cpu, mem, oom, over, host]
+        return [cpu, mem, oom, over, host, restarts]

@@ -134,3 +134,17 @@ async def test_an_instance_that_died_while_the_agent_was_down_is_restarted(world
     await eventually(lambda: driver.started == ["a", "a"], timeout=2, what="restarted")
     running = await state_is(etcd, "a", "running")
     assert running.restarts == 1 and "ended while the agent was down" in running.events[0]["message"]
+
+
+async def test_restarts_are_counted_per_instance_for_prometheus(world):  # noqa: F811
+    from agent.usage import UsageCollector
+    etcd, driver, store, manager = world
+    m = manager()
+    await m.start([policy_spec(delay=0.01)])
+    await state_is(etcd, "a", "running")
+    driver.exit("a", 1)
+    await eventually(lambda: (s := etcd.state("a")) is not None and s.state == "running" and s.restarts == 1,
+                     timeout=2, what="restarted")
+    (family,) = [f for f in UsageCollector(etcd, "n1", m).collect() if f.name == "packyard_instance_restarts_total"]
+    assert [(labels["packyard_instance"], value) for labels, value in family.samples] == [("a", 1)]
+    assert 'packyard_instance_restarts_total{kind="container",node="n1"' in family.render()
