@@ -134,27 +134,8 @@ def plan(client: Client, file: Path, output: str):
 
 def wait_running(client: Client, name: str, timeout: float, quiet: bool) -> scheduler_pb2.JobStatus:
     """Poll until every instance meant to run is running (or has ended); progress on stderr."""
-    deadline = time.monotonic() + timeout
-    last = ""
-    while True:
-        status = client.call("Status", scheduler_pb2.StatusRequest(name=name))
-        current = [i for i in status.instances if i.desired == "run"]
-        counts: dict[str, int] = {}
-        for i in current:
-            counts[i.state] = counts.get(i.state, 0) + 1
-        line = f"{name}: {counts.get('running', 0)}/{len(current)} running (" \
-            + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")"
-        if line != last and not quiet:
-            click.echo(line, err=True)
-            last = line
-        if current and all(i.state == "running" or i.state in TERMINAL for i in current):
-            return status
-        if time.monotonic() > deadline:
-            pending = [i for i in current if i.state in ("pending", "starting")]
-            why = f": {pending[0].id} {pending[0].state} ({pending[0].reason})" if pending else ""
-            fail(f"timed out after {timeout:g}s waiting for {name}{why}", 1)
-        # a Status of 100,000 instances costs the scheduler a fraction of a second: poll big jobs less
-        time.sleep(max(0.05 if time.monotonic() - (deadline - timeout) < 2 else 0.25, len(current) / 100_000))
+    return _wait(client, name, timeout, quiet, "running", "",
+                 lambda current, _: all(i.state == "running" or i.state in TERMINAL for i in current))
 
 
 SETTLED_AFTER = 1.0    # seconds a failure must stand: a reschedule replaces it within milliseconds
@@ -163,30 +144,42 @@ SETTLED_AFTER = 1.0    # seconds a failure must stand: a reschedule replaces it 
 def wait_finished(client: Client, name: str, timeout: float, quiet: bool) -> scheduler_pb2.JobStatus:
     """Poll until every instance of a batch job meant to run has ended: complete, or failed and
     not replaced by a reschedule (seen failed for SETTLED_AFTER seconds); progress on stderr."""
-    deadline = time.monotonic() + timeout
-    last, failed_since = "", {}
+    failed_since: dict[str, float] = {}
+
+    def finished(current, now: float) -> bool:
+        nonlocal failed_since
+        failed_since = {i.id: failed_since.get(i.id, now) for i in current if i.state in TERMINAL - {"complete"}}
+        return all(i.state == "complete" or now - failed_since.get(i.id, now) >= SETTLED_AFTER
+                   and i.id in failed_since for i in current)
+    return _wait(client, name, timeout, quiet, "complete", " to complete", finished)
+
+
+def _wait(client: Client, name: str, timeout: float, quiet: bool, goal: str, purpose: str,
+          done) -> scheduler_pb2.JobStatus:
+    """Poll the job's status until `done(instances meant to run, now)`; a progress line on stderr
+    counting those in state `goal`; exit 1 naming one that is not there yet at the timeout."""
+    started = time.monotonic()
+    deadline, last = started + timeout, ""
     while True:
         status = client.call("Status", scheduler_pb2.StatusRequest(name=name))
         current = [i for i in status.instances if i.desired == "run"]
         counts: dict[str, int] = {}
         for i in current:
             counts[i.state] = counts.get(i.state, 0) + 1
-        line = f"{name}: {counts.get('complete', 0)}/{len(current)} complete (" \
+        line = f"{name}: {counts.get(goal, 0)}/{len(current)} {goal} (" \
             + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")"
         if line != last and not quiet:
             click.echo(line, err=True)
             last = line
         now = time.monotonic()
-        failed_since = {i.id: failed_since.get(i.id, now) for i in current if i.state in TERMINAL - {"complete"}}
-        if current and all(i.state == "complete" or now - failed_since.get(i.id, now) >= SETTLED_AFTER
-                           and i.id in failed_since for i in current):
+        if current and done(current, now):
             return status
         if now > deadline:
-            waiting = [i for i in current if i.state not in TERMINAL]
-            why = f": {waiting[0].id} {waiting[0].state}" + (f" ({waiting[0].reason})" if waiting[0].reason else "") \
-                if waiting else ""
-            fail(f"timed out after {timeout:g}s waiting for {name} to complete{why}", 1)
-        time.sleep(max(0.1, len(current) / 100_000))
+            waiting = [i for i in current if i.state not in TERMINAL and i.state != goal]
+            why = f": {waiting[0].id} {waiting[0].state} ({waiting[0].reason})" if waiting else ""
+            fail(f"timed out after {timeout:g}s waiting for {name}{purpose}{why}", 1)
+        # a Status of 100,000 instances costs the scheduler a fraction of a second: poll big jobs less
+        time.sleep(max(0.05 if now - started < 2 else 0.25, len(current) / 100_000))
 
 
 def _ended(i: scheduler_pb2.Instance) -> str:
