@@ -2,20 +2,27 @@
 them in place as their policy says (agent/restarts.py), stop them, and reattach to them after an
 agent restart. Each handle is kept in a HandleStore (files in the state dir) before the instance is
 reported running, so a restart can always find what it started; a restart's wait is in the store
-and in etcd before it begins, so an agent restarted meanwhile carries on with it.
+and in etcd before it begins, so an agent restarted meanwhile carries on with it. A running instance
+with a health check is probed by a Checker (agent/checks.py): its health goes to etcd as it changes,
+and an instance found unhealthy is killed, its end then handled as any other (a restart in place).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
+from agent import checks
+from agent.checks import FAILING, Checker, Health, Outcome
 from agent.drivers.base import Driver, DriverError, ExitResult, Handle, InstanceSpec
 from agent.handles import FileHandleStore, HandleStore
 from agent.reporter import Reporter
 from agent.restarts import AfterExit, after_exit
+from packyard.policies import CheckPolicy
 from packyard.records import FAILED, MAX_EVENTS, RUNNING, STARTING, STOPPED, TERMINAL, StateRecord
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,12 @@ class Tracked:
     events: list[dict] = field(default_factory=list)
     backoff_until: float = 0.0                              # a restart waits until then
     wake: asyncio.Event = field(default_factory=asyncio.Event)   # a stop ends the wait
+    # its health check, while it runs (reset at each start)
+    health: Health = field(default_factory=Health)
+    check_failures: int = 0                                 # failed probes, in all (a metric)
+    unhealthy: str = ""                                     # why the agent killed it, if it did
+    run: int = 0                                            # which run a checker's news is about
+    reporting: asyncio.Lock = field(default_factory=asyncio.Lock)   # a health report vs. its end
 
     def event(self, message: str, at: float) -> None:
         self.events = [*self.events, {"at": round(at, 3), "message": message}][-MAX_EVENTS:]
@@ -50,25 +63,31 @@ class Tracked:
         self.backoff_until = float(book.get("backoff_until", 0.0))
 
     def record(self, state: str, **kw) -> StateRecord:
-        return StateRecord(id=self.spec.id, state=state, restarts=self.restarts, events=self.events, **kw)
+        return StateRecord(id=self.spec.id, state=state, restarts=self.restarts, events=self.events,
+                           health=self.health.status, **kw)
 
 
 BOOK = "restarts"      # the manager's key in a stored handle's data (drivers never read it)
+# SIGTERM → SIGKILL for an instance killed because its check failed (Nomad's default kill_timeout)
+UNHEALTHY_GRACE = 5.0
+Probe = Callable[[CheckPolicy, str, checks.ExecIn], Awaitable[Outcome]]
 
 
 class InstanceManager:
     def __init__(self, node: str, state_dir: Path, drivers: dict[str, Driver], reporter: Reporter,
-                 store: HandleStore | None = None, instant: bool = False):
+                 store: HandleStore | None = None, instant: bool = False, probe: Probe = checks.probe):
         """`store`: where handles are kept for a restarted agent (default: files in
         <state_dir>/handles). `instant`: the drivers start instances at once (FakeDriver on simulated
         hosts), so start() starts them before it returns and confirms each with its outcome,
         `running`, instead of `starting` then `running`: one state write per instance, as a real
-        agent whose instance started before its `starting` report went out would coalesce them."""
+        agent whose instance started before its `starting` report went out would coalesce them.
+        `probe`: how a health check probes an instance (tests give a fake)."""
         self.node = node
         self.drivers = drivers
         self.reporter = reporter
         self.store: HandleStore = store if store is not None else FileHandleStore(Path(state_dir) / "handles")
         self.instant = instant
+        self.probe = probe
         self.logs_dir = Path(state_dir) / "logs"
         self.instances: dict[str, Tracked] = {}
 
@@ -156,24 +175,67 @@ class InstanceManager:
         policy says so."""
         driver = self.drivers[t.spec.kind]
         while True:
+            checking = self._check(t)
             try:
                 result = await driver.wait(t.handle)
             except Exception as e:
                 result = ExitResult(exit_code=None, reason=f"lost track of it: {e!r}")
-            after = after_exit(t.spec, result, t.stopping, t.history, time.time())
+            finally:
+                # a health report in flight lands before the end is reported, never after it
+                async with t.reporting:
+                    t.run += 1
+                    if checking is not None:
+                        checking.cancel()
+            cause, t.unhealthy, t.health = t.unhealthy, "", Health()
+            after = after_exit(t.spec, result, t.stopping, t.history, time.time(), cause)
             log.info("%s ended: %s %s", t.spec.id, after.state, after.message)
             try:
                 await driver.destroy(t.handle)
             except Exception as e:
                 log.warning("cleaning up %s failed: %s", t.spec.id, e)
             if after.restart_in is None or t.stopping:
-                await self._end(t, after, result.exit_code)
+                await self._end(t, after, result.exit_code, noteworthy=bool(cause))
                 return
             if not await self._restart(t, after, result.exit_code):
                 return
 
-    async def _end(self, t: Tracked, after: AfterExit, exit_code: int | None) -> None:
-        if after.message not in ("stopped", "") and t.restarts:
+    # --- health checks -----------------------------------------------------------------------
+    def _check(self, t: Tracked) -> asyncio.Task | None:
+        """Probe t's current run, if its group has a check."""
+        policy, driver, handle, run = t.spec.check, self.drivers[t.spec.kind], t.handle, t.run
+        if policy is None or handle is None:
+            return None
+
+        async def once() -> Outcome:
+            return await self.probe(policy, driver.address(handle),
+                                    lambda command, timeout: driver.exec_in(handle, command, timeout))
+        checker = Checker(policy, once, partial(self._health_changed, t, run), partial(self._unhealthy, t, run))
+        return asyncio.get_running_loop().create_task(checker.run())
+
+    async def _health_changed(self, t: Tracked, run: int, health: Health) -> None:
+        async with t.reporting:
+            if t.run != run or t.stopping:
+                return
+            t.health = health
+            reason = ""
+            if health.status == FAILING:
+                t.check_failures += 1
+                reason = checks.failing_reason(t.spec.check, health)
+            await self._report_safely(t.record(RUNNING, address=self.drivers[t.spec.kind].address(t.handle),
+                                               reason=reason))
+
+    async def _unhealthy(self, t: Tracked, run: int, health: Health) -> None:
+        """Kill it: its end (waited for by _follow) is then restarted or not as its policy says."""
+        async with t.reporting:
+            if t.run != run or t.stopping:
+                return
+            t.unhealthy = checks.unhealthy_message(t.spec.check, health)
+        log.info("%s: %s; killing it", t.spec.id, t.unhealthy)
+        asyncio.get_running_loop().create_task(self._stop_one(t, UNHEALTHY_GRACE))
+
+    async def _end(self, t: Tracked, after: AfterExit, exit_code: int | None, noteworthy: bool = False) -> None:
+        """`noteworthy`: its end is an event even if it was never restarted (the agent killed it)."""
+        if after.message not in ("stopped", "") and (t.restarts or noteworthy):
             t.event(after.message, time.time())
         self._forget(t.spec.id)
         await self._report_safely(t.record(STOPPED if t.stopping else after.state,
@@ -244,9 +306,9 @@ class InstanceManager:
                 await self.reporter.report(*done)
         return ids
 
-    async def _stop_one(self, t: Tracked) -> None:
+    async def _stop_one(self, t: Tracked, grace: float | None = None) -> None:
         try:
-            await self.drivers[t.spec.kind].stop(t.handle, t.grace)
+            await self.drivers[t.spec.kind].stop(t.handle, t.grace if grace is None else grace)
         except Exception as e:
             log.warning("stopping %s failed: %s", t.spec.id, e)
 

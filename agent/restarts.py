@@ -8,6 +8,9 @@ applies its answer (persisted and reported before it is acted on).
   them; then `mode: fail` lets it fail (the scheduler may reschedule it) and `mode: delay` waits
   until the oldest restart leaves the interval.
 - No policy (from a scheduler before issue 13), or a stop asked for: it ends as it always did.
+- Killed because its health check failed (`cause`): a failure whatever its exit code (a batch
+  instance that exits 0 on SIGTERM did not complete), restarted as any other; the check's message
+  is what the event and the reason say.
 A start that fails (a refused image, a missing driver) is not an end: nothing is restarted.
 """
 from __future__ import annotations
@@ -41,12 +44,15 @@ def classify(result: ExitResult, stopping: bool) -> tuple[str, str]:
 
 
 def after_exit(spec: InstanceSpec, result: ExitResult, stopping: bool, history: Sequence[float],
-               now: float) -> AfterExit:
-    """`history`: when the instance was restarted before (seconds, any clock `now` is on)."""
-    what = describe(result)
+               now: float, cause: str = "") -> AfterExit:
+    """`history`: when the instance was restarted before (seconds, any clock `now` is on).
+    `cause`: why the agent killed it (its check failed), "" if it ended on its own."""
+    what = cause or describe(result)
     state, reason = classify(result, stopping)
     if stopping:
         return AfterExit(state, reason, "stopped")
+    if cause:
+        state, reason = FAILED, cause
     if spec.job_type == "batch" and state == EXITED:
         return AfterExit(COMPLETE, "", "completed")
     policy = spec.restart

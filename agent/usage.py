@@ -127,8 +127,13 @@ class UsageCollector:
         # from the manager, not the sample: an instance waiting to be restarted has no usage
         restarts = CounterMetricFamily("packyard_instance_restarts",
                                        "Times an instance was restarted in place by its agent.", labels=labels)
+        checks = CounterMetricFamily("packyard_instance_check_failures",
+                                     "Failed probes of an instance's health check.", labels=labels)
         for iid, t in list(self.manager.instances.items()):
-            restarts.add_metric([self.node, t.spec.job, t.spec.group, iid, t.spec.kind], t.restarts)
+            values = [self.node, t.spec.job, t.spec.group, iid, t.spec.kind]
+            restarts.add_metric(values, t.restarts)
+            if t.spec.check is not None:
+                checks.add_metric(values, t.check_failures)
         if u is not None:
             for iid, i in u.instances.items():
                 values = [self.node, i["job"], i["group"], iid, i["kind"]]
@@ -139,4 +144,4 @@ class UsageCollector:
                     over.add_metric(values, i["overhead_memory_bytes"])
             for name, value in u.host.items():
                 host.add_metric([self.node, name], value)
-        return [cpu, mem, oom, over, host, restarts]
+        return [cpu, mem, oom, over, host, restarts, checks]

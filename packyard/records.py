@@ -126,6 +126,7 @@ class StateRecord:
     updated_at: float = 0.0
     restarts: int = 0                   # restarted in place by its agent, in all
     events: list[dict] = field(default_factory=list)   # the last MAX_EVENTS: {"at": time, "message": ...}
+    health: str = ""                    # its check: passing | failing | "" (unknown, or no check)
 
 
 @dataclass

@@ -99,7 +99,9 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         events = sorted((ev for ev in events if isinstance(ev, dict)), key=lambda ev: ev.get("at", 0.0))
         inst.events.extend(scheduler_pb2.InstanceEvent(at=ev.get("at", 0.0), message=str(ev.get("message", "")))
                            for ev in events[-MAX_EVENTS:])
-        inst.health = "unknown"
+        # the agent's word while it runs; an instance not running has no health to speak of
+        running = rep is not None and rep.state == "running" and inst.state == "running"
+        inst.health = rep.health if running and rep.health else "unknown"
         return inst
 
     async def List(self, request, context):

@@ -91,6 +91,11 @@ class Driver(Protocol):
     def address(self, handle: Handle) -> str:
         """The instance's own IP address, or "" if it has none."""
 
+    async def exec_in(self, handle: Handle, command: tuple[str, ...], timeout: float) -> tuple[int, str]:
+        """Run `command` inside the running instance (an `exec` health check): (exit code, the
+        end of its output). Gives up after `timeout` seconds (TimeoutError, the command killed);
+        DriverError if the instance cannot be entered (a VM: no agent inside)."""
+
     async def shutdown(self) -> None:
         """Agent exit: stop following instances (they keep running for a restarted agent to
         recover) and remove what the driver no longer needs."""

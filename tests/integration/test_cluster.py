@@ -268,3 +268,69 @@ def test_submit_wait_of_a_batch_job_waits_for_completion(cluster, tmp_path):
     assert "2 instance(s) of broken did not complete" in bad.stderr and "failed with exit code 3" in bad.stderr
     for name in ("crunch", "broken"):
         cluster.ctl("stop", name)
+
+
+def test_failing_checks_restart_the_instance_http_against_busybox_httpd_and_exec(cluster, tmp_path):
+    # each serves /healthz (and has /tmp/ok) for 1.5 s after it starts, then no more
+    web = ("mkdir -p /www; echo ok > /www/healthz; (sleep 1.5; rm /www/healthz) & "
+           "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait")
+    worker = "touch /tmp/ok; (sleep 1.5; rm /tmp/ok) & trap 'exit 0' TERM; sleep 3600 & wait"
+    text = "name: probed\ngroups:\n" + "".join(
+        f"  - name: {name}\n    resources: {{cpu: 100m, memory: 32Mi}}\n"
+        f"    container: {{command: {json.dumps(['/bin/sh', '-c', command])}}}\n"
+        f"    restart: {{attempts: 3, interval: 1m, delay: 200ms}}\n"
+        f"    check: {check}\n"
+        for name, command, check in (
+            ("web", web, "{type: http, port: 8080, path: /healthz, interval: 300ms, timeout: 250ms, failures: 2, grace: 300ms}"),
+            ("worker", worker, "{type: exec, command: [/bin/sh, -c, test -f /tmp/ok], interval: 300ms, timeout: 250ms, "
+                               "failures: 2, grace: 300ms}")))
+    r = submit(cluster, tmp_path, text, "--wait", "--timeout", "60", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    seen: dict[str, set] = {"web": set(), "worker": set()}      # (health, restarts) of each, as polled
+
+    def restarted():
+        insts = status(cluster, "probed")["instances"]
+        for i in insts:
+            seen[i["group"]].add((i["health"], i["restarts"]))
+        return all(i["restarts"] >= 1 for i in insts) and insts
+    after = wait_for(restarted, timeout=30, what="both restarted by their failing checks")
+    for group in seen:             # each was seen passing, then failing, before its first restart
+        assert {("passing", 0), ("failing", 0)} <= seen[group], (seen, [(i["reason"], i["events"]) for i in after])
+    by_group = {i["group"]: i for i in after}
+    web_events = [e["message"] for e in by_group["web"]["events"]]
+    assert web_events[0].startswith("check http :8080/healthz failed 2 times: HTTP 404; restarting in 200ms"), web_events
+    worker_events = [e["message"] for e in by_group["worker"]["events"]]
+    assert worker_events[0].startswith("check exec /bin/sh failed 2 times: exit code 1; restarting in 200ms"), \
+        worker_events
+    # restarted in place: the same instances on the same nodes, serving again
+    first = {i["group"]: i for i in json.loads(r.stdout)["instances"]}
+    assert {(g, i["id"], i["node"]) for g, i in by_group.items()} == \
+        {(g, i["id"], i["node"]) for g, i in first.items()}
+    wait_for(lambda: any(i["health"] == "passing" and i["restarts"] >= 1
+                         for i in status(cluster, "probed")["instances"]), what="passing again after a restart")
+    table = cluster.ctl("status", "probed").stdout
+    assert "HEALTH" in table
+    cluster.ctl("stop", "probed")
+
+
+def test_an_agent_restarted_during_a_restart_wait_restarts_it_once(cluster, tmp_path):
+    submit(cluster, tmp_path, job("patient", command=["/bin/sh", "-c", "sleep 0.3; exit 2"],
+                                  extra="    restart: {attempts: 3, interval: 10m, delay: 3s}\n"))
+    waiting = wait_for(lambda: next((i for i in status(cluster, "patient")["instances"]
+                                     if i["state"] == "starting" and i["exit_code"] == 2), None),
+                       timeout=30, what="the first restart waiting")
+    host = next(h for h in cluster.hosts if h.name == waiting["node"])
+    LocalCluster.kill(host.proc, sig=9)
+    cluster.start_agent(host)
+    again = wait_for(lambda: next((i for i in status(cluster, "patient")["instances"]
+                                   if i["state"] == "running" and i["restarts"] == 1), None),
+                     timeout=30, what="restarted once by the new agent")
+    assert again["id"] == waiting["id"] and again["node"] == waiting["node"]
+    # started once: the next end is the second restart, waiting the doubled delay (6 s)
+    nxt = wait_for(lambda: next((i for i in status(cluster, "patient")["instances"]
+                                 if i["state"] == "starting" and i["restarts"] == 1), None),
+                   timeout=30, what="the second wait")
+    assert "restarting in 6s (attempt 2 of 3)" in nxt["reason"], nxt
+    assert [e["message"].split("; ")[1] for e in nxt["events"]] == [
+        "restarting in 3s (attempt 1 of 3)", "restarting in 6s (attempt 2 of 3)"], nxt["events"]
+    cluster.ctl("stop", "patient")

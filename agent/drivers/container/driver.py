@@ -220,6 +220,12 @@ class ContainerDriver:
     def address(self, handle: Handle) -> str:
         return str(handle.data.get("address", ""))
 
+    async def exec_in(self, handle: Handle, command: tuple[str, ...], timeout: float) -> tuple[int, str]:
+        try:
+            return await self.runc.exec(handle.data["container_id"], list(command), timeout)
+        except (runc_mod.RuncError, KeyError) as e:
+            raise driver_error(f"cannot run {command[0] if command else 'a command'} in {handle.id}", e) from e
+
     # -- beyond the protocol ---------------------------------------------------------------------
 
     def remove_logs(self, handle: Handle) -> None:

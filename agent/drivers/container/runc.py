@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -192,6 +193,36 @@ class Runc:
         except (OSError, ValueError) as e:
             raise RuncError(f"runc run succeeded but wrote no pid file: {e}") from e
 
+    async def exec(self, cid: str, command: list[str], timeout: float) -> tuple[int, str]:
+        """`runc exec`: run command in the container (its namespaces, cgroup, user and capabilities)
+        and return (exit status, the last 4 KiB of its output: runc's own error, with its status, when
+        it could not run it). After `timeout` seconds the command is killed (not just runc: it
+        would live on in the container) and TimeoutError raised."""
+        # the pid file outside runc's --root: every directory there is taken for a container
+        with tempfile.TemporaryDirectory(prefix="packyard-exec-") as scratch, \
+                tempfile.TemporaryFile() as out:
+            pid_file, runc_log = Path(scratch) / "pid", Path(scratch) / "runc.log"
+            argv = self._argv("exec", "--pid-file", str(pid_file), cid, *command, log=runc_log)
+            running = asyncio.ensure_future(run(argv, stdout=out, stderr=out))
+            try:
+                done, _ = await asyncio.wait({running}, timeout=timeout)
+                if not done:
+                    # the command first, so that runc (its parent) sees it end and reaps it: killed
+                    # before it, runc would orphan it to the agent, whose unreaped zombie in the
+                    # container's PID namespace keeps the container's init from ever exiting
+                    if _kill_from(pid_file):
+                        await asyncio.wait({running}, timeout=5.0)
+                    raise TimeoutError(f"{command[0]} still running after {timeout:g}s")
+                rc, _ = running.result()
+            finally:
+                running.cancel()                  # runc itself, if it has not ended: killed
+                await asyncio.gather(running, return_exceptions=True)
+            failed_to_run = _runc_message(runc_log, b"") if rc != 0 else ""
+            if failed_to_run:
+                return rc, failed_to_run
+            out.seek(max(0, out.seek(0, os.SEEK_END) - 4096))
+            return rc, out.read().decode(errors="replace")
+
     async def delete(self, cid: str) -> None:
         """`runc delete --force`: kill if running, remove runc's state and cgroups. Idempotent."""
         rc, stderr = await run(self._argv("delete", "--force", cid))
@@ -214,6 +245,14 @@ def _runc_message(runc_log: Path, stderr: bytes) -> str:
     except OSError:
         pass
     return "; ".join(dict.fromkeys(m for m in messages if m)) or stderr.decode(errors="replace").strip()
+
+
+def _kill_from(pid_file: Path) -> bool:
+    try:
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        return True
+    except (OSError, ValueError):
+        return False                      # not started yet, or ended meanwhile
 
 
 def _tail(path: Path, offset: int, limit: int = 4096) -> bytes:

@@ -17,6 +17,7 @@ class FakeDriver:
         self._ends: dict[str, asyncio.Future] = {}
         self._refused: dict[str, str] = {}
         self.started: list[str] = []
+        self.exec_results: dict[str, tuple[int, str]] = {}
 
     async def fingerprint(self) -> dict[str, str]:
         return {f"driver.{self.name}": "ok"}
@@ -68,6 +69,12 @@ class FakeDriver:
 
     def address(self, handle: Handle) -> str:
         return ""
+
+    async def exec_in(self, handle: Handle, command: tuple[str, ...], timeout: float) -> tuple[int, str]:
+        """Test hook: `exec_results[id]` is what the command answers (default: exit 0)."""
+        if handle.id not in self._ends:
+            raise DriverError(f"{handle.id} is not running")
+        return self.exec_results.get(handle.id, (0, ""))
 
     async def shutdown(self) -> None:
         pass

@@ -224,6 +224,10 @@ class VMDriver:
     def address(self, handle: Handle) -> str:
         return str(handle.data.get("address", ""))
 
+    async def exec_in(self, handle: Handle, command: tuple[str, ...], timeout: float) -> tuple[int, str]:
+        # nothing of ours runs inside a guest (the spec refuses exec checks on VMs: tcp and http)
+        raise DriverError(f"{handle.id} is a VM: commands cannot be run inside it")
+
     async def shutdown(self) -> None:
         """Agent exit: stop following domains (they keep running for a restarted agent). The
         bridge stays: VMs on it outlive the agent."""

@@ -473,3 +473,26 @@ async def test_image(harness, tmp_path, as_tar):
         assert len(list(d.images_dir.glob("tar-*"))) == 1                 # extracted once
     else:
         assert (image / "marker").read_text() == "from-the-image" and not (image / "new").exists()
+
+
+@pytest.mark.integration
+@needs_root()
+@needs_runc()
+async def test_exec_in_runs_inside_the_container_and_a_hung_command_is_killed(harness):
+    d = harness.driver
+    h = await harness.start("t.g.0-exec", ["sh", "-c", "echo inside > /tmp/mark; echo ready; sleep 3600"])
+    await until(lambda: "ready" in d.log_path(h).read_text())
+    assert await d.exec_in(h, ("cat", "/tmp/mark"), 5.0) == (0, "inside\n")     # its filesystem
+    code, out = await d.exec_in(h, ("sh", "-c", "echo nope >&2; exit 3"), 5.0)
+    assert (code, out) == (3, "nope\n")
+    code, out = await d.exec_in(h, ("/no/such/program",), 5.0)
+    assert code != 0 and "no/such/program" in out
+    before = set(os.listdir("/proc"))
+    with pytest.raises(TimeoutError):
+        await d.exec_in(h, ("sleep", "30"), 0.3)
+    await asyncio.sleep(0.2)
+    hung = [p for p in set(os.listdir("/proc")) - before if p.isdigit() and alive(int(p))
+            and Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"sleep\x0030")]
+    assert hung == []                                  # the command was killed, not only runc
+    await d.stop(h, 1)              # and it was reaped: a zombie in its PID namespace would keep
+    await d.wait(h)                 # the container's init from exiting
