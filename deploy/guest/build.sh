@@ -5,7 +5,8 @@
 #   initrd.img   a gzip'd cpio built here: /bin/busybox (busybox-static), the few kernel modules the
 #                guest needs (virtio NIC and disk, ACPI power button, evdev) and an /init that
 #                mounts proc/sys/dev, prints `packyard-guest: up` on the serial console (ttyS0),
-#                a heartbeat every 5 s, and powers off on an ACPI power-button press (busybox acpid)
+#                a heartbeat every 5 s, serves GET /healthz on port 80 once it has an address (busybox
+#                httpd, for health checks), and powers off on an ACPI power-button press (busybox acpid)
 #   cmdline      the kernel command line to boot it with (direct kernel boot)
 #   disk.qcow2   the same guest as a BIOS-bootable disk (for `vm: {disk: ...}`): sector 0 holds
 #                boot.S (a 512-byte loader, assembled here with binutils), sector 1 the command line,
@@ -50,7 +51,7 @@ root=$work/root
 mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,run,var/log,var/run,etc/acpi/PWRF,lib/modules}
 cp "$BUSYBOX" "$root/bin/busybox"
 for app in sh mount umount mkdir cat echo sleep insmod poweroff sync acpid ip ifconfig \
-           free uname ls grep sed hostname dmesg ps kill mdev lsmod; do
+           free uname ls grep sed hostname dmesg ps kill mdev lsmod httpd; do
     ln -s busybox "$root/bin/$app"
 done
 i=0
@@ -89,6 +90,8 @@ for arg in $(cat /proc/cmdline); do
         spec=${arg#packyard.ip=}
         ip link set eth0 up && ip addr add "${spec%%,*}" dev eth0
         case "$spec" in *,*) ip route add default via "${spec#*,}" ;; esac
+        # something for tcp and http health checks to reach: GET /healthz answers 200
+        mkdir -p /www && echo ok >/www/healthz && httpd -p 80 -h /www
         ;;
     esac
 done

@@ -133,3 +133,25 @@ def test_profile_is_learned_from_measured_vms_and_used_for_the_next_placement(cl
     assert node["allocated"]["memory"] == sum(i["reserved"]["memory"] for i in on_node)
     for job in ("learn", "next"):
         cluster.ctl("stop", job)
+
+
+def test_a_crashed_vm_is_restarted_in_place_and_its_http_check_reaches_the_guest(cluster, tmp_path, guest):
+    # the guest serves /healthz once booted; on TCG a boot takes seconds, so the check tolerates
+    # failures while it boots (failures: 60 at 1 s) rather than a grace guessed for this machine
+    groups = vm_job("phoenix", guest) + (
+        "    restart: {attempts: 2, interval: 10m, delay: 1s}\n"
+        "    check: {type: http, port: 80, path: /healthz, interval: 1s, timeout: 500ms, failures: 60, grace: 1s}\n")
+    r = submit(cluster, tmp_path, "phoenix", groups, "--wait", "--timeout", "120")
+    assert r.returncode == 0, r.stderr
+    first = wait_for(lambda: (i := status(cluster, "phoenix")["instances"][0])["health"] == "passing" and i,
+                     what="the guest's httpd answering the check")
+    name = f"pky-{first['node']}-{first['id']}"
+    subprocess.run(["virsh", "-c", "qemu:///system", "destroy", name], check=True, capture_output=True)
+    again = wait_for(lambda: (i := status(cluster, "phoenix")["instances"][0])["restarts"] == 1
+                     and i["state"] == "running" and i, what="restarted in place")
+    assert (again["id"], again["node"]) == (first["id"], first["node"]) and name in domains()
+    assert "restarting in 1s (attempt 1 of 2)" in again["events"][0]["message"], again["events"]
+    wait_for(lambda: status(cluster, "phoenix")["instances"][0]["health"] == "passing", what="passing again")
+    cluster.ctl("stop", "phoenix")
+    wait_for(lambda: status(cluster, "phoenix")["instances"][0]["state"] == "stopped", what="stopped")
+    assert name not in domains()
