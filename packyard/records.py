@@ -114,6 +114,8 @@ class InstanceRecord:
     not_before: float = 0.0                                   # not placed before (the delay)
     rescheduled_at: list[float] = field(default_factory=list)   # when the slot was rescheduled
     events: list[dict] = field(default_factory=list)         # the scheduler's: {"at", "message"}
+    # a system job's (issue 13): the node this instance belongs to, placed there or nowhere
+    pinned: str = ""
 
 
 @dataclass

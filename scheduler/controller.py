@@ -252,8 +252,9 @@ class Controller:
 
     def reconcile_job(self, name: str, ready: set[str], now: float) -> Result:
         job = self.state.jobs[name]
-        return reconcile(job, self.specs.of(job), self.state.job_entries(name), ready, now,
-                         self.config.reconcile, self.dispatcher.accepted)
+        spec = self.specs.of(job)
+        return reconcile(job, spec, self.state.job_entries(name), ready, now,
+                         self.config.reconcile, self.dispatcher.accepted, eligible=self.placer.eligible(spec))
 
     async def apply(self, result: Result) -> None:
         """Write a reconcile result; then tell agents to stop what should no longer run."""
@@ -333,7 +334,7 @@ class Controller:
                             version=old.version + 1 if old else 1, desired="run",
                             submitted_at=now, updated_at=now)
             result = reconcile(job, spec, self.state.job_entries(spec.name), set(self.state.nodes), now,
-                               self.config.reconcile)
+                               self.config.reconcile, eligible=self.placer.eligible(spec))
             job_write = (keys.job(job.name), records.dumps(job), self.state.job_revision(job.name))
             if not await self.commit([*result.create, *result.stop, *result.lost], first=job_write,
                                      fenced=False):

@@ -106,10 +106,10 @@ class Placer:
                         tuple(results), time.perf_counter() - started)
 
     def _asks(self, pending: Mapping[tuple[str, str], Set[str]], now: float) -> tuple[list, list, bool]:
-        """One ask per pending group (per set of nodes to avoid, for rescheduled instances),
-        higher priority first, then first come first served, up to the batch: (asks, the entries
-        each ask is for, whether some are left for later). A rescheduled instance waits for its
-        delay (`not_before`)."""
+        """One ask per pending group (per set of nodes to avoid, for rescheduled instances; per
+        instance, for a system job's, each pinned to its node), higher priority first, then first
+        come first served, up to the batch: (asks, the entries each ask is for, whether some are
+        left for later). A rescheduled instance waits for its delay (`not_before`)."""
         def urgency(k: tuple[str, str]) -> tuple:
             job = self.state.jobs[k[0]]
             return (-self.specs.of(job).priority, job.submitted_at, k)
@@ -126,15 +126,15 @@ class Placer:
                 chosen = heapq.nsmallest(budget, ids, key=_index_of)
             else:                        # a huge group: any batch will do, without ranking them all
                 chosen = sorted(itertools.islice(ids, budget), key=_index_of)
-            by_avoid: dict[tuple[str, ...], list] = {}
+            by_avoid: dict[tuple[tuple[str, ...], str], list] = {}
             for i in chosen:
                 e = self.state.instances[i]
                 if e.record.not_before > now:
                     continue
-                by_avoid.setdefault(self._avoided(e.record.avoid), []).append(e)
-            for avoid, entries in by_avoid.items():
+                by_avoid.setdefault((self._avoided(e.record.avoid), e.record.pinned), []).append(e)
+            for (avoid, pinned), entries in by_avoid.items():
                 budget -= len(entries)
-                ask = self.ask_for(spec, spec.group(group_name), len(entries))
+                ask = self.ask_for(spec, spec.group(group_name), len(entries), pinned)
                 if avoid:
                     ask = dataclasses.replace(ask, constraints=[*ask.constraints, Constraint(
                         attribute="node.name", operator="not_in", value=list(avoid))])
@@ -147,25 +147,46 @@ class Placer:
         avoid = tuple(sorted(n for n in nodes if n in self.state.nodes))
         return avoid if len(avoid) < len(self.state.nodes) else ()
 
-    def ask_for(self, spec: JobSpec, group, count: int) -> placement.GroupAsk:
-        """One placement decision for `count` new instances of a group; the hosts its running
-        instances are on feed spread (and distinct hosts)."""
+    def ask_for(self, spec: JobSpec, group, count: int, pinned: str = "") -> placement.GroupAsk:
+        """One placement decision for `count` new instances of a group (on node `pinned` only,
+        if given: a system job's); the hosts its running instances are on feed spread (and
+        distinct hosts)."""
         res = group.resources
         # only spread looks at them (a walk over the whole job: not for a group without spread)
         existing = [e.record.node for e in self.state.job_entries(spec.name)
                     if e.record.group == group.name and e.record.desired == "run" and holds_reservation(e)] \
-            if group.spread else []
+            if group.spread and not pinned else []
+        pin = [Constraint(attribute="node.name", operator="=", value=pinned)] if pinned else []
         return placement.GroupAsk(
             job=spec.name, group=group.name, count=count, kind=group.kind, priority=spec.priority,
             request=ResourceAmounts(res.cpu, res.memory, res.disk, res.gpu),
-            constraints=list(group.constraints), existing_hosts=existing,
+            constraints=[*group.constraints, *pin], existing_hosts=existing,
             spread=list(group.spread), affinity=list(group.affinity))
+
+    def eligible(self, spec: JobSpec) -> dict[str, frozenset[str]] | None:
+        """For a system job, the ready nodes each group runs an instance on: those passing the
+        static filters placement applies (its kind's driver, its constraints), room aside. None
+        for other jobs (the reconciler's `eligible`)."""
+        if spec.type != "system":
+            return None
+        table = self._base_table(self._table_nodes[1] or "devices")   # whichever it was built for
+        return {g.name: frozenset(placement.eligible(table, g.kind, g.constraints)) for g in spec.groups}
 
     # --- the hosts as the engine sees them ------------------------------------------------------
     def host_table(self, gpu_model: str = "devices") -> placement.HostTable:
         """The ready hosts with their allocation now. The hosts' own part (capacity, labels,
         attributes) is built again only when a node record changed; the allocation comes from
         the cache's running sums: a decision does not walk the instances."""
+        base = self._base_table(gpu_model)
+        alloc, zero = self.state.allocations(), (0, 0, 0, 0)
+        allocated = np.array([alloc.get(n, zero) for n in base.names], dtype=np.int64).reshape(len(base), 4)
+        gpu_free = base.gpu_capacity.copy()
+        for node, used in self.gpu_devices().items():
+            gpu_free[base.index(node), :len(used)] -= np.array(used, dtype=np.int64)
+        return base.with_allocation(allocated, gpu_free)
+
+    def _base_table(self, gpu_model: str) -> placement.HostTable:
+        """The hosts' own part of the table (nothing allocated), built again when a node changed."""
         if self._table_base is None or self._table_nodes != (self.state.nodes_version, gpu_model):
             self._table_base = placement.HostTable.from_hosts(
                 (placement.Host(name=n.name, capacity=ResourceAmounts.of(n.capacity),
@@ -173,13 +194,7 @@ class Placer:
                                 attributes=n.attributes) for n in self.state.nodes.values()),
                 gpu_model=gpu_model)
             self._table_nodes = (self.state.nodes_version, gpu_model)
-        base = self._table_base
-        alloc, zero = self.state.allocations(), (0, 0, 0, 0)
-        allocated = np.array([alloc.get(n, zero) for n in base.names], dtype=np.int64).reshape(len(base), 4)
-        gpu_free = base.gpu_capacity.copy()
-        for node, used in self.gpu_devices().items():
-            gpu_free[base.index(node), :len(used)] -= np.array(used, dtype=np.int64)
-        return base.with_allocation(allocated, gpu_free)
+        return self._table_base
 
     def hosts(self, exclude: Set[str] = frozenset()) -> list[placement.Host]:
         """The ready hosts as if the instances in `exclude` had ended."""
@@ -236,20 +251,23 @@ class Placer:
         job = records.JobRecord(name=spec.name, spec_json=spec.to_json(), version=version,
                                 submitted_at=now)
         entries = self.state.job_entries(spec.name)
-        result = reconcile(job, spec, entries, set(self.state.nodes), now, reconcile_config)
+        result = reconcile(job, spec, entries, set(self.state.nodes), now, reconcile_config,
+                           eligible=self.eligible(spec))
         stopping = {r.id: r for r in (*result.stop, *result.lost)}
         pending = [r for r in result.create] + [
             e.record for e in entries if e.record.desired == "run" and not e.record.node
             and not e.record.lost and e.id not in stopping]
         # capacity freed by what this submission stops counts, as it will once they end
         table = placement.HostTable.from_hosts(self.hosts(exclude=set(stopping)), gpu_model=engine.gpu_model)
-        by_group: dict[str, list[InstanceRecord]] = defaultdict(list)
+        by_group: dict[tuple[str, str], list[InstanceRecord]] = defaultdict(list)
         for r in pending:
-            by_group[r.group].append(r)
-        asks = [self.ask_for(spec, spec.group(name), len(recs)) for name, recs in by_group.items()]
+            by_group[(r.group, r.pinned)].append(r)
+        slots = list(by_group)
+        asks = [self.ask_for(spec, spec.group(name), len(by_group[(name, pinned)]), pinned)
+                for name, pinned in slots]
         out: list[Planned] = []
-        for ask, res in zip(asks, placement.place(table, asks, engine), strict=True):
-            recs = sorted(by_group[ask.group], key=lambda r: r.index)
+        for key, res in zip(slots, placement.place(table, asks, engine), strict=True):
+            recs = sorted(by_group[key], key=lambda r: r.index)
             reserved = dataclasses.asdict(res.reserved)
             for i, r in enumerate(recs):
                 placed = i < len(res.hosts)

@@ -5,7 +5,9 @@ and any decision replayed. The controller applies its result to etcd.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 
 from packyard import lifecycle
@@ -36,9 +38,11 @@ class Result:
 
 
 def group_hash(group: Group) -> str:
-    """Identity of what an instance runs; `count` is left out so scaling keeps instances."""
+    """Identity of what an instance runs; `count` is left out so scaling keeps instances, and
+    `update` (how a change is rolled out) so that changing only it replaces nothing."""
     data = group.model_dump(mode="json")
     data.pop("count", None)
+    data.pop("update", None)
     for key in LIFECYCLE_BLOCKS:       # added later: a group without them hashes as it always did
         if data.get(key) is None:
             data.pop(key, None)
@@ -56,10 +60,18 @@ def _generation(iid: str) -> int:
 
 def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: set[str],
               now: float, config: Config = Config(),
-              acknowledged: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset()) -> Result:
+              acknowledged: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset(),
+              eligible: Mapping[str, Set[str]] | None = None) -> Result:
     """`acknowledged`: (instance, node) pairs whose node accepted the Start: the instance is
     in the node's hands (its report may be slow on a busy cluster), so the confirm timeout does
-    not move it elsewhere; if the node dies, it is lost and replaced like the rest."""
+    not move it elsewhere; if the node dies, it is lost and replaced like the rest.
+
+    A system job (`type: system`) has one instance of each group on every node in `eligible[group]`
+    (the ready nodes passing placement's static filters for the group — its kind's driver, its
+    constraints — worked out by the caller; without it, every ready node), `count` aside (0: none).
+    Each is pinned to its node: a node that leaves loses its instance, replaced nowhere else; one
+    that joins gets one, in the lowest free slot; a failure stands; a changed group is replaced
+    on the same node, in the same slot."""
     # Whatever was placed on a node that is gone is lost, whether it was meant to run or to stop:
     # nobody is left to report on it.
     lost: list[InstanceRecord] = []
@@ -80,6 +92,10 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
     stop: list[InstanceRecord] = []
     unassign: list[InstanceRecord] = []
     occupied: set[tuple[str, int]] = set()
+    system = spec.type == "system"
+    wanted = {g.name: _nodes_of(g, eligible, ready_nodes) for g in spec.groups} if system else {}
+    pins: dict[str, dict[str, int]] = {}      # system: group -> node -> the slot it holds
+    pinned_slots: set[tuple[str, int]] = set()   # ... and those slots
 
     # generations keep ids unique across replacements
     generations: dict[tuple[str, int], int] = {}
@@ -91,10 +107,18 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
         r = e.record
         state = effective_state(r, e.state)
         g = groups.get(r.group)
-        if g is None or r.index >= g.count or r.ghash != hashes[r.group]:
+        if system:
+            node, held = r.pinned or r.node, pins.setdefault(r.group, {})
+            if (g is None or node not in wanted[r.group] or node in held
+                    or (r.group, r.index) in pinned_slots):
+                stop.append(evolve(r, desired="stop"))    # no longer eligible (or a duplicate)
+                continue
+            held[node] = r.index                           # a changed group: replaced right there
+            pinned_slots.add((r.group, r.index))
+        if g is None or (not system and r.index >= g.count) or r.ghash != hashes[r.group]:
             stop.append(evolve(r, desired="stop"))
             continue
-        if state == FAILED and r.node:
+        if state == FAILED and r.node and not system:      # system: the failure stands, on its node
             new = reschedule(job, spec, g, e, now, hashes[r.group], generations[(r.group, r.index)] + 1,
                              ready_nodes)
             if new is not None:
@@ -112,6 +136,10 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
     # a new instance for every empty slot below
     create = list(replacements)
     for g in spec.groups:
+        if system:
+            create += _system_creates(job, g, hashes[g.name], wanted[g.name], pins.get(g.name, {}),
+                                      occupied, generations)
+            continue
         for index in range(g.count):
             if (g.name, index) in occupied:
                 continue
@@ -121,6 +149,32 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
                 index=index, kind=g.kind, version=job.version, ghash=hashes[g.name]))
     return Result(create=tuple(create), stop=tuple(stop), lost=tuple(lost),
                   unassign=tuple(unassign))
+
+
+def _nodes_of(group: Group, eligible: Mapping[str, Set[str]] | None, ready_nodes: Set[str]) -> Set[str]:
+    """The nodes a system group runs one instance on."""
+    if not group.count:
+        return frozenset()
+    return ready_nodes if eligible is None else set(eligible.get(group.name, ())) & ready_nodes
+
+
+def _system_creates(job: JobRecord, g: Group, ghash: str, nodes: Set[str], held: Mapping[str, int],
+                    occupied: set[tuple[str, int]], generations: Mapping[tuple[str, int], int]
+                    ) -> list[InstanceRecord]:
+    """New instances of a system group, pinned: one for each node in `nodes` without a live one
+    (in the slot its replaced instance held, or the lowest free one)."""
+    taken = set(held.values())
+    free = (i for i in itertools.count() if i not in taken)
+    out = []
+    for node in sorted(nodes):
+        index = held[node] if node in held else next(free)
+        if (g.name, index) in occupied:
+            continue
+        gen = generations.get((g.name, index), 0) + 1
+        out.append(InstanceRecord(
+            id=instance_id(job.name, g.name, index, gen), job=job.name, group=g.name, index=index,
+            kind=g.kind, version=job.version, ghash=ghash, pinned=node))
+    return out
 
 
 def reschedule(job: JobRecord, spec: JobSpec, group: Group, e: Entry, now: float, ghash: str,

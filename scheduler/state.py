@@ -8,6 +8,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 
+import orjson
+
 from packyard import keys, records
 from packyard.etcd import KV, Event
 from packyard.records import (
@@ -64,6 +66,15 @@ def group_of(iid: str) -> tuple[str, str]:
     return job, group
 
 
+def _is_system(spec_json: str) -> bool:
+    """The job spec (its JSON, as stored) is of a system job."""
+    try:
+        spec = orjson.loads(spec_json)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(spec, dict) and spec.get("type") == "system"
+
+
 def unsettled(e: Entry) -> bool:
     """An agent has yet to act on it: told to start and not heard of since, told to stop and not
     ended, or lost (its node declared down) yet reported still running — fencing must stop it."""
@@ -110,6 +121,7 @@ class ClusterState:
         self._gpu_holders: set[str] = set()
         self._holding_by_job: dict[str, int] = {}
         self._returned: set[str] = set()            # nodes back after being down (audited first)
+        self._system_jobs: set[str] = set()         # jobs of type system: a node's arrival concerns them
         # instance id -> (value, record) of our own writes in flight (see expect_own_write)
         self._writing: dict[str, tuple[bytes, InstanceRecord]] = {}
         self._nodes_version = 0     # bumped on every node event: what was built from nodes is stale
@@ -149,21 +161,33 @@ class ClusterState:
             name = keys.last(ev.key)
             self._nodes_version += 1
             if ev.kind == "put":
-                self.nodes[name] = records.loads(NodeRecord, ev.value)
+                old, new = self.nodes.get(name), records.loads(NodeRecord, ev.value)
+                self.nodes[name] = new
                 if self.down.pop(name, None) is not None:
                     self._returned.add(name)   # back from the dead: what does it still run?
-                return set()          # new capacity: the next placement pass sees it
+                # new capacity: the next placement pass sees it. A node that joined (or came back,
+                # or whose labels or attributes changed) may be eligible for system jobs, which
+                # run an instance on each; a record put again unchanged (an agent restarted
+                # within its lease) is nothing new to them.
+                if old is None or old.labels != new.labels or old.attributes != new.attributes:
+                    return set(self._system_jobs)
+                return set()
             if name in self.nodes:
                 self.down[name] = self.nodes.pop(name)
             return {"*"}              # its instances are lost: every job looks again
         if ev.key.startswith(keys.JOBS):
             name = keys.last(ev.key)
             if ev.kind == "put":
-                self.jobs[name] = records.loads(JobRecord, ev.value)
+                job = self.jobs[name] = records.loads(JobRecord, ev.value)
                 self._job_revisions[name] = ev.revision
+                if _is_system(job.spec_json):
+                    self._system_jobs.add(name)
+                else:
+                    self._system_jobs.discard(name)
             else:
                 self.jobs.pop(name, None)
                 self._job_revisions.pop(name, None)
+                self._system_jobs.discard(name)
             return {name}
         if ev.key.startswith(keys.INSTANCES):
             iid = keys.last(ev.key)

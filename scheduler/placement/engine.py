@@ -167,13 +167,13 @@ def _class_for(plan: Plan, ask: GroupAsk, need: np.ndarray) -> _Class:
     """The class of this ask (reserved amounts `need`), brought up to date with the plan."""
     if not plan.config.incremental:
         cls = _new_class(plan, ask, need)
-        _refresh(plan, cls, slice(None))
+        _refresh(plan, cls, _candidates(cls))
         return cls
     key = _key(ask, need)
     cls = plan.classes.get(key)
     if cls is None:
         cls = _new_class(plan, ask, need)
-        _refresh(plan, cls, slice(None))
+        _refresh(plan, cls, _candidates(cls))
         plan.classes[key] = cls
         while len(plan.classes) > plan.config.max_cached_classes:
             plan.classes.popitem(last=False)
@@ -201,8 +201,7 @@ def _class_for(plan: Plan, ask: GroupAsk, need: np.ndarray) -> _Class:
 
 def _new_class(plan: Plan, ask: GroupAsk, need: np.ndarray) -> _Class:
     table = plan.table
-    verdicts = [filters.node_ready(table), filters.driver_available(table, ask.kind)]
-    verdicts += [filters.constraint(table, c) for c in ask.constraints]
+    verdicts = filters.static(table, ask.kind, ask.constraints)
     static = np.zeros(len(table), dtype=np.int16)
     for k, (mask, _) in enumerate(verdicts, start=1):
         static[(static == 0) & ~mask] = k
@@ -219,6 +218,14 @@ def _new_class(plan: Plan, ask: GroupAsk, need: np.ndarray) -> _Class:
     n = len(table)
     floor = np.where(need[:GPU] > 0, need[:GPU], np.iinfo(np.int64).min)
     return _Class(need, reasons, len(verdicts) + 1, static, static == 0, dynamic, np.full(n, NEG), floor)
+
+
+def _candidates(cls: _Class) -> slice | np.ndarray:
+    """The rows a new class must evaluate: those passing its static filters when they are few
+    (a system job's instance pinned to its node; a narrow constraint), else all (a slice is
+    cheaper than a fancy index). The others keep -inf, as evaluating them would give."""
+    rows = np.flatnonzero(cls.static_ok)
+    return rows if len(rows) * 4 < len(cls.static_ok) else slice(None)
 
 
 def _refresh(plan: Plan, cls: _Class, rows: slice | np.ndarray) -> None:

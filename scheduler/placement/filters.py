@@ -10,6 +10,8 @@ the first one that rejects it:
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from packyard.spec import Constraint
@@ -59,6 +61,18 @@ def constraint(table: HostTable, c: Constraint) -> Verdict:
         if c.operator == "not_in":
             mask = ~mask
     return mask, describe(c)
+
+
+def static(table: HostTable, kind: str, constraints: Iterable[Constraint]) -> list[Verdict]:
+    """The static filters of an ask of `kind` with `constraints`, in pipeline order."""
+    return [node_ready(table), driver_available(table, kind), *(constraint(table, c) for c in constraints)]
+
+
+def eligible(table: HostTable, kind: str, constraints: Iterable[Constraint]) -> list[str]:
+    """The hosts an instance of `kind` with `constraints` may run on, room aside: those passing
+    every static filter (a system job runs one instance on each)."""
+    mask = np.logical_and.reduce([m for m, _ in static(table, kind, constraints)])
+    return [table.names[i] for i in np.flatnonzero(mask).tolist()]
 
 
 def distinct_hosts(n: int, used: np.ndarray) -> Verdict:

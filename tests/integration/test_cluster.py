@@ -334,3 +334,54 @@ def test_an_agent_restarted_during_a_restart_wait_restarts_it_once(cluster, tmp_
     assert [e["message"].split("; ")[1] for e in nxt["events"]] == [
         "restarting in 3s (attempt 1 of 3)", "restarting in 6s (attempt 2 of 3)"], nxt["events"]
     cluster.ctl("stop", "patient")
+
+
+def test_a_system_job_runs_on_every_node_including_one_that_joins_and_not_elsewhere_when_one_leaves(tmp_path):
+    """Two agents, then a third joins (its instance running within seconds); it leaves (its
+    instance lost, nothing started elsewhere) and comes back (a new instance on it)."""
+    c = LocalCluster(tmp_path / "system", hosts=3, prefix="pj", net="10.213.200.0/24",
+                     etcd_port=23890, scheduler_port=17890, capacity="cpu=1,memory=1Gi",
+                     shared_netns=True, lease_ttl=3)
+    every, c.hosts = c.hosts, c.hosts[:2]      # the third is not up yet
+    late = every[2]
+    try:
+        c.up()
+        c.hosts = every                        # down() ends all three, and cleans up after them
+        text = ("name: sys\ntype: system\ngroups:\n  - name: main\n"
+                "    resources: {cpu: 100m, memory: 32Mi}\n"
+                "    container: {command: [/bin/sleep, '3600']}\n")
+        r = submit(c, tmp_path, text, "--wait", "--timeout", "60")
+        assert r.returncode == 0, r.stderr
+
+        def running_on(nodes):
+            live = [i for i in status(c, "sys")["instances"] if i["desired"] == "run"]
+            ok = sorted((i["node"], i["state"]) for i in live) == [(n, "running") for n in sorted(nodes)]
+            return live if ok else None
+        first = wait_for(lambda: running_on({"pj-host1", "pj-host2"}), what="one instance on each agent")
+        assert all(pids_in(i["node"], i["id"]) for i in first)
+
+        c.start_agent(late)
+        joined = time.monotonic()
+        insts = wait_for(lambda: running_on({"pj-host1", "pj-host2", "pj-host3"}), timeout=10,
+                         what="the joining node's instance running")
+        took = time.monotonic() - joined
+        assert took < 5, f"the joining node's instance ran {took:.1f} s after it was ready"
+        third = next(i for i in insts if i["node"] == "pj-host3")
+        assert third["id"] == "sys.main.2-1" and pids_in("pj-host3", third["id"])
+
+        LocalCluster.kill(late.proc)           # its lease (3 s) runs out: the node is down
+        wait_for(lambda: next((i for i in status(c, "sys")["instances"]
+                               if i["id"] == third["id"] and i["state"] == "lost"), None),
+                 timeout=20, what="the departed node's instance lost")
+        time.sleep(1.0)                        # several evaluations: nothing replaces it elsewhere
+        assert running_on({"pj-host1", "pj-host2"}), status(c, "sys")["instances"]
+
+        c.start_agent(late)                    # back: a new instance on it, the old one stopped
+        back = wait_for(lambda: running_on({"pj-host1", "pj-host2", "pj-host3"}), timeout=15,
+                        what="an instance on the returned node")
+        assert next(i for i in back if i["node"] == "pj-host3")["id"] == "sys.main.2-2"
+        wait_for(lambda: not pids_in("pj-host3", third["id"]), timeout=15, what="the old copy stopped")
+    finally:
+        c.hosts = every
+        c.down()
+    assert not list(Path("/sys/fs/cgroup").glob("*/packyard/pj-host*"))

@@ -8,7 +8,9 @@ from packyard import keys, records
 from packyard.etcd import Event
 from packyard.records import InstanceRecord, JobRecord, NodeRecord, StateRecord
 from packyard.spec import validate
+from scheduler.placing import Placer
 from scheduler.reconciler import reconcile
+from scheduler.specs import SpecCache
 from scheduler.state import ClusterState
 
 GiB = 1 << 30
@@ -23,22 +25,25 @@ class CacheBuilder:
         self.state.apply(Event("put", key, value, next(self._revision)))
 
     def node(self, name: str, cpu: int = 4000, memory: int = 8 * GiB, gpu: int = 0,
-             labels: dict | None = None) -> CacheBuilder:
+             labels: dict | None = None, attributes: dict | None = None) -> CacheBuilder:
         self._put(keys.node(name), records.dumps(NodeRecord(
             name=name, address=f"127.0.0.1:{1000 + len(self.state.nodes)}",
             capacity={"cpu_milli": cpu, "memory_bytes": memory, "gpu_milli": gpu * 1000},
-            labels=labels or {}, attributes={"driver.container": "ok", "driver.vm": "ok"}, epoch=7)))
+            labels=labels or {}, epoch=7,
+            attributes={"driver.container": "ok", "driver.vm": "ok"} if attributes is None else attributes)))
         return self
 
     def job(self, name: str, count: int = 1, cpu: str = "500m", memory: str = "256Mi",
-            priority: int = 50, gpu: float | None = None, **group) -> list[InstanceRecord]:
+            priority: int = 50, gpu: float | None = None, job_type: str = "service",
+            **group) -> list[InstanceRecord]:
         """A submitted job: its record and its new (pending) instances, as `submit` writes them."""
         resources = {"cpu": cpu, "memory": memory} | ({"gpu": gpu} if gpu is not None else {})
-        spec = validate({"name": name, "priority": priority, "groups": [
-            {"name": "g", "count": count, "resources": resources, **group}]})
+        spec = validate({"name": name, "priority": priority, "type": job_type, "groups": [
+            {"name": "g", "resources": resources, **group} | ({} if job_type == "system" else {"count": count})]})
         job = JobRecord(name=name, spec_json=spec.to_json(), submitted_at=len(self.state.jobs))
         self._put(keys.job(name), records.dumps(job))
-        result = reconcile(job, spec, [], set(self.state.nodes), 0.0)
+        eligible = Placer(self.state, SpecCache()).eligible(spec)
+        result = reconcile(job, spec, [], set(self.state.nodes), 0.0, eligible=eligible)
         for r in result.create:
             self.instance(r)
         return list(result.create)

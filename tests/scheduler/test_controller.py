@@ -462,3 +462,41 @@ async def test_a_stopped_job_is_purged_after_the_configured_time_and_not_before(
     assert await etcd.get(keys.job("shop")) is not None
     sched.controller.config = replace(sched.controller.config, purge_stopped_after=0.5)
     await eventually(lambda: _gone(etcd, "shop", first.instance_ids), timeout=20, what="the job purged")
+
+
+async def test_a_system_job_runs_on_every_eligible_node_as_nodes_join_leave_and_return(etcd, tmp_path):
+    agents = {n: await start_agent(etcd, n, tmp_path / n, ttl=2, labels=labels)
+              for n, labels in (("a", {"zone": "x"}), ("b", {"zone": "x"}), ("c", {}))}
+    sched = await start_scheduler(etcd, ControllerConfig(tick=0.2))
+    system = validate({"name": "agents", "type": "system", "groups": [
+        {"name": "web", "resources": {"cpu": "250m", "memory": "64Mi"},
+         "constraints": [{"attribute": "label.zone", "value": "x"}]}]})
+
+    async def running_on(nodes):
+        s = await states(sched, "agents")
+        return s if sorted(s) == [(n, "running") for n in sorted(nodes)] else None
+    try:
+        await eventually(lambda: len(sched.controller.state.nodes) == 3)
+        await sched.submit(system)
+        await eventually(lambda: running_on("ab"), what="one on each of a and b (not c)")
+        agents["d"] = await start_agent(etcd, "d", tmp_path / "d", ttl=2, labels={"zone": "x"})
+        await eventually(lambda: running_on("abd"), timeout=3, what="d's instance running")
+        ids = {i.node: i.id for i in (await sched.status("agents")).instances}
+        assert ids == {"a": "agents.web.0-1", "b": "agents.web.1-1", "d": "agents.web.2-1"}
+        await agents.pop("b").kill()           # its lease expires within 2 s
+        await eventually(lambda: _all_lost(sched, "agents", "b"), timeout=10, what="b's instance lost")
+        await asyncio.sleep(1.0)               # a few evaluations: nothing replaces it elsewhere
+        assert await running_on("ad")
+        agents["b"] = await start_agent(etcd, "b", tmp_path / "b2", ttl=2, labels={"zone": "x"})
+        await eventually(lambda: running_on("abd"), timeout=3, what="b's new instance running")
+        back = [i for i in (await sched.status("agents")).instances if i.node == "b" and i.desired == "run"]
+        assert [i.id for i in back] == ["agents.web.1-2"]
+    finally:
+        await sched.close()
+        for a in agents.values():
+            await a.kill()
+
+
+async def _all_lost(sched, name, node):
+    on = await _on(sched, name, node)
+    return on if on and all(i.state == "lost" for i in on) else None

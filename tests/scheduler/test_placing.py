@@ -2,6 +2,7 @@
 import copy
 
 from packyard.records import evolve
+from packyard.spec import validate
 from scheduler import placement
 from scheduler.placing import Placer
 from scheduler.specs import SpecCache
@@ -80,3 +81,38 @@ def test_plan_shows_what_a_submit_would_do_without_changing_anything():
     assert actions == [("keep", "a")] * 2 + [("place", "")] + [("place", "a")] * 2
     assert [p.reason for p in planned if p.action == "place" and not p.node][0].startswith("no host fits")
     assert cache.state.pending_count() == 0
+
+
+def test_a_system_job_is_eligible_where_placement_would_allow_it_and_its_instances_are_pinned():
+    cache = (CacheBuilder().node("a", labels={"os": "linux"}).node("b", labels={"os": "linux"})
+             .node("c", labels={"os": "linux"}, attributes={"driver.container": "ok"}).node("d"))
+    every = cache.job("agents", job_type="system", constraints=[{"attribute": "label.os", "value": "linux"}])
+    assert [(r.index, r.pinned) for r in every] == [(0, "a"), (1, "b"), (2, "c")]    # not d: constraint
+    vms = cache.job("guests", job_type="system", kind="vm", vm={"kernel": "/srv/vm/vmlinuz"})
+    assert sorted(r.pinned for r in vms) == ["a", "b", "d"]                           # not c: no vm driver
+    decision = placer_of(cache).decide(placement.EngineConfig(), now=0.0)
+    assert sorted((r.job, r.node) for r in decision.placed) == sorted(
+        [("agents", n) for n in "abc"] + [("guests", n) for n in "abd"])
+    assert all(r.node == r.pinned for r in decision.placed)
+
+
+def test_a_pinned_instance_is_placed_on_its_node_only_and_waits_there_when_it_is_full():
+    cache = CacheBuilder().node("a", cpu=4000).node("small", cpu=500).node("b", cpu=4000)
+    (_, _, on_small) = cache.job("agents", job_type="system", cpu="1")
+    assert on_small.pinned == "small"
+    decision = placer_of(cache).decide(placement.EngineConfig(), now=0.0)
+    assert sorted((r.pinned, r.node) for r in decision.placed) == [("a", "a"), ("b", "b")]
+    (waiting,) = decision.unplaced
+    assert waiting.id == on_small.id and waiting.node == ""
+    assert waiting.reason.startswith("no host fits: 2 constraint node.name = small, 1 not enough cpu")
+
+
+def test_plan_of_a_system_job_shows_one_instance_per_eligible_node():
+    from scheduler.reconciler import Config
+    cache = CacheBuilder().node("a", labels={"zone": "x"}).node("b", labels={"zone": "x"}).node("c")
+    placer = placer_of(cache)
+    spec = validate({"name": "agents", "type": "system", "groups": [
+        {"name": "g", "resources": {"cpu": "100m", "memory": "32Mi"},
+         "constraints": [{"attribute": "label.zone", "value": "x"}]}]})
+    planned = placer.plan(spec, 1, placement.EngineConfig(), 0.0, Config())
+    assert sorted((p.action, p.record.pinned, p.node) for p in planned) == [("place", "a", "a"), ("place", "b", "b")]

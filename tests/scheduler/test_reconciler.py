@@ -114,7 +114,9 @@ def test_without_a_node_where_the_slot_has_not_failed_the_failure_stands():
 
 def test_system_instances_are_never_rescheduled():
     spec = lifecycle_spec("system")
-    assert reconcile(job_record(spec), spec, [failed_on(spec, "n1")], {"n1", "n2"}, now=0).empty
+    r = reconcile(job_record(spec), spec, [failed_on(spec, "n1")], {"n1", "n2"}, now=0)
+    # the failure stands on n1; n2 gets an instance of its own (one on every node), not a replacement
+    assert not r.stop and [(c.pinned, c.avoid) for c in r.create] == [("n2", [])]
 
 
 def test_stopping_a_job_stops_everything_meant_to_run():
@@ -169,3 +171,108 @@ def test_after_applying_the_result_every_slot_has_exactly_one_live_instance(coun
     again = [Entry(rec, 1, next((e.state for e in entries if e.id == rec.id), None)) for rec in by_id.values()]
     again = [replace(e, state=None) if e.record.id not in {x.id for x in entries} else e for e in again]
     assert reconcile(job_record(spec), spec, again, ready, now=0).empty
+
+
+# --- system jobs: one instance of each group on every eligible node, pinned to it ----------------
+
+def system_spec(cpu="250m", **group):
+    return validate({"name": "shop", "type": "system", "groups": [
+        {"name": "web", "resources": {"cpu": cpu, "memory": "64Mi"}, **group}]})
+
+
+def pinned(spec, index, node, state=RUNNING, gen=1, **record):
+    e = entry(spec, index, node=node, state=state, gen=gen)
+    return Entry(replace(e.record, pinned=node, **record), 1, e.state)
+
+
+def system(spec, entries, ready, eligible=None, now=0.0):
+    eligible = {"web": set(ready) if eligible is None else set(eligible)}
+    return reconcile(job_record(spec), spec, entries, set(ready), now=now, eligible=eligible)
+
+
+def test_a_system_job_runs_one_instance_pinned_to_each_eligible_node():
+    spec = system_spec()
+    r = system(spec, [], ready={"a", "b", "c", "d"}, eligible={"a", "b", "c"})    # d fails a constraint
+    assert [(c.id, c.pinned, c.node) for c in r.create] == [
+        ("shop.web.0-1", "a", ""), ("shop.web.1-1", "b", ""), ("shop.web.2-1", "c", "")]
+    assert not (r.stop or r.lost or r.unassign)
+
+
+def test_a_node_that_joins_gets_one_instance_and_the_others_keep_theirs():
+    spec = system_spec()
+    entries = [pinned(spec, i, n) for i, n in enumerate("abc")]
+    assert system(spec, entries, ready="abc").empty
+    r = system(spec, entries, ready="abcd")
+    assert [(c.id, c.pinned) for c in r.create] == [("shop.web.3-1", "d")] and not r.stop
+
+
+def test_a_node_that_leaves_loses_its_instance_which_is_replaced_nowhere_until_it_returns():
+    spec = system_spec()
+    entries = [pinned(spec, i, n) for i, n in enumerate("abc")]
+    r = system(spec, entries, ready="ac")
+    assert [x.id for x in r.lost] == ["shop.web.1-1"] and r.lost[0].lost
+    assert not r.create and not r.stop
+    # back: a new instance (next generation of the free slot), pinned to it again
+    after = [entries[0], Entry(r.lost[0], 2, None), entries[2]]
+    assert system(spec, after, ready="ac").empty
+    r = system(spec, after, ready="abc")
+    assert [(c.id, c.pinned) for c in r.create] == [("shop.web.1-2", "b")]
+
+
+def test_slots_are_stable_per_node_and_a_new_node_takes_the_lowest_free_one():
+    spec = system_spec()
+    entries = [pinned(spec, 0, "c"), pinned(spec, 2, "a"), pinned(spec, 4, "e")]
+    r = system(spec, entries, ready="abcdef")
+    assert not r.stop
+    assert sorted((c.pinned, c.index) for c in r.create) == [("b", 1), ("d", 3), ("f", 5)]
+
+
+def test_a_failed_system_instance_stays_failed_on_its_node():
+    spec = system_spec(reschedule={"attempts": 3, "interval": "1h", "delay": "1s"})   # ignored for system
+    failed = pinned(spec, 0, "a", state=FAILED)
+    assert system(spec, [failed, pinned(spec, 1, "b")], ready="abc", eligible="ab", now=100.0).empty
+
+
+def test_a_changed_group_is_replaced_on_the_same_node_in_the_same_slot():
+    old, new = system_spec(cpu="250m"), system_spec(cpu="500m")
+    entries = [pinned(old, 0, "a"), pinned(old, 1, "b")]
+    r = system(new, entries, ready="ab")
+    assert sorted(s.id for s in r.stop) == ["shop.web.0-1", "shop.web.1-1"]
+    assert [(c.id, c.pinned) for c in r.create] == [("shop.web.0-2", "a"), ("shop.web.1-2", "b")]
+
+
+def test_a_node_no_longer_eligible_has_its_instance_stopped_and_count_0_runs_none():
+    spec = system_spec()
+    waiting = Entry(replace(pinned(spec, 2, "c").record, node=""), 1, None)      # pending, pinned to c
+    entries = [pinned(spec, 0, "a"), pinned(spec, 1, "b"), waiting]
+    r = system(spec, entries, ready="abc", eligible="a")      # b's labels changed; c's pending one too
+    assert sorted(s.id for s in r.stop) == ["shop.web.1-1", "shop.web.2-1"] and not r.create
+    none = system_spec(count=0)
+    r = system(none, [pinned(none, 0, "a")], ready="ab")
+    assert [s.id for s in r.stop] == ["shop.web.0-1"] and not r.create
+
+
+def test_an_unpinned_instance_from_before_keeps_running_where_it_is():
+    spec = system_spec()
+    r = system(spec, [entry(spec, 0, node="a")], ready="ab")      # written before `pinned` existed
+    assert not r.stop and [(c.index, c.pinned) for c in r.create] == [(1, "b")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(placed=st.lists(st.tuples(st.sampled_from("abcde"), st.sampled_from([RUNNING, FAILED, STARTING])),
+                       max_size=6, unique_by=lambda t: t[0]),
+       ready=st.sets(st.sampled_from("abcde")), ineligible=st.sets(st.sampled_from("abcde")))
+def test_after_applying_the_result_every_eligible_node_has_exactly_one_live_instance(placed, ready, ineligible):
+    spec = system_spec()
+    entries = [pinned(spec, i, n, state=s) for i, (n, s) in enumerate(placed)]
+    eligible = ready - ineligible
+    r = system(spec, entries, ready=ready, eligible=eligible)
+    by_id = {e.id: e.record for e in entries}
+    for rec in (*r.stop, *r.lost, *r.unassign, *r.create):
+        by_id[rec.id] = rec
+    live = [x for x in by_id.values() if x.desired == "run" and not x.lost]
+    assert sorted(x.pinned for x in live) == sorted(eligible)
+    assert len({x.index for x in live}) == len(live) and len({x.id for x in by_id.values()}) == len(by_id)
+    states = {e.id: e.state for e in entries}
+    again = [Entry(rec, 1, states.get(rec.id)) for rec in by_id.values()]
+    assert system(spec, again, ready=ready, eligible=eligible).empty

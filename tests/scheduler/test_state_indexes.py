@@ -125,3 +125,28 @@ def snapshot(state: ClusterState, prefix: str) -> list[Event]:
                 for i, e in state.instances.items()]
     return [Event("put", keys.state(node, iid), records.dumps(rep), 10_000)
             for iid, node, rep in state.all_reports()]
+
+
+def test_a_node_that_joins_returns_or_changes_marks_the_system_jobs_and_one_put_again_does_not():
+    state = ClusterState()
+    revision = iter(range(1, 100))
+
+    def put(key, record):
+        return state.apply(Event("put", key, records.dumps(record), next(revision)))
+
+    def node(name, epoch=1, **labels):
+        return put(keys.node(name), records.NodeRecord(name=name, address="x:1", capacity={"cpu_milli": 1000},
+                                                       labels=labels, epoch=epoch))
+    assert node("n1") == set()                     # no system job: a new node concerns no job
+    for name, spec in (("web", '{"name":"web"}'), ("agents", '{"name":"agents","type":"system"}'),
+                       ("logs", '{"name":"logs","type":"system"}')):
+        put(keys.job(name), records.JobRecord(name=name, spec_json=spec))
+    assert node("n2") == {"agents", "logs"}       # joined
+    assert node("n2") == set()                     # the same record put again (a re-registration)
+    assert node("n2", epoch=2) == set()            # ... under a new lease: still nothing new to them
+    assert node("n2", epoch=2, zone="a") == {"agents", "logs"}     # its labels changed
+    assert state.apply(Event("delete", keys.node("n2"), b"", next(revision))) == {"*"}
+    assert node("n2", epoch=3, zone="a") == {"agents", "logs"}     # back
+    put(keys.job("logs"), records.JobRecord(name="logs", spec_json='{"name":"logs"}'))   # now a service
+    state.apply(Event("delete", keys.job("agents"), b"", next(revision)))
+    assert node("n3") == set()

@@ -67,6 +67,16 @@ def test_driver_available(kind, passes):
     assert why == f"driver {kind} unavailable"
 
 
+def test_eligible_hosts_pass_every_static_filter_room_aside():
+    t = table(host("ok", labels={"zone": "a"}), host("full", 100, used=res(cpu=100), labels={"zone": "a"}),
+              host("novm", drivers="container", labels={"zone": "a"}), host("down", ready=False, labels={"zone": "a"}),
+              host("elsewhere", labels={"zone": "b"}))
+    zone_a = [con("label.zone", "=", "a")]
+    assert filters.eligible(t, "container", zone_a) == ["ok", "full", "novm"]
+    assert filters.eligible(t, "vm", zone_a) == ["ok", "full"]
+    assert filters.eligible(t, "vm", []) == ["ok", "full", "elsewhere"]
+
+
 @pytest.mark.parametrize("resource, need, passes, reason", [
     (CPU, res(cpu=1000), ["empty", "half"], "not enough cpu"),
     (CPU, res(cpu=2000), ["empty", "half"], "not enough cpu"),   # exactly what is left fits

@@ -50,7 +50,7 @@ def hosts(draw) -> list[Host]:
 constraints = st.lists(st.sampled_from([
     con("label.zone", "=", "a"), con("label.zone", "!=", "b"), con("label.zone", "in", ["a", "c"]),
     con("label.zone", "not_in", ["c"]), con("label.zone", "exists"), con("node.name", "!=", "h0"),
-    con("driver.vm", "=", "ok"),
+    con("driver.vm", "=", "ok"), con("node.name", "=", "h1"),    # pinned: a class of one host
 ]), max_size=2)
 
 
