@@ -54,7 +54,9 @@ PositiveDuration = Annotated[float, BeforeValidator(lambda v: _positive(_duratio
 Attempts = Annotated[int, Field(ge=0, le=MAX_ATTEMPTS)]
 
 
-class _Block(BaseModel):
+class Block(BaseModel):
+    """A spec block of policy fields (here and packyard/update.py): unknown fields refused, and
+    serialised as written."""
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     @model_serializer(mode="wrap")
@@ -63,14 +65,14 @@ class _Block(BaseModel):
         return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
 
 
-class Restart(_Block):
+class Restart(Block):
     attempts: Attempts = 0
     interval: PositiveDuration = 0.0
     delay: Duration = 0.0
     mode: Literal["fail", "delay"] = "fail"
 
 
-class Reschedule(_Block):
+class Reschedule(Block):
     attempts: Attempts = 0
     interval: PositiveDuration = 0.0
     delay: Duration = 0.0
@@ -78,7 +80,7 @@ class Reschedule(_Block):
     unlimited: bool = False
 
 
-class Check(_Block):
+class Check(Block):
     type: Literal["exec", "tcp", "http"]
     command: Annotated[list[Annotated[str, Field(max_length=64 << 10)]], Field(min_length=1, max_length=4096)] | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
@@ -127,17 +129,18 @@ RESCHEDULE_DEFAULTS = {"service": ReschedulePolicy(0, 3600.0, 30.0, 3600.0, True
 CHECK_DEFAULTS = {"interval": 10.0, "timeout": 2.0, "failures": 3, "grace": 10.0}
 
 
-def _filled(default: Any, block: _Block | None) -> dict[str, Any]:
+def filled(default: Any, block: Block | None) -> dict[str, Any]:
+    """The default policy's fields, overridden by those the block gives."""
     given = {k: getattr(block, k) for k in block.model_fields_set} if block is not None else {}
     return {**vars(default), **given}
 
 
 def restart_policy(job_type: str, block: Restart | None) -> RestartPolicy:
-    return RestartPolicy(**_filled(RESTART_DEFAULTS[job_type], block))
+    return RestartPolicy(**filled(RESTART_DEFAULTS[job_type], block))
 
 
 def reschedule_policy(job_type: str, block: Reschedule | None) -> ReschedulePolicy:
-    return ReschedulePolicy(**_filled(RESCHEDULE_DEFAULTS[job_type], block))
+    return ReschedulePolicy(**filled(RESCHEDULE_DEFAULTS[job_type], block))
 
 
 def check_policy(block: Check | None) -> CheckPolicy | None:

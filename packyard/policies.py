@@ -48,3 +48,15 @@ class CheckPolicy:
         if self.type == "exec":
             return f"exec {self.command[0] if self.command else ''}"
         return f"{self.type} :{self.port}{self.path}"
+
+
+@dataclass(frozen=True)
+class UpdatePolicy:
+    """How a changed group is rolled out (issue 14): see packyard/update.py."""
+    max_parallel: int = 1
+    min_healthy_time: float = 10.0
+    healthy_deadline: float = 300.0
+    progress_deadline: float = 600.0
+    auto_revert: bool = False
+    canary: int = 0
+    auto_promote: bool = False

@@ -37,6 +37,7 @@ from packyard.quantity import (  # noqa: F401  (the caps are part of this module
     parse_cpu_milli,
     shown,
 )
+from packyard.update import Update, update_problems
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")   # and line separators
@@ -56,7 +57,7 @@ MAX_PATH = 4096           # PATH_MAX
 MAX_CMDLINE = 2048        # the kernel's COMMAND_LINE_SIZE on x86
 MAX_ERRORS = 20           # problems listed; the rest are counted
 OPTIONAL_WHEN_EMPTY = ("spread", "affinity")   # group fields added later: not in to_json when empty
-LIFECYCLE_BLOCKS = ("restart", "reschedule", "check")   # left out of to_json and group hashes when absent
+LIFECYCLE_BLOCKS = ("restart", "reschedule", "check", "update")   # left out of to_json and group hashes when absent
 
 
 class SpecError(ValueError):
@@ -268,6 +269,7 @@ class Group(Strict):
     restart: Restart | None = None          # packyard/lifecycle.py: the defaults, per job type
     reschedule: Reschedule | None = None
     check: Check | None = None
+    update: Update | None = None            # packyard/update.py: how a change is rolled out
 
     @field_validator("spread")
     @classmethod
@@ -421,6 +423,11 @@ def _across_fields(spec: JobSpec) -> list[str]:
             errors += [f"groups[{i}].check.{name}: {why}" for name, why in check_problems(g.check)]
             if g.kind == "vm" and g.check.type == "exec":
                 errors.append(f"groups[{i}].check.type: VMs take tcp and http checks, not exec")
+        if g.update is not None:
+            if spec.type == "batch":
+                errors.append(f"groups[{i}].update: batch instances run to completion and are not rolled; "
+                              "leave update out")
+            errors += [f"groups[{i}].update.{name}: {why}" for name, why in update_problems(g.update)]
     return errors
 
 

@@ -81,9 +81,9 @@ def test_a_job_without_the_blocks_serialises_and_hashes_as_before():
     # stored before issue 13: resubmitting it is no change, and no running instance is replaced
     job = spec.load_yaml(PLAIN)
     stored = json.loads(job.to_json())
-    assert "type" not in stored and not {"restart", "reschedule", "check"} & stored["groups"][0].keys()
+    assert "type" not in stored and not {"restart", "reschedule", "check", "update"} & stored["groups"][0].keys()
     data = job.groups[0].model_dump(mode="json")       # what group_hash hashed before the blocks
-    for key in ("restart", "reschedule", "check", "count"):
+    for key in ("restart", "reschedule", "check", "update", "count"):
         del data[key]
     assert group_hash(job.groups[0]) == hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
