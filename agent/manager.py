@@ -47,6 +47,9 @@ class Tracked:
     check_failures: int = 0                                 # failed probes, in all (a metric)
     unhealthy: str = ""                                     # why the agent killed it, if it did
     run: int = 0                                            # which run a checker's news is about
+    # when the current run began (a deployment counts min_healthy_time from it); an agent that
+    # reattaches does not know, and says "now": later rather than too early
+    started_at: float = 0.0
     reporting: asyncio.Lock = field(default_factory=asyncio.Lock)   # a health report vs. its end
 
     def event(self, message: str, at: float) -> None:
@@ -64,7 +67,8 @@ class Tracked:
 
     def record(self, state: str, **kw) -> StateRecord:
         return StateRecord(id=self.spec.id, state=state, restarts=self.restarts, events=self.events,
-                           health=self.health.status, **kw)
+                           health=self.health.status,
+                           started_at=round(self.started_at, 3) if state == RUNNING else 0.0, **kw)
 
 
 BOOK = "restarts"      # the manager's key in a stored handle's data (drivers never read it)
@@ -163,6 +167,7 @@ class InstanceManager:
             return t.record(FAILED, reason=reason)
         self._save(t)
         t.started.set()
+        t.started_at = time.time()
         return t.record(RUNNING, address=driver.address(t.handle))
 
     def _save(self, t: Tracked) -> None:
@@ -331,6 +336,7 @@ class InstanceManager:
             if alive:
                 self.instances[spec.id] = t
                 t.started.set()
+                t.started_at = time.time()
                 t.task = loop.create_task(self._follow(t))
                 adopted.append(spec.id)
                 await self._report_safely(t.record(RUNNING, address=driver.address(handle)))

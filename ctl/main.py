@@ -124,6 +124,7 @@ def plan(client: Client, file: Path, output: str):
     spec = read_spec(file)
     reply = client.call("Plan", scheduler_pb2.SubmitRequest(spec_json=spec.to_json()))
     data = {"name": reply.name, "changed": reply.changed, "version": reply.version,
+            "changes": list(reply.changes), "replaces": reply.replaces,
             "instances": [{"id": i.id, "group": i.group, "action": i.action, "node": i.node,
                            "reason": i.reason, "reserved": render.resources_json(i.reserved)}
                           for i in reply.instances]}
@@ -236,6 +237,31 @@ def logs(client: Client, instance_id: str, follow: bool, tail: int, output: str)
     for chunk in client.stream("Logs", req):
         out.write(chunk.data)
         out.flush()
+
+
+@cli.command()
+@click.argument("job")
+@output_option
+@click.pass_obj
+def history(client: Client, job: str, output: str):
+    """A job's versions (the last 10): when, whether stable (its deployment succeeded), what changed."""
+    reply = client.call("History", scheduler_pb2.StatusRequest(name=job))
+    emit(render.history_json(reply), render.history_table(reply), output)
+
+
+@cli.command()
+@click.argument("job")
+@click.option("--version", type=click.IntRange(min=1), default=None,
+              help="The version to go back to (default: the newest stable one before the current).")
+@output_option
+@click.pass_obj
+def rollback(client: Client, job: str, version: int | None, output: str):
+    """Go back to an earlier version of a job, rolled out like any change (a new version)."""
+    reply = client.call("Rollback", scheduler_pb2.RollbackRequest(name=job, version=version or 0))
+    emit({"name": reply.name, "version": reply.version, "changed": reply.changed,
+          "instances": list(reply.instance_ids)},
+         f"job {reply.name}: " + (f"rolling back as version {reply.version}" if reply.changed
+                                  else f"already at that spec (version {reply.version})"), output)
 
 
 @cli.command()

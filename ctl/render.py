@@ -1,6 +1,8 @@
 """Turning API replies into the JSON shapes of the CLI contract and into tables."""
 from __future__ import annotations
 
+import time
+
 from packyard.quantity import format_bytes, format_cpu
 from packyard.v1 import common_pb2, scheduler_pb2
 
@@ -27,7 +29,21 @@ def instance_json(i: scheduler_pb2.Instance) -> dict:
 
 def status_json(s: scheduler_pb2.JobStatus) -> dict:
     return {"name": s.name, "state": s.state, "priority": s.priority, "version": s.version,
-            "submitted_at": s.submitted_at, "instances": [instance_json(i) for i in s.instances]}
+            "submitted_at": s.submitted_at, "instances": [instance_json(i) for i in s.instances],
+            "deployment": deployment_json(s.deployment) if s.HasField("deployment") else None}
+
+
+def deployment_json(d: scheduler_pb2.Deployment) -> dict:
+    return {"version": d.version, "state": d.state, "description": d.description, "started_at": d.started_at,
+            "groups": {name: {"desired": g.desired, "placed": g.placed, "healthy": g.healthy,
+                              "unhealthy": g.unhealthy} for name, g in sorted(d.groups.items())}}
+
+
+def deployment_line(d: scheduler_pb2.Deployment) -> str:
+    """`deployment of version 3: running (rolling out version 3); web 1/3 healthy, 2 placed, 0 unhealthy`"""
+    groups = "; ".join(f"{name} {g.healthy}/{g.desired} healthy, {g.placed} placed, {g.unhealthy} unhealthy"
+                       for name, g in sorted(d.groups.items()))
+    return f"deployment of version {d.version}: {d.state} ({d.description})" + (f"; {groups}" if groups else "")
 
 
 def node_json(n: scheduler_pb2.Node) -> dict:
@@ -53,6 +69,8 @@ def status_table(s: scheduler_pb2.JobStatus) -> str:
         counts[i.state] = counts.get(i.state, 0) + 1
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     head = f"job {s.name} ({s.state}, version {s.version}, priority {s.priority}): {summary or 'no instances'}"
+    if s.HasField("deployment"):
+        head += "\n" + deployment_line(s.deployment)
     rows = []
     for i in s.instances:
         if i.desired == "stop" and i.state in ("stopped", "lost") and s.state == "running":
@@ -86,6 +104,8 @@ def status_summary(s: scheduler_pb2.JobStatus) -> str:
             reasons[(i.state, i.reason)] = reasons.get((i.state, i.reason), 0) + 1
     head = (f"job {s.name} ({s.state}, version {s.version}, priority {s.priority}): "
             + ", ".join(f"{n} {state}" for state, n in sorted(by_state.items())))
+    if s.HasField("deployment"):
+        head += "\n" + deployment_line(s.deployment)
     rows = [[group, state, str(n)] for (group, state), n in sorted(counts.items())]
     out = [head, table(["GROUP", "STATE", "INSTANCES"], rows)]
     if reasons:
@@ -143,7 +163,26 @@ def plan_table(p: scheduler_pb2.PlanResponse) -> str:
         counts[key] = counts.get(key, 0) + 1
     head = (f"job {p.name}: " + ("no change" if not p.changed else f"version {p.version}") + " — "
             + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    if p.replaces:
+        head += f"\nreplaces {p.replaces} running instance(s), rolled out as each group's update block says"
+    if p.changed and list(p.changes) != ["(new job)"]:
+        head += "\n" + "\n".join(f"  {c}" for c in p.changes)
     rows = [[i.id, i.group, i.action, i.node or "-",
              f"{format_cpu(i.reserved.cpu_milli)} cpu, {format_bytes(i.reserved.memory_bytes)}", i.reason]
             for i in p.instances]
     return head + "\n" + table(["ID", "GROUP", "ACTION", "NODE", "RESERVES", "REASON"], rows)
+
+
+def history_json(h: scheduler_pb2.HistoryResponse) -> list[dict]:
+    return [{"version": v.version, "submitted_at": v.submitted_at, "stable": v.stable, "current": v.current,
+             "note": v.note, "changes": list(v.changes)} for v in h.versions]
+
+
+def history_table(h: scheduler_pb2.HistoryResponse) -> str:
+    rows = []
+    for v in h.versions:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.submitted_at))
+        what = "; ".join(v.changes) if len(v.changes) <= 3 else "; ".join(v.changes[:3]) + f"; (+{len(v.changes) - 3} more)"
+        rows.append([str(v.version) + (" *" if v.current else ""), when, "yes" if v.stable else "no",
+                     (f"{v.note}: " if v.note else "") + (what or "no change")])
+    return table(["VERSION", "SUBMITTED", "STABLE", "CHANGES"], rows)

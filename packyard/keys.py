@@ -7,6 +7,8 @@ agents credentials for their own node's keys only:
   /packyard/jobs/<job>                 scheduler  job record (spec, version, desired state)
   /packyard/instances/<job>/<instance> scheduler  desired instance: group, node, reservation
   /packyard/profiles/<kind>            scheduler  overhead profile learned from measurements
+  /packyard/deployments/<job>          scheduler  the rollout of the job's latest changed version
+  /packyard/versions/<job>/<version>   scheduler  a submitted version: spec, stable flag (history)
   /packyard/leader                     scheduler  the leading replica's identity, under its lease
 """
 from __future__ import annotations
@@ -18,6 +20,8 @@ JOBS = ROOT + "jobs/"
 INSTANCES = ROOT + "instances/"
 USAGE = ROOT + "usage/"
 PROFILES = ROOT + "profiles/"
+DEPLOYMENTS = ROOT + "deployments/"
+VERSIONS = ROOT + "versions/"
 LEADER = ROOT + "leader"
 
 
@@ -43,6 +47,15 @@ def state_prefix(node_name: str) -> str:
 
 def job(name: str) -> str:
     return JOBS + name
+
+
+def deployment(job_name: str) -> str:
+    return DEPLOYMENTS + job_name
+
+
+def version(job_name: str, number: int) -> str:
+    # zero-padded: a prefix listing comes back in version order
+    return f"{VERSIONS}{job_name}/{number:010d}"
 
 
 def instance(job_name: str, instance_id: str) -> str:

@@ -90,6 +90,8 @@ class JobRecord:
     submitted_at: float = 0.0
     updated_at: float = 0.0
     purge: bool = False                 # stopped, and to be forgotten once every instance ended
+    # issue 14: this version changed what instances run (or is the first): it gets a deployment
+    deploy: bool = False
 
 
 @dataclass
@@ -116,6 +118,10 @@ class InstanceRecord:
     events: list[dict] = field(default_factory=list)         # the scheduler's: {"at", "message"}
     # a system job's (issue 13): the node this instance belongs to, placed there or nowhere
     pinned: str = ""
+    # a deployment's (issue 14): the old instance this one replaces, placed once that one has
+    # ended (stop, then start: its room is free again), and when this one was made
+    replaces: str = ""
+    created_at: float = 0.0
 
 
 @dataclass
@@ -129,6 +135,7 @@ class StateRecord:
     restarts: int = 0                   # restarted in place by its agent, in all
     events: list[dict] = field(default_factory=list)   # the last MAX_EVENTS: {"at": time, "message": ...}
     health: str = ""                    # its check: passing | failing | "" (unknown, or no check)
+    started_at: float = 0.0             # when its current run began (running): healthy after how long
 
 
 @dataclass
@@ -161,3 +168,36 @@ class ProfileRecord:
     kind: str
     updated_at: float
     classes: list[dict] = field(default_factory=list)   # LearnedClass fields
+
+
+@dataclass
+class DeploymentRecord:
+    """The rollout of a job version that changed groups (issue 14), written by the scheduler.
+    `groups`: per group, {"desired", "placed", "healthy", "unhealthy"} new instances. A failed
+    deployment whose group says auto_revert goes on as `reverted`, rolling out `target`: the job
+    version made from the last stable one."""
+    job: str
+    version: int
+    target: int = 0                     # the job version it rolls out (its own, unless reverted)
+    rolling: bool = True                # still replacing instances
+    state: str = "running"              # running | successful | failed | reverted | awaiting promotion
+    started_at: float = 0.0
+    progress_at: float = 0.0            # the last time a new instance turned healthy (or the start)
+    description: str = ""
+    groups: dict[str, dict[str, int]] = field(default_factory=dict)
+    healthy: list[str] = field(default_factory=list)   # new instances seen healthy: counted for good
+
+
+@dataclass
+class VersionRecord:
+    """One submitted version of a job (issue 14: `ctl history`, rollbacks), kept for the last
+    KEPT_VERSIONS versions. Stable: its deployment succeeded (a count-only change inherits it)."""
+    job: str
+    version: int
+    spec_json: str
+    submitted_at: float = 0.0
+    stable: bool = False
+    note: str = ""                      # how it came to be: "rollback to version 2", ...
+
+
+KEPT_VERSIONS = 10

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from packyard import keys, records
@@ -22,6 +22,7 @@ IN_FLIGHT = 4        # transactions of one commit sent together (see Committer.c
 # (one replica, tests); NOT_LEADING: we lost it, write nothing.
 NOT_LEADING: Literal["not leading"] = "not leading"
 Guard = tuple[str, int] | None | Literal["not leading"]
+Write = tuple[str, bytes, int]      # key, value, the mod revision it must still have (0: absent)
 
 
 class Committer:
@@ -30,22 +31,23 @@ class Committer:
         self.state = state
         self.fence = fence
 
-    async def commit(self, recs: list[InstanceRecord], first: tuple[str, bytes, int] | None = None,
-                     fenced: bool = True) -> bool:
+    async def commit(self, recs: list[InstanceRecord], first: Write | Sequence[Write] | None = None,
+                     fenced: bool = True, drop: Sequence[str] = ()) -> bool:
         """Revision-checked writes (a record changed by someone else since we read it is left
         alone: False, and the caller decides again), applied to the cache at once so the next
-        decision sees them. `first` (key, value, expected revision) goes into the first
-        transaction: a job record that must not be written unless its instances are, and vice
-        versa for the first chunk. `fenced` writes (the leader's decisions) also require the
+        decision sees them. `first` (key, value, expected revision; or several) goes into the
+        first transaction: a job record that must not be written unless its instances are, and
+        vice versa for the first chunk; `drop`, keys deleted in it. `fenced` writes (the leader's decisions) also require the
         leader key to be still ours; API writes (any replica may take a submission) are not."""
         guard = self.fence() if fenced else None
         if guard == NOT_LEADING:
             return False
-        step = self.etcd.txn_ops - 1
+        firsts = [first] if isinstance(first, tuple) else list(first or ())
+        step = max(1, self.etcd.txn_ops - max(1, len(firsts) + len(drop)))
         chunks = [recs[i:i + step] for i in range(0, len(recs), step)]
-        if first is not None:
+        if firsts or drop:
             # the first transaction alone: if it fails, nothing else is written
-            if not await self._chunk(chunks[0] if chunks else [], guard, first):
+            if not await self._chunk(chunks[0] if chunks else [], guard, firsts, drop):
                 return False
             chunks = chunks[1:]
         # the rest a few transactions at a time: etcd commits concurrent proposals together
@@ -57,8 +59,8 @@ class Committer:
         return ok_all
 
     async def _chunk(self, chunk: list[InstanceRecord], guard: tuple[str, int] | None,
-                     first: tuple[str, bytes, int] | None = None) -> bool:
-        writes = [first] if first is not None else []
+                     firsts: Sequence[Write] = (), drop: Sequence[str] = ()) -> bool:
+        writes = list(firsts)
         instances, state = self.state.instances, self.state
         for r in chunk:
             entry = instances.get(r.id)
@@ -66,15 +68,16 @@ class Committer:
             writes.append((keys.instance(r.job, r.id), value, entry.mod_revision if entry else 0))
             state.expect_own_write(r, value)
         try:
-            revision = await self.etcd.put_if_unchanged(writes, guard=guard)
+            revision = await self.etcd.put_if_unchanged(writes, deletes=drop, guard=guard)
         finally:
             for r in chunk:
                 state.forget_own_write(r.id)
         if not revision:
             return False
-        if first is not None:
-            key, value, _ = first
+        for key, value, _ in firsts:
             state.apply(Event("put", key, value, revision))
+        for key in drop:
+            state.apply(Event("delete", key, b"", revision))
         for r in chunk:            # the records we hold: no need to parse what we just wrote
             state.put_own_write(r, revision)
         return True
@@ -93,6 +96,9 @@ class Committer:
         for e in entries:
             doomed.append(keys.instance(name, e.id))
             doomed += [keys.state(node, e.id) for node in self.state.reports_of(e.id)]
+        if name in self.state.deployments:
+            doomed.append(keys.deployment(name))
+        doomed += [keys.version(name, n) for n in self.state.versions.get(name, {})]
         doomed.append(guard[0])
         step = self.etcd.txn_ops - 1
         for i in range(0, len(doomed), step):

@@ -7,24 +7,26 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from packyard import keys, records
+from packyard import keys, records, specdiff
 from packyard.etcd import Etcd, EtcdUnavailable, Event
 from packyard.records import TERMINAL, InstanceRecord, JobRecord
-from packyard.spec import JobSpec
-from scheduler import metrics, placement
+from packyard.spec import JobSpec, load_json
+from packyard.update import update_policy
+from scheduler import metrics, placement, versions
 from scheduler.agents import AgentClients
-from scheduler.commit import NOT_LEADING, Committer, Guard
+from scheduler.commit import NOT_LEADING, Committer, Guard, Write
 from scheduler.dispatch import DispatchConfig, Dispatcher
 from scheduler.leader import Leadership
 from scheduler.placing import Decision, Placer, Planned
 from scheduler.profiles import LearnerConfig, ProfileLearner
 from scheduler.reconciler import Config as ReconcileConfig
-from scheduler.reconciler import Result, reconcile
+from scheduler.reconciler import Result, group_hash, reconcile
 from scheduler.specs import SpecCache
 from scheduler.state import ClusterState, effective_state
 
@@ -61,6 +63,10 @@ class Conflict(Exception):
     """The write lost a race with another writer; the caller may try again."""
 
 
+class Refused(Exception):
+    """The API asked for something the job's state does not allow (nothing to roll back to)."""
+
+
 @dataclass(frozen=True)
 class Submitted:
     version: int
@@ -79,6 +85,15 @@ class PlanOutcome:
     changed: bool
     version: int
     instances: tuple[Planned, ...]
+    changes: tuple[str, ...] = ()      # field by field, against the running version
+    replaces: int = 0                  # running instances a submit would replace
+
+
+@dataclass(frozen=True)
+class Version:
+    record: records.VersionRecord
+    changes: tuple[str, ...]
+    current: bool
 
 
 class Controller:
@@ -113,7 +128,8 @@ class Controller:
         for kv in saved:
             self.learner.load(kv.value)
         self.learner.changed_kinds.clear()
-        for prefix in (keys.NODES, keys.JOBS, keys.INSTANCES, keys.STATE, keys.USAGE):
+        for prefix in (keys.NODES, keys.JOBS, keys.DEPLOYMENTS, keys.VERSIONS, keys.INSTANCES, keys.STATE,
+                       keys.USAGE):
             revision, kvs = await self.etcd.get_prefix(prefix)
             self._dirty |= self.state.load(prefix, kvs)
             self._observe_usage(kvs)
@@ -237,6 +253,8 @@ class Controller:
         timers = now - self._timers_at >= self.config.tick or "*" in self._dirty
         scanned = self.dispatcher.scan(now, self.config.reconcile.confirm_timeout) if timers else None
         dirty, self._dirty = self._dirty | (scanned.overdue_jobs if scanned else set()), set()
+        if timers:
+            dirty |= set(self.state.rolling_out())
         jobs = list(self.state.jobs) if "*" in dirty else [j for j in dirty if j in self.state.jobs]
         ready = set(self.state.nodes) if jobs else set()    # most evaluations reconcile nothing
         for name in jobs:
@@ -254,18 +272,58 @@ class Controller:
         job = self.state.jobs[name]
         spec = self.specs.of(job)
         return reconcile(job, spec, self.state.job_entries(name), ready, now,
-                         self.config.reconcile, self.dispatcher.accepted, eligible=self.placer.eligible(spec))
+                         self.config.reconcile, self.dispatcher.accepted, eligible=self.placer.eligible(spec),
+                         deployment=self.state.deployments.get(name))
 
     async def apply(self, result: Result) -> None:
-        """Write a reconcile result; then tell agents to stop what should no longer run."""
-        await self.commit([*result.create, *result.stop, *result.lost, *result.unassign])
+        """Write a reconcile result (the deployment record with the first instances: a rollout's
+        step and its record land together or not at all); then tell agents to stop what should
+        no longer run."""
+        d, writes = result.deployment, []
+        if d is not None:
+            writes.append((keys.deployment(d.job), records.dumps(d), self.state.deployment_revision(d.job)))
+            if not d.rolling and d.state in ("successful", "reverted"):
+                writes += self._stable(d.job, d.target)
+        ok = await self.commit([*result.create, *result.stop, *result.lost, *result.unassign], writes)
+        if ok and d is not None and not d.rolling:
+            metrics.DEPLOYMENTS.labels(d.state if d.state != "reverted" else "rolled back").inc()
         self.dispatcher.stop(r for r in result.stop if r.node)
+        if ok and d is not None and d.state == "failed" and d.target == d.version:
+            await self._revert(d)
 
-    async def commit(self, recs: list[InstanceRecord], first: tuple[str, bytes, int] | None = None,
-                     fenced: bool = True) -> bool:
+    def _stable(self, job: str, number: int) -> list[Write]:
+        """The write marking a version stable (its deployment succeeded), if it is kept and not yet."""
+        v = self.state.versions.get(job, {}).get(number)
+        if v is None or v.stable:
+            return []
+        return [(keys.version(job, number), records.dumps(dataclasses.replace(v, stable=True)),
+                 self.state.version_revision(job, number))]
+
+    async def _revert(self, failed: records.DeploymentRecord) -> None:
+        """auto_revert: a failed deployment rolls back to the last stable version, as a new job
+        version made from it, rolled out the same way under the failed deployment (`reverted`)."""
+        job = self.state.jobs.get(failed.job)
+        if job is None or job.version != failed.version or job.desired != "run":
+            return
+        if not any(update_policy(g.update).auto_revert for g in self.specs.of(job).groups):
+            return
+        target = versions.stable_before(self.state.versions.get(job.name, {}), job.version)
+        if target is None:
+            log.warning("deployment of %s version %d failed; no stable version to revert to", job.name, job.version)
+            return
+        reverting = dataclasses.replace(
+            failed, state="reverted", rolling=True, target=job.version + 1, healthy=[], progress_at=self.clock(),
+            description=f"{failed.description}; reverted to version {target.version} (as version {job.version + 1})")
+        log.info("%s", reverting.description)
+        metrics.DEPLOYMENTS.labels("reverted").inc()
+        await self._write_version(load_json(target.spec_json), f"revert to version {target.version} "
+                                  f"after version {failed.version} failed", fenced=True, deployment=reverting)
+
+    async def commit(self, recs: list[InstanceRecord], first: Write | list[Write] | None = None,
+                     fenced: bool = True, drop: list[str] | tuple[str, ...] = ()) -> bool:
         """`Committer.commit`; what it refused is decided again, for every job (the refusal
         means our view was stale somewhere)."""
-        ok = await self.committer.commit(recs, first, fenced)
+        ok = await self.committer.commit(recs, first, fenced, drop)
         if not ok:
             self._dirty.add("*")
         return ok
@@ -307,7 +365,7 @@ class Controller:
                 await self.committer.purge(name, entries)
 
     # --- the API's writes (any replica takes them: not fenced) ------------------------------------
-    async def submit(self, spec: JobSpec) -> Submitted:
+    async def submit(self, spec: JobSpec, note: str = "") -> Submitted:
         """Write a job (a new version if its spec changed) and its instances' changes, in one
         transaction before returning. Submitting the same spec again is a no-op, so a retried
         submission is never placed twice."""
@@ -316,32 +374,57 @@ class Controller:
         # up and decide again.
         delay = 0.05
         for _ in range(RETRIES_ON_CONFLICT):
-            done = await self._submit(spec)
+            done = await self._submit(spec, note)
             if done is not None:
                 return done
             await asyncio.sleep(delay)
             delay *= 2
         raise Conflict(f"job '{spec.name}' kept changing while submitting; submit again")
 
-    async def _submit(self, spec: JobSpec) -> Submitted | None:
+    async def _submit(self, spec: JobSpec, note: str = "") -> Submitted | None:
         async with self.lock:
             old = self.state.jobs.get(spec.name)
-            spec_json = spec.to_json()
-            if old is not None and old.spec_json == spec_json and old.desired == "run":
+            if old is not None and old.spec_json == spec.to_json() and old.desired == "run":
                 return Submitted(old.version, False, self._running_ids(spec.name))
-            now = self.clock()
-            job = JobRecord(name=spec.name, spec_json=spec_json,
-                            version=old.version + 1 if old else 1, desired="run",
-                            submitted_at=now, updated_at=now)
-            result = reconcile(job, spec, self.state.job_entries(spec.name), set(self.state.nodes), now,
-                               self.config.reconcile, eligible=self.placer.eligible(spec))
-            job_write = (keys.job(job.name), records.dumps(job), self.state.job_revision(job.name))
-            if not await self.commit([*result.create, *result.stop, *result.lost], first=job_write,
-                                     fenced=False):
+            job = await self._write_version(spec, note, fenced=False)
+            if job is None:
                 return None
-            self.dispatcher.stop(r for r in result.stop if r.node)
         self.kick(spec.name)
         return Submitted(job.version, True, self._running_ids(spec.name))
+
+    async def _write_version(self, spec: JobSpec, note: str, fenced: bool,
+                             deployment: records.DeploymentRecord | None = None) -> JobRecord | None:
+        """The job's next version (lock held): its job and version records, its first instance
+        changes and its deployment, in one transaction; the oldest versions forgotten with it.
+        None if etcd had changed meanwhile. `deployment`: the record to start from (a revert
+        goes on in the failed one)."""
+        old = self.state.jobs.get(spec.name)
+        now = self.clock()
+        old_spec = self.specs.of(old) if old is not None and old.desired == "run" else None
+        deploy = versions.changes_what_runs(old_spec, spec)
+        job = JobRecord(name=spec.name, spec_json=spec.to_json(), version=old.version + 1 if old else 1,
+                        desired="run", submitted_at=now, updated_at=now, deploy=deploy)
+        result = reconcile(job, spec, self.state.job_entries(spec.name), set(self.state.nodes), now,
+                           self.config.reconcile, eligible=self.placer.eligible(spec),
+                           deployment=deployment or self.state.deployments.get(spec.name))
+        kept = self.state.versions.get(spec.name, {})
+        before = kept.get(old.version) if old is not None else None
+        version = records.VersionRecord(job=job.name, version=job.version, spec_json=job.spec_json,
+                                        submitted_at=now, note=note,
+                                        stable=not deploy and before is not None and before.stable)
+        writes = [(keys.job(job.name), records.dumps(job), self.state.job_revision(job.name)),
+                  (keys.version(job.name, job.version), records.dumps(version),
+                   self.state.version_revision(job.name, job.version))]
+        rollout = result.deployment or deployment     # a revert's record is written even if unchanged
+        if rollout is not None:
+            writes.append((keys.deployment(job.name), records.dumps(rollout),
+                           self.state.deployment_revision(job.name)))
+        drop = [keys.version(job.name, n) for n in versions.forgotten(kept, job.version)]
+        if not await self.commit([*result.create, *result.stop, *result.lost], first=writes,
+                                 fenced=fenced, drop=drop):
+            return None
+        self.dispatcher.stop(r for r in result.stop if r.node)
+        return job
 
     async def stop_job(self, name: str, purge: bool = False) -> Stopped:
         """Mark a job stopped (and to be purged, if asked); the next evaluation stops its
@@ -368,7 +451,48 @@ class Controller:
             unchanged = old is not None and old.spec_json == spec.to_json() and old.desired == "run"
             version = old.version if unchanged else (old.version + 1 if old else 1)
             planned = self.placer.plan(spec, version, self.engine_config(), self.clock(), self.config.reconcile)
-        return PlanOutcome(not unchanged, version, tuple(planned))
+            running = old is not None and old.desired == "run"
+            changes = specdiff.diff(json.loads(old.spec_json) if running else None, json.loads(spec.to_json()))
+            hashes = {g.name: (group_hash(g), g.count) for g in spec.groups}
+            replaces = 0 if not running else sum(
+                1 for e in self.state.job_entries(spec.name)
+                if e.record.desired == "run" and not e.record.lost and e.record.group in hashes
+                and e.record.index < hashes[e.record.group][1] and e.record.ghash != hashes[e.record.group][0])
+        return PlanOutcome(not unchanged, version, tuple(planned), tuple(changes), replaces)
+
+    async def history(self, name: str) -> list[Version]:
+        """The job's kept versions, oldest first, each with what it changed."""
+        job = self.state.jobs.get(name)
+        if job is None:
+            raise NotFound(f"job '{name}' not found")
+        kept = sorted(self.state.versions.get(name, {}).values(), key=lambda v: v.version)
+        out, before = [], None
+        for v in kept:
+            spec = json.loads(v.spec_json)
+            changes = specdiff.diff(before, spec) if before is not None or v.version == 1 else ["(earlier versions forgotten)"]
+            out.append(Version(v, tuple(changes), v.version == job.version))
+            before = spec
+        return out
+
+    async def rollback(self, name: str, version: int = 0) -> Submitted:
+        """Back to `version` (0: the newest stable one before the current), as a new version
+        rolled out like any change."""
+        job = self.state.jobs.get(name)
+        if job is None:
+            raise NotFound(f"job '{name}' not found")
+        kept = self.state.versions.get(name, {})
+        if version:
+            target = kept.get(version)
+            if target is None:
+                known = ", ".join(str(n) for n in sorted(kept)) or "none"
+                raise NotFound(f"job '{name}' has no version {version} (kept: {known})")
+        else:
+            target = versions.stable_before(kept, job.version)
+            if target is None:
+                raise Refused(f"job '{name}' has no stable version before version {job.version} to roll back to")
+        if target.version == job.version and job.desired == "run":
+            raise Refused(f"job '{name}' already runs version {job.version}")
+        return await self.submit(load_json(target.spec_json), note=f"rollback to version {target.version}")
 
     def _running_ids(self, job: str) -> tuple[str, ...]:
         return tuple(e.id for e in self.state.job_entries(job) if e.record.desired == "run")

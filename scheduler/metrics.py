@@ -19,3 +19,5 @@ GC_SECONDS = Histogram(
     "packyard_scheduler_gc_seconds", "Python garbage collections in the scheduler (pauses), by generation.",
     ["generation"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 LEADER = Gauge("packyard_scheduler_leader", "1 if this scheduler replica runs placement.")
+DEPLOYMENTS = Counter("packyard_deployments_total",
+                      "Deployments ended (successful, failed) and failed ones reverted (auto_revert).", ["state"])

@@ -109,7 +109,8 @@ class Placer:
         """One ask per pending group (per set of nodes to avoid, for rescheduled instances; per
         instance, for a system job's, each pinned to its node), higher priority first, then first
         come first served, up to the batch: (asks, the entries each ask is for, whether some are
-        left for later). A rescheduled instance waits for its delay (`not_before`)."""
+        left for later). A rescheduled instance waits for its delay (`not_before`); a rollout's
+        replacement for its old instance to end."""
         def urgency(k: tuple[str, str]) -> tuple:
             job = self.state.jobs[k[0]]
             return (-self.specs.of(job).priority, job.submitted_at, k)
@@ -131,6 +132,8 @@ class Placer:
                 e = self.state.instances[i]
                 if e.record.not_before > now:
                     continue
+                if e.record.replaces and self.state.holds(e.record.replaces):
+                    continue          # a rollout's: stop, then start, in the room the old one frees
                 by_avoid.setdefault((self._avoided(e.record.avoid), e.record.pinned), []).append(e)
             for (avoid, pinned), entries in by_avoid.items():
                 budget -= len(entries)

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 from packyard import lifecycle
 from packyard.durations import format_duration
-from packyard.records import FAILED, STARTING, TERMINAL, InstanceRecord, JobRecord, evolve
+from packyard.records import FAILED, STARTING, TERMINAL, DeploymentRecord, InstanceRecord, JobRecord, evolve
 from packyard.spec import LIFECYCLE_BLOCKS, Group, JobSpec
+from packyard.update import update_policy
+from scheduler import deployments
 from scheduler.state import Entry, effective_state
 
 
@@ -31,10 +33,11 @@ class Result:
     lost: tuple[InstanceRecord, ...] = ()            # node gone: marked lost (updated records)
     unassign: tuple[InstanceRecord, ...] = ()        # never confirmed: back to pending
     notes: tuple[str, ...] = field(default=())
+    deployment: DeploymentRecord | None = None       # the job's rollout, to write (changed)
 
     @property
     def empty(self) -> bool:
-        return not (self.create or self.stop or self.lost or self.unassign)
+        return not (self.create or self.stop or self.lost or self.unassign or self.deployment)
 
 
 def group_hash(group: Group) -> str:
@@ -61,7 +64,8 @@ def _generation(iid: str) -> int:
 def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: set[str],
               now: float, config: Config = Config(),
               acknowledged: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset(),
-              eligible: Mapping[str, Set[str]] | None = None) -> Result:
+              eligible: Mapping[str, Set[str]] | None = None,
+              deployment: DeploymentRecord | None = None) -> Result:
     """`acknowledged`: (instance, node) pairs whose node accepted the Start: the instance is
     in the node's hands (its report may be slow on a busy cluster), so the confirm timeout does
     not move it elsewhere; if the node dies, it is lost and replaced like the rest.
@@ -71,7 +75,11 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
     constraints — worked out by the caller; without it, every ready node), `count` aside (0: none).
     Each is pinned to its node: a node that leaves loses its instance, replaced nowhere else; one
     that joins gets one, in the lowest free slot; a failure stands; a changed group is replaced
-    on the same node, in the same slot."""
+    on the same node, in the same slot.
+
+    A service's changed group is rolled out (scheduler/deployments.py, `deployment`: the job's
+    rollout as etcd holds it): its old instances keep their slots until the rollout replaces them,
+    a few at a time, each by a new instance that is placed once the old one has ended."""
     # Whatever was placed on a node that is gone is lost, whether it was meant to run or to stop:
     # nobody is left to report on it.
     lost: list[InstanceRecord] = []
@@ -96,6 +104,9 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
     wanted = {g.name: _nodes_of(g, eligible, ready_nodes) for g in spec.groups} if system else {}
     pins: dict[str, dict[str, int]] = {}      # system: group -> node -> the slot it holds
     pinned_slots: set[tuple[str, int]] = set()   # ... and those slots
+    rolling = spec.type == "service"
+    old_of: dict[str, list[Entry]] = {g.name: [] for g in spec.groups}   # rolling: earlier specs' instances
+    new_of: dict[str, list[Entry]] = {g.name: [] for g in spec.groups}   # ... and the current spec's
 
     # generations keep ids unique across replacements
     generations: dict[tuple[str, int], int] = {}
@@ -115,6 +126,10 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
                 continue
             held[node] = r.index                           # a changed group: replaced right there
             pinned_slots.add((r.group, r.index))
+        if rolling and g is not None and r.index < g.count and r.ghash != hashes[r.group]:
+            old_of[r.group].append(e)                      # serves on until the rollout replaces it
+            occupied.add((r.group, r.index))
+            continue
         if g is None or (not system and r.index >= g.count) or r.ghash != hashes[r.group]:
             stop.append(evolve(r, desired="stop"))
             continue
@@ -125,6 +140,8 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
                 stop.append(evolve(r, desired="stop"))
                 replacements.append(new)
                 occupied.add((r.group, r.index))
+                if rolling:
+                    new_of[r.group].append(e)              # a rollout sees the failure all the same
                 continue
         if state == STARTING and e.state is None and now - r.placed_at > config.confirm_timeout \
                 and (r.id, r.node) not in acknowledged:
@@ -132,6 +149,22 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
                                     reason=f"node {r.node} did not confirm within "
                                            f"{config.confirm_timeout:g}s; placing again"))
         occupied.add((r.group, r.index))
+        if rolling:
+            new_of[r.group].append(e)
+
+    rollout = deployments.Step()
+    if rolling:
+        rollout = deployments.step(job.name, job.version, job.deploy, [
+            deployments.GroupRollout(g.name, g.count, update_policy(g.update), g.check is not None,
+                                     old_of[g.name], new_of[g.name]) for g in spec.groups], deployment, now)
+        for e in rollout.replace:
+            r = e.record
+            stop.append(evolve(r, desired="stop", reason=f"replaced by version {job.version}"))
+            gen = generations[(r.group, r.index)] = generations[(r.group, r.index)] + 1
+            replacements.append(InstanceRecord(
+                id=instance_id(job.name, r.group, r.index, gen), job=job.name, group=r.group,
+                index=r.index, kind=groups[r.group].kind, version=job.version, ghash=hashes[r.group],
+                replaces=r.id, created_at=now))
 
     # a new instance for every empty slot below
     create = list(replacements)
@@ -148,7 +181,7 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
                 id=instance_id(job.name, g.name, index, gen), job=job.name, group=g.name,
                 index=index, kind=g.kind, version=job.version, ghash=hashes[g.name]))
     return Result(create=tuple(create), stop=tuple(stop), lost=tuple(lost),
-                  unassign=tuple(unassign))
+                  unassign=tuple(unassign), deployment=rollout.deployment)
 
 
 def _nodes_of(group: Group, eligible: Mapping[str, Set[str]] | None, ready_nodes: Set[str]) -> Set[str]:

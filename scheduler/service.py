@@ -12,7 +12,7 @@ from packyard import keys, records
 from packyard.records import MAX_EVENTS, JobRecord, ResourceAmounts
 from packyard.spec import SpecError, load_json
 from packyard.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
-from scheduler.controller import Conflict, Controller, NotFound
+from scheduler.controller import Conflict, Controller, NotFound, Refused
 from scheduler.convert import to_resources
 from scheduler.state import Entry
 
@@ -44,30 +44,34 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
 
     async def Submit(self, request, context):
         spec = await self._spec(request, context)
-        try:
-            done = await self.c.submit(spec)
-        except Conflict as e:
-            await context.abort(grpc.StatusCode.ABORTED, str(e))
-        return scheduler_pb2.SubmitResponse(name=spec.name, version=done.version, changed=done.changed,
-                                            instance_ids=done.instance_ids)
+        done = await _answer(context, self.c.submit(spec))
+        return _submitted(spec.name, done)
 
     async def Plan(self, request, context):
         spec = await self._spec(request, context)
         planned = await self.c.plan(spec)
-        out = scheduler_pb2.PlanResponse(name=spec.name, changed=planned.changed, version=planned.version)
+        out = scheduler_pb2.PlanResponse(name=spec.name, changed=planned.changed, version=planned.version,
+                                         changes=planned.changes, replaces=planned.replaces)
         for p in planned.instances:
             out.instances.append(scheduler_pb2.PlannedInstance(
                 id=p.record.id, group=p.record.group, action=p.action, node=p.node, reason=p.reason,
                 reserved=to_resources(ResourceAmounts.of(p.record.reserved))))
         return out
 
+    async def History(self, request, context):
+        kept = await _answer(context, self.c.history(request.name))
+        return scheduler_pb2.HistoryResponse(name=request.name, versions=[scheduler_pb2.JobVersion(
+            version=v.record.version, submitted_at=v.record.submitted_at, stable=v.record.stable,
+            note=v.record.note, changes=v.changes, current=v.current) for v in kept])
+
+    async def Rollback(self, request, context):
+        if request.version < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"version: {request.version} is not a version")
+        done = await _answer(context, self.c.rollback(request.name, request.version))
+        return _submitted(request.name, done)
+
     async def Stop(self, request, context):
-        try:
-            done = await self.c.stop_job(request.name, request.purge)
-        except NotFound as e:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
-        except Conflict as e:
-            await context.abort(grpc.StatusCode.ABORTED, str(e))
+        done = await _answer(context, self.c.stop_job(request.name, request.purge))
         return scheduler_pb2.StopResponse(name=request.name, stopping=done.stopping, purge=done.purge)
 
     async def Status(self, request, context):
@@ -80,6 +84,11 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                                       spec_json=job.spec_json)
         for e in self.c.state.job_entries(job.name):
             out.instances.append(self.instance_view(e))
+        d = self.c.state.deployments.get(job.name)
+        if d is not None:
+            out.deployment.CopyFrom(scheduler_pb2.Deployment(
+                version=d.version, state=d.state, description=d.description, started_at=d.started_at,
+                groups={name: scheduler_pb2.DeploymentGroup(**counts) for name, counts in d.groups.items()}))
         return out
 
     def instance_view(self, e: Entry) -> scheduler_pb2.Instance:
@@ -175,3 +184,21 @@ def _usage(u: records.UsageRecord | None) -> common_pb2.Resources:
 
 def _job_state(job: JobRecord) -> str:
     return "stopped" if job.desired == "stop" else "running"
+
+
+# the controller's refusals, as gRPC status codes (ctl maps those to its exit codes)
+ERRORS = {NotFound: grpc.StatusCode.NOT_FOUND, Refused: grpc.StatusCode.FAILED_PRECONDITION,
+          Conflict: grpc.StatusCode.ABORTED}
+
+
+async def _answer(context, work):
+    """Await the controller's answer; a refusal aborts the call with its code and message."""
+    try:
+        return await work
+    except tuple(ERRORS) as e:
+        await context.abort(ERRORS[type(e)], str(e))
+
+
+def _submitted(name: str, done) -> scheduler_pb2.SubmitResponse:
+    return scheduler_pb2.SubmitResponse(name=name, version=done.version, changed=done.changed,
+                                        instance_ids=done.instance_ids)

@@ -21,11 +21,13 @@ from packyard.records import (
     STARTING,
     STOPPED,
     TERMINAL,
+    DeploymentRecord,
     InstanceRecord,
     JobRecord,
     NodeRecord,
     StateRecord,
     UsageRecord,
+    VersionRecord,
 )
 
 
@@ -121,6 +123,10 @@ class ClusterState:
         self._gpu_holders: set[str] = set()
         self._holding_by_job: dict[str, int] = {}
         self._returned: set[str] = set()            # nodes back after being down (audited first)
+        self.deployments: dict[str, DeploymentRecord] = {}   # job -> its latest rollout (issue 14)
+        self._deployment_revisions: dict[str, int] = {}
+        self.versions: dict[str, dict[int, VersionRecord]] = {}   # job -> its kept versions (history)
+        self._version_revisions: dict[tuple[str, int], int] = {}
         self._system_jobs: set[str] = set()         # jobs of type system: a node's arrival concerns them
         # instance id -> (value, record) of our own writes in flight (see expect_own_write)
         self._writing: dict[str, tuple[bytes, InstanceRecord]] = {}
@@ -153,6 +159,10 @@ class ClusterState:
             return [keys.state(node, iid) for iid, by_node in self._reports.items() for node in by_node]
         if prefix == keys.USAGE:
             return [keys.usage(n) for n in self.usage]
+        if prefix == keys.DEPLOYMENTS:
+            return [keys.deployment(j) for j in self.deployments]
+        if prefix == keys.VERSIONS:
+            return [keys.version(j, n) for j, kept in self.versions.items() for n in kept]
         return []
 
     def apply(self, ev: Event) -> set[str]:
@@ -189,6 +199,27 @@ class ClusterState:
                 self._job_revisions.pop(name, None)
                 self._system_jobs.discard(name)
             return {name}
+        if ev.key.startswith(keys.DEPLOYMENTS):
+            name = keys.last(ev.key)
+            if ev.kind == "put":
+                self.deployments[name] = records.loads(DeploymentRecord, ev.value)
+                self._deployment_revisions[name] = ev.revision
+            else:
+                self.deployments.pop(name, None)
+                self._deployment_revisions.pop(name, None)
+            return set()              # the scheduler's own record of a rollout: nothing to decide
+        if ev.key.startswith(keys.VERSIONS):
+            job, number = ev.key[len(keys.VERSIONS):].split("/", 1)
+            kept = self.versions.setdefault(job, {})
+            if ev.kind == "put":
+                kept[int(number)] = records.loads(VersionRecord, ev.value)
+                self._version_revisions[(job, int(number))] = ev.revision
+            else:
+                kept.pop(int(number), None)
+                self._version_revisions.pop((job, int(number)), None)
+                if not kept:
+                    del self.versions[job]
+            return set()              # history: nothing to decide
         if ev.key.startswith(keys.INSTANCES):
             iid = keys.last(ev.key)
             job = keys.instance_job(iid)
@@ -372,6 +403,17 @@ class ClusterState:
             if e.record.node and not e.record.lost:
                 count[e.record.node] = count.get(e.record.node, 0) + 1
         return count
+
+    def deployment_revision(self, job: str) -> int:
+        """The mod revision of the job's deployment record (0: none): what its next write expects."""
+        return self._deployment_revisions.get(job, 0)
+
+    def version_revision(self, job: str, number: int) -> int:
+        return self._version_revisions.get((job, number), 0)
+
+    def rolling_out(self) -> Iterator[str]:
+        """Jobs whose deployment is rolling: time alone moves them on (min_healthy_time, deadlines)."""
+        return (j for j, d in self.deployments.items() if d.rolling)
 
     def job_revision(self, job: str) -> int:
         """The etcd revision of the job's record as cached (0: no such job): the comparison a

@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHEDULER_LAYERS = [
     {"metrics", "unavailable", "embedded_etcd", "placement"},
     {"state", "specs", "convert", "agents", "leader", "profiles"},
+    {"deployments"},
     {"reconciler"},
-    {"placing", "commit", "dispatch"},
+    {"placing", "commit", "dispatch", "versions"},
     {"controller"},
     {"service", "http"},
     {"main"},

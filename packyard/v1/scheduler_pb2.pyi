@@ -7,6 +7,38 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class JobVersion(_message.Message):
+    __slots__ = ("version", "submitted_at", "stable", "note", "changes", "current")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    STABLE_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    submitted_at: float
+    stable: bool
+    note: str
+    changes: _containers.RepeatedScalarFieldContainer[str]
+    current: bool
+    def __init__(self, version: _Optional[int] = ..., submitted_at: _Optional[float] = ..., stable: _Optional[bool] = ..., note: _Optional[str] = ..., changes: _Optional[_Iterable[str]] = ..., current: _Optional[bool] = ...) -> None: ...
+
+class HistoryResponse(_message.Message):
+    __slots__ = ("name", "versions")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    versions: _containers.RepeatedCompositeFieldContainer[JobVersion]
+    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[JobVersion, _Mapping]]] = ...) -> None: ...
+
+class RollbackRequest(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
 class SubmitRequest(_message.Message):
     __slots__ = ("spec_json",)
     SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -74,7 +106,7 @@ class InstanceEvent(_message.Message):
     def __init__(self, at: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
 
 class JobStatus(_message.Message):
-    __slots__ = ("name", "priority", "state", "version", "submitted_at", "instances", "spec_json")
+    __slots__ = ("name", "priority", "state", "version", "submitted_at", "instances", "spec_json", "deployment")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +114,7 @@ class JobStatus(_message.Message):
     SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
     SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     name: str
     priority: int
     state: str
@@ -89,7 +122,41 @@ class JobStatus(_message.Message):
     submitted_at: float
     instances: _containers.RepeatedCompositeFieldContainer[Instance]
     spec_json: str
-    def __init__(self, name: _Optional[str] = ..., priority: _Optional[int] = ..., state: _Optional[str] = ..., version: _Optional[int] = ..., submitted_at: _Optional[float] = ..., instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., spec_json: _Optional[str] = ...) -> None: ...
+    deployment: Deployment
+    def __init__(self, name: _Optional[str] = ..., priority: _Optional[int] = ..., state: _Optional[str] = ..., version: _Optional[int] = ..., submitted_at: _Optional[float] = ..., instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., spec_json: _Optional[str] = ..., deployment: _Optional[_Union[Deployment, _Mapping]] = ...) -> None: ...
+
+class DeploymentGroup(_message.Message):
+    __slots__ = ("desired", "placed", "healthy", "unhealthy")
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    PLACED_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    UNHEALTHY_FIELD_NUMBER: _ClassVar[int]
+    desired: int
+    placed: int
+    healthy: int
+    unhealthy: int
+    def __init__(self, desired: _Optional[int] = ..., placed: _Optional[int] = ..., healthy: _Optional[int] = ..., unhealthy: _Optional[int] = ...) -> None: ...
+
+class Deployment(_message.Message):
+    __slots__ = ("version", "state", "description", "started_at", "groups")
+    class GroupsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: DeploymentGroup
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[DeploymentGroup, _Mapping]] = ...) -> None: ...
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    state: str
+    description: str
+    started_at: float
+    groups: _containers.MessageMap[str, DeploymentGroup]
+    def __init__(self, version: _Optional[int] = ..., state: _Optional[str] = ..., description: _Optional[str] = ..., started_at: _Optional[float] = ..., groups: _Optional[_Mapping[str, DeploymentGroup]] = ...) -> None: ...
 
 class ListRequest(_message.Message):
     __slots__ = ()
@@ -245,13 +312,17 @@ class PlannedInstance(_message.Message):
     def __init__(self, id: _Optional[str] = ..., group: _Optional[str] = ..., action: _Optional[str] = ..., node: _Optional[str] = ..., reason: _Optional[str] = ..., reserved: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ...) -> None: ...
 
 class PlanResponse(_message.Message):
-    __slots__ = ("name", "changed", "version", "instances")
+    __slots__ = ("name", "changed", "version", "instances", "changes", "replaces")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CHANGED_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    REPLACES_FIELD_NUMBER: _ClassVar[int]
     name: str
     changed: bool
     version: int
     instances: _containers.RepeatedCompositeFieldContainer[PlannedInstance]
-    def __init__(self, name: _Optional[str] = ..., changed: _Optional[bool] = ..., version: _Optional[int] = ..., instances: _Optional[_Iterable[_Union[PlannedInstance, _Mapping]]] = ...) -> None: ...
+    changes: _containers.RepeatedScalarFieldContainer[str]
+    replaces: int
+    def __init__(self, name: _Optional[str] = ..., changed: _Optional[bool] = ..., version: _Optional[int] = ..., instances: _Optional[_Iterable[_Union[PlannedInstance, _Mapping]]] = ..., changes: _Optional[_Iterable[str]] = ..., replaces: _Optional[int] = ...) -> None: ...

@@ -75,6 +75,16 @@ class SchedulerStub:
                 request_serializer=packyard_dot_v1_dot_scheduler__pb2.SubmitRequest.SerializeToString,
                 response_deserializer=packyard_dot_v1_dot_scheduler__pb2.PlanResponse.FromString,
                 _registered_method=True)
+        self.History = channel.unary_unary(
+                '/packyard.v1.Scheduler/History',
+                request_serializer=packyard_dot_v1_dot_scheduler__pb2.StatusRequest.SerializeToString,
+                response_deserializer=packyard_dot_v1_dot_scheduler__pb2.HistoryResponse.FromString,
+                _registered_method=True)
+        self.Rollback = channel.unary_unary(
+                '/packyard.v1.Scheduler/Rollback',
+                request_serializer=packyard_dot_v1_dot_scheduler__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=packyard_dot_v1_dot_scheduler__pb2.SubmitResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -129,6 +139,19 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def History(self, request, context):
+        """Issue 14: a job's kept versions, and going back to one (rolled out like any change).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rollback(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -171,6 +194,16 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.Plan,
                     request_deserializer=packyard_dot_v1_dot_scheduler__pb2.SubmitRequest.FromString,
                     response_serializer=packyard_dot_v1_dot_scheduler__pb2.PlanResponse.SerializeToString,
+            ),
+            'History': grpc.unary_unary_rpc_method_handler(
+                    servicer.History,
+                    request_deserializer=packyard_dot_v1_dot_scheduler__pb2.StatusRequest.FromString,
+                    response_serializer=packyard_dot_v1_dot_scheduler__pb2.HistoryResponse.SerializeToString,
+            ),
+            'Rollback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollback,
+                    request_deserializer=packyard_dot_v1_dot_scheduler__pb2.RollbackRequest.FromString,
+                    response_serializer=packyard_dot_v1_dot_scheduler__pb2.SubmitResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -389,6 +422,60 @@ class Scheduler:
             '/packyard.v1.Scheduler/Plan',
             packyard_dot_v1_dot_scheduler__pb2.SubmitRequest.SerializeToString,
             packyard_dot_v1_dot_scheduler__pb2.PlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def History(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/packyard.v1.Scheduler/History',
+            packyard_dot_v1_dot_scheduler__pb2.StatusRequest.SerializeToString,
+            packyard_dot_v1_dot_scheduler__pb2.HistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/packyard.v1.Scheduler/Rollback',
+            packyard_dot_v1_dot_scheduler__pb2.RollbackRequest.SerializeToString,
+            packyard_dot_v1_dot_scheduler__pb2.SubmitResponse.FromString,
             options,
             channel_credentials,
             insecure,

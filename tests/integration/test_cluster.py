@@ -385,3 +385,71 @@ def test_a_system_job_runs_on_every_node_including_one_that_joins_and_not_elsewh
         c.hosts = every
         c.down()
     assert not list(Path("/sys/fs/cgroup").glob("*/packyard/pj-host*"))
+
+
+ROLL = "    update: {max_parallel: 1, min_healthy_time: 500ms, healthy_deadline: 20s, progress_deadline: 30s%s}\n"
+
+
+def rolled(cluster, name, version, states=("successful",), timeout=60):
+    return wait_for(lambda: (d := status(cluster, name)["deployment"]) and d["version"] == version
+                    and d["state"] in states and d, timeout=timeout, what=f"deployment of {name} v{version}")
+
+
+def test_a_rolling_update_keeps_all_but_max_parallel_running_and_history_says_what_changed(cluster, tmp_path):
+    r = submit(cluster, tmp_path, job("roll", count=4, command=["/bin/sleep", "3600"], extra=ROLL % ""),
+               "--wait", "--timeout", "60")
+    assert r.returncode == 0, r.stderr
+    first = rolled(cluster, "roll", 1)
+    assert first["groups"] == {"main": {"desired": 4, "placed": 4, "healthy": 4, "unhealthy": 0}}
+    submit(cluster, tmp_path, job("roll", count=4, command=["/bin/sleep", "3601"], extra=ROLL % ""))
+    lowest, seen_running = 4, set()
+    while True:
+        s = status(cluster, "roll")
+        live = [i for i in s["instances"] if i["desired"] == "run"]
+        lowest = min(lowest, sum(1 for i in live if i["state"] == "running"))
+        seen_running |= {i["id"] for i in live if i["state"] == "running"}
+        d = s["deployment"]
+        if d["version"] == 2 and d["state"] != "running":
+            break
+    assert d["state"] == "successful" and d["groups"]["main"]["healthy"] == 4, d
+    assert lowest >= 3, lowest                                  # count - max_parallel
+    assert all(i["id"].endswith("-2") for i in s["instances"] if i["desired"] == "run")
+    history = json.loads(cluster.ctl("history", "roll", "-o", "json").stdout)
+    assert [(v["version"], v["stable"], v["current"]) for v in history] == [(1, True, False), (2, True, True)]
+    assert history[1]["changes"] == ['groups[main].container.command: ["/bin/sleep","3600"] → ["/bin/sleep","3601"]']
+    table = cluster.ctl("status", "roll").stdout
+    assert "deployment of version 2: successful" in table
+    # back to version 1, rolled out the same way
+    back = cluster.ctl("rollback", "roll", "-o", "json")
+    assert back.returncode == 0 and json.loads(back.stdout)["version"] == 3, back.stderr
+    rolled(cluster, "roll", 3)
+    last = json.loads(cluster.ctl("history", "roll", "-o", "json").stdout)[-1]
+    assert last["note"] == "rollback to version 1" and last["changes"] == [
+        'groups[main].container.command: ["/bin/sleep","3601"] → ["/bin/sleep","3600"]']
+    bad = cluster.ctl("rollback", "roll", "--version", "7")
+    assert bad.returncode == 2 and "job 'roll' has no version 7 (kept: 1, 2, 3)" in bad.stderr
+    assert cluster.ctl("rollback", "nosuchjob").returncode == 2
+    cluster.ctl("stop", "roll")
+
+
+def test_a_version_whose_command_exits_fails_and_is_reverted_automatically(cluster, tmp_path):
+    r = submit(cluster, tmp_path, job("flaky", count=3, extra=ROLL % ""), "--wait", "--timeout", "60")
+    assert r.returncode == 0, r.stderr
+    rolled(cluster, "flaky", 1)
+    before = {i["id"] for i in status(cluster, "flaky")["instances"] if i["desired"] == "run"}
+    submit(cluster, tmp_path, job("flaky", count=3, command=["/bin/sh", "-c", "exit 3"],
+                                  extra=ROLL % ", auto_revert: true" + "    restart: {attempts: 1, delay: 100ms}\n"))
+    d = rolled(cluster, "flaky", 2, states=("reverted",))
+    assert "version 2 failed: flaky.main.0-2 is unhealthy" in d["description"], d
+    assert "reverted to version 1 (as version 3)" in d["description"]
+    d = wait_for(lambda: "rolled back" in (d := status(cluster, "flaky")["deployment"])["description"] and d,
+                 timeout=60, what="rolled back")
+    s = status(cluster, "flaky")
+    assert s["version"] == 3 and d["state"] == "reverted"
+    live = [i for i in s["instances"] if i["desired"] == "run"]
+    assert all(i["state"] == "running" for i in live) and len(live) == 3
+    assert len(before & {i["id"] for i in live}) >= 2          # only max_parallel of the old ones were touched
+    history = json.loads(cluster.ctl("history", "flaky", "-o", "json").stdout)
+    assert [(v["version"], v["stable"]) for v in history] == [(1, True), (2, False), (3, True)]
+    assert history[2]["note"] == "revert to version 1 after version 2 failed"
+    cluster.ctl("stop", "flaky")

@@ -10,9 +10,10 @@ from scheduler.reconciler import Config, group_hash, instance_id, reconcile
 from scheduler.state import Entry
 
 
-def job_spec(count=3, cpu="250m", groups=("web",)):
+def job_spec(count=3, cpu="250m", groups=("web",), update=None):
+    extra = {"update": update} if update is not None else {}
     return validate({"name": "shop", "groups": [
-        {"name": g, "count": count, "resources": {"cpu": cpu, "memory": "64Mi"}} for g in groups]})
+        {"name": g, "count": count, "resources": {"cpu": cpu, "memory": "64Mi"}, **extra} for g in groups]})
 
 
 def job_record(spec, desired="run", version=1):
@@ -48,11 +49,15 @@ def test_scaling_down_stops_the_highest_indexes():
     assert [s.id for s in r.stop] == ["shop.web.1-1"] and not r.create
 
 
-def test_changed_group_replaces_its_instances():
+def test_changed_group_replaces_its_instances_max_parallel_at_a_time():
     old = job_spec(cpu="250m")
-    new = job_spec(cpu="500m")
     entries = [entry(old, i) for i in range(3)]
-    r = reconcile(job_record(new, version=2), new, entries, {"n1"}, now=0)
+    one = job_spec(cpu="500m")                               # no update block: one at a time
+    r = reconcile(job_record(one, version=2), one, entries, {"n1"}, now=0)
+    assert [s.id for s in r.stop] == ["shop.web.0-1"] and [c.id for c in r.create] == ["shop.web.0-2"]
+    assert r.create[0].replaces == "shop.web.0-1" and r.deployment.state == "running"
+    every = job_spec(cpu="500m", update={"max_parallel": 3})
+    r = reconcile(job_record(every, version=2), every, entries, {"n1"}, now=0)
     assert len(r.stop) == 3 and [c.id for c in r.create] == ["shop.web.0-2", "shop.web.1-2", "shop.web.2-2"]
 
 

@@ -1,0 +1,147 @@
+"""Deployments (issue 14): a changed group rolls out a few instances at a time. Pure, like the
+reconciler that calls it: from the old and new instances of each group, the deployment as etcd
+holds it and the time, which old instances to replace now and the deployment record to write.
+
+- A new instance is **healthy** once it has run `min_healthy_time` without a restart, its check
+  (if it has one) passing; **unhealthy** if it failed, was restarted, or is not healthy
+  `healthy_deadline` after it was made. Healthy once is healthy for good (`record.healthy`).
+- At most `max_parallel` new instances of a group are in flight (not yet healthy) at a time, so
+  no more than `max_parallel` slots are ever without a serving instance; an old instance that is
+  not running costs nothing to replace and goes first.
+- One unhealthy instance, or no instance turning healthy within `progress_deadline`, fails the
+  deployment: nothing more is replaced. Every slot new and healthy: successful.
+- A version gets a deployment when it changed what instances run, or is the job's first
+  (`JobRecord.deploy`); a count-only change scales without one. A deployment the controller
+  reverted (auto_revert) rolls its `target`, the version made from the last stable one, the same
+  way, and stays `reverted` once that is done.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from packyard.durations import format_duration
+from packyard.policies import UpdatePolicy
+from packyard.records import COMPLETE, RUNNING, TERMINAL, DeploymentRecord, evolve
+from scheduler.state import Entry
+
+HEALTHY, UNHEALTHY, WAITING = "healthy", "unhealthy", "waiting"
+RUNNING_STATE, SUCCESSFUL, FAILED, REVERTED = "running", "successful", "failed", "reverted"
+
+
+@dataclass(frozen=True)
+class GroupRollout:
+    """One group of the job as the reconciler found it."""
+    name: str
+    count: int
+    policy: UpdatePolicy
+    has_check: bool
+    old: Sequence[Entry]          # live instances of an earlier spec of the group (slots below count)
+    new: Sequence[Entry]          # live instances of the current spec (slots below count)
+
+
+@dataclass(frozen=True)
+class Step:
+    replace: tuple[Entry, ...] = ()               # old instances to stop and replace now
+    deployment: DeploymentRecord | None = None    # to write (None: unchanged, or no deployment)
+
+
+def instance_health(e: Entry, policy: UpdatePolicy, has_check: bool, since: float, now: float) -> tuple[str, str]:
+    """(HEALTHY | UNHEALTHY | WAITING, why it is unhealthy). `since`: when it was made."""
+    rep = e.state
+    if rep is not None:
+        if rep.state in TERMINAL and rep.state != COMPLETE:
+            return UNHEALTHY, (f"{rep.state}" + (f": {rep.reason}" if rep.reason else "")
+                               + (f" after {rep.restarts} restart(s)" if rep.restarts else ""))
+        if rep.restarts:
+            last = rep.events[-1]["message"] if rep.events and isinstance(rep.events[-1], dict) else ""
+            return UNHEALTHY, f"restarted {rep.restarts} time(s)" + (f" ({last})" if last else "")
+        if rep.state == RUNNING:
+            up_since = rep.started_at or rep.updated_at
+            if now - up_since >= policy.min_healthy_time and (not has_check or rep.health == "passing"):
+                return HEALTHY, ""
+    if now - since > policy.healthy_deadline:
+        why = f"not healthy within {format_duration(policy.healthy_deadline)}"
+        if rep is not None and rep.health == "failing":
+            why += f" (check failing: {rep.reason})" if rep.reason else " (check failing)"
+        return UNHEALTHY, why
+    return WAITING, ""
+
+
+def step(job: str, version: int, deploy: bool, groups: Sequence[GroupRollout],
+         current: DeploymentRecord | None, now: float) -> Step:
+    """What the rollout of job version `version` does now. `deploy`: the version changed what
+    instances run (or is the first)."""
+    changing = any(g.old for g in groups)
+    dep = current if current is not None and (current.target or current.version) == version else None
+    if dep is None:
+        if not (deploy or changing):
+            return Step()              # only counts changed: scaled without a deployment
+        dep = DeploymentRecord(job=job, version=version, target=version, started_at=now, progress_at=now,
+                               description=f"rolling out version {version}")
+    if not dep.rolling:
+        return Step()                  # ended (a failure replaces nothing more; a new version rolls anew)
+
+    healthy = list(dep.healthy)
+    seen = set(healthy)
+    progress_at = dep.progress_at
+    counts: dict[str, dict[str, int]] = {}
+    replace: list[Entry] = []
+    problems: list[str] = []
+    for g in groups:
+        n_healthy = n_unhealthy = in_flight = 0
+        for e in g.new:
+            if e.id in seen:
+                n_healthy += 1
+                continue
+            health, why = instance_health(e, g.policy, g.has_check, e.record.created_at or dep.started_at, now)
+            if health == HEALTHY:
+                healthy.append(e.id)
+                seen.add(e.id)
+                progress_at = now
+                n_healthy += 1
+            else:
+                in_flight += 1
+                if health == UNHEALTHY:
+                    n_unhealthy += 1
+                    problems.append(f"{e.id} is unhealthy: {why}")
+        counts[g.name] = {"desired": g.count, "placed": sum(1 for e in g.new if e.record.node),
+                          "healthy": n_healthy, "unhealthy": n_unhealthy}
+        if problems:
+            continue
+        budget = g.policy.max_parallel - in_flight
+        # an old instance not running serves nobody: replacing it first costs nothing
+        for e in sorted(g.old, key=lambda e: (_serving(e), e.record.index)):
+            if _serving(e):
+                if budget <= 0:
+                    break
+                budget -= 1
+            replace.append(e)
+
+    state, description, rolling = dep.state, dep.description, True
+    deadline = max((g.policy.progress_deadline for g in groups), default=0.0)
+    failure = ""
+    if problems:
+        failure = problems[0]
+    elif deadline and now - progress_at > deadline:
+        failure = f"no instance turned healthy in {format_duration(deadline)} (progress_deadline)"
+    if failure:
+        replace, rolling = [], False
+        if dep.state == REVERTED:      # the way back failed too: it stays as far as it got
+            state, description = FAILED, f"{dep.description}; the rollback failed: {failure}"
+        else:
+            state, description = FAILED, f"version {version} failed: {failure}"
+    elif not changing and not replace and all(counts[g.name]["healthy"] >= g.count for g in groups):
+        rolling = False
+        if dep.state == REVERTED:
+            description = f"{dep.description}; rolled back"
+        else:
+            state, description = SUCCESSFUL, f"version {version} rolled out"
+    new = evolve(dep, state=state, description=description, groups=counts, healthy=healthy[-4096:],
+                 progress_at=progress_at, rolling=rolling, target=dep.target or version)
+    return Step(tuple(replace), new if new != current else None)
+
+
+def _serving(e: Entry) -> bool:
+    return e.state is not None and e.state.state == RUNNING
+

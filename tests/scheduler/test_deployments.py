@@ -1,0 +1,178 @@
+"""Rolling deployments (issue 14), pure: the reconciler and scheduler/deployments.py driven through
+whole rollouts by a small simulated cluster (stops take a tick, starts a tick, checks pass or
+not), over generated counts, max_parallel and health, checking the contract at every tick: never
+more than max_parallel slots without a running instance, nothing replaced twice, a good version
+rolled out, a bad one failed with the old version still serving."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from packyard.policies import UpdatePolicy
+from packyard.records import (
+    FAILED,
+    RUNNING,
+    STOPPED,
+    DeploymentRecord,
+    InstanceRecord,
+    JobRecord,
+    StateRecord,
+)
+from packyard.spec import validate
+from scheduler import deployments
+from scheduler.reconciler import reconcile
+from scheduler.state import Entry
+from scheduler.versions import changes_what_runs
+
+
+def spec_of(version: int, count: int, update: dict, check: bool = False):
+    group = {"name": "web", "count": count, "resources": {"cpu": "100m", "memory": "16Mi"},
+             "container": {"command": ["/bin/sleep", str(1000 + version)]}, "update": update}
+    if check:
+        group["check"] = {"type": "tcp", "port": 80}
+    return validate({"name": "shop", "groups": [group]})
+
+
+class World:
+    """Instances as the reconciler sees them; a tick runs what it decided: stopped instances end,
+    placed ones start (a replacement only once the instance it replaces has ended)."""
+
+    def __init__(self, count: int, update: dict):
+        self.now = 0.0
+        self.entries: dict[str, Entry] = {}
+        self.deployment: DeploymentRecord | None = None
+        self.behaviour = "good"              # how the current version's instances behave
+        self.replaced: list[str] = []
+        self.version = 0
+        self.submit(spec_of(1, count, update))
+        for _ in range(12):
+            self.tick()
+
+    def submit(self, spec) -> None:
+        self.version += 1
+        deploy = changes_what_runs(getattr(self, "spec", None), spec)
+        self.spec = spec
+        self.job = JobRecord(name="shop", spec_json=spec.to_json(), version=self.version, deploy=deploy)
+
+    def tick(self, dt: float = 1.0) -> None:
+        self.now += dt
+        r = reconcile(self.job, self.spec, list(self.entries.values()), {"n1"}, self.now,
+                      deployment=self.deployment)
+        if r.deployment is not None:
+            self.deployment = r.deployment
+        for rec in r.stop:
+            e = self.entries[rec.id]
+            self.entries[rec.id] = Entry(rec, e.mod_revision + 1, e.state)
+            if rec.id in self.replaced_now(r):
+                self.replaced.append(rec.id)
+        for rec in r.create:
+            self.entries[rec.id] = Entry(rec, 1, None)
+        self._run()
+
+    def replaced_now(self, r) -> set[str]:
+        return {c.replaces for c in r.create if c.replaces}
+
+    def _run(self) -> None:
+        for iid, e in list(self.entries.items()):
+            rec, rep = e.record, e.state
+            if rec.desired == "stop":
+                if rep is None or rep.state != STOPPED:
+                    self.entries[iid] = Entry(rec, e.mod_revision, StateRecord(iid, STOPPED))
+                continue
+            if not rec.node:
+                old = self.entries.get(rec.replaces)
+                if old is not None and (old.state is None or old.state.state != STOPPED):
+                    continue                 # the placer waits for the old one to end
+                rec = replace(rec, node="n1", placed_at=self.now)
+                bad = rec.version == self.version and self.behaviour == "crash"
+                health = "failing" if rec.version == self.version and self.behaviour == "unhealthy" else "passing"
+                rep = (StateRecord(iid, FAILED, reason="exit status 1", restarts=1) if bad else
+                       StateRecord(iid, RUNNING, started_at=self.now, updated_at=self.now, health=health))
+                self.entries[iid] = Entry(rec, e.mod_revision + 1, rep)
+
+    def serving(self) -> int:
+        return sum(1 for e in self.entries.values()
+                   if e.record.desired == "run" and e.state is not None and e.state.state == RUNNING)
+
+    def live(self) -> list[InstanceRecord]:
+        return [e.record for e in self.entries.values() if e.record.desired == "run"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(count=st.integers(1, 8), max_parallel=st.integers(1, 4), min_healthy=st.sampled_from([1, 2, 5]),
+       check=st.booleans())
+def test_a_good_version_rolls_out_never_below_count_minus_max_parallel(count, max_parallel, min_healthy, check):
+    update = {"max_parallel": max_parallel, "min_healthy_time": f"{min_healthy}s"}
+    w = World(count, update)
+    assert w.serving() == count and w.deployment.version == 1 and w.deployment.state == "successful"
+    w.submit(spec_of(2, count, update, check))
+    for _ in range(200):
+        w.tick()
+        assert w.serving() >= count - max_parallel, (w.now, w.serving())
+        if w.deployment is not None and w.deployment.state != "running":
+            break
+    assert w.deployment.state == "successful", w.deployment
+    assert sorted(r.version for r in w.live()) == [2] * count and w.serving() == count
+    assert len(w.replaced) == len(set(w.replaced)) == count             # each old one replaced once
+    assert w.deployment.groups["web"] == {"desired": count, "placed": count, "healthy": count, "unhealthy": 0}
+
+
+@settings(max_examples=30, deadline=None)
+@given(count=st.integers(1, 8), max_parallel=st.integers(1, 3), how=st.sampled_from(["crash", "unhealthy"]))
+def test_a_bad_version_fails_and_the_old_one_keeps_serving(count, max_parallel, how):
+    update = {"max_parallel": max_parallel, "min_healthy_time": "1s", "healthy_deadline": "20s"}
+    w = World(count, update)
+    w.behaviour = how
+    w.submit(spec_of(2, count, update, check=True))
+    for _ in range(100):
+        w.tick()
+        if w.deployment.state != "running":
+            break
+    assert w.deployment.state == "failed" and "is unhealthy" in w.deployment.description, w.deployment
+    old_serving = sum(1 for r in w.live() if r.version == 1)
+    assert old_serving >= count - max_parallel
+    for _ in range(30):                       # and nothing more is replaced
+        w.tick()
+    assert sum(1 for r in w.live() if r.version == 1) == old_serving
+
+
+def test_no_progress_within_the_deadline_fails_the_deployment():
+    update = {"min_healthy_time": "1s", "healthy_deadline": "1m", "progress_deadline": "2m"}
+    w = World(2, update)
+    w.submit(spec_of(2, 2, update))
+    w.tick()
+    stuck = next(e for e in w.entries.values() if e.record.version == 2)
+    # its start never confirmed: not healthy, not failed
+    w.entries[stuck.id] = Entry(replace(stuck.record, node="n1"), 2, StateRecord(stuck.id, "starting"))
+    w._run = lambda: None
+    for _ in range(70):
+        w.tick(2.0)
+        if w.deployment.state != "running":
+            break
+    assert w.deployment.state == "failed"
+    assert "not healthy within 1m" in w.deployment.description
+
+
+def test_a_first_submit_has_a_deployment_and_a_count_only_change_none():
+    w = World(3, {"min_healthy_time": "1s"})
+    assert (w.deployment.version, w.deployment.state) == (1, "successful")
+    w.submit(spec_of(1, 5, {"min_healthy_time": "1s"}))
+    w.tick()
+    assert w.deployment.version == 1 and len(w.live()) == 5
+
+
+def test_instance_health():
+    policy = UpdatePolicy(min_healthy_time=10.0, healthy_deadline=60.0)
+    rec = InstanceRecord(id="a.b.0-1", job="a", group="b", index=0, kind="container", version=1, node="n1")
+
+    def health(state, now=100.0, since=50.0, check=False):
+        return deployments.instance_health(Entry(rec, 1, state), policy, check, since, now)[0]
+    assert health(StateRecord("x", RUNNING, started_at=95.0)) == "waiting"
+    assert health(StateRecord("x", RUNNING, started_at=90.0)) == "healthy"
+    assert health(StateRecord("x", RUNNING, started_at=90.0), check=True) == "waiting"     # check unknown
+    assert health(StateRecord("x", RUNNING, started_at=90.0, health="passing"), check=True) == "healthy"
+    assert health(StateRecord("x", RUNNING, started_at=99.0, restarts=1)) == "unhealthy"
+    assert health(StateRecord("x", FAILED)) == "unhealthy"
+    assert health(None, now=111.0) == "unhealthy" and health(None, now=109.0) == "waiting"
