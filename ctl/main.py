@@ -266,6 +266,16 @@ def rollback(client: Client, job: str, version: int | None, output: str):
 
 @cli.command()
 @click.argument("job")
+@output_option
+@click.pass_obj
+def promote(client: Client, job: str, output: str):
+    """Let a deployment whose canaries are healthy roll out the rest."""
+    reply = client.call("Promote", scheduler_pb2.StatusRequest(name=job))
+    emit(render.deployment_json(reply), f"job {job}: " + render.deployment_line(reply), output)
+
+
+@cli.command()
+@click.argument("job")
 @click.option("--purge", is_flag=True,
               help="Also forget the job once its instances have ended (its records leave etcd).")
 @output_option

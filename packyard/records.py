@@ -180,6 +180,7 @@ class DeploymentRecord:
     version: int
     target: int = 0                     # the job version it rolls out (its own, unless reverted)
     rolling: bool = True                # still replacing instances
+    promoted: bool = False              # its canaries were promoted (ctl promote, or auto_promote)
     state: str = "running"              # running | successful | failed | reverted | awaiting promotion
     started_at: float = 0.0
     progress_at: float = 0.0            # the last time a new instance turned healthy (or the start)

@@ -474,6 +474,24 @@ class Controller:
             before = spec
         return out
 
+    async def promote(self, name: str) -> records.DeploymentRecord:
+        """A deployment awaiting promotion (its canaries healthy) goes on with the rest."""
+        async with self.lock:
+            if name not in self.state.jobs:
+                raise NotFound(f"job '{name}' not found")
+            d = self.state.deployments.get(name)
+            if d is None or not d.rolling or d.promoted or d.state != "awaiting promotion":
+                why = "it has no deployment" if d is None else f"its deployment of version {d.version} is {d.state}" \
+                    + (" (its canaries are not all healthy yet)" if d.state == "running" and not d.promoted else "")
+                raise Refused(f"job '{name}' has nothing to promote: {why}")
+            promoted = dataclasses.replace(d, promoted=True, state="running",
+                                           description=f"version {d.version}: canaries promoted")
+            write = (keys.deployment(name), records.dumps(promoted), self.state.deployment_revision(name))
+            if not await self.commit([], first=write, fenced=False):
+                raise Conflict("the deployment changed meanwhile; try again")
+        self.kick(name)
+        return promoted
+
     async def rollback(self, name: str, version: int = 0) -> Submitted:
         """Back to `version` (0: the newest stable one before the current), as a new version
         rolled out like any change."""

@@ -14,6 +14,9 @@ holds it and the time, which old instances to replace now and the deployment rec
   (`JobRecord.deploy`); a count-only change scales without one. A deployment the controller
   reverted (auto_revert) rolls its `target`, the version made from the last stable one, the same
   way, and stays `reverted` once that is done.
+- `canary: N`: first N new instances start beside old ones (in their slots; nothing stopped),
+  then the deployment is `awaiting promotion` once they are healthy; promoted (`ctl promote`, or
+  `auto_promote`), each canary's old instance is retired and the rest rolls as above.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from scheduler.state import Entry
 
 HEALTHY, UNHEALTHY, WAITING = "healthy", "unhealthy", "waiting"
 RUNNING_STATE, SUCCESSFUL, FAILED, REVERTED = "running", "successful", "failed", "reverted"
+AWAITING_PROMOTION = "awaiting promotion"
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class GroupRollout:
 class Step:
     replace: tuple[Entry, ...] = ()               # old instances to stop and replace now
     deployment: DeploymentRecord | None = None    # to write (None: unchanged, or no deployment)
+    canaries: tuple[Entry, ...] = ()              # old instances to start a canary beside (same slot)
+    retire: tuple[Entry, ...] = ()                # old instances to stop, replaced already (a canary)
 
 
 def instance_health(e: Entry, policy: UpdatePolicy, has_check: bool, since: float, now: float) -> tuple[str, str]:
@@ -87,7 +93,10 @@ def step(job: str, version: int, deploy: bool, groups: Sequence[GroupRollout],
     progress_at = dep.progress_at
     counts: dict[str, dict[str, int]] = {}
     replace: list[Entry] = []
+    canaries: list[Entry] = []
+    retire: list[Entry] = []
     problems: list[str] = []
+    in_canary_phase, ready = False, []      # ready: per canary group, its canaries all healthy
     for g in groups:
         n_healthy = n_unhealthy = in_flight = 0
         for e in g.new:
@@ -107,18 +116,44 @@ def step(job: str, version: int, deploy: bool, groups: Sequence[GroupRollout],
                     problems.append(f"{e.id} is unhealthy: {why}")
         counts[g.name] = {"desired": g.count, "placed": sum(1 for e in g.new if e.record.node),
                           "healthy": n_healthy, "unhealthy": n_unhealthy}
+        new_slots = {e.record.index for e in g.new}
+        paired = [e for e in g.old if e.record.index in new_slots]      # beside a canary in its slot
+        unpaired: dict[int, Entry] = {}
+        for e in sorted((e for e in g.old if e.record.index not in new_slots),
+                        key=lambda e: (not _serving(e), e.record.index)):
+            if e.record.index in unpaired:
+                retire.append(e)       # two old copies of a slot (canaries of a superseded version)
+            else:
+                unpaired[e.record.index] = e
+        wanted = min(g.policy.canary, g.count) if g.old and not dep.promoted and dep.state != REVERTED else 0
+        if wanted:
+            in_canary_phase = True
+            if problems:
+                continue
+            more = max(0, wanted - len(paired))
+            canaries += sorted(unpaired.values(), key=lambda e: e.record.index)[:more]
+            ready.append(not more and n_healthy >= len(g.new))
+            continue                   # nothing is replaced before the promotion
+        retire += paired               # promoted (or never a canary): the canary keeps the slot
         if problems:
             continue
         budget = g.policy.max_parallel - in_flight
         # an old instance not running serves nobody: replacing it first costs nothing
-        for e in sorted(g.old, key=lambda e: (_serving(e), e.record.index)):
+        for e in sorted(unpaired.values(), key=lambda e: (_serving(e), e.record.index)):
             if _serving(e):
                 if budget <= 0:
                     break
                 budget -= 1
             replace.append(e)
 
-    state, description, rolling = dep.state, dep.description, True
+    state, description, rolling, promoted = dep.state, dep.description, True, dep.promoted
+    if in_canary_phase and all(ready) and not canaries:
+        if any(g.policy.auto_promote for g in groups if g.old):
+            promoted, state, description = True, RUNNING_STATE, f"version {version}: canaries healthy, promoted"
+        else:
+            state = AWAITING_PROMOTION
+            description = f"version {version}: canaries healthy; ctl promote {job} to roll out the rest"
+        progress_at = now              # a wait for a person is not a lack of progress
     deadline = max((g.policy.progress_deadline for g in groups), default=0.0)
     failure = ""
     if problems:
@@ -126,20 +161,20 @@ def step(job: str, version: int, deploy: bool, groups: Sequence[GroupRollout],
     elif deadline and now - progress_at > deadline:
         failure = f"no instance turned healthy in {format_duration(deadline)} (progress_deadline)"
     if failure:
-        replace, rolling = [], False
+        replace, canaries, rolling = [], [], False
         if dep.state == REVERTED:      # the way back failed too: it stays as far as it got
             state, description = FAILED, f"{dep.description}; the rollback failed: {failure}"
         else:
             state, description = FAILED, f"version {version} failed: {failure}"
-    elif not changing and not replace and all(counts[g.name]["healthy"] >= g.count for g in groups):
+    elif not changing and not replace and not retire and all(counts[g.name]["healthy"] >= g.count for g in groups):
         rolling = False
         if dep.state == REVERTED:
             description = f"{dep.description}; rolled back"
         else:
             state, description = SUCCESSFUL, f"version {version} rolled out"
     new = evolve(dep, state=state, description=description, groups=counts, healthy=healthy[-4096:],
-                 progress_at=progress_at, rolling=rolling, target=dep.target or version)
-    return Step(tuple(replace), new if new != current else None)
+                 progress_at=progress_at, rolling=rolling, target=dep.target or version, promoted=promoted)
+    return Step(tuple(replace), new if new != current else None, tuple(canaries), tuple(retire))
 
 
 def _serving(e: Entry) -> bool:

@@ -157,14 +157,20 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
         rollout = deployments.step(job.name, job.version, job.deploy, [
             deployments.GroupRollout(g.name, g.count, update_policy(g.update), g.check is not None,
                                      old_of[g.name], new_of[g.name]) for g in spec.groups], deployment, now)
-        for e in rollout.replace:
-            r = e.record
-            stop.append(evolve(r, desired="stop", reason=f"replaced by version {job.version}"))
+        for e in rollout.retire:
+            stop.append(evolve(e.record, desired="stop", reason=f"replaced by a canary of version {job.version}"))
+        def successor(r: InstanceRecord, replaces: str) -> InstanceRecord:
             gen = generations[(r.group, r.index)] = generations[(r.group, r.index)] + 1
-            replacements.append(InstanceRecord(
+            return InstanceRecord(
                 id=instance_id(job.name, r.group, r.index, gen), job=job.name, group=r.group,
                 index=r.index, kind=groups[r.group].kind, version=job.version, ghash=hashes[r.group],
-                replaces=r.id, created_at=now))
+                replaces=replaces, created_at=now)
+        # a canary runs beside the old instance of its slot (placed at once); a replacement
+        # follows its old instance (placed once that one has ended)
+        replacements += [successor(e.record, "") for e in rollout.canaries]
+        for e in rollout.replace:
+            stop.append(evolve(e.record, desired="stop", reason=f"replaced by version {job.version}"))
+            replacements.append(successor(e.record, e.record.id))
 
     # a new instance for every empty slot below
     create = list(replacements)

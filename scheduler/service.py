@@ -70,6 +70,9 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         done = await _answer(context, self.c.rollback(request.name, request.version))
         return _submitted(request.name, done)
 
+    async def Promote(self, request, context):
+        return deployment_view(await _answer(context, self.c.promote(request.name)))
+
     async def Stop(self, request, context):
         done = await _answer(context, self.c.stop_job(request.name, request.purge))
         return scheduler_pb2.StopResponse(name=request.name, stopping=done.stopping, purge=done.purge)
@@ -86,9 +89,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             out.instances.append(self.instance_view(e))
         d = self.c.state.deployments.get(job.name)
         if d is not None:
-            out.deployment.CopyFrom(scheduler_pb2.Deployment(
-                version=d.version, state=d.state, description=d.description, started_at=d.started_at,
-                groups={name: scheduler_pb2.DeploymentGroup(**counts) for name, counts in d.groups.items()}))
+            out.deployment.CopyFrom(deployment_view(d))
         return out
 
     def instance_view(self, e: Entry) -> scheduler_pb2.Instance:
@@ -202,3 +203,9 @@ async def _answer(context, work):
 def _submitted(name: str, done) -> scheduler_pb2.SubmitResponse:
     return scheduler_pb2.SubmitResponse(name=name, version=done.version, changed=done.changed,
                                         instance_ids=done.instance_ids)
+
+
+def deployment_view(d) -> scheduler_pb2.Deployment:
+    return scheduler_pb2.Deployment(
+        version=d.version, state=d.state, description=d.description, started_at=d.started_at,
+        groups={name: scheduler_pb2.DeploymentGroup(**counts) for name, counts in d.groups.items()})

@@ -85,6 +85,11 @@ class SchedulerStub:
                 request_serializer=packyard_dot_v1_dot_scheduler__pb2.RollbackRequest.SerializeToString,
                 response_deserializer=packyard_dot_v1_dot_scheduler__pb2.SubmitResponse.FromString,
                 _registered_method=True)
+        self.Promote = channel.unary_unary(
+                '/packyard.v1.Scheduler/Promote',
+                request_serializer=packyard_dot_v1_dot_scheduler__pb2.StatusRequest.SerializeToString,
+                response_deserializer=packyard_dot_v1_dot_scheduler__pb2.Deployment.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -152,6 +157,13 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Promote(self, request, context):
+        """Let a deployment awaiting promotion (its canaries healthy) roll out the rest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -204,6 +216,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.Rollback,
                     request_deserializer=packyard_dot_v1_dot_scheduler__pb2.RollbackRequest.FromString,
                     response_serializer=packyard_dot_v1_dot_scheduler__pb2.SubmitResponse.SerializeToString,
+            ),
+            'Promote': grpc.unary_unary_rpc_method_handler(
+                    servicer.Promote,
+                    request_deserializer=packyard_dot_v1_dot_scheduler__pb2.StatusRequest.FromString,
+                    response_serializer=packyard_dot_v1_dot_scheduler__pb2.Deployment.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -476,6 +493,33 @@ class Scheduler:
             '/packyard.v1.Scheduler/Rollback',
             packyard_dot_v1_dot_scheduler__pb2.RollbackRequest.SerializeToString,
             packyard_dot_v1_dot_scheduler__pb2.SubmitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Promote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/packyard.v1.Scheduler/Promote',
+            packyard_dot_v1_dot_scheduler__pb2.StatusRequest.SerializeToString,
+            packyard_dot_v1_dot_scheduler__pb2.Deployment.FromString,
             options,
             channel_credentials,
             insecure,

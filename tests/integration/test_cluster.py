@@ -453,3 +453,27 @@ def test_a_version_whose_command_exits_fails_and_is_reverted_automatically(clust
     assert [(v["version"], v["stable"]) for v in history] == [(1, True), (2, False), (3, True)]
     assert history[2]["note"] == "revert to version 1 after version 2 failed"
     cluster.ctl("stop", "flaky")
+
+
+def test_a_canary_waits_for_ctl_promote_and_plan_shows_the_change(cluster, tmp_path):
+    canary = ROLL % ", canary: 1"
+    r = submit(cluster, tmp_path, job("bird", count=2, extra=canary), "--wait", "--timeout", "60")
+    assert r.returncode == 0, r.stderr
+    rolled(cluster, "bird", 1)
+    assert cluster.ctl("promote", "bird").returncode == 2          # nothing to promote
+    changed = job("bird", count=2, command=["/bin/sleep", "3599"], extra=canary)
+    (tmp_path / "bird2.yaml").write_text(changed)
+    plan = json.loads(cluster.ctl("plan", str(tmp_path / "bird2.yaml"), "-o", "json").stdout)
+    assert plan["replaces"] == 2 and plan["changes"] == [
+        'groups[main].container.command: ["/bin/sleep","3600"] → ["/bin/sleep","3599"]']
+    submit(cluster, tmp_path, changed)
+    d = rolled(cluster, "bird", 2, states=("awaiting promotion",))
+    live = [i for i in status(cluster, "bird")["instances"] if i["desired"] == "run"]
+    assert sorted(i["id"] for i in live) == ["bird.main.0-1", "bird.main.0-2", "bird.main.1-1"]
+    assert all(i["state"] == "running" for i in live) and d["groups"]["main"]["healthy"] == 1
+    promoted = cluster.ctl("promote", "bird", "-o", "json")
+    assert promoted.returncode == 0 and json.loads(promoted.stdout)["state"] == "running", promoted.stderr
+    rolled(cluster, "bird", 2)
+    live = sorted(i["id"] for i in status(cluster, "bird")["instances"] if i["desired"] == "run")
+    assert live == ["bird.main.0-2", "bird.main.1-2"]
+    cluster.ctl("stop", "bird")

@@ -144,3 +144,32 @@ def test_submissions_in_flight_when_the_leader_dies_are_neither_lost_nor_doubled
     listed = {row["name"] for row in rows}
     assert set(accepted) <= listed
     assert node["instances"] == 2 * len(listed), (node, sorted(listed))
+
+
+def test_a_deployment_goes_on_under_the_new_leader_without_replacing_anything_twice(ha):
+    def version(n: int):
+        path = ha.workdir / f"rolling-{n}.yaml"
+        path.write_text("name: rolling\ngroups:\n  - name: main\n    count: 4\n"
+                        "    resources: {cpu: 100m, memory: 32Mi}\n"
+                        f"    container: {{env: {{V: \"{n}\"}}}}\n"
+                        "    update: {max_parallel: 1, min_healthy_time: 1s, healthy_deadline: 30s, "
+                        "progress_deadline: 60s}\n")
+        return ha.ctl("submit", str(path))
+
+    def deployment():
+        r = ha.ctl("status", "rolling", "-o", "json")
+        return json.loads(r.stdout)["deployment"] if r.returncode == 0 else None
+
+    assert version(1).returncode == 0
+    wait_for(lambda: (d := deployment()) and d["state"] == "successful", 60, "version 1 deployed")
+    assert version(2).returncode == 0
+    wait_for(lambda: any(i["id"].endswith("-2") and i["state"] == "running"
+                         for i in job_instances(ha, "rolling")), 60, "the rollout under way")
+    ha.kill("a")
+    wait_for(lambda: ha.leader() == "b", 30, "b to take over")
+    d = wait_for(lambda: (d := deployment()) and d["version"] == 2 and d["state"] != "running" and d, 120,
+                 "version 2 deployed by the new leader")
+    assert d["state"] == "successful" and d["groups"]["main"]["healthy"] == 4, d
+    r = ha.ctl("status", "rolling", "-o", "json")
+    ids = sorted(i["id"] for i in json.loads(r.stdout)["instances"])
+    assert ids == [f"rolling.main.{n}-{g}" for n in range(4) for g in (1, 2)]     # each slot replaced once

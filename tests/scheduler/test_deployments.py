@@ -176,3 +176,34 @@ def test_instance_health():
     assert health(StateRecord("x", RUNNING, started_at=99.0, restarts=1)) == "unhealthy"
     assert health(StateRecord("x", FAILED)) == "unhealthy"
     assert health(None, now=111.0) == "unhealthy" and health(None, now=109.0) == "waiting"
+
+
+@settings(max_examples=30, deadline=None)
+@given(count=st.integers(1, 6), canary=st.integers(1, 3), max_parallel=st.integers(1, 3), auto=st.booleans())
+def test_canaries_run_beside_the_old_ones_until_promoted(count, canary, max_parallel, auto):
+    update = {"max_parallel": max_parallel, "min_healthy_time": "1s", "canary": canary,
+              **({"auto_promote": True} if auto else {})}
+    w = World(count, update)
+    w.submit(spec_of(2, count, update))
+    for _ in range(20):
+        w.tick()
+        assert sum(1 for r in w.live() if r.version == 1) == count or w.deployment.promoted
+        if w.deployment.state == "awaiting promotion" or w.deployment.promoted:
+            break
+    canaries = sorted(r.id for r in w.live() if r.version == 2)
+    assert len(canaries) == min(canary, count)                # beside every old instance, nothing stopped
+    if not auto:
+        assert w.deployment.state == "awaiting promotion" and not w.deployment.promoted
+        for _ in range(20):                                      # it waits for a person, without failing
+            w.tick(5.0)
+        assert w.deployment.state == "awaiting promotion"
+        w.deployment = replace(w.deployment, promoted=True, state="running")
+    for _ in range(200):
+        w.tick()
+        assert w.serving() >= count - max_parallel
+        if w.deployment.state != "running":
+            break
+    assert w.deployment.state == "successful", w.deployment
+    live = w.live()
+    assert len(live) == count and {r.version for r in live} == {2}
+    assert set(canaries) <= {r.id for r in live}                 # the canaries kept their slots

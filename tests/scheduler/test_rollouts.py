@@ -178,3 +178,27 @@ async def test_a_restarted_scheduler_carries_on_with_the_rollout(cluster, etcd):
 async def _replaced_some(sched):
     s = await sched.status("shop")
     return any(i.id.endswith("-2") and i.state == "running" for i in s.instances)
+
+
+async def test_canaries_then_promote_and_what_cannot_be_promoted(cluster):
+    sched, _ = cluster
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await sched.stub.Promote(scheduler_pb2.StatusRequest(name="shop"))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    await sched.submit(spec("1", count=3))
+    await deployed(sched, 1)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await sched.stub.Promote(scheduler_pb2.StatusRequest(name="shop"))
+    assert (e.value.code(), e.value.details()) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "job 'shop' has nothing to promote: its deployment of version 1 is successful")
+    await sched.submit(spec("2", count=3, update={"canary": 1}))
+    d = await deployed(sched, 2, "awaiting promotion")
+    live = [i for i in (await sched.status("shop")).instances if i.desired == "run"]
+    assert sorted(i.id for i in live) == ["shop.web.0-1", "shop.web.0-2", "shop.web.1-1", "shop.web.2-1"]
+    assert d.groups["web"].healthy == 1
+    promoted = await sched.stub.Promote(scheduler_pb2.StatusRequest(name="shop"))
+    assert promoted.state == "running"
+    await deployed(sched, 2)
+    live = sorted(i.id for i in (await sched.status("shop")).instances if i.desired == "run")
+    assert live == ["shop.web.0-2", "shop.web.1-2", "shop.web.2-2"]
