@@ -19,7 +19,7 @@ import numpy as np
 
 from packyard import records
 from packyard.records import InstanceRecord, ResourceAmounts, evolve
-from packyard.spec import Constraint, JobSpec
+from packyard.spec import Affinity, Constraint, JobSpec
 from scheduler import placement
 from scheduler.reconciler import Config as ReconcileConfig
 from scheduler.reconciler import reconcile
@@ -127,23 +127,32 @@ class Placer:
                 chosen = heapq.nsmallest(budget, ids, key=_index_of)
             else:                        # a huge group: any batch will do, without ranking them all
                 chosen = sorted(itertools.islice(ids, budget), key=_index_of)
-            by_avoid: dict[tuple[tuple[str, ...], str], list] = {}
+            by_avoid: dict[tuple[tuple[str, ...], str, str], list] = {}
             for i in chosen:
                 e = self.state.instances[i]
                 if e.record.not_before > now:
                     continue
                 if e.record.replaces and self.state.holds(e.record.replaces):
                     continue          # a rollout's: stop, then start, in the room the old one frees
-                by_avoid.setdefault((self._avoided(e.record.avoid), e.record.pinned), []).append(e)
-            for (avoid, pinned), entries in by_avoid.items():
+                by_avoid.setdefault((self._avoided(e.record.avoid), e.record.pinned,
+                                     self._home(e.record.replaces)), []).append(e)
+            for (avoid, pinned, home), entries in by_avoid.items():
                 budget -= len(entries)
                 ask = self.ask_for(spec, spec.group(group_name), len(entries), pinned)
                 if avoid:
                     ask = dataclasses.replace(ask, constraints=[*ask.constraints, Constraint(
                         attribute="node.name", operator="not_in", value=list(avoid))])
+                if home:              # back where the instance it replaces was, where it fits
+                    ask = dataclasses.replace(ask, affinity=[*ask.affinity, Affinity(
+                        attribute="node.name", operator="=", value=home, weight=100)])
                 asks.append(ask)
                 members.append(entries)
         return asks, members, more
+
+    def _home(self, replaced: str) -> str:
+        """The ready node a rollout's replacement prefers: the one its old instance ran on."""
+        old = self.state.instances.get(replaced) if replaced else None
+        return old.record.node if old is not None and old.record.node in self.state.nodes else ""
 
     def _avoided(self, nodes: list[str]) -> tuple[str, ...]:
         """The nodes a rescheduled instance avoids: none when that would leave no ready node."""

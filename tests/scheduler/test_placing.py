@@ -116,3 +116,23 @@ def test_plan_of_a_system_job_shows_one_instance_per_eligible_node():
          "constraints": [{"attribute": "label.zone", "value": "x"}]}]})
     planned = placer.plan(spec, 1, placement.EngineConfig(), 0.0, Config())
     assert sorted((p.action, p.record.pinned, p.node) for p in planned) == [("place", "a", "a"), ("place", "b", "b")]
+
+
+def test_a_rollouts_replacement_waits_for_its_old_instance_then_goes_back_to_its_node():
+    cache = CacheBuilder().node("a").node("b")
+    old, other = cache.job("web", count=2)
+    placed_old = cache.instance(evolve(old, node="b", reserved={"cpu_milli": 500, "memory_bytes": 256 << 20}))
+    cache.instance(evolve(other, node="a", reserved={"cpu_milli": 500, "memory_bytes": 256 << 20}))
+    cache.report("b", old.id, "running")
+    cache.report("a", other.id, "running")
+    cache.instance(evolve(placed_old, desired="stop"))
+    new = cache.instance(evolve(old, id="web.g.0-2", replaces=old.id))
+    filler = cache.instance(evolve(old, id="web.g.5-1", index=5))     # an ordinary one: packing picks a
+    placer = placer_of(cache)
+    decision = placer.decide(placement.EngineConfig(), now=1.0)
+    assert [r.id for r in decision.placed] == [filler.id]             # the old one still holds its room
+    assert next(r for r in decision.placed).node == "a"
+    cache.report("b", old.id, "stopped")
+    decision = placer.decide(placement.EngineConfig(), now=2.0)
+    placed = {r.id: r.node for r in decision.placed}
+    assert placed[new.id] == "b"                                       # back home, though packing prefers a
