@@ -207,3 +207,22 @@ def test_canaries_run_beside_the_old_ones_until_promoted(count, canary, max_para
     live = w.live()
     assert len(live) == count and {r.version for r in live} == {2}
     assert set(canaries) <= {r.id for r in live}                 # the canaries kept their slots
+
+
+@settings(max_examples=25, deadline=None)
+@given(count=st.integers(2, 8), max_parallel=st.integers(1, 3), after=st.integers(1, 6))
+def test_a_new_version_mid_rollout_supersedes_it(count, max_parallel, after):
+    update = {"max_parallel": max_parallel, "min_healthy_time": "1s"}
+    w = World(count, update)
+    w.submit(spec_of(2, count, update))
+    for _ in range(after):
+        w.tick()
+    w.submit(spec_of(3, count, update))
+    for _ in range(300):
+        w.tick()
+        assert w.serving() >= count - max_parallel
+        if w.deployment.version == 3 and w.deployment.state != "running":
+            break
+    assert w.deployment.state == "successful"
+    assert sorted(r.version for r in w.live()) == [3] * count
+    assert len(w.replaced) == len(set(w.replaced))                       # nothing replaced twice
