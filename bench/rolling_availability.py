@@ -47,6 +47,11 @@ async def sample_until(stub, done, timeout: float = 300.0) -> dict:
     raise TimeoutError("the deployment did not end")
 
 
+def serving(version: int) -> list[str]:
+    # ends on SIGTERM, as a service should (a bare `sleep` as PID 1 ignores it: 10 s per stop)
+    return ["/bin/sh", "-c", f"trap 'exit 0' TERM; sleep {3600 + version} & wait"]
+
+
 def deployed(version: int, *states: str):
     return lambda s: s.HasField("deployment") and s.deployment.version == version and s.deployment.state in states
 
@@ -57,9 +62,9 @@ async def measure(cluster: LocalCluster, count: int, max_parallel: int) -> dict:
 
     async def submit(s) -> None:
         await stub.Submit(scheduler_pb2.SubmitRequest(spec_json=s.to_json()))
-    await submit(spec(count, max_parallel, ["/bin/sleep", "3600"]))
+    await submit(spec(count, max_parallel, serving(1)))
     await sample_until(stub, deployed(1, "successful"))
-    await submit(spec(count, max_parallel, ["/bin/sleep", "3601"]))
+    await submit(spec(count, max_parallel, serving(2)))
     good = await sample_until(stub, deployed(2, "successful", "failed"))
     await submit(spec(count, max_parallel, ["/bin/sh", "-c", "exit 3"], auto_revert=True))
     bad = await sample_until(stub, lambda s: deployed(3, "reverted", "failed")(s)

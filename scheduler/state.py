@@ -411,6 +411,9 @@ class ClusterState:
     def version_revision(self, job: str, number: int) -> int:
         return self._version_revisions.get((job, number), 0)
 
+    def instance_count(self, job: str) -> int:
+        return len(self._by_job.get(job, ()))
+
     def rolling_out(self) -> Iterator[str]:
         """Jobs whose deployment is rolling: time alone moves them on (min_healthy_time, deadlines)."""
         return (j for j, d in self.deployments.items() if d.rolling)
