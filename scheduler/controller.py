@@ -306,6 +306,7 @@ class Controller:
         ok = await self.commit([*result.create, *result.stop, *result.lost, *result.unassign], writes)
         if ok and d is not None and not d.rolling:
             metrics.DEPLOYMENTS.labels(d.state if d.state != "reverted" else "rolled back").inc()
+            self.kick(d.job)           # what the rollout held back (a failed instance's reschedule) goes on
         self.dispatcher.stop(r for r in result.stop if r.node)
         if ok and d is not None and d.state == "failed" and d.target == d.version:
             await self._revert(d)

@@ -133,7 +133,11 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
         if g is None or (not system and r.index >= g.count) or r.ghash != hashes[r.group]:
             stop.append(evolve(r, desired="stop"))
             continue
-        if state == FAILED and r.node and not system:      # system: the failure stands, on its node
+        # a failure during its version's rollout is the rollout's to judge (it fails it); once it
+        # has, the instance is rescheduled as any other. System: the failure stands, on its node.
+        under_rollout = (rolling and deployment is not None and deployment.rolling
+                         and (deployment.target or deployment.version) == job.version and r.ghash == hashes[r.group])
+        if state == FAILED and r.node and not system and not under_rollout:
             new = reschedule(job, spec, g, e, now, hashes[r.group], generations[(r.group, r.index)] + 1,
                              ready_nodes)
             if new is not None:

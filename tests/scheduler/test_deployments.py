@@ -41,6 +41,7 @@ class World:
 
     def __init__(self, count: int, update: dict):
         self.now = 0.0
+        self.nodes = {"n1"}                  # ready (everything runs on n1; more lets failures reschedule)
         self.entries: dict[str, Entry] = {}
         self.deployment: DeploymentRecord | None = None
         self.behaviour = "good"              # how the current version's instances behave
@@ -58,7 +59,7 @@ class World:
 
     def tick(self, dt: float = 1.0) -> None:
         self.now += dt
-        r = reconcile(self.job, self.spec, list(self.entries.values()), {"n1"}, self.now,
+        r = reconcile(self.job, self.spec, list(self.entries.values()), self.nodes, self.now,
                       deployment=self.deployment)
         if r.deployment is not None:
             self.deployment = r.deployment
@@ -226,3 +227,21 @@ def test_a_new_version_mid_rollout_supersedes_it(count, max_parallel, after):
     assert w.deployment.state == "successful"
     assert sorted(r.version for r in w.live()) == [3] * count
     assert len(w.replaced) == len(set(w.replaced))                       # nothing replaced twice
+
+
+def test_a_new_instance_failing_mid_rollout_fails_it_before_any_reschedule():
+    update = {"min_healthy_time": "1s"}
+    w = World(2, {**update})
+    w.nodes = {"n1", "n2"}
+    w.behaviour = "crash"
+    w.submit(spec_of(2, 2, {**update, "max_parallel": 1}))
+    created = []
+    for _ in range(10):
+        before = set(w.entries)
+        w.tick()
+        created += sorted(set(w.entries) - before)
+        if w.deployment.state == "failed":
+            break
+    assert w.deployment.state == "failed" and created == ["shop.web.0-2"]   # no reschedule meanwhile
+    w.tick()                                 # the rollout over, the failure is rescheduled as usual
+    assert "shop.web.0-3" in w.entries
