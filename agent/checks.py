@@ -104,13 +104,7 @@ def _http(address: str, port: int, path: str, timeout: float) -> Outcome:
     conn = http.client.HTTPConnection(address, port, timeout=timeout)
     try:
         conn.request("GET", path or "/", headers={"User-Agent": "packyard-check", "Connection": "close"})
-        status = conn.getresponse().status
-    except TimeoutError:
-        raise
-    except OSError as e:
-        if "timed out" in str(e):
-            raise TimeoutError from e
-        raise
+        status = conn.getresponse().status       # a socket timeout raises TimeoutError
     finally:
         conn.close()
     return Outcome(True) if 200 <= status < 400 else Outcome(False, f"HTTP {status}")

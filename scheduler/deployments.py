@@ -79,7 +79,7 @@ def step(job: str, version: int, deploy: bool, groups: Sequence[GroupRollout],
     """What the rollout of job version `version` does now. `deploy`: the version changed what
     instances run (or is the first)."""
     changing = any(g.old for g in groups)
-    dep = current if current is not None and (current.target or current.version) == version else None
+    dep = rollout_of(current, version)
     if dep is None:
         if not (deploy or changing):
             return Step()              # only counts changed: scaled without a deployment
@@ -175,6 +175,11 @@ def step(job: str, version: int, deploy: bool, groups: Sequence[GroupRollout],
     new = evolve(dep, state=state, description=description, groups=counts, healthy=healthy[-4096:],
                  progress_at=progress_at, rolling=rolling, target=dep.target or version, promoted=promoted)
     return Step(tuple(replace), new if new != current else None, tuple(canaries), tuple(retire))
+
+
+def rollout_of(dep: DeploymentRecord | None, version: int) -> DeploymentRecord | None:
+    """`dep` if it is the rollout of job version `version` (its own, or a revert's target)."""
+    return dep if dep is not None and (dep.target or dep.version) == version else None
 
 
 def _serving(e: Entry) -> bool:

@@ -107,6 +107,8 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
     rolling = spec.type == "service"
     old_of: dict[str, list[Entry]] = {g.name: [] for g in spec.groups}   # rolling: earlier specs' instances
     new_of: dict[str, list[Entry]] = {g.name: [] for g in spec.groups}   # ... and the current spec's
+    current = deployments.rollout_of(deployment, job.version)
+    judged_by_rollout = rolling and current is not None and current.rolling
 
     # generations keep ids unique across replacements
     generations: dict[tuple[str, int], int] = {}
@@ -135,8 +137,7 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
             continue
         # a failure during its version's rollout is the rollout's to judge (it fails it); once it
         # has, the instance is rescheduled as any other. System: the failure stands, on its node.
-        under_rollout = (rolling and deployment is not None and deployment.rolling
-                         and (deployment.target or deployment.version) == job.version and r.ghash == hashes[r.group])
+        under_rollout = judged_by_rollout and r.ghash == hashes[r.group]
         if state == FAILED and r.node and not system and not under_rollout:
             new = reschedule(job, spec, g, e, now, hashes[r.group], generations[(r.group, r.index)] + 1,
                              ready_nodes)
