@@ -82,8 +82,10 @@ def cli(ctx, scheduler, rpc_timeout, tls_dir):
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--wait", is_flag=True, help="Wait until every instance runs (exit 0) or one fails; for a "
-              "batch job, until every instance completed (exit 0) or one failed for good (exit 1).")
+@click.option("--wait", is_flag=True, help="Wait until every instance runs (exit 0) or one fails; for an "
+              "update that replaces instances, until its deployment has ended (successful: exit 0, "
+              "failed or reverted: exit 1) or awaits `ctl promote` (exit 0); for a batch job, until "
+              "every instance completed (exit 0) or one failed for good (exit 1).")
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds to --wait.")
 @output_option
 @click.pass_obj
@@ -106,12 +108,18 @@ def submit(client: Client, file: Path, wait: bool, timeout: float, output: str):
             fail(f"{len(bad)} instance(s) of {reply.name} did not complete: "
                  + ", ".join(_ended(i) for i in bad[:5]) + (" ..." if len(bad) > 5 else ""), 1)
         return
-    status = wait_running(client, reply.name, timeout, quiet=output == "json")
+    status = wait_running(client, reply.name, timeout, quiet=output == "json", version=reply.version)
     emit(render.status_json(status), render.status_text(status), output)
+    rollout = _deployment_of(status, reply.version)
+    if rollout is not None and rollout.state in ("failed", "reverted"):
+        fail(render.deployment_line(rollout), 1)
     bad = [i for i in status.instances if i.desired == "run" and i.state in TERMINAL - {"exited"}]
     if bad:
         fail(f"{len(bad)} instance(s) of {reply.name} did not run: {bad[0].id} {bad[0].state}"
              + (f" ({bad[0].reason})" if bad[0].reason else ""), 1)
+    if rollout is not None and rollout.state == "awaiting promotion" and output != "json":
+        click.echo(f"canaries of version {reply.version} are healthy; `ctl promote {reply.name}` "
+                   "rolls out the rest", err=True)
 
 
 @cli.command()
@@ -133,10 +141,24 @@ def plan(client: Client, file: Path, output: str):
         sys.exit(1)
 
 
-def wait_running(client: Client, name: str, timeout: float, quiet: bool) -> scheduler_pb2.JobStatus:
-    """Poll until every instance meant to run is running (or has ended); progress on stderr."""
-    return _wait(client, name, timeout, quiet, "running", "",
-                 lambda current, _: all(i.state == "running" or i.state in TERMINAL for i in current))
+def wait_running(client: Client, name: str, timeout: float, quiet: bool,
+                 version: int = 0) -> scheduler_pb2.JobStatus:
+    """Poll until every instance meant to run is running (or has ended); progress on stderr. While
+    the deployment of `version` still replaces instances made for an older one, also until it
+    ends or awaits promotion: the old instances run meanwhile, so "all running" alone says nothing."""
+    def done(status, current, _) -> bool:
+        if not all(i.state == "running" or i.state in TERMINAL for i in current):
+            return False
+        rollout = _deployment_of(status, version)
+        return rollout is None or rollout.state != "running" or all(i.version >= version for i in current)
+    return _wait(client, name, timeout, quiet, "running", "", done)
+
+
+def _deployment_of(status: scheduler_pb2.JobStatus, version: int) -> scheduler_pb2.Deployment | None:
+    """The deployment rolling out `version`, if the job's current one does (not one superseding it)."""
+    if version and status.HasField("deployment") and status.deployment.version == version:
+        return status.deployment
+    return None
 
 
 SETTLED_AFTER = 1.0    # seconds a failure must stand: a reschedule replaces it within milliseconds
@@ -147,7 +169,7 @@ def wait_finished(client: Client, name: str, timeout: float, quiet: bool) -> sch
     not replaced by a reschedule (seen failed for SETTLED_AFTER seconds); progress on stderr."""
     failed_since: dict[str, float] = {}
 
-    def finished(current, now: float) -> bool:
+    def finished(_, current, now: float) -> bool:
         nonlocal failed_since
         failed_since = {i.id: failed_since.get(i.id, now) for i in current if i.state in TERMINAL - {"complete"}}
         return all(i.state == "complete" or now - failed_since.get(i.id, now) >= SETTLED_AFTER
@@ -157,7 +179,7 @@ def wait_finished(client: Client, name: str, timeout: float, quiet: bool) -> sch
 
 def _wait(client: Client, name: str, timeout: float, quiet: bool, goal: str, purpose: str,
           done) -> scheduler_pb2.JobStatus:
-    """Poll the job's status until `done(instances meant to run, now)`; a progress line on stderr
+    """Poll the job's status until `done(status, instances meant to run, now)`; a progress line on stderr
     counting those in state `goal`; exit 1 naming one that is not there yet at the timeout."""
     started = time.monotonic()
     deadline, last = started + timeout, ""
@@ -173,7 +195,7 @@ def _wait(client: Client, name: str, timeout: float, quiet: bool, goal: str, pur
             click.echo(line, err=True)
             last = line
         now = time.monotonic()
-        if current and done(current, now):
+        if current and done(status, current, now):
             return status
         if now > deadline:
             waiting = [i for i in current if i.state not in TERMINAL and i.state != goal]

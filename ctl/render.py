@@ -18,7 +18,7 @@ def resources_json(r: common_pb2.Resources) -> dict:
 
 def instance_json(i: scheduler_pb2.Instance) -> dict:
     out = {"id": i.id, "group": i.group, "node": i.node, "state": i.state, "reason": i.reason,
-           "kind": i.kind, "desired": i.desired, "address": i.address,
+           "kind": i.kind, "desired": i.desired, "address": i.address, "version": i.version,
            "reserved": resources_json(i.reserved)}
     out["exit_code"] = i.exit_code if i.has_exit_code else None
     out["restarts"] = i.restarts

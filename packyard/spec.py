@@ -427,6 +427,9 @@ def _across_fields(spec: JobSpec) -> list[str]:
             if spec.type == "batch":
                 errors.append(f"groups[{i}].update: batch instances run to completion and are not rolled; "
                               "leave update out")
+            elif spec.type == "system" and g.update.canary:
+                errors.append(f"groups[{i}].update.canary: a system job has one instance per node and no "
+                              "room for a canary beside it; leave canary out")
             errors += [f"groups[{i}].update.{name}: {why}" for name, why in update_problems(g.update)]
     return errors
 

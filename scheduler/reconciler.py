@@ -75,9 +75,9 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
     constraints — worked out by the caller; without it, every ready node), `count` aside (0: none).
     Each is pinned to its node: a node that leaves loses its instance, replaced nowhere else; one
     that joins gets one, in the lowest free slot; a failure stands; a changed group is replaced
-    on the same node, in the same slot.
+    on the same node, in the same slot, rolled out as a service's is.
 
-    A service's changed group is rolled out (scheduler/deployments.py, `deployment`: the job's
+    A service's (or system job's) changed group is rolled out (scheduler/deployments.py, `deployment`: the job's
     rollout as etcd holds it): its old instances keep their slots until the rollout replaces them,
     a few at a time, each by a new instance that is placed once the old one has ended."""
     # Whatever was placed on a node that is gone is lost, whether it was meant to run or to stop:
@@ -104,7 +104,7 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
     wanted = {g.name: _nodes_of(g, eligible, ready_nodes) for g in spec.groups} if system else {}
     pins: dict[str, dict[str, int]] = {}      # system: group -> node -> the slot it holds
     pinned_slots: set[tuple[str, int]] = set()   # ... and those slots
-    rolling = spec.type == "service"
+    rolling = spec.type in ("service", "system")
     old_of: dict[str, list[Entry]] = {g.name: [] for g in spec.groups}   # rolling: earlier specs' instances
     new_of: dict[str, list[Entry]] = {g.name: [] for g in spec.groups}   # ... and the current spec's
     current = deployments.rollout_of(deployment, job.version)
@@ -128,7 +128,7 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
                 continue
             held[node] = r.index                           # a changed group: replaced right there
             pinned_slots.add((r.group, r.index))
-        if rolling and g is not None and r.index < g.count and r.ghash != hashes[r.group]:
+        if rolling and g is not None and (system or r.index < g.count) and r.ghash != hashes[r.group]:
             old_of[r.group].append(e)                      # serves on until the rollout replaces it
             occupied.add((r.group, r.index))
             continue
@@ -160,7 +160,8 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
     rollout = deployments.Step()
     if rolling:
         rollout = deployments.step(job.name, job.version, job.deploy, [
-            deployments.GroupRollout(g.name, g.count, update_policy(g.update), g.check is not None,
+            deployments.GroupRollout(g.name, len(wanted[g.name]) if system else g.count,
+                                     update_policy(g.update), g.check is not None,
                                      old_of[g.name], new_of[g.name]) for g in spec.groups], deployment, now)
         for e in rollout.retire:
             stop.append(evolve(e.record, desired="stop", reason=f"replaced by a canary of version {job.version}"))
@@ -169,7 +170,7 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
             return InstanceRecord(
                 id=instance_id(job.name, r.group, r.index, gen), job=job.name, group=r.group,
                 index=r.index, kind=groups[r.group].kind, version=job.version, ghash=hashes[r.group],
-                replaces=replaces, created_at=now)
+                replaces=replaces, created_at=now, pinned=(r.pinned or r.node) if system else "")
         # a canary runs beside the old instance of its slot (placed at once); a replacement
         # follows its old instance (placed once that one has ended)
         replacements += [successor(e.record, "") for e in rollout.canaries]

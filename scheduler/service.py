@@ -95,7 +95,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     def instance_view(self, e: Entry) -> scheduler_pb2.Instance:
         r, rep = e.record, e.state
         inst = scheduler_pb2.Instance(
-            id=r.id, group=r.group, node=r.node, state=self.c.state.state_of(e), kind=r.kind,
+            id=r.id, group=r.group, node=r.node, state=self.c.state.state_of(e), kind=r.kind, version=r.version,
             reserved=to_resources(ResourceAmounts.of(r.reserved)), desired=r.desired,
             reason=(rep.reason if rep and rep.reason else r.reason))
         if rep is not None:

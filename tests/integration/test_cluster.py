@@ -437,8 +437,10 @@ def test_a_version_whose_command_exits_fails_and_is_reverted_automatically(clust
     assert r.returncode == 0, r.stderr
     rolled(cluster, "flaky", 1)
     before = {i["id"] for i in status(cluster, "flaky")["instances"] if i["desired"] == "run"}
-    submit(cluster, tmp_path, job("flaky", count=3, command=["/bin/sh", "-c", "exit 3"],
-                                  extra=ROLL % ", auto_revert: true" + "    restart: {attempts: 1, delay: 100ms}\n"))
+    waited = submit(cluster, tmp_path, job("flaky", count=3, command=["/bin/sh", "-c", "exit 3"],
+                                           extra=ROLL % ", auto_revert: true" + "    restart: {attempts: 1, delay: 100ms}\n"),
+                    "--wait", "--timeout", "60")
+    assert waited.returncode == 1 and "deployment of version 2: reverted" in waited.stderr, waited.stderr
     d = rolled(cluster, "flaky", 2, states=("reverted",))
     assert "version 2 failed: flaky.main.0-2 is unhealthy" in d["description"], d
     assert "reverted to version 1 (as version 3)" in d["description"]
@@ -466,8 +468,9 @@ def test_a_canary_waits_for_ctl_promote_and_plan_shows_the_change(cluster, tmp_p
     plan = json.loads(cluster.ctl("plan", str(tmp_path / "bird2.yaml"), "-o", "json").stdout)
     assert plan["replaces"] == 2 and plan["changes"] == [
         'groups[main].container.command: ["/bin/sleep","3600"] → ["/bin/sleep","3599"]']
-    submit(cluster, tmp_path, changed)
-    d = rolled(cluster, "bird", 2, states=("awaiting promotion",))
+    waited = submit(cluster, tmp_path, changed, "--wait", "--timeout", "60")   # until the canary is healthy
+    assert waited.returncode == 0 and "`ctl promote bird` rolls out the rest" in waited.stderr, waited.stderr
+    d = rolled(cluster, "bird", 2, states=("awaiting promotion",), timeout=1)
     live = [i for i in status(cluster, "bird")["instances"] if i["desired"] == "run"]
     assert sorted(i["id"] for i in live) == ["bird.main.0-1", "bird.main.0-2", "bird.main.1-1"]
     assert all(i["state"] == "running" for i in live) and d["groups"]["main"]["healthy"] == 1

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from packyard.records import EXITED, FAILED, RUNNING, STARTING, InstanceRecord, JobRecord, StateRecord
-from packyard.spec import validate
+from packyard.spec import SpecError, validate
 from scheduler.reconciler import Config, group_hash, instance_id, reconcile
 from scheduler.state import Entry
 
@@ -238,12 +238,21 @@ def test_a_failed_system_instance_stays_failed_on_its_node():
     assert system(spec, [failed, pinned(spec, 1, "b")], ready="abc", eligible="ab", now=100.0).empty
 
 
-def test_a_changed_group_is_replaced_on_the_same_node_in_the_same_slot():
+def test_a_changed_group_is_rolled_out_on_the_same_node_in_the_same_slot():
     old, new = system_spec(cpu="250m"), system_spec(cpu="500m")
-    entries = [pinned(old, 0, "a"), pinned(old, 1, "b")]
-    r = system(new, entries, ready="ab")
-    assert sorted(s.id for s in r.stop) == ["shop.web.0-1", "shop.web.1-1"]
+    entries = [pinned(old, 0, "a"), pinned(old, 1, "b"), pinned(old, 2, "c")]
+    r = system(new, entries, ready="abc")             # no update block: max_parallel 1, as a service's
+    assert [s.id for s in r.stop] == ["shop.web.0-1"]
+    assert [(c.id, c.pinned, c.replaces) for c in r.create] == [("shop.web.0-2", "a", "shop.web.0-1")]
+    assert r.deployment.groups["web"]["desired"] == 3 and r.deployment.state == "running"
+    wide = system_spec(cpu="500m", update={"max_parallel": 2})
+    r = system(wide, entries, ready="abc")
     assert [(c.id, c.pinned) for c in r.create] == [("shop.web.0-2", "a"), ("shop.web.1-2", "b")]
+
+
+def test_a_system_job_refuses_canaries():
+    with pytest.raises(SpecError, match=r"groups\[0\]\.update\.canary: a system job has one instance per node"):
+        system_spec(update={"canary": 1})
 
 
 def test_a_node_no_longer_eligible_has_its_instance_stopped_and_count_0_runs_none():

@@ -202,3 +202,26 @@ async def test_canaries_then_promote_and_what_cannot_be_promoted(cluster):
     await deployed(sched, 2)
     live = sorted(i.id for i in (await sched.status("shop")).instances if i.desired == "run")
     assert live == ["shop.web.0-2", "shop.web.1-2", "shop.web.2-2"]
+
+
+async def test_a_system_job_is_rolled_node_by_node_in_place(cluster):
+    sched, _ = cluster
+    def system(command):
+        return validate({"name": "shop", "type": "system", "groups": [
+            {"name": "web", "resources": {"cpu": "100m", "memory": "32Mi"},
+             "container": {"command": ["/bin/sleep", command]}, "update": FAST}]})
+    await sched.submit(system("1"))
+    await deployed(sched, 1)
+    before = {i.id: i.node for i in (await sched.status("shop")).instances if i.desired == "run"}
+    assert sorted(before.values()) == ["n1", "n2"]
+    await sched.submit(system("2"))
+    worst = 2
+    while (d := await deployment(sched)) is None or d.version != 2 or d.state == "running":
+        s = await sched.status("shop")
+        worst = min(worst, sum(1 for i in s.instances if i.desired == "run" and i.state == "running"))
+        await asyncio.sleep(0.02)
+    assert d.state == "successful" and d.groups["web"].desired == 2 and d.groups["web"].healthy == 2
+    assert worst >= 1, worst                          # one node at a time (max_parallel 1)
+    after = {i.id: i.node for i in (await sched.status("shop")).instances if i.desired == "run"}
+    assert sorted(after.values()) == ["n1", "n2"] and not set(after) & set(before)
+    assert all(i.version == 2 for i in (await sched.status("shop")).instances if i.desired == "run")
