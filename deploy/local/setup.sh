@@ -7,7 +7,8 @@ cd "$(dirname "$0")/../.."
 PACKAGES=(etcd-server etcd-client runc busybox-static iproute2 kmod
           libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc python3-venv python3-dev
           qemu-system-x86 qemu-utils linux-image-amd64 binutils cpio prometheus
-          debootstrap systemd-container openssh-client)
+          debootstrap systemd-container openssh-client
+          golang-github-containers-common docker-registry skopeo umoci)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
