@@ -165,6 +165,11 @@ def main(**opts):
     from packyard.quantity import DNS_LABEL
     if not DNS_LABEL.match(opts["node"]):
         raise click.BadParameter("must be a DNS label (lowercase letters, digits, '-')", param_hint="--node")
+    if opts["simulate"] and opts["tls_identity"] is not None:
+        # each node's keys in etcd are writable only with that node's certificate
+        raise click.BadParameter("--simulate runs without TLS: simulated nodes have no certificates",
+                                 param_hint="--tls")
+    opts["tls_identity"] = tls.load_agent(opts["tls_identity"], opts["node"])
     try:
         opts["capacity"] = fingerprint.parse_capacity(opts["capacity"], fingerprint.detect_capacity())
         opts["labels"] = fingerprint.parse_labels(opts["labels"])

@@ -280,6 +280,8 @@ class LocalCluster:
         try:
             if self.tls:   # a new CA per run, made the way a user would
                 self.ctl("certs", "init", str(self.tls_dir), "--force", check=True)
+                for h in self.hosts:       # each agent its node's pair; etcd lets it write that node's keys
+                    self.ctl("certs", "issue", str(self.tls_dir), "agent", h.name, check=True)
             self.start_etcd()
             for k in range(self.replicas):
                 self.start_scheduler(k=k)

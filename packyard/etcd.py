@@ -24,7 +24,7 @@ import aetcd
 import grpc
 from aetcd import exceptions as etcd_errors
 
-from packyard import tls
+from packyard import keys, tls
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,9 @@ class Etcd:
         """etcd refuses transactions of more than its --max-txn-ops (128 unless configured; our
         embedded etcd allows 1,024). Fewer, larger transactions cost fewer round trips: try a
         read-only transaction of the larger size once and keep whichever size etcd takes."""
-        probe = [self.txn.get(b"/packyard/txn-probe")] * LARGE_TXN_OPS
+        # a node's agent may read only its own keys (etcd_auth.py): it probes its node record
+        key = keys.node(self.identity.node) if self.identity is not None and self.identity.node else "/packyard/txn-probe"
+        probe = [self.txn.get(key.encode())] * LARGE_TXN_OPS
         try:
             await self._call(lambda c: c.transaction(compare=[], success=probe, failure=[]))
             self.txn_ops = LARGE_TXN_OPS

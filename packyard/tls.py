@@ -6,6 +6,14 @@ program started with `--tls DIR` reads only ca.crt and its own role's pair, so a
 those three files. Peers are verified by role name, not by address: each certificate carries its role
 as CN and DNS SAN (`packyard-agent`), and clients dial with `grpc.ssl_target_name_override` set to the
 role they expect, because agents have as many addresses as there are hosts.
+
+Identities bound to a node (issue 15, the Kubernetes Node authorizer model): `ctl certs issue DIR
+agent NODE` writes DIR/agent-NODE.{crt,key}, CN `packyard-agent:NODE`, DNS SAN `NODE.packyard-agent`.
+An agent runs only with its node's pair; the scheduler dials node NODE expecting that name, so one
+host's certificate cannot answer for another; and etcd (etcd_auth.py) lets that CN write only NODE's
+keys. `root` (CN root) is etcd's administrator, used only to set up etcd's users and roles: keep it
+where `ctl certs grant` runs, off the hosts. `ctl certs issue DIR etcd MEMBER --ip A` gives an etcd
+member a pair naming its address, for TLS between members (etcd checks the peer's IP SAN).
 """
 from __future__ import annotations
 
@@ -25,7 +33,8 @@ if TYPE_CHECKING:
 
 # role -> the name in its certificate (CN and DNS SAN) and what it may do in a TLS handshake
 ROLES = {"scheduler": "packyard-scheduler", "agent": "packyard-agent", "ctl": "packyard-ctl",
-         "etcd": "packyard-etcd"}
+         "etcd": "packyard-etcd", "root": "root"}
+LOOPBACK = "127.0.0.1"     # in init's etcd.crt: members of a local cluster talk TLS on it
 
 
 def usages(role: str) -> list[x509.ObjectIdentifier]:
@@ -34,7 +43,7 @@ def usages(role: str) -> list[x509.ObjectIdentifier]:
     # the scheduler serves ctl and dials agents and etcd; agents serve and dial etcd; ctl only
     # dials; etcd serves (and its members dial each other)
     return {"scheduler": [EKU.SERVER_AUTH, EKU.CLIENT_AUTH], "agent": [EKU.SERVER_AUTH, EKU.CLIENT_AUTH],
-            "ctl": [EKU.CLIENT_AUTH], "etcd": [EKU.SERVER_AUTH, EKU.CLIENT_AUTH]}[role]
+            "ctl": [EKU.CLIENT_AUTH], "etcd": [EKU.SERVER_AUTH, EKU.CLIENT_AUTH], "root": [EKU.CLIENT_AUTH]}[role]
 # which client roles each server role answers: only the scheduler may start or stop workloads
 ALLOWED_CLIENTS = {"scheduler": {"ctl", "scheduler"}, "agent": {"scheduler"}}
 
@@ -51,6 +60,7 @@ class Identity:
     cert: bytes
     key: bytes
     directory: Path | None = None     # where they were read (the embedded etcd serves from it)
+    node: str | None = None           # an agent's: the node its certificate names
 
 
 # --- writing a directory -----------------------------------------------------------------------
@@ -88,16 +98,73 @@ def init(directory: Path, days: int = 365, force: bool = False) -> list[Path]:
                    .sign(ca_key, hashes.SHA256()))
         written, roles = _write_pair(directory, "ca", ca_cert, ca_key), list(ROLES)
     for role in roles:
-        name = ROLES[role]
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        cert = (_builder(subject, ca_name, key.public_key(), now, days)
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-                .add_extension(x509.ExtendedKeyUsage(usages(role)), critical=False)
-                .sign(ca_key, hashes.SHA256()))
-        written += _write_pair(directory, role, cert, key)
+        ips = (LOOPBACK,) if role == "etcd" else ()
+        written += _issue_pair(directory, role, ROLES[role], [ROLES[role]], ips, role, ca_name, ca_key, days)
     return written
+
+
+def issue(directory: Path, role: str, name: str, days: int = 365, ips: tuple[str, ...] = ()) -> list[Path]:
+    """A pair for one node's agent (`agent NODE`) or one etcd member (`etcd MEMBER`, `ips`: the
+    addresses its peers and clients dial), signed by DIRECTORY's CA; the files written."""
+    import ipaddress
+
+    from cryptography.hazmat.primitives import serialization
+
+    from packyard.quantity import DNS_LABEL
+    directory = Path(directory)
+    if role not in ("agent", "etcd"):
+        raise TLSError(f"role: certificates are issued per node for 'agent' and per member for 'etcd', not '{role}'")
+    if not DNS_LABEL.match(name):
+        raise TLSError(f"name: '{name}' is not a DNS label (lowercase letters, digits, '-')")
+    for ip in ips:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise TLSError(f"ip: '{ip}' is not an IP address") from None
+    if days < 1:
+        raise TLSError(f"days: {days} is not a positive number of days")
+    ca = _parse_cert(directory / "ca.crt", _read(directory / "ca.crt"))
+    ca_key = serialization.load_pem_private_key(_read(directory / "ca.key"), password=None)
+    if role == "agent":
+        return _issue_pair(directory, f"agent-{name}", agent_common_name(name), [agent_server_name(name)],
+                           tuple(ips), "agent", ca.subject, ca_key, days)
+    return _issue_pair(directory, f"etcd-{name}", ROLES["etcd"], [ROLES["etcd"]], (LOOPBACK, *ips),
+                       "etcd", ca.subject, ca_key, days)
+
+
+def _issue_pair(directory: Path, stem: str, common_name: str, dns: list[str], ips: tuple[str, ...],
+                role: str, ca_name, ca_key, days: int) -> list[Path]:
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    names = [x509.DNSName(n) for n in dns] + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in dict.fromkeys(ips)]
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (_builder(subject, ca_name, key.public_key(), now, days)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages(role)), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return _write_pair(directory, stem, cert, key)
+
+
+def agent_common_name(node: str) -> str:
+    """The CN of NODE's agent certificate, and its user name in etcd."""
+    return f"{ROLES['agent']}:{node}"
+
+
+def agent_server_name(node: str) -> str:
+    """The DNS name the scheduler expects in NODE's agent certificate when it dials it."""
+    return f"{node}.{ROLES['agent']}"
+
+
+def issued_nodes(directory: Path) -> list[str]:
+    """The nodes DIRECTORY holds an agent certificate for (agent-NODE.crt), sorted."""
+    return sorted(p.name[len("agent-"):-len(".crt")] for p in Path(directory).glob("agent-*.crt"))
 
 
 def _builder(subject: x509.Name, issuer: x509.Name, public_key, now: datetime.datetime,
@@ -125,9 +192,10 @@ def _write_pair(directory: Path, stem: str, cert: x509.Certificate, key) -> list
 
 
 # --- reading a directory -----------------------------------------------------------------------
-def load(directory: Path, role: str) -> Identity:
+def load(directory: Path, role: str, node: str | None = None) -> Identity:
     """ROLE's identity from DIRECTORY, checked now (parsable, key matches, signed by the CA, in
-    date), so a bad directory fails at startup rather than at the first handshake."""
+    date), so a bad directory fails at startup rather than at the first handshake. `node`: an agent's
+    node, whose own pair (agent-NODE) it must run with."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import serialization
     if role not in ROLES:
@@ -135,54 +203,66 @@ def load(directory: Path, role: str) -> Identity:
     directory = Path(directory)
     if not directory.is_dir():
         raise TLSError(f"{directory} is not a directory (create one with `ctl certs init {directory}`)")
-    ca_pem, cert_pem, key_pem = (_read(directory / name) for name in ("ca.crt", f"{role}.crt", f"{role}.key"))
+    stem = pair_stem(directory, role, node)
+    ca_pem, cert_pem, key_pem = (_read(directory / name) for name in ("ca.crt", f"{stem}.crt", f"{stem}.key"))
     ca = _parse_cert(directory / "ca.crt", ca_pem)
-    cert = _parse_cert(directory / f"{role}.crt", cert_pem)
+    cert = _parse_cert(directory / f"{stem}.crt", cert_pem)
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError) as e:
-        raise TLSError(f"{directory / f'{role}.key'}: not an unencrypted PEM private key ({e})") from None
+        raise TLSError(f"{directory / f'{stem}.key'}: not an unencrypted PEM private key ({e})") from None
     if key.public_key() != cert.public_key():
-        raise TLSError(f"{directory / f'{role}.key'} does not belong to {directory / f'{role}.crt'}")
+        raise TLSError(f"{directory / f'{stem}.key'} does not belong to {directory / f'{stem}.crt'}")
     try:
         cert.verify_directly_issued_by(ca)
     except (InvalidSignature, ValueError, TypeError):
-        raise TLSError(f"{directory / f'{role}.crt'} is not signed by {directory / 'ca.crt'} "
+        raise TLSError(f"{directory / f'{stem}.crt'} is not signed by {directory / 'ca.crt'} "
                        "(a certificate of another cluster?)") from None
     now = datetime.datetime.now(datetime.UTC)
-    for path, c in ((directory / "ca.crt", ca), (directory / f"{role}.crt", cert)):
+    for path, c in ((directory / "ca.crt", ca), (directory / f"{stem}.crt", cert)):
         if not c.not_valid_before_utc <= now <= c.not_valid_after_utc:
             raise TLSError(f"{path} is not valid now (valid {c.not_valid_before_utc:%Y-%m-%d} "
                            f"to {c.not_valid_after_utc:%Y-%m-%d})")
-    return Identity(role=role, ca=ca_pem, cert=cert_pem, key=key_pem, directory=directory)
+    return Identity(role=role, ca=ca_pem, cert=cert_pem, key=key_pem, directory=directory, node=node)
+
+
+def pair_stem(directory: Path, role: str, node: str | None) -> str:
+    """The file name (without .crt/.key) of ROLE's pair: an agent's is its node's."""
+    if role != "agent" or node is None:
+        return role
+    if not (Path(directory) / f"agent-{node}.crt").exists():
+        raise TLSError(f"{directory} has no certificate for node {node} (agent-{node}.crt): issue one with "
+                       f"`ctl certs issue {directory} agent {node}`")
+    return f"agent-{node}"
 
 
 _CHECK = """
 import sys
 from packyard import tls
 try:
-    tls.load(sys.argv[1], sys.argv[2])
+    tls.load(sys.argv[1], sys.argv[2], sys.argv[3] or None)
 except tls.TLSError as e:
     print(e, file=sys.stderr)
     sys.exit(2)
 """
 
 
-def load_isolated(directory: Path, role: str) -> Identity:
+def load_isolated(directory: Path, role: str, node: str | None = None) -> Identity:
     """load(), its checks run in a child process: the same checks and messages, without
     cryptography (~9 MiB resident) in this process. For the agent: its budget is 60 MiB, and a
     deployment runs it with --tls."""
     import subprocess
     import sys
-    r = subprocess.run([sys.executable, "-c", _CHECK, str(directory), role], capture_output=True,
+    r = subprocess.run([sys.executable, "-c", _CHECK, str(directory), role, node or ""], capture_output=True,
                        text=True, timeout=120)
     if r.returncode == 2:
         raise TLSError(r.stderr.strip())
     if r.returncode != 0:
         raise TLSError(f"checking {directory} failed: {r.stderr.strip()[-500:]}")
     directory = Path(directory)
-    ca, cert, key = (_read(directory / name) for name in ("ca.crt", f"{role}.crt", f"{role}.key"))
-    return Identity(role=role, ca=ca, cert=cert, key=key, directory=directory)
+    stem = pair_stem(directory, role, node)
+    ca, cert, key = (_read(directory / name) for name in ("ca.crt", f"{stem}.crt", f"{stem}.key"))
+    return Identity(role=role, ca=ca, cert=cert, key=key, directory=directory, node=node)
 
 
 def _read(path: Path) -> bytes:
@@ -212,29 +292,34 @@ def channel_credentials(identity: Identity) -> grpc.ChannelCredentials:
                                         certificate_chain=identity.cert)
 
 
-def channel_options(server_role: str) -> list[tuple[str, str]]:
-    """Verify the server by its role name, whatever address it was dialled at."""
-    return [("grpc.ssl_target_name_override", ROLES[server_role])]
+def channel_options(server_role: str, node: str | None = None) -> list[tuple[str, str]]:
+    """Verify the server by its role name, whatever address it was dialled at; an agent by the
+    name of the node it is dialled as."""
+    name = agent_server_name(node) if server_role == "agent" and node else ROLES[server_role]
+    return [("grpc.ssl_target_name_override", name)]
 
 
 # `ctl status` of a 100,000-instance job is ~8 MB: over gRPC's default 4 MiB receive limit
 MESSAGE_OPTIONS = [("grpc.max_receive_message_length", 256 << 20)]
 
 
-def dial(address: str, identity: Identity | None, server_role: str, aio: bool = False):
-    """A channel to a server of SERVER_ROLE: mutual TLS with IDENTITY, or plaintext without one."""
+def dial(address: str, identity: Identity | None, server_role: str, aio: bool = False, node: str | None = None):
+    """A channel to a server of SERVER_ROLE (an agent: NODE's): mutual TLS with IDENTITY, or
+    plaintext without one."""
     api = grpc.aio if aio else grpc
     if identity is None:
         return api.insecure_channel(address, options=MESSAGE_OPTIONS)
     return api.secure_channel(address, channel_credentials(identity),
-                              options=channel_options(server_role) + MESSAGE_OPTIONS)
+                              options=channel_options(server_role, node) + MESSAGE_OPTIONS)
 
 
 def peer_role(context) -> str | None:
     """The role of the client on the other end of a TLS call, from its certificate's CN."""
     names = (context.auth_context() or {}).get("x509_common_name") or []
     by_name = {v: k for k, v in ROLES.items()}
-    return next((by_name[n.decode()] for n in names if n.decode() in by_name), None)
+    # a node's agent (packyard-agent:NODE) is an agent
+    return next((by_name[n.decode().split(":", 1)[0]] for n in names
+                 if n.decode().split(":", 1)[0] in by_name), None)
 
 
 class RoleCheck(grpc.aio.ServerInterceptor):
@@ -291,21 +376,35 @@ def secure_server_port(server: grpc.aio.Server, address: str, identity: Identity
 
 def click_option(role: str):
     """`--tls DIR` (env PACKYARD_TLS) for the program of ROLE; the parameter's value is the loaded
-    Identity, or None for plaintext. A bad directory is a usage error naming --tls."""
+    Identity, or None for plaintext. A bad directory is a usage error naming --tls. The agent's is
+    the directory: its pair is its node's, and --node may come later (load_agent)."""
     import click
 
     def load_param(ctx, param, value):
         if value is None:
             return None
+        if role == "agent":
+            return Path(value)
         try:
-            # the agent keeps cryptography out of its memory (see load_isolated)
-            return (load_isolated if role == "agent" else load)(Path(value), role)
+            return load(Path(value), role)
         except TLSError as e:
             raise click.BadParameter(str(e), ctx=ctx, param=param) from None
     return click.option("--tls", "tls_identity", envvar="PACKYARD_TLS", default=None, metavar="DIR",
                         callback=load_param,
                         help="Mutual TLS with the certificates in DIR (`ctl certs init DIR`; "
                              "env PACKYARD_TLS).")
+
+
+def load_agent(directory: Path | None, node: str) -> Identity | None:
+    """NODE's agent identity from --tls DIR (None: plaintext), checked in a child process so the
+    agent keeps cryptography out of its memory (see load_isolated); a usage error naming --tls."""
+    import click
+    if directory is None:
+        return None
+    try:
+        return load_isolated(directory, "agent", node)
+    except TLSError as e:
+        raise click.BadParameter(str(e), param_hint="'--tls'") from None
 
 
 def server_interceptors(identity: Identity | None) -> list[grpc.aio.ServerInterceptor]:

@@ -17,31 +17,33 @@ class AgentClients:
         """identity: the scheduler's certificate, presented to agents for mutual TLS (None: plaintext)."""
         self.timeout = timeout
         self.identity = identity
-        self._stubs: dict[str, agent_pb2_grpc.AgentStub] = {}
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[tuple[str, str], agent_pb2_grpc.AgentStub] = {}
+        self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
 
-    def stub(self, address: str) -> agent_pb2_grpc.AgentStub:
-        stub = self._stubs.get(address)
+    def stub(self, node: str, address: str) -> agent_pb2_grpc.AgentStub:
+        """Under TLS the agent at ADDRESS must prove it is NODE's (its certificate names the node):
+        a host registering another's name with its own address gets no call through."""
+        stub = self._stubs.get((node, address))
         if stub is None:
-            channel = tls.dial(address, self.identity, "agent", aio=True)
-            self._channels[address] = channel
-            stub = self._stubs[address] = agent_pb2_grpc.AgentStub(channel)
+            channel = tls.dial(address, self.identity, "agent", aio=True, node=node)
+            self._channels[(node, address)] = channel
+            stub = self._stubs[(node, address)] = agent_pb2_grpc.AgentStub(channel)
         return stub
 
     async def start(self, node: str, address: str, specs: list[agent_pb2.InstanceSpec],
                     epoch: int = 0) -> agent_pb2.StartResponse:
-        return await self.stub(address).Start(
+        return await self.stub(node, address).Start(
             agent_pb2.StartRequest(node=node, instances=specs, node_epoch=epoch), timeout=self.timeout)
 
     async def stop(self, node: str, address: str, ids: list[str], grace: float) -> None:
-        await self.stub(address).Stop(
+        await self.stub(node, address).Stop(
             agent_pb2.AgentStopRequest(node=node, ids=ids, grace_seconds=grace), timeout=self.timeout)
 
     async def inventory(self, node: str, address: str) -> agent_pb2.InventoryResponse:
-        return await self.stub(address).Inventory(agent_pb2.InventoryRequest(node=node), timeout=self.timeout)
+        return await self.stub(node, address).Inventory(agent_pb2.InventoryRequest(node=node), timeout=self.timeout)
 
-    async def logs(self, address: str, req: common_pb2.LogsRequest) -> AsyncIterator[common_pb2.LogChunk]:
-        call = self.stub(address).Logs(req, timeout=None if req.follow else self.timeout)
+    async def logs(self, node: str, address: str, req: common_pb2.LogsRequest) -> AsyncIterator[common_pb2.LogChunk]:
+        call = self.stub(node, address).Logs(req, timeout=None if req.follow else self.timeout)
         async for chunk in call:
             yield chunk
 

@@ -35,7 +35,10 @@ class EtcdServer:
                  extra_client_hosts: tuple[str, ...] = (), tie_to_parent: bool = False,
                  initial_cluster: str | None = None, tls_dir: Path | None = None):
         """tls_dir (`ctl certs init`): clients must present a certificate of the cluster CA, and
-        etcd serves with its own (etcd.crt, name packyard-etcd): https:// endpoints."""
+        etcd serves with its own (etcd.crt, name packyard-etcd): https:// endpoints; members talk
+        TLS to each other too (etcd.crt names 127.0.0.1). With the cluster's root pair in tls_dir,
+        start() also turns etcd's authentication on, each identity allowed its own keys only
+        (packyard/etcd_auth.py)."""
         self.data_dir = Path(data_dir)
         self.tls_dir = Path(tls_dir) if tls_dir is not None else None
         self.client_host = client_host
@@ -59,12 +62,20 @@ class EtcdServer:
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"{self.scheme}://127.0.0.1:{self.peer_port}"
 
     def start(self, wait_seconds: float = 20.0) -> EtcdServer:
         self.launch()
         self.wait_healthy(wait_seconds)
+        self.grant()
         return self
+
+    def grant(self) -> None:
+        """etcd's users and roles for the identities in tls_dir, auth on (a no-op without TLS or
+        without the root pair); again on each start, so a node certificate issued meanwhile counts."""
+        if self.tls_dir is not None and (self.tls_dir / "root.crt").exists():
+            from packyard import etcd_auth
+            etcd_auth.grant(self.endpoint, self.tls_dir)
 
     def launch(self) -> None:
         """Start the process without waiting: a cluster's members are healthy only once a quorum runs."""
@@ -81,9 +92,11 @@ class EtcdServer:
                 # larger transactions let the scheduler commit a group's placements in fewer round trips
                 "--max-txn-ops", "1024", "--quota-backend-bytes", str(4 << 30),
                 "--snapshot-count", "100000", "--log-level", "warn"]
-        if self.tls_dir is not None:   # mutual TLS on the client port (peers stay on 127.0.0.1)
-            args += ["--cert-file", str(self.tls_dir / "etcd.crt"), "--key-file", str(self.tls_dir / "etcd.key"),
-                     "--client-cert-auth", "--trusted-ca-file", str(self.tls_dir / "ca.crt")]
+        if self.tls_dir is not None:   # mutual TLS on the client and the peer ports
+            crt, key, ca = (str(self.tls_dir / f) for f in ("etcd.crt", "etcd.key", "ca.crt"))
+            args += ["--cert-file", crt, "--key-file", key, "--client-cert-auth", "--trusted-ca-file", ca,
+                     "--peer-cert-file", crt, "--peer-key-file", key, "--peer-client-cert-auth",
+                     "--peer-trusted-ca-file", ca]
         log = open(self.data_dir / "etcd.log", "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True,
@@ -165,6 +178,7 @@ class EtcdCluster:
                 m.launch()
         for m in self.members:
             m.wait_healthy(wait_seconds)
+        self.members[0].grant()
         return self
 
     def kill(self) -> None:

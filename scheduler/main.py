@@ -120,6 +120,9 @@ def main(etcd_url, listen, metrics, state_dir, embedded_etcd_listen, confirm_tim
                               tls_dir=tls_identity.directory if tls_identity else None).start()
         etcd_url = embedded.endpoint
         log.info("embedded etcd at %s (data in %s)", etcd_url, state_dir)
+        if tls_identity and not (tls_identity.directory / "root.crt").exists():
+            log.warning("embedded etcd: no root.crt in %s, so its authentication stays off (every "
+                        "certificate of the CA may write any key); run `ctl certs grant`", tls_identity.directory)
     try:
         asyncio.run(serve(etcd_url, listen, metrics, confirm_timeout, ready_file, profile_min_samples,
                           identity, leader_ttl, tls_identity=tls_identity,

@@ -156,7 +156,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE,
                                 f"instance '{request.instance_id}' is on {where}, which is not ready")
         try:
-            async for chunk in self.c.agents.logs(node.address, request):
+            async for chunk in self.c.agents.logs(node.name, node.address, request):
                 yield chunk
         except grpc.aio.AioRpcError as e:
             await context.abort(e.code(), f"agent {node.name}: {e.details()}")

@@ -21,7 +21,7 @@ def test_certs_init_writes_the_cluster_ca_and_every_roles_pair(runner, tmp_path)
     r = runner.invoke(cli, ["certs", "init", str(tmp_path / "tls")])
     assert r.exit_code == 0, r.output
     names = {p.name for p in (tmp_path / "tls").iterdir()}
-    assert names == {f"{s}.{e}" for s in ("ca", "scheduler", "agent", "ctl", "etcd") for e in ("crt", "key")}
+    assert names == {f"{s}.{e}" for s in ("ca", "scheduler", "agent", "ctl", "etcd", "root") for e in ("crt", "key")}
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in (tmp_path / "tls").glob("*.key"))
 
 
@@ -65,3 +65,23 @@ def test_scheduler_and_agent_name_tls_in_a_usage_error(runner, tmp_path):
         assert r.exit_code == 2, r.output
         assert "Invalid value for '--tls'" in r.output and "not a directory" in r.output
         assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+def test_certs_issue_writes_a_nodes_pair_and_refuses_bad_input(runner, tmp_path):
+    assert runner.invoke(cli, ["certs", "init", str(tmp_path)]).exit_code == 0
+    r = runner.invoke(cli, ["certs", "issue", str(tmp_path), "agent", "host1"])
+    assert r.exit_code == 0, r.output
+    assert stat.S_IMODE((tmp_path / "agent-host1.key").stat().st_mode) == 0o600
+    for args, message in ((["agent", "Host_1"], "error: name: 'Host_1' is not a DNS label"),
+                          (["etcd", "m1", "--ip", "300.1.1.1"], "error: ip: '300.1.1.1' is not an IP address")):
+        r = runner.invoke(cli, ["certs", "issue", str(tmp_path), *args])
+        assert r.exit_code == 2 and r.output.startswith(message) and "Traceback" not in r.output, r.output
+    r = runner.invoke(cli, ["certs", "issue", str(tmp_path / "none"), "agent", "host1"])
+    assert r.exit_code == 2 and "cannot read" in r.output and "ca.crt" in r.output
+
+
+def test_an_agent_without_its_nodes_certificate_is_a_usage_error(runner, tmp_path):
+    assert runner.invoke(cli, ["certs", "init", str(tmp_path)]).exit_code == 0
+    r = runner.invoke(agent_main, ["--etcd", "http://127.0.0.1:1", "--node", "n1", "--tls", str(tmp_path)])
+    assert r.exit_code == 2, r.output
+    assert "Invalid value for '--tls'" in r.output and "no certificate for node n1" in r.output

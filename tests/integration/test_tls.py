@@ -60,17 +60,17 @@ def impostor(cluster, foreign, role) -> tls.Identity:
     return tls.Identity(role=role, ca=ours, cert=theirs.cert, key=theirs.key)
 
 
-def call(address, identity, server_role, rpc):
-    with tls.dial(address, identity, server_role) as channel:
+def call(address, identity, server_role, rpc, node="pt-host1"):
+    with tls.dial(address, identity, server_role, node=node) as channel:
         if server_role == "agent":
             return getattr(agent_pb2_grpc.AgentStub(channel), rpc)(agent_pb2.InventoryRequest(), timeout=10)
         stub = scheduler_pb2_grpc.SchedulerStub(channel)
         return getattr(stub, rpc)(scheduler_pb2.ListRequest(), timeout=10)
 
 
-def refused(address, identity, server_role, rpc) -> grpc.RpcError:
+def refused(address, identity, server_role, rpc, node="pt-host1") -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as e:
-        call(address, identity, server_role, rpc)
+        call(address, identity, server_role, rpc, node)
     return e.value
 
 
@@ -106,6 +106,14 @@ def test_the_agent_answers_the_schedulers_certificate(cluster, running):
     reply = call(cluster.hosts[0].endpoint, tls.load(cluster.tls_dir, "scheduler"), "agent", "Inventory")
     assert reply.node == "pt-host1"
     assert [e.id for e in reply.instances] == [running[0]["id"]]
+
+
+def test_the_agent_is_reached_only_as_the_node_its_certificate_names(cluster, running):
+    """pt-host1's agent, dialled as another node (as if pt-host1 had registered pt-host2's name):
+    the scheduler's handshake refuses its certificate."""
+    error = refused(cluster.hosts[0].endpoint, tls.load(cluster.tls_dir, "scheduler"), "agent", "Inventory",
+                    node="pt-host2")
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def test_the_agent_refuses_plaintext(cluster):
@@ -157,3 +165,30 @@ def test_an_https_etcd_without_certificates_is_a_clear_error():
         Etcd("https://127.0.0.1:2379")
     with pytest.raises(ValueError, match="mix http and https"):
         Etcd("https://127.0.0.1:2379,http://127.0.0.1:2380")
+
+
+# --- etcd's users: each identity its own keys (issue 15) --------------------------------------------
+def etcdctl(cluster, stem, *args):
+    d = cluster.tls_dir
+    return subprocess.run(["etcdctl", "--endpoints", cluster.etcd_endpoint, "--cacert", str(d / "ca.crt"),
+                           "--cert", str(d / f"{stem}.crt"), "--key", str(d / f"{stem}.key"),
+                           "--insecure-skip-tls-verify", *args],
+                          capture_output=True, text=True, timeout=30, env={**os.environ, "ETCDCTL_API": "3"})
+
+
+def test_an_agents_certificate_writes_its_own_nodes_keys_only(cluster, running):
+    own = etcdctl(cluster, "agent-pt-host1", "get", "/packyard/state/pt-host1/", "--prefix", "--keys-only")
+    assert own.returncode == 0 and running[0]["id"] in own.stdout, own.stderr
+    for key in ("/packyard/state/pt-host2/x", "/packyard/nodes/pt-host2", "/packyard/usage/pt-host2",
+                "/packyard/jobs/secret", "/packyard/instances/secret/x"):
+        r = etcdctl(cluster, "agent-pt-host1", "put", key, "forged")
+        assert r.returncode != 0 and "permission denied" in r.stderr, (key, r.stderr)
+    r = etcdctl(cluster, "agent-pt-host1", "get", "/packyard/jobs/", "--prefix")
+    assert r.returncode != 0 and "permission denied" in r.stderr   # the job specs (their env) too
+
+
+def test_ctls_certificate_reads_nothing_in_etcd(cluster, running):
+    for stem in ("ctl", "agent"):      # nor the generic agent pair `ctl certs init` still writes
+        r = etcdctl(cluster, stem, "get", "/packyard/", "--prefix", "--keys-only")
+        assert r.returncode != 0 and "secret" not in r.stdout, (stem, r.stdout)
+        assert "permission denied" in r.stderr or "user name not found" in r.stderr, r.stderr

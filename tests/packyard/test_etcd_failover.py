@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from packyard.etcd import Etcd, EtcdUnavailable, WatchCompacted, parse_endpoints
+from packyard.etcd import Etcd, EtcdError, EtcdUnavailable, WatchCompacted, parse_endpoints
 from scheduler.embedded_etcd import EtcdCluster
 from tests.conftest import eventually
 
@@ -156,3 +156,38 @@ async def test_transaction_size_follows_what_etcd_allows(etcd, tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+async def test_a_tls_cluster_talks_tls_between_members_and_gives_each_identity_its_keys(tmp_path):
+    """Peers on https (etcd checks a member's IP SAN: `ctl certs init`'s etcd.crt names 127.0.0.1),
+    a member killed and back rejoins over TLS; with the root pair present, auth is on at start:
+    the scheduler's certificate has /packyard/, a node's agent its own keys, ctl's nothing."""
+    from packyard import tls
+    certs = tmp_path / "tls"
+    tls.init(certs)
+    tls.issue(certs, "agent", "n1")
+    with EtcdCluster(tmp_path / "etcd", (23920, 23922, 23924), tie_to_parent=True, tls_dir=certs) as c:
+        assert all(m.peer_url.startswith("https://") for m in c.members)
+        scheduler = Etcd(c.endpoints, identity=tls.load(certs, "scheduler"), retry_for=2.0)
+        agent = Etcd(c.endpoints, identity=tls.load(certs, "agent", node="n1"), retry_for=2.0)
+        ctl = Etcd(c.members[0].endpoint, identity=tls.load(certs, "ctl"), retry_for=2.0)
+        await scheduler.connect()
+        await agent.connect()
+        try:
+            await scheduler.put("/packyard/jobs/j", b"spec")
+            c.members[1].kill()                     # quorum stays; back, it catches up over TLS
+            await agent.put("/packyard/state/n1/i", b"running")
+            c.members[1].start()
+            reader = Etcd(c.members[1].endpoint, identity=tls.load(certs, "scheduler"), retry_for=5.0)
+            await reader.connect()
+            assert await eventually(lambda: reader.get("/packyard/state/n1/i"), what="the member caught up") == b"running"
+            await reader.close()
+            for forbidden in (agent.put("/packyard/state/n2/i", b"x"), agent.get("/packyard/jobs/j")):
+                with pytest.raises(EtcdError, match="permission denied"):
+                    await forbidden
+            with pytest.raises(EtcdError, match="permission denied|user name"):
+                await ctl.connect(wait_seconds=2.0)
+                await ctl.get("/packyard/jobs/j")
+        finally:
+            for client in (scheduler, agent, ctl):
+                await client.close()

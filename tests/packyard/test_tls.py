@@ -52,7 +52,7 @@ def test_each_certificate_names_its_role_and_is_signed_by_the_ca(certs, role):
     assert san.get_values_for_type(x509.DNSName) == [tls.ROLES[role]]
     usages = list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
     assert usages == tls.usages(role)
-    assert ExtendedKeyUsageOID.SERVER_AUTH in usages or role == "ctl"
+    assert ExtendedKeyUsageOID.SERVER_AUTH in usages or role in ("ctl", "root")
 
 
 def test_init_refuses_to_replace_a_ca_unless_forced(tmp_path):
@@ -145,14 +145,18 @@ class Inventory(agent_pb2_grpc.AgentServicer):
         yield common_pb2.LogChunk(data=b"hello")
 
 
-@pytest.fixture
-async def agent_port(certs):
-    identity = tls.load(certs, "agent")
+async def serve_agent(identity):
     server = grpc.aio.server(interceptors=tls.server_interceptors(identity))
     agent_pb2_grpc.add_AgentServicer_to_server(Inventory(), server)
     port = tls.secure_server_port(server, "127.0.0.1:0", identity)
     await server.start()
-    yield f"127.0.0.1:{port}"
+    return server, f"127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def agent_port(certs):
+    server, address = await serve_agent(tls.load(certs, "agent"))
+    yield address
     await server.stop(grace=None)
 
 
@@ -241,3 +245,66 @@ def test_load_isolated_checks_as_load_does_without_loading_cryptography_here(cer
     r = subprocess.run([sys.executable, "-c", code, str(certs)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
+
+
+# --- identities bound to a node (issue 15) ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def nodes(certs):
+    for node in ("n1", "n2"):
+        tls.issue(certs, "agent", node)
+    return certs
+
+
+def test_issue_names_the_node_in_cn_and_san_and_is_signed_by_the_ca(nodes):
+    ca = x509.load_pem_x509_certificate((nodes / "ca.crt").read_bytes())
+    cert = x509.load_pem_x509_certificate((nodes / "agent-n1.crt").read_bytes())
+    cert.verify_directly_issued_by(ca)
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "packyard-agent:n1"
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["n1.packyard-agent"]
+    assert stat.S_IMODE((nodes / "agent-n1.key").stat().st_mode) == 0o600
+    assert tls.issued_nodes(nodes) == ["n1", "n2"]
+    assert tls.load(nodes, "agent", node="n2").cert == (nodes / "agent-n2.crt").read_bytes()
+
+
+def test_issue_refuses_bad_names_roles_and_addresses(nodes):
+    with pytest.raises(tls.TLSError, match="name: 'N_1' is not a DNS label"):
+        tls.issue(nodes, "agent", "N_1")
+    with pytest.raises(tls.TLSError, match="role: .* not 'ctl'"):
+        tls.issue(nodes, "ctl", "n1")
+    with pytest.raises(tls.TLSError, match="ip: '10.0.0' is not an IP address"):
+        tls.issue(nodes, "etcd", "m1", ips=("10.0.0",))
+
+
+def test_an_etcd_members_certificate_names_its_addresses(nodes):
+    import ipaddress
+    tls.issue(nodes, "etcd", "m1", ips=("10.213.9.1",))
+    cert = x509.load_pem_x509_certificate((nodes / "etcd-m1.crt").read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1"),
+                                                      ipaddress.ip_address("10.213.9.1")]
+
+
+def test_an_agent_runs_only_with_its_nodes_pair(nodes):
+    with pytest.raises(tls.TLSError, match=r"no certificate for node n9 \(agent-n9\.crt\).*ctl certs issue .* agent n9"):
+        tls.load_isolated(nodes, "agent", node="n9")
+    assert tls.load_isolated(nodes, "agent", node="n1") == tls.load(nodes, "agent", node="n1")
+
+
+@pytest.fixture
+async def node_port(nodes):
+    """The agent of node n1, with n1's certificate."""
+    server, address = await serve_agent(tls.load(nodes, "agent", node="n1"))
+    yield address
+    await server.stop(grace=None)
+
+
+async def test_the_scheduler_reaches_a_node_only_as_the_node_its_certificate_names(nodes, node_port):
+    scheduler = tls.load(nodes, "scheduler")
+    async with tls.dial(node_port, scheduler, "agent", aio=True, node="n1") as channel:
+        assert (await agent_pb2_grpc.AgentStub(channel).Inventory(agent_pb2.InventoryRequest(), timeout=5)).node == "n1"
+    # n1's host registered under n2's name (its own address): the handshake fails
+    async with tls.dial(node_port, scheduler, "agent", aio=True, node="n2") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await agent_pb2_grpc.AgentStub(channel).Inventory(agent_pb2.InventoryRequest(), timeout=5)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
