@@ -19,6 +19,28 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=f"not installed: {', '.join(missing)}"))
 
 
+def searchable(path: Path) -> Path:
+    """`path` with o+x added: containers run as an unprivileged host uid (their user namespace's
+    root) and runc looks their root filesystem up by its host path, so every directory above an
+    agent's state dir must be searchable by others (the agent makes its own so; pytest makes its
+    temporary directories 0700)."""
+    path.chmod(path.stat().st_mode & 0o7777 | 0o001)
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _searchable_basetemp(tmp_path_factory):
+    base = tmp_path_factory.getbasetemp()
+    searchable(base.parent)
+    searchable(base)
+
+
+@pytest.fixture
+def tmp_path(tmp_path):
+    """pytest's, searchable (see searchable())."""
+    return searchable(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def etcd_server(tmp_path_factory):
     """One real etcd for the session; each test gets a clean keyspace through `etcd`."""
