@@ -19,26 +19,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=f"not installed: {', '.join(missing)}"))
 
 
-def searchable(path: Path) -> Path:
-    """`path` with o+x added: containers run as an unprivileged host uid (their user namespace's
-    root) and runc looks their root filesystem up by its host path, so every directory above an
-    agent's state dir must be searchable by others (the agent makes its own so; pytest makes its
-    temporary directories 0700)."""
-    path.chmod(path.stat().st_mode & 0o7777 | 0o001)
+def searchable_dir(request, name: str) -> Path:
+    """A new directory under /var/tmp, removed after the test (or module): containers run as an
+    unprivileged host uid (their user namespace's root) and runc looks their root filesystem up by
+    its host path, so every directory above an agent's state dir must be searchable by others.
+    pytest's own temporary directories are not (it makes pytest-of-root 0700 at each session)."""
+    import tempfile
+    path = Path(tempfile.mkdtemp(prefix=f"packyard-{name}-", dir="/var/tmp"))
+    path.chmod(0o711)
+    request.addfinalizer(lambda: shutil.rmtree(path, ignore_errors=True))
     return path
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _searchable_basetemp(tmp_path_factory):
-    base = tmp_path_factory.getbasetemp()
-    searchable(base.parent)
-    searchable(base)
-
-
-@pytest.fixture
-def tmp_path(tmp_path):
-    """pytest's, searchable (see searchable())."""
-    return searchable(tmp_path)
 
 
 @pytest.fixture(scope="session")
