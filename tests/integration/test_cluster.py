@@ -89,6 +89,21 @@ def test_submit_running_logs_stop_and_nothing_left(cluster, tmp_path):
     assert "hello from" in cluster.ctl("logs", insts[0]["id"]).stdout
 
 
+def test_a_container_is_confined_like_dockers(cluster, tmp_path):
+    """Issue 15, black-box through scheduler, agent and runc: a seccomp filter, no user namespace of
+    its own, root that is not the host's, the OOM killer's default score."""
+    facts = ("grep Seccomp: /proc/self/status; unshare -U -r true 2>/dev/null; echo unshare=$?; "
+             "echo map=$(cat /proc/self/uid_map); echo oom=$(cat /proc/self/oom_score_adj); exec sleep 3600")
+    r = submit(cluster, tmp_path, job("confined", command=["/bin/sh", "-c", facts]), "--wait", "--timeout", "60")
+    assert r.returncode == 0, r.stderr
+    iid = status(cluster, "confined")["instances"][0]["id"]
+    out = wait_for(lambda: (lambda t: "oom=" in t and t)(cluster.ctl("logs", iid).stdout), what="the facts")
+    assert "Seccomp:\t2" in out and "unshare=1" in out and "oom=0" in out
+    host, container, size = next(line for line in out.splitlines() if line.startswith("map="))[4:].split()
+    assert (host, int(container) > 0, size) == ("0", True, "65536")      # container 0 is host uid > 0
+    cluster.ctl("stop", "confined")
+
+
 def test_small_instances_fill_one_host_before_opening_another(cluster, tmp_path):
     r = submit(cluster, tmp_path, job("pack", count=6, cpu="250m"), "--wait", "--timeout", "60")
     assert r.returncode == 0, r.stderr
