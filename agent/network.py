@@ -32,8 +32,7 @@ from agent.rtnl import Rtnl
 
 NETNS_DIR = "/var/run/netns"
 # Docker's defaults in a container's own network namespace: any user of the container may bind a port
-# below 1024 and ping (ICMP datagram sockets). Without them a container in a user namespace could
-# do neither: this namespace is the host user namespace's, where its root has no capability.
+# below 1024 and ping (ICMP datagram sockets), not only its root.
 NETNS_SYSCTLS = {"net/ipv4/ip_unprivileged_port_start": "0", "net/ipv4/ping_group_range": "0 2147483647"}
 CONTAINER_IFNAME = "eth0"
 CLONE_NEWNET = 0x40000000

@@ -161,8 +161,8 @@ def mount_overlay(lower: Path, instance_dir: Path, *, owner: tuple[int, int] | N
                   nosuid: bool = True) -> Path:
     """Mount lower + instance_dir/{upper,work} at instance_dir/rootfs and return that path.
     `owner`: the host (uid, gid) of the writable layer, so the container's root owns `/` (a user
-    namespace's mapped root); `nosuid` (all but privileged containers): nosuid,nodev, as Docker's
-    image mounts are for setuid programs and device nodes an image carries."""
+    namespace's mapped root); `nosuid` (all but privileged containers): nosuid,nodev, so that the
+    setuid programs and device nodes an image carries give nothing (issue 15)."""
     rootfs, upper, work = instance_dir / "rootfs", instance_dir / "upper", instance_dir / "work"
     for d in (rootfs, upper, work):
         d.mkdir(parents=True, exist_ok=True)
