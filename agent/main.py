@@ -44,9 +44,11 @@ def default_subnet(node: str) -> str:
 
 def make_drivers(names: list[str], node: str, state_dir: Path, subnet: str, bridge: str | None,
                  libvirt_uri: str = "qemu:///system", allowed_dirs: tuple[Path, ...] | None = None,
-                 allow_privileged: bool = False):
+                 allow_privileged: bool = False, seccomp_profile: Path | None = None,
+                 userns_remap: str = "packyard"):
     """Driver instances by kind, and attributes for the kinds that could not be set up.
-    `allowed_dirs`: where images, kernels and disks may be; `allow_privileged`: see --allow-privileged."""
+    `allowed_dirs`: where images, kernels and disks may be; `allow_privileged`, `seccomp_profile`,
+    `userns_remap`: see --allow-privileged, --seccomp-profile, --userns-remap."""
     drivers, attrs = {}, {}
     for name in names:
         try:
@@ -54,7 +56,8 @@ def make_drivers(names: list[str], node: str, state_dir: Path, subnet: str, brid
                 from agent.drivers.container import ContainerDriver
                 drivers["container"] = ContainerDriver(node=node, state_dir=state_dir,
                                                        subnet=subnet, bridge=bridge, allowed_dirs=allowed_dirs,
-                                                       allow_privileged=allow_privileged)
+                                                       allow_privileged=allow_privileged,
+                                                       seccomp_profile=seccomp_profile, userns=userns_remap)
             elif name == "vm":
                 from agent.drivers.vm import VMDriver
                 drivers["vm"] = VMDriver(node=node, state_dir=state_dir, subnet=subnet,
@@ -78,7 +81,8 @@ async def serve(opts: dict) -> None:
     etcd = Etcd(opts["etcd"], identity=opts["tls_identity"])
     await etcd.connect()
     drivers, attributes = make_drivers(opts["drivers"], node, state_dir, opts["subnet"], opts["bridge"],
-                                       opts["libvirt_uri"], opts["allowed_dirs"], opts["allow_privileged"])
+                                       opts["libvirt_uri"], opts["allowed_dirs"], opts["allow_privileged"],
+                                       opts["seccomp_profile"], opts["userns_remap"])
     for driver in drivers.values():
         attributes.update(await driver.fingerprint())
     attributes.update(fingerprint.host_attributes())
@@ -146,7 +150,13 @@ async def serve(opts: dict) -> None:
 @click.option("--allowed-dirs", default=",".join(DEFAULT_ALLOWED_DIRS), show_default=True,
               help="Comma list of directories job images, kernels and disks may be in (after symlinks).")
 @click.option("--allow-privileged", is_flag=True,
-              help="Run containers asking for privileged mode or the host's network (refused otherwise).")
+              help="Run containers asking for privileged mode, the host's network, seccomp: unconfined or "
+                   "userns: host (refused otherwise).")
+@click.option("--seccomp-profile", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Seccomp profile (Docker/Podman format) of every container; default: "
+                   "/usr/share/containers/seccomp.json with Docker's rules.")
+@click.option("--userns-remap", default="packyard", show_default=True,
+              help="Name whose /etc/subuid and /etc/subgid range the containers' user namespace maps to.")
 @click.option("--lease-ttl", type=int, default=5, show_default=True,
               help="Seconds without a heartbeat before the node is declared down.")
 @click.option("--usage-interval", type=float, default=5.0, show_default=True,

@@ -31,6 +31,9 @@ from typing import TypeVar
 from agent.rtnl import Rtnl
 
 NETNS_DIR = "/var/run/netns"
+# Docker's defaults in a container's own network namespace: any user of the container may bind a port
+# below 1024 and ping (ICMP datagram sockets), not only its root.
+NETNS_SYSCTLS = {"net/ipv4/ip_unprivileged_port_start": "0", "net/ipv4/ping_group_range": "0 2147483647"}
 CONTAINER_IFNAME = "eth0"
 CLONE_NEWNET = 0x40000000
 MS_BIND, MS_REC, MS_SHARED = 4096, 16384, 1 << 20
@@ -157,19 +160,21 @@ class HostNetwork:
             for index in ipr.link_lookup(self.bridge):
                 ipr.del_link(index)
 
-    def attach(self, key: str) -> Attachment:
-        """A netns for `key` with eth0 on the bridge, an address, a default route and lo up."""
+    def attach(self, key: str, join: str | None = None) -> Attachment:
+        """A netns for `key` with eth0 on the bridge, an address, a default route and lo up.
+        `join`: an existing network namespace to use (a container's, /proc/PID/ns/net, which runc
+        made inside the container's user namespace), pinned at the same place; None: a new one."""
         ip = self.pool.allocate(key)
         att = Attachment(netns_name(key), netns_path(key), ip, veth_name(key))
         try:
-            _in_fresh_thread(self._attach, att)
+            _in_fresh_thread(lambda a: self._attach(a, join), att)
         except BaseException:
             self.detach(key)
             raise
         return att
 
-    def _attach(self, att: Attachment) -> None:
-        # Runs in a thread of its own: it unshares its network namespace half way through.
+    def _attach(self, att: Attachment, join: str | None = None) -> None:
+        # Runs in a thread of its own: it unshares (or joins) its network namespace half way through.
         with _errors(f"veth {att.veth}"), Rtnl() as host:
             bridge = host.link_lookup(self.bridge)
             if not bridge:
@@ -177,7 +182,11 @@ class HostNetwork:
             for index in host.link_lookup(att.veth):    # a leftover of a crashed attach
                 host.del_link(index)
             _remove_netns(att.netns_path)
-            _create_netns_here(att.netns_path)
+            if join is None:
+                _create_netns_here(att.netns_path)
+            else:
+                _join_netns_here(join, att.netns_path)
+            _set_sysctls(NETNS_SYSCTLS)
             # opened after unshare: this socket talks to the new namespace
             with Rtnl() as ns:
                 nsfd = os.open(att.netns_path, os.O_RDONLY)
@@ -254,6 +263,30 @@ def _create_netns_here(path: str) -> None:
         err = ctypes.get_errno()
         os.unlink(path)
         raise NetworkError(f"cannot bind-mount the network namespace at {path}: {os.strerror(err)}")
+
+
+def _join_netns_here(source: str, path: str) -> None:
+    """Pin the network namespace at `source` at `path` and move the calling thread into it."""
+    _ensure_netns_dir()
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    if _libc.mount(source.encode(), path.encode(), b"none", MS_BIND, None) != 0:
+        err = ctypes.get_errno()
+        os.unlink(path)
+        raise NetworkError(f"cannot bind-mount the network namespace {source} at {path}: {os.strerror(err)}")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            raise NetworkError(f"cannot enter the network namespace {source}: {os.strerror(ctypes.get_errno())}")
+    finally:
+        os.close(fd)
+
+
+def _set_sysctls(values: dict[str, str]) -> None:
+    """Write network sysctls of the calling thread's network namespace (/proc/sys/net is the
+    namespace of the thread that opens it)."""
+    for name, value in values.items():
+        with open(f"/proc/sys/{name}", "w") as f:
+            f.write(value)
 
 
 def _remove_netns(path: str) -> None:

@@ -276,6 +276,8 @@ class LocalCluster:
                     *(h.state_dir for h in self.hosts)]:
             shutil.rmtree(old, ignore_errors=True)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # the agents' state dirs are in it: the containers' mapped root must be able to search it
+        self.workdir.chmod(self.workdir.stat().st_mode & 0o7777 | 0o001)
         self.create_network()
         try:
             if self.tls:   # a new CA per run, made the way a user would

@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from packyard.lifecycle import Check, Reschedule, Restart, check_problems
-from packyard.privilege import HOST_ACCESS  # noqa: F401  (re-exported)
+from packyard.privilege import DEFAULTS, HOST_ACCESS, SECCOMP, USERNS, parse_user
 from packyard.quantity import (  # noqa: F401  (the caps are part of this module's interface)
     DNS_LABEL,
     MAX_CPU_MILLI,
@@ -184,6 +184,16 @@ class ContainerSpec(Strict):
     env: dict[str, Text] = Field(default_factory=dict, max_length=MAX_ENV)
     privileged: StrictBool = False     # every capability, no masked /proc paths, all devices
     host_network: StrictBool = False   # the host's network namespace instead of its own
+    user: Annotated[str, Field(max_length=80)] | None = None   # "UID[:GID]": who runs the command
+    seccomp: Literal[SECCOMP] = "default"   # type: ignore[valid-type]  (the tuple's values)
+    userns: Literal[USERNS] = "default"     # type: ignore[valid-type]
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_user(v)
+        return v
 
     @field_validator("env")
     @classmethod
@@ -194,12 +204,12 @@ class ContainerSpec(Strict):
         return v
 
     @model_serializer(mode="wrap")
-    def _omit_host_access(self, handler) -> dict[str, Any]:
+    def _omit_defaults(self, handler) -> dict[str, Any]:
         # specs (and the group hashes derived from them) stored before these fields existed
         # must serialise the same, or every running container would be replaced
         data = handler(self)
-        for key in HOST_ACCESS:
-            if not data.get(key):
+        for key, default in DEFAULTS.items():
+            if data.get(key) == default:
                 data.pop(key, None)
         return data
 
@@ -336,9 +346,11 @@ class JobSpec(Strict):
 
     def host_access(self) -> list[str]:
         """The fields asking for more than an ordinary container (privileged mode, the host's
-        network), by path: what --allow-privileged must permit."""
+        network, no seccomp filter, the host's user ids), by path: what --allow-privileged must
+        permit."""
         return [f"groups[{i}].container.{key}" for i, g in enumerate(self.groups)
-                if g.container is not None for key in HOST_ACCESS if getattr(g.container, key)]
+                if g.container is not None for key, asks in HOST_ACCESS.items()
+                if getattr(g.container, key) == asks]
 
 
 def _path(loc: tuple[Any, ...]) -> str:

@@ -19,6 +19,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=f"not installed: {', '.join(missing)}"))
 
 
+def searchable_dir(request, name: str) -> Path:
+    """A new directory under /var/tmp, removed after the test (or module): containers run as an
+    unprivileged host uid (their user namespace's root) and runc looks their root filesystem up by
+    its host path, so every directory above an agent's state dir must be searchable by others.
+    pytest's own temporary directories are not (it makes pytest-of-root 0700 at each session)."""
+    import tempfile
+    path = Path(tempfile.mkdtemp(prefix=f"packyard-{name}-", dir="/var/tmp"))
+    path.chmod(0o711)
+    request.addfinalizer(lambda: shutil.rmtree(path, ignore_errors=True))
+    return path
+
+
 @pytest.fixture(scope="session")
 def etcd_server(tmp_path_factory):
     """One real etcd for the session; each test gets a clean keyspace through `etcd`."""

@@ -19,6 +19,17 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# the containers' user namespace: the agent maps container ids 0..65535 to the range of
+# --userns-remap (default packyard) in /etc/subuid and /etc/subgid; one is added after the last
+# range there, as useradd allocates them
+for f in /etc/subuid /etc/subgid; do
+  touch "$f"
+  if ! grep -q '^packyard:[0-9]*:[0-9]*$' "$f"; then
+    start=$(awk -F: 'BEGIN { e = 100000 } NF == 3 && $2 + $3 > e { e = $2 + $3 } END { print e }' "$f")
+    echo "packyard:$start:65536" >> "$f"
+  fi
+done
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv

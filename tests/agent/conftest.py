@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import searchable_dir
+
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
 
 
@@ -42,7 +44,8 @@ def subnet() -> str:
 
 
 @pytest.fixture
-def state_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "state"
+def state_dir(request) -> Path:
+    """Searchable by the containers' mapped root (see tests/conftest.py searchable_dir)."""
+    d = searchable_dir(request, "agent") / "state"
     d.mkdir()
     return d

@@ -15,6 +15,7 @@ import pytest
 
 from agent.drivers.container.cgroups import detect, instance_path
 from ctl.local import LocalCluster
+from tests.conftest import searchable_dir
 from tests.conftest import wait_for as poll
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,8 +56,8 @@ def job(name, cpu, memory, command, count=1, restart=True):
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("obs")
+def cluster(request):
+    tmp = searchable_dir(request, "obs")
     c = LocalCluster(tmp, hosts=2, prefix="po", net="10.213.112.0/24", etcd_port=23740,
                      scheduler_port=17740, capacity="cpu=2,memory=1Gi", lease_ttl=3,
                      usage_interval=1.0, prometheus_port=19090, scrape_interval="1s")

@@ -10,6 +10,7 @@ import pytest
 
 from agent.drivers.container.cgroups import detect, instance_path
 from ctl.local import LocalCluster
+from tests.conftest import searchable_dir
 from tests.conftest import wait_for as poll
 
 pytestmark = [pytest.mark.integration,
@@ -19,8 +20,8 @@ pytestmark = [pytest.mark.integration,
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = LocalCluster(tmp_path_factory.mktemp("cluster"), hosts=3, prefix="pi", net="10.213.80.0/24",
+def cluster(request):
+    c = LocalCluster(searchable_dir(request, "cluster"), hosts=3, prefix="pi", net="10.213.80.0/24",
                      etcd_port=23720, scheduler_port=17720, capacity="cpu=2,memory=1Gi",
                      lease_ttl=30, confirm_timeout=10)   # nothing here tests node loss: a slow restart must not look like one
     c.up()
@@ -86,6 +87,21 @@ def test_submit_running_logs_stop_and_nothing_left(cluster, tmp_path):
             assert not Path(f"/proc/{pid}").exists(), f"process {pid} of {iid} still alive"
     # logs stay readable after the instance is gone
     assert "hello from" in cluster.ctl("logs", insts[0]["id"]).stdout
+
+
+def test_a_container_is_confined_like_dockers(cluster, tmp_path):
+    """Issue 15, black-box through scheduler, agent and runc: a seccomp filter, no user namespace of
+    its own, root that is not the host's, the OOM killer's default score."""
+    facts = ("grep Seccomp: /proc/self/status; unshare -U -r true 2>/dev/null; echo unshare=$?; "
+             "echo map=$(cat /proc/self/uid_map); echo oom=$(cat /proc/self/oom_score_adj); exec sleep 3600")
+    r = submit(cluster, tmp_path, job("confined", command=["/bin/sh", "-c", facts]), "--wait", "--timeout", "60")
+    assert r.returncode == 0, r.stderr
+    iid = status(cluster, "confined")["instances"][0]["id"]
+    out = wait_for(lambda: (lambda t: "oom=" in t and t)(cluster.ctl("logs", iid).stdout), what="the facts")
+    assert "Seccomp:\t2" in out and "unshare=1" in out and "oom=0" in out
+    host, container, size = next(line for line in out.splitlines() if line.startswith("map="))[4:].split()
+    assert (host, int(container) > 0, size) == ("0", True, "65536")      # container 0 is host uid > 0
+    cluster.ctl("stop", "confined")
 
 
 def test_small_instances_fill_one_host_before_opening_another(cluster, tmp_path):
@@ -184,10 +200,10 @@ def test_a_restarted_scheduler_loses_no_job(cluster, tmp_path):
     cluster.ctl("stop", "later")
 
 
-def test_agents_side_by_side_in_one_network_namespace_keep_to_their_own(tmp_path):
+def test_agents_side_by_side_in_one_network_namespace_keep_to_their_own(request, tmp_path):
     """Two agents in the same namespace (as on one real host): each its own bridge, subnet,
     cgroup subtree and state dir; nothing global collides."""
-    c = LocalCluster(tmp_path / "shared", hosts=2, prefix="ps", net="10.213.96.0/24",
+    c = LocalCluster(searchable_dir(request, "shared"), hosts=2, prefix="ps", net="10.213.96.0/24",
                      etcd_port=23730, scheduler_port=17730, capacity="cpu=1,memory=1Gi",
                      shared_netns=True, labels=[{"n": "1"}, {"n": "2"}])
     c.up()
@@ -336,10 +352,11 @@ def test_an_agent_restarted_during_a_restart_wait_restarts_it_once(cluster, tmp_
     cluster.ctl("stop", "patient")
 
 
-def test_a_system_job_runs_on_every_node_including_one_that_joins_and_not_elsewhere_when_one_leaves(tmp_path):
+def test_a_system_job_runs_on_every_node_including_one_that_joins_and_not_elsewhere_when_one_leaves(
+        request, tmp_path):
     """Two agents, then a third joins (its instance running within seconds); it leaves (its
     instance lost, nothing started elsewhere) and comes back (a new instance on it)."""
-    c = LocalCluster(tmp_path / "system", hosts=3, prefix="pj", net="10.213.200.0/24",
+    c = LocalCluster(searchable_dir(request, "system"), hosts=3, prefix="pj", net="10.213.200.0/24",
                      etcd_port=23890, scheduler_port=17890, capacity="cpu=1,memory=1Gi",
                      shared_netns=True, lease_ttl=3)
     every, c.hosts = c.hosts, c.hosts[:2]      # the third is not up yet

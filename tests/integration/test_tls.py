@@ -12,6 +12,7 @@ import pytest
 from ctl.local import LocalCluster
 from packyard import tls
 from packyard.v1 import agent_pb2, agent_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
+from tests.conftest import searchable_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -20,8 +21,8 @@ JOB = ("name: secret\ngroups:\n  - name: main\n    count: 1\n    resources: {cpu
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = LocalCluster(tmp_path_factory.mktemp("tls-cluster"), hosts=1, prefix="pt", net="10.213.176.0/24",
+def cluster(request):
+    c = LocalCluster(searchable_dir(request, "tls-cluster"), hosts=1, prefix="pt", net="10.213.176.0/24",
                      etcd_port=23810, scheduler_port=17810, drivers="fake", tls=True, lease_ttl=30)
     c.up()
     yield c

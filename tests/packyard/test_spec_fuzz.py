@@ -230,3 +230,32 @@ def test_privileged_and_host_network_are_spec_fields_left_out_when_false():
     assert job.host_access() == ["groups[0].container.privileged", "groups[0].container.host_network"]
     assert spec.load_json(job.to_json()) == job
     assert job.groups[0].driver_config()["privileged"] is True
+
+
+@pytest.mark.parametrize("field,value,error", [
+    ("user", "abc:", "groups[0].container.user: 'abc:' is not UID[:GID]"),
+    ("user", ":1", "groups[0].container.user: ':1' is not UID[:GID]"),
+    ("user", "1:a b", "groups[0].container.user: '1:a b' is not UID[:GID]: 'a b' is neither"),
+    ("user", 1000, "groups[0].container.user: input should be a valid string"),
+    ("seccomp", "strict", "groups[0].container.seccomp: input should be 'default' or 'unconfined'"),
+    ("userns", "private", "groups[0].container.userns: input should be 'default' or 'host'"),
+], ids=["user-no-group", "user-no-uid", "user-bad-name", "user-number", "seccomp", "userns"])
+def test_confinement_fields_are_checked_by_name(field, value, error):
+    errors = outcome(spec.load_json, json.dumps(with_(f"groups.0.container.{field}", value)))
+    assert isinstance(errors, list) and len(errors) == 1 and errors[0].startswith(error), errors
+
+
+def test_confinement_fields_left_out_at_their_defaults_and_host_access_by_path():
+    plain = spec.load_json(json.dumps(GOOD))
+    for key in ("user", "seccomp", "userns"):
+        assert f'"{key}"' not in plain.to_json()          # stored specs keep their group hash
+    doc = with_("groups.0.container.user", "1000:1000")
+    doc["groups"][0]["container"].update(seccomp="unconfined", userns="host")
+    job = spec.load_json(json.dumps(doc))
+    assert job.host_access() == ["groups[0].container.seccomp", "groups[0].container.userns"]
+    assert spec.load_json(job.to_json()) == job
+    config = job.groups[0].driver_config()
+    assert {k: config[k] for k in ("user", "seccomp", "userns")} == {"user": "1000:1000", "seccomp": "unconfined",
+                                                                    "userns": "host"}
+    named = spec.load_json(json.dumps(with_("groups.0.container.user", "www-data:www-data")))
+    assert named.host_access() == [] and named.groups[0].driver_config()["user"] == "www-data:www-data"

@@ -138,11 +138,12 @@ def test_a_huge_spec_is_refused_by_name(api):
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "larger than 1 MiB" in details
 
 
-@pytest.mark.parametrize("field", ["privileged", "host_network"])
-def test_host_access_needs_allow_privileged(api, field):
+@pytest.mark.parametrize("field,value", [("privileged", True), ("host_network", True), ("seccomp", "unconfined"),
+                                         ("userns", "host")])
+def test_host_access_needs_allow_privileged(api, field, value):
     doc = json.loads(json.dumps(GOOD))
     doc["name"] = f"host-{field.replace('_', '-')}"
-    doc["groups"][0]["container"][field] = True
+    doc["groups"][0]["container"][field] = value
     request = scheduler_pb2.SubmitRequest(spec_json=json.dumps(doc))
     for call in (api.stub.Plan, api.stub.Submit):
         code, details = answer(call, request)
@@ -151,4 +152,4 @@ def test_host_access_needs_allow_privileged(api, field):
                           "--allow-privileged)"
     assert api.permissive.Submit(request).changed
     status = api.stub.Status(scheduler_pb2.StatusRequest(name=doc["name"]))
-    assert json.loads(status.spec_json)["groups"][0]["container"][field] is True
+    assert json.loads(status.spec_json)["groups"][0]["container"][field] == value

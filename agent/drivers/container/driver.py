@@ -39,11 +39,14 @@ from agent.drivers.container import cgroups as cg
 from agent.drivers.container import gpus as gpus_mod
 from agent.drivers.container import rootfs as rootfs_mod
 from agent.drivers.container import runc as runc_mod
+from agent.drivers.container import seccomp as seccomp_mod
+from agent.drivers.container import userns as userns_mod
+from agent.drivers.container import users
 from agent.drivers.failures import Cleanup, driver_error, undone_on_failure
 from agent.drivers.paths import allowed_path
 from agent.drivers.process import ended_within, start_time
 from agent.network import HostNetwork, NetworkError, bridge_name
-from packyard.privilege import HOST_ACCESS
+from packyard.privilege import choice_problem, host_access, implied_host_access, parse_user
 
 PR_SET_CHILD_SUBREAPER = 36
 KILL_WAIT_SECONDS = 10.0
@@ -72,12 +75,16 @@ class ContainerDriver:
     def __init__(self, node: str, state_dir: Path, subnet: str, bridge: str | None = None,
                  cgroup: cg.Cgroups | None = None, runc: str = "runc",
                  allowed_dirs: Sequence[Path] | None = None, allow_privileged: bool = False,
-                 dev_dir: Path = Path("/dev"), parallel_starts: int = 0):
+                 dev_dir: Path = Path("/dev"), parallel_starts: int = 0,
+                 seccomp_profile: Path | None = None, userns: str | runc_mod.IdMap = userns_mod.DEFAULT_NAME):
         """`allowed_dirs`: where images may be (after symlinks; None: anywhere, for tests; the agent
         always passes its --allowed-dirs). `allow_privileged`: run containers asking for privileged
-        mode or the host's network (the agent's --allow-privileged); refused otherwise. `dev_dir`:
-        where the host's GPU device nodes are (gpus.py). `parallel_starts`: runc calls at once
-        (0: one per CPU, at least two; runc's own start is ~10 ms of CPU)."""
+        mode, the host's network, no seccomp filter or the host's user ids (the agent's
+        --allow-privileged); refused otherwise. `dev_dir`: where the host's GPU device nodes are
+        (gpus.py). `parallel_starts`: runc calls at once (0: one per CPU, at least two; runc's own
+        start is ~10 ms of CPU). `seccomp_profile`: the filter's profile (None: the default, see
+        seccomp.py). `userns`: the node's id range, or the /etc/subuid name to read it for
+        (userns.py). Both are read once, here: a missing one makes the driver unavailable."""
         self.dev_dir = Path(dev_dir)
         self.allowed_dirs = allowed_dirs
         self.allow_privileged = allow_privileged
@@ -103,6 +110,23 @@ class ContainerDriver:
         self.lowers = rootfs_mod.LowerLayers(self.images_dir)
         self._preparing = asyncio.Lock()
         self._running = asyncio.Semaphore(parallel_starts or max(2, os.cpu_count() or 2))
+        self.seccomp: seccomp_mod.Profile | None = None
+        self.ids: runc_mod.IdMap | None = None
+        self._seccomp_error = self._userns_error = ""
+        try:
+            self.seccomp = seccomp_mod.Profile.load(seccomp_profile)
+            self.seccomp.oci(runc_mod.CAPABILITIES)      # converted now: a bad profile is told now
+        except seccomp_mod.SeccompError as e:
+            self._seccomp_error = str(e)
+        try:
+            self.ids = userns if isinstance(userns, runc_mod.IdMap) else userns_mod.id_map(userns)
+            self._userns_error = self._reachable(self.ids)
+        except userns_mod.UsernsError as e:
+            self._userns_error = str(e)
+        ids = self.ids or runc_mod.IdMap(0, 0, 0)
+        # images for containers in the user namespace: their own cache, owners shifted once
+        self.shifted_lowers = rootfs_mod.LowerLayers(self.images_dir / f"userns-{ids.uid}-{ids.gid}",
+                                                     userns_mod.shifted_build(ids))
 
     # -- protocol -------------------------------------------------------------------------------
 
@@ -114,7 +138,9 @@ class ContainerDriver:
         # refused before anything is made
         image, host_access = self._image(spec), self._host_access(spec)
         gpu_devices = gpus_mod.devices(spec.gpus, self.dev_dir, spec.id)
-        host_network = "host_network" in host_access
+        host_network, privileged = "host_network" in host_access, "privileged" in host_access
+        seccomp = None if "seccomp" in host_access else self._seccomp_filter()
+        ids = None if "userns" in host_access else self._ids()
         cgroups = self._cgroups()
         await self.bridge.ready()
         cid = runc_mod.container_id(spec.id)
@@ -131,19 +157,21 @@ class ContainerDriver:
             **({"gpu_devices": [d.path for d in gpu_devices]} if gpu_devices else {})})
         attach: asyncio.Future | None = None
         async with undone_on_failure(lambda: self._undo_start(handle, attach), f"cannot start {spec.id}"):
-            lower = await self.lowers.get(image)
+            lower = await (self.lowers if ids is None else self.shifted_lowers).get(image)
+            user = self._user(spec, lower, ids)
             # A burst of starts (a job's instances placed here together) is a queue: one start is
             # prepared at a time and at most `parallel_starts` runc calls run at once, so the first
             # in line runs first and the rest follow one by one. Twenty starts interleaved on two
             # cores all ended together, after the last one (issue 12: burst p50 ≈ max).
             async with self._preparing:
                 bundle.mkdir(parents=True)
-                if not host_network:
+                if not host_network and ids is None:
                     # the network (a thread) is set up while cgroup and rootfs are prepared here
                     attach = asyncio.ensure_future(asyncio.to_thread(self.network.attach, handle.data["key"]))
                 cgroups.create(handle.data["cgroup"], cg.Limits(spec.cpu_milli, spec.memory_bytes,
                                                                 spec.pids_max))
-                rootfs = rootfs_mod.mount_overlay(lower, bundle)
+                rootfs = rootfs_mod.mount_overlay(lower, bundle, nosuid=not privileged,
+                                                  owner=None if ids is None else (ids.uid, ids.gid))
                 netns_path = None
                 if attach is not None:
                     att = await asyncio.shield(attach)   # a cancelled start must not orphan the thread
@@ -153,12 +181,25 @@ class ContainerDriver:
                     args=list(config.get("command") or ["/bin/sleep", "infinity"]),
                     env=dict(config.get("env") or {}) | gpus_mod.env(spec.gpus), rootfs=rootfs,
                     netns_path=netns_path, cgroups_path=handle.data["cgroup"],
-                    hostname=runc_mod.hostname(spec.id), privileged="privileged" in host_access,
-                    host_network=host_network, devices=gpu_devices))
+                    hostname=runc_mod.hostname(spec.id), privileged=privileged,
+                    host_network=host_network, devices=gpu_devices, user=user, id_map=ids, seccomp=seccomp))
             async with self._running:
-                pid = await self.runc.run_detached(cid, bundle, Path(handle.data["log"]))
+                if ids is None or host_network:
+                    pid = await self.runc.run_detached(cid, bundle, Path(handle.data["log"]))
+                else:
+                    pid = await self.runc.create(cid, bundle, Path(handle.data["log"]))
             handle.data.update(pid=pid, start_time=start_time(pid))
             self._watch(handle, pid, os.pidfd_open(pid))
+            if ids is not None and not host_network:
+                # In a user namespace the network namespace is the one runc made inside it: runc 1.1
+                # joins the user namespace first on `runc exec`, and then could not enter one the host's
+                # user namespace owns (exec checks would fail). Attached between create and start.
+                attach = asyncio.ensure_future(asyncio.to_thread(
+                    self.network.attach, handle.data["key"], f"/proc/{pid}/ns/net"))
+                att = await asyncio.shield(attach)
+                handle.data.update(netns=att.netns, address=att.address)
+                async with self._running:
+                    await self.runc.start(cid)
         return handle
 
     async def wait(self, handle: Handle) -> ExitResult:
@@ -271,6 +312,7 @@ class ContainerDriver:
         if not problem:
             await self.bridge.ready()
             self.lowers.warm()   # the built-in image, ready before the first start needs it
+            self.shifted_lowers.warm()
         return problem
 
     def _missing_dependency(self) -> str:
@@ -283,7 +325,7 @@ class ContainerDriver:
         with open("/proc/filesystems") as f:
             if not any(line.split()[-1] == "overlay" for line in f if line.strip()):
                 return "the kernel has no overlayfs"
-        return ""
+        return self._seccomp_error or self._userns_error
 
     async def _undo_start(self, handle: Handle, attach: asyncio.Future | None) -> None:
         """What a failed or cancelled start made, removed (see undone_on_failure)."""
@@ -302,12 +344,52 @@ class ContainerDriver:
         return str(allowed_path(image, self.allowed_dirs, f"{spec.id}: container.image"))
 
     def _host_access(self, spec: InstanceSpec) -> list[str]:
-        """The HOST_ACCESS fields the instance asks for, if this node allows them."""
-        asked = [k for k in HOST_ACCESS if (spec.config or {}).get(k)]
+        """The HOST_ACCESS fields the instance asks for or implies (privileged: also no seccomp
+        filter and the host's ids), if this node allows them; its other security fields checked."""
+        config = spec.config or {}
+        for name in ("seccomp", "userns"):
+            if problem := choice_problem(name, config.get(name)):
+                raise DriverError(f"{spec.id}: container.{name}: {problem}")
+        if config.get("user") is not None:
+            try:
+                parse_user(config["user"])
+            except ValueError as e:
+                raise DriverError(f"{spec.id}: container.user: {e}") from None
+        asked = host_access(config)
         if asked and not self.allow_privileged:
             raise DriverError(f"{spec.id}: container.{asked[0]} is not allowed on node {self.node} "
                               "(packyard-agent --allow-privileged)")
-        return asked
+        return implied_host_access(asked)
+
+    def _seccomp_filter(self) -> dict:
+        if self.seccomp is None:
+            raise DriverError(self._seccomp_error)
+        return self.seccomp.oci(runc_mod.CAPABILITIES)
+
+    def _ids(self) -> runc_mod.IdMap:
+        if self.ids is None or self._userns_error:
+            raise DriverError(f"no user namespace: {self._userns_error}")
+        return self.ids
+
+    def _reachable(self, ids: runc_mod.IdMap) -> str:
+        """Why the mapped root could not reach the instances' root filesystems, or "": this
+        driver's own directories are made searchable (o+x), those above must be already."""
+        for d in (self.state_dir, self.instances_dir):
+            mode = d.stat().st_mode
+            if not mode & 0o001:
+                d.chmod(mode & 0o7777 | 0o001)
+        blocked = userns_mod.unreachable(self.instances_dir, ids)
+        return (f"{blocked} is not searchable by the containers' root (host uid {ids.uid}): give it o+x "
+                "(chmod o+x), as the user namespace needs") if blocked else ""
+
+    @staticmethod
+    def _user(spec: InstanceSpec, image_root: Path, ids: runc_mod.IdMap | None) -> runc_mod.User:
+        what = f"{spec.id}: container.user"
+        user = users.resolve((spec.config or {}).get("user"), image_root, what)
+        if ids is not None and max(user.uid, user.gid, *user.groups) >= ids.size:
+            raise DriverError(f"{what}: {max(user.uid, user.gid, *user.groups)} is outside the node's user "
+                              f"namespace (ids 0..{ids.size - 1})")
+        return user
 
     def _watch(self, handle: Handle, pid: int, pidfd: int) -> _Watched:
         loop = asyncio.get_running_loop()

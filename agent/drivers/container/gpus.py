@@ -48,4 +48,5 @@ def _device(path: Path, what: str) -> Device:
     st = os.stat(path)
     if not stat.S_ISCHR(st.st_mode):
         raise DriverError(f"{what}: {path} is not a character device")
-    return Device(f"/dev/{path.name}", os.major(st.st_rdev), os.minor(st.st_rdev), stat.S_IMODE(st.st_mode))
+    return Device(f"/dev/{path.name}", os.major(st.st_rdev), os.minor(st.st_rdev), stat.S_IMODE(st.st_mode),
+                  source=str(path))

@@ -23,6 +23,7 @@ from pathlib import Path
 
 BUSYBOX = "/bin/busybox"
 MNT_DETACH = 2
+MS_NOSUID, MS_NODEV = 2, 4
 SKELETON = ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root",
             "run", "var/tmp")
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -156,16 +157,24 @@ def _build_once(target: Path, build) -> Path:
     return target
 
 
-def mount_overlay(lower: Path, instance_dir: Path) -> Path:
-    """Mount lower + instance_dir/{upper,work} at instance_dir/rootfs and return that path."""
+def mount_overlay(lower: Path, instance_dir: Path, *, owner: tuple[int, int] | None = None,
+                  nosuid: bool = True) -> Path:
+    """Mount lower + instance_dir/{upper,work} at instance_dir/rootfs and return that path.
+    `owner`: the host (uid, gid) of the writable layer, so the container's root owns `/` (a user
+    namespace's mapped root); `nosuid` (all but privileged containers): nosuid,nodev, so that the
+    setuid programs and device nodes an image carries give nothing (issue 15)."""
     rootfs, upper, work = instance_dir / "rootfs", instance_dir / "upper", instance_dir / "work"
     for d in (rootfs, upper, work):
         d.mkdir(parents=True, exist_ok=True)
+    if owner is not None:
+        for d in (upper, work):
+            os.chown(d, *owner)
     for p in (lower, upper, work):
         if any(c in str(p) for c in ",:\\"):
             raise RootfsError(f"overlayfs cannot take a path containing ',', ':' or '\\': {p}")
     opts = f"lowerdir={lower},upperdir={upper},workdir={work}".encode()
-    if _libc.mount(b"overlay", bytes(rootfs), b"overlay", 0, opts) != 0:
+    flags = MS_NOSUID | MS_NODEV if nosuid else 0
+    if _libc.mount(b"overlay", bytes(rootfs), b"overlay", flags, opts) != 0:
         err = ctypes.get_errno()
         raise RootfsError(f"cannot mount overlay at {rootfs}: {os.strerror(err)}")
     return rootfs

@@ -5,16 +5,24 @@ agent's (cgroups.py): config.json names the cgroup path but carries no cpu/memor
 resources, only the device allow-list (a security setting, not a limit) and the device nodes made
 in the container beyond runc's defaults (an instance's GPUs, gpus.py).
 
+What confines a container, as Docker's defaults do (issue 15): its own cgroup namespace; /proc
+nosuid,noexec,nodev; Docker's masked and read-only paths; a seccomp filter (seccomp.py); a user
+namespace whose root is an unprivileged host uid (userns.py); oom_score_adj 0 and ordinary rlimits
+rather than the agent's own (its unit raises NOFILE and CORE and lowers OOMScoreAdjust).
+
 Subprocesses are awaited with a pidfd registered in the event loop: no thread and no waitpid(-1),
 so asyncio's child watcher and the driver's own reaping of container processes are not disturbed.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
+import glob
 import hashlib
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import tempfile
@@ -28,10 +36,29 @@ VALID_ID = re.compile(r"^[A-Za-z0-9_+.-]{1,128}$")
 CAPABILITIES = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
                 "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
                 "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
-MASKED_PATHS = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
-                "/proc/scsi"]
+# Docker's lists (moby daemon/pkg/oci/defaults.go, 2025), plus each CPU's thermal_throttle that
+# exists (masked_paths()); /proc/interrupts and powercap since GHSA-6fw5-f8r9-fgfm, GHSA-jq35-85cj-fj4p
+MASKED_PATHS = ["/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+                "/proc/latency_stats", "/proc/sched_debug", "/proc/scsi", "/proc/timer_list",
+                "/proc/timer_stats", "/sys/devices/virtual/powercap", "/sys/firmware"]
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+RLIM_INFINITY = 2**64 - 1
+# what an ordinary service gets from systemd (DefaultLimitNOFILE=1024:524288, DefaultLimitCORE=0:infinity),
+# and so containerd 2's and Docker's containers; RLIMIT_NPROC is left alone: it counts a host uid's
+# processes, which all containers of the node's id range share (the pids cgroup bounds each one)
+RLIMITS = {"RLIMIT_NOFILE": (1024, 524288), "RLIMIT_CORE": (0, RLIM_INFINITY)}
+
+
+@functools.cache
+def rlimits() -> list[dict[str, Any]]:
+    """RLIMITS, no higher than the agent's own (read once): under a user namespace runc cannot raise
+    a hard limit (no CAP_SYS_RESOURCE in the host's namespace)."""
+    out = []
+    for name, (soft, hard) in RLIMITS.items():
+        own = resource.getrlimit(getattr(resource, name))[1]
+        hard = hard if own == resource.RLIM_INFINITY else min(hard, own)
+        out.append({"type": name, "soft": min(soft, hard), "hard": hard})
+    return out
 # Every capability, by number (linux/capability.h); a privileged container gets those the agent has.
 ALL_CAPABILITIES = [
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
@@ -49,12 +76,29 @@ class RuncError(Exception):
 
 
 @dataclass(frozen=True)
+class IdMap:
+    """A user namespace: container ids 0..size-1 are host ids uid..uid+size-1 (gids likewise)."""
+    uid: int
+    gid: int
+    size: int
+
+
+@dataclass(frozen=True)
+class User:
+    """Who runs the process, in the container's ids."""
+    uid: int = 0
+    gid: int = 0
+    groups: tuple[int, ...] = ()          # supplementary groups
+
+
+@dataclass(frozen=True)
 class Device:
     """A character device node of the host, made at the same path in the container and allowed."""
     path: str
     major: int
     minor: int
     mode: int = 0o666
+    source: str = ""          # the host's node (default: `path`), bound in a user namespace
 
 
 def container_id(instance_id: str) -> str:
@@ -81,12 +125,20 @@ def host_capabilities() -> list[str]:
     return [name for bit, name in enumerate(ALL_CAPABILITIES) if bounding >> bit & 1]
 
 
+@functools.cache
+def masked_paths() -> list[str]:
+    """MASKED_PATHS and this host's /sys/devices/system/cpu/cpu*/thermal_throttle (read once)."""
+    return MASKED_PATHS + sorted(glob.glob("/sys/devices/system/cpu/cpu[0-9]*/thermal_throttle"))
+
+
 def config(*, args: list[str], env: dict[str, str], rootfs: Path, netns_path: str | None,
            cgroups_path: str, hostname: str, privileged: bool = False,
-           host_network: bool = False, devices: list[Device] | None = None) -> dict[str, Any]:
+           host_network: bool = False, devices: list[Device] | None = None, user: User = User(),
+           id_map: IdMap | None = None, seccomp: dict[str, Any] | None = None) -> dict[str, Any]:
     """config.json for one instance (OCI runtime spec 1.0). `privileged` and `host_network` are
     only asked for when the operator allowed them (the driver checks). `devices`: made in the
-    container and allowed (read, write, mknod), every other device staying denied."""
+    container and allowed (read, write, mknod), every other device staying denied. `id_map`: a user
+    namespace (None: the host's ids); `seccomp`: linux.seccomp (None: no filter)."""
     env = dict(env)
     env.setdefault("PATH", DEFAULT_PATH)
     env.setdefault("HOSTNAME", hostname)
@@ -94,11 +146,22 @@ def config(*, args: list[str], env: dict[str, str], rootfs: Path, netns_path: st
     if netns_path:
         network["path"] = netns_path
     cfg = _base_config(args, env, rootfs, cgroups_path, hostname,
-                       namespaces=[{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+                       namespaces=[{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup")]
                        + ([] if host_network else [network]))
-    if devices:
+    cfg["process"]["user"] = {"uid": user.uid, "gid": user.gid,
+                              **({"additionalGids": list(user.groups)} if user.groups else {})}
+    if id_map is not None:
+        _in_user_namespace(cfg, id_map)
+    if seccomp is not None:
+        cfg["linux"]["seccomp"] = seccomp
+    if devices and id_map is not None:
+        # no mknod in a user namespace: the host's nodes are bound (what runc does from `path`)
+        cfg["mounts"] += [{"destination": d.path, "type": "bind", "source": d.source or d.path,
+                           "options": ["bind", "nosuid", "noexec"]} for d in devices]
+    elif devices:
         cfg["linux"]["devices"] = [{"path": d.path, "type": "c", "major": d.major, "minor": d.minor,
                                     "fileMode": d.mode, "uid": 0, "gid": 0} for d in devices]
+    if devices:
         cfg["linux"]["resources"]["devices"] += [{"allow": True, "type": "c", "major": d.major,
                                                   "minor": d.minor, "access": "rwm"} for d in devices]
     if privileged:
@@ -106,10 +169,21 @@ def config(*, args: list[str], env: dict[str, str], rootfs: Path, netns_path: st
     return cfg
 
 
+def _in_user_namespace(cfg: dict[str, Any], id_map: IdMap) -> None:
+    """Root in the container is host uid `id_map.uid`. The network namespace must be one runc makes
+    (owned by this user namespace: see ContainerDriver.start), not a path."""
+    linux = cfg["linux"]
+    linux["namespaces"].append({"type": "user"})
+    for ns in linux["namespaces"]:
+        ns.pop("path", None)
+    linux["uidMappings"] = [{"containerID": 0, "hostID": id_map.uid, "size": id_map.size}]
+    linux["gidMappings"] = [{"containerID": 0, "hostID": id_map.gid, "size": id_map.size}]
+
+
 def _make_privileged(cfg: dict[str, Any]) -> None:
     """What `docker run --privileged` changes: every capability, setuid binaries work, nothing of
-    /proc masked or read-only, every device allowed, /sys writable. (No seccomp profile is set for
-    any container.)"""
+    /proc masked or read-only, every device allowed, /sys writable. (Nor any seccomp filter: the
+    driver gives none, nor a user namespace.)"""
     caps = host_capabilities()
     cfg["process"]["capabilities"] = {k: caps for k in ("bounding", "effective", "permitted")}
     cfg["process"]["noNewPrivileges"] = False
@@ -133,11 +207,13 @@ def _base_config(args: list[str], env: dict[str, str], rootfs: Path, cgroups_pat
             "cwd": "/",
             "capabilities": {k: CAPABILITIES for k in ("bounding", "effective", "permitted")},
             "noNewPrivileges": True,
+            "oomScoreAdj": 0,                # not the agent's (its unit sets -500)
+            "rlimits": rlimits(),
         },
         "root": {"path": str(rootfs), "readonly": False},
         "hostname": hostname,
         "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
             {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
              "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
             {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
@@ -154,7 +230,7 @@ def _base_config(args: list[str], env: dict[str, str], rootfs: Path, cgroups_pat
             "cgroupsPath": "/" + cgroups_path.strip("/"),
             # no cpu/memory/pids here: the agent writes those itself
             "resources": {"devices": [{"allow": False, "access": "rwm"}]},
-            "maskedPaths": MASKED_PATHS,
+            "maskedPaths": masked_paths(),
             "readonlyPaths": READONLY_PATHS,
         },
     }
@@ -179,19 +255,32 @@ class Runc:
     async def run_detached(self, cid: str, bundle: Path, log_file: Path) -> int:
         """`runc run -d`: start the container and return its init's pid once it runs. The container
         inherits stdout/stderr = log_file (runc's pass-through stdio, no terminal)."""
+        return await self._launch("run", "-d", cid=cid, bundle=bundle, log_file=log_file)
+
+    async def create(self, cid: str, bundle: Path, log_file: Path) -> int:
+        """`runc create`: the container made, its init waiting to exec the command (`start`); its
+        pid. Stdout/stderr as run_detached."""
+        return await self._launch("create", cid=cid, bundle=bundle, log_file=log_file)
+
+    async def start(self, cid: str) -> None:
+        """`runc start`: a created container's init execs its command."""
+        rc, stderr = await run(self._argv("start", cid))
+        if rc != 0:
+            raise RuncError(f"runc start {cid}: {stderr.decode(errors='replace').strip() or f'exit status {rc}'}")
+
+    async def _launch(self, *verb: str, cid: str, bundle: Path, log_file: Path) -> int:
         pid_file, runc_log = bundle / "init.pid", bundle / "runc.log"
         pid_file.unlink(missing_ok=True)
-        argv = self._argv("run", "-d", "--pid-file", str(pid_file), "--bundle", str(bundle), cid,
-                          log=runc_log)
+        argv = self._argv(*verb, "--pid-file", str(pid_file), "--bundle", str(bundle), cid, log=runc_log)
         with open(log_file, "ab") as out:
             offset = out.tell()
             rc, _ = await run(argv, stdout=out, stderr=out)
         if rc != 0:
-            raise RuncError(_runc_message(runc_log, _tail(log_file, offset)) or f"runc run exited with {rc}")
+            raise RuncError(_runc_message(runc_log, _tail(log_file, offset)) or f"runc {verb[0]} exited with {rc}")
         try:
             return int(pid_file.read_text())
         except (OSError, ValueError) as e:
-            raise RuncError(f"runc run succeeded but wrote no pid file: {e}") from e
+            raise RuncError(f"runc {verb[0]} succeeded but wrote no pid file: {e}") from e
 
     async def exec(self, cid: str, command: list[str], timeout: float) -> tuple[int, str]:
         """`runc exec`: run command in the container (its namespaces, cgroup, user and capabilities)

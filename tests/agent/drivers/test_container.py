@@ -42,8 +42,8 @@ def test_host_access_is_one_definition_the_agent_reads_without_loading_the_spec_
     import sys
 
     from agent.drivers.container import driver
-    from packyard import spec
-    assert driver.HOST_ACCESS is spec.HOST_ACCESS
+    from packyard import privilege, spec
+    assert driver.host_access is privilege.host_access and spec.HOST_ACCESS is privilege.HOST_ACCESS
     # packyard.spec loads pydantic and yaml (~11 MiB): the agent's drivers must not
     code = ("import sys, agent.drivers.container.driver, agent.drivers.vm.driver; "
             "print(sorted(m for m in ('pydantic', 'yaml', 'packyard.spec') if m in sys.modules))")
@@ -61,7 +61,7 @@ def test_config_joins_our_netns_and_cgroup_without_limits():
     c = make_config()
     linux = c["linux"]
     assert {"type": "network", "path": "/var/run/netns/pyn-x"} in linux["namespaces"]
-    assert {n["type"] for n in linux["namespaces"]} == {"pid", "ipc", "uts", "mount", "network"}
+    assert {n["type"] for n in linux["namespaces"]} == {"pid", "ipc", "uts", "mount", "network", "cgroup"}
     assert linux["cgroupsPath"] == "/packyard/n1/i1"
     assert set(linux["resources"]) == {"devices"}          # limits are the agent's, not runc's
     assert c["process"]["args"] == ["sh", "-c", "exit 3"] and c["process"]["terminal"] is False
@@ -286,8 +286,8 @@ async def test_start_logs_stop_and_clean_up(harness):
 @needs_runc()
 async def test_only_the_chosen_gpu_is_allowed(harness, tmp_path):
     """No GPU here: fake NVIDIA nodes (major 195, no driver behind them). Opening an allowed one
-    says "no such device" (ENXIO, from the missing driver); a denied one, made in the container
-    (runc lets any node be made), is refused by the device cgroup (EPERM)."""
+    says "no such device" (ENXIO, from the missing driver). In the container's user namespace no
+    node can be made (mknod: EPERM); the device cgroup allows only the chosen one (devices.list)."""
     d = harness.driver
     d.dev_dir = tmp_path / "dev"
     d.dev_dir.mkdir()
@@ -300,7 +300,7 @@ async def test_only_the_chosen_gpu_is_allowed(harness, tmp_path):
     assert {"NVIDIA_VISIBLE_DEVICES=1", "CUDA_VISIBLE_DEVICES=1", "CUDA_DEVICE_ORDER=PCI_BUS_ID"} <= set(out.split())
     assert "nvidia1" in out.split() and "nvidia0" not in out.split()          # ls /dev
     assert "can't open '/dev/nvidia1': No such device or address" in out     # allowed
-    assert "can't open '/tmp/n0': Operation not permitted" in out            # denied
+    assert "mknod: /tmp/n0: Operation not permitted" in out                  # no node made
     assert (h.data["gpus"], h.data["gpu_devices"]) == ([1], ["/dev/nvidia1"])
     if d.cgroups.version == "v1":
         rules = Path("/sys/fs/cgroup/devices", h.data["cgroup"], "devices.list").read_text().split("\n")
@@ -467,10 +467,13 @@ async def test_image(harness, tmp_path, as_tar):
     command = ["/bin/sh", "-c", "cat /marker; echo written > /new; echo changed > /marker"]
     for i in range(2):
         h = await harness.start(f"t.g.{i}-img", command, image=str(image))
-        assert (await asyncio.wait_for(d.wait(h), 5)).exit_code == 0
+        # a directory image is used as it is: its root-owned 0644 file is not the container root's
+        # (a user namespace's), but / is (the writable layer); a .tar is extracted with shifted owners
+        assert (await asyncio.wait_for(d.wait(h), 5)).exit_code == (0 if as_tar else 1)
         assert d.log_path(h).read_text().startswith("from-the-image")   # lower layer untouched
+        assert as_tar or "can't create /marker: Permission denied" in d.log_path(h).read_text()
     if as_tar:
-        assert len(list(d.images_dir.glob("tar-*"))) == 1                 # extracted once
+        assert len(list(d.shifted_lowers.cache.glob("tar-*"))) == 1       # extracted once
     else:
         assert (image / "marker").read_text() == "from-the-image" and not (image / "new").exists()
 

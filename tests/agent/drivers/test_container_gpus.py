@@ -30,8 +30,9 @@ def fake_dev(root: Path, minors: dict[str, int]) -> Path:
 def test_only_the_chosen_gpus_and_the_control_nodes(tmp_path):
     dev = fake_dev(tmp_path / "dev", {"nvidia0": 0, "nvidia1": 1, "nvidia2": 2, "nvidiactl": 255})
     assert gpus.devices([2, 0], dev, "i1") == [
-        Device("/dev/nvidia2", NVIDIA_MAJOR, 2, 0o666), Device("/dev/nvidia0", NVIDIA_MAJOR, 0, 0o666),
-        Device("/dev/nvidiactl", NVIDIA_MAJOR, 255, 0o666)]
+        Device("/dev/nvidia2", NVIDIA_MAJOR, 2, 0o666, str(dev / "nvidia2")),
+        Device("/dev/nvidia0", NVIDIA_MAJOR, 0, 0o666, str(dev / "nvidia0")),
+        Device("/dev/nvidiactl", NVIDIA_MAJOR, 255, 0o666, str(dev / "nvidiactl"))]
     assert gpus.devices([], dev, "i1") == []
     with pytest.raises(DriverError, match=r"^i1: GPU 3, 7 chosen for it has no device node"):
         gpus.devices([1, 3, 7], dev, "i1")
