@@ -14,6 +14,7 @@ import pytest
 
 from ctl.local import LocalCluster
 from packyard.spec import MAX_SPEC_BYTES
+from tests.conftest import searchable_dir
 
 UNREACHABLE = "127.0.0.1:1"      # nothing listens: a file that got past validation would exit 1
 
@@ -99,11 +100,11 @@ def test_a_valid_file_gets_past_validation(tmp_path):
 # -- what only the agent can refuse, seen through ctl ---------------------------------------------
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(request):
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces")
     # the scheduler allows privileged jobs, the agent (default flags) does not: defence in depth
-    c = LocalCluster(tmp_path_factory.mktemp("hostile"), hosts=1, prefix="ph", net="10.213.184.0/24",
+    c = LocalCluster(searchable_dir(request, "hostile"), hosts=1, prefix="ph", net="10.213.184.0/24",
                      etcd_port=23820, scheduler_port=17820, scheduler_args=("--allow-privileged",))
     c.up()
     yield c
