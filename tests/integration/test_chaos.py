@@ -10,14 +10,16 @@ import shutil
 import pytest
 
 from bench.chaos import run
+from tests.conftest import searchable_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
               pytest.mark.skipif(shutil.which("runc") is None, reason="runc not installed")]
 
 
-def test_one_round_of_every_fault_loses_nothing_and_runs_nothing_twice(tmp_path):
-    result = run(tmp_path, rounds=1, prefix="py", net="10.213.232.0/24", etcd_port=23880,
+def test_one_round_of_every_fault_loses_nothing_and_runs_nothing_twice(request):
+    # searchable: the containers run as their user namespace's root (tests/conftest.py)
+    result = run(searchable_dir(request, "chaos"), rounds=1, prefix="py", net="10.213.232.0/24", etcd_port=23880,
                  scheduler_port=17880, every=2.0)
     print(result)
     assert set(result["faults"]) == {"agent-kill", "leader-kill", "net-cut", "etcd-kill"}
