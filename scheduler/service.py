@@ -5,10 +5,12 @@ more. Reads come from the controller's etcd-fed cache; writes are the controller
 from __future__ import annotations
 
 import logging
+import platform
 
 import grpc
 
 from packyard import keys, records
+from packyard.about import packyard_version
 from packyard.records import MAX_EVENTS, JobRecord, ResourceAmounts
 from packyard.spec import SpecError, load_json
 from packyard.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
@@ -76,6 +78,10 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     async def Stop(self, request, context):
         done = await _answer(context, self.c.stop_job(request.name, request.purge))
         return scheduler_pb2.StopResponse(name=request.name, stopping=done.stopping, purge=done.purge)
+
+    async def Version(self, request, context):
+        return scheduler_pb2.VersionResponse(version=packyard_version(), python=platform.python_version(),
+                                             leader=self.c.leading)
 
     async def Status(self, request, context):
         job = self.c.state.jobs.get(request.name)

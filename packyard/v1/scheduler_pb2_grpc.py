@@ -90,6 +90,11 @@ class SchedulerStub:
                 request_serializer=packyard_dot_v1_dot_scheduler__pb2.StatusRequest.SerializeToString,
                 response_deserializer=packyard_dot_v1_dot_scheduler__pb2.Deployment.FromString,
                 _registered_method=True)
+        self.Version = channel.unary_unary(
+                '/packyard.v1.Scheduler/Version',
+                request_serializer=packyard_dot_v1_dot_scheduler__pb2.VersionRequest.SerializeToString,
+                response_deserializer=packyard_dot_v1_dot_scheduler__pb2.VersionResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -164,6 +169,13 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Version(self, request, context):
+        """Issue 17: `ctl version`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -221,6 +233,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.Promote,
                     request_deserializer=packyard_dot_v1_dot_scheduler__pb2.StatusRequest.FromString,
                     response_serializer=packyard_dot_v1_dot_scheduler__pb2.Deployment.SerializeToString,
+            ),
+            'Version': grpc.unary_unary_rpc_method_handler(
+                    servicer.Version,
+                    request_deserializer=packyard_dot_v1_dot_scheduler__pb2.VersionRequest.FromString,
+                    response_serializer=packyard_dot_v1_dot_scheduler__pb2.VersionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -520,6 +537,33 @@ class Scheduler:
             '/packyard.v1.Scheduler/Promote',
             packyard_dot_v1_dot_scheduler__pb2.StatusRequest.SerializeToString,
             packyard_dot_v1_dot_scheduler__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Version(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/packyard.v1.Scheduler/Version',
+            packyard_dot_v1_dot_scheduler__pb2.VersionRequest.SerializeToString,
+            packyard_dot_v1_dot_scheduler__pb2.VersionResponse.FromString,
             options,
             channel_credentials,
             insecure,
