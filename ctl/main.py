@@ -18,10 +18,14 @@ from ctl.local_cli import local
 from ctl.output import dumps, emit, output_option, remember
 from ctl.params import NON_NEGATIVE_INT, POSITIVE_FLOAT
 from ctl.version_cli import completion, version
+from ctl.watch import follow
 from packyard import tls
 from packyard.records import TERMINAL
 from packyard.spec import MAX_SPEC_BYTES, load_yaml
 from packyard.v1 import common_pb2, scheduler_pb2
+
+watch_option = click.option("-w", "--watch", is_flag=True,
+                            help="Print again each time it changes (the scheduler streams the changes); Ctrl-C quits.")
 
 # These make no call to a scheduler (or make their own certificates): a context or a --tls
 # directory that cannot be used yet must not stop them.
@@ -207,32 +211,48 @@ def _ended(i: scheduler_pb2.Instance) -> str:
 @click.argument("job")
 @click.option("--all", "list_all", is_flag=True,
               help=f"List every instance (default: a summary when more than {render.SUMMARY_OVER}).")
+@watch_option
 @output_option
 @click.pass_obj
-def status(client: Client, job: str, list_all: bool, output: str):
+def status(client: Client, job: str, list_all: bool, watch: bool, output: str):
     """Show a job's instances: where they run, their state, and why any are pending."""
-    reply = client.call("Status", scheduler_pb2.StatusRequest(name=job))
-    emit(render.status_json(reply), render.status_text(reply, list_all), output)
+    request = scheduler_pb2.StatusRequest(name=job)
+    if watch:
+        follow(client, "WatchStatus", request, render.status_json,
+               lambda r, wide: render.status_text(r, list_all, wide), output)
+        return
+    reply = client.call("Status", request)
+    emit(render.status_json(reply), render.status_text(reply, list_all), output,
+         wide=render.status_text(reply, list_all, wide=True))
 
 
 @cli.command(name="list")
+@watch_option
 @output_option
 @click.pass_obj
-def list_jobs(client: Client, output: str):
+def list_jobs(client: Client, watch: bool, output: str):
     """List jobs."""
+    if watch:
+        follow(client, "WatchList", scheduler_pb2.ListRequest(), render.jobs_json,
+               lambda r, wide: render.jobs_table(list(r.jobs)), output)
+        return
     reply = client.call("List", scheduler_pb2.ListRequest())
-    data = [{"name": j.name, "state": j.state, "priority": j.priority, "version": j.version,
-             "instances": dict(j.instances_by_state)} for j in reply.jobs]
-    emit(data, render.jobs_table(list(reply.jobs)), output)
+    emit(render.jobs_json(reply), render.jobs_table(list(reply.jobs)), output)
 
 
 @cli.command()
+@watch_option
 @output_option
 @click.pass_obj
-def nodes(client: Client, output: str):
+def nodes(client: Client, watch: bool, output: str):
     """List hosts: state, capacity, what is reserved on them."""
+    if watch:
+        follow(client, "WatchNodes", scheduler_pb2.NodesRequest(), render.nodes_json,
+               lambda r, wide: render.nodes_table(list(r.nodes), wide), output)
+        return
     reply = client.call("Nodes", scheduler_pb2.NodesRequest())
-    emit([render.node_json(n) for n in reply.nodes], render.nodes_table(list(reply.nodes)), output)
+    emit(render.nodes_json(reply), render.nodes_table(list(reply.nodes)), output,
+         wide=render.nodes_table(list(reply.nodes), wide=True))
 
 
 @cli.command()
