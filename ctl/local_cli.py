@@ -67,7 +67,7 @@ def local_up(hosts: int, workdir: Path, capacity: str, drivers: str, jobs: tuple
         click.echo(f"scheduler: {cluster.scheduler_address}   etcd: {cluster.etcd_endpoint}", err=True)
         click.echo(select_local_context(cluster.scheduler_address, cluster.tls_dir if use_tls else None), err=True)
         if use_tls:
-            click.echo(f"mutual TLS: export PACKYARD_TLS={cluster.tls_dir}", err=True)
+            click.echo(f"mutual TLS: certificates in {cluster.tls_dir} (the local context uses them)", err=True)
         if cluster.prometheus:
             click.echo(f"prometheus: {cluster.prometheus_url}  (Grafana dashboards: deploy/grafana/)", err=True)
         click.echo(cluster.ctl("nodes").stdout)
