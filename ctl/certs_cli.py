@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from ctl.errors import fail
-from ctl.params import POSITIVE_INT
 from packyard import tls
 
 
@@ -18,7 +17,7 @@ def certs():
 
 @certs.command("init")
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--days", type=POSITIVE_INT, default=365, show_default=True, help="How long the certificates are valid.")
+@click.option("--days", type=int, default=365, show_default=True, help="How long the certificates are valid.")
 @click.option("--force", is_flag=True, help="Replace an existing CA (every host then needs the new files).")
 def certs_init(directory: Path, days: int, force: bool):
     """Write a cluster CA and certificates for the scheduler, the agents and ctl into DIRECTORY."""
@@ -37,7 +36,7 @@ def certs_init(directory: Path, days: int, force: bool):
 @click.argument("role", type=click.Choice(["agent", "etcd"]))
 @click.argument("name")
 @click.option("--ip", "ips", multiple=True, help="etcd: an address the member is dialled at (repeat).")
-@click.option("--days", type=POSITIVE_INT, default=365, show_default=True, help="How long the certificate is valid.")
+@click.option("--days", type=int, default=365, show_default=True, help="How long the certificate is valid.")
 def certs_issue(directory: Path, role: str, name: str, ips: tuple[str, ...], days: int):
     """Write a certificate signed by DIRECTORY's CA for one node's agent (`agent NODE`:
     agent-NODE.crt/.key, the only pair that agent runs with) or one etcd member (`etcd MEMBER --ip A`)."""

@@ -20,6 +20,5 @@ class PositiveSeconds(click.FloatRange):
 
 
 NON_NEGATIVE_INT = click.IntRange(min=0)
-POSITIVE_INT = click.IntRange(min=1)
 POSITIVE_FLOAT = PositiveSeconds()
 PORT_OR_ZERO = click.IntRange(0, 65535)

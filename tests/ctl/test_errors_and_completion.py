@@ -25,7 +25,7 @@ def ctl(*args, env=None):
     (["status"], "Missing argument 'JOB'"),
     (["frobnicate"], "No such command 'frobnicate'"),
     (["completion", "tcsh"], "'tcsh' is not one of"),
-    (["certs", "init", "/tmp/x", "--days", "0"], "'--days'"),
+    (["certs", "init", "/tmp/x", "--days", "0"], "days: 0"),
 ], ids=["tail", "timeout-zero", "timeout-inf", "interval", "rollback-version", "unknown-option",
         "output-after", "output-before", "missing-argument", "unknown-command", "shell", "days"])
 def test_bad_input_is_one_error_line_exit_2_before_any_call(args, names):
