@@ -15,7 +15,7 @@ from ctl.client import Client
 from ctl.config_cli import config
 from ctl.errors import Ctl, fail
 from ctl.local_cli import local
-from ctl.output import dumps, emit, output_option, remember
+from ctl.output import FORMATS, dumps, emit, output_option, remember
 from ctl.params import NON_NEGATIVE_INT, POSITIVE_FLOAT
 from ctl.version_cli import completion, version
 from ctl.watch import follow
@@ -52,7 +52,7 @@ def read_spec(file: Path):
               metavar="DIR", help="Mutual TLS with ctl's certificate in DIR (`ctl certs init`; env PACKYARD_TLS).")
 @click.option("--context", "context_name", envvar="PACKYARD_CONTEXT", default=None, metavar="NAME",
               help="A named context of the config file (`ctl config get-contexts`; env PACKYARD_CONTEXT).")
-@click.option("-o", "--output", "global_output", type=click.Choice(["table", "wide", "json", "yaml"]),
+@click.option("-o", "--output", "global_output", type=click.Choice(FORMATS),
               default=None, help="Output format for the command that follows.")
 @click.option("--no-color", is_flag=True, help="No colour in tables (also NO_COLOR; none unless stdout is a terminal).")
 @click.pass_context
