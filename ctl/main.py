@@ -1,33 +1,35 @@
-"""`ctl`: talk to the packyard scheduler. Bad input exits 2 with one clear line, never a traceback."""
+"""`ctl`: talk to the packyard scheduler. Bad input exits 2 with one clear line, never a traceback.
+The group resolves where to talk to (ctl.session) and how to print (ctl.output); commands that act
+on jobs and hosts live here, `certs`, `local`, `config`, `version` and `completion` beside it."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import click
-import grpc
 
-from ctl import render
-from ctl.client import Client, SchedulerUnreachable
+from ctl import contexts, render, session
+from ctl.certs_cli import certs
+from ctl.client import Client
+from ctl.config_cli import config
+from ctl.errors import Ctl, fail
+from ctl.local_cli import local
+from ctl.output import FORMATS, dumps, emit, output_option, remember
+from ctl.params import NON_NEGATIVE_INT, POSITIVE_FLOAT
+from ctl.version_cli import completion, version
+from ctl.watch import follow
 from packyard import tls
 from packyard.records import TERMINAL
-from packyard.spec import MAX_SPEC_BYTES, SpecError, load_yaml
+from packyard.spec import MAX_SPEC_BYTES, load_yaml
 from packyard.v1 import common_pb2, scheduler_pb2
 
-# gRPC codes that mean the request itself was wrong (the user must change it): exit 2
-BAD_INPUT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
-             grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS}
-output_option = click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
-                             show_default=True, help="Output format.")
+watch_option = click.option("-w", "--watch", is_flag=True,
+                            help="Print again each time it changes (the scheduler streams the changes); Ctrl-C quits.")
 
-
-def fail(message: str, code: int) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
+# These make no call to a scheduler (or make their own certificates): a context or a --tls
+# directory that cannot be used yet must not stop them.
+OFFLINE = {"certs", "local", "config", "completion", "version"}
 
 
 def read_spec(file: Path):
@@ -40,44 +42,39 @@ def read_spec(file: Path):
     return load_yaml(text)
 
 
-def emit(data, text: str, output: str) -> None:
-    click.echo(json.dumps(data, indent=2) if output == "json" else text)
-
-
-class Ctl(click.Group):
-    """Turns every expected failure into `error: ...` and an exit code."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except SpecError as e:
-            fail("invalid job spec:\n  " + "\n  ".join(e.errors), 2)
-        except SchedulerUnreachable as e:
-            fail(str(e), 1)
-        except grpc.RpcError as e:
-            fail(e.details() or e.code().name, 2 if e.code() in BAD_INPUT else 1)
-        except OSError as e:
-            fail(str(e), 2)
-
 
 @click.group(cls=Ctl, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--scheduler", envvar="PACKYARD_SCHEDULER", default="127.0.0.1:7070", show_default=True,
-              help="HOST:PORT[,HOST:PORT...] of the scheduler replicas (env PACKYARD_SCHEDULER).")
-@click.option("--timeout", "rpc_timeout", type=float, default=10.0, show_default=True, hidden=True)
+@click.option("--scheduler", envvar="PACKYARD_SCHEDULER", default=None,
+              help="HOST:PORT[,HOST:PORT...] of the scheduler replicas (env PACKYARD_SCHEDULER; "
+                   f"default: the current context's, else {session.DEFAULT_SCHEDULER}).")
+@click.option("--timeout", "rpc_timeout", type=POSITIVE_FLOAT, default=10.0, show_default=True, hidden=True)
 @click.option("--tls", "tls_dir", envvar="PACKYARD_TLS", type=click.Path(path_type=Path), default=None,
               metavar="DIR", help="Mutual TLS with ctl's certificate in DIR (`ctl certs init`; env PACKYARD_TLS).")
+@click.option("--context", "context_name", envvar="PACKYARD_CONTEXT", default=None, metavar="NAME",
+              help="A named context of the config file (`ctl config get-contexts`; env PACKYARD_CONTEXT).")
+@click.option("-o", "--output", "global_output", type=click.Choice(FORMATS),
+              default=None, help="Output format for the command that follows.")
+@click.option("--no-color", is_flag=True, help="No colour in tables (also NO_COLOR; none unless stdout is a terminal).")
 @click.pass_context
-def cli(ctx, scheduler, rpc_timeout, tls_dir):
+def cli(ctx, scheduler, rpc_timeout, tls_dir, context_name, global_output, no_color):
     """Submit and watch jobs on a packyard cluster."""
-    identity = None
-    # certs and local make their own certificates: a DIR that does not exist yet is fine for them
-    if tls_dir is not None and ctx.invoked_subcommand not in ("certs", "local"):
-        try:
-            identity = tls.load(tls_dir, "ctl")
-        except tls.TLSError as e:
-            fail(f"--tls: {e}", 2)
-    ctx.obj = Client(scheduler, timeout=rpc_timeout, identity=identity)
+    remember(ctx, global_output, no_color)
+    if ctx.invoked_subcommand in OFFLINE and ctx.invoked_subcommand != "version":
+        ctx.obj = session.Target(scheduler or session.DEFAULT_SCHEDULER, tls_dir, context_name)
+        return
+    try:
+        target = session.resolve(scheduler, tls_dir, context_name)
+    except contexts.ContextError as e:
+        fail(str(e), 2)
+    try:
+        ctx.obj = session.connect(target, rpc_timeout)
+    except tls.TLSError as e:
+        fail(f"--tls: {e}", 2)
     ctx.call_on_close(ctx.obj.close)
+
+
+for group in (certs, local, config, version, completion):
+    cli.add_command(group)
 
 
 @cli.command()
@@ -86,7 +83,7 @@ def cli(ctx, scheduler, rpc_timeout, tls_dir):
               "update that replaces instances, until its deployment has ended (successful: exit 0, "
               "failed or reverted: exit 1) or awaits `ctl promote` (exit 0); for a batch job, until "
               "every instance completed (exit 0) or one failed for good (exit 1).")
-@click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds to --wait.")
+@click.option("--timeout", type=POSITIVE_FLOAT, default=300.0, show_default=True, help="Seconds to --wait.")
 @output_option
 @click.pass_obj
 def submit(client: Client, file: Path, wait: bool, timeout: float, output: str):
@@ -101,14 +98,14 @@ def submit(client: Client, file: Path, wait: bool, timeout: float, output: str):
                    f"{len(reply.instance_ids)} instances)", output)
         return
     if spec.type == "batch":
-        status = wait_finished(client, reply.name, timeout, quiet=output == "json")
+        status = wait_finished(client, reply.name, timeout, quiet=output in ("json", "yaml"))
         emit(render.status_json(status), render.status_text(status), output)
         bad = [i for i in status.instances if i.desired == "run" and i.state != "complete"]
         if bad:
             fail(f"{len(bad)} instance(s) of {reply.name} did not complete: "
                  + ", ".join(_ended(i) for i in bad[:5]) + (" ..." if len(bad) > 5 else ""), 1)
         return
-    status = wait_running(client, reply.name, timeout, quiet=output == "json", version=reply.version)
+    status = wait_running(client, reply.name, timeout, quiet=output in ("json", "yaml"), version=reply.version)
     emit(render.status_json(status), render.status_text(status), output)
     rollout = _deployment_of(status, reply.version)
     if rollout is not None and rollout.state in ("failed", "reverted"):
@@ -117,7 +114,7 @@ def submit(client: Client, file: Path, wait: bool, timeout: float, output: str):
     if bad:
         fail(f"{len(bad)} instance(s) of {reply.name} did not run: {bad[0].id} {bad[0].state}"
              + (f" ({bad[0].reason})" if bad[0].reason else ""), 1)
-    if rollout is not None and rollout.state == "awaiting promotion" and output != "json":
+    if rollout is not None and rollout.state == "awaiting promotion" and output not in ("json", "yaml"):
         click.echo(f"canaries of version {reply.version} are healthy; `ctl promote {reply.name}` "
                    "rolls out the rest", err=True)
 
@@ -214,46 +211,62 @@ def _ended(i: scheduler_pb2.Instance) -> str:
 @click.argument("job")
 @click.option("--all", "list_all", is_flag=True,
               help=f"List every instance (default: a summary when more than {render.SUMMARY_OVER}).")
+@watch_option
 @output_option
 @click.pass_obj
-def status(client: Client, job: str, list_all: bool, output: str):
+def status(client: Client, job: str, list_all: bool, watch: bool, output: str):
     """Show a job's instances: where they run, their state, and why any are pending."""
-    reply = client.call("Status", scheduler_pb2.StatusRequest(name=job))
-    emit(render.status_json(reply), render.status_text(reply, list_all), output)
+    request = scheduler_pb2.StatusRequest(name=job)
+    if watch:
+        follow(client, "WatchStatus", request, render.status_json,
+               lambda r, wide: render.status_text(r, list_all, wide), output)
+        return
+    reply = client.call("Status", request)
+    emit(render.status_json(reply), render.status_text(reply, list_all), output,
+         wide=render.status_text(reply, list_all, wide=True))
 
 
 @cli.command(name="list")
+@watch_option
 @output_option
 @click.pass_obj
-def list_jobs(client: Client, output: str):
+def list_jobs(client: Client, watch: bool, output: str):
     """List jobs."""
+    if watch:
+        follow(client, "WatchList", scheduler_pb2.ListRequest(), render.jobs_json,
+               lambda r, wide: render.jobs_table(list(r.jobs)), output)
+        return
     reply = client.call("List", scheduler_pb2.ListRequest())
-    data = [{"name": j.name, "state": j.state, "priority": j.priority, "version": j.version,
-             "instances": dict(j.instances_by_state)} for j in reply.jobs]
-    emit(data, render.jobs_table(list(reply.jobs)), output)
+    emit(render.jobs_json(reply), render.jobs_table(list(reply.jobs)), output)
 
 
 @cli.command()
+@watch_option
 @output_option
 @click.pass_obj
-def nodes(client: Client, output: str):
+def nodes(client: Client, watch: bool, output: str):
     """List hosts: state, capacity, what is reserved on them."""
+    if watch:
+        follow(client, "WatchNodes", scheduler_pb2.NodesRequest(), render.nodes_json,
+               lambda r, wide: render.nodes_table(list(r.nodes), wide), output)
+        return
     reply = client.call("Nodes", scheduler_pb2.NodesRequest())
-    emit([render.node_json(n) for n in reply.nodes], render.nodes_table(list(reply.nodes)), output)
+    emit(render.nodes_json(reply), render.nodes_table(list(reply.nodes)), output,
+         wide=render.nodes_table(list(reply.nodes), wide=True))
 
 
 @cli.command()
 @click.argument("instance_id")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing as the instance writes.")
-@click.option("--tail", type=int, default=0, help="Only the last N bytes.")
+@click.option("--tail", type=NON_NEGATIVE_INT, default=0, help="Only the last N bytes.")
 @output_option
 @click.pass_obj
 def logs(client: Client, instance_id: str, follow: bool, tail: int, output: str):
     """Print an instance's stdout/stderr (containers) or serial console (VMs)."""
     req = common_pb2.LogsRequest(instance_id=instance_id, tail_bytes=tail, follow=follow)
-    if output == "json":
+    if output in ("json", "yaml"):
         data = b"".join(c.data for c in client.stream("Logs", req))
-        click.echo(json.dumps({"id": instance_id, "log": data.decode(errors="replace")}))
+        click.echo(dumps({"id": instance_id, "log": data.decode(errors="replace")}, output))
         return
     out = sys.stdout.buffer
     for chunk in client.stream("Logs", req):
@@ -311,7 +324,7 @@ def stop(client: Client, job: str, purge: bool, output: str):
 
 
 @cli.command()
-@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--interval", type=POSITIVE_FLOAT, default=2.0, show_default=True, help="Seconds between refreshes.")
 @click.option("--once", is_flag=True, help="Print once and exit.")
 @output_option
 @click.pass_obj
@@ -320,8 +333,8 @@ def top(client: Client, interval: float, once: bool, output: str):
     from ctl import top as view
     while True:
         nodes = list(client.call("Nodes", scheduler_pb2.NodesRequest()).nodes)
-        if output == "json":
-            click.echo(json.dumps([view.node_json(n) for n in nodes], indent=2))
+        if output in ("json", "yaml"):
+            click.echo(dumps([view.node_json(n) for n in nodes], output))
             return
         text = view.render(nodes)
         if once or not sys.stdout.isatty():
@@ -341,124 +354,6 @@ def profiles(client: Client, output: str):
     """Overhead profiles: the default formula, what was learned from measurements, the evidence."""
     reply = client.call("Profiles", scheduler_pb2.ProfilesRequest())
     emit([render.profile_json(p) for p in reply.profiles], render.profiles_table(list(reply.profiles)), output)
-
-
-@cli.group()
-def certs():
-    """Certificates for mutual TLS between ctl, the scheduler and the agents."""
-
-
-@certs.command("init")
-@click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--days", type=int, default=365, show_default=True, help="How long the certificates are valid.")
-@click.option("--force", is_flag=True, help="Replace an existing CA (every host then needs the new files).")
-def certs_init(directory: Path, days: int, force: bool):
-    """Write a cluster CA and certificates for the scheduler, the agents and ctl into DIRECTORY."""
-    try:
-        written = tls.init(directory, days=days, force=force)
-    except tls.TLSError as e:
-        fail(str(e), 2)
-    click.echo("\n".join(str(p) for p in written))
-    click.echo(f"start packyard-scheduler and ctl with --tls {directory} (or PACKYARD_TLS); each reads only "
-               "ca.crt and its own <role>.crt/.key; each agent needs its node's pair: `ctl certs issue "
-               f"{directory} agent NODE`; keep ca.key and root.key off the hosts", err=True)
-
-
-@certs.command("issue")
-@click.argument("directory", type=click.Path(path_type=Path))
-@click.argument("role", type=click.Choice(["agent", "etcd"]))
-@click.argument("name")
-@click.option("--ip", "ips", multiple=True, help="etcd: an address the member is dialled at (repeat).")
-@click.option("--days", type=int, default=365, show_default=True, help="How long the certificate is valid.")
-def certs_issue(directory: Path, role: str, name: str, ips: tuple[str, ...], days: int):
-    """Write a certificate signed by DIRECTORY's CA for one node's agent (`agent NODE`:
-    agent-NODE.crt/.key, the only pair that agent runs with) or one etcd member (`etcd MEMBER --ip A`)."""
-    try:
-        written = tls.issue(directory, role, name, days=days, ips=ips)
-    except tls.TLSError as e:
-        fail(str(e), 2)
-    click.echo("\n".join(str(p) for p in written))
-    if role == "agent":
-        click.echo(f"give node {name} ca.crt and agent-{name}.crt/.key; then `ctl certs grant {directory} "
-                   "--etcd URL` lets it write its keys in etcd", err=True)
-
-
-@certs.command("grant")
-@click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--etcd", "endpoints", required=True, help="etcd's client URLs (comma list).")
-def certs_grant(directory: Path, endpoints: str):
-    """Set up etcd's users and roles with DIRECTORY's root pair and turn authentication on: the
-    scheduler gets /packyard/, each node with an agent-NODE certificate in DIRECTORY its own keys,
-    ctl nothing. Safe to run again (after issuing a certificate for a new node)."""
-    from packyard import etcd_auth
-    try:
-        users = etcd_auth.grant(endpoints, directory)
-    except (etcd_auth.GrantError, OSError, subprocess.TimeoutExpired) as e:
-        fail(str(e), 1)
-    click.echo("\n".join(users))
-
-
-@cli.group()
-def local():
-    """A local multi-host cluster on this machine (each host a network namespace)."""
-
-
-@local.command("up")
-@click.option("--hosts", type=click.IntRange(1, 50), default=3, show_default=True)
-@click.option("--workdir", type=click.Path(path_type=Path), default=Path("/tmp/packyard-local"),
-              show_default=True, help="State dirs and logs of every process.")
-@click.option("--capacity", default="cpu=2,memory=2Gi", show_default=True, help="Each host's capacity.")
-@click.option("--drivers", default="container,vm", show_default=True, help="Drivers each agent runs.")
-@click.option("--submit", "jobs", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Job file(s) to submit (and wait for) once the cluster is up.")
-@click.option("--once", is_flag=True, help="Tear the cluster down after submitting instead of waiting for Ctrl-C.")
-@click.option("--prometheus-port", type=int, default=9090, show_default=True,
-              help="Start Prometheus on 127.0.0.1:PORT scraping everything (0: don't).")
-@click.option("--tls", "use_tls", is_flag=True,
-              help="Mutual TLS on every gRPC port (certificates in WORKDIR/tls).")
-def local_up(hosts: int, workdir: Path, capacity: str, drivers: str, jobs: tuple[Path, ...], once: bool,
-             prometheus_port: int, use_tls: bool):
-    """Start etcd, the scheduler and HOSTS agents; submit JOBS; run until Ctrl-C."""
-    import signal as _signal
-
-    from ctl.local import LocalCluster
-    if os.geteuid() != 0:
-        fail("ctl local up needs root (network namespaces, cgroups)", 2)
-    cluster = LocalCluster(workdir, hosts=hosts, capacity=capacity, drivers=drivers,
-                           labels=[{"zone": "a" if i % 2 else "b"} for i in range(1, hosts + 1)],
-                           prometheus_port=prometheus_port or None, tls=use_tls)
-    click.echo(f"starting scheduler + {hosts} agents (logs in {workdir}/logs) ...", err=True)
-    try:
-        cluster.up()
-    except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
-        detail = getattr(e, "stderr", "") or ""
-        fail(f"the local cluster did not start: {e} {detail}".strip(), 1)
-    code = 0
-    try:
-        click.echo(f"scheduler: {cluster.scheduler_address}   etcd: {cluster.etcd_endpoint}", err=True)
-        if use_tls:
-            click.echo(f"mutual TLS: export PACKYARD_TLS={cluster.tls_dir}", err=True)
-        if cluster.prometheus:
-            click.echo(f"prometheus: {cluster.prometheus_url}  (Grafana dashboards: deploy/grafana/)", err=True)
-        click.echo(cluster.ctl("nodes").stdout)
-        for job in jobs:
-            r = cluster.ctl("submit", str(job), "--wait", "--timeout", "120", timeout=180)
-            click.echo(r.stdout + r.stderr)
-            code = code or r.returncode
-        if not once:
-            click.echo(f"cluster is up: export PACKYARD_SCHEDULER={cluster.scheduler_address}; "
-                       "Ctrl-C tears it down", err=True)
-            def interrupt(*_):
-                raise KeyboardInterrupt
-            _signal.signal(_signal.SIGTERM, interrupt)
-            while True:
-                _signal.pause()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        click.echo("tearing the cluster down ...", err=True)
-        cluster.down()
-    sys.exit(code)
 
 
 def main() -> None:

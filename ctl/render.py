@@ -53,6 +53,15 @@ def node_json(n: scheduler_pb2.Node) -> dict:
             "attributes": dict(n.attributes)}
 
 
+def nodes_json(r: scheduler_pb2.NodesResponse) -> list[dict]:
+    return [node_json(n) for n in r.nodes]
+
+
+def jobs_json(r: scheduler_pb2.ListResponse) -> list[dict]:
+    return [{"name": j.name, "state": j.state, "priority": j.priority, "version": j.version,
+             "instances": dict(j.instances_by_state)} for j in r.jobs]
+
+
 def table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [len(h) for h in headers]
     for row in rows:
@@ -63,7 +72,7 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def status_table(s: scheduler_pb2.JobStatus) -> str:
+def status_table(s: scheduler_pb2.JobStatus, wide: bool = False) -> str:
     counts: dict[str, int] = {}
     for i in s.instances:
         counts[i.state] = counts.get(i.state, 0) + 1
@@ -80,17 +89,24 @@ def status_table(s: scheduler_pb2.JobStatus) -> str:
             reason = f"exit {i.exit_code}" + (f": {reason}" if reason and "exit status" not in reason else "")
         if i.events and i.state != "running" and i.events[-1].message not in reason:
             reason = f"{reason}; {i.events[-1].message}" if reason else i.events[-1].message
+        extra = [i.kind or "-", str(i.version), _cpu_mem(i.reserved)] if wide else []
         rows.append([i.id, i.group, i.node or "-", i.state, str(i.restarts), i.health or "unknown",
-                     i.address or "-", reason])
-    return head + "\n" + table(["ID", "GROUP", "NODE", "STATE", "RESTARTS", "HEALTH", "ADDRESS", "REASON"], rows)
+                     i.address or "-", *extra, reason])
+    headers = ["ID", "GROUP", "NODE", "STATE", "RESTARTS", "HEALTH", "ADDRESS"]
+    headers += ["KIND", "VERSION", "RESERVED"] if wide else []
+    return head + "\n" + table([*headers, "REASON"], rows)
+
+
+def _cpu_mem(r: common_pb2.Resources) -> str:
+    return f"{format_cpu(r.cpu_milli)}/{format_bytes(r.memory_bytes)}"
 
 
 SUMMARY_OVER = 50   # instances: beyond this `ctl status` summarises unless --all
 
 
-def status_text(s: scheduler_pb2.JobStatus, list_all: bool = False) -> str:
+def status_text(s: scheduler_pb2.JobStatus, list_all: bool = False, wide: bool = False) -> str:
     """The instance table, or for a big job (100,000 instances) a summary by group and state."""
-    return status_table(s) if list_all or len(s.instances) <= SUMMARY_OVER else status_summary(s)
+    return status_table(s, wide) if list_all or len(s.instances) <= SUMMARY_OVER else status_summary(s)
 
 
 def status_summary(s: scheduler_pb2.JobStatus) -> str:
@@ -115,16 +131,18 @@ def status_summary(s: scheduler_pb2.JobStatus) -> str:
     return "\n".join(out)
 
 
-def nodes_table(nodes: list[scheduler_pb2.Node]) -> str:
+def nodes_table(nodes: list[scheduler_pb2.Node], wide: bool = False) -> str:
+    """wide: also what the hosts measure in use, and their attributes."""
     rows = []
     for n in nodes:
         labels = ",".join(f"{k}={v}" for k, v in sorted(n.labels.items()))
+        extra = [_cpu_mem(n.usage), ",".join(f"{k}={v}" for k, v in sorted(n.attributes.items())) or "-"]
         rows.append([n.name, n.state, n.address,
                      f"{format_cpu(n.allocated.cpu_milli)}/{format_cpu(n.capacity.cpu_milli)}",
                      f"{format_bytes(n.allocated.memory_bytes)}/{format_bytes(n.capacity.memory_bytes)}",
-                     str(n.instances), labels or "-"])
-    return table(["NAME", "STATE", "ADDRESS", "CPU (alloc/cap)", "MEMORY (alloc/cap)", "INSTANCES",
-                  "LABELS"], rows)
+                     str(n.instances), labels or "-", *(extra if wide else [])])
+    headers = ["NAME", "STATE", "ADDRESS", "CPU (alloc/cap)", "MEMORY (alloc/cap)", "INSTANCES", "LABELS"]
+    return table(headers + (["USAGE (cpu/mem)", "ATTRIBUTES"] if wide else []), rows)
 
 
 def jobs_table(jobs: list[scheduler_pb2.JobSummary]) -> str:

@@ -18,7 +18,7 @@ from packyard.etcd import Etcd, EtcdUnavailable, Event
 from packyard.records import TERMINAL, InstanceRecord, JobRecord
 from packyard.spec import JobSpec, load_json
 from packyard.update import update_policy
-from scheduler import metrics, placement, versions
+from scheduler import changes, metrics, placement, versions
 from scheduler.agents import AgentClients
 from scheduler.commit import NOT_LEADING, Committer, Guard, Write
 from scheduler.dispatch import DispatchConfig, Dispatcher
@@ -108,6 +108,7 @@ class Controller:
         self.config = config
         self.clock = clock
         self.state = ClusterState(on_report=_count_end)
+        self.changes = changes.ChangeFeed()    # what the watch RPCs wait on (scheduler.changes)
         self.specs = SpecCache()
         self.learner = ProfileLearner(dict(self.config.engine.profiles), self.config.learner)
         self.committer = Committer(etcd, self.state, fence=self._fence)
@@ -188,6 +189,7 @@ class Controller:
         async def relist(compact_revision: int) -> int:
             revision, kvs = await self.etcd.get_prefix(prefix)
             self._dirty |= self.state.reload(prefix, kvs)
+            self.changes.publish({changes.EVERYTHING})
             self.kick()
             return revision + 1
         return relist
@@ -196,6 +198,7 @@ class Controller:
         for ev in batch:
             self._dirty |= self.state.apply(ev)
         self._observe_usage(batch)
+        self.changes.publish(changes.topics_of(ev.key for ev in batch))
         self.kick()
 
     def _observe_usage(self, kvs) -> None:

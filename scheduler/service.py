@@ -4,19 +4,26 @@ more. Reads come from the controller's etcd-fed cache; writes are the controller
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import platform
 
 import grpc
 
 from packyard import keys, records
+from packyard.about import packyard_version
 from packyard.records import MAX_EVENTS, JobRecord, ResourceAmounts
 from packyard.spec import SpecError, load_json
 from packyard.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
+from scheduler import changes
 from scheduler.controller import Conflict, Controller, NotFound, Refused
 from scheduler.convert import to_resources
 from scheduler.state import Entry
 
 log = logging.getLogger(__name__)
+# seconds a watch waits after a change before reading the cache: a burst (a job's 100 instances
+# starting) is one message, not a hundred
+WATCH_COALESCE = 0.1
 
 
 class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
@@ -77,10 +84,53 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         done = await _answer(context, self.c.stop_job(request.name, request.purge))
         return scheduler_pb2.StopResponse(name=request.name, stopping=done.stopping, purge=done.purge)
 
+    async def Version(self, request, context):
+        return scheduler_pb2.VersionResponse(version=packyard_version(), python=platform.python_version(),
+                                             leader=self.c.leading)
+
     async def Status(self, request, context):
-        job = self.c.state.jobs.get(request.name)
-        if job is None:
+        out = self.status_view(request.name)
+        if out is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"job '{request.name}' not found")
+        return out
+
+    async def WatchStatus(self, request, context):
+        if request.name not in self.c.state.jobs:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"job '{request.name}' not found")
+        async for view in self._watch(request.name, lambda: self.status_view(request.name)):
+            yield view
+
+    async def WatchList(self, request, context):
+        async for view in self._watch(changes.JOBS, self.list_view):
+            yield view
+
+    async def WatchNodes(self, request, context):
+        async for view in self._watch(changes.NODES, self.nodes_view):
+            yield view
+
+    async def _watch(self, topic: str, view):
+        """VIEW() now, then again after each change of TOPIC when it differs from what was sent;
+        ends when VIEW() is None (the job is gone) or the client goes away (the task is cancelled)."""
+        sub = self.c.changes.subscribe(topic)     # before the first view: no change falls between
+        try:
+            last = None          # not b"": an empty view (no jobs yet) serialises to b"" and is sent too
+            while True:
+                current = view()
+                if current is None:
+                    return
+                data = current.SerializeToString(deterministic=True)
+                if data != last:
+                    last = data
+                    yield current
+                await sub.changed()
+                await asyncio.sleep(WATCH_COALESCE)
+        finally:
+            sub.close()
+
+    def status_view(self, name: str) -> scheduler_pb2.JobStatus | None:
+        job = self.c.state.jobs.get(name)
+        if job is None:
+            return None
         spec = self.c.specs.of(job)
         out = scheduler_pb2.JobStatus(name=job.name, priority=spec.priority, state=_job_state(job),
                                       version=job.version, submitted_at=job.submitted_at,
@@ -115,6 +165,9 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         return inst
 
     async def List(self, request, context):
+        return self.list_view()
+
+    def list_view(self) -> scheduler_pb2.ListResponse:
         out = scheduler_pb2.ListResponse()
         for name in sorted(self.c.state.jobs):
             job = self.c.state.jobs[name]
@@ -126,6 +179,9 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         return out
 
     async def Nodes(self, request, context):
+        return self.nodes_view()
+
+    def nodes_view(self) -> scheduler_pb2.NodesResponse:
         state = self.c.state
         alloc = state.allocated()
         count = state.placed_per_node()

@@ -7,6 +7,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class VersionRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class VersionResponse(_message.Message):
+    __slots__ = ("version", "python", "leader")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PYTHON_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    python: str
+    leader: bool
+    def __init__(self, version: _Optional[str] = ..., python: _Optional[str] = ..., leader: _Optional[bool] = ...) -> None: ...
+
 class JobVersion(_message.Message):
     __slots__ = ("version", "submitted_at", "stable", "note", "changes", "current")
     VERSION_FIELD_NUMBER: _ClassVar[int]

@@ -90,6 +90,26 @@ class SchedulerStub:
                 request_serializer=packyard_dot_v1_dot_scheduler__pb2.StatusRequest.SerializeToString,
                 response_deserializer=packyard_dot_v1_dot_scheduler__pb2.Deployment.FromString,
                 _registered_method=True)
+        self.Version = channel.unary_unary(
+                '/packyard.v1.Scheduler/Version',
+                request_serializer=packyard_dot_v1_dot_scheduler__pb2.VersionRequest.SerializeToString,
+                response_deserializer=packyard_dot_v1_dot_scheduler__pb2.VersionResponse.FromString,
+                _registered_method=True)
+        self.WatchStatus = channel.unary_stream(
+                '/packyard.v1.Scheduler/WatchStatus',
+                request_serializer=packyard_dot_v1_dot_scheduler__pb2.StatusRequest.SerializeToString,
+                response_deserializer=packyard_dot_v1_dot_scheduler__pb2.JobStatus.FromString,
+                _registered_method=True)
+        self.WatchList = channel.unary_stream(
+                '/packyard.v1.Scheduler/WatchList',
+                request_serializer=packyard_dot_v1_dot_scheduler__pb2.ListRequest.SerializeToString,
+                response_deserializer=packyard_dot_v1_dot_scheduler__pb2.ListResponse.FromString,
+                _registered_method=True)
+        self.WatchNodes = channel.unary_stream(
+                '/packyard.v1.Scheduler/WatchNodes',
+                request_serializer=packyard_dot_v1_dot_scheduler__pb2.NodesRequest.SerializeToString,
+                response_deserializer=packyard_dot_v1_dot_scheduler__pb2.NodesResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -164,6 +184,33 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Version(self, request, context):
+        """Issue 17: `ctl version`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchStatus(self, request, context):
+        """Issue 17: `ctl status|list|nodes --watch`. The current view first, then again each time the
+        scheduler's cache changes it (a burst of changes: one message); a purged job ends WatchStatus.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchNodes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -221,6 +268,26 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.Promote,
                     request_deserializer=packyard_dot_v1_dot_scheduler__pb2.StatusRequest.FromString,
                     response_serializer=packyard_dot_v1_dot_scheduler__pb2.Deployment.SerializeToString,
+            ),
+            'Version': grpc.unary_unary_rpc_method_handler(
+                    servicer.Version,
+                    request_deserializer=packyard_dot_v1_dot_scheduler__pb2.VersionRequest.FromString,
+                    response_serializer=packyard_dot_v1_dot_scheduler__pb2.VersionResponse.SerializeToString,
+            ),
+            'WatchStatus': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchStatus,
+                    request_deserializer=packyard_dot_v1_dot_scheduler__pb2.StatusRequest.FromString,
+                    response_serializer=packyard_dot_v1_dot_scheduler__pb2.JobStatus.SerializeToString,
+            ),
+            'WatchList': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchList,
+                    request_deserializer=packyard_dot_v1_dot_scheduler__pb2.ListRequest.FromString,
+                    response_serializer=packyard_dot_v1_dot_scheduler__pb2.ListResponse.SerializeToString,
+            ),
+            'WatchNodes': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchNodes,
+                    request_deserializer=packyard_dot_v1_dot_scheduler__pb2.NodesRequest.FromString,
+                    response_serializer=packyard_dot_v1_dot_scheduler__pb2.NodesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -520,6 +587,114 @@ class Scheduler:
             '/packyard.v1.Scheduler/Promote',
             packyard_dot_v1_dot_scheduler__pb2.StatusRequest.SerializeToString,
             packyard_dot_v1_dot_scheduler__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Version(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/packyard.v1.Scheduler/Version',
+            packyard_dot_v1_dot_scheduler__pb2.VersionRequest.SerializeToString,
+            packyard_dot_v1_dot_scheduler__pb2.VersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/packyard.v1.Scheduler/WatchStatus',
+            packyard_dot_v1_dot_scheduler__pb2.StatusRequest.SerializeToString,
+            packyard_dot_v1_dot_scheduler__pb2.JobStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/packyard.v1.Scheduler/WatchList',
+            packyard_dot_v1_dot_scheduler__pb2.ListRequest.SerializeToString,
+            packyard_dot_v1_dot_scheduler__pb2.ListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/packyard.v1.Scheduler/WatchNodes',
+            packyard_dot_v1_dot_scheduler__pb2.NodesRequest.SerializeToString,
+            packyard_dot_v1_dot_scheduler__pb2.NodesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -82,7 +82,7 @@ def test_hostile_files_are_bad_input(tmp_path, command, content, expected):
 
 @pytest.mark.parametrize("path,expected", [
     ("/dev/zero", "error: invalid job spec"), ("/nonexistent/job.yaml", "error: cannot read"),
-    ("/", "Error: Invalid value for 'FILE'"),          # click's own usage error, also exit 2
+    ("/", "error: Invalid value for 'FILE'"),          # click's usage error, in ctl's one style
 ])
 def test_files_that_are_not_specs(path, expected):
     r = ctl("submit", path)

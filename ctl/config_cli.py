@@ -1,0 +1,76 @@
+"""`ctl config`: the named contexts of ctl's config file (ctl.contexts), as `kubectl config` has them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ctl import contexts
+from ctl.errors import fail
+from ctl.output import emit, output_option
+
+
+def _guard(action, *args, **kwargs):
+    try:
+        return action(*args, **kwargs)
+    except contexts.ContextError as e:
+        fail(str(e), 2)
+
+
+@click.group()
+def config():
+    """Named contexts (a scheduler address and a TLS directory) in ~/.config/packyard/ctl.toml
+    (or the file PACKYARD_CTL_CONFIG names)."""
+
+
+@config.command("get-contexts")
+@output_option
+def get_contexts(output: str):
+    """List the contexts; the current one is marked with *."""
+    file = contexts.path()
+    data = _guard(contexts.load, file)
+    current = data.get("current-context")
+    items = [{"name": name, "current": name == current, "scheduler": c["scheduler"], "tls": c.get("tls")}
+             for name, c in sorted(data.get("contexts", {}).items())]
+    from ctl.render import table
+    text = table(["CURRENT", "NAME", "SCHEDULER", "TLS"],
+                 [["*" if i["current"] else "", i["name"], i["scheduler"], i["tls"] or "-"] for i in items])
+    emit({"path": str(file), "current": current, "contexts": items}, text, output)
+
+
+@config.command("current-context")
+def current_context():
+    """Print the current context's name (exit 1 when none is set)."""
+    current = _guard(contexts.load, contexts.path()).get("current-context")
+    if not current:
+        fail(f"no current context in {contexts.path()}", 1)
+    click.echo(current)
+
+
+@config.command("set-context")
+@click.argument("name")
+@click.option("--scheduler", required=True, help="HOST:PORT[,HOST:PORT...] of the scheduler replicas.")
+@click.option("--tls", "tls_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="ctl's certificate directory for this cluster.")
+@click.option("--use", is_flag=True, help="Also make it the current context.")
+def set_context(name: str, scheduler: str, tls_dir: Path | None, use: bool):
+    """Add or replace the context NAME."""
+    tls = str(tls_dir.expanduser().resolve()) if tls_dir else None
+    _guard(contexts.put, contexts.path(), name, scheduler, tls, select=use)
+    click.echo(f"context {name} written to {contexts.path()}" + ("; now current" if use else ""), err=True)
+
+
+@config.command("use-context")
+@click.argument("name")
+def use_context(name: str):
+    """Make NAME the current context."""
+    _guard(contexts.select, contexts.path(), name)
+    click.echo(f"switched to context {name}", err=True)
+
+
+@config.command("delete-context")
+@click.argument("name")
+def delete_context(name: str):
+    """Remove the context NAME."""
+    _guard(contexts.delete, contexts.path(), name)
+    click.echo(f"context {name} deleted", err=True)

@@ -1,0 +1,91 @@
+"""`ctl local up`: a local multi-host cluster on this machine, which plain `ctl` then reaches
+through the `local` context it writes and selects."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from ctl import contexts
+from ctl.errors import fail
+from ctl.params import PORT_OR_ZERO
+
+LOCAL_CONTEXT = "local"
+
+
+def select_local_context(scheduler: str, tls_dir: Path | None) -> str:
+    """Write the `local` context and make it current, so that plain `ctl nodes` in another terminal
+    reaches this cluster without an export; the line to print says so (or why it could not)."""
+    file = contexts.path()
+    try:
+        contexts.put(file, LOCAL_CONTEXT, scheduler, str(tls_dir.resolve()) if tls_dir else None, select=True)
+    except (contexts.ContextError, OSError) as e:
+        return f"could not write the local context ({e}): export PACKYARD_SCHEDULER={scheduler}"
+    return f"context {LOCAL_CONTEXT} ({scheduler}) written to {file} and selected"
+
+
+@click.group()
+def local():
+    """A local multi-host cluster on this machine (each host a network namespace)."""
+
+
+@local.command("up")
+@click.option("--hosts", type=click.IntRange(1, 50), default=3, show_default=True)
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path("/tmp/packyard-local"),
+              show_default=True, help="State dirs and logs of every process.")
+@click.option("--capacity", default="cpu=2,memory=2Gi", show_default=True, help="Each host's capacity.")
+@click.option("--drivers", default="container,vm", show_default=True, help="Drivers each agent runs.")
+@click.option("--submit", "jobs", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Job file(s) to submit (and wait for) once the cluster is up.")
+@click.option("--once", is_flag=True, help="Tear the cluster down after submitting instead of waiting for Ctrl-C.")
+@click.option("--prometheus-port", type=PORT_OR_ZERO, default=9090, show_default=True,
+              help="Start Prometheus on 127.0.0.1:PORT scraping everything (0: don't).")
+@click.option("--tls", "use_tls", is_flag=True,
+              help="Mutual TLS on every gRPC port (certificates in WORKDIR/tls).")
+def local_up(hosts: int, workdir: Path, capacity: str, drivers: str, jobs: tuple[Path, ...], once: bool,
+             prometheus_port: int, use_tls: bool):
+    """Start etcd, the scheduler and HOSTS agents; submit JOBS; run until Ctrl-C."""
+    import signal as _signal
+
+    from ctl.local import LocalCluster
+    if os.geteuid() != 0:
+        fail("ctl local up needs root (network namespaces, cgroups)", 2)
+    cluster = LocalCluster(workdir, hosts=hosts, capacity=capacity, drivers=drivers,
+                           labels=[{"zone": "a" if i % 2 else "b"} for i in range(1, hosts + 1)],
+                           prometheus_port=prometheus_port or None, tls=use_tls)
+    click.echo(f"starting scheduler + {hosts} agents (logs in {workdir}/logs) ...", err=True)
+    try:
+        cluster.up()
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
+        detail = getattr(e, "stderr", "") or ""
+        fail(f"the local cluster did not start: {e} {detail}".strip(), 1)
+    code = 0
+    try:
+        click.echo(f"scheduler: {cluster.scheduler_address}   etcd: {cluster.etcd_endpoint}", err=True)
+        click.echo(select_local_context(cluster.scheduler_address, cluster.tls_dir if use_tls else None), err=True)
+        if use_tls:
+            click.echo(f"mutual TLS: certificates in {cluster.tls_dir} (the local context uses them)", err=True)
+        if cluster.prometheus:
+            click.echo(f"prometheus: {cluster.prometheus_url}  (Grafana dashboards: deploy/grafana/)", err=True)
+        click.echo(cluster.ctl("nodes").stdout)
+        for job in jobs:
+            r = cluster.ctl("submit", str(job), "--wait", "--timeout", "120", timeout=180)
+            click.echo(r.stdout + r.stderr)
+            code = code or r.returncode
+        if not once:
+            click.echo("cluster is up: plain `ctl nodes` reaches it (context local); Ctrl-C tears it down",
+                       err=True)
+            def interrupt(*_):
+                raise KeyboardInterrupt
+            _signal.signal(_signal.SIGTERM, interrupt)
+            while True:
+                _signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        click.echo("tearing the cluster down ...", err=True)
+        cluster.down()
+    sys.exit(code)

@@ -1,0 +1,56 @@
+"""ctl's one error style and its local checks, without a scheduler: click's usage errors are the
+same one `error:` line (exit 2) as the rest, and numeric options are refused before any call."""
+import subprocess
+import sys
+
+import pytest
+
+NOWHERE = "127.0.0.1:9"     # nothing listens: a check that called out would say "cannot reach"
+
+
+def ctl(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "ctl.main", "--scheduler", NOWHERE, *args],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+@pytest.mark.parametrize("args,names", [
+    (["logs", "x", "--tail", "-5"], "'--tail': -5 is not in the range x>=0"),
+    (["submit", "job.yaml", "--wait", "--timeout", "0"], "'--timeout': 0.0 is not in the range x>0"),
+    (["submit", "job.yaml", "--timeout", "inf"], "inf is not a finite number of seconds"),
+    (["top", "--interval", "-1"], "'--interval'"),
+    (["rollback", "shop", "--version", "0"], "'--version'"),
+    (["nodes", "--bogus"], "No such option '--bogus'"),
+    (["nodes", "-o", "xml"], "'-o' / '--output': 'xml' is not one of"),
+    (["-o", "xml", "nodes"], "'-o' / '--output': 'xml' is not one of"),
+    (["status"], "Missing argument 'JOB'"),
+    (["frobnicate"], "No such command 'frobnicate'"),
+    (["completion", "tcsh"], "'tcsh' is not one of"),
+    (["certs", "init", "/tmp/x", "--days", "0"], "days: 0"),
+], ids=["tail", "timeout-zero", "timeout-inf", "interval", "rollback-version", "unknown-option",
+        "output-after", "output-before", "missing-argument", "unknown-command", "shell", "days"])
+def test_bad_input_is_one_error_line_exit_2_before_any_call(args, names):
+    r = ctl(*args)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert names in r.stderr and "cannot reach" not in r.stderr and "Usage:" not in r.stderr
+    assert r.stdout == ""
+
+
+@pytest.mark.parametrize("shell,marker", [("bash", "complete -o nosort -F"), ("zsh", "#compdef ctl"),
+                                          ("fish", "complete --no-files --command ctl")])
+def test_completion_scripts_are_clicks(shell, marker):
+    r = ctl("completion", shell)
+    assert r.returncode == 0, r.stderr
+    assert marker in r.stdout and "_CTL_COMPLETE" in r.stdout
+
+
+def test_completion_answers_with_commands_and_options():
+    """What the bash script asks ctl for: the subcommands, and a command's flags."""
+    env = {"_CTL_COMPLETE": "bash_complete", "COMP_WORDS": "ctl no", "COMP_CWORD": "1", "PATH": "/usr/bin"}
+    r = subprocess.run([sys.executable, "-c", "from ctl.main import main; main()"], capture_output=True,
+                       text=True, timeout=60, env=env)
+    assert "plain,nodes" in r.stdout.split(), r.stdout + r.stderr
+    env["COMP_WORDS"], env["COMP_CWORD"] = "ctl nodes --w", "2"
+    r = subprocess.run([sys.executable, "-c", "from ctl.main import main; main()"], capture_output=True,
+                       text=True, timeout=60, env=env)
+    assert "plain,--watch" in r.stdout.split(), r.stdout + r.stderr
