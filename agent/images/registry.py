@@ -56,9 +56,11 @@ class RegistryConfig:
     def skopeo_args(self, ref: Reference, cert_root: Path, prefix: str = "src-") -> list[str]:
         """skopeo's options for `ref`'s registry (`prefix`: "src-" for copy, "" for inspect). A CA
         goes into a directory of its own (--cert-dir reads every *.crt in it)."""
-        args = [f"--{prefix}tls-verify={'false' if self.plain_allowed(ref) else 'true'}"]
-        args.append(f"--{prefix}authfile={self.authfile}" if self.authfile else f"--{prefix}no-creds")
         ca = self.certs.get(ref.registry)
+        # a registry given a CA is verified with it, even on loopback
+        plain = self.plain_allowed(ref) and ca is None
+        args = [f"--{prefix}tls-verify={'false' if plain else 'true'}"]
+        args.append(f"--{prefix}authfile={self.authfile}" if self.authfile else f"--{prefix}no-creds")
         if ca is not None:
             d = cert_root / ref.registry.replace(":", "_").replace("/", "_")
             d.mkdir(parents=True, exist_ok=True)
