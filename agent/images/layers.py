@@ -17,8 +17,11 @@ import os
 import stat
 import tarfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent.drivers.container.runc import IdMap
+if TYPE_CHECKING:                 # the container driver imports this package
+    from agent.drivers.container.runc import IdMap
+
 
 WHITEOUT, OPAQUE = ".wh.", ".wh..wh..opq"
 OVERFLOW = 65534

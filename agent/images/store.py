@@ -26,13 +26,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent.drivers.container.runc import IdMap
 from agent.images import layers as layers_mod
 from agent.images import pull as pull_mod
 from agent.images.pull import MiB, PullError
 from agent.images.registry import RegistryConfig
 from packyard import imageref
+
+if TYPE_CHECKING:                 # the container driver imports this package
+    from agent.drivers.container.runc import IdMap
 
 log = logging.getLogger(__name__)
 LAYER_TYPES = ("application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.v1.tar+gzip",
