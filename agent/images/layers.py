@@ -56,7 +56,7 @@ def unpack(blob: Path, dest: Path, ids: IdMap | None) -> int:
     try:
         with tarfile.open(blob, "r:*") as tf:
             tf.extractall(dest, filter=checked, numeric_owner=True)
-    except (tarfile.TarError, OSError, EOFError) as e:
+    except (tarfile.TarError, OSError, EOFError, KeyError) as e:   # KeyError: a hard link to nothing
         raise LayerError(f"cannot unpack layer {blob.name}: {e}") from e
     for rel in whiteouts:
         _whiteout(dest, rel, ids)
