@@ -17,16 +17,19 @@ import random
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from agent.drivers.base import InstanceSpec
-from agent.drivers.container import ContainerDriver
-from agent.images.store import ImageStore
-from tests.agent.conftest import RUNC
-from tests.agent.images.registry import Registry, busybox_layer, write_layout
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # the tests' registry helpers
+
+from agent.drivers.base import InstanceSpec  # noqa: E402
+from agent.drivers.container import ContainerDriver  # noqa: E402
+from agent.images.store import ImageStore  # noqa: E402
+from tests.agent.conftest import RUNC  # noqa: E402
+from tests.agent.images.registry import Registry, busybox_layer, write_layout  # noqa: E402
 
 
 def spec(i: str, image: str) -> InstanceSpec:
