@@ -45,7 +45,7 @@ def default_subnet(node: str) -> str:
 def make_drivers(names: list[str], node: str, state_dir: Path, subnet: str, bridge: str | None,
                  libvirt_uri: str = "qemu:///system", allowed_dirs: tuple[Path, ...] | None = None,
                  allow_privileged: bool = False, seccomp_profile: Path | None = None,
-                 userns_remap: str = "packyard"):
+                 userns_remap: str = "packyard", images=None):
     """Driver instances by kind, and attributes for the kinds that could not be set up.
     `allowed_dirs`: where images, kernels and disks may be; `allow_privileged`, `seccomp_profile`,
     `userns_remap`: see --allow-privileged, --seccomp-profile, --userns-remap."""
@@ -57,7 +57,8 @@ def make_drivers(names: list[str], node: str, state_dir: Path, subnet: str, brid
                 drivers["container"] = ContainerDriver(node=node, state_dir=state_dir,
                                                        subnet=subnet, bridge=bridge, allowed_dirs=allowed_dirs,
                                                        allow_privileged=allow_privileged,
-                                                       seccomp_profile=seccomp_profile, userns=userns_remap)
+                                                       seccomp_profile=seccomp_profile, userns=userns_remap,
+                                                       images=images(state_dir) if images else None)
             elif name == "vm":
                 from agent.drivers.vm import VMDriver
                 drivers["vm"] = VMDriver(node=node, state_dir=state_dir, subnet=subnet,
@@ -74,6 +75,16 @@ def make_drivers(names: list[str], node: str, state_dir: Path, subnet: str, brid
     return drivers, attrs
 
 
+def _image_store(opts: dict):
+    """The registry image store's factory (given the driver's state dir), from the agent's flags."""
+    from agent.images.store import ImageStore
+
+    def make(state_dir: Path) -> ImageStore:
+        return ImageStore(state_dir / "images" / "registry", opts["registry_config"],
+                          cap_bytes=opts["image_cache_size"], stall_seconds=opts["pull_progress_deadline"])
+    return make
+
+
 async def serve(opts: dict) -> None:
     node = opts["node"]
     state_dir: Path = opts["state_dir"]
@@ -82,7 +93,7 @@ async def serve(opts: dict) -> None:
     await etcd.connect()
     drivers, attributes = make_drivers(opts["drivers"], node, state_dir, opts["subnet"], opts["bridge"],
                                        opts["libvirt_uri"], opts["allowed_dirs"], opts["allow_privileged"],
-                                       opts["seccomp_profile"], opts["userns_remap"])
+                                       opts["seccomp_profile"], opts["userns_remap"], _image_store(opts))
     for driver in drivers.values():
         attributes.update(await driver.fingerprint())
     attributes.update(fingerprint.host_attributes())
@@ -91,6 +102,8 @@ async def serve(opts: dict) -> None:
         attributes["metrics.address"] = opts["metrics_advertise"] or opts["metrics"]
     reporter = Reporter(etcd, node)
     manager = InstanceManager(node, state_dir, drivers, reporter)
+    if "container" in drivers:
+        drivers["container"].progress = manager.progress      # "pulling 12/48 MiB" while starting
     adopted, dead = await manager.recover()
     if adopted or dead:
         log.info("reattached to %d instances; %d ended while the agent was down", len(adopted), len(dead))
@@ -157,6 +170,13 @@ async def serve(opts: dict) -> None:
                    "/usr/share/containers/seccomp.json with Docker's rules.")
 @click.option("--userns-remap", default="packyard", show_default=True,
               help="Name whose /etc/subuid and /etc/subgid range the containers' user namespace maps to.")
+@click.option("--registry-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Docker config.json (auths) for registries, plus 'certs' {registry: CA file} and "
+                   "'insecure' [registries]; plain HTTP is otherwise for loopback registries only.")
+@click.option("--image-cache-size", default="20Gi", show_default=True,
+              help="Registry images kept on this host; least recently used unused ones go beyond it.")
+@click.option("--pull-progress-deadline", type=float, default=30.0, show_default=True,
+              help="Seconds a pull may go without receiving data before it fails.")
 @click.option("--lease-ttl", type=int, default=5, show_default=True,
               help="Seconds without a heartbeat before the node is declared down.")
 @click.option("--usage-interval", type=float, default=5.0, show_default=True,
@@ -189,6 +209,16 @@ def main(**opts):
         opts["allowed_dirs"] = parse_allowed_dirs(opts["allowed_dirs"])
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--allowed-dirs") from None
+    from agent.images.registry import RegistryConfig, RegistryConfigError
+    from packyard.quantity import QuantityError, parse_bytes
+    try:
+        opts["registry_config"] = RegistryConfig.load(opts["registry_config"])
+    except RegistryConfigError as e:
+        raise click.BadParameter(str(e), param_hint="--registry-config") from None
+    try:
+        opts["image_cache_size"] = parse_bytes(opts["image_cache_size"])
+    except (QuantityError, ValueError) as e:
+        raise click.BadParameter(str(e), param_hint="--image-cache-size") from None
     opts["state_dir"] = opts["state_dir"] or Path("/var/lib/packyard/agent") / opts["node"]
     opts["subnet"] = opts["subnet"] or default_subnet(opts["node"])
     opts["drivers"] = [d.strip() for d in opts["drivers"].split(",") if d.strip()]

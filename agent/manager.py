@@ -68,7 +68,9 @@ class Tracked:
     def record(self, state: str, **kw) -> StateRecord:
         return StateRecord(id=self.spec.id, state=state, restarts=self.restarts, events=self.events,
                            health=self.health.status,
-                           started_at=round(self.started_at, 3) if state == RUNNING else 0.0, **kw)
+                           started_at=round(self.started_at, 3) if state == RUNNING else 0.0,
+                           # the registry image it runs (the container driver's handle says, issue 16)
+                           image_digest=self.handle.data.get("image_digest", "") if self.handle else "", **kw)
 
 
 BOOK = "restarts"      # the manager's key in a stored handle's data (drivers never read it)
@@ -169,6 +171,13 @@ class InstanceManager:
         t.started.set()
         t.started_at = time.time()
         return t.record(RUNNING, address=driver.address(t.handle))
+
+    def progress(self, instance_id: str, message: str) -> None:
+        """A driver's word while an instance starts ("pulling 12/48 MiB"): `starting` with it as the
+        reason, reported in the background (latest wins in the reporter's queue)."""
+        t = self.instances.get(instance_id)
+        if t is not None and t.handle is None and not t.stopping:
+            asyncio.get_running_loop().create_task(self._report_safely(t.record(STARTING, reason=message)))
 
     def _save(self, t: Tracked) -> None:
         if t.restarts or t.backoff_until:

@@ -48,12 +48,16 @@ class LocalCluster:
                  shared_netns: bool = False, usage_interval: float = 2.0,
                  prometheus_port: int | None = None, scrape_interval: str = "5s",
                  scheduler_args: tuple[str, ...] = (), tls: bool = False,
-                 schedulers: int = 1, etcd_members: int = 1):
+                 schedulers: int = 1, etcd_members: int = 1, registry: bool = False):
         """shared_netns: every agent in this (the caller's) network namespace on 127.0.0.1 ports,
         as several agents on one real host would be; else each host gets its own namespace.
         tls: mutual TLS on every gRPC port, with certificates made by `ctl certs init` at up().
         schedulers: replicas (one leads); etcd_members > 1: an etcd cluster of its own on ports
-        etcd_port, +2, +4... instead of the first scheduler's embedded etcd."""
+        etcd_port, +2, +4... instead of the first scheduler's embedded etcd. registry: a local image
+        registry on the bridge address (ctl/localregistry.py) the agents may pull from."""
+        self.registry = registry
+        self.registry_proc: subprocess.Popen | None = None
+        self.registry_config: Path | None = None
         self.workdir = Path(workdir)
         self.replicas = schedulers
         self.etcd_members = etcd_members
@@ -216,6 +220,7 @@ class LocalCluster:
              "--ready-file", str(ready), "--log-level", self.log_level,
              "--usage-interval", str(self.usage_interval), "--metrics", self.agent_metrics(h),
              *self.tls_args(),
+             *(["--registry-config", str(self.registry_config)] if self.registry_config else []),
              *(["--capacity", h.capacity] if h.capacity else []),
              *(["--labels", labels] if labels else [])],
             self.workdir / "logs" / f"{h.name}.log", netns=h.netns or None)
@@ -284,6 +289,10 @@ class LocalCluster:
                 self.ctl("certs", "init", str(self.tls_dir), "--force", check=True)
                 for h in self.hosts:       # each agent its node's pair; etcd lets it write that node's keys
                     self.ctl("certs", "issue", str(self.tls_dir), "agent", h.name, check=True)
+            if self.registry:
+                from ctl import localregistry
+                self.registry_proc, self.registry_config = localregistry.start(
+                    self.workdir, self.gateway, self.workdir / "logs" / "registry.log", self._spawn)
             self.start_etcd()
             for k in range(self.replicas):
                 self.start_scheduler(k=k)
@@ -328,6 +337,7 @@ class LocalCluster:
                 pass
         for h in self.hosts:
             self.kill(h.proc)
+        self.kill(self.registry_proc)
         for proc in self.schedulers:
             self.kill(proc)
         if self.etcd_cluster is not None:

@@ -45,8 +45,10 @@ def local():
               help="Start Prometheus on 127.0.0.1:PORT scraping everything (0: don't).")
 @click.option("--tls", "use_tls", is_flag=True,
               help="Mutual TLS on every gRPC port (certificates in WORKDIR/tls).")
+@click.option("--registry", is_flag=True,
+              help="A local image registry on the bridge (port 5000) with packyard/busybox:1 in it.")
 def local_up(hosts: int, workdir: Path, capacity: str, drivers: str, jobs: tuple[Path, ...], once: bool,
-             prometheus_port: int, use_tls: bool):
+             prometheus_port: int, use_tls: bool, registry: bool):
     """Start etcd, the scheduler and HOSTS agents; submit JOBS; run until Ctrl-C."""
     import signal as _signal
 
@@ -55,7 +57,7 @@ def local_up(hosts: int, workdir: Path, capacity: str, drivers: str, jobs: tuple
         fail("ctl local up needs root (network namespaces, cgroups)", 2)
     cluster = LocalCluster(workdir, hosts=hosts, capacity=capacity, drivers=drivers,
                            labels=[{"zone": "a" if i % 2 else "b"} for i in range(1, hosts + 1)],
-                           prometheus_port=prometheus_port or None, tls=use_tls)
+                           prometheus_port=prometheus_port or None, tls=use_tls, registry=registry)
     click.echo(f"starting scheduler + {hosts} agents (logs in {workdir}/logs) ...", err=True)
     try:
         cluster.up()

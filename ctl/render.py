@@ -22,6 +22,7 @@ def instance_json(i: scheduler_pb2.Instance) -> dict:
            "reserved": resources_json(i.reserved)}
     out["exit_code"] = i.exit_code if i.has_exit_code else None
     out["restarts"] = i.restarts
+    out["image_digest"] = i.image_digest or None
     out["health"] = i.health or "unknown"
     out["events"] = [{"at": e.at, "message": e.message} for e in i.events]
     return out

@@ -136,6 +136,7 @@ class StateRecord:
     events: list[dict] = field(default_factory=list)   # the last MAX_EVENTS: {"at": time, "message": ...}
     health: str = ""                    # its check: passing | failing | "" (unknown, or no check)
     started_at: float = 0.0             # when its current run began (running): healthy after how long
+    image_digest: str = ""              # the registry image's digest it runs (issue 16)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from packyard import imageref
 from packyard.lifecycle import Check, Reschedule, Restart, check_problems
 from packyard.privilege import DEFAULTS, HOST_ACCESS, SECCOMP, USERNS, parse_user
 from packyard.quantity import (  # noqa: F401  (the caps are part of this module's interface)
@@ -153,8 +154,21 @@ def _host_path(what: str):
 Text = Annotated[str, Field(max_length=MAX_STRING), AfterValidator(_text)]
 Attribute = Annotated[str, Field(min_length=1, max_length=MAX_ATTRIBUTE), AfterValidator(_one_line)]
 Value = Annotated[str, Field(max_length=MAX_STRING), AfterValidator(_one_line)]
-ImagePath = Annotated[str, Field(max_length=MAX_PATH),
-                      AfterValidator(_host_path("a rootfs directory or a .tar"))]
+def _image(v: str) -> str:
+    """A rootfs directory or .tar on the host (absolute), or an image reference (issue 16)."""
+    if not imageref.is_reference(v):
+        return _host_path("a rootfs directory or a .tar")(v)
+    try:
+        imageref.parse(v)
+    except imageref.ReferenceError as e:
+        raise ValueError(f"is neither an absolute path on the host nor an image reference "
+                         f"({imageref.SYNTAX}): {e}") from None
+    return v
+
+
+ImagePath = Annotated[str, Field(max_length=MAX_PATH), AfterValidator(_image)]
+DEFAULT_COMMAND = ("/bin/sleep", "infinity")
+PULL = ("always", "if-not-present", "never")
 BootPath = Annotated[str, Field(max_length=MAX_PATH), AfterValidator(_host_path("a file the agent can read"))]
 
 
@@ -179,8 +193,10 @@ class Resources(Strict):
 
 class ContainerSpec(Strict):
     image: ImagePath | None = None
-    command: list[Text] = Field(default_factory=lambda: ["/bin/sleep", "infinity"], min_length=1,
-                                max_length=MAX_ARGS)
+    # None only with an image reference: the image's Entrypoint + Cmd run (a command given replaces
+    # Cmd, as Docker's does); a host image or none runs DEFAULT_COMMAND, as before issue 16
+    command: Annotated[list[Text], Field(min_length=1, max_length=MAX_ARGS)] | None = None
+    pull: Literal[PULL] = "if-not-present"   # type: ignore[valid-type]  (registry images only)
     env: dict[str, Text] = Field(default_factory=dict, max_length=MAX_ENV)
     privileged: StrictBool = False     # every capability, no masked /proc paths, all devices
     host_network: StrictBool = False   # the host's network namespace instead of its own
@@ -194,6 +210,12 @@ class ContainerSpec(Strict):
         if v is not None:
             parse_user(v)
         return v
+
+    @model_validator(mode="after")
+    def _default_command(self) -> ContainerSpec:
+        if self.command is None and not (self.image and imageref.is_reference(self.image)):
+            object.__setattr__(self, "command", list(DEFAULT_COMMAND))   # frozen: set once, here
+        return self
 
     @field_validator("env")
     @classmethod
@@ -211,6 +233,10 @@ class ContainerSpec(Strict):
         for key, default in DEFAULTS.items():
             if data.get(key) == default:
                 data.pop(key, None)
+        if data.get("command") is None:
+            data.pop("command", None)
+        if data.get("pull") == "if-not-present":
+            data.pop("pull", None)
         return data
 
 

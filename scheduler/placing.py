@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from packyard import records
+from packyard import imageref, records
 from packyard.records import InstanceRecord, ResourceAmounts, evolve
 from packyard.spec import Affinity, Constraint, JobSpec
 from scheduler import placement
@@ -173,7 +173,17 @@ class Placer:
             job=spec.name, group=group.name, count=count, kind=group.kind, priority=spec.priority,
             request=ResourceAmounts(res.cpu, res.memory, res.disk, res.gpu),
             constraints=[*group.constraints, *pin], existing_hosts=existing,
-            spread=list(group.spread), affinity=list(group.affinity))
+            spread=list(group.spread), affinity=list(group.affinity), image_hosts=self._image_hosts(spec, group))
+
+    def _image_hosts(self, spec: JobSpec, group) -> list[str]:
+        """Where the job's instances running the group's registry image are (they pulled it): the
+        image locality tie-break. Only the job's own instances are walked, and only for registry images."""
+        image = group.container.image if group.kind == "container" and group.container else None
+        if not image or not imageref.is_reference(image):
+            return []
+        same = {g.name for g in spec.groups if g.kind == "container" and g.container and g.container.image == image}
+        return sorted({e.record.node for e in self.state.job_entries(spec.name)
+                       if e.record.group in same and e.record.node and holds_reservation(e)})
 
     def eligible(self, spec: JobSpec) -> dict[str, frozenset[str]] | None:
         """For a system job, the ready nodes each group runs an instance on: those passing the

@@ -154,6 +154,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             if rep.exit_code is not None:
                 inst.exit_code, inst.has_exit_code = rep.exit_code, True
             inst.restarts = rep.restarts
+            inst.image_digest = rep.image_digest
         # the scheduler's events (rescheduled from ...) and the agent's (restarts), oldest first
         events = [*r.events, *(rep.events if rep is not None else [])]
         events = sorted((ev for ev in events if isinstance(ev, dict)), key=lambda ev: ev.get("at", 0.0))

@@ -9,4 +9,4 @@ bash deploy/guest/build.sh /var/lib/packyard/guest >/dev/null
 # libvirt's daemons, if the machine does not run them already (no systemd needed)
 pgrep -x virtlogd >/dev/null || virtlogd -d
 pgrep -x libvirtd >/dev/null || libvirtd -d
-exec .venv/bin/ctl local up --hosts 3 --submit examples/mixed.yaml "$@"
+exec .venv/bin/ctl local up --hosts 3 --registry --submit examples/mixed.yaml "$@"

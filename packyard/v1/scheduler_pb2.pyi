@@ -78,7 +78,7 @@ class StatusRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class Instance(_message.Message):
-    __slots__ = ("id", "group", "node", "state", "reason", "exit_code", "has_exit_code", "kind", "reserved", "address", "updated_at", "desired", "restarts", "health", "events", "version")
+    __slots__ = ("id", "group", "node", "state", "reason", "exit_code", "has_exit_code", "kind", "reserved", "address", "updated_at", "desired", "restarts", "health", "events", "version", "image_digest")
     ID_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +95,7 @@ class Instance(_message.Message):
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     id: str
     group: str
     node: str
@@ -111,7 +112,8 @@ class Instance(_message.Message):
     health: str
     events: _containers.RepeatedCompositeFieldContainer[InstanceEvent]
     version: int
-    def __init__(self, id: _Optional[str] = ..., group: _Optional[str] = ..., node: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., kind: _Optional[str] = ..., reserved: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., address: _Optional[str] = ..., updated_at: _Optional[float] = ..., desired: _Optional[str] = ..., restarts: _Optional[int] = ..., health: _Optional[str] = ..., events: _Optional[_Iterable[_Union[InstanceEvent, _Mapping]]] = ..., version: _Optional[int] = ...) -> None: ...
+    image_digest: str
+    def __init__(self, id: _Optional[str] = ..., group: _Optional[str] = ..., node: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., kind: _Optional[str] = ..., reserved: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., address: _Optional[str] = ..., updated_at: _Optional[float] = ..., desired: _Optional[str] = ..., restarts: _Optional[int] = ..., health: _Optional[str] = ..., events: _Optional[_Iterable[_Union[InstanceEvent, _Mapping]]] = ..., version: _Optional[int] = ..., image_digest: _Optional[str] = ...) -> None: ...
 
 class InstanceEvent(_message.Message):
     __slots__ = ("at", "message")

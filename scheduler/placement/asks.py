@@ -39,6 +39,8 @@ class GroupAsk:
     # prefer (weight > 0) or avoid (weight < 0) hosts matching an affinity
     spread: Sequence[Spread] = ()
     affinity: Sequence[Affinity] = ()
+    # hosts that hold the group's registry image: a tie-break among equal hosts (locality.py)
+    image_hosts: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         if self.count < 0:

@@ -146,3 +146,18 @@ async def test_recover_adopts_the_living_and_reports_the_dead_and_the_lost(world
     await state_is(etcd, "alive", "exited")
     assert list(store.saved()) == []
 
+
+
+async def test_a_drivers_progress_shows_while_starting_and_not_after(world):
+    etcd, driver, store, manager = world
+    m = manager()
+    driver.start_delay = 0.3              # a pull in progress
+    await m.start([spec("p")])
+    m.progress("p", "pulling 12/48 MiB")
+    s = await eventually(lambda: (s := etcd.state("p")) is not None and s.reason == "pulling 12/48 MiB" and s,
+                         timeout=2, what="progress reported")
+    assert s.state == "starting"
+    await state_is(etcd, "p", "running")
+    m.progress("p", "pulling 48/48 MiB")  # late news from a finished pull changes nothing
+    await asyncio.sleep(0.05)
+    assert etcd.state("p").state == "running" and etcd.state("p").reason == ""

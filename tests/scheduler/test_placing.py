@@ -136,3 +136,15 @@ def test_a_rollouts_replacement_waits_for_its_old_instance_then_goes_back_to_its
     decision = placer.decide(placement.EngineConfig(), now=2.0)
     placed = {r.id: r.node for r in decision.placed}
     assert placed[new.id] == "b"                                       # back home, though packing prefers a
+
+
+def test_a_registry_image_goes_where_the_job_already_pulled_it_among_equal_nodes():
+    image = {"container": {"image": "127.0.0.1:5000/team/app:1"}}
+    for with_image, want in [(True, "b"), (False, "a")]:
+        cache = CacheBuilder().node("a").node("b")
+        [other] = cache.job("other", count=1)
+        cache.instance(evolve(other, node="a"))                       # a and b equally full
+        first, second = cache.job("app", count=2, **(image if with_image else {}))
+        cache.instance(evolve(first, node="b"))                        # b has pulled app's image
+        decision = placer_of(cache).decide(placement.EngineConfig(), now=1.0)
+        assert [(r.id, r.node) for r in decision.placed] == [(second.id, want)], with_image

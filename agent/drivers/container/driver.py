@@ -28,7 +28,7 @@ import ctypes
 import os
 import shutil
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +45,11 @@ from agent.drivers.container import users
 from agent.drivers.failures import Cleanup, driver_error, undone_on_failure
 from agent.drivers.paths import allowed_path
 from agent.drivers.process import ended_within, start_time
+from agent.images import process as image_process
+from agent.images.pull import PullError
+from agent.images.store import Image, ImageStore
 from agent.network import HostNetwork, NetworkError, bridge_name
+from packyard import imageref
 from packyard.privilege import choice_problem, host_access, implied_host_access, parse_user
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -76,7 +80,8 @@ class ContainerDriver:
                  cgroup: cg.Cgroups | None = None, runc: str = "runc",
                  allowed_dirs: Sequence[Path] | None = None, allow_privileged: bool = False,
                  dev_dir: Path = Path("/dev"), parallel_starts: int = 0,
-                 seccomp_profile: Path | None = None, userns: str | runc_mod.IdMap = userns_mod.DEFAULT_NAME):
+                 seccomp_profile: Path | None = None, userns: str | runc_mod.IdMap = userns_mod.DEFAULT_NAME,
+                 images: ImageStore | None = None):
         """`allowed_dirs`: where images may be (after symlinks; None: anywhere, for tests; the agent
         always passes its --allowed-dirs). `allow_privileged`: run containers asking for privileged
         mode, the host's network, no seccomp filter or the host's user ids (the agent's
@@ -84,7 +89,9 @@ class ContainerDriver:
         (gpus.py). `parallel_starts`: runc calls at once (0: one per CPU, at least two; runc's own
         start is ~10 ms of CPU). `seccomp_profile`: the filter's profile (None: the default, see
         seccomp.py). `userns`: the node's id range, or the /etc/subuid name to read it for
-        (userns.py). Both are read once, here: a missing one makes the driver unavailable."""
+        (userns.py). Both are read once, here: a missing one makes the driver unavailable.
+        `images`: the host's registry image store (default: one under state_dir/images/registry
+        with default settings; the agent passes its --registry-config and --image-cache-size)."""
         self.dev_dir = Path(dev_dir)
         self.allowed_dirs = allowed_dirs
         self.allow_privileged = allow_privileged
@@ -108,6 +115,9 @@ class ContainerDriver:
         become_subreaper()
         self._watched: dict[str, _Watched] = {}
         self.lowers = rootfs_mod.LowerLayers(self.images_dir)
+        self.images = images or ImageStore(self.images_dir / "registry")
+        # told "pulling 12/48 MiB" while a start pulls; the agent points it at its manager
+        self.progress: Callable[[str, str], None] = lambda instance_id, message: None
         self._preparing = asyncio.Lock()
         self._running = asyncio.Semaphore(parallel_starts or max(2, os.cpu_count() or 2))
         self.seccomp: seccomp_mod.Profile | None = None
@@ -136,7 +146,9 @@ class ContainerDriver:
     async def start(self, spec: InstanceSpec) -> Handle:
         config = spec.config or {}
         # refused before anything is made
-        image, host_access = self._image(spec), self._host_access(spec)
+        registry_image = bool(config.get("image")) and imageref.is_reference(config["image"])
+        image = None if registry_image else self._image(spec)
+        host_access = self._host_access(spec)
         gpu_devices = gpus_mod.devices(spec.gpus, self.dev_dir, spec.id)
         host_network, privileged = "host_network" in host_access, "privileged" in host_access
         seccomp = None if "seccomp" in host_access else self._seccomp_filter()
@@ -156,50 +168,60 @@ class ContainerDriver:
             **({"gpus": list(spec.gpus)} if spec.gpus else {}),
             **({"gpu_devices": [d.path for d in gpu_devices]} if gpu_devices else {})})
         attach: asyncio.Future | None = None
-        async with undone_on_failure(lambda: self._undo_start(handle, attach), f"cannot start {spec.id}"):
-            lower = await (self.lowers if ids is None else self.shifted_lowers).get(image)
-            user = self._user(spec, lower, ids)
-            # A burst of starts (a job's instances placed here together) is a queue: one start is
-            # prepared at a time and at most `parallel_starts` runc calls run at once, so the first
-            # in line runs first and the rest follow one by one. Twenty starts interleaved on two
-            # cores all ended together, after the last one (issue 12: burst p50 ≈ max).
-            async with self._preparing:
-                bundle.mkdir(parents=True)
-                if not host_network and ids is None:
-                    # the network (a thread) is set up while cgroup and rootfs are prepared here
-                    attach = asyncio.ensure_future(asyncio.to_thread(self.network.attach, handle.data["key"]))
-                cgroups.create(handle.data["cgroup"], cg.Limits(spec.cpu_milli, spec.memory_bytes,
-                                                                spec.pids_max))
-                rootfs = rootfs_mod.mount_overlay(lower, bundle, nosuid=not privileged,
-                                                  owner=None if ids is None else (ids.uid, ids.gid))
-                netns_path = None
-                if attach is not None:
-                    att = await asyncio.shield(attach)   # a cancelled start must not orphan the thread
-                    handle.data.update(netns=att.netns, address=att.address)
-                    netns_path = att.netns_path
-                runc_mod.write_config(bundle, runc_mod.config(
-                    args=list(config.get("command") or ["/bin/sleep", "infinity"]),
-                    env=dict(config.get("env") or {}) | gpus_mod.env(spec.gpus), rootfs=rootfs,
-                    netns_path=netns_path, cgroups_path=handle.data["cgroup"],
-                    hostname=runc_mod.hostname(spec.id), privileged=privileged,
-                    host_network=host_network, devices=gpu_devices, user=user, id_map=ids, seccomp=seccomp))
-            async with self._running:
-                if ids is None or host_network:
-                    pid = await self.runc.run_detached(cid, bundle, Path(handle.data["log"]))
+        with contextlib.ExitStack() as pins:    # a pulled image is kept from collection until mounted
+            async with undone_on_failure(lambda: self._undo_start(handle, attach), f"cannot start {spec.id}"):
+                lower: Path | tuple[Path, ...]
+                if registry_image:
+                    pulled = await self._pull(spec, ids)
+                    pins.enter_context(self.images.pinned(pulled.digest))
+                    lower, proc = pulled.layers, image_process.merged(pulled.config, config)
+                    handle.data["image_digest"] = pulled.digest
+                    user = self._user(spec, _passwd_layer(pulled.layers), ids, proc.user)
                 else:
-                    pid = await self.runc.create(cid, bundle, Path(handle.data["log"]))
-            handle.data.update(pid=pid, start_time=start_time(pid))
-            self._watch(handle, pid, os.pidfd_open(pid))
-            if ids is not None and not host_network:
-                # In a user namespace the network namespace is the one runc made inside it: runc 1.1
-                # joins the user namespace first on `runc exec`, and then could not enter one the host's
-                # user namespace owns (exec checks would fail). Attached between create and start.
-                attach = asyncio.ensure_future(asyncio.to_thread(
-                    self.network.attach, handle.data["key"], f"/proc/{pid}/ns/net"))
-                att = await asyncio.shield(attach)
-                handle.data.update(netns=att.netns, address=att.address)
+                    lower = await (self.lowers if ids is None else self.shifted_lowers).get(image)
+                    proc = image_process.Process(list(config.get("command") or ["/bin/sleep", "infinity"]),
+                                                 dict(config.get("env") or {}), "/", config.get("user"))
+                    user = self._user(spec, lower, ids, proc.user)
+                # A burst of starts (a job's instances placed here together) is a queue: one start is
+                # prepared at a time and at most `parallel_starts` runc calls run at once, so the first
+                # in line runs first and the rest follow one by one. Twenty starts interleaved on two
+                # cores all ended together, after the last one (issue 12: burst p50 ≈ max).
+                async with self._preparing:
+                    bundle.mkdir(parents=True)
+                    if not host_network and ids is None:
+                        # the network (a thread) is set up while cgroup and rootfs are prepared here
+                        attach = asyncio.ensure_future(asyncio.to_thread(self.network.attach, handle.data["key"]))
+                    cgroups.create(handle.data["cgroup"], cg.Limits(spec.cpu_milli, spec.memory_bytes,
+                                                                    spec.pids_max))
+                    rootfs = rootfs_mod.mount_overlay(lower, bundle, nosuid=not privileged,
+                                                      owner=None if ids is None else (ids.uid, ids.gid))
+                    netns_path = None
+                    if attach is not None:
+                        att = await asyncio.shield(attach)   # a cancelled start must not orphan the thread
+                        handle.data.update(netns=att.netns, address=att.address)
+                        netns_path = att.netns_path
+                    runc_mod.write_config(bundle, runc_mod.config(
+                        args=proc.args, env=proc.env | gpus_mod.env(spec.gpus), rootfs=rootfs, cwd=proc.cwd,
+                        netns_path=netns_path, cgroups_path=handle.data["cgroup"],
+                        hostname=runc_mod.hostname(spec.id), privileged=privileged,
+                        host_network=host_network, devices=gpu_devices, user=user, id_map=ids, seccomp=seccomp))
                 async with self._running:
-                    await self.runc.start(cid)
+                    if ids is None or host_network:
+                        pid = await self.runc.run_detached(cid, bundle, Path(handle.data["log"]))
+                    else:
+                        pid = await self.runc.create(cid, bundle, Path(handle.data["log"]))
+                handle.data.update(pid=pid, start_time=start_time(pid))
+                self._watch(handle, pid, os.pidfd_open(pid))
+                if ids is not None and not host_network:
+                    # In a user namespace the network namespace is the one runc made inside it: runc 1.1
+                    # joins the user namespace first on `runc exec`, and then could not enter one the host's
+                    # user namespace owns (exec checks would fail). Attached between create and start.
+                    attach = asyncio.ensure_future(asyncio.to_thread(
+                        self.network.attach, handle.data["key"], f"/proc/{pid}/ns/net"))
+                    att = await asyncio.shield(attach)
+                    handle.data.update(netns=att.netns, address=att.address)
+                    async with self._running:
+                        await self.runc.start(cid)
         return handle
 
     async def wait(self, handle: Handle) -> ExitResult:
@@ -382,10 +404,20 @@ class ContainerDriver:
         return (f"{blocked} is not searchable by the containers' root (host uid {ids.uid}): give it o+x "
                 "(chmod o+x), as the user namespace needs") if blocked else ""
 
+    async def _pull(self, spec: InstanceSpec, ids: runc_mod.IdMap | None) -> Image:
+        """The registry image, pulled if need be; a pull's failure is the instance's (one line)."""
+        config = spec.config or {}
+        try:
+            return await self.images.get(config["image"], config.get("pull") or "if-not-present", ids,
+                                         progress=lambda message: self.progress(spec.id, message))
+        except PullError as e:
+            raise DriverError(f"cannot pull {config['image']}: {e}") from None
+
     @staticmethod
-    def _user(spec: InstanceSpec, image_root: Path, ids: runc_mod.IdMap | None) -> runc_mod.User:
+    def _user(spec: InstanceSpec, image_root: Path, ids: runc_mod.IdMap | None, value: str | None
+              ) -> runc_mod.User:
         what = f"{spec.id}: container.user"
-        user = users.resolve((spec.config or {}).get("user"), image_root, what)
+        user = users.resolve(value, image_root, what)
         if ids is not None and max(user.uid, user.gid, *user.groups) >= ids.size:
             raise DriverError(f"{what}: {max(user.uid, user.gid, *user.groups)} is outside the node's user "
                               f"namespace (ids 0..{ids.size - 1})")
@@ -456,6 +488,12 @@ class ContainerDriver:
             with contextlib.suppress(OSError):
                 os.close(w.pidfd)
             w.exited.cancel()
+
+
+def _passwd_layer(layers: tuple[Path, ...]) -> Path:
+    """The topmost layer holding /etc/passwd or /etc/group: where users.py reads names."""
+    return next((p for p in layers if os.path.lexists(p / "etc/passwd") or os.path.lexists(p / "etc/group")),
+                layers[-1])
 
 
 def _exit_result(info: os.waitid_result | None, oom_kills: int) -> ExitResult:

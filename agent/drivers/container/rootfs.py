@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 BUSYBOX = "/bin/busybox"
@@ -157,22 +157,24 @@ def _build_once(target: Path, build) -> Path:
     return target
 
 
-def mount_overlay(lower: Path, instance_dir: Path, *, owner: tuple[int, int] | None = None,
+def mount_overlay(lower: Path | Sequence[Path], instance_dir: Path, *, owner: tuple[int, int] | None = None,
                   nosuid: bool = True) -> Path:
     """Mount lower + instance_dir/{upper,work} at instance_dir/rootfs and return that path.
     `owner`: the host (uid, gid) of the writable layer, so the container's root owns `/` (a user
     namespace's mapped root); `nosuid` (all but privileged containers): nosuid,nodev, so that the
-    setuid programs and device nodes an image carries give nothing (issue 15)."""
+    setuid programs and device nodes an image carries give nothing (issue 15). `lower`: one
+    directory, or a registry image's layers, topmost first (issue 16)."""
+    lowers = [lower] if isinstance(lower, Path) else list(lower)
     rootfs, upper, work = instance_dir / "rootfs", instance_dir / "upper", instance_dir / "work"
     for d in (rootfs, upper, work):
         d.mkdir(parents=True, exist_ok=True)
     if owner is not None:
         for d in (upper, work):
             os.chown(d, *owner)
-    for p in (lower, upper, work):
+    for p in (*lowers, upper, work):
         if any(c in str(p) for c in ",:\\"):
             raise RootfsError(f"overlayfs cannot take a path containing ',', ':' or '\\': {p}")
-    opts = f"lowerdir={lower},upperdir={upper},workdir={work}".encode()
+    opts = f"lowerdir={':'.join(map(str, lowers))},upperdir={upper},workdir={work}".encode()
     flags = MS_NOSUID | MS_NODEV if nosuid else 0
     if _libc.mount(b"overlay", bytes(rootfs), b"overlay", flags, opts) != 0:
         err = ctypes.get_errno()

@@ -134,7 +134,7 @@ def masked_paths() -> list[str]:
 def config(*, args: list[str], env: dict[str, str], rootfs: Path, netns_path: str | None,
            cgroups_path: str, hostname: str, privileged: bool = False,
            host_network: bool = False, devices: list[Device] | None = None, user: User = User(),
-           id_map: IdMap | None = None, seccomp: dict[str, Any] | None = None) -> dict[str, Any]:
+           id_map: IdMap | None = None, seccomp: dict[str, Any] | None = None, cwd: str = "/") -> dict[str, Any]:
     """config.json for one instance (OCI runtime spec 1.0). `privileged` and `host_network` are
     only asked for when the operator allowed them (the driver checks). `devices`: made in the
     container and allowed (read, write, mknod), every other device staying denied. `id_map`: a user
@@ -148,6 +148,7 @@ def config(*, args: list[str], env: dict[str, str], rootfs: Path, netns_path: st
     cfg = _base_config(args, env, rootfs, cgroups_path, hostname,
                        namespaces=[{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup")]
                        + ([] if host_network else [network]))
+    cfg["process"]["cwd"] = cwd            # an image's WorkingDir (issue 16)
     cfg["process"]["user"] = {"uid": user.uid, "gid": user.gid,
                               **({"additionalGids": list(user.groups)} if user.groups else {})}
     if id_map is not None:

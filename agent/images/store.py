@@ -1,0 +1,299 @@
+"""The host's image store: blobs, unpacked layers and image records, content-addressed, shared by
+every instance on the host; pulls of one image coalesced; least recently used images collected
+once the store outgrows `--image-cache-size`.
+
+Under the driver's state dir, images/registry/:
+    blobs/sha256/<hex>              manifests, configs, layer blobs, as the registry sent them (verified)
+    layers/<range>/<hex>/           one layer blob unpacked (layers.py), per id range (host, userns-U-G)
+    images/<hex>.json               an image (by its manifest's digest): layers, config, sizes, last use
+    refs.json                       reference -> digest it was last resolved to (container.pull)
+    tmp/                            pulls and unpacks in progress (emptied at start: never used)
+Everything lands by rename once complete and verified, so a pull cut short (agent killed, registry
+stalled, a blob that does not match its digest) leaves nothing a later start would use.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agent.images import layers as layers_mod
+from agent.images import pull as pull_mod
+from agent.images.pull import MiB, PullError
+from agent.images.registry import RegistryConfig
+from packyard import imageref
+
+if TYPE_CHECKING:                 # the container driver imports this package
+    from agent.drivers.container.runc import IdMap
+
+log = logging.getLogger(__name__)
+LAYER_TYPES = ("application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.v1.tar+gzip",
+               "application/vnd.docker.image.rootfs.diff.tar.gzip", "application/vnd.docker.image.rootfs.diff.tar")
+DEFAULT_CAP = 20 << 30
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Image:
+    digest: str                 # what the reference resolved to: the instance runs this
+    layers: tuple[Path, ...]    # unpacked, topmost first (overlayfs lowerdir order)
+    config: dict                # the image config's `config` (Entrypoint, Cmd, Env, WorkingDir, User)
+
+
+class ImageStore:
+    def __init__(self, root: Path, registry: RegistryConfig | None = None, cap_bytes: int = DEFAULT_CAP,
+                 stall_seconds: float = 30.0):
+        self.root = Path(root)
+        self.registry = registry or RegistryConfig()
+        self.cap_bytes = cap_bytes
+        self.stall = stall_seconds
+        self.blobs, self.tmp = self.root / "blobs", self.root / "tmp"
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        for d in (self.blobs / "sha256", self.root / "layers", self.root / "images", self.tmp):
+            d.mkdir(parents=True, exist_ok=True)
+        self._pulls: dict[tuple, asyncio.Future[Image]] = {}
+        self._listeners: dict[tuple, list[Progress]] = {}
+        self._pinned: Counter[str] = Counter()      # images between get() and their overlay mount
+
+    # -- using images ------------------------------------------------------------------------------
+
+    async def get(self, image: str, pull: str = "if-not-present", ids: IdMap | None = None,
+                  progress: Progress | None = None) -> Image:
+        """The image `image` refers to, pulled if `pull` says so. Concurrent gets of one image wait
+        for one pull (each hears its progress); PullError says why it failed."""
+        try:
+            ref = imageref.parse(image)
+        except imageref.ReferenceError as e:
+            raise PullError(f"container.image: {e}") from None
+        key = (str(ref), pull, _range(ids))
+        if progress is not None:
+            self._listeners.setdefault(key, []).append(progress)
+        running = self._pulls.get(key)
+        if running is None:
+            running = self._pulls[key] = asyncio.ensure_future(self._get(ref, pull, ids, key))
+            running.add_done_callback(lambda _: (self._pulls.pop(key, None), self._listeners.pop(key, None)))
+        return await asyncio.shield(running)
+
+    @contextmanager
+    def pinned(self, digest: str) -> Iterator[None]:
+        """Keep the image from garbage collection until its overlay is mounted (then the mount does)."""
+        self._pinned[digest] += 1
+        try:
+            yield
+        finally:
+            self._pinned[digest] -= 1
+
+    def holds(self) -> list[str]:
+        """Digests of the images stored here (placement's locality score)."""
+        return sorted(r["digest"] for r in self._records())
+
+    # -- pulling -----------------------------------------------------------------------------------
+
+    async def _get(self, ref: imageref.Reference, pull: str, ids: IdMap | None, key: tuple) -> Image:
+        digest = ref.digest or (self._refs().get(str(ref)) if pull != "always" else None)
+        record = self._record(digest) if digest else None
+        if record is None and pull == "never":
+            raise PullError(f"{ref} is not on this node and container.pull is never")
+        if record is None:
+            record = await self._pull(ref, ids, key)
+        with self.pinned(record["digest"]):
+            found = await asyncio.to_thread(self._unpacked, record, ids)
+            self._touch(record, str(ref))
+            await asyncio.to_thread(self.collect)        # a new image may push the store over its cap
+        return found
+
+    async def _pull(self, ref: imageref.Reference, ids: IdMap | None, key: tuple) -> dict:
+        cert_root = self.tmp / "certs"
+        args = self.registry.skopeo_args(ref, cert_root, prefix="")
+        top, digest, raw = await pull_mod.resolve(ref, args, self.stall)
+        known = self._record(top)
+        if known is not None:                      # a tag resolved to an image already here
+            return known
+        manifest = json.loads(raw)
+        descs = [manifest.get("config", {}), *manifest.get("layers", [])]
+        for d in manifest.get("layers", []):
+            if d.get("mediaType") not in LAYER_TYPES:
+                raise PullError(f"layer {d.get('digest')} has media type {d.get('mediaType')}, which this agent "
+                                "cannot unpack")
+        sizes = {str(d["digest"]): int(d.get("size", 0)) for d in descs}
+        if not all(self._blob(d).exists() for d in sizes):
+            layout = Path(tempfile.mkdtemp(prefix="pull-", dir=self.tmp))
+            try:
+                await pull_mod.copy(ref, digest, self.registry.skopeo_args(ref, cert_root), layout, self.blobs,
+                                    sizes, lambda done, total: self._tell(key, done, total), self.stall)
+            finally:
+                shutil.rmtree(layout, ignore_errors=True)
+        await asyncio.to_thread(self._verify, sizes)
+        config = json.loads(self._blob(str(manifest["config"]["digest"])).read_bytes())
+        record = {"digest": top, "manifest": digest, "config": config.get("config") or {},
+                  "config_digest": str(manifest["config"]["digest"]),
+                  "layers": [str(d["digest"]) for d in manifest.get("layers", [])],
+                  "blob_bytes": sum(sizes.values()) + len(raw), "layer_bytes": {}, "used_at": time.time()}
+        self._write_record(record)
+        return record
+
+    def _tell(self, key: tuple, done: int, total: int) -> None:
+        message = f"pulling {done // MiB}/{max(1, -(-total // MiB))} MiB"
+        for listener in self._listeners.get(key, []):
+            listener(message)
+
+    def _verify(self, sizes: dict[str, int]) -> None:
+        """Every blob's sha256 is its digest (skopeo checks too; a blob changed on disk since is
+        caught here): a mismatching one is removed, so the next pull fetches it again."""
+        for digest in sizes:
+            path = self._blob(digest)
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            if "sha256:" + h.hexdigest() != digest:
+                path.unlink(missing_ok=True)
+                raise PullError(f"digest mismatch: blob {digest} has sha256:{h.hexdigest()}")
+
+    def _unpacked(self, record: dict, ids: IdMap | None) -> Image:
+        """The record's layers unpacked for `ids` (each once per id range, off the event loop)."""
+        base = self.root / "layers" / _range(ids)
+        base.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for digest in record["layers"]:
+            target = base / digest.split(":", 1)[1]
+            if not target.is_dir():
+                tmp = Path(tempfile.mkdtemp(prefix="layer-", dir=self.tmp))
+                try:
+                    size = layers_mod.unpack(self._blob(digest), tmp, ids)
+                    tmp.chmod(0o755)
+                    os.rename(tmp, target)
+                except layers_mod.LayerError as e:
+                    raise PullError(str(e)) from e
+                except OSError as e:
+                    if not target.is_dir():
+                        raise PullError(f"cannot keep layer {digest}: {e}") from e
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                record["layer_bytes"][f"{_range(ids)}/{digest}"] = size
+                self._write_record(record)
+            paths.append(target)
+        return Image(digest=record["digest"], layers=tuple(reversed(paths)), config=record["config"])
+
+    # -- records -----------------------------------------------------------------------------------
+
+    def _blob(self, digest: str) -> Path:
+        algo, _, hexa = digest.partition(":")
+        if algo != "sha256" or len(hexa) != 64 or not all(c in "0123456789abcdef" for c in hexa):
+            raise PullError(f"unsupported digest {digest[:80]}")
+        return self.blobs / "sha256" / hexa
+
+    def _record(self, digest: str | None) -> dict | None:
+        if not digest:
+            return None
+        try:
+            return json.loads((self.root / "images" / f"{digest.split(':', 1)[1]}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _records(self) -> list[dict]:
+        out = []
+        for p in (self.root / "images").glob("*.json"):
+            try:
+                out.append(json.loads(p.read_text()))
+            except (OSError, ValueError):
+                continue
+        return out
+
+    def _write_record(self, record: dict) -> None:
+        _atomic(self.root / "images" / f"{record['digest'].split(':', 1)[1]}.json", json.dumps(record))
+
+    def _refs(self) -> dict[str, str]:
+        try:
+            return json.loads((self.root / "refs.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _touch(self, record: dict, ref: str) -> None:
+        record["used_at"] = time.time()
+        self._write_record(record)
+        refs = self._refs()
+        if refs.get(ref) != record["digest"]:
+            refs[ref] = record["digest"]
+            _atomic(self.root / "refs.json", json.dumps(refs))
+
+    # -- garbage collection ------------------------------------------------------------------------
+
+    def size(self) -> int:
+        blobs: dict[str, int] = {}
+        layer_bytes: dict[str, int] = {}
+        for r in self._records():
+            blobs[r["digest"]] = r.get("blob_bytes", 0)
+            layer_bytes.update(r.get("layer_bytes", {}))
+        return sum(blobs.values()) + sum(layer_bytes.values())
+
+    def collect(self) -> list[str]:
+        """Remove least recently used images not in use (mounted or being started) until the store
+        is within its cap, then every blob and layer no remaining image names. Their digests."""
+        mounted = _mounted_lowers()
+        records = sorted(self._records(), key=lambda r: r.get("used_at", 0.0))
+        removed = []
+        for r in records:
+            if self.size() <= self.cap_bytes:
+                break
+            in_use = self._pinned[r["digest"]] > 0 or any(
+                layer.name in {d.split(":", 1)[1] for d in r["layers"]} for layer in mounted
+                if layer.parent.parent == self.root / "layers")
+            if in_use:
+                continue
+            (self.root / "images" / f"{r['digest'].split(':', 1)[1]}.json").unlink(missing_ok=True)
+            removed.append(r["digest"])
+        if removed:
+            self._sweep(mounted)
+            refs = {k: v for k, v in self._refs().items() if v not in removed}
+            _atomic(self.root / "refs.json", json.dumps(refs))
+            log.info("image cache over %d bytes: removed %s", self.cap_bytes, ", ".join(removed))
+        return removed
+
+    def _sweep(self, mounted: set[Path]) -> None:
+        keep_blobs, keep_layers = set(), set()
+        for r in self._records():
+            keep_blobs.update(d.split(":", 1)[1] for d in [r["manifest"], r["config_digest"], *r["layers"]])
+            keep_layers.update(d.split(":", 1)[1] for d in r["layers"])
+        for rng in (self.root / "layers").iterdir():
+            for layer in rng.iterdir():
+                if layer.name not in keep_layers and layer not in mounted:
+                    shutil.rmtree(layer, ignore_errors=True)
+        for blob in (self.blobs / "sha256").iterdir():
+            if blob.name not in keep_blobs:
+                blob.unlink(missing_ok=True)
+
+
+def _range(ids: IdMap | None) -> str:
+    return "host" if ids is None else f"userns-{ids.uid}-{ids.gid}"
+
+
+def _atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _mounted_lowers() -> set[Path]:
+    """Every lower layer of an overlay mounted on this host: in use, whatever the agent remembers."""
+    out: set[Path] = set()
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                for opt in line.rsplit(" ", 1)[-1].strip().split(","):
+                    if opt.startswith("lowerdir="):
+                        out.update(Path(p) for p in opt[len("lowerdir="):].split(":"))
+    except OSError:
+        pass
+    return out

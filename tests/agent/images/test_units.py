@@ -1,0 +1,123 @@
+"""The image store's pure parts: references, registry config, process merge, safe layer unpacking."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from agent.drivers.container.runc import IdMap
+from agent.images import layers
+from agent.images.process import ProcessError, merged
+from agent.images.pull import reason
+from agent.images.registry import RegistryConfig, RegistryConfigError
+from packyard import imageref
+
+D = "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize("value, registry, name, tag, digest", [
+    ("127.0.0.1:5000/team/app:1.2", "127.0.0.1:5000", "team/app", "1.2", None),
+    ("registry.example/app", "registry.example", "app", "latest", None),
+    (f"localhost/app@{D}", "localhost", "app", None, D),
+    (f"r.io:443/a/b/c:t@{D}", "r.io:443", "a/b/c", "t", D),
+], ids=["port-tag", "default-tag", "digest", "tag-and-digest"])
+def test_references_parse(value, registry, name, tag, digest):
+    ref = imageref.parse(value)
+    assert (ref.registry, ref.name, ref.tag, ref.digest) == (registry, name, tag, digest)
+
+
+@pytest.mark.parametrize("value, words", [
+    ("team/app", "not a registry host"), ("r.io/App", "does not match"), ("r.io/app@sha256:12", "does not match"),
+    ("r.io:70000/app", "outside 1..65535"), ("r.io/app:", "does not match"), ("r.io/" + "a" * 300, "longer"),
+], ids=["no-registry", "uppercase", "short-digest", "bad-port", "empty-tag", "too-long"])
+def test_malformed_references_say_why(value, words):
+    with pytest.raises(imageref.ReferenceError, match=words):
+        imageref.parse(value)
+
+
+def test_plain_http_only_for_loopback_or_listed(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"auths": {}, "insecure": ["10.0.0.5:5000"], "certs": {"127.0.0.1:5000": "/x.crt"}}))
+    rc = RegistryConfig.load(cfg)
+    allowed = {r: rc.plain_allowed(imageref.parse(f"{r}/a")) for r in
+               ("127.0.0.1:5000", "localhost:1", "10.0.0.5:5000", "10.0.0.6:5000", "r.io")}
+    assert allowed == {"127.0.0.1:5000": True, "localhost:1": True, "10.0.0.5:5000": True,
+                       "10.0.0.6:5000": False, "r.io": False}
+    # a registry given a CA is verified with it, even on loopback
+    args = RegistryConfig(certs={"127.0.0.1:5000": cfg}).skopeo_args(imageref.parse("127.0.0.1:5000/a"), tmp_path)
+    assert "--src-tls-verify=true" in args and any(a.startswith("--src-cert-dir=") for a in args)
+    with pytest.raises(RegistryConfigError, match="auths"):
+        (tmp_path / "bad.json").write_text('{"auths": []}')
+        RegistryConfig.load(tmp_path / "bad.json")
+
+
+def test_skopeo_reason_is_its_message():
+    err = 'time="x" level=fatal msg="Error reading manifest 1 in r/a: manifest unknown: manifest unknown"\n'
+    assert reason(err) == "Error reading manifest 1 in r/a: manifest unknown: manifest unknown"
+
+
+@pytest.mark.parametrize("image, spec, args, env, cwd, user", [
+    ({"Entrypoint": ["/e"], "Cmd": ["c"]}, {}, ["/e", "c"], {}, "/", None),
+    ({"Entrypoint": ["/e"], "Cmd": ["c"]}, {"command": ["x"]}, ["/e", "x"], {}, "/", None),
+    ({"Cmd": ["c"], "Env": ["A=1", "B=2=3"], "WorkingDir": "w", "User": "app"},
+     {"env": {"A": "s"}, "user": "0"}, ["c"], {"A": "s", "B": "2=3"}, "/w", "0"),
+    ({"Cmd": ["c"], "User": "app"}, {}, ["c"], {}, "/", "app"),
+], ids=["entrypoint+cmd", "command-replaces-cmd", "spec-wins", "image-user"])
+def test_the_spec_wins_as_docker_does(image, spec, args, env, cwd, user):
+    p = merged(image, spec)
+    assert (p.args, p.env, p.cwd, p.user) == (args, env, cwd, user)
+
+
+def test_nothing_to_run_is_refused():
+    with pytest.raises(ProcessError, match="container.command"):
+        merged({}, {})
+
+
+def _tar(tmp_path: Path, entries) -> Path:
+    path = tmp_path / "layer.tar"
+    with tarfile.open(path, "w") as tf:
+        for info, data in entries:
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _info(name, kind=tarfile.REGTYPE, size=0, linkname="", mode=0o644, uid=0):
+    i = tarfile.TarInfo(name)
+    i.type, i.size, i.linkname, i.mode, i.uid, i.gid = kind, size, linkname, mode, uid, uid
+    return i
+
+
+@pytest.mark.parametrize("entries", [
+    [(_info("../escape", size=1), b"x")],
+    [(_info("/abs/../../escape", size=1), b"x")],
+    [(_info("link", tarfile.SYMTYPE, linkname="/"), None), (_info("link/etc/x", size=1), b"x")],
+    [(_info("hard", tarfile.LNKTYPE, linkname="../../etc/passwd"), None)],
+], ids=["dotdot", "absolute-dotdot", "through-symlink", "hardlink-out"])
+def test_no_member_lands_outside_the_layer(tmp_path, entries):
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    with pytest.raises(layers.LayerError):
+        layers.unpack(_tar(tmp_path, entries), dest, None)
+    assert not (tmp_path / "escape").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts are device nodes and trusted xattrs: root")
+def test_whiteouts_devices_and_owners(tmp_path):
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    blob = _tar(tmp_path, [(_info("d", tarfile.DIRTYPE, mode=0o755), None), (_info("d/.wh.gone"), b""),
+                           (_info("o", tarfile.DIRTYPE, mode=0o755), None), (_info("o/.wh..wh..opq"), b""),
+                           (_info("null", tarfile.CHRTYPE), None),
+                           (_info("suid", size=1, mode=0o4755, uid=1000), b"x")])
+    layers.unpack(blob, dest, IdMap(100000, 100000, 65536))
+    gone = os.lstat(dest / "d/gone")
+    assert stat.S_ISCHR(gone.st_mode) and gone.st_rdev == 0          # overlayfs's whiteout
+    assert os.getxattr(dest / "o", "trusted.overlay.opaque") == b"y"
+    assert not (dest / "null").exists()                               # no device nodes from images
+    suid = os.lstat(dest / "suid")
+    assert (suid.st_uid, suid.st_gid) == (101000, 101000) and suid.st_mode & 0o4000
