@@ -67,7 +67,7 @@ def load(nodes_csv: Path, workloads_csv: Path):
                                   gpu_milli=num * milli if num else 0)
         res = DEFAULTS[(r.get("kind") or "container").strip()].reserve(request)
         spec = tuple(m for m in (r.get("gpu_spec") or "").split("|") if m)
-        work.append((r.get("name") or f"w{i}", res.cpu_milli, -(-res.memory_bytes // MIB), res.gpu_milli, spec))
+        work.append((r.get("name") or f"w{i}", res.cpu_milli, res.memory_bytes // MIB, res.gpu_milli, spec))
     return names, cap, free, models, work
 
 

@@ -9,7 +9,9 @@ trace's format: num_gpu x gpu_milli / 1000 GPUs), `gpu_spec` (allowed GPU models
 any; a constraint `gpu.model in (A, B)`, as a job spec would write it).
 Workloads are placed one by one in file order (an online arrival sequence), each a GroupAsk of
 count 1 through the same `place()` the scheduler service calls, with the default profiles.
-OUT.csv gets one row per workload with the amounts reserved on its host, overhead included, and
+OUT.csv gets one row per workload with the amounts reserved on its host, overhead included (memory
+in whole MiB rounded down, so that a node's rows never add up past its capacity; a request is whole
+MiB, so a row never shows less than was asked), and
 `gpus`: the devices it got there, `INDEX:MILLI` joined by `;` (`2:500`, `0:1000;1:1000`, empty for
 none or under `--gpu-model pooled`, which has no devices); the last line printed is a JSON summary. `--gpu-model pooled` counts a host's GPUs as one amount
 (gpumodel.py, EngineConfig.gpu_model) to compare with figures measured that way.
@@ -120,7 +122,7 @@ def write_out(path: Path, results, reserved: np.ndarray, gpu_model: str = gpumod
         for r, amounts in zip(results, reserved.tolist(), strict=True):
             node = r.hosts[0] if r.hosts else ""
             gpus = devices(amounts[GPU], r.gpus[0], gpu_model) if r.hosts else ""
-            w.writerow([r.ask.group, node, amounts[CPU], -(-amounts[MEMORY] // MIB), amounts[GPU], gpus])
+            w.writerow([r.ask.group, node, amounts[CPU], amounts[MEMORY] // MIB, amounts[GPU], gpus])
 
 
 def pack(nodes: Path, workloads: Path, out: Path, policy: str, started: float,

@@ -161,3 +161,14 @@ def test_the_checker_finds_what_is_wrong(tmp_path):
     faults = "\n".join(check(nodes, workloads, out))
     for fault in ("gpu_spec V100M16", "device 2 not on g", "g: over capacity", "g GPU 0: 1200 milli"):
         assert fault in faults
+
+
+def test_rows_of_a_full_node_never_add_up_past_its_capacity(tmp_path):
+    """A VM's overhead is not whole MiB: OUT rounds its memory down, so a node packed to the byte
+    still checks, and a row never shows less than the workload asked."""
+    nodes = write(tmp_path / "n.csv", ["sn", "cpu_milli", "memory_mib"], [["h", 64000, 8 * 1024]])
+    workloads = write(tmp_path / "w.csv", ["name", "cpu_milli", "memory_mib", "kind"],
+                      [[f"vm{i}", 1000, 1000, "vm"] for i in range(9)])
+    summary, rows = pack_out(nodes, workloads, tmp_path / "out.csv")
+    assert summary["placed"] >= 7 and all(int(r["memory_mib"]) > 1000 for r in rows if r["node"])
+    assert check(nodes, workloads, tmp_path / "out.csv") == []
