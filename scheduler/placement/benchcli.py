@@ -2,13 +2,18 @@
 
     packyard-bench pack --nodes NODES.csv --workloads WORKLOADS.csv --out OUT.csv [--policy P]
 
-NODES.csv: `name` (or `sn`), `cpu_milli`, `memory_mib`, optional `gpu` (whole GPUs); other
-columns ignored. WORKLOADS.csv: `name`, `cpu_milli`, `memory_mib`, optional `kind` (container or
-vm), `num_gpu`, `gpu_milli` (the Alibaba trace's format: num_gpu x gpu_milli / 1000 GPUs).
+NODES.csv: `name` (or `sn`), `cpu_milli`, `memory_mib`, optional `gpu` (whole GPUs) and `model`
+(the GPU model, the node attribute `gpu.model`); other columns ignored. WORKLOADS.csv: `name`,
+`cpu_milli`, `memory_mib`, optional `kind` (container or vm), `num_gpu`, `gpu_milli` (the Alibaba
+trace's format: num_gpu x gpu_milli / 1000 GPUs), `gpu_spec` (allowed GPU models `A|B`, empty:
+any; a constraint `gpu.model in (A, B)`, as a job spec would write it).
 Workloads are placed one by one in file order (an online arrival sequence), each a GroupAsk of
 count 1 through the same `place()` the scheduler service calls, with the default profiles.
-OUT.csv gets one row per workload with the amounts reserved on its host, overhead included; the
-last line printed is a JSON summary. `--gpu-model pooled` counts a host's GPUs as one amount
+OUT.csv gets one row per workload with the amounts reserved on its host, overhead included (memory
+in whole MiB rounded down, so that a node's rows never add up past its capacity; a request is whole
+MiB, so a row never shows less than was asked), and
+`gpus`: the devices it got there, `INDEX:MILLI` joined by `;` (`2:500`, `0:1000;1:1000`, empty for
+none or under `--gpu-model pooled`, which has no devices); the last line printed is a JSON summary. `--gpu-model pooled` counts a host's GPUs as one amount
 (gpumodel.py, EngineConfig.gpu_model) to compare with figures measured that way.
 """
 from __future__ import annotations
@@ -25,6 +30,7 @@ import click
 import numpy as np
 
 from packyard.records import ResourceAmounts
+from packyard.spec import Constraint
 from scheduler.placement import gpumodel
 from scheduler.placement.asks import GroupAsk
 from scheduler.placement.config import DEFAULT_POLICY, POLICIES, EngineConfig
@@ -34,6 +40,7 @@ from scheduler.placement.table import CPU, GPU, MEMORY, Host, HostTable
 
 MIB = 1 << 20
 DRIVERS = {"driver.container": "ok", "driver.vm": "ok"}
+GPU_MODEL = "gpu.model"   # the node attribute the CSV's `model` fills and `gpu_spec` constrains
 
 
 def process_started() -> float:
@@ -63,7 +70,9 @@ def read_nodes(path: Path, gpu_model: str = gpumodel.DEVICES) -> HostTable:
         capacity = ResourceAmounts(cpu_milli=_int(row, "cpu_milli"),
                                    memory_bytes=_int(row, "memory_mib") * MIB,
                                    gpu_milli=_int(row, "gpu") * 1000)
-        hosts.append(Host(name, capacity, attributes=DRIVERS))
+        model = (row.get("model") or "").strip()
+        attributes = {**DRIVERS, GPU_MODEL: model} if model else DRIVERS
+        hosts.append(Host(name, capacity, attributes=attributes))
     return HostTable.from_hosts(hosts, gpu_model=gpu_model)
 
 
@@ -75,8 +84,15 @@ def read_workloads(path: Path) -> list[GroupAsk]:
                                   memory_bytes=_int(row, "memory_mib") * MIB,
                                   gpu_milli=num_gpu * gpu_milli if num_gpu else 0)
         asks.append(GroupAsk(job="bench", group=row.get("name") or f"w{i}", count=1,
-                             kind=(row.get("kind") or "container").strip(), request=request))
+                             kind=(row.get("kind") or "container").strip(), request=request,
+                             constraints=gpu_spec(row.get("gpu_spec") or "")))
     return asks
+
+
+def gpu_spec(spec: str) -> list[Constraint]:
+    """`A|B` -> `gpu.model in (A, B)`; empty -> no constraint (any model, or no GPU at all)."""
+    models = [m.strip() for m in spec.split("|") if m.strip()]
+    return [Constraint(attribute=GPU_MODEL, operator="in", value=models)] if models else []
 
 
 def lower_bound(table: HostTable, reserved: np.ndarray) -> int:
@@ -91,13 +107,22 @@ def lower_bound(table: HostTable, reserved: np.ndarray) -> int:
     return min(bound, len(table)) if len(table) else 0
 
 
-def write_out(path: Path, results, reserved: np.ndarray) -> None:
+def devices(gpu_milli: int, indices: tuple[int, ...], model: str) -> str:
+    """The OUT `gpus` cell: a share is all on its one device, whole GPUs are 1000 each."""
+    if model != gpumodel.DEVICES or not indices or not gpu_milli:
+        return ""
+    each = gpu_milli if len(indices) == 1 else gpu_milli // len(indices)
+    return ";".join(f"{i}:{each}" for i in indices)
+
+
+def write_out(path: Path, results, reserved: np.ndarray, gpu_model: str = gpumodel.DEVICES) -> None:
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["name", "node", "cpu_milli", "memory_mib", "gpu_milli"])
+        w.writerow(["name", "node", "cpu_milli", "memory_mib", "gpu_milli", "gpus"])
         for r, amounts in zip(results, reserved.tolist(), strict=True):
             node = r.hosts[0] if r.hosts else ""
-            w.writerow([r.ask.group, node, amounts[CPU], -(-amounts[MEMORY] // MIB), amounts[GPU]])
+            gpus = devices(amounts[GPU], r.gpus[0], gpu_model) if r.hosts else ""
+            w.writerow([r.ask.group, node, amounts[CPU], amounts[MEMORY] // MIB, amounts[GPU], gpus])
 
 
 def pack(nodes: Path, workloads: Path, out: Path, policy: str, started: float,
@@ -111,7 +136,7 @@ def pack(nodes: Path, workloads: Path, out: Path, policy: str, started: float,
     engine_s = time.perf_counter() - engine_start
     reserved = np.array([[r.reserved.cpu_milli, r.reserved.memory_bytes, r.reserved.disk_bytes,
                           r.reserved.gpu_milli] for r in results], dtype=np.int64).reshape(-1, 4)
-    write_out(out, results, reserved)
+    write_out(out, results, reserved, gpu_model)
     placed = sum(len(r.hosts) for r in results)
     errors = [r for r in results if r.error]
     used = np.any(plan.allocated != table.allocated, axis=1)

@@ -48,6 +48,10 @@ class Overlay:
         # capacity - allocated, kept with it (a refresh reads it for every row it looks at)
         self.free = capacity - self.allocated
         self.in_use = np.any(self.allocated > 0, axis=1).astype(np.float64)   # 1.0: holds something
+        # each host's cpu and memory as a share of the largest host's (a table constant): when a
+        # host must be opened, the larger one holds more of what follows (the bound fills them first)
+        top = np.maximum(capacity[:, :2].max(axis=0, initial=0), 1)
+        self.size = (capacity[:, 0] / top[0] + capacity[:, 1] / top[1]) / 2
         self.gpu_free = table.gpu_free.copy()
         # free GPU milli per host: a host with none left scores 0.5 on the GPU terms for the
         # instances it can still take (those without GPUs), exactly, without computing them

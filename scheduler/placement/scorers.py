@@ -28,8 +28,12 @@ def binpack(view: View) -> np.ndarray:
 
 def occupied(view: View) -> np.ndarray:
     """1 on a host that already holds something, 0 on an empty one: a tie-breaker that keeps work
-    on the hosts in use, so empty hosts stay empty (to be powered down or kept for big work)."""
-    return view.overlay.in_use[view.rows]
+    on the hosts in use, so empty hosts stay empty (to be powered down or kept for big work). An
+    empty host scores up to 0.5 by its size (overlay.size): opening a large host rather than a small
+    one leaves fewer hosts open for the small work that follows."""
+    rows = view.rows
+    in_use = view.overlay.in_use[rows]
+    return in_use + (1.0 - in_use) * 0.5 * view.overlay.size[rows]
 
 
 def nomad_binpack(view: View) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from bench.pack_check import check
 from scheduler.placement.benchcli import lower_bound, main, read_nodes, read_workloads
 from scheduler.placement.table import CPU, GPU, MEMORY
 
@@ -104,3 +105,70 @@ def test_pooled_gpus_let_shares_span_devices_and_leave_nothing_behind(tmp_path):
         assert placed.setdefault(model, summary["placed"]) == summary["placed"]
     assert placed == {"devices": 2, "pooled": 3}
     assert read_nodes(nodes).gpu_capacity.tolist() == [[1000, 1000]]
+
+
+def pack_out(nodes: Path, workloads: Path, out: Path, *args: str) -> tuple[dict, list[dict]]:
+    result = CliRunner().invoke(main, ["pack", "--nodes", str(nodes), "--workloads", str(workloads),
+                                       "--out", str(out), *args])
+    assert result.exit_code == 0, result.output
+    with out.open(newline="") as f:
+        return json.loads(result.output.strip().splitlines()[-1]), list(csv.DictReader(f))
+
+
+def test_out_names_the_devices_each_workload_got(tmp_path):
+    """Two shares that fit one GPU together go on one device (best fit); whole GPUs take whole free
+    devices; a GPU-less workload has an empty cell. The independent checker agrees with every row."""
+    nodes = write(tmp_path / "n.csv", ["sn", "cpu_milli", "memory_mib", "gpu", "model"], [["g", 64000, 65536, 4, "T4"]])
+    workloads = write(tmp_path / "w.csv", ["name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli"],
+                      [["s1", 1000, 1024, 1, 500], ["s2", 1000, 1024, 1, 300], ["two", 1000, 1024, 2, 1000],
+                       ["cpu", 1000, 1024, 0, 0], ["three", 1000, 1024, 3, 1000]])
+    summary, rows = pack_out(nodes, workloads, tmp_path / "out.csv")
+    cells = {r["name"]: r["gpus"] for r in rows}
+    share = cells["s1"].split(":")[0]
+    assert cells["s1"] == f"{share}:500" and cells["s2"] == f"{share}:300"
+    two = [c.split(":") for c in cells["two"].split(";")]
+    assert len(two) == 2 and all(m == "1000" and i != share for i, m in two)
+    assert cells["cpu"] == "" and cells["three"] == "" and summary["unplaced"] == 1   # one GPU left
+    assert check(nodes, workloads, tmp_path / "out.csv") == []
+    _, pooled = pack_out(nodes, workloads, tmp_path / "pooled.csv", "--gpu-model", "pooled")
+    assert all(r["gpus"] == "" for r in pooled)                   # pooled has no devices
+
+
+def test_gpu_spec_constrains_the_node_model(tmp_path):
+    """`gpu_spec` A|B admits only nodes whose `model` is A or B; empty admits any node; a spec no
+    node has leaves the workload unplaced with the constraint as its reason."""
+    nodes = write(tmp_path / "n.csv", ["sn", "cpu_milli", "memory_mib", "gpu", "model"],
+                  [["t4", 64000, 65536, 2, "T4"], ["v100", 64000, 65536, 2, "V100M16"], ["cpu", 64000, 65536, 0, ""]])
+    workloads = write(tmp_path / "w.csv", ["name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli", "gpu_spec"],
+                      [["v", 1000, 1024, 1, 500, "V100M16|V100M32"], ["t", 1000, 1024, 1, 1000, "T4"],
+                       ["any", 1000, 1024, 1, 1000, ""], ["none", 1000, 1024, 1, 1000, "A100"]])
+    asks = read_workloads(workloads)
+    assert asks[0].constraints[0].value == ["V100M16", "V100M32"] and asks[2].constraints == []
+    _, rows = pack_out(nodes, workloads, tmp_path / "out.csv")
+    node = {r["name"]: r["node"] for r in rows}
+    assert (node["v"], node["t"], node["none"]) == ("v100", "t4", "")
+    assert node["any"] in ("t4", "v100")
+    assert check(nodes, workloads, tmp_path / "out.csv") == []
+
+
+def test_the_checker_finds_what_is_wrong(tmp_path):
+    nodes = write(tmp_path / "n.csv", ["sn", "cpu_milli", "memory_mib", "gpu", "model"], [["g", 4000, 4096, 2, "T4"]])
+    workloads = write(tmp_path / "w.csv", ["name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli", "gpu_spec"],
+                      [["a", 3000, 1024, 1, 600, "V100M16"], ["b", 3000, 1024, 1, 600, ""], ["c", 10, 10, 2, 1000, ""]])
+    out = write(tmp_path / "o.csv", ["name", "node", "cpu_milli", "memory_mib", "gpu_milli", "gpus"],
+                [["a", "g", 3000, 1025, 600, "0:600"], ["b", "g", 3000, 1025, 600, "0:600"],
+                 ["c", "g", 10, 11, 2000, "1:1000;2:1000"]])
+    faults = "\n".join(check(nodes, workloads, out))
+    for fault in ("gpu_spec V100M16", "device 2 not on g", "g: over capacity", "g GPU 0: 1200 milli"):
+        assert fault in faults
+
+
+def test_rows_of_a_full_node_never_add_up_past_its_capacity(tmp_path):
+    """A VM's overhead is not whole MiB: OUT rounds its memory down, so a node packed to the byte
+    still checks, and a row never shows less than the workload asked."""
+    nodes = write(tmp_path / "n.csv", ["sn", "cpu_milli", "memory_mib"], [["h", 64000, 8 * 1024]])
+    workloads = write(tmp_path / "w.csv", ["name", "cpu_milli", "memory_mib", "kind"],
+                      [[f"vm{i}", 1000, 1000, "vm"] for i in range(9)])
+    summary, rows = pack_out(nodes, workloads, tmp_path / "out.csv")
+    assert summary["placed"] >= 7 and all(int(r["memory_mib"]) > 1000 for r in rows if r["node"])
+    assert check(nodes, workloads, tmp_path / "out.csv") == []

@@ -97,8 +97,9 @@ def test_gpu_scorers_are_neutral_without_a_mix_or_gpus(name, mix, hosts):
 
 
 def test_occupied():
-    t = table(host("empty"), host("used", used=res(cpu=1)))
-    assert score("occupied", res(), t).tolist() == [0.0, 1.0]
+    """In use: 1; empty: half its size as a share of the largest host (mean of cpu and memory)."""
+    t = table(host("empty"), host("used", used=res(cpu=1)), host("half", cpu=2000, mem_gib=8))
+    assert score("occupied", res(), t).tolist() == [0.5, 1.0, 0.25]
 
 
 @pytest.mark.parametrize("name", sorted(scorers.REGISTRY))

@@ -45,7 +45,8 @@ def test_without_spread_binpack_keeps_to_one_host():
 def test_spread_is_not_a_filter_a_full_zone_is_skipped():
     hs = [host("h0", cpu=100, labels={"zone": "a"}), host("h1", labels={"zone": "b"})]
     [r] = place(table(*hs), [ask(3, cpu=100, spread=[spread()])])
-    assert r.status is Status.PLACED and zones_of(hs, r.hosts) == ["a", "b", "b"]
+    # h0 holds one instance, then is full: the spread's next turn for zone a goes to b
+    assert r.status is Status.PLACED and sorted(zones_of(hs, r.hosts)) == ["a", "b", "b"]
 
 
 def test_two_spreads_both_count():

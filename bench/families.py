@@ -1,0 +1,104 @@
+"""Families of packing cases (issue 18), each deterministic for a seed, written as the CSVs
+`packyard-bench pack` reads. No constant here is fitted to a result: each family is a range of
+cases, and bench/pack_families.py runs several seeds of each.
+
+- `trace`: the Alibaba trace's own hosts with its pod list resampled (with replacement, in
+  creation order): `cpu_x` times the trace's share of CPU-only pods (0..3), `shared` the share of
+  GPU pods that take a share of one GPU (0.2..1.0; a shared pod's milli drawn from the trace's
+  shares), `multi` times the trace's share of multi-GPU pods among whole-GPU pods.
+- `vmmix`: VM + container mixes on identical hosts (bench/gen_mix.py's sizes) with the VM share,
+  the size distribution's skew and the host size drawn per seed.
+- `mixedhosts`: the same mixes on hosts of four sizes (16 to 128 cores), some with 4 or 8 GPUs.
+- `small`: many small containers (50m-2 cores) on hosts of mixed sizes.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from bench import gen_mix
+
+TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "alibaba-gpu-v2023"
+NODE_HEADER = ["name", "cpu_milli", "memory_mib", "gpu", "model"]
+WORK_HEADER = ["name", "cpu_milli", "memory_mib", "kind", "num_gpu", "gpu_milli", "gpu_spec"]
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def trace(seed: int, cpu_x: float = 1.0, shared: float | None = None, multi: float = 1.0):
+    rng = np.random.default_rng(seed)
+    nodes = [(n["sn"], n["cpu_milli"], n["memory_mib"], n["gpu"], n["model"])
+             for n in _read(TRACE / "openb_node_list_all_node.csv")]
+    pods = _read(TRACE / "openb_pod_list_default.csv")
+    cpu_only = [p for p in pods if int(p["num_gpu"]) == 0]
+    share = [p for p in pods if int(p["num_gpu"]) == 1 and int(p["gpu_milli"]) < 1000]
+    whole1 = [p for p in pods if int(p["num_gpu"]) == 1 and int(p["gpu_milli"]) >= 1000]
+    multis = [p for p in pods if int(p["num_gpu"]) > 1]
+    gpu_pods = len(pods) - len(cpu_only)
+    n_cpu = int(round(len(cpu_only) * cpu_x))
+    p_share = len(share) / gpu_pods if shared is None else shared
+    n_share = int(round(gpu_pods * p_share))
+    whole = gpu_pods - n_share
+    p_multi = min(1.0, multi * len(multis) / max(1, len(multis) + len(whole1)))
+    n_multi = int(round(whole * p_multi))
+    picks = ([dict(cpu_only[i]) for i in rng.integers(len(cpu_only), size=n_cpu)] +
+             [dict(share[i]) for i in rng.integers(len(share), size=n_share)] +
+             [dict(multis[i]) for i in rng.integers(len(multis), size=n_multi)] +
+             [dict(whole1[i]) for i in rng.integers(len(whole1), size=whole - n_multi)])
+    order = rng.permutation(len(picks))   # an arrival order drawn per seed
+    rows = [(f"pod-{k:06d}", p["cpu_milli"], p["memory_mib"], "container", p["num_gpu"], p["gpu_milli"],
+             p.get("gpu_spec", "")) for k, p in enumerate(picks[i] for i in order)]
+    return nodes, rows
+
+
+def vmmix(seed: int, hosts: int = 600, workloads: int = 8000):
+    rng = np.random.default_rng([seed, 18])
+    nodes, rows = gen_mix.generate(hosts, workloads, seed, vm_share=float(rng.uniform(0.15, 0.6)))
+    scale = float(rng.choice([0.5, 1.0, 1.5]))   # host size: 32, 64 or 96 cores
+    nodes = [(n, int(c * scale), int(m * scale), g, "") for n, c, m, g in nodes]
+    return nodes, [(*r, "") for r in rows]
+
+
+SIZES = [(16_000, 64 * 1024, 0), (32_000, 128 * 1024, 4), (64_000, 256 * 1024, 8), (128_000, 512 * 1024, 0)]
+
+
+def _mixed_nodes(rng, hosts: int, gpu_share: float):
+    out = []
+    sizes = rng.integers(len(SIZES), size=hosts)
+    has_gpu = rng.random(hosts) < gpu_share
+    for i in range(hosts):
+        cpu, mem, gpu = SIZES[sizes[i]]
+        g = gpu if has_gpu[i] else 0
+        out.append((f"host-{i:05d}", cpu, mem, g, "T4" if g == 4 else ("A10" if g else "")))
+    return out
+
+
+def mixedhosts(seed: int, hosts: int = 800, workloads: int = 8000):
+    rng = np.random.default_rng([seed, 19])
+    _, rows = gen_mix.generate(hosts, workloads, seed, vm_share=float(rng.uniform(0.2, 0.5)),
+                               gpu_hosts=0.25)
+    nodes = _mixed_nodes(rng, hosts, 0.5)
+    return nodes, [(*r, "") for r in rows]
+
+
+def small(seed: int, hosts: int = 2000, workloads: int = 20000):
+    rng = np.random.default_rng([seed, 20])
+    nodes = _mixed_nodes(rng, hosts, 0.0)
+    w = np.array([c[2] for c in gen_mix.CONTAINER_SIZES], dtype=float)
+    pick = rng.choice(len(w), size=workloads, p=w / w.sum())
+    rows = [(f"ct-{i:06d}", gen_mix.CONTAINER_SIZES[k][0], gen_mix.CONTAINER_SIZES[k][1], "container", 0, 0, "")
+            for i, k in enumerate(pick)]
+    return nodes, rows
+
+
+def write(nodes, rows, nodes_csv: Path, workloads_csv: Path) -> None:
+    for path, header, body in ((nodes_csv, NODE_HEADER, nodes), (workloads_csv, WORK_HEADER, rows)):
+        with path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(body)

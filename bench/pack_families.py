@@ -1,0 +1,105 @@
+"""Run every family of bench/families.py, several seeds, against every peer; write the table into
+bench/PACKING.md (between the `families` markers) and print it.
+
+    python bench/pack_families.py [--seeds 1,2] [--quick] [--md bench/PACKING.md]
+
+Peers: the engine's policies through `packyard-bench pack` (packyard, k8s-default,
+k8s-mostallocated, nomad-binpack; GPUs as devices) and bench/gpu_peers.py (FGD, best-fit, GPU
+packing, dot-product, offline FFD). Every OUT is validated by bench/pack_check.py (a fault stops
+the run). A cell is `unplaced / hosts used / unallocated GPUs` (the GPUs no placed workload holds);
+LB is the capacity lower bound on hosts (`packyard-bench pack`'s).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench import families
+from bench.pack_check import check
+
+ENGINE = ["packyard", "k8s-default", "k8s-mostallocated", "nomad-binpack"]
+PEERS = ["fgd", "bestfit", "gpupacking", "dotprod", "ffd"]
+VARIANTS = [
+    ("trace", "cpu-only 0x", lambda s: families.trace(s, cpu_x=0.0)),
+    ("trace", "cpu-only 1.5x", lambda s: families.trace(s, cpu_x=1.5)),
+    ("trace", "cpu-only 3x", lambda s: families.trace(s, cpu_x=3.0)),
+    ("trace", "shared 20%, multi-GPU 3x", lambda s: families.trace(s, shared=0.2, multi=3.0)),
+    ("trace", "shared 100%", lambda s: families.trace(s, shared=1.0)),
+    ("vmmix", "600 identical hosts", families.vmmix),
+    ("mixedhosts", "800 hosts, 4 sizes", families.mixedhosts),
+    ("small", "20,000 on 2,000 mixed", families.small),
+]
+BEGIN, END = "<!-- families: begin (bench/pack_families.py) -->", "<!-- families: end -->"
+
+
+def _run(cmd: list[str]) -> dict:
+    proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def unallocated(nodes_csv: Path, out_csv: Path) -> float:
+    with nodes_csv.open(newline="") as f:
+        total = sum(int(r["gpu"] or 0) * 1000 for r in csv.DictReader(f))
+    with out_csv.open(newline="") as f:
+        held = sum(int(r["gpu_milli"] or 0) for r in csv.DictReader(f) if r["node"])
+    return (total - held) / 1000
+
+
+def run_variant(build, seed: int, tmp: Path) -> tuple[dict[str, tuple], int]:
+    nodes, works = tmp / "nodes.csv", tmp / "work.csv"
+    families.write(*build(seed), nodes, works)
+    bench = str(Path(sys.executable).with_name("packyard-bench"))
+    cells, bound = {}, 0
+    for peer in ENGINE + PEERS:
+        out = tmp / f"{peer}.csv"
+        if peer in ENGINE:
+            s = _run([bench, "pack", "--nodes", str(nodes), "--workloads", str(works), "--out", str(out),
+                      "--policy", peer])
+            bound = s["lower_bound"]
+        else:
+            s = _run([sys.executable, "-m", "bench.gpu_peers", "--nodes", str(nodes), "--workloads", str(works),
+                      "--out", str(out), "--policy", peer])
+        faults = check(nodes, works, out)
+        if faults:
+            raise SystemExit(f"{peer} seed {seed}: {faults[:3]}")
+        cells[peer] = (s["unplaced"], s["hosts_used"], unallocated(nodes, out))
+    return cells, bound
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", default="1,2")
+    p.add_argument("--only", default="", help="comma-separated families")
+    p.add_argument("--md", type=Path, default=Path(__file__).with_name("PACKING.md"))
+    a = p.parse_args()
+    peers = ENGINE + PEERS
+    lines = ["| family | variant | seed | LB | " + " | ".join(peers) + " | best online peer |",
+             "| --- | --- | ---: | ---: | " + " | ".join(["---"] * len(peers)) + " | --- |"]
+    print("\n".join(lines), flush=True)
+    with tempfile.TemporaryDirectory() as t:
+        for family, label, build in VARIANTS:
+            if a.only and family not in a.only.split(","):
+                continue
+            for seed in (int(x) for x in a.seeds.split(",")):
+                cells, bound = run_variant(build, seed, Path(t))
+                online = [q for q in peers if q not in ("packyard", "ffd")]
+                best = min(online, key=lambda q: cells[q][:2])
+                row = (f"| {family} | {label} | {seed} | {bound} | " +
+                       " | ".join(("**%d / %d / %g**" if q == "packyard" else "%d / %d / %g") % cells[q]
+                                  for q in peers) + f" | {best} |")
+                lines.append(row)
+                print(row, flush=True)
+    table = "\n".join(lines)
+    if a.md.exists() and not a.only:
+        text = a.md.read_text()
+        if BEGIN in text and END in text:
+            head, rest = text.split(BEGIN, 1)
+            a.md.write_text(head + BEGIN + "\n" + table + "\n" + END + rest.split(END, 1)[1])
+
+if __name__ == "__main__":
+    main()
