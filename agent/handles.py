@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from agent import private
 from agent.drivers.base import Handle, InstanceSpec
 from packyard.policies import CheckPolicy, RestartPolicy
 
@@ -44,7 +45,7 @@ class FileHandleStore:
     def save(self, spec: InstanceSpec, handle: Handle) -> None:
         path = self.dir / f"{spec.id}.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"spec": dataclasses.asdict(spec), "handle": dataclasses.asdict(handle)}))
+        private.write_text(tmp, json.dumps({"spec": dataclasses.asdict(spec), "handle": dataclasses.asdict(handle)}))
         os.replace(tmp, path)
 
     def forget(self, instance_id: str) -> None:

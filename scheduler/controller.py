@@ -20,6 +20,8 @@ from packyard.spec import JobSpec, load_json
 from packyard.update import update_policy
 from scheduler import changes, metrics, placement, versions
 from scheduler.agents import AgentClients
+from scheduler.caps import Caps
+from scheduler.caps import check as check_caps
 from scheduler.commit import NOT_LEADING, Committer, Guard, Write
 from scheduler.dispatch import DispatchConfig, Dispatcher
 from scheduler.leader import Leadership
@@ -46,6 +48,7 @@ class ControllerConfig:
     # a stopped job whose instances have all ended is forgotten (its records leave etcd) this long
     # after it was stopped, or at once if stopped with purge; 0: only those
     purge_stopped_after: float = 86400.0
+    caps: Caps = Caps()     # total instances per job and per cluster
     learner: LearnerConfig = LearnerConfig()
     reconcile: ReconcileConfig = ReconcileConfig()
     engine: placement.EngineConfig = dataclasses.field(default_factory=placement.EngineConfig)
@@ -409,6 +412,9 @@ class Controller:
             old = self.state.jobs.get(spec.name)
             if old is not None and old.spec_json == spec.to_json() and old.desired == "run":
                 return Submitted(old.version, False, self._running_ids(spec.name))
+            check_caps(spec, (self.specs.of(j) for j in self.state.jobs.values()
+                              if j.desired == "run" and j.name != spec.name),
+                       len(self.state.nodes), self.config.caps)
             job = await self._write_version(spec, note, fenced=False)
             if job is None:
                 return None

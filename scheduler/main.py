@@ -16,6 +16,7 @@ from packyard.etcd import Etcd
 from packyard.heap import HeapKeeper
 from packyard.v1 import scheduler_pb2_grpc
 from scheduler.agents import AgentClients
+from scheduler.caps import Caps
 from scheduler.controller import Controller, ControllerConfig
 from scheduler.embedded_etcd import EtcdServer
 from scheduler.http import serve_http
@@ -39,12 +40,14 @@ def host_port(value: str, flag: str) -> tuple[str, int]:
 async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout: float,
                 ready_file: Path | None = None, profile_min_samples: int = 3,
                 identity: str = "", leader_ttl: int = 3, tls_identity: tls.Identity | None = None,
-                allow_privileged: bool = False, purge_stopped_after: float = 86400.0) -> None:
+                allow_privileged: bool = False, purge_stopped_after: float = 86400.0,
+                caps: Caps | None = None) -> None:
     etcd = Etcd(etcd_url, identity=tls_identity)
     await etcd.connect()
     controller = Controller(etcd, AgentClients(identity=tls_identity), ControllerConfig(
         reconcile=ReconcileConfig(confirm_timeout=confirm_timeout),
-        learner=LearnerConfig(min_samples=profile_min_samples), purge_stopped_after=purge_stopped_after))
+        learner=LearnerConfig(min_samples=profile_min_samples), purge_stopped_after=purge_stopped_after,
+        caps=caps or Caps()))
     # every replica campaigns; only the leader places, all serve the API from their caches
     leadership = Leadership(etcd, identity or f"{socket.gethostname()}/{listen}", ttl=leader_ttl)
     controller.follow(leadership)
@@ -102,13 +105,17 @@ async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout
 @click.option("--purge-stopped-after", type=click.FloatRange(0), default=86400.0, show_default=True,
               help="Seconds after which a stopped job whose instances have all ended is forgotten "
                    "(its records leave etcd); 0: only jobs stopped with --purge.")
+@click.option("--max-job-instances", type=click.IntRange(1), default=Caps.per_job, show_default=True,
+              help="Instances one job may ask for in all (its groups' counts summed); a submit over it is refused.")
+@click.option("--max-cluster-instances", type=click.IntRange(1), default=Caps.per_cluster, show_default=True,
+              help="Instances all running jobs may ask for together; a submit that would pass it is refused.")
 @tls.click_option("scheduler")
 @config.click_option()
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None, hidden=True)
 @click.option("--log-level", default="info", show_default=True)
 def main(etcd_url, listen, metrics, state_dir, embedded_etcd_listen, confirm_timeout,
-         profile_min_samples, allow_privileged, identity, leader_ttl, purge_stopped_after, tls_identity,
-         ready_file, log_level):
+         profile_min_samples, allow_privileged, identity, leader_ttl, purge_stopped_after, max_job_instances,
+         max_cluster_instances, tls_identity, ready_file, log_level):
     """Run the packyard scheduler."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     host_port(listen, "--listen")
@@ -126,7 +133,8 @@ def main(etcd_url, listen, metrics, state_dir, embedded_etcd_listen, confirm_tim
     try:
         asyncio.run(serve(etcd_url, listen, metrics, confirm_timeout, ready_file, profile_min_samples,
                           identity, leader_ttl, tls_identity=tls_identity,
-                          allow_privileged=allow_privileged, purge_stopped_after=purge_stopped_after))
+                          allow_privileged=allow_privileged, purge_stopped_after=purge_stopped_after,
+                          caps=Caps(max_job_instances, max_cluster_instances)))
     finally:
         if embedded:
             embedded.stop()

@@ -16,6 +16,7 @@ from packyard.records import MAX_EVENTS, JobRecord, ResourceAmounts
 from packyard.spec import SpecError, load_json
 from packyard.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 from scheduler import changes
+from scheduler.caps import OverCap
 from scheduler.controller import Conflict, Controller, NotFound, Refused
 from scheduler.convert import to_resources
 from scheduler.state import Entry
@@ -246,7 +247,7 @@ def _job_state(job: JobRecord) -> str:
 
 # the controller's refusals, as gRPC status codes (ctl maps those to its exit codes)
 ERRORS = {NotFound: grpc.StatusCode.NOT_FOUND, Refused: grpc.StatusCode.FAILED_PRECONDITION,
-          Conflict: grpc.StatusCode.ABORTED}
+          Conflict: grpc.StatusCode.ABORTED, OverCap: grpc.StatusCode.INVALID_ARGUMENT}
 
 
 async def _answer(context, work):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 
@@ -69,3 +71,15 @@ def test_no_store_keeps_nothing():
     store.save(spec("a"), Handle("a", "container"))
     store.forget("b")
     assert list(store.saved()) == []
+
+
+def test_saved_handles_hold_the_env_and_are_0600_whatever_the_umask(tmp_path):
+    store = FileHandleStore(tmp_path / "handles")
+    old = os.umask(0)
+    try:
+        store.save(spec("a"), Handle("a", "container"))
+    finally:
+        os.umask(old)
+    path = tmp_path / "handles" / "a.json"
+    assert json.loads(path.read_text())["spec"]["config"]["env"] == {"A": "1"}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

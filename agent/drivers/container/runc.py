@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent import private
+
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 VALID_ID = re.compile(r"^[A-Za-z0-9_+.-]{1,128}$")
 # Docker's default set: enough for ordinary programs (ping needs NET_RAW), nothing administrative.
@@ -239,7 +241,7 @@ def _base_config(args: list[str], env: dict[str, str], rootfs: Path, cgroups_pat
 
 def write_config(bundle: Path, cfg: dict[str, Any]) -> None:
     bundle.mkdir(parents=True, exist_ok=True)
-    (bundle / "config.json").write_text(json.dumps(cfg, indent=1))
+    private.write_text(bundle / "config.json", json.dumps(cfg, indent=1))   # it holds the job's env
 
 
 class Runc:
@@ -273,7 +275,7 @@ class Runc:
         pid_file, runc_log = bundle / "init.pid", bundle / "runc.log"
         pid_file.unlink(missing_ok=True)
         argv = self._argv(*verb, "--pid-file", str(pid_file), "--bundle", str(bundle), cid, log=runc_log)
-        with open(log_file, "ab") as out:
+        with open(log_file, "ab", opener=private.opener) as out:
             offset = out.tell()
             rc, _ = await run(argv, stdout=out, stderr=out)
         if rc != 0:

@@ -8,6 +8,7 @@ import asyncio
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tarfile
 from pathlib import Path
@@ -394,3 +395,21 @@ async def test_without_the_profile_the_node_runs_no_container_unconfined(node, s
         assert not list(driver.instances_dir.iterdir())
     finally:
         await driver.shutdown()
+
+
+@pytest.mark.integration
+@needs_root()
+@needs_runc()
+async def test_the_jobs_env_lands_only_in_files_root_reads(drivers):
+    """Issue 15.11: config.json and the log (where a program may print its env) are 0600 even
+    under umask 0, which would leave them world-readable."""
+    old = os.umask(0)
+    try:
+        h, out = await drivers.run({"command": ["sh", "-c", "echo $TOKEN"], "env": {"TOKEN": "s3cret"}})
+    finally:
+        os.umask(old)
+    assert "s3cret" in out
+    config = Path(h.data["bundle"]) / "config.json"
+    assert "s3cret" in config.read_text()
+    for path in (config, Path(h.data["log"])):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
