@@ -10,8 +10,9 @@ from pathlib import Path
 
 import click
 import grpc
+import prometheus_client
 
-from agent import fingerprint, memory, metrics
+from agent import fingerprint, memory
 from agent.drivers.paths import DEFAULT_ALLOWED_DIRS, parse_allowed_dirs
 from agent.manager import InstanceManager
 from agent.registration import Registration
@@ -108,7 +109,7 @@ async def serve(opts: dict) -> None:
     registration = Registration(etcd, record, ttl=opts["lease_ttl"])
     await registration.start()
     collector = UsageCollector(etcd, node, manager, interval=opts["usage_interval"])
-    metrics.REGISTRY.register(collector)
+    prometheus_client.REGISTRY.register(collector)
     usage_task = asyncio.get_running_loop().create_task(collector.run(lambda: registration.lease_id))
     log.info("agent %s serving on %s, drivers: %s", node, address, ", ".join(drivers) or "none")
     if opts["ready_file"]:
@@ -194,7 +195,7 @@ def main(**opts):
     opts["drivers"] = [d.strip() for d in opts["drivers"].split(",") if d.strip()]
     if opts["metrics"]:
         host, _, port = opts["metrics"].rpartition(":")
-        metrics.start_http_server(int(port), addr=host)
+        prometheus_client.start_http_server(int(port), addr=host)
     if opts["simulate"]:
         from agent import simulate
         asyncio.run(simulate.serve(opts, opts["simulate"]))
