@@ -1,8 +1,13 @@
 """The agent's own cost while idle with 20 instances (issue 5): resident memory and cpu share,
 measured from /proc over a quiet period, with its usage sampling and metrics on.
-Target: RSS <= 60 MiB, <= 1% of a core.
+Target (issue 17): RSS <= 75 MiB with both drivers up, <= 1% of a core.
 
     sudo .venv/bin/python bench/agent_overhead.py [--instances 20] [--seconds 30] [--drivers container,vm]
+                                                  [--tree OTHER_CHECKOUT]
+
+`--tree` runs the cluster from another checkout (side by side with this one, e.g. main: `git archive
+main | tar -x -C /tmp/main`); run it from a directory that is not a checkout (`python -m` puts the
+working directory first on sys.path).
 
 With `--drivers container,vm` libvirtd must be running (as `ctl local up` needs it); the result's
 `drivers_up` says which drivers really came up: a vm driver whose probe failed holds no libvirt

@@ -39,7 +39,8 @@ async def test_a_driver_that_comes_up_later_is_published(etcd):
     vm = SwitchableDriver("vm", "unavailable: libvirtd not reachable at qemu+unix:///system?socket=/x")
     drivers = {"container": SwitchableDriver("container", "ok"), "vm": vm}
     attrs = {**await drivercheck.fingerprints(drivers), "arch": "x86_64"}
-    reg = Registration(etcd, NodeRecord(name="n1", address="127.0.0.1:1", capacity={}, attributes=attrs), ttl=5)
+    reg = Registration(etcd, NodeRecord(name="n1", address="127.0.0.1:1", capacity={"cpu_milli": 1000},
+                                        attributes=attrs), ttl=5)
     await reg.start()
     task = asyncio.get_running_loop().create_task(drivercheck.recheck(drivers, reg, 0.05))
 
