@@ -10,8 +10,9 @@ from pathlib import Path
 
 import click
 import grpc
+import prometheus_client
 
-from agent import fingerprint, memory, metrics
+from agent import drivercheck, fingerprint, memory
 from agent.drivers.paths import DEFAULT_ALLOWED_DIRS, parse_allowed_dirs
 from agent.manager import InstanceManager
 from agent.registration import Registration
@@ -94,8 +95,7 @@ async def serve(opts: dict) -> None:
     drivers, attributes = make_drivers(opts["drivers"], node, state_dir, opts["subnet"], opts["bridge"],
                                        opts["libvirt_uri"], opts["allowed_dirs"], opts["allow_privileged"],
                                        opts["seccomp_profile"], opts["userns_remap"], _image_store(opts))
-    for driver in drivers.values():
-        attributes.update(await driver.fingerprint())
+    attributes.update(await drivercheck.fingerprints(drivers))
     attributes.update(fingerprint.host_attributes())
     if opts["metrics"]:
         # published so the scheduler's /sd/agents can point Prometheus here
@@ -121,8 +121,10 @@ async def serve(opts: dict) -> None:
     registration = Registration(etcd, record, ttl=opts["lease_ttl"])
     await registration.start()
     collector = UsageCollector(etcd, node, manager, interval=opts["usage_interval"])
-    metrics.REGISTRY.register(collector)
+    prometheus_client.REGISTRY.register(collector)
     usage_task = asyncio.get_running_loop().create_task(collector.run(lambda: registration.lease_id))
+    recheck_task = asyncio.get_running_loop().create_task(
+        drivercheck.recheck(drivers, registration, opts["driver_check_interval"]))
     log.info("agent %s serving on %s, drivers: %s", node, address, ", ".join(drivers) or "none")
     if opts["ready_file"]:
         opts["ready_file"].write_text(address)
@@ -135,6 +137,7 @@ async def serve(opts: dict) -> None:
     await stop.wait()
     log.info("agent %s stopping; instances keep running", node)
     usage_task.cancel()
+    recheck_task.cancel()
     await registration.close()
     await server.stop(grace=1)
     await manager.shutdown()
@@ -156,8 +159,11 @@ async def serve(opts: dict) -> None:
               help="Default: /var/lib/packyard/agent/<node>.")
 @click.option("--subnet", default=None, help="Container subnet (CIDR); default derived from --node.")
 @click.option("--bridge", default=None, help="Bridge name; default derived from --node.")
-@click.option("--drivers", default="container", show_default=True,
-              help="Comma list: container, vm, fake (or fake:vm) for tests.")
+@click.option("--drivers", default="auto", show_default=True,
+              help="auto (container and vm, each used where its fingerprint passes, re-checked every "
+                   "--driver-check-interval) or a comma list: container, vm, fake (or fake:vm) for tests.")
+@click.option("--driver-check-interval", type=click.FloatRange(min=1), default=30.0, show_default=True,
+              help="Seconds between re-checks of the drivers' fingerprints.")
 @click.option("--libvirt-uri", default="qemu:///system", show_default=True,
               help="libvirt connection of the vm driver.")
 @click.option("--allowed-dirs", default=",".join(DEFAULT_ALLOWED_DIRS), show_default=True,
@@ -221,10 +227,10 @@ def main(**opts):
         raise click.BadParameter(str(e), param_hint="--image-cache-size") from None
     opts["state_dir"] = opts["state_dir"] or Path("/var/lib/packyard/agent") / opts["node"]
     opts["subnet"] = opts["subnet"] or default_subnet(opts["node"])
-    opts["drivers"] = [d.strip() for d in opts["drivers"].split(",") if d.strip()]
+    opts["drivers"] = drivercheck.driver_names(opts["drivers"])
     if opts["metrics"]:
         host, _, port = opts["metrics"].rpartition(":")
-        metrics.start_http_server(int(port), addr=host)
+        prometheus_client.start_http_server(int(port), addr=host)
     if opts["simulate"]:
         from agent import simulate
         asyncio.run(simulate.serve(opts, opts["simulate"]))

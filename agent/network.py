@@ -1,4 +1,4 @@
-"""Per-host bridge and per-instance network namespaces, over rtnetlink (agent/rtnl.py).
+"""Per-host bridge and per-instance network namespaces, over rtnetlink (pyroute2's IPRoute).
 
     bridge pyb<hash(node)>  (gateway = first address of the subnet, in the agent's netns)
       └── veth pyv<hash(key)> ── eth0 in netns /var/run/netns/pyn-<hash(key)>  (next free address)
@@ -12,7 +12,8 @@ with O_EXCL, holding the key), so allocations survive an agent restart without a
 The netns is created by unsharing a fresh, short-lived thread (not the caller's thread, not a fork:
 the agent runs gRPC threads, and forking a threaded process is fragile) and bind-mounting that
 thread's namespace at /var/run/netns/<name>; runc is then given that path. The same thread opens the
-netlink socket used to configure eth0 inside the namespace. All methods block for a few ms: call
+netlink socket (an IPRoute) used to configure eth0 inside the namespace: a netlink socket talks to
+the namespace of the thread that opened it. All methods block for a few ms: call
 them from a worker thread (asyncio.to_thread) in async code.
 """
 from __future__ import annotations
@@ -22,13 +23,14 @@ import errno
 import hashlib
 import ipaddress
 import os
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from agent.rtnl import Rtnl
+from pyroute2 import IPRoute, NetlinkError
 
 NETNS_DIR = "/var/run/netns"
 # Docker's defaults in a container's own network namespace: any user of the container may bind a port
@@ -136,29 +138,31 @@ class HostNetwork:
 
     def setup(self) -> None:
         """Create the bridge with the gateway address and bring it up. Idempotent (agent restart)."""
-        with _errors(f"bridge {self.bridge}"), Rtnl() as ipr:
+        with _errors(f"bridge {self.bridge}"), IPRoute() as ipr:
             self._check_subnet_free(ipr)
-            found = ipr.link_lookup(self.bridge)
+            found = ipr.link_lookup(ifname=self.bridge)
             if not found:
-                ipr.add_bridge(self.bridge)
-                found = ipr.link_lookup(self.bridge)
+                ipr.link("add", ifname=self.bridge, kind="bridge")
+                found = ipr.link_lookup(ifname=self.bridge)
             index = found[0]
-            if self.gateway not in {a.address for a in ipr.addrs(index)}:
-                ipr.add_addr(index, self.gateway, self.prefixlen)
-            ipr.set_link(index, up=True)
+            if self.gateway not in {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET,
+                                                                                    index=index)}:
+                ipr.addr("add", index=index, address=self.gateway, prefixlen=self.prefixlen)
+            ipr.link("set", index=index, state="up")
 
-    def _check_subnet_free(self, ipr: Rtnl) -> None:
+    def _check_subnet_free(self, ipr: IPRoute) -> None:
         # Another bridge (another agent) with an overlapping subnet would steal our routes.
-        for a in ipr.addrs():
-            net = ipaddress.ip_network(f"{a.address}/{a.prefixlen}", strict=False)
-            if net.overlaps(self.pool.subnet) and a.label != self.bridge:
-                raise NetworkError(f"subnet {self.pool.subnet} overlaps {net} on {a.label}")
+        for a in ipr.get_addr(family=socket.AF_INET):
+            net = ipaddress.ip_network(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}", strict=False)
+            label = a.get_attr("IFA_LABEL")
+            if net.overlaps(self.pool.subnet) and label != self.bridge:
+                raise NetworkError(f"subnet {self.pool.subnet} overlaps {net} on {label}")
 
     def teardown(self) -> None:
         """Remove the bridge. Call when no instance is attached any more."""
-        with _errors(f"bridge {self.bridge}"), Rtnl() as ipr:
-            for index in ipr.link_lookup(self.bridge):
-                ipr.del_link(index)
+        with _errors(f"bridge {self.bridge}"), IPRoute() as ipr:
+            for index in ipr.link_lookup(ifname=self.bridge):
+                ipr.link("del", index=index)
 
     def attach(self, key: str, join: str | None = None) -> Attachment:
         """A netns for `key` with eth0 on the bridge, an address, a default route and lo up.
@@ -175,38 +179,39 @@ class HostNetwork:
 
     def _attach(self, att: Attachment, join: str | None = None) -> None:
         # Runs in a thread of its own: it unshares (or joins) its network namespace half way through.
-        with _errors(f"veth {att.veth}"), Rtnl() as host:
-            bridge = host.link_lookup(self.bridge)
+        with _errors(f"veth {att.veth}"), IPRoute() as host:
+            bridge = host.link_lookup(ifname=self.bridge)
             if not bridge:
                 raise NetworkError(f"bridge {self.bridge} does not exist (setup() not called?)")
-            for index in host.link_lookup(att.veth):    # a leftover of a crashed attach
-                host.del_link(index)
+            for index in host.link_lookup(ifname=att.veth):    # a leftover of a crashed attach
+                host.link("del", index=index)
             _remove_netns(att.netns_path)
             if join is None:
                 _create_netns_here(att.netns_path)
             else:
                 _join_netns_here(join, att.netns_path)
             _set_sysctls(NETNS_SYSCTLS)
-            # opened after unshare: this socket talks to the new namespace
-            with Rtnl() as ns:
+            # opened after unshare/setns: this socket talks to the instance's namespace
+            with IPRoute() as ns:
                 nsfd = os.open(att.netns_path, os.O_RDONLY)
                 try:
-                    host.add_veth(att.veth, CONTAINER_IFNAME, nsfd)
+                    host.link("add", ifname=att.veth, kind="veth", peer={"ifname": CONTAINER_IFNAME,
+                                                                          "net_ns_fd": nsfd})
                 finally:
                     os.close(nsfd)
-                veth = host.link_lookup(att.veth)[0]
-                host.set_link(veth, master=bridge[0], up=True)
-                eth0 = ns.link_lookup(CONTAINER_IFNAME)[0]
-                ns.add_addr(eth0, att.address, self.prefixlen)
-                ns.set_link(eth0, up=True)
-                ns.set_link(ns.link_lookup("lo")[0], up=True)
-                ns.add_default_route(self.gateway)
+                veth = host.link_lookup(ifname=att.veth)[0]
+                host.link("set", index=veth, master=bridge[0], state="up")
+                eth0 = ns.link_lookup(ifname=CONTAINER_IFNAME)[0]
+                ns.addr("add", index=eth0, address=att.address, prefixlen=self.prefixlen)
+                ns.link("set", index=eth0, state="up")
+                ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+                ns.route("add", dst="0.0.0.0/0", gateway=self.gateway)
 
     def detach(self, key: str) -> None:
         """Remove the veth pair, the netns and the address of `key`. Idempotent."""
-        with _errors(f"veth {veth_name(key)}"), Rtnl() as ipr:
-            for index in ipr.link_lookup(veth_name(key)):
-                ipr.del_link(index)
+        with _errors(f"veth {veth_name(key)}"), IPRoute() as ipr:
+            for index in ipr.link_lookup(ifname=veth_name(key)):
+                ipr.link("del", index=index)
         _remove_netns(netns_path(key))
         self.pool.release(key)
 
@@ -314,6 +319,8 @@ class _errors:
         return None
 
     def __exit__(self, kind, exc, tb) -> bool:
-        if isinstance(exc, OSError):                    # rtnl.NetlinkError too
+        if isinstance(exc, NetlinkError):               # the kernel refused: errno and its text
+            raise NetworkError(f"{self.what}: {os.strerror(exc.code)}") from exc
+        if isinstance(exc, OSError):
             raise NetworkError(f"{self.what}: {exc.strerror or exc}") from exc
         return False

@@ -32,6 +32,16 @@ class Registration:
         # only now: if the put failed, the old (expired) lease makes the next round register again
         self.lease_id = lease_id
 
+    async def update_attributes(self, attributes: dict[str, str]) -> None:
+        """Publish changed attributes (a driver that became healthy or not) under the current lease."""
+        old, self.record.attributes = self.record.attributes, attributes
+        if self.lease_id is not None:
+            try:
+                await self.etcd.put(keys.node(self.record.name), records.dumps(self.record), lease=self.lease_id)
+            except BaseException:   # not published: the next check sees the change again
+                self.record.attributes = old
+                raise
+
     async def start(self) -> None:
         await self.register()
         self._task = asyncio.get_running_loop().create_task(self._keepalive())

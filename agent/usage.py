@@ -11,9 +11,10 @@ import logging
 import os
 import time
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
 from agent import memory
 from agent.manager import InstanceManager
-from agent.metrics import CounterMetricFamily, GaugeMetricFamily
 from packyard import keys, records
 from packyard.etcd import Etcd, Outage
 from packyard.records import InstanceUsage, UsageRecord

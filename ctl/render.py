@@ -51,7 +51,18 @@ def node_json(n: scheduler_pb2.Node) -> dict:
     return {"name": n.name, "state": n.state, "address": n.address, "labels": dict(n.labels),
             "capacity": resources_json(n.capacity), "allocated": resources_json(n.allocated),
             "usage": resources_json(n.usage), "instances": n.instances,
-            "attributes": dict(n.attributes)}
+            "attributes": dict(n.attributes), "drivers": drivers_json(n.attributes)}
+
+
+def drivers_json(attributes) -> dict:
+    """Each driver's health from the agent's fingerprint (`driver.<kind>`: "ok" or "unavailable: why")."""
+    out = {}
+    for name, value in sorted(attributes.items()):
+        if name.startswith("driver.") and name.count(".") == 1:
+            kind = name.split(".", 1)[1]
+            out[kind] = {"healthy": True} if value == "ok" else \
+                {"healthy": False, "reason": value.removeprefix("unavailable: ")}
+    return out
 
 
 def nodes_json(r: scheduler_pb2.NodesResponse) -> list[dict]:

@@ -34,9 +34,12 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
+# The stamp holds the sha256 of the pyproject.toml it was installed from: a changed dependency list
+# reinstalls even when a checkout or merge left the file older than the stamp.
 stamp=.venv/.packyard-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e '.[test]'
-  touch "$stamp"
+  echo "$want" > "$stamp"
 fi

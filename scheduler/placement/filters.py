@@ -32,7 +32,11 @@ def driver_available(table: HostTable, kind: str) -> Verdict:
     """The host's agent fingerprinted a working driver for the kind: attribute `driver.<kind>`
     is exactly "ok" (anything else is the reason it is not, e.g. "unavailable: no /dev/kvm")."""
     col = table.column(f"driver.{kind}")
-    return col.codes == col.code("ok"), f"driver {kind} unavailable"
+    ok = col.codes == col.code("ok")
+    # the agents' own reasons (a few at most: hosts share them), so the pending reason says why
+    present = set(np.unique(col.codes[~ok]).tolist())
+    why = sorted(v.removeprefix("unavailable: ") for v, c in col.vocab.items() if c in present and v != "ok")
+    return ok, f"driver {kind} unavailable" + (f" ({'; '.join(why[:3])})" if why else "")
 
 
 def describe(c: Constraint) -> str:

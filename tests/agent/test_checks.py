@@ -194,10 +194,11 @@ async def test_check_failures_are_counted_for_prometheus(world):  # noqa: F811
     await m.start([checked_spec(failures=50), spec("b")])
     await eventually(lambda: m.instances["a"].check_failures >= 2, timeout=2, what="two failures")
     (family,) = [f for f in UsageCollector(etcd, "n1", m).collect()
-                 if f.name == "packyard_instance_check_failures_total"]
+                 if f.name == "packyard_instance_check_failures"]
     # only instances with a check have the series
-    [(labels, value)] = family.samples
-    assert labels["packyard_instance"] == "a" and value >= 2
+    [sample] = family.samples
+    assert sample.name == "packyard_instance_check_failures_total"
+    assert sample.labels["packyard_instance"] == "a" and sample.value >= 2
 
 
 def test_a_batch_instance_killed_by_its_check_did_not_complete_even_if_it_exited_0():

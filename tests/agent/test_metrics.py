@@ -1,55 +1,69 @@
-"""agent/metrics.py: the same text as prometheus_client for the families the agent exports, served
-over HTTP; the process_* series present."""
+"""The agent's /metrics: prometheus_client serving the usage collector's families under the names
+and labels dashboards and alert rules use, next to the process_* series."""
 from __future__ import annotations
 
+import socket
 import urllib.request
 
 import prometheus_client
-from prometheus_client import core
 
-from agent import metrics
+from agent.usage import UsageCollector
+from packyard.records import UsageRecord
 
-
-def families(mod):
-    cpu = mod.CounterMetricFamily("packyard_instance_cpu_seconds", 'CPU "time"\\ used.\nnext',
-                                  labels=["node", "packyard_job"])
-    cpu.add_metric(["n1", 'odd "job"\\\n'], 3)
-    mem = mod.GaugeMetricFamily("packyard_instance_memory_bytes", "Memory.", labels=["node", "kind"])
-    mem.add_metric(["n1", "vm"], 2.5)
-    mem.add_metric(["n1", "container"], float("inf"))
-    empty = mod.GaugeMetricFamily("packyard_host_usage", "Usage.", labels=["node", "resource"])
-    return [cpu, mem, empty]
+LABELS = 'kind="vm",node="n1",packyard_group="web",packyard_instance="i1",packyard_job="j1"'
 
 
-class Collector:
-    def __init__(self, mod):
-        self.mod = mod
-
-    def collect(self):
-        return families(self.mod)
+class NoInstances:
+    instances: dict = {}
 
 
-def test_text_is_prometheus_clients():
-    theirs = prometheus_client.CollectorRegistry()
-    theirs.register(Collector(core))
-    ours = metrics.Registry()
-    ours.register(Collector(metrics))
-    assert ours.render() == prometheus_client.generate_latest(theirs)
+def collector() -> UsageCollector:
+    c = UsageCollector(etcd=None, node="n1", manager=NoInstances())
+    c.latest = UsageRecord(node="n1", at=0.0, host={"cpu_milli": 250, "memory_bytes": 1234567},
+                           instances={"i1": {"kind": "vm", "job": "j1", "group": "web", "cpu_milli": 1,
+                                             "memory_bytes": 1234567, "oom_kills": 2,
+                                             "overhead_memory_bytes": 4096}})
+    c.cpu_seconds["i1"] = 3.5
+    return c
 
 
-def test_served_over_http_with_process_series():
-    registry = metrics.Registry()
-    registry.register(Collector(metrics))
-    registry.register(metrics.ProcessCollector())
-    sock = metrics.start_http_server(0, addr="127.0.0.1", registry=registry)
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_names_labels_and_the_standard_float_format():
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(collector())
+    text = prometheus_client.generate_latest(registry).decode()
+    assert f"packyard_instance_cpu_seconds_total{{{LABELS}}} 3.5" in text
+    assert f"packyard_instance_memory_bytes{{{LABELS}}} 1.234567e+06" in text
+    assert f"packyard_instance_oom_kills_total{{{LABELS}}} 2.0" in text
+    assert f"packyard_instance_overhead_memory_bytes{{{LABELS}}} 4096.0" in text
+    assert 'packyard_host_usage{node="n1",resource="cpu_milli"} 250.0' in text
+    assert "# TYPE packyard_instance_restarts_total counter" in text
+    assert "# TYPE packyard_instance_check_failures_total counter" in text
+
+
+def test_served_over_http_with_process_series_and_openmetrics():
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(collector())
+    prometheus_client.ProcessCollector(registry=registry)
+    port = free_port()
+    server, thread = prometheus_client.start_http_server(port, addr="127.0.0.1", registry=registry)
     try:
-        port = sock.getsockname()[1]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            assert r.headers["Content-Type"] == metrics.CONTENT_TYPE
             text = r.read().decode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                         headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+        with urllib.request.urlopen(request, timeout=5) as r:
+            assert r.headers["Content-Type"].startswith("application/openmetrics-text")
+            assert r.read().decode().endswith("# EOF\n")
     finally:
-        sock.close()
-    assert 'packyard_instance_memory_bytes{kind="vm",node="n1"} 2.5' in text
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert f"packyard_instance_memory_bytes{{{LABELS}}} 1.234567e+06" in text
     rss = next(line for line in text.splitlines() if line.startswith("process_resident_memory_bytes "))
     assert float(rss.split()[1]) > 1 << 20
-    assert "process_cpu_seconds_total " in text and "process_open_fds " in text

@@ -317,9 +317,10 @@ class VMDriver:
                 conn = await asyncio.wait_for(asyncio.to_thread(libvirt.open, self.uri),
                                               self.connect_timeout)
             except TimeoutError:
-                raise DriverError(f"libvirt {self.uri}: no answer within {self.connect_timeout:g}s") from None
+                raise DriverError(f"libvirtd not reachable at {self.uri}: no answer within "
+                                  f"{self.connect_timeout:g}s") from None
             except libvirt.libvirtError as e:
-                raise DriverError(f"libvirt {self.uri}: {_message(e)}") from e
+                raise DriverError(f"libvirtd not reachable at {self.uri}: {_message(e)}") from e
             self._callback_id = conn.domainEventRegisterAny(
                 None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self.watcher.on_libvirt_event, None)
             self._conn = conn

@@ -24,7 +24,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from agent.rtnl import NetlinkError, Rtnl
+from pyroute2 import IPRoute, NetlinkError
 
 LIBVIRTD_PIDFILES = ("/run/libvirtd.pid", "/var/run/libvirtd.pid", "/run/libvirt/virtqemud.pid",
                      "/run/virtqemud.pid")
@@ -75,16 +75,16 @@ def create_tap(tap: str, libvirtd: int) -> None:
 
 def adopt_tap(tap: str, libvirtd: int, bridge: str) -> None:
     """Move the tap from libvirtd's namespace into ours and put it on the bridge, up."""
-    with Rtnl() as ipr:
-        if not ipr.link_lookup(tap):
+    with IPRoute() as ipr:
+        if not ipr.link_lookup(ifname=tap):
             _run(["nsenter", f"--net=/proc/{libvirtd}/ns/net", "ip", "link", "set", "dev", tap,
                   "netns", str(os.getpid())], f"cannot move tap {tap} into the agent's namespace")
         try:
-            index = ipr.link_lookup(tap)[0]
-            master = ipr.link_lookup(bridge)
+            index = ipr.link_lookup(ifname=tap)[0]
+            master = ipr.link_lookup(ifname=bridge)
             if not master:
                 raise NicError(f"bridge {bridge} does not exist")
-            ipr.set_link(index, master=master[0], up=True)
+            ipr.link("set", index=index, master=master[0], state="up")
         except (NetlinkError, IndexError) as e:
             raise NicError(f"cannot put tap {tap} on bridge {bridge}: {e}") from e
 
@@ -92,9 +92,9 @@ def adopt_tap(tap: str, libvirtd: int, bridge: str) -> None:
 def remove_tap(tap: str, libvirtd: int | None) -> None:
     """Delete the tap in our namespace and, if it never moved, in libvirtd's. Idempotent."""
     try:
-        with Rtnl() as ipr:
-            for index in ipr.link_lookup(tap):
-                ipr.del_link(index)
+        with IPRoute() as ipr:
+            for index in ipr.link_lookup(ifname=tap):
+                ipr.link("del", index=index)
     except NetlinkError as e:
         raise NicError(f"cannot remove tap {tap}: {e}") from e
     if libvirtd:

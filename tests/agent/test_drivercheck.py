@@ -1,0 +1,61 @@
+"""--drivers auto and the periodic re-check: a driver whose fingerprint changes after start-up (a
+libvirtd started later) changes the node record in etcd; the scheduler filter and `ctl nodes` give
+the agent's reason."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from agent import drivercheck
+from agent.registration import Registration
+from ctl.render import drivers_json
+from packyard import keys, records
+from packyard.records import NodeRecord
+from tests.conftest import eventually
+
+
+class SwitchableDriver:
+    def __init__(self, name: str, state: str):
+        self.name, self.state = name, state
+
+    async def fingerprint(self) -> dict[str, str]:
+        return {f"driver.{self.name}": self.state}
+
+
+def test_auto_means_every_driver_and_a_list_is_kept():
+    assert drivercheck.driver_names("auto") == ["container", "vm"]
+    assert drivercheck.driver_names(" container ,") == ["container"]
+    assert drivercheck.driver_names("fake:vm,container") == ["fake:vm", "container"]
+
+
+def test_nodes_json_drivers_shape():
+    attrs = {"driver.container": "ok", "driver.vm": "unavailable: libvirtd not reachable at qemu:///system",
+             "vm.accelerator": "tcg"}
+    assert drivers_json(attrs) == {"container": {"healthy": True},
+                                   "vm": {"healthy": False, "reason": "libvirtd not reachable at qemu:///system"}}
+
+
+async def test_a_driver_that_comes_up_later_is_published(etcd):
+    vm = SwitchableDriver("vm", "unavailable: libvirtd not reachable at qemu+unix:///system?socket=/x")
+    drivers = {"container": SwitchableDriver("container", "ok"), "vm": vm}
+    attrs = {**await drivercheck.fingerprints(drivers), "arch": "x86_64"}
+    reg = Registration(etcd, NodeRecord(name="n1", address="127.0.0.1:1", capacity={"cpu_milli": 1000},
+                                        attributes=attrs), ttl=5)
+    await reg.start()
+    task = asyncio.get_running_loop().create_task(drivercheck.recheck(drivers, reg, 0.05))
+
+    async def published() -> dict[str, str]:
+        return records.loads(NodeRecord, await etcd.get(keys.node("n1"))).attributes
+
+    try:
+        assert (await published())["driver.vm"].startswith("unavailable: libvirtd not reachable")
+        vm.state = "ok"
+        await eventually(lambda: reg.record.attributes["driver.vm"] == "ok", timeout=5, what="re-checked")
+        stored = await published()
+        assert stored["driver.vm"] == "ok" and stored["arch"] == "x86_64"   # other attributes kept
+        assert reg.lease_id is not None and stored == reg.record.attributes
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await reg.close(deregister=True)
