@@ -12,7 +12,13 @@ import click
 import grpc
 
 from agent import fingerprint, memory, metrics
-from agent.drivers.paths import DEFAULT_ALLOWED_DIRS, parse_allowed_dirs
+from agent.drivers.paths import (
+    DEFAULT_ALLOWED_DIRS,
+    DEFAULT_PROTECTED_DIRS,
+    STATE_MARKER,
+    check_allowed_dirs,
+    parse_allowed_dirs,
+)
 from agent.manager import InstanceManager
 from agent.registration import Registration
 from agent.reporter import Reporter
@@ -78,6 +84,8 @@ async def serve(opts: dict) -> None:
     node = opts["node"]
     state_dir: Path = opts["state_dir"]
     state_dir.mkdir(parents=True, exist_ok=True)
+    # tells every agent of this host that no job's image may come from here (drivers/paths.py)
+    (state_dir / STATE_MARKER).touch()
     etcd = Etcd(opts["etcd"], identity=opts["tls_identity"])
     await etcd.connect()
     drivers, attributes = make_drivers(opts["drivers"], node, state_dir, opts["subnet"], opts["bridge"],
@@ -190,6 +198,10 @@ def main(**opts):
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--allowed-dirs") from None
     opts["state_dir"] = opts["state_dir"] or Path("/var/lib/packyard/agent") / opts["node"]
+    try:
+        check_allowed_dirs(opts["allowed_dirs"], [opts["state_dir"], *map(Path, DEFAULT_PROTECTED_DIRS)])
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--allowed-dirs") from None
     opts["subnet"] = opts["subnet"] or default_subnet(opts["node"])
     opts["drivers"] = [d.strip() for d in opts["drivers"].split(",") if d.strip()]
     if opts["metrics"]:
