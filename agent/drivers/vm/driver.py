@@ -447,7 +447,7 @@ def _create_overlay(base: Opened, copy: str, overlay: str, what: str) -> None:
         fmt = "qcow2" if f.read(4) == b"QFI\xfb" else "raw"
     if fmt == "qcow2":
         info = subprocess.run(["qemu-img", "info", "-U", "--output=json", "-f", "qcow2", base.proc],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, pass_fds=(base.fd,))
         if info.returncode != 0:
             raise DriverError(f"{what}: {info.stderr.strip()}")
         if problem := qcow2_problem(json.loads(info.stdout)):
