@@ -102,6 +102,8 @@ def open_allowed(path: object, allowed: Iterable[Path] | None, what: str,
                 if real == d or d in real.parents)
     try:
         fd = open_beneath(root, str(real.relative_to(root)))
+    except FileNotFoundError:
+        raise DriverError(f"{what} {path} does not exist") from None
     except OSError as e:
         why = "it was swapped for a link leading outside" if e.errno in (18, 40) else e.strerror
         raise DriverError(f"{what} {path}: cannot open it below {root}: {why}") from None
