@@ -191,3 +191,12 @@ def test_a_plain_qcow2_gets_an_overlay_over_its_own_copy(tmp_path):
                                      capture_output=True, text=True, check=True).stdout)
     assert info["backing-filename"] == str(work / "base")
     assert (work / "base").read_bytes()[:4] == b"QFI\xfb"
+
+
+def test_the_agent_refuses_to_start_with_an_allowed_dir_inside_its_state_dir(tmp_path):
+    import sys
+    r = subprocess.run([sys.executable, "-m", "agent.main", "--etcd", "http://127.0.0.1:1", "--node", "x",
+                        "--state-dir", str(tmp_path), "--allowed-dirs", f"/srv,{tmp_path}/instances"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"--allowed-dirs: {tmp_path}/instances is inside {tmp_path}" in r.stderr
