@@ -13,7 +13,13 @@ import grpc
 import prometheus_client
 
 from agent import drivercheck, fingerprint, memory
-from agent.drivers.paths import DEFAULT_ALLOWED_DIRS, parse_allowed_dirs
+from agent.drivers.paths import (
+    DEFAULT_ALLOWED_DIRS,
+    DEFAULT_PROTECTED_DIRS,
+    STATE_MARKER,
+    check_allowed_dirs,
+    parse_allowed_dirs,
+)
 from agent.manager import InstanceManager
 from agent.registration import Registration
 from agent.reporter import Reporter
@@ -90,6 +96,8 @@ async def serve(opts: dict) -> None:
     node = opts["node"]
     state_dir: Path = opts["state_dir"]
     state_dir.mkdir(parents=True, exist_ok=True)
+    # tells every agent of this host that no job's image may come from here (drivers/paths.py)
+    (state_dir / STATE_MARKER).touch()
     etcd = Etcd(opts["etcd"], identity=opts["tls_identity"])
     await etcd.connect()
     drivers, attributes = make_drivers(opts["drivers"], node, state_dir, opts["subnet"], opts["bridge"],
@@ -226,6 +234,10 @@ def main(**opts):
     except (QuantityError, ValueError) as e:
         raise click.BadParameter(str(e), param_hint="--image-cache-size") from None
     opts["state_dir"] = opts["state_dir"] or Path("/var/lib/packyard/agent") / opts["node"]
+    try:
+        check_allowed_dirs(opts["allowed_dirs"], [opts["state_dir"], *map(Path, DEFAULT_PROTECTED_DIRS)])
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--allowed-dirs") from None
     opts["subnet"] = opts["subnet"] or default_subnet(opts["node"])
     opts["drivers"] = drivercheck.driver_names(opts["drivers"])
     if opts["metrics"]:

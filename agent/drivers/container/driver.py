@@ -43,7 +43,7 @@ from agent.drivers.container import seccomp as seccomp_mod
 from agent.drivers.container import userns as userns_mod
 from agent.drivers.container import users
 from agent.drivers.failures import Cleanup, driver_error, undone_on_failure
-from agent.drivers.paths import allowed_path
+from agent.drivers.paths import Opened, open_allowed
 from agent.drivers.process import ended_within, start_time
 from agent.images import process as image_process
 from agent.images.pull import PullError
@@ -144,12 +144,23 @@ class ContainerDriver:
         return await availability.fingerprint(self.name, self._check)
 
     async def start(self, spec: InstanceSpec) -> Handle:
-        config = spec.config or {}
         # refused before anything is made
+        config = spec.config or {}
         registry_image = bool(config.get("image")) and imageref.is_reference(config["image"])
         image = None if registry_image else self._image(spec)
-        host_access = self._host_access(spec)
-        gpu_devices = gpus_mod.devices(spec.gpus, self.dev_dir, spec.id)
+        try:
+            host_access = self._host_access(spec)
+            gpu_devices = gpus_mod.devices(spec.gpus, self.dev_dir, spec.id)
+            return await self._start(spec, image, registry_image, host_access, gpu_devices)
+        finally:
+            if image is not None:
+                image.close()     # the overlay holds the image now (or the start failed)
+
+    async def _start(self, spec: InstanceSpec, opened: Opened | None, registry_image: bool,
+                     host_access: list[str], gpu_devices: list) -> Handle:
+        config = spec.config or {}
+        # the image is used through the fd opened at the check, never by its path again (issue 15)
+        image = None if opened is None else opened.proc
         host_network, privileged = "host_network" in host_access, "privileged" in host_access
         seccomp = None if "seccomp" in host_access else self._seccomp_filter()
         ids = None if "userns" in host_access else self._ids()
@@ -358,12 +369,13 @@ class ContainerDriver:
                 attach.exception()                # retrieved; destroy() undoes what it did
         await self.destroy(handle)
 
-    def _image(self, spec: InstanceSpec) -> str | None:
-        """The image's resolved path, if it is in an allowed directory (None: the default rootfs)."""
+    def _image(self, spec: InstanceSpec) -> Opened | None:
+        """The image opened, if it is in an allowed directory and not in this agent's state (other
+        instances' layers); None: the default rootfs. The caller closes it."""
         image = (spec.config or {}).get("image")
         if image is None:
             return None
-        return str(allowed_path(image, self.allowed_dirs, f"{spec.id}: container.image"))
+        return open_allowed(image, self.allowed_dirs, f"{spec.id}: container.image", (self.state_dir,))
 
     def _host_access(self, spec: InstanceSpec) -> list[str]:
         """The HOST_ACCESS fields the instance asks for or implies (privileged: also no seccomp

@@ -16,10 +16,11 @@ import hashlib
 import os
 import shutil
 import subprocess
-import tarfile
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from agent.drivers import untar
 
 BUSYBOX = "/bin/busybox"
 MNT_DETACH = 2
@@ -34,13 +35,14 @@ class RootfsError(Exception):
 
 
 def lower_dir(image: str | None, cache: Path) -> Path:
-    """The directory to use as the read-only lower layer for `image`."""
+    """The directory to use as the read-only lower layer for `image` (a path, or the driver's
+    /proc/self/fd/N of the image it opened: then named by what it resolves to)."""
     if image is None:
         return default_rootfs(cache)
     path = Path(image)
     if path.is_dir():
         return path
-    if path.is_file() and path.name.endswith(".tar"):
+    if path.is_file() and os.path.realpath(path).endswith(".tar"):
         return extracted_tar(path, cache)
     if not path.exists():
         raise RootfsError(f"image {image} does not exist")
@@ -123,19 +125,11 @@ def extracted_tar(tar: Path, cache: Path) -> Path:
 
     def build(root: Path) -> None:
         try:
-            with tarfile.open(tar) as tf:
-                tf.extractall(root, filter=_rootfs_filter)
-        except (tarfile.TarError, OSError) as e:
-            raise RootfsError(f"cannot extract {tar}: {e}") from e
+            untar.extract(tar, root)
+        except untar.UntarError as e:
+            raise RootfsError(f"cannot extract {tar.resolve()}: {e}") from e
 
     return _build_once(target, build)
-
-
-def _rootfs_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-    # tar_filter refuses members escaping `dest` (../, absolute paths, via links) but also strips
-    # setuid bits and group/other write, which a root filesystem legitimately has: put them back.
-    checked = tarfile.tar_filter(member, dest)
-    return checked.replace(mode=member.mode, deep=False) if member.mode is not None else checked
 
 
 def _build_once(target: Path, build) -> Path:

@@ -26,6 +26,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +37,7 @@ from agent.drivers import availability
 from agent.drivers.base import DriverError, ExitResult, Handle, InstanceSpec, Stats
 from agent.drivers.bridge import Bridge, instance_key
 from agent.drivers.failures import Cleanup, undone_on_failure
-from agent.drivers.paths import allowed_path
+from agent.drivers.paths import Opened, open_allowed
 from agent.drivers.process import ended_within, start_time
 from agent.drivers.vm import domain as dom
 from agent.drivers.vm import gpus as gpus_mod
@@ -103,11 +104,20 @@ class VMDriver:
         config = dict(spec.config or {})
         if not config.get("kernel") and not config.get("disk"):
             raise DriverError(f"{spec.id}: vm needs kernel or disk")
-        for f in ("kernel", "initrd", "disk"):
-            if config.get(f):
-                config[f] = str(allowed_path(config[f], self.allowed_dirs, f"{spec.id}: vm.{f}"))
-                if not os.path.isfile(config[f]):
-                    raise DriverError(f"{spec.id}: vm.{f} {config[f]} does not exist on {self.node}")
+        opened: dict[str, Opened] = {}
+        try:
+            for f in ("kernel", "initrd", "disk"):
+                if config.get(f):
+                    opened[f] = open_allowed(config[f], self.allowed_dirs, f"{spec.id}: vm.{f}",
+                                             (self.state_dir,))
+                    if not stat.S_ISREG(os.fstat(opened[f].fd).st_mode):
+                        raise DriverError(f"{spec.id}: vm.{f} {config[f]} is not a file on {self.node}")
+            return await self._start(spec, config, opened)
+        finally:
+            for o in opened.values():
+                o.close()
+
+    async def _start(self, spec: InstanceSpec, config: dict, opened: dict[str, Opened]) -> Handle:
         hostdevs = gpus_mod.passthrough(spec.gpus, gpus_mod.host_gpus(self.pci_dir) if spec.gpus else (),
                                         spec.id)
         conn = await self._connection()
@@ -129,9 +139,16 @@ class VMDriver:
             workdir.mkdir(parents=True)
             os.chmod(workdir, 0o711)
             disk = ""
-            if config.get("disk"):
+            # kernel, initrd and the disk's base: the files opened at the check, linked (or copied)
+            # into the instance's dir, which is all libvirt and QEMU are given (issue 15)
+            for f in ("kernel", "initrd"):
+                if f in opened:
+                    config[f] = str(workdir / f)
+                    await asyncio.to_thread(_link_or_copy, opened[f], config[f])
+            if "disk" in opened:
                 disk = str(workdir / "disk.qcow2")
-                await asyncio.to_thread(_create_overlay, config["disk"], disk)
+                await asyncio.to_thread(_create_overlay, opened["disk"], str(workdir / "base"), disk,
+                                        f"{spec.id}: vm.disk {config['disk']}")
                 handle.data["overlay"] = disk
             nics, cmdline = await self._plan_nic(handle, config)
             hard_limit = spec.memory_bytes if self.enforce_memory_limit and \
@@ -422,15 +439,45 @@ class VMDriver:
         return (dom.Nic("ethernet", tap, mac),), cmdline
 
 
-def _create_overlay(base: str, overlay: str) -> None:
-    info = subprocess.run(["qemu-img", "info", "--output=json", base], capture_output=True, text=True)
-    if info.returncode != 0:
-        raise DriverError(f"vm.disk {base}: {info.stderr.strip()}")
-    fmt = json.loads(info.stdout).get("format", "raw")
-    p = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", os.path.abspath(base),
-                        "-F", fmt, overlay], capture_output=True, text=True)
+def _create_overlay(base: Opened, copy: str, overlay: str, what: str) -> None:
+    """`overlay`: a qcow2 over `copy`, the opened base linked (or copied) into the instance's dir.
+    The format is read from the file's magic, never probed by QEMU (a raw disk whose guest wrote a
+    qcow2 header would otherwise name any host file as its backing); a qcow2 with a backing file or
+    an external data file is refused (OpenStack OSSA-2024-001: it reads the host's files)."""
+    with open(base.proc, "rb") as f:
+        fmt = "qcow2" if f.read(4) == b"QFI\xfb" else "raw"
+    if fmt == "qcow2":
+        info = subprocess.run(["qemu-img", "info", "-U", "--output=json", "-f", "qcow2", base.proc],
+                              capture_output=True, text=True, pass_fds=(base.fd,))
+        if info.returncode != 0:
+            raise DriverError(f"{what}: {info.stderr.strip()}")
+        if problem := qcow2_problem(json.loads(info.stdout)):
+            raise DriverError(f"{what}: {problem}, which is refused (it could read the host's files)")
+    _link_or_copy(base, copy)
+    p = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", copy, "-F", fmt, overlay],
+                       capture_output=True, text=True)
     if p.returncode != 0:
-        raise DriverError(f"cannot create an overlay of {base}: {p.stderr.strip()}")
+        raise DriverError(f"cannot create an overlay of {what}: {p.stderr.strip()}")
+
+
+def qcow2_problem(info: dict) -> str:
+    """What makes a qcow2 (`qemu-img info --output=json`) unsafe to boot, or ""."""
+    if info.get("backing-filename") or info.get("full-backing-filename"):
+        return f"it has a backing file ({info.get('backing-filename') or info.get('full-backing-filename')})"
+    data = ((info.get("format-specific") or {}).get("data") or {})
+    if data.get("data-file"):
+        return f"it has an external data file ({data['data-file']})"
+    return ""
+
+
+def _link_or_copy(opened: Opened, dest: str) -> None:
+    """A hard link to the opened file (same file system), else a copy read from its fd."""
+    try:
+        os.link(opened.proc, dest, follow_symlinks=True)
+    except OSError:
+        with open(opened.proc, "rb") as src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        os.chmod(dest, 0o644)          # QEMU (libvirt-qemu) reads it
 
 
 def _limit_memory(domain: libvirt.virDomain, limit: int) -> None:

@@ -3,6 +3,7 @@ project's test guest (deploy/guest/build.sh). Fixtures: vmfixtures.py."""
 from __future__ import annotations
 
 import asyncio
+import filecmp
 import json
 import os
 import signal
@@ -249,7 +250,11 @@ async def test_disk_vm_gets_its_own_overlay(driver, guest):
     overlay = Path(h.data["overlay"])
     info = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(overlay)],
                                      capture_output=True, text=True, check=True).stdout)
-    assert info["format"] == "qcow2" and info["backing-filename"] == guest["disk"]
+    # its backing is the file opened at the check, linked (or copied) into the instance's dir:
+    # libvirt and QEMU never walk the job's path again (issue 15)
+    base = Path(h.data["dir"]) / "base"
+    assert info["format"] == "qcow2" and info["backing-filename"] == str(base)
+    assert filecmp.cmp(base, guest["disk"], shallow=False)
     boot = await wait_for_marker(driver.log_path(h))
     assert b"boot=disk" in driver.log_path(h).read_bytes()
     print(f"\ndisk boot to marker: {boot:.1f}s")
