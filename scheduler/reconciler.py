@@ -150,7 +150,9 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
                 continue
         if state == STARTING and e.state is None and now - r.placed_at > config.confirm_timeout \
                 and (r.id, r.node) not in acknowledged:
-            unassign.append(evolve(r, node="", reserved={}, placed_at=0.0,
+            # placed again elsewhere when there is elsewhere: a node that never answered is the
+            # likeliest not to answer the next time either (placing drops it if it is the only one)
+            unassign.append(evolve(r, node="", reserved={}, placed_at=0.0, avoid=sorted({*r.avoid, r.node}),
                                     reason=f"node {r.node} did not confirm within "
                                            f"{config.confirm_timeout:g}s; placing again"))
         occupied.add((r.group, r.index))
