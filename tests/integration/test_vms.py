@@ -96,11 +96,15 @@ def test_disk_vm_runs_on_its_own_overlay(cluster, tmp_path, guest):
     assert overlays, "no per-instance overlay"
     info = subprocess.run(["qemu-img", "info", "-U", "--output=json", str(overlays[0])],
                           capture_output=True, text=True, check=True).stdout
-    assert json.loads(info)["backing-filename"] == guest["disk"]
+    # the overlay is backed by the disk the agent opened beneath its allowed dir (a link or copy
+    # in the instance's own dir), never by a path a swapped symlink could redirect
+    base = Path(json.loads(info)["backing-filename"])
+    assert base.parent == overlays[0].parent, base
+    assert base.read_bytes() == Path(guest["disk"]).read_bytes()
     wait_for(lambda: "packyard-guest: up" in cluster.ctl("logs", inst["id"]).stdout, what="marker")
     cluster.ctl("stop", "disky")
     wait_for(lambda: status(cluster, "disky")["instances"][0]["state"] == "stopped", what="stopped")
-    assert not overlays[0].exists()
+    assert not overlays[0].exists() and not base.exists()
 
 
 def test_profile_is_learned_from_measured_vms_and_used_for_the_next_placement(cluster, tmp_path, guest):

@@ -216,22 +216,24 @@ class ContainerDriver:
                         netns_path=netns_path, cgroups_path=handle.data["cgroup"],
                         hostname=runc_mod.hostname(spec.id), privileged=privileged,
                         host_network=host_network, devices=gpu_devices, user=user, id_map=ids, seccomp=seccomp))
+                # create → attach → start holds one slot throughout: a start that let go of its slot
+                # between create and start went back to the end of the line behind later creates
                 async with self._running:
                     if ids is None or host_network:
                         pid = await self.runc.run_detached(cid, bundle, Path(handle.data["log"]))
                     else:
                         pid = await self.runc.create(cid, bundle, Path(handle.data["log"]))
-                handle.data.update(pid=pid, start_time=start_time(pid))
-                self._watch(handle, pid, os.pidfd_open(pid))
-                if ids is not None and not host_network:
-                    # In a user namespace the network namespace is the one runc made inside it: runc 1.1
-                    # joins the user namespace first on `runc exec`, and then could not enter one the host's
-                    # user namespace owns (exec checks would fail). Attached between create and start.
-                    attach = asyncio.ensure_future(asyncio.to_thread(
-                        self.network.attach, handle.data["key"], f"/proc/{pid}/ns/net"))
-                    att = await asyncio.shield(attach)
-                    handle.data.update(netns=att.netns, address=att.address)
-                    async with self._running:
+                    handle.data.update(pid=pid, start_time=start_time(pid))
+                    self._watch(handle, pid, os.pidfd_open(pid))
+                    if ids is not None and not host_network:
+                        # In a user namespace the network namespace is the one runc made inside it: runc
+                        # 1.1 joins the user namespace first on `runc exec`, and then could not enter one
+                        # the host's user namespace owns (exec checks would fail). Attached between
+                        # create and start.
+                        attach = asyncio.ensure_future(asyncio.to_thread(
+                            self.network.attach, handle.data["key"], f"/proc/{pid}/ns/net"))
+                        att = await asyncio.shield(attach)
+                        handle.data.update(netns=att.netns, address=att.address)
                         await self.runc.start(cid)
         return handle
 

@@ -176,7 +176,7 @@ async def test_fingerprint_uses_the_cached_probe(driver):
 async def test_fingerprint_reports_a_broken_libvirt(vm_node, vm_state_dir, uri):
     d = VMDriver(vm_node, vm_state_dir, uri=uri, connect_timeout=5)
     attrs = await d.fingerprint()
-    assert attrs["driver.vm"].startswith("unavailable: libvirt "), attrs
+    assert attrs["driver.vm"].startswith("unavailable: libvirtd not reachable at "), attrs
     d.close()
 
 
