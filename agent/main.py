@@ -20,6 +20,7 @@ from agent.drivers.paths import (
     check_allowed_dirs,
     parse_allowed_dirs,
 )
+from agent.imagereport import ImageReport
 from agent.manager import InstanceManager
 from agent.registration import Registration
 from agent.reporter import Reporter
@@ -124,10 +125,16 @@ async def serve(opts: dict) -> None:
     await server.start()
     host = opts["listen"].rpartition(":")[0]
     address = opts["advertise"] or f"{host}:{port}"
+    images = getattr(drivers.get("container"), "images", None)    # the fake driver has no store
     record = NodeRecord(name=node, address=address, capacity=vars(opts["capacity"]),
-                        labels=opts["labels"], attributes=attributes, started_at=time.time())
+                        labels=opts["labels"], attributes=attributes, started_at=time.time(),
+                        images=images.summary() if images is not None else [])
     registration = Registration(etcd, record, ttl=opts["lease_ttl"])
     await registration.start()
+    image_report = ImageReport(registration)
+    report_task = asyncio.get_running_loop().create_task(image_report.run())
+    if images is not None:
+        images.on_change = image_report.changed       # pulls and collections: placement's locality
     collector = UsageCollector(etcd, node, manager, interval=opts["usage_interval"])
     prometheus_client.REGISTRY.register(collector)
     usage_task = asyncio.get_running_loop().create_task(collector.run(lambda: registration.lease_id))
@@ -146,6 +153,7 @@ async def serve(opts: dict) -> None:
     log.info("agent %s stopping; instances keep running", node)
     usage_task.cancel()
     recheck_task.cancel()
+    report_task.cancel()
     await registration.close()
     await server.stop(grace=1)
     await manager.shutdown()
