@@ -18,7 +18,7 @@ from pathlib import Path
 
 from agent import checks
 from agent.checks import FAILING, Checker, Health, Outcome
-from agent.drivers.base import Driver, DriverError, ExitResult, Handle, InstanceSpec
+from agent.drivers.base import Driver, DriverError, ExitResult, Handle, InstanceSpec, RestartableError
 from agent.handles import FileHandleStore, HandleStore
 from agent.reporter import Reporter
 from agent.restarts import AfterExit, after_exit
@@ -134,7 +134,7 @@ class InstanceManager:
 
     async def _run(self, t: Tracked) -> None:
         started = await self._launch(t)
-        if started.state == FAILED:
+        if started.state != RUNNING:          # failed, or stopped while a failed start waited
             await self._report_safely(started)
             return
         if not t.stopping:
@@ -158,19 +158,50 @@ class InstanceManager:
 
     async def _launch(self, t: Tracked) -> StateRecord:
         """Start t through its driver and keep its handle: `running`, or `failed` with the reason
-        (t forgotten then)."""
+        (t forgotten then). A start that fails for a reason that may pass (RestartableError: a
+        pull) is restarted as t's policy says, like an end: the attempts count, the delay grows,
+        the reason is kept; once the policy gives up it is `failed` with that reason, and
+        `stopped` if a stop came while it waited."""
         driver = self.drivers[t.spec.kind]
-        try:
-            t.handle = await driver.start(t.spec)
-        except Exception as e:
-            reason = str(e) if isinstance(e, DriverError) else f"start failed: {e!r}"
-            log.warning("instance %s failed to start: %s", t.spec.id, reason)
-            self._forget(t.spec.id)
-            return t.record(FAILED, reason=reason)
+        while True:
+            try:
+                t.handle = await driver.start(t.spec)
+                break
+            except Exception as e:
+                reason = str(e) if isinstance(e, DriverError) else f"start failed: {e!r}"
+                log.warning("instance %s failed to start: %s", t.spec.id, reason)
+                if not isinstance(e, RestartableError) or t.stopping:
+                    self._forget(t.spec.id)
+                    return t.record(FAILED, reason=reason)
+            ended = ExitResult(exit_code=None, reason=reason)
+            after = after_exit(t.spec, ended, False, t.history, time.time(), cause=reason)
+            t.event(after.message, time.time())
+            if after.restart_in is None:
+                self._forget(t.spec.id)
+                return t.record(FAILED, reason=after.reason)
+            if not await self._wait_to_start_again(t, after):
+                self._forget(t.spec.id)
+                return t.record(STOPPED)
         self._save(t)
         t.started.set()
         t.started_at = time.time()
         return t.record(RUNNING, address=driver.address(t.handle))
+
+    async def _wait_to_start_again(self, t: Tracked, after: AfterExit) -> bool:
+        """After a failed start: `starting` with why and when (in etcd), the policy's delay, then
+        one more restart counted. False if a stop came meanwhile."""
+        t.backoff_until = time.time() + after.restart_in
+        await self._report_safely(t.record(STARTING, reason=after.message))
+        try:
+            await asyncio.wait_for(t.wake.wait(), max(0.0, t.backoff_until - time.time()))
+        except TimeoutError:
+            pass
+        t.backoff_until = 0.0
+        if t.stopping:
+            return False
+        t.restarts += 1
+        t.history.append(time.time())
+        return True
 
     def progress(self, instance_id: str, message: str) -> None:
         """A driver's word while an instance starts ("pulling 12/48 MiB"): `starting` with it as the
@@ -279,7 +310,7 @@ class InstanceManager:
         t.backoff_until = 0.0
         started = await self._launch(t)
         await self._report_safely(started)
-        if started.state == FAILED:
+        if started.state != RUNNING:
             return False
         if t.stopping:                 # stopped while it started
             await self.drivers[t.spec.kind].stop(t.handle, t.grace)

@@ -18,6 +18,12 @@ class DriverError(Exception):
     """A driver could not do what was asked; the message is shown to users as the reason."""
 
 
+class RestartableError(DriverError):
+    """A start failed for a reason that may pass (a pull: the registry away, a tag not pushed yet,
+    wrong credentials fixed later): the agent restarts the instance as its restart policy says,
+    as it would after an end, instead of letting the start fail at once."""
+
+
 @dataclass(frozen=True)
 class InstanceSpec:
     id: str

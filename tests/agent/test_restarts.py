@@ -148,3 +148,54 @@ async def test_restarts_are_counted_per_instance_for_prometheus(world):  # noqa:
     (family,) = [f for f in UsageCollector(etcd, "n1", m).collect() if f.name == "packyard_instance_restarts"]
     assert [(s.name, s.labels["packyard_instance"], s.value) for s in family.samples] == [
         ("packyard_instance_restarts_total", "a", 1)]
+
+
+# -- a start that fails for a reason that may pass (a pull, issue 16) ---------------------------------
+
+PULL = "cannot pull r.example:5000/app:1: manifest unknown"
+
+
+async def test_a_failed_pull_is_restarted_as_the_policy_says_then_runs(world):  # noqa: F811
+    etcd, driver, store, manager = world
+    driver.refuse("a", PULL, times=2, restartable=True)
+    m = manager()
+    await m.start([policy_spec(attempts=3, delay=0.05)])
+    running = await state_is(etcd, "a", "running")
+    assert running.restarts == 2 and driver.started == ["a"]     # the third start ran
+    assert [e["message"] for e in running.events] == [
+        f"{PULL}; restarting in 50ms (attempt 1 of 3)", f"{PULL}; restarting in 100ms (attempt 2 of 3)"]
+    assert ["starting" in w.get("a", "") for w in etcd.writes].count(True) >= 3   # each wait said so
+
+
+async def test_a_pull_failing_past_the_attempts_fails_with_the_registrys_reason(world):  # noqa: F811
+    etcd, driver, store, manager = world
+    driver.refuse("a", PULL, times=10, restartable=True)
+    m = manager()
+    await m.start([policy_spec(attempts=2, delay=0.05)])
+    failed = await state_is(etcd, "a", "failed")
+    assert failed.reason == PULL and failed.restarts == 2
+    assert failed.events[-1]["message"].startswith(f"{PULL}; not restarted: 2 restarts in")
+    assert driver.started == [] and not m.is_active("a") and list(store.saved()) == []
+    assert len(driver._refused["a"]) == 10 - 3      # three starts, no more
+
+
+async def test_a_stop_while_a_failed_pull_waits_ends_it_stopped(world):  # noqa: F811
+    etcd, driver, store, manager = world
+    driver.refuse("a", PULL, times=10, restartable=True)
+    m = manager()
+    await m.start([policy_spec(delay=30.0)])
+    waiting = await eventually(lambda: (s := etcd.state("a")) is not None and "restarting in" in s.reason and s,
+                               timeout=2, what="waiting to pull again")
+    assert waiting.state == "starting"
+    await m.stop(["a"], grace=1)
+    await state_is(etcd, "a", "stopped")
+    assert not m.is_active("a")
+
+
+async def test_a_start_refused_for_good_is_not_restarted(world):  # noqa: F811
+    etcd, driver, store, manager = world
+    driver.refuse("a", "no such image", times=5)
+    m = manager()
+    await m.start([policy_spec(attempts=3, delay=0.05)])
+    failed = await state_is(etcd, "a", "failed")
+    assert failed.reason == "no such image" and failed.restarts == 0 and len(driver._refused["a"]) == 4

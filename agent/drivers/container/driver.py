@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.drivers import availability
-from agent.drivers.base import DriverError, ExitResult, Handle, InstanceSpec, Stats
+from agent.drivers.base import DriverError, ExitResult, Handle, InstanceSpec, RestartableError, Stats
 from agent.drivers.bridge import Bridge, instance_key
 from agent.drivers.container import cgroups as cg
 from agent.drivers.container import gpus as gpus_mod
@@ -424,8 +424,8 @@ class ContainerDriver:
         try:
             return await self.images.get(config["image"], config.get("pull") or "if-not-present", ids,
                                          progress=lambda message: self.progress(spec.id, message))
-        except PullError as e:
-            raise DriverError(f"cannot pull {config['image']}: {e}") from None
+        except PullError as e:      # the restart policy tries again: the registry's answer may change
+            raise RestartableError(f"cannot pull {config['image']}: {e}") from None
 
     @staticmethod
     def _user(spec: InstanceSpec, image_root: Path, ids: runc_mod.IdMap | None, value: str | None
