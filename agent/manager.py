@@ -74,6 +74,12 @@ class Tracked:
 
 
 BOOK = "restarts"      # the manager's key in a stored handle's data (drivers never read it)
+# an instance accepted but not started yet (its stored handle is the manager's placeholder)
+UNSTARTED = "unstarted"
+
+
+def _unstarted(spec: InstanceSpec, book: dict | None = None) -> Handle:
+    return Handle(spec.id, spec.kind, {UNSTARTED: True, **({BOOK: book} if book else {})})
 # SIGTERM → SIGKILL for an instance killed because its check failed (Nomad's default kill_timeout)
 UNHEALTHY_GRACE = 5.0
 Probe = Callable[[CheckPolicy, str, checks.ExecIn], Awaitable[Outcome]]
@@ -110,6 +116,8 @@ class InstanceManager:
         if self.instant:
             await self._start_at_once(new, refused)
             return results
+        for spec in new:    # kept until it runs or ends: an agent restarted meanwhile starts it again
+            self.store.save(spec, _unstarted(spec))
         await self.reporter.report(*[StateRecord(id=s.id, state=STARTING) for s in new], *refused)
         for spec in new:
             t = self.instances[spec.id]
@@ -191,7 +199,14 @@ class InstanceManager:
         """After a failed start: `starting` with why and when (in etcd), the policy's delay, then
         one more restart counted. False if a stop came meanwhile."""
         t.backoff_until = time.time() + after.restart_in
+        if t.handle is None:           # never started: the wait is kept for a restarted agent too
+            self.store.save(t.spec, _unstarted(t.spec, t.book()))
         await self._report_safely(t.record(STARTING, reason=after.message))
+        return await self._backoff(t)
+
+    async def _backoff(self, t: Tracked) -> bool:
+        """Wait until t.backoff_until (a stop ends the wait), then count one more restart. False
+        if a stop came."""
         try:
             await asyncio.wait_for(t.wake.wait(), max(0.0, t.backoff_until - time.time()))
         except TimeoutError:
@@ -297,17 +312,10 @@ class InstanceManager:
         return await self._restart_when_due(t)
 
     async def _restart_when_due(self, t: Tracked) -> bool:
-        try:
-            await asyncio.wait_for(t.wake.wait(), max(0.0, t.backoff_until - time.time()))
-        except TimeoutError:
-            pass
-        if t.stopping:
+        if not await self._backoff(t):
             self._forget(t.spec.id)
             await self._report_safely(t.record(STOPPED))
             return False
-        t.restarts += 1
-        t.history.append(time.time())
-        t.backoff_until = 0.0
         started = await self._launch(t)
         await self._report_safely(started)
         if started.state != RUNNING:
@@ -365,6 +373,14 @@ class InstanceManager:
         loop = asyncio.get_running_loop()
         for spec, handle in self.store.saved():
             driver = self.drivers.get(spec.kind)
+            if handle.data.get(UNSTARTED) and driver is not None:
+                # its start was under way (a pull, say) or waiting to be tried again: go on with it
+                t = Tracked(spec)
+                t.load_book(handle.data.get(BOOK, {}))
+                self.instances[spec.id] = t
+                t.task = loop.create_task(self._start_again(t))
+                adopted.append(spec.id)
+                continue
             t = Tracked(spec, handle)
             t.load_book(handle.data.get(BOOK, {}))
             alive = False
@@ -411,6 +427,15 @@ class InstanceManager:
         if orphans:
             await self._report_safely(*orphans)
         return adopted, dead
+
+    async def _start_again(self, t: Tracked) -> None:
+        """A start the previous agent process had not finished: after the wait it was in, if any."""
+        if t.backoff_until and not await self._backoff(t):
+            self._forget(t.spec.id)
+            await self._report_safely(t.record(STOPPED))
+            return
+        await self._report_safely(t.record(STARTING, reason="starting again: the agent restarted"))
+        await self._run(t)
 
     async def _restarted_then_followed(self, t: Tracked) -> None:
         if await self._restart_when_due(t):

@@ -3,6 +3,7 @@ applying it over a FakeDriver — growing delays, giving up, mode delay, batch c
 during the wait, and an agent restarted in the middle of a wait."""
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 from agent.drivers.base import ExitResult, InstanceSpec
@@ -199,3 +200,57 @@ async def test_a_start_refused_for_good_is_not_restarted(world):  # noqa: F811
     await m.start([policy_spec(attempts=3, delay=0.05)])
     failed = await state_is(etcd, "a", "failed")
     assert failed.reason == "no such image" and failed.restarts == 0 and len(driver._refused["a"]) == 4
+
+
+async def exits_mid_start(m) -> None:
+    """The agent process `m` ends (its tasks with it), as a killed agent would."""
+    await m.shutdown()
+    for t in m.instances.values():
+        t.task.cancel()
+    await asyncio.sleep(0)
+
+
+async def test_an_agent_restarted_in_the_middle_of_a_start_starts_it_again(world):  # noqa: F811
+    etcd, driver, store, manager = world
+    driver.start_delay = 0.5                   # a pull under way
+    first = manager()
+    await first.start([policy_spec()])
+    await asyncio.sleep(0.05)
+    await exits_mid_start(first)
+    assert driver.started == []
+    driver.start_delay = 0.0
+    second = manager()
+    assert await second.recover() == (["a"], [])
+    running = await state_is(etcd, "a", "running")
+    assert driver.started == ["a"] and running.restarts == 0
+    assert [h.data.get("unstarted") for _, h in store.saved()] == [None]   # its real handle now
+
+
+async def test_an_agent_restarted_while_a_failed_pull_waits_goes_on_with_the_wait(world):  # noqa: F811
+    etcd, driver, store, manager = world
+    driver.refuse("a", PULL, times=1, restartable=True)
+    first = manager()
+    await first.start([policy_spec(delay=0.3)])
+    await eventually(lambda: (s := etcd.state("a")) is not None and "restarting in" in s.reason,
+                     timeout=2, what="waiting to pull again")
+    await exits_mid_start(first)
+    second = manager()
+    assert await second.recover() == (["a"], [])
+    running = await state_is(etcd, "a", "running")
+    assert running.restarts == 1 and driver.started == ["a"]       # the wait counted, one start
+    assert running.events[0]["message"] == f"{PULL}; restarting in 300ms (attempt 1 of 3)"
+
+
+async def test_a_start_refused_after_an_agent_restart_leaves_nothing_kept(world):  # noqa: F811
+    etcd, driver, store, manager = world
+    driver.start_delay = 0.5
+    first = manager()
+    await first.start([policy_spec()])
+    await asyncio.sleep(0.05)
+    await exits_mid_start(first)
+    driver.start_delay = 0.0
+    driver.refuse("a", "no such image")
+    second = manager()
+    await second.recover()
+    assert (await state_is(etcd, "a", "failed")).reason == "no such image"
+    assert list(store.saved()) == [] and not second.is_active("a")
