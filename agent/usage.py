@@ -59,6 +59,8 @@ class UsageCollector:
         self._machine_prev: tuple[float, float] | None = None
 
     async def sample(self) -> UsageRecord:
+        """Measure every instance (and the machine); an instance over its resources.disk is handed
+        to the manager to evict as it is measured, so that its kill waits for no publication."""
         now = time.monotonic()
         instances: dict[str, dict] = {}
         for iid, t in list(self.manager.instances.items()):
