@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.drivers import availability
+from agent.drivers import availability, diskusage
 from agent.drivers.base import DriverError, ExitResult, Handle, InstanceSpec, Stats
 from agent.drivers.bridge import Bridge, instance_key
 from agent.drivers.container import cgroups as cg
@@ -286,7 +286,16 @@ class ContainerDriver:
             u = self._cgroups().usage(handle.data["cgroup"])
         except (cg.CgroupError, KeyError) as e:
             raise driver_error(f"no stats for {handle.id}", e) from e
-        return Stats(cpu_seconds=u.cpu_seconds, memory_bytes=u.memory_bytes, oom_kills=u.oom_kills)
+        disk = await asyncio.to_thread(diskusage.measure, self._disk_paths(handle))
+        return Stats(cpu_seconds=u.cpu_seconds, memory_bytes=u.memory_bytes, oom_kills=u.oom_kills,
+                     disk_bytes=disk)
+
+    def _disk_paths(self, handle: Handle) -> list[Path]:
+        """What counts against resources.disk: the overlay's writable layer (upper, and work, where
+        copy-ups are staged) and the instance's log, rotated parts included (as kubelet counts)."""
+        log = self.log_path(handle)
+        paths = [*(Path(handle.data["bundle"]) / d for d in ("upper", "work"))] if "bundle" in handle.data else []
+        return [*paths, log, *log.parent.glob(log.name + ".*")]
 
     def log_path(self, handle: Handle) -> Path:
         if "log" in handle.data:
