@@ -102,6 +102,16 @@ def test_occupied():
     assert score("occupied", res(), t).tolist() == [0.5, 1.0, 0.25]
 
 
+def test_occupied_opens_the_host_with_most_gpus_for_gpu_work():
+    """An instance asking for GPUs counts the host's GPUs as a third share of its size: it opens the
+    8-GPU host before the larger 2-GPU one; an instance without GPUs opens the larger."""
+    t = table(host("big2", 8000, 64, gpu=2000), host("mid8", 7000, 48, gpu=8000))
+    cpu_only, gpu_work = score("occupied", res(100, 1), t), score("occupied", res(100, 1, gpu=500), t)
+    assert cpu_only[0] > cpu_only[1]
+    assert gpu_work[1] > gpu_work[0]
+    assert gpu_work.tolist() == pytest.approx([0.5 * (2 * 1.0 + 0.25) / 3, 0.5 * (2 * (0.875 + 0.75) / 2 + 1.0) / 3])
+
+
 @pytest.mark.parametrize("name", sorted(scorers.REGISTRY))
 def test_range_with_gpus_and_a_mix(name):
     plan = gpu_plan(host("over", 1000, 1, gpu=1000, used=res(3000, 3, gpu=1000)), host("zero", 0, 0),
