@@ -1,7 +1,10 @@
 """Run every family of bench/families.py, several seeds, against every peer; write the table into
 bench/PACKING.md (between the `families` markers) and print it.
 
-    python bench/pack_families.py [--seeds 1,2] [--quick] [--md bench/PACKING.md]
+    python bench/pack_families.py [--seeds 1,2] [--only FAMILIES] [--md bench/PACKING.md] [--cache F.json]
+
+`--cache F.json` keeps every peer's cell (not packyard's) by variant and seed, so that measuring
+another version of the engine re-runs packyard alone; delete it when a peer changes.
 
 Peers: the engine's policies through `packyard-bench pack` (packyard, k8s-default,
 k8s-mostallocated, nomad-binpack; GPUs as devices) and bench/gpu_peers.py (FGD, best-fit, GPU
@@ -50,12 +53,19 @@ def unallocated(nodes_csv: Path, out_csv: Path) -> float:
     return (total - held) / 1000
 
 
-def run_variant(build, seed: int, tmp: Path) -> tuple[dict[str, tuple], int]:
+def run_variant(build, seed: int, tmp: Path, cached: dict | None = None) -> tuple[dict[str, tuple], int]:
+    """Every peer's cell on one case; `cached` (the peers' cells and "LB", from --cache) spares
+    running all but packyard."""
     nodes, works = tmp / "nodes.csv", tmp / "work.csv"
     families.write(*build(seed), nodes, works)
     bench = str(Path(sys.executable).with_name("packyard-bench"))
     cells, bound = {}, 0
+    if cached:
+        cells = {peer: tuple(cell) for peer, cell in cached.items() if peer != "LB"}
+        bound = cached["LB"]
     for peer in ENGINE + PEERS:
+        if peer in cells and peer != "packyard":
+            continue
         out = tmp / f"{peer}.csv"
         if peer in ENGINE:
             s = _run([bench, "pack", "--nodes", str(nodes), "--workloads", str(works), "--out", str(out),
@@ -76,17 +86,23 @@ def main() -> None:
     p.add_argument("--seeds", default="1,2")
     p.add_argument("--only", default="", help="comma-separated families")
     p.add_argument("--md", type=Path, default=Path(__file__).with_name("PACKING.md"))
+    p.add_argument("--cache", type=Path, help="JSON file keeping the peers' cells between runs")
     a = p.parse_args()
     peers = ENGINE + PEERS
     lines = ["| family | variant | seed | LB | " + " | ".join(peers) + " | best online peer |",
              "| --- | --- | ---: | ---: | " + " | ".join(["---"] * len(peers)) + " | --- |"]
     print("\n".join(lines), flush=True)
+    cache = json.loads(a.cache.read_text()) if a.cache and a.cache.exists() else {}
     with tempfile.TemporaryDirectory() as t:
         for family, label, build in VARIANTS:
             if a.only and family not in a.only.split(","):
                 continue
             for seed in (int(x) for x in a.seeds.split(",")):
-                cells, bound = run_variant(build, seed, Path(t))
+                key = f"{family}|{label}|{seed}"
+                cells, bound = run_variant(build, seed, Path(t), cache.get(key))
+                if a.cache:
+                    cache[key] = {"LB": bound, **{q: list(c) for q, c in cells.items() if q != "packyard"}}
+                    a.cache.write_text(json.dumps(cache, indent=1))
                 online = [q for q in peers if q not in ("packyard", "ffd")]
                 best = min(online, key=lambda q: cells[q][:2])
                 row = (f"| {family} | {label} | {seed} | {bound} | " +
