@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from scheduler.placement import gpumodel
 from scheduler.placement.fragmentation import FRAGMENTED, STRANDED, gradients
 from scheduler.placement.table import CPU, GPU, MEMORY
 from scheduler.placement.view import View
@@ -68,7 +69,15 @@ def balanced_allocation(view: View) -> np.ndarray:
 def fragmentation(view: View) -> np.ndarray | float:
     """Fragmentation gradient (FGD, fragmentation.py): prefer the host whose expected GPU
     fragmentation for the workload mix grows least: a share on a partly used GPU rather than a
-    whole one, whole GPUs where they leave no partial device behind."""
+    whole one, whole GPUs where they leave no partial device behind.
+
+    Neutral (0.5) under the pooled GPU model (gpumodel.py, a bench setting for the peers' figures):
+    there a host's GPUs are one amount with no devices to fragment, and what FGD would measure is
+    whether the host's last GPUs still fit a shape, so it opens an empty host rather than use them
+    (the trace with every GPU pod sharing: 1,244 hosts, 812 without it; bench/PACKING.md). The
+    rest of a pooled host's GPUs are packed like its cpu, by the other scorers."""
+    if view.device_milli != gpumodel.ONE_GPU:
+        return 0.5
     g = gradients(view)
     return 0.5 if g is None else g[:, FRAGMENTED]
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.placement import EngineConfig, Plan, scorers
+from scheduler.placement import EngineConfig, HostTable, Plan, scorers
 from scheduler.placement.fragmentation import _below, gradients, measures
 from scheduler.placement.mix import WorkloadMix
 from scheduler.placement.table import amounts
@@ -76,6 +76,16 @@ def test_fragmentation_puts_a_share_on_a_partly_used_gpu():
                     host("half", 64000, 256, gpu=2000, used=res(gpu=500)))
     s = gpu_score("fragmentation", plan, res(1000, 1, gpu=500))
     assert s[1] > 0.5 > s[0]        # filling the half-used GPU removes a fragment; splitting a whole one makes one
+
+
+def test_fragmentation_is_neutral_with_pooled_gpus():
+    """Pooled GPUs (one amount per host) have no devices to fragment: 0.5 everywhere, where the same
+    hosts counted in devices score apart."""
+    hosts = [host("fresh", 64000, 256, gpu=2000), host("half", 64000, 256, gpu=2000, used=res(gpu=500))]
+    pooled = Plan(HostTable.from_hosts(hosts, gpu_model="pooled"),
+                  EngineConfig(workload_mix=MIX, gpu_model="pooled"))
+    assert gpu_score("fragmentation", pooled, res(1000, 1, gpu=500)) == 0.5
+    assert len(set(gpu_score("fragmentation", gpu_plan(*hosts), res(1000, 1, gpu=500)).tolist())) == 2
 
 
 def test_stranding_keeps_cpu_for_free_gpus():
