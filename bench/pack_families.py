@@ -38,6 +38,9 @@ VARIANTS = [
     ("small", "20,000 on 2,000 mixed", families.small),
 ]
 BEGIN, END = "<!-- families: begin (bench/pack_families.py) -->", "<!-- families: end -->"
+# --gpu-model pooled (a host's GPUs as one amount, the peers' published model): the engine's
+# policies only (FGD and its baselines place on devices), in a table of its own
+POOLED_BEGIN, POOLED_END = "<!-- families pooled: begin (bench/pack_families.py) -->", "<!-- families pooled: end -->"
 
 
 def _run(cmd: list[str]) -> dict:
@@ -53,7 +56,8 @@ def unallocated(nodes_csv: Path, out_csv: Path) -> float:
     return (total - held) / 1000
 
 
-def run_variant(build, seed: int, tmp: Path, cached: dict | None = None) -> tuple[dict[str, tuple], int]:
+def run_variant(build, seed: int, tmp: Path, cached: dict | None = None,
+                gpu_model: str = "devices") -> tuple[dict[str, tuple], int]:
     """Every peer's cell on one case; `cached` (the peers' cells and "LB", from --cache) spares
     running all but packyard."""
     nodes, works = tmp / "nodes.csv", tmp / "work.csv"
@@ -63,18 +67,19 @@ def run_variant(build, seed: int, tmp: Path, cached: dict | None = None) -> tupl
     if cached:
         cells = {peer: tuple(cell) for peer, cell in cached.items() if peer != "LB"}
         bound = cached["LB"]
-    for peer in ENGINE + PEERS:
+    for peer in ENGINE + (PEERS if gpu_model == "devices" else []):
         if peer in cells and peer != "packyard":
             continue
         out = tmp / f"{peer}.csv"
         if peer in ENGINE:
             s = _run([bench, "pack", "--nodes", str(nodes), "--workloads", str(works), "--out", str(out),
-                      "--policy", peer])
+                      "--policy", peer, "--gpu-model", gpu_model])
             bound = s["lower_bound"]
         else:
             s = _run([sys.executable, "-m", "bench.gpu_peers", "--nodes", str(nodes), "--workloads", str(works),
                       "--out", str(out), "--policy", peer])
-        faults = check(nodes, works, out)
+        # (pack_check checks devices; a pooled OUT has none to check)
+        faults = check(nodes, works, out) if gpu_model == "devices" else []
         if faults:
             raise SystemExit(f"{peer} seed {seed}: {faults[:3]}")
         cells[peer] = (s["unplaced"], s["hosts_used"], unallocated(nodes, out))
@@ -87,8 +92,12 @@ def main() -> None:
     p.add_argument("--only", default="", help="comma-separated families")
     p.add_argument("--md", type=Path, default=Path(__file__).with_name("PACKING.md"))
     p.add_argument("--cache", type=Path, help="JSON file keeping the peers' cells between runs")
+    p.add_argument("--gpu-model", choices=["devices", "pooled"], default="devices",
+                   help="pooled: the engine's policies with a host's GPUs as one amount, its own table")
     a = p.parse_args()
-    peers = ENGINE + PEERS
+    pooled = a.gpu_model == "pooled"
+    peers = ENGINE if pooled else ENGINE + PEERS
+    begin, end = (POOLED_BEGIN, POOLED_END) if pooled else (BEGIN, END)
     lines = ["| family | variant | seed | LB | " + " | ".join(peers) + " | best online peer |",
              "| --- | --- | ---: | ---: | " + " | ".join(["---"] * len(peers)) + " | --- |"]
     print("\n".join(lines), flush=True)
@@ -98,8 +107,8 @@ def main() -> None:
             if a.only and family not in a.only.split(","):
                 continue
             for seed in (int(x) for x in a.seeds.split(",")):
-                key = f"{family}|{label}|{seed}"
-                cells, bound = run_variant(build, seed, Path(t), cache.get(key))
+                key = f"{family}|{label}|{seed}" + ("|pooled" if pooled else "")
+                cells, bound = run_variant(build, seed, Path(t), cache.get(key), a.gpu_model)
                 if a.cache:
                     cache[key] = {"LB": bound, **{q: list(c) for q, c in cells.items() if q != "packyard"}}
                     a.cache.write_text(json.dumps(cache, indent=1))
@@ -113,9 +122,9 @@ def main() -> None:
     table = "\n".join(lines)
     if a.md.exists() and not a.only:
         text = a.md.read_text()
-        if BEGIN in text and END in text:
-            head, rest = text.split(BEGIN, 1)
-            a.md.write_text(head + BEGIN + "\n" + table + "\n" + END + rest.split(END, 1)[1])
+        if begin in text and end in text:
+            head, rest = text.split(begin, 1)
+            a.md.write_text(head + begin + "\n" + table + "\n" + end + rest.split(end, 1)[1])
 
 if __name__ == "__main__":
     main()
