@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from scheduler.placement import gpumodel
 from scheduler.placement.fragmentation import FRAGMENTED, STRANDED, gradients
 from scheduler.placement.table import CPU, GPU, MEMORY
 from scheduler.placement.view import View
@@ -71,13 +70,11 @@ def fragmentation(view: View) -> np.ndarray | float:
     fragmentation for the workload mix grows least: a share on a partly used GPU rather than a
     whole one, whole GPUs where they leave no partial device behind.
 
-    Neutral (0.5) under the pooled GPU model (gpumodel.py, a bench setting for the peers' figures):
-    there a host's GPUs are one amount with no devices to fragment, and what FGD would measure is
-    whether the host's last GPUs still fit a shape, so it opens an empty host rather than use them
-    (the trace with every GPU pod sharing: 1,244 hosts, 812 without it; bench/PACKING.md). The
-    rest of a pooled host's GPUs are packed like its cpu, by the other scorers."""
-    if view.device_milli != gpumodel.ONE_GPU:
-        return 0.5
+    Under the pooled GPU model (gpumodel.py, a bench setting for the peers' figures) only the mix's
+    whole-GPU shapes count (mix.frag_weight): a host's GPUs are one amount there, a share never
+    needs one device, and for shares FGD would measure only whether a host's last GPUs still fit
+    one, opening an empty host rather than use them (the trace with every GPU pod sharing: 1,244
+    hosts, 812 without; bench/PACKING.md)."""
     g = gradients(view)
     return 0.5 if g is None else g[:, FRAGMENTED]
 

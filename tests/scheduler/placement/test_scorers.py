@@ -78,14 +78,20 @@ def test_fragmentation_puts_a_share_on_a_partly_used_gpu():
     assert s[1] > 0.5 > s[0]        # filling the half-used GPU removes a fragment; splitting a whole one makes one
 
 
-def test_fragmentation_is_neutral_with_pooled_gpus():
-    """Pooled GPUs (one amount per host) have no devices to fragment: 0.5 everywhere, where the same
-    hosts counted in devices score apart."""
-    hosts = [host("fresh", 64000, 256, gpu=2000), host("half", 64000, 256, gpu=2000, used=res(gpu=500))]
-    pooled = Plan(HostTable.from_hosts(hosts, gpu_model="pooled"),
-                  EngineConfig(workload_mix=MIX, gpu_model="pooled"))
-    assert gpu_score("fragmentation", pooled, res(1000, 1, gpu=500)) == 0.5
-    assert len(set(gpu_score("fragmentation", gpu_plan(*hosts), res(1000, 1, gpu=500)).tolist())) == 2
+def test_pooled_fragmentation_counts_whole_gpu_shapes_only():
+    """Pooled GPUs (one amount per host): a mix of shares leaves nothing to fragment (0.5 on every
+    host, where the same hosts counted in devices score apart); a whole-GPU shape still does."""
+    hosts = [host("fresh", 64000, 256, gpu=2000), host("nearly", 64000, 256, gpu=2000, used=res(gpu=1300))]
+    shares = WorkloadMix([(4000, 16 << 30, 600, 1.0), (4000, 16 << 30, 300, 1.0)])
+
+    def pooled(mix):
+        return Plan(HostTable.from_hosts(hosts, gpu_model="pooled"), EngineConfig(workload_mix=mix, gpu_model="pooled"))
+
+    assert gpu_score("fragmentation", pooled(shares), res(1000, 1, gpu=500)).tolist() == [0.5, 0.5]
+    assert len(set(gpu_score("fragmentation", gpu_plan(*hosts, mix=shares), res(1000, 1, gpu=500)).tolist())) == 2
+    # 2 GPUs fit the fresh host's pool only: taking from it fragments, from the other uses a fragment
+    s = gpu_score("fragmentation", pooled(WorkloadMix([(4000, 16 << 30, 2000, 1.0)])), res(1000, 1, gpu=500))
+    assert s[0] < 0.5 < s[1]
 
 
 def test_stranding_keeps_cpu_for_free_gpus():
