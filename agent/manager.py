@@ -409,7 +409,9 @@ class InstanceManager:
         still holds its state. The names removed."""
         reported = await self.reporter.reported()
         # no await from here on: an instance accepted meanwhile is in self.instances
-        kept = [self.log_file(i) for i in {*reported, *self.instances}]
+        kept = []
+        for i in {*reported, *self.instances}:
+            kept += [self.log_file(i), *(d.log_path_for(i) for d in self.drivers.values())]
         try:
             names = sorted(os.listdir(self.logs_dir))
         except FileNotFoundError:

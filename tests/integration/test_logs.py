@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import logfiles
 from agent.drivers.container.runc import container_id
 from ctl.local import LocalCluster
+from tests.agent.drivers.test_container_logs import log_files
 from tests.conftest import searchable_dir
 from tests.conftest import wait_for as poll
 
@@ -76,7 +76,7 @@ def log_dir(cluster, iid) -> Path:
 
 
 def sizes(d: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_size for p in logfiles.segments(d / "current") if p.exists()}
+    return log_files(d / "current")
 
 
 def loggers_of(d: Path) -> list[int]:

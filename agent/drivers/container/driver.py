@@ -276,11 +276,12 @@ class ContainerDriver:
         if watched is not None and not watched.exited.done():
             with cleanup.step(DriverError):
                 await self._kill(handle, watched)
-        await self._flush_log(handle)
-        await self._end_logger(handle)
         if "container_id" in data:
             with cleanup.step(runc_mod.RuncError):
                 await self.runc.delete(data["container_id"])
+        # after runc delete: no process of the container is left to hold the pipe
+        await self._flush_log(handle)
+        await self._end_logger(handle)
         if "bundle" in data:
             with cleanup.step(rootfs_mod.RootfsError):
                 rootfs_mod.unmount(Path(data["bundle"]) / "rootfs")

@@ -42,7 +42,14 @@ def read(path) -> bytes:
 
 
 def log_files(current) -> dict[str, int]:
-    return {p.name: p.stat().st_size for p in logfiles.segments(current) if p.exists()}
+    """The log's files and sizes now (one deleted by s6-log while listed is left out)."""
+    found = {}
+    for p in logfiles.segments(current):
+        try:
+            found[p.name] = p.stat().st_size
+        except FileNotFoundError:
+            pass
+    return found
 
 
 def rss_kib(pid: int) -> int:
