@@ -187,7 +187,7 @@ class ContainerDriver:
             "container_id": cid, "bundle": str(bundle),
             # no key, no veth, no address with host_network: the host's own network
             **({} if host_network else {"key": instance_key(self.node, spec.id)}),
-            "cgroup": cg.instance_path(self.node, spec.id), "log": str(self.log_path_for(spec.id)),
+            "cgroup": cg.instance_path(self.node, spec.id), "log": str(self.logs_dir / cid / "current"),
             # the GPUs it holds; gpu_devices: the nodes it was given (none where the host has none)
             **({"gpus": list(spec.gpus)} if spec.gpus else {}),
             **({"gpu_devices": [d.path for d in gpu_devices]} if gpu_devices else {})})
@@ -325,7 +325,7 @@ class ContainerDriver:
         older = self.logs_dir / f"{cid}.log"
         if older.exists() and not (self.logs_dir / cid).exists():
             return older
-        return self.logs_dir / cid / "current"
+        return self.logs_dir / cid / "current"     # as _start names it
 
     def address(self, handle: Handle) -> str:
         return str(handle.data.get("address", ""))
@@ -484,7 +484,7 @@ class ContainerDriver:
         (the caller closes it). Kept in the handle, so a restarted agent finds it again."""
         read, write = os.pipe()
         try:
-            process = logger_mod.start(self.log_cap, self.log_path(handle).parent, read,
+            process = logger_mod.start(self.log_cap, Path(handle.data["log"]).parent, read,
                                        Path(handle.data["bundle"]) / "logger.err")
         except BaseException:
             os.close(write)
