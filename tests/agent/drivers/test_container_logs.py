@@ -155,3 +155,21 @@ def _is_logger_of(pid: int, log_dir) -> bool:
     except OSError:
         return False
     return bool(argv) and argv[0].endswith(b"s6-log") and str(log_dir).encode() in argv
+
+
+@pytest.mark.integration
+@needs_root()
+@needs_runc()
+async def test_following_reads_every_line_across_rotations_while_it_writes(capped):
+    """`ctl logs -f` as the agent serves it (logfiles.stream), from the first line while s6-log
+    rotates under it: every line once, in order, up to the last."""
+    d = capped.driver
+    h = await capped.start("t.g.0-follow", ["sh", "-c", "sleep 0.3; i=1; while [ $i -le 12000 ]; do "
+                                            "echo $i; i=$((i+1)); done"])
+    ended = asyncio.ensure_future(d.wait(h))
+    got = b""
+    async for data in logfiles.stream(d.log_path(h), follow=True, active=lambda: not ended.done(), poll=0.02):
+        got += data
+    await ended
+    assert len(log_files(d.log_path(h))) >= 2                # it did rotate
+    assert got.decode() == "".join(f"{i}\n" for i in range(1, 12001))
