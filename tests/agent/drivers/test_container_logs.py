@@ -7,6 +7,8 @@ import asyncio
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -173,3 +175,15 @@ async def test_following_reads_every_line_across_rotations_while_it_writes(cappe
     await ended
     assert len(log_files(d.log_path(h))) >= 2                # it did rotate
     assert got.decode() == "".join(f"{i}\n" for i in range(1, 12001))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--log-max-size", "1Ki"], "--log-max-size: must be between 49152 (48Ki)"),
+    (["--log-max-size", "lots"], "--log-max-size: 'lots' is not a size"),
+    (["--log-max-files", "1"], "--log-max-files: must be at least 2"),
+])
+def test_the_agent_refuses_a_log_cap_it_cannot_enforce(tmp_path, flags, message):
+    r = subprocess.run([sys.executable, "-m", "agent.main", "--etcd", "http://127.0.0.1:1", "--node", "x",
+                        "--state-dir", str(tmp_path), *flags], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert message in r.stderr
