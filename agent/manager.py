@@ -48,7 +48,7 @@ class Tracked:
     # its health check, while it runs (reset at each start)
     health: Health = field(default_factory=Health)
     check_failures: int = 0                                 # failed probes, in all (a metric)
-    unhealthy: str = ""                                     # why the agent killed it, if it did
+    unhealthy: str = ""          # why the agent killed it, if it did (its check failed, or evicted)
     run: int = 0                                            # which run a checker's news is about
     # when the current run began (a deployment counts min_healthy_time from it); an agent that
     # reattaches does not know, and says "now": later rather than too early
@@ -79,6 +79,7 @@ class Tracked:
 BOOK = "restarts"      # the manager's key in a stored handle's data (drivers never read it)
 # SIGTERM → SIGKILL for an instance killed because its check failed (Nomad's default kill_timeout)
 UNHEALTHY_GRACE = 5.0
+EVICTION_GRACE = 0.0      # an instance over its disk: SIGKILL at once
 Probe = Callable[[CheckPolicy, str, checks.ExecIn], Awaitable[Outcome]]
 
 
@@ -249,6 +250,21 @@ class InstanceManager:
             t.unhealthy = checks.unhealthy_message(t.spec.check, health)
         log.info("%s: %s; killing it", t.spec.id, t.unhealthy)
         asyncio.get_running_loop().create_task(self._stop_one(t, UNHEALTHY_GRACE))
+
+    # --- eviction (agent/eviction.py, decided by the usage loop) ---------------------------------
+    async def evict(self, instance_id: str, run: int, reason: str) -> None:
+        """Kill run `run` of the instance at once (kubelet gives no grace to a pod over its
+        ephemeral storage either: it would only write more); its end is a failure with `reason`,
+        restarted or not as its policy says, as a failed check's is."""
+        t = self.instances.get(instance_id)
+        if t is None:
+            return
+        async with t.reporting:
+            if t.run != run or t.stopping or t.unhealthy or t.handle is None:
+                return
+            t.unhealthy = reason
+        log.info("%s: %s; killing it", instance_id, reason)
+        asyncio.get_running_loop().create_task(self._stop_one(t, EVICTION_GRACE))
 
     async def _end(self, t: Tracked, after: AfterExit, exit_code: int | None, noteworthy: bool = False) -> None:
         """`noteworthy`: its end is an event even if it was never restarted (the agent killed it)."""

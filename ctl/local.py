@@ -55,10 +55,10 @@ class LocalCluster:
         tls: mutual TLS on every gRPC port, with certificates made by `ctl certs init` at up().
         schedulers: replicas (one leads); etcd_members > 1: an etcd cluster of its own on ports
         etcd_port, +2, +4... instead of the first scheduler's embedded etcd. registry: a local image
-        registry on the bridge address (ctl/localregistry.py) the agents may pull from. agent_args:
-        flags every agent gets besides those set here."""
-        self.agent_args = agent_args
+        registry on the bridge address (ctl/localregistry.py) the agents may pull from.
+        agent_args: more packyard-agent flags for every agent (e.g. --allowed-dirs)."""
         self.registry = registry
+        self.agent_args = tuple(agent_args)
         self.registry_proc: subprocess.Popen | None = None
         self.registry_config: Path | None = None
         self.workdir = Path(workdir)

@@ -34,6 +34,7 @@ class InstanceSpec:
     job_type: str = "service"      # service | batch | system: what an exit means (issue 13)
     restart: RestartPolicy | None = None   # restarts in place; None: never (InstanceManager)
     check: CheckPolicy | None = None       # the health check, if any
+    disk_bytes: int = 0            # resources.disk: its writable layer and logs may use this much; 0: unlimited
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Stats:
     oom_kills: int = 0
     overhead_memory_bytes: int | None = None   # VMs: QEMU's resident memory beyond the guest RAM it backs
     guest_memory_bytes: int | None = None      # VMs: resident guest RAM (what the guest has touched)
+    disk_bytes: int | None = None              # containers: writable layer + logs (diskusage.py); None: not measured
 
 
 class Driver(Protocol):

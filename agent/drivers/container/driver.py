@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import logfiles
-from agent.drivers import availability
+from agent.drivers import availability, diskusage
 from agent.drivers.base import DriverError, ExitResult, Handle, InstanceSpec, Stats
 from agent.drivers.bridge import Bridge, instance_key
 from agent.drivers.container import cgroups as cg
@@ -311,7 +311,15 @@ class ContainerDriver:
             u = self._cgroups().usage(handle.data["cgroup"])
         except (cg.CgroupError, KeyError) as e:
             raise driver_error(f"no stats for {handle.id}", e) from e
-        return Stats(cpu_seconds=u.cpu_seconds, memory_bytes=u.memory_bytes, oom_kills=u.oom_kills)
+        disk = await asyncio.to_thread(diskusage.measure, self._disk_paths(handle))
+        return Stats(cpu_seconds=u.cpu_seconds, memory_bytes=u.memory_bytes, oom_kills=u.oom_kills,
+                     disk_bytes=disk)
+
+    def _disk_paths(self, handle: Handle) -> list[Path]:
+        """What counts against resources.disk: the overlay's writable layer (upper, and work, where
+        copy-ups are staged) and the instance's log, rotated files included (as kubelet counts)."""
+        paths = [*(Path(handle.data["bundle"]) / d for d in ("upper", "work"))] if "bundle" in handle.data else []
+        return [*paths, *logfiles.segments(self.log_path(handle))]
 
     def log_path(self, handle: Handle) -> Path:
         if "log" in handle.data:

@@ -400,6 +400,26 @@ async def test_memory_limit_oom_kills_only_that_container(harness):
 @pytest.mark.integration
 @needs_root()
 @needs_runc()
+async def test_disk_is_the_writable_layer_and_the_log_not_the_image(harness):
+    """What resources.disk is held to (issue 15): what the container wrote to its root and its log."""
+    d = harness.driver
+    quiet = await harness.start("t.g.0-quiet", ["sleep", "1000"])
+    writer = await harness.start("t.g.1-writer", ["sh", "-c", "dd if=/dev/zero of=/fill bs=1M count=3 2>/dev/null; "
+                                                  "head -c 200000 /dev/zero | tr '\\0' x; echo; exec sleep 1000"])
+    log = d.log_path(writer)
+    for _ in range(100):
+        if log.exists() and log.stat().st_size > 200_000:
+            break
+        await asyncio.sleep(0.1)
+    base = (await d.stats(quiet)).disk_bytes
+    used = (await d.stats(writer)).disk_bytes
+    assert base is not None and base < 256 * 1024            # a fresh layer: a few directories
+    assert 3 * MI + 200_000 <= used < 4 * MI, used           # the 3 MiB file and the 200 kB of log
+
+
+@pytest.mark.integration
+@needs_root()
+@needs_runc()
 async def test_cpu_quota(harness):
     d = harness.driver
     h = await harness.start("t.g.0-spin", ["sh", "-c", "while :; do :; done"], cpu_milli=250)
