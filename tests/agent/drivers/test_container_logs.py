@@ -187,3 +187,18 @@ def test_the_agent_refuses_a_log_cap_it_cannot_enforce(tmp_path, flags, message)
                         "--state-dir", str(tmp_path), *flags], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert message in r.stderr
+
+
+@pytest.mark.integration
+@needs_root()
+@needs_runc()
+async def test_a_restart_in_place_goes_on_in_the_same_log(capped):
+    """As the agent restarts an instance: wait, destroy, start the same id again. The first run's
+    log process has ended (its lock released), the second appends to the same log."""
+    d = capped.driver
+    for n in (1, 2):
+        h = await capped.start("t.g.0-again", ["sh", "-c", f"echo run {n}; printf 'partial {n}'"])
+        await asyncio.wait_for(d.wait(h), 10)
+        await d.destroy(h)
+        assert leftovers(d, h) == []
+    assert read(d.log_path(h)) == b"run 1\npartial 1\nrun 2\npartial 2\n"
