@@ -1,6 +1,6 @@
 """What a container's log process (s6-log, agent/drivers/container/logger.py) costs per instance.
 
-Starts N log processes the way the container driver does (logger.start, the default cap 10Mi × 5,
+Starts N log processes the way the container driver does (logger.start, timed until each is ready; the default cap 10Mi × 5,
 each on its own pipe), then prints their resident memory (RSS: what each would show in `ps`; PSS:
 its share of the pages they share, i.e. what N of them add up to), idle and while one of them is fed
 by lines as fast as it can read (as a `yes` would), with that throughput and the largest log file seen.
@@ -47,14 +47,17 @@ def main() -> None:
     cap = logger.LogCap()
     with tempfile.TemporaryDirectory(prefix="packyard-logbench-") as tmp:
         root = Path(tmp)
-        started, writers = [], []
+        started, writers, took = [], [], []
         for i in range(args.processes):
             r, w = os.pipe()
+            t0 = time.perf_counter()
             started.append(logger.start(cap, root / f"c{i}", r, root / f"c{i}.err"))
+            took.append(time.perf_counter() - t0)
             os.close(r)
             writers.append(w)
         idle = [memory_kib(p.pid) for p in started]
-        print(f"{args.processes} log processes (s6-log, cap {cap.max_size >> 20} MiB × {cap.max_files}), idle:")
+        print(f"{args.processes} log processes (s6-log, cap {cap.max_size >> 20} MiB × {cap.max_files}); "
+              f"start until ready: median {statistics.median(took) * 1000:.1f} ms; idle:")
         print(f"  RSS median {statistics.median(r for r, _ in idle):.0f} KiB, "
               f"PSS median {statistics.median(p for _, p in idle):.0f} KiB (sum {sum(p for _, p in idle)} KiB)")
         fed = [0]

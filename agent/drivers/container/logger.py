@@ -44,6 +44,7 @@ WRITE_MAX = LINE_LIMIT + 2 * READ_SIZE   # the most one write can add past the r
 MIN_SIZE = 2 * WRITE_MAX     # s6-log's tolerance may be at most half the size
 MAX_SIZE = 268435455         # s6-log's largest `s`
 READY_SECONDS = 5.0
+ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}   # none of the agent's own environment
 
 
 class LogCapError(ValueError):
@@ -106,7 +107,7 @@ def start(cap: LogCap, log_dir: Path, read_fd: int, stderr_path: Path) -> LogPro
     notify_r, notify_w = os.pipe()
     err = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
-        pid = os.posix_spawn(exe, cap.argv(exe, log_dir, 3), os.environ, setsid=True, file_actions=[
+        pid = os.posix_spawn(exe, cap.argv(exe, log_dir, 3), ENV, setsid=True, file_actions=[
             (os.POSIX_SPAWN_DUP2, read_fd, 0),
             (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
             (os.POSIX_SPAWN_DUP2, err, 2),
