@@ -5,7 +5,9 @@ beside it, and the oldest are deleted:
     - s6-log (containers, agent/drivers/container/logger.py): `DIR/current`, rotated `DIR/@<TAI64N>.s`
       (or `.u`), whose names sort oldest first;
     - virtlogd (VM consoles): `FILE`, rotated `FILE.0` (the newest) ... `FILE.N` (the oldest);
-    - a plain file (a container started by an older agent): no rotated files.
+    - a plain file (a container started by an older agent): no rotated files; once such an
+      instance is restarted by a newer agent, its log goes on in a directory beside that file, which
+      is then the oldest file of the log.
 A rename keeps the file's inode, so a reader that has reached the end of the file it reads finds where
 to go on: the files after that inode in the order above; and if its file was deleted meanwhile (it
 lagged behind by the whole cap), every file left is newer, so it goes on with the oldest.
@@ -31,6 +33,9 @@ def segments(path: Path) -> list[Path]:
         return [path]
     if path.name == "current":
         rotated = sorted(n for n in names if S6_ROTATED.fullmatch(n))
+        older = path.parent.with_name(path.parent.name + ".log")   # before an agent upgrade
+        if older.exists():
+            return [older, *(path.parent / n for n in rotated), path]
     else:
         numbered = re.compile(re.escape(path.name) + r"\.(\d+)")
         found = [(int(m.group(1)), n) for n in names if (m := numbered.fullmatch(n))]
@@ -43,18 +48,20 @@ def stale(names: list[str], kept: list[Path]) -> list[str]:
     (their current files): not such a file, its rotated files, nor its log process's directory."""
     mine = set()
     for p in kept:
-        mine.add(p.parent.name if p.name == "current" else p.name)
+        if p.name == "current":
+            mine |= {p.parent.name, p.parent.name + ".log"}     # and an older agent's single file
+        else:
+            mine.add(p.name)
     numbered = re.compile(r"(.*)\.\d+")
     return [n for n in names if n not in mine and not ((m := numbered.fullmatch(n)) and m.group(1) in mine)]
 
 
 def remove(path: Path) -> None:
     """Remove a log: its current file and rotated files (with their directory, for s6-log's)."""
-    if path.name == "current":
-        shutil.rmtree(path.parent, ignore_errors=True)
-        return
     for p in segments(path):
         p.unlink(missing_ok=True)
+    if path.name == "current":
+        shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def exists(path: Path) -> bool:

@@ -77,6 +77,16 @@ def test_reads_every_file_in_order_and_tail_spans_files(tmp_path):
     assert read_once(d / "current", tail_bytes=1000) == b"one\ntwo\nthree\n"
 
 
+def test_an_older_agents_single_file_comes_first(tmp_path):
+    (tmp_path / "c.log").write_bytes(b"before the upgrade\n")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "current").write_bytes(b"after\n")
+    assert read_once(tmp_path / "c" / "current") == b"before the upgrade\nafter\n"
+    assert stale(["c", "c.log", "d.log"], [tmp_path / "c" / "current"]) == ["d.log"]
+    logfiles.remove(tmp_path / "c" / "current")
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_plain_file_without_rotation(tmp_path):
     f = tmp_path / "old.log"
     f.write_bytes(b"a\nb\n")
