@@ -17,7 +17,10 @@ without a newline).
 The cap: `current` is rotated when it comes within `tolerance` of `max_size`, and s6-log writes at
 most WRITE_MAX bytes past that check (-b: one read of stdin, at most a line of LINE_LIMIT held across
 reads), so with tolerance >= WRITE_MAX no file exceeds max_size; s6-log keeps `max_files - 1` rotated
-files besides `current`. Lines longer than LINE_LIMIT are cut in two (s6-log logs lines).
+files besides `current` (during a rotation, until the oldest is deleted, the new `current` beside
+one rotated file too many is empty: the bytes never pass max_size × max_files). The bytes kept are
+at least (max_size - tolerance) per rotated file. Lines longer than LINE_LIMIT are cut in two
+(s6-log logs lines).
 """
 from __future__ import annotations
 
