@@ -27,15 +27,15 @@ SIZE, FILES = 64 * 1024, 3
 
 @pytest.fixture(scope="module")
 def cluster(request):
-    c = LocalCluster(searchable_dir(request, "logs"), hosts=1, prefix="pl", net="10.213.216.0/24",
-                     etcd_port=23940, scheduler_port=17940, capacity="cpu=2,memory=1Gi",
+    c = LocalCluster(searchable_dir(request, "logs"), hosts=1, prefix="pg", net="10.213.224.0/24",
+                     etcd_port=23960, scheduler_port=17960, capacity="cpu=2,memory=1Gi",
                      lease_ttl=30, confirm_timeout=10,
                      agent_args=("--log-max-size", "64Ki", "--log-max-files", str(FILES),
                                  "--log-sweep-interval", "0.5"))
     c.up()
     yield c
     c.down()
-    assert not list(Path("/sys/fs/cgroup").glob("*/packyard/pl-host*"))
+    assert not list(Path("/sys/fs/cgroup").glob("*/packyard/pg-host*"))
 
 
 def wait_for(predicate, timeout=30.0, what="condition"):
