@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from agent import checks
+from agent import checks, logfiles
 from agent.checks import FAILING, Checker, Health, Outcome
 from agent.drivers.base import Driver, DriverError, ExitResult, Handle, InstanceSpec
 from agent.handles import FileHandleStore, HandleStore
 from agent.reporter import Reporter
 from agent.restarts import AfterExit, after_exit
+from packyard.etcd import EtcdError
 from packyard.policies import CheckPolicy
 from packyard.records import FAILED, MAX_EVENTS, RUNNING, STARTING, STOPPED, TERMINAL, StateRecord
 
@@ -406,10 +409,47 @@ class InstanceManager:
             await self._follow(t)
 
     def log_file(self, instance_id: str) -> Path:
+        """The current file of the instance's log (logfiles.py reads its rotated files too)."""
         t = self.instances.get(instance_id)
         if t is not None and t.handle is not None:
             return self.drivers[t.spec.kind].log_path(t.handle)
+        for driver in self.drivers.values():        # ended: its handle is gone, its log is not
+            path = driver.log_path_for(instance_id)
+            if logfiles.exists(path):
+                return path
         return self.logs_dir / f"{instance_id}.log"
+
+    async def sweep_logs(self) -> list[str]:
+        """Remove the logs of instances whose records left etcd (their job was purged, by `ctl stop
+        --purge` or --purge-stopped-after): a log is kept while its instance runs here or etcd
+        still holds its state. The names removed."""
+        reported = await self.reporter.reported()
+        # no await from here on: an instance accepted meanwhile is in self.instances
+        kept = []
+        for i in {*reported, *self.instances}:
+            kept += [self.log_file(i), *(d.log_path_for(i) for d in self.drivers.values())]
+        try:
+            names = sorted(os.listdir(self.logs_dir))
+        except FileNotFoundError:
+            return []
+        doomed = logfiles.stale(names, kept)
+        for name in doomed:
+            path = self.logs_dir / name
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        if doomed:
+            log.info("removed the logs of %d purged instances", len(doomed))
+        return doomed
+
+    async def sweep_logs_every(self, seconds: float) -> None:
+        while True:
+            try:
+                await self.sweep_logs()
+            except EtcdError as e:       # etcd away: nothing is removed until it answers
+                log.debug("log sweep skipped: %s", e)
+            await asyncio.sleep(seconds)
 
     def is_active(self, instance_id: str) -> bool:
         return instance_id in self.instances
