@@ -13,7 +13,7 @@ import re
 
 from agent.drivers.base import InstanceSpec
 from packyard.policies import CheckPolicy, RestartPolicy
-from packyard.quantity import DNS_LABEL, MAX_CPU_MILLI, MAX_GPU_MILLI, MAX_MEMORY, shown
+from packyard.quantity import DNS_LABEL, MAX_CPU_MILLI, MAX_DISK, MAX_GPU_MILLI, MAX_MEMORY, shown
 
 # `<job>.<group>.<index>-<generation>` from the scheduler; tests use other readable ids, so any
 # runc-safe name, but never "..", "/" or a leading dot
@@ -59,6 +59,7 @@ def to_spec(p, field: str) -> InstanceSpec:
     _amount(p.limit.memory_bytes, 1 << 20, MAX_LIMIT_MEMORY, f"{field}.limit.memory_bytes")
     _amount(p.request.cpu_milli, 0, MAX_LIMIT_CPU_MILLI, f"{field}.request.cpu_milli")
     _amount(p.request.memory_bytes, 0, MAX_LIMIT_MEMORY, f"{field}.request.memory_bytes")
+    _amount(p.request.disk_bytes, 0, MAX_DISK, f"{field}.request.disk_bytes")
     return InstanceSpec(id=p.id, job=p.job, group=p.group, kind=p.kind,
                         cpu_milli=p.limit.cpu_milli, memory_bytes=p.limit.memory_bytes,
                         request_cpu_milli=p.request.cpu_milli,
@@ -66,7 +67,9 @@ def to_spec(p, field: str) -> InstanceSpec:
                         config=driver_config(p.driver_json, f"{field}.driver_json"),
                         job_type=job_type(p.job_type, f"{field}.job_type"),
                         restart=restart(p.restart, f"{field}.restart") if p.HasField("restart") else None,
-                        check=check(p.check, f"{field}.check") if p.HasField("check") else None)
+                        check=check(p.check, f"{field}.check") if p.HasField("check") else None,
+                        # resources.disk as the job asked (request, not limit: no overhead is added to it)
+                        disk_bytes=p.request.disk_bytes)
 
 
 def job_type(value: str, field: str) -> str:

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from agent import checks
+from agent import checks, logfiles
 from agent.checks import FAILING, Checker, Health, Outcome
 from agent.drivers.base import Driver, DriverError, ExitResult, Handle, InstanceSpec, RestartableError
 from agent.handles import FileHandleStore, HandleStore
 from agent.reporter import Reporter
 from agent.restarts import AfterExit, after_exit
+from packyard.etcd import EtcdError
 from packyard.policies import CheckPolicy
 from packyard.records import FAILED, MAX_EVENTS, RUNNING, STARTING, STOPPED, TERMINAL, StateRecord
 
@@ -45,7 +48,7 @@ class Tracked:
     # its health check, while it runs (reset at each start)
     health: Health = field(default_factory=Health)
     check_failures: int = 0                                 # failed probes, in all (a metric)
-    unhealthy: str = ""                                     # why the agent killed it, if it did
+    unhealthy: str = ""          # why the agent killed it, if it did (its check failed, or evicted)
     run: int = 0                                            # which run a checker's news is about
     # when the current run began (a deployment counts min_healthy_time from it); an agent that
     # reattaches does not know, and says "now": later rather than too early
@@ -82,6 +85,7 @@ def _unstarted(spec: InstanceSpec, book: dict | None = None) -> Handle:
     return Handle(spec.id, spec.kind, {UNSTARTED: True, **({BOOK: book} if book else {})})
 # SIGTERM → SIGKILL for an instance killed because its check failed (Nomad's default kill_timeout)
 UNHEALTHY_GRACE = 5.0
+EVICTION_GRACE = 0.0      # an instance over its disk: SIGKILL at once
 Probe = Callable[[CheckPolicy, str, checks.ExecIn], Awaitable[Outcome]]
 
 
@@ -293,6 +297,21 @@ class InstanceManager:
         log.info("%s: %s; killing it", t.spec.id, t.unhealthy)
         asyncio.get_running_loop().create_task(self._stop_one(t, UNHEALTHY_GRACE))
 
+    # --- eviction (agent/eviction.py, decided by the usage loop) ---------------------------------
+    async def evict(self, instance_id: str, run: int, reason: str) -> None:
+        """Kill run `run` of the instance at once (kubelet gives no grace to a pod over its
+        ephemeral storage either: it would only write more); its end is a failure with `reason`,
+        restarted or not as its policy says, as a failed check's is."""
+        t = self.instances.get(instance_id)
+        if t is None:
+            return
+        async with t.reporting:
+            if t.run != run or t.stopping or t.unhealthy or t.handle is None:
+                return
+            t.unhealthy = reason
+        log.info("%s: %s; killing it", instance_id, reason)
+        asyncio.get_running_loop().create_task(self._stop_one(t, EVICTION_GRACE))
+
     async def _end(self, t: Tracked, after: AfterExit, exit_code: int | None, noteworthy: bool = False) -> None:
         """`noteworthy`: its end is an event even if it was never restarted (the agent killed it)."""
         if after.message not in ("stopped", "") and (t.restarts or noteworthy):
@@ -446,10 +465,47 @@ class InstanceManager:
             await self._follow(t)
 
     def log_file(self, instance_id: str) -> Path:
+        """The current file of the instance's log (logfiles.py reads its rotated files too)."""
         t = self.instances.get(instance_id)
         if t is not None and t.handle is not None:
             return self.drivers[t.spec.kind].log_path(t.handle)
+        for driver in self.drivers.values():        # ended: its handle is gone, its log is not
+            path = driver.log_path_for(instance_id)
+            if logfiles.exists(path):
+                return path
         return self.logs_dir / f"{instance_id}.log"
+
+    async def sweep_logs(self) -> list[str]:
+        """Remove the logs of instances whose records left etcd (their job was purged, by `ctl stop
+        --purge` or --purge-stopped-after): a log is kept while its instance runs here or etcd
+        still holds its state. The names removed."""
+        reported = await self.reporter.reported()
+        # no await from here on: an instance accepted meanwhile is in self.instances
+        kept = []
+        for i in {*reported, *self.instances}:
+            kept += [self.log_file(i), *(d.log_path_for(i) for d in self.drivers.values())]
+        try:
+            names = sorted(os.listdir(self.logs_dir))
+        except FileNotFoundError:
+            return []
+        doomed = logfiles.stale(names, kept)
+        for name in doomed:
+            path = self.logs_dir / name
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        if doomed:
+            log.info("removed the logs of %d purged instances", len(doomed))
+        return doomed
+
+    async def sweep_logs_every(self, seconds: float) -> None:
+        while True:
+            try:
+                await self.sweep_logs()
+            except EtcdError as e:       # etcd away: nothing is removed until it answers
+                log.debug("log sweep skipped: %s", e)
+            await asyncio.sleep(seconds)
 
     def is_active(self, instance_id: str) -> bool:
         return instance_id in self.instances

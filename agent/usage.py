@@ -1,5 +1,7 @@
-"""Measuring what runs here: every few seconds, each instance's cpu, memory, OOM kills (and a VM's
-real overhead) from its driver, plus the machine's cpu, memory and load. The latest sample goes to
+"""Measuring what runs here: every few seconds, each instance's cpu, memory, OOM kills, disk (a
+container's writable layer and logs) and a VM's real overhead from its driver, plus the machine's
+cpu, memory and load. An instance whose disk is over its resources.disk is evicted (agent/eviction.py)
+by the InstanceManager, its end then handled as any other failure. The latest sample goes to
 etcd under the agent's lease (one key per node, no history) for the scheduler — `ctl nodes` usage
 and the learned overhead profiles — and to Prometheus through a collector reading the same sample.
 """
@@ -13,7 +15,7 @@ import time
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from agent import memory
+from agent import eviction, memory
 from agent.manager import InstanceManager
 from packyard import keys, records
 from packyard.etcd import Etcd, Outage
@@ -57,11 +59,14 @@ class UsageCollector:
         self._machine_prev: tuple[float, float] | None = None
 
     async def sample(self) -> UsageRecord:
+        """Measure every instance (and the machine); an instance over its resources.disk is handed
+        to the manager to evict as it is measured, so that its kill waits for no publication."""
         now = time.monotonic()
         instances: dict[str, dict] = {}
         for iid, t in list(self.manager.instances.items()):
             if t.handle is None:
                 continue
+            run = t.run           # the run measured: a kill must not reach the next one
             try:
                 stats = await self.manager.drivers[t.spec.kind].stats(t.handle)
             except Exception as e:   # it may have just ended: the next sample will not have it
@@ -78,7 +83,11 @@ class UsageCollector:
                 kind=spec.kind, cpu_milli=rate, memory_bytes=stats.memory_bytes, oom_kills=stats.oom_kills,
                 request_cpu_milli=spec.request_cpu_milli or spec.cpu_milli,
                 request_memory_bytes=spec.request_memory_bytes or spec.memory_bytes,
-                overhead_memory_bytes=stats.overhead_memory_bytes, job=spec.job, group=spec.group))
+                overhead_memory_bytes=stats.overhead_memory_bytes, job=spec.job, group=spec.group,
+                disk_bytes=stats.disk_bytes, request_disk_bytes=spec.disk_bytes))
+            reason = eviction.over_disk(spec.disk_bytes, stats.disk_bytes)
+            if reason:
+                await self.manager.evict(iid, run, reason)
         for gone in set(self._prev) - set(instances):
             self._prev.pop(gone, None)
             self.cpu_seconds.pop(gone, None)
@@ -122,6 +131,9 @@ class UsageCollector:
         cpu = CounterMetricFamily("packyard_instance_cpu_seconds", "CPU time used by an instance.", labels=labels)
         mem = GaugeMetricFamily("packyard_instance_memory_bytes", "Memory used by an instance.", labels=labels)
         oom = CounterMetricFamily("packyard_instance_oom_kills", "OOM kills inside an instance.", labels=labels)
+        disk = GaugeMetricFamily("packyard_instance_disk_bytes",
+                                 "Disk an instance uses on its host: a container's writable layer and logs.",
+                                 labels=labels)
         over = GaugeMetricFamily("packyard_instance_overhead_memory_bytes",
                                  "Measured memory an instance costs beyond its request (VMs).", labels=labels)
         host = GaugeMetricFamily("packyard_host_usage", "Measured usage of this host.", labels=["node", "resource"])
@@ -141,8 +153,10 @@ class UsageCollector:
                 cpu.add_metric(values, self.cpu_seconds.get(iid, 0.0))
                 mem.add_metric(values, i["memory_bytes"])
                 oom.add_metric(values, i["oom_kills"])
+                if i.get("disk_bytes") is not None:
+                    disk.add_metric(values, i["disk_bytes"])
                 if i.get("overhead_memory_bytes") is not None:
                     over.add_metric(values, i["overhead_memory_bytes"])
             for name, value in u.host.items():
                 host.add_metric([self.node, name], value)
-        return [cpu, mem, oom, over, host, restarts, checks]
+        return [cpu, mem, oom, disk, over, host, restarts, checks]

@@ -1,7 +1,10 @@
 """Run every family of bench/families.py, several seeds, against every peer; write the table into
 bench/PACKING.md (between the `families` markers) and print it.
 
-    python bench/pack_families.py [--seeds 1,2] [--quick] [--md bench/PACKING.md]
+    python bench/pack_families.py [--seeds 1,2] [--only FAMILIES] [--md bench/PACKING.md] [--cache F.json]
+
+`--cache F.json` keeps every peer's cell (not packyard's) by variant and seed, so that measuring
+another version of the engine re-runs packyard alone; delete it when a peer changes.
 
 Peers: the engine's policies through `packyard-bench pack` (packyard, k8s-default,
 k8s-mostallocated, nomad-binpack; GPUs as devices) and bench/gpu_peers.py (FGD, best-fit, GPU
@@ -35,6 +38,9 @@ VARIANTS = [
     ("small", "20,000 on 2,000 mixed", families.small),
 ]
 BEGIN, END = "<!-- families: begin (bench/pack_families.py) -->", "<!-- families: end -->"
+# --gpu-model pooled (a host's GPUs as one amount, the peers' published model): the engine's
+# policies only (FGD and its baselines place on devices), in a table of its own
+POOLED_BEGIN, POOLED_END = "<!-- families pooled: begin (bench/pack_families.py) -->", "<!-- families pooled: end -->"
 
 
 def _run(cmd: list[str]) -> dict:
@@ -50,21 +56,30 @@ def unallocated(nodes_csv: Path, out_csv: Path) -> float:
     return (total - held) / 1000
 
 
-def run_variant(build, seed: int, tmp: Path) -> tuple[dict[str, tuple], int]:
+def run_variant(build, seed: int, tmp: Path, cached: dict | None = None,
+                gpu_model: str = "devices") -> tuple[dict[str, tuple], int]:
+    """Every peer's cell on one case; `cached` (the peers' cells and "LB", from --cache) spares
+    running all but packyard."""
     nodes, works = tmp / "nodes.csv", tmp / "work.csv"
     families.write(*build(seed), nodes, works)
     bench = str(Path(sys.executable).with_name("packyard-bench"))
     cells, bound = {}, 0
-    for peer in ENGINE + PEERS:
+    if cached:
+        cells = {peer: tuple(cell) for peer, cell in cached.items() if peer != "LB"}
+        bound = cached["LB"]
+    for peer in ENGINE + (PEERS if gpu_model == "devices" else []):
+        if peer in cells and peer != "packyard":
+            continue
         out = tmp / f"{peer}.csv"
         if peer in ENGINE:
             s = _run([bench, "pack", "--nodes", str(nodes), "--workloads", str(works), "--out", str(out),
-                      "--policy", peer])
+                      "--policy", peer, "--gpu-model", gpu_model])
             bound = s["lower_bound"]
         else:
             s = _run([sys.executable, "-m", "bench.gpu_peers", "--nodes", str(nodes), "--workloads", str(works),
                       "--out", str(out), "--policy", peer])
-        faults = check(nodes, works, out)
+        # (pack_check checks devices; a pooled OUT has none to check)
+        faults = check(nodes, works, out) if gpu_model == "devices" else []
         if faults:
             raise SystemExit(f"{peer} seed {seed}: {faults[:3]}")
         cells[peer] = (s["unplaced"], s["hosts_used"], unallocated(nodes, out))
@@ -76,17 +91,27 @@ def main() -> None:
     p.add_argument("--seeds", default="1,2")
     p.add_argument("--only", default="", help="comma-separated families")
     p.add_argument("--md", type=Path, default=Path(__file__).with_name("PACKING.md"))
+    p.add_argument("--cache", type=Path, help="JSON file keeping the peers' cells between runs")
+    p.add_argument("--gpu-model", choices=["devices", "pooled"], default="devices",
+                   help="pooled: the engine's policies with a host's GPUs as one amount, its own table")
     a = p.parse_args()
-    peers = ENGINE + PEERS
+    pooled = a.gpu_model == "pooled"
+    peers = ENGINE if pooled else ENGINE + PEERS
+    begin, end = (POOLED_BEGIN, POOLED_END) if pooled else (BEGIN, END)
     lines = ["| family | variant | seed | LB | " + " | ".join(peers) + " | best online peer |",
              "| --- | --- | ---: | ---: | " + " | ".join(["---"] * len(peers)) + " | --- |"]
     print("\n".join(lines), flush=True)
+    cache = json.loads(a.cache.read_text()) if a.cache and a.cache.exists() else {}
     with tempfile.TemporaryDirectory() as t:
         for family, label, build in VARIANTS:
             if a.only and family not in a.only.split(","):
                 continue
             for seed in (int(x) for x in a.seeds.split(",")):
-                cells, bound = run_variant(build, seed, Path(t))
+                key = f"{family}|{label}|{seed}" + ("|pooled" if pooled else "")
+                cells, bound = run_variant(build, seed, Path(t), cache.get(key), a.gpu_model)
+                if a.cache:
+                    cache[key] = {"LB": bound, **{q: list(c) for q, c in cells.items() if q != "packyard"}}
+                    a.cache.write_text(json.dumps(cache, indent=1))
                 online = [q for q in peers if q not in ("packyard", "ffd")]
                 best = min(online, key=lambda q: cells[q][:2])
                 row = (f"| {family} | {label} | {seed} | {bound} | " +
@@ -97,9 +122,9 @@ def main() -> None:
     table = "\n".join(lines)
     if a.md.exists() and not a.only:
         text = a.md.read_text()
-        if BEGIN in text and END in text:
-            head, rest = text.split(BEGIN, 1)
-            a.md.write_text(head + BEGIN + "\n" + table + "\n" + END + rest.split(END, 1)[1])
+        if begin in text and end in text:
+            head, rest = text.split(begin, 1)
+            a.md.write_text(head + begin + "\n" + table + "\n" + end + rest.split(end, 1)[1])
 
 if __name__ == "__main__":
     main()

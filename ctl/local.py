@@ -48,14 +48,17 @@ class LocalCluster:
                  shared_netns: bool = False, usage_interval: float = 2.0,
                  prometheus_port: int | None = None, scrape_interval: str = "5s",
                  scheduler_args: tuple[str, ...] = (), tls: bool = False,
-                 schedulers: int = 1, etcd_members: int = 1, registry: bool = False):
+                 schedulers: int = 1, etcd_members: int = 1, registry: bool = False,
+                 agent_args: tuple[str, ...] = ()):
         """shared_netns: every agent in this (the caller's) network namespace on 127.0.0.1 ports,
         as several agents on one real host would be; else each host gets its own namespace.
         tls: mutual TLS on every gRPC port, with certificates made by `ctl certs init` at up().
         schedulers: replicas (one leads); etcd_members > 1: an etcd cluster of its own on ports
         etcd_port, +2, +4... instead of the first scheduler's embedded etcd. registry: a local image
-        registry on the bridge address (ctl/localregistry.py) the agents may pull from."""
+        registry on the bridge address (ctl/localregistry.py) the agents may pull from.
+        agent_args: more packyard-agent flags for every agent (e.g. --allowed-dirs)."""
         self.registry = registry
+        self.agent_args = tuple(agent_args)
         self.registry_proc: subprocess.Popen | None = None
         self.registry_config: Path | None = None
         self.workdir = Path(workdir)
@@ -222,7 +225,7 @@ class LocalCluster:
              *self.tls_args(),
              *(["--registry-config", str(self.registry_config)] if self.registry_config else []),
              *(["--capacity", h.capacity] if h.capacity else []),
-             *(["--labels", labels] if labels else [])],
+             *(["--labels", labels] if labels else []), *self.agent_args],
             self.workdir / "logs" / f"{h.name}.log", netns=h.netns or None)
 
     def start_prometheus(self, wait: float = 30.0) -> None:

@@ -2,6 +2,7 @@
 through the `local` context it writes and selects."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import sys
@@ -27,6 +28,16 @@ def select_local_context(scheduler: str, tls_dir: Path | None) -> str:
     return f"context {LOCAL_CONTEXT} ({scheduler}) written to {file} and selected"
 
 
+def _network(value: str) -> str:
+    try:
+        net = ipaddress.ip_network(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    if net.version != 4 or net.num_addresses < 8:
+        raise click.BadParameter("an IPv4 network of at least 8 addresses, such as 10.213.0.0/24")
+    return value
+
+
 @click.group()
 def local():
     """A local multi-host cluster on this machine (each host a network namespace)."""
@@ -47,25 +58,39 @@ def local():
               help="Mutual TLS on every gRPC port (certificates in WORKDIR/tls).")
 @click.option("--registry", is_flag=True,
               help="A local image registry on the bridge (port 5000) with packyard/busybox:1 in it.")
+# where the cluster lives, so that a second one (a test's, a colleague's) can run beside the first
+@click.option("--net", default="10.213.0.0/24", show_default=True, callback=lambda _c, _p, v: _network(v),
+              help="The hosts' bridge network (the bridge takes .1, hosts .2 on).")
+@click.option("--prefix", default="pk", show_default=True,
+              help="Names of the hosts' network namespaces and nodes: PREFIX-host1, ...")
+@click.option("--scheduler-port", type=click.IntRange(1, 65535), default=7070, show_default=True)
+@click.option("--etcd-port", type=click.IntRange(1, 65535), default=2379, show_default=True,
+              help="The embedded etcd's client port (its peer port is the next one).")
 def local_up(hosts: int, workdir: Path, capacity: str, drivers: str, jobs: tuple[Path, ...], once: bool,
-             prometheus_port: int, use_tls: bool, registry: bool):
+             prometheus_port: int, use_tls: bool, registry: bool, net: str, prefix: str,
+             scheduler_port: int, etcd_port: int):
     """Start etcd, the scheduler and HOSTS agents; submit JOBS; run until Ctrl-C."""
     import signal as _signal
 
     from ctl.local import LocalCluster
     if os.geteuid() != 0:
         fail("ctl local up needs root (network namespaces, cgroups)", 2)
-    cluster = LocalCluster(workdir, hosts=hosts, capacity=capacity, drivers=drivers,
+    cluster = LocalCluster(workdir, hosts=hosts, capacity=capacity, drivers=drivers, net=net, prefix=prefix,
+                           scheduler_port=scheduler_port, etcd_port=etcd_port,
                            labels=[{"zone": "a" if i % 2 else "b"} for i in range(1, hosts + 1)],
                            prometheus_port=prometheus_port or None, tls=use_tls, registry=registry)
+    def interrupt(*_):
+        raise KeyboardInterrupt
+    # SIGTERM is Ctrl-C from the first step on: a cluster stopped while it comes up is torn down too
+    _signal.signal(_signal.SIGTERM, interrupt)
     click.echo(f"starting scheduler + {hosts} agents (logs in {workdir}/logs) ...", err=True)
-    try:
-        cluster.up()
-    except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
-        detail = getattr(e, "stderr", "") or ""
-        fail(f"the local cluster did not start: {e} {detail}".strip(), 1)
     code = 0
     try:
+        try:
+            cluster.up()
+        except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
+            detail = getattr(e, "stderr", "") or ""
+            fail(f"the local cluster did not start: {e} {detail}".strip(), 1)
         click.echo(f"scheduler: {cluster.scheduler_address}   etcd: {cluster.etcd_endpoint}", err=True)
         click.echo(select_local_context(cluster.scheduler_address, cluster.tls_dir if use_tls else None), err=True)
         if use_tls:
@@ -80,9 +105,6 @@ def local_up(hosts: int, workdir: Path, capacity: str, drivers: str, jobs: tuple
         if not once:
             click.echo("cluster is up: plain `ctl nodes` reaches it (context local); Ctrl-C tears it down",
                        err=True)
-            def interrupt(*_):
-                raise KeyboardInterrupt
-            _signal.signal(_signal.SIGTERM, interrupt)
             while True:
                 _signal.pause()
     except KeyboardInterrupt:

@@ -154,6 +154,8 @@ class InstanceUsage:
     overhead_memory_bytes: int | None = None     # VMs: QEMU beyond the guest RAM it backs
     job: str = ""
     group: str = ""
+    disk_bytes: int | None = None                # containers: writable layer + logs; None: not measured
+    request_disk_bytes: int = 0                  # resources.disk (0: unlimited)
 
 
 @dataclass

@@ -40,6 +40,7 @@ class InstanceSpec:
     job_type: str = "service"      # service | batch | system: what an exit means (issue 13)
     restart: RestartPolicy | None = None   # restarts in place; None: never (InstanceManager)
     check: CheckPolicy | None = None       # the health check, if any
+    disk_bytes: int = 0            # resources.disk: its writable layer and logs may use this much; 0: unlimited
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Stats:
     oom_kills: int = 0
     overhead_memory_bytes: int | None = None   # VMs: QEMU's resident memory beyond the guest RAM it backs
     guest_memory_bytes: int | None = None      # VMs: resident guest RAM (what the guest has touched)
+    disk_bytes: int | None = None              # containers: writable layer + logs (diskusage.py); None: not measured
 
 
 class Driver(Protocol):
@@ -92,7 +94,11 @@ class Driver(Protocol):
         """Measured usage, from the cgroup (containers) or libvirt + QEMU process (VMs)."""
 
     def log_path(self, handle: Handle) -> Path:
-        """The file holding the instance's stdout/stderr or serial console."""
+        """The file holding the instance's stdout/stderr or serial console now: its writer rotates
+        it, the rotated files beside it (agent/logfiles.py reads them in order)."""
+
+    def log_path_for(self, instance_id: str) -> Path:
+        """Where the log of an instance this driver ran is, once its handle is gone."""
 
     def address(self, handle: Handle) -> str:
         """The instance's own IP address, or "" if it has none."""

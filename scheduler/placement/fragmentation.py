@@ -63,7 +63,7 @@ def from_parts(cpu_free: np.ndarray, memory_free: np.ndarray, parts: np.ndarray,
     fits = (cpu_free[:, None] >= mix.cpu) & (memory_free[:, None] >= mix.memory) & parts[:, 1:1 + s]
     # a row-by-row sum, not a matrix product: BLAS may round a row differently with the number of
     # rows, and the same host must score the same in a refresh of one row or of all
-    out[:, FRAGMENTED] = np.add.reduce(np.where(fits, parts[:, 1 + s:], total[:, None]) * mix.weight, axis=1)
+    out[:, FRAGMENTED] = np.add.reduce(np.where(fits, parts[:, 1 + s:], total[:, None]) * mix.frag_weight, axis=1)
     usable = total.astype(np.float64)
     if mix.cpu_per_gpu > 0:
         usable = np.minimum(usable, np.maximum(cpu_free, 0) * (mix.device_milli / mix.cpu_per_gpu))

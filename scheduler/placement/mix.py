@@ -39,6 +39,11 @@ class WorkloadMix:
         self.thresholds, self.threshold_index = np.unique(
             np.minimum(self.gpu, device_milli), return_inverse=True)
         self.cpu_per_gpu, self.memory_per_gpu = self._per_gpu()
+        # the shapes the fragmentation measure is expected over: all of them on devices; with pooled
+        # GPUs (a host's GPUs one amount) a share never needs one device, and what is left to
+        # fragment is a host's pool too small for whole-GPU work (bench/PACKING.md measures it)
+        self.frag_weight = (self.weight if device_milli == gpumodel.ONE_GPU
+                            else np.where(self.gpu >= gpumodel.ONE_GPU, self.weight, 0.0))
         # the average instance: the proportion in which the mix asks for cpu and memory
         self.mean_cpu = float(self.cpu @ self.weight)
         self.mean_memory = float(self.memory @ self.weight)

@@ -52,6 +52,10 @@ class Overlay:
         # host must be opened, the larger one holds more of what follows (the bound fills them first)
         top = np.maximum(capacity[:, :2].max(axis=0, initial=0), 1)
         self.size = (capacity[:, 0] / top[0] + capacity[:, 1] / top[1]) / 2
+        # the same with the host's GPUs as a third share, for instances that ask for GPUs: a GPU
+        # instance opens the host with the most room for GPU work, not a large host with few GPUs
+        gpus = table.gpu_capacity.sum(axis=1)
+        self.size_gpu = (2 * self.size + gpus / max(int(gpus.max(initial=0)), 1)) / 3
         self.gpu_free = table.gpu_free.copy()
         # free GPU milli per host: a host with none left scores 0.5 on the GPU terms for the
         # instances it can still take (those without GPUs), exactly, without computing them

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from scheduler.placement.fragmentation import FRAGMENTED, STRANDED, gradients
-from scheduler.placement.table import CPU, MEMORY
+from scheduler.placement.table import CPU, GPU, MEMORY
 from scheduler.placement.view import View
 
 # an array with one score a row, or one float for every row
@@ -30,10 +30,13 @@ def occupied(view: View) -> np.ndarray:
     """1 on a host that already holds something, 0 on an empty one: a tie-breaker that keeps work
     on the hosts in use, so empty hosts stay empty (to be powered down or kept for big work). An
     empty host scores up to 0.5 by its size (overlay.size): opening a large host rather than a small
-    one leaves fewer hosts open for the small work that follows."""
+    one leaves fewer hosts open for the small work that follows. For an instance asking for GPUs
+    the host's GPUs are a third share of its size: GPU work opening a large host with 2 GPUs fills
+    its GPUs long before its cpu and memory, and the host's room is then lost to both."""
     rows = view.rows
     in_use = view.overlay.in_use[rows]
-    return in_use + (1.0 - in_use) * 0.5 * view.overlay.size[rows]
+    size = view.overlay.size_gpu if view.need[GPU] > 0 else view.overlay.size
+    return in_use + (1.0 - in_use) * 0.5 * size[rows]
 
 
 def nomad_binpack(view: View) -> np.ndarray:
@@ -65,7 +68,13 @@ def balanced_allocation(view: View) -> np.ndarray:
 def fragmentation(view: View) -> np.ndarray | float:
     """Fragmentation gradient (FGD, fragmentation.py): prefer the host whose expected GPU
     fragmentation for the workload mix grows least: a share on a partly used GPU rather than a
-    whole one, whole GPUs where they leave no partial device behind."""
+    whole one, whole GPUs where they leave no partial device behind.
+
+    Under the pooled GPU model (gpumodel.py, a bench setting for the peers' figures) only the mix's
+    whole-GPU shapes count (mix.frag_weight): a host's GPUs are one amount there, a share never
+    needs one device, and for shares FGD would measure only whether a host's last GPUs still fit
+    one, opening an empty host rather than use them (the trace with every GPU pod sharing: 1,244
+    hosts, 812 without; bench/PACKING.md)."""
     g = gradients(view)
     return 0.5 if g is None else g[:, FRAGMENTED]
 

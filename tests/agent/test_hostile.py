@@ -63,6 +63,8 @@ def good(**kw) -> agent_pb2.InstanceSpec:
     ({"limit": common_pb2.Resources(cpu_milli=10**15, memory_bytes=64 * MI)}, "instances[0].limit.cpu_milli"),
     ({"limit": common_pb2.Resources(cpu_milli=250, memory_bytes=1 << 62)}, "instances[0].limit.memory_bytes"),
     ({"request": common_pb2.Resources(cpu_milli=-5)}, "instances[0].request.cpu_milli"),
+    ({"request": common_pb2.Resources(cpu_milli=5, disk_bytes=-1)}, "instances[0].request.disk_bytes"),
+    ({"request": common_pb2.Resources(cpu_milli=5, disk_bytes=1 << 62)}, "instances[0].request.disk_bytes"),
     ({"driver_json": "{"}, "instances[0].driver_json"),
     ({"driver_json": "[]"}, "instances[0].driver_json"),
     ({"driver_json": "[" * 100_000}, "instances[0].driver_json"),
@@ -103,6 +105,10 @@ def test_boundary_accepts_what_the_scheduler_sends():
     spec = boundary.to_spec(good(), "instances[0]")
     assert (spec.id, spec.cpu_milli, spec.config["command"]) == ("shop.web.0-1", 260, ["/bin/sleep", "1"])
     assert spec.gpus == () and boundary.to_spec(good(gpus=[3, 1]), "instances[0]").gpus == (3, 1)
+    # resources.disk as the job asked it (the request; 0: unlimited)
+    assert spec.disk_bytes == 0
+    assert boundary.to_spec(good(request=common_pb2.Resources(cpu_milli=250, memory_bytes=64 * MI,
+                                                              disk_bytes=8 * MI)), "instances[0]").disk_bytes == 8 * MI
     # from a scheduler before issue 13: a service, never restarted in place, no check
     assert (spec.job_type, spec.restart, spec.check) == ("service", None, None)
     kept = boundary.to_spec(good(job_type="batch", restart=agent_pb2.RestartPolicy(

@@ -4,6 +4,7 @@ import functools
 import json
 import os
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,35 @@ def test_cpu_quota_holds_a_busy_loop_to_a_quarter_core(cluster, tmp_path):
     assert 0.18 <= cores <= 0.30, f"busy loop used {cores:.3f} cores under a 0.25 quota"
     assert 0.15 <= node["usage"]["cpu"] <= 0.35, node["usage"]
     assert node["usage"]["memory"] > 0
+
+
+def test_a_container_over_its_disk_is_evicted_one_within_it_runs_on(cluster, tmp_path):
+    """Issue 15 point 5: resources.disk holds the writable layer (and logs), as kubelet's
+    ephemeral-storage limit does: measured by the agent, the offender killed and failed with why."""
+    def disky(name, mib):
+        return job(name, command=["/bin/sh", "-c", f"dd if=/dev/zero of=/fill bs=1M count={mib}; exec sleep 3600"],
+                   extra=NO_RESTART).replace("memory: 32Mi}", "memory: 32Mi, disk: 8Mi}")
+    assert submit(cluster, tmp_path, disky("within", 1), "--wait", "--timeout", "60").returncode == 0
+    submit(cluster, tmp_path, disky("over", 20))
+    inst = wait_for(lambda: next((i for i in status(cluster, "over")["instances"] if i["state"] == "failed"), None),
+                    timeout=60, what="the one over its disk to be evicted")
+    assert inst["reason"].startswith("evicted: writable layer and logs use 20"), inst["reason"]
+    assert inst["reason"].endswith("over its resources.disk of 8Mi"), inst["reason"]
+    assert "\n" not in inst["reason"]
+    within = status(cluster, "within")["instances"][0]
+    host = next(h for h in cluster.hosts if h.name == within["node"])
+
+    def measured():   # the agent's own figure for it, on its /metrics: 1 MiB written, and the rest
+        text = urllib.request.urlopen(f"http://{cluster.agent_metrics(host)}/metrics", timeout=5).read().decode()
+        line = next((x for x in text.splitlines() if x.startswith("packyard_instance_disk_bytes")
+                     and f'packyard_instance="{within["id"]}"' in x), None)
+        return line is not None and float(line.split()[-1]) >= (1 << 20) and float(line.split()[-1])
+    assert wait_for(measured, timeout=30, what="the disk of the one within it measured") < 8 << 20
+    time.sleep(2 * cluster.usage_interval)                   # measured again since: still within
+    within = status(cluster, "within")["instances"][0]
+    assert (within["state"], within.get("restarts", 0)) == ("running", 0)
+    cluster.ctl("stop", "within")
+    cluster.ctl("stop", "over")
 
 
 def test_exit_codes_are_reported(cluster, tmp_path):

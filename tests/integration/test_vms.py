@@ -107,6 +107,29 @@ def test_disk_vm_runs_on_its_own_overlay(cluster, tmp_path, guest):
     assert not overlays[0].exists() and not base.exists()
 
 
+def test_a_qcow2_disk_with_a_backing_file_is_refused_before_boot(cluster, tmp_path, guest):
+    """Issue 15 (OSSA-2024-001) through ctl: a qcow2 naming a backing file would have QEMU read
+    that host file as the guest's disk. The instance fails with why, before any domain is defined."""
+    scratch = Path(guest["disk"]).parent / f"backed-{uuid.uuid4().hex[:8]}"     # inside the allowed dirs
+    scratch.mkdir()
+    try:
+        secret, top = scratch / "host-file", scratch / "top.qcow2"
+        secret.write_bytes(b"\0" * MIB)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(secret), "-F", "raw", str(top)],
+                       check=True)
+        before = domains()
+        submit(cluster, tmp_path, "backed", vm_job("backed", {**guest, "disk": str(top)}, disk=True)
+               .replace("    vm:", "    restart: {attempts: 0}\n    vm:"))
+        inst = wait_for(lambda: next((i for i in status(cluster, "backed")["instances"] if i["state"] == "failed"),
+                                     None), timeout=60, what="the backed disk to be refused")
+        assert inst["reason"] == (f"{inst['id']}: vm.disk {top}: it has a backing file ({secret}), which is refused "
+                                  "(it could read the host's files)"), inst["reason"]
+        assert not any(inst["id"] in d for d in domains() - before)
+        cluster.ctl("stop", "backed")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def test_profile_is_learned_from_measured_vms_and_used_for_the_next_placement(cluster, tmp_path, guest):
     groups = vm_job("learn", guest, memory="256Mi", count=2, group="small") + \
         vm_job("learn", guest, memory="512Mi", count=2, group="large")

@@ -168,8 +168,8 @@ async def test_a_tls_cluster_talks_tls_between_members_and_gives_each_identity_i
     tls.issue(certs, "agent", "n1")
     with EtcdCluster(tmp_path / "etcd", (23920, 23922, 23924), tie_to_parent=True, tls_dir=certs) as c:
         assert all(m.peer_url.startswith("https://") for m in c.members)
-        scheduler = Etcd(c.endpoints, identity=tls.load(certs, "scheduler"), retry_for=2.0)
-        agent = Etcd(c.endpoints, identity=tls.load(certs, "agent", node="n1"), retry_for=2.0)
+        scheduler = Etcd(c.endpoints, identity=tls.load(certs, "scheduler"), retry_for=10.0)
+        agent = Etcd(c.endpoints, identity=tls.load(certs, "agent", node="n1"), retry_for=10.0)
         ctl = Etcd(c.members[0].endpoint, identity=tls.load(certs, "ctl"), retry_for=2.0)
         await scheduler.connect()
         await agent.connect()

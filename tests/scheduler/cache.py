@@ -37,9 +37,10 @@ class CacheBuilder:
 
     def job(self, name: str, count: int = 1, cpu: str = "500m", memory: str = "256Mi",
             priority: int = 50, gpu: float | None = None, job_type: str = "service",
-            **group) -> list[InstanceRecord]:
+            disk: str | None = None, **group) -> list[InstanceRecord]:
         """A submitted job: its record and its new (pending) instances, as `submit` writes them."""
-        resources = {"cpu": cpu, "memory": memory} | ({"gpu": gpu} if gpu is not None else {})
+        resources = {"cpu": cpu, "memory": memory} | ({"gpu": gpu} if gpu is not None else {}) \
+            | ({"disk": disk} if disk is not None else {})
         spec = validate({"name": name, "priority": priority, "type": job_type, "groups": [
             {"name": "g", "resources": resources, **group} | ({} if job_type == "system" else {"count": count})]})
         job = JobRecord(name=name, spec_json=spec.to_json(), submitted_at=len(self.state.jobs))

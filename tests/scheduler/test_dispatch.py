@@ -40,6 +40,16 @@ async def test_starts_are_batched_per_node_with_the_specs_epoch_and_gpus():
     assert d.accepted == {(r.id, r.node) for r in recs}
 
 
+async def test_resources_disk_reaches_the_agent_as_the_requests_disk_bytes():
+    """The agent holds a container to it (issue 15: evicted over it); unset is 0, unlimited."""
+    cache = CacheBuilder().node("a")
+    (limited,) = placed(cache, "web", ["a"], disk="8Mi")
+    (free,) = placed(cache, "api", ["a"])
+    d = dispatcher(cache, FakeAgentClients(), Clock())
+    assert d.instance_spec(limited).request.disk_bytes == 8 << 20
+    assert d.instance_spec(free).request.disk_bytes == 0
+
+
 async def test_an_unanswered_start_is_said_again_later_and_later_while_the_node_stays_silent():
     cache = CacheBuilder().node("a")
     (rec,) = placed(cache, "web", ["a"])

@@ -67,7 +67,10 @@ class FakeDriver:
         return Stats()
 
     def log_path(self, handle: Handle) -> Path:
-        return self.logs / f"{handle.id}.log"
+        return self.log_path_for(handle.id)
+
+    def log_path_for(self, instance_id: str) -> Path:
+        return self.logs / f"{instance_id}.log"
 
     def address(self, handle: Handle) -> str:
         return ""

@@ -14,6 +14,7 @@ import pytest
 from agent.drivers.base import DriverError, ExitResult, Handle, InstanceSpec
 from agent.drivers.container import ContainerDriver
 from agent.drivers.container import cgroups as cg
+from agent.drivers.container import logger as logger_mod
 from agent.drivers.container import rootfs as rootfs_mod
 from agent.drivers.container import runc as runc_mod
 from tests.agent.conftest import RUNC, needs_root, needs_runc
@@ -176,9 +177,9 @@ def spec(instance_id: str, command: list[str], *, cpu_milli=1000, memory=64 * MI
 class Harness:
     """A driver plus every handle it started, destroyed at the end even when the test failed."""
 
-    def __init__(self, node: str, state_dir: Path, subnet: str):
+    def __init__(self, node: str, state_dir: Path, subnet: str, **kw):
         self.node, self.state_dir, self.subnet = node, state_dir, subnet
-        self.driver = ContainerDriver(node, state_dir, subnet, runc=RUNC)
+        self.driver = ContainerDriver(node, state_dir, subnet, runc=RUNC, **kw)
         self.handles: list[Handle] = []
 
     async def start(self, *args, **kw) -> Handle:
@@ -231,6 +232,10 @@ def leftovers(driver: ContainerDriver, h: Handle) -> list[str]:
             found.append(what)
     if rootfs_mod.is_mounted(Path(h.data["bundle"]) / "rootfs"):
         found.append("overlay mount")
+    pidfd = logger_mod.find(logger_mod.LogProcess.from_data(h.data.get("logger")))
+    if pidfd is not None:
+        os.close(pidfd)
+        found.append("log process")
     return found
 
 
@@ -390,6 +395,26 @@ async def test_memory_limit_oom_kills_only_that_container(harness):
     assert (await d.stats(hog)).oom_kills >= 1
     assert alive(neighbour.data["pid"])
     assert (await d.stats(neighbour)).oom_kills == 0
+
+
+@pytest.mark.integration
+@needs_root()
+@needs_runc()
+async def test_disk_is_the_writable_layer_and_the_log_not_the_image(harness):
+    """What resources.disk is held to (issue 15): what the container wrote to its root and its log."""
+    d = harness.driver
+    quiet = await harness.start("t.g.0-quiet", ["sleep", "1000"])
+    writer = await harness.start("t.g.1-writer", ["sh", "-c", "dd if=/dev/zero of=/fill bs=1M count=3 2>/dev/null; "
+                                                  "head -c 200000 /dev/zero | tr '\\0' x; echo; exec sleep 1000"])
+    log = d.log_path(writer)
+    for _ in range(100):
+        if log.exists() and log.stat().st_size > 200_000:
+            break
+        await asyncio.sleep(0.1)
+    base = (await d.stats(quiet)).disk_bytes
+    used = (await d.stats(writer)).disk_bytes
+    assert base is not None and base < 256 * 1024            # a fresh layer: a few directories
+    assert 3 * MI + 200_000 <= used < 4 * MI, used           # the 3 MiB file and the 200 kB of log
 
 
 @pytest.mark.integration

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.placement import EngineConfig, Plan, scorers
+from scheduler.placement import EngineConfig, HostTable, Plan, scorers
 from scheduler.placement.fragmentation import _below, gradients, measures
 from scheduler.placement.mix import WorkloadMix
 from scheduler.placement.table import amounts
@@ -78,6 +78,22 @@ def test_fragmentation_puts_a_share_on_a_partly_used_gpu():
     assert s[1] > 0.5 > s[0]        # filling the half-used GPU removes a fragment; splitting a whole one makes one
 
 
+def test_pooled_fragmentation_counts_whole_gpu_shapes_only():
+    """Pooled GPUs (one amount per host): a mix of shares leaves nothing to fragment (0.5 on every
+    host, where the same hosts counted in devices score apart); a whole-GPU shape still does."""
+    hosts = [host("fresh", 64000, 256, gpu=2000), host("nearly", 64000, 256, gpu=2000, used=res(gpu=1300))]
+    shares = WorkloadMix([(4000, 16 << 30, 600, 1.0), (4000, 16 << 30, 300, 1.0)])
+
+    def pooled(mix):
+        return Plan(HostTable.from_hosts(hosts, gpu_model="pooled"), EngineConfig(workload_mix=mix, gpu_model="pooled"))
+
+    assert gpu_score("fragmentation", pooled(shares), res(1000, 1, gpu=500)).tolist() == [0.5, 0.5]
+    assert len(set(gpu_score("fragmentation", gpu_plan(*hosts, mix=shares), res(1000, 1, gpu=500)).tolist())) == 2
+    # 2 GPUs fit the fresh host's pool only: taking from it fragments, from the other uses a fragment
+    s = gpu_score("fragmentation", pooled(WorkloadMix([(4000, 16 << 30, 2000, 1.0)])), res(1000, 1, gpu=500))
+    assert s[0] < 0.5 < s[1]
+
+
 def test_stranding_keeps_cpu_for_free_gpus():
     # a cpu-only instance that would leave the GPU host too little cpu for its GPUs
     plan = gpu_plan(host("cpu-only", 16000, 64), host("gpu", 16000, 64, gpu=2000))
@@ -100,6 +116,16 @@ def test_occupied():
     """In use: 1; empty: half its size as a share of the largest host (mean of cpu and memory)."""
     t = table(host("empty"), host("used", used=res(cpu=1)), host("half", cpu=2000, mem_gib=8))
     assert score("occupied", res(), t).tolist() == [0.5, 1.0, 0.25]
+
+
+def test_occupied_opens_the_host_with_most_gpus_for_gpu_work():
+    """An instance asking for GPUs counts the host's GPUs as a third share of its size: it opens the
+    8-GPU host before the larger 2-GPU one; an instance without GPUs opens the larger."""
+    t = table(host("big2", 8000, 64, gpu=2000), host("mid8", 7000, 48, gpu=8000))
+    cpu_only, gpu_work = score("occupied", res(100, 1), t), score("occupied", res(100, 1, gpu=500), t)
+    assert cpu_only[0] > cpu_only[1]
+    assert gpu_work[1] > gpu_work[0]
+    assert gpu_work.tolist() == pytest.approx([0.5 * (2 * 1.0 + 0.25) / 3, 0.5 * (2 * (0.875 + 0.75) / 2 + 1.0) / 3])
 
 
 @pytest.mark.parametrize("name", sorted(scorers.REGISTRY))
