@@ -317,7 +317,8 @@ def test_submit_wait_of_a_batch_job_waits_for_completion(cluster, tmp_path):
 
 
 def test_failing_checks_restart_the_instance_http_against_busybox_httpd_and_exec(cluster, tmp_path):
-    # each serves /healthz (and has /tmp/ok) for 1.5 s after it starts, then no more
+    # each serves /healthz (and has /tmp/ok) for 1.5 s after it starts, then no more; 5 failures in a
+    # row keep it `failing` for over a second, long enough for a poll through ctl to see it under load
     web = ("mkdir -p /www; echo ok > /www/healthz; (sleep 1.5; rm /www/healthz) & "
            "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait")
     worker = "touch /tmp/ok; (sleep 1.5; rm /tmp/ok) & trap 'exit 0' TERM; sleep 3600 & wait"
@@ -327,9 +328,9 @@ def test_failing_checks_restart_the_instance_http_against_busybox_httpd_and_exec
         f"    restart: {{attempts: 3, interval: 1m, delay: 200ms}}\n"
         f"    check: {check}\n"
         for name, command, check in (
-            ("web", web, "{type: http, port: 8080, path: /healthz, interval: 300ms, timeout: 250ms, failures: 2, grace: 300ms}"),
+            ("web", web, "{type: http, port: 8080, path: /healthz, interval: 300ms, timeout: 250ms, failures: 5, grace: 300ms}"),
             ("worker", worker, "{type: exec, command: [/bin/sh, -c, test -f /tmp/ok], interval: 300ms, timeout: 250ms, "
-                               "failures: 2, grace: 300ms}")))
+                               "failures: 5, grace: 300ms}")))
     r = submit(cluster, tmp_path, text, "--wait", "--timeout", "60", "-o", "json")
     assert r.returncode == 0, r.stderr
     seen: dict[str, set] = {"web": set(), "worker": set()}      # (health, restarts) of each, as polled
@@ -344,9 +345,9 @@ def test_failing_checks_restart_the_instance_http_against_busybox_httpd_and_exec
         assert {("passing", 0), ("failing", 0)} <= seen[group], (seen, [(i["reason"], i["events"]) for i in after])
     by_group = {i["group"]: i for i in after}
     web_events = [e["message"] for e in by_group["web"]["events"]]
-    assert web_events[0].startswith("check http :8080/healthz failed 2 times: HTTP 404; restarting in 200ms"), web_events
+    assert web_events[0].startswith("check http :8080/healthz failed 5 times: HTTP 404; restarting in 200ms"), web_events
     worker_events = [e["message"] for e in by_group["worker"]["events"]]
-    assert worker_events[0].startswith("check exec /bin/sh failed 2 times: exit code 1; restarting in 200ms"), \
+    assert worker_events[0].startswith("check exec /bin/sh failed 5 times: exit code 1; restarting in 200ms"), \
         worker_events
     # restarted in place: the same instances on the same nodes, serving again
     first = {i["group"]: i for i in json.loads(r.stdout)["instances"]}

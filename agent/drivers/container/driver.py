@@ -40,12 +40,12 @@ from agent.drivers.base import DriverError, ExitResult, Handle, InstanceSpec, Re
 from agent.drivers.bridge import Bridge, instance_key
 from agent.drivers.container import cgroups as cg
 from agent.drivers.container import gpus as gpus_mod
+from agent.drivers.container import leftovers, users
 from agent.drivers.container import logger as logger_mod
 from agent.drivers.container import rootfs as rootfs_mod
 from agent.drivers.container import runc as runc_mod
 from agent.drivers.container import seccomp as seccomp_mod
 from agent.drivers.container import userns as userns_mod
-from agent.drivers.container import users
 from agent.drivers.failures import Cleanup, driver_error, undone_on_failure
 from agent.drivers.paths import Opened, open_allowed
 from agent.drivers.process import ended_within, start_time
@@ -124,6 +124,7 @@ class ContainerDriver:
             d.mkdir(parents=True, exist_ok=True)
         become_subreaper()
         self._watched: dict[str, _Watched] = {}
+        self._reapers: set[asyncio.Task] = set()   # exec leftovers reaped after a cut-off exec
         self.log_cap = log_cap or logger_mod.LogCap()
         self._loggers: dict[str, int] = {}       # instance id → pidfd of its log process
         self._pipes: dict[str, int] = {}         # instance id → this agent's write end of its pipe
@@ -267,7 +268,7 @@ class ContainerDriver:
         if watched is None or watched.exited.done():
             return
         _signal(watched, signal.SIGTERM)
-        if not await ended_within(watched.exited, grace_seconds):
+        if not await _ended_reaping(watched.exited, grace_seconds):
             await self._kill(handle, watched)
 
     async def destroy(self, handle: Handle) -> None:
@@ -343,6 +344,14 @@ class ContainerDriver:
             return await self.runc.exec(handle.data["container_id"], list(command), timeout)
         except (runc_mod.RuncError, KeyError) as e:
             raise driver_error(f"cannot run {command[0] if command else 'a command'} in {handle.id}", e) from e
+        except (TimeoutError, asyncio.CancelledError):
+            # runc cut off half-way may leave its `runc init` to die as our zombie inside the
+            # container's PID namespace (leftovers.py): reaped as it appears, so that the
+            # container's init can still end on its own
+            task = asyncio.get_running_loop().create_task(_reap_for_a_while())
+            self._reapers.add(task)
+            task.add_done_callback(self._reapers.discard)
+            raise
 
     # -- beyond the protocol ---------------------------------------------------------------------
 
@@ -609,7 +618,7 @@ class ContainerDriver:
         if self.cgroups is not None:
             with contextlib.suppress(cg.CgroupError):
                 self.cgroups.kill(w.cgroup)
-        if not await ended_within(w.exited, KILL_WAIT_SECONDS):
+        if not await _ended_reaping(w.exited, KILL_WAIT_SECONDS):
             raise DriverError(f"{handle.id} (pid {w.pid}) still alive {KILL_WAIT_SECONDS:g}s after SIGKILL")
 
     def _forget(self, instance_id: str) -> None:
@@ -619,6 +628,26 @@ class ContainerDriver:
             with contextlib.suppress(OSError):
                 os.close(w.pidfd)
             w.exited.cancel()
+
+
+async def _ended_reaping(exited: asyncio.Future, seconds: float) -> bool:
+    """ended_within(), reaping exec leftovers meanwhile: one of them unreaped keeps a container's
+    init from ending, whatever signal it got."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(seconds, 0)
+    while True:
+        leftovers.reap_exec_leftovers()
+        left = deadline - loop.time()
+        if await ended_within(exited, min(0.2, max(left, 0))):
+            return True
+        if left <= 0:
+            return False
+
+
+async def _reap_for_a_while() -> None:
+    for delay in (0.05, 0.2, 0.5, 1.0, 2.0, 5.0):
+        await asyncio.sleep(delay)
+        leftovers.reap_exec_leftovers()
 
 
 def _passwd_layer(layers: tuple[Path, ...]) -> Path:

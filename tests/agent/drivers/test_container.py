@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -524,3 +525,21 @@ async def test_exec_in_runs_inside_the_container_and_a_hung_command_is_killed(ha
     assert hung == []                                  # the command was killed, not only runc
     await d.stop(h, 1)              # and it was reaped: a zombie in its PID namespace would keep
     await d.wait(h)                 # the container's init from exiting
+
+
+@pytest.mark.integration
+@needs_root()
+@needs_runc()
+@pytest.mark.parametrize("seconds", [0.005, 0.02, 0.05, 0.1])
+async def test_a_container_still_ends_after_execs_cut_off_while_runc_sets_them_up(harness, seconds):
+    """A check's `runc exec` timed out before its command even started (a loaded host): runc is
+    killed half-way, and what it had already made inside the container's PID namespace must not
+    keep the container's init from ending when it is stopped."""
+    d = harness.driver
+    h = await harness.start("t.g.0-cut", ["sh", "-c", "trap 'exit 0' TERM; echo ready; sleep 3600 & wait"])
+    await until(lambda: "ready" in d.log_path(h).read_text())
+    for _ in range(4):
+        with contextlib.suppress(TimeoutError):
+            await d.exec_in(h, ("sleep", "30"), seconds)
+    await asyncio.wait_for(d.stop(h, 2), 20)
+    await asyncio.wait_for(d.wait(h), 10)
