@@ -10,9 +10,9 @@ import shutil
 import pytest
 
 from bench.chaos import run
-from tests.conftest import searchable_dir
+from tests.conftest import opt_in, searchable_dir
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow,
+pytestmark = [pytest.mark.integration, pytest.mark.slow, opt_in("about 2 minutes of faults"),
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
               pytest.mark.skipif(shutil.which("runc") is None, reason="runc not installed")]
 

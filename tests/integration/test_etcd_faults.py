@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from scheduler.embedded_etcd import EtcdCluster
-from tests.conftest import wait_for
+from tests.conftest import opt_in, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, opt_in("about 1.5 minutes of etcd outages")]
 
 ROOT = Path(__file__).resolve().parents[2]
 ETCD_PORTS = (23900, 23902, 23904)
