@@ -120,6 +120,7 @@ class ContainerDriver:
         self.progress: Callable[[str, str], None] = lambda instance_id, message: None
         self._preparing = asyncio.Lock()
         self._running = asyncio.Semaphore(parallel_starts or max(2, os.cpu_count() or 2))
+        self._last_turn: asyncio.Future[None] | None = None     # the line's last start's end
         self.seccomp: seccomp_mod.Profile | None = None
         self.ids: runc_mod.IdMap | None = None
         self._seccomp_error = self._userns_error = ""
@@ -216,15 +217,21 @@ class ContainerDriver:
                         netns_path=netns_path, cgroups_path=handle.data["cgroup"],
                         hostname=runc_mod.hostname(spec.id), privileged=privileged,
                         host_network=host_network, devices=gpu_devices, user=user, id_map=ids, seccomp=seccomp))
-                # create → attach → start holds one slot throughout: a start that let go of its slot
-                # between create and start went back to the end of the line behind later creates
-                async with self._running:
-                    if ids is None or host_network:
-                        pid = await self.runc.run_detached(cid, bundle, Path(handle.data["log"]))
-                    else:
-                        pid = await self.runc.create(cid, bundle, Path(handle.data["log"]))
-                    handle.data.update(pid=pid, start_time=start_time(pid))
-                    self._watch(handle, pid, os.pidfd_open(pid))
+                    # this start's place in the line: it ends after the one prepared before it
+                    after, turn = self._last_turn, asyncio.get_running_loop().create_future()
+                    self._last_turn = turn
+                try:
+                    # only runc create (or run) holds a slot: the next in line creates while this one
+                    # attaches and starts. `runc start` waits for the previous start's end, so starts
+                    # still end in the order they came (a start that took a slot back between create
+                    # and start went to the end of the line behind later creates: the first ran last)
+                    async with self._running:
+                        if ids is None or host_network:
+                            pid = await self.runc.run_detached(cid, bundle, Path(handle.data["log"]))
+                        else:
+                            pid = await self.runc.create(cid, bundle, Path(handle.data["log"]))
+                        handle.data.update(pid=pid, start_time=start_time(pid))
+                        self._watch(handle, pid, os.pidfd_open(pid))
                     if ids is not None and not host_network:
                         # In a user namespace the network namespace is the one runc made inside it: runc
                         # 1.1 joins the user namespace first on `runc exec`, and then could not enter one
@@ -234,7 +241,12 @@ class ContainerDriver:
                             self.network.attach, handle.data["key"], f"/proc/{pid}/ns/net"))
                         att = await asyncio.shield(attach)
                         handle.data.update(netns=att.netns, address=att.address)
+                    if after is not None:
+                        await asyncio.shield(after)
+                    if ids is not None and not host_network:
                         await self.runc.start(cid)
+                finally:
+                    turn.set_result(None)         # failed or not, the next in line may go on
         return handle
 
     async def wait(self, handle: Handle) -> ExitResult:
