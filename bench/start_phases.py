@@ -3,7 +3,7 @@
 wrapping the driver's collaborators (runc calls, network attach, cgroup create, overlay mount, config
 write). Prints per phase: how many calls, their median and total wall time, and the burst's p50/p99.
 
-    sudo .venv/bin/python bench/start_phases.py [--count 20] [--runs 1]
+    sudo .venv/bin/python bench/start_phases.py [--count 20] [--runs 1] [--parallel N]
 
 Run from any checkout (PYTHONPATH=<tree> to measure another tree's driver with this script).
 """
@@ -68,8 +68,8 @@ def _cgroup_classes():
         return
 
 
-async def burst(state_dir: Path, count: int) -> list[float]:
-    driver = ContainerDriver("pbp", state_dir, "10.213.66.0/24")
+async def burst(state_dir: Path, count: int, parallel: int = 0) -> list[float]:
+    driver = ContainerDriver("pbp", state_dir, "10.213.66.0/24", parallel_starts=parallel)
     specs = [InstanceSpec(id=f"ph.c.{i}", job="ph", group="c", kind="container", cpu_milli=100,
                           memory_bytes=32 << 20, config={"command": ["/bin/sleep", "3600"]})
              for i in range(count + 1)]
@@ -93,11 +93,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--count", type=int, default=20)
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--parallel", type=int, default=0, help="the driver's parallel_starts (0: its default)")
     args = ap.parse_args()
     instrument()
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory(prefix="packyard-phases-") as d:
-            xs = asyncio.run(burst(Path(d), args.count))
+            xs = asyncio.run(burst(Path(d), args.count, args.parallel))
         xs.sort()
         print(json.dumps({
             "p50_ms": round(statistics.median(xs), 1), "p99_ms": round(xs[-1], 1),

@@ -333,9 +333,10 @@ async def test_stop_is_sigterm_first(harness):
 @pytest.mark.integration
 @needs_root()
 @needs_runc()
-async def test_parallel_starts_run_in_the_order_they_came(harness):
+@pytest.mark.parametrize("parallel", [2, 0], ids=["two-at-once", "default"])
+async def test_parallel_starts_run_in_the_order_they_came(harness, parallel):
     d = harness.driver = ContainerDriver(harness.node, harness.state_dir, harness.subnet, runc=RUNC,
-                                         parallel_starts=2)
+                                         parallel_starts=parallel)
     done: list[int] = []
 
     async def start(i: int) -> Handle:
