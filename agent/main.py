@@ -20,6 +20,7 @@ from agent.drivers.paths import (
     check_allowed_dirs,
     parse_allowed_dirs,
 )
+from agent.imagereport import ImageReport
 from agent.manager import InstanceManager
 from agent.registration import Registration
 from agent.reporter import Reporter
@@ -52,10 +53,11 @@ def default_subnet(node: str) -> str:
 def make_drivers(names: list[str], node: str, state_dir: Path, subnet: str, bridge: str | None,
                  libvirt_uri: str = "qemu:///system", allowed_dirs: tuple[Path, ...] | None = None,
                  allow_privileged: bool = False, seccomp_profile: Path | None = None,
-                 userns_remap: str = "packyard", images=None):
+                 userns_remap: str = "packyard", images=None, log_cap=None):
     """Driver instances by kind, and attributes for the kinds that could not be set up.
     `allowed_dirs`: where images, kernels and disks may be; `allow_privileged`, `seccomp_profile`,
-    `userns_remap`: see --allow-privileged, --seccomp-profile, --userns-remap."""
+    `userns_remap`: see --allow-privileged, --seccomp-profile, --userns-remap; `log_cap`: each
+    container's log rotation (--log-max-size, --log-max-files; None: their defaults)."""
     drivers, attrs = {}, {}
     for name in names:
         try:
@@ -65,7 +67,8 @@ def make_drivers(names: list[str], node: str, state_dir: Path, subnet: str, brid
                                                        subnet=subnet, bridge=bridge, allowed_dirs=allowed_dirs,
                                                        allow_privileged=allow_privileged,
                                                        seccomp_profile=seccomp_profile, userns=userns_remap,
-                                                       images=images(state_dir) if images else None)
+                                                       images=images(state_dir) if images else None,
+                                                       log_cap=log_cap)
             elif name == "vm":
                 from agent.drivers.vm import VMDriver
                 drivers["vm"] = VMDriver(node=node, state_dir=state_dir, subnet=subnet,
@@ -102,7 +105,8 @@ async def serve(opts: dict) -> None:
     await etcd.connect()
     drivers, attributes = make_drivers(opts["drivers"], node, state_dir, opts["subnet"], opts["bridge"],
                                        opts["libvirt_uri"], opts["allowed_dirs"], opts["allow_privileged"],
-                                       opts["seccomp_profile"], opts["userns_remap"], _image_store(opts))
+                                       opts["seccomp_profile"], opts["userns_remap"], _image_store(opts),
+                                       opts["log_cap"])
     attributes.update(await drivercheck.fingerprints(drivers))
     attributes.update(fingerprint.host_attributes())
     if opts["metrics"]:
@@ -124,15 +128,23 @@ async def serve(opts: dict) -> None:
     await server.start()
     host = opts["listen"].rpartition(":")[0]
     address = opts["advertise"] or f"{host}:{port}"
+    images = getattr(drivers.get("container"), "images", None)    # the fake driver has no store
     record = NodeRecord(name=node, address=address, capacity=vars(opts["capacity"]),
-                        labels=opts["labels"], attributes=attributes, started_at=time.time())
+                        labels=opts["labels"], attributes=attributes, started_at=time.time(),
+                        images=images.summary() if images is not None else [])
     registration = Registration(etcd, record, ttl=opts["lease_ttl"])
     await registration.start()
+    image_report = ImageReport(registration)
+    report_task = asyncio.get_running_loop().create_task(image_report.run())
+    if images is not None:
+        images.on_change = image_report.changed       # pulls and collections: placement's locality
     collector = UsageCollector(etcd, node, manager, interval=opts["usage_interval"])
     prometheus_client.REGISTRY.register(collector)
     usage_task = asyncio.get_running_loop().create_task(collector.run(lambda: registration.lease_id))
     recheck_task = asyncio.get_running_loop().create_task(
         drivercheck.recheck(drivers, registration, opts["driver_check_interval"]))
+    # the logs of instances whose job was purged go with their records
+    sweep_task = asyncio.get_running_loop().create_task(manager.sweep_logs_every(opts["log_sweep_interval"]))
     log.info("agent %s serving on %s, drivers: %s", node, address, ", ".join(drivers) or "none")
     if opts["ready_file"]:
         opts["ready_file"].write_text(address)
@@ -146,6 +158,8 @@ async def serve(opts: dict) -> None:
     log.info("agent %s stopping; instances keep running", node)
     usage_task.cancel()
     recheck_task.cancel()
+    report_task.cancel()
+    sweep_task.cancel()
     await registration.close()
     await server.stop(grace=1)
     await manager.shutdown()
@@ -191,6 +205,12 @@ async def serve(opts: dict) -> None:
               help="Registry images kept on this host; least recently used unused ones go beyond it.")
 @click.option("--pull-progress-deadline", type=float, default=30.0, show_default=True,
               help="Seconds a pull may go without receiving data before it fails.")
+@click.option("--log-max-size", default="10Mi", show_default=True,
+              help="A container's log rotates at this size (Ki, Mi: the units of --image-cache-size), "
+                   "written by its own log process (s6-log) so the cap holds however fast it writes.")
+@click.option("--log-max-files", type=int, default=5, show_default=True,
+              help="Files kept per container log, the current one included: a log takes at most "
+                   "--log-max-size × --log-max-files. VM consoles rotate as virtlogd.conf says.")
 @click.option("--lease-ttl", type=int, default=5, show_default=True,
               help="Seconds without a heartbeat before the node is declared down.")
 @click.option("--usage-interval", type=float, default=5.0, show_default=True,
@@ -200,6 +220,7 @@ async def serve(opts: dict) -> None:
 @tls.click_option("agent")
 @config.click_option()
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None, hidden=True)
+@click.option("--log-sweep-interval", type=click.FloatRange(min=0.1), default=30.0, hidden=True)
 @click.option("--log-level", default="info", show_default=True)
 def main(**opts):
     """Run a packyard agent on this host."""
@@ -233,6 +254,19 @@ def main(**opts):
         opts["image_cache_size"] = parse_bytes(opts["image_cache_size"])
     except (QuantityError, ValueError) as e:
         raise click.BadParameter(str(e), param_hint="--image-cache-size") from None
+    from agent.drivers.container.logger import LogCap, LogCapError
+    try:
+        size = parse_bytes(opts["log_max_size"])
+    except (QuantityError, ValueError) as e:
+        raise click.BadParameter(str(e), param_hint="--log-max-size") from None
+    try:
+        LogCap(max_size=size)
+    except LogCapError as e:
+        raise click.BadParameter(str(e), param_hint="--log-max-size") from None
+    try:
+        opts["log_cap"] = LogCap(max_size=size, max_files=opts["log_max_files"])
+    except LogCapError as e:
+        raise click.BadParameter(str(e), param_hint="--log-max-files") from None
     opts["state_dir"] = opts["state_dir"] or Path("/var/lib/packyard/agent") / opts["node"]
     try:
         check_allowed_dirs(opts["allowed_dirs"], [opts["state_dir"], *map(Path, DEFAULT_PROTECTED_DIRS)])

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from agent import checks
+from agent import checks, logfiles
 from agent.checks import FAILING, Checker, Health, Outcome
-from agent.drivers.base import Driver, DriverError, ExitResult, Handle, InstanceSpec
+from agent.drivers.base import Driver, DriverError, ExitResult, Handle, InstanceSpec, RestartableError
 from agent.handles import FileHandleStore, HandleStore
 from agent.reporter import Reporter
 from agent.restarts import AfterExit, after_exit
+from packyard.etcd import EtcdError
 from packyard.policies import CheckPolicy
 from packyard.records import FAILED, MAX_EVENTS, RUNNING, STARTING, STOPPED, TERMINAL, StateRecord
 
@@ -74,6 +77,12 @@ class Tracked:
 
 
 BOOK = "restarts"      # the manager's key in a stored handle's data (drivers never read it)
+# an instance accepted but not started yet (its stored handle is the manager's placeholder)
+UNSTARTED = "unstarted"
+
+
+def _unstarted(spec: InstanceSpec, book: dict | None = None) -> Handle:
+    return Handle(spec.id, spec.kind, {UNSTARTED: True, **({BOOK: book} if book else {})})
 # SIGTERM → SIGKILL for an instance killed because its check failed (Nomad's default kill_timeout)
 UNHEALTHY_GRACE = 5.0
 EVICTION_GRACE = 0.0      # an instance over its disk: SIGKILL at once
@@ -111,6 +120,8 @@ class InstanceManager:
         if self.instant:
             await self._start_at_once(new, refused)
             return results
+        for spec in new:    # kept until it runs or ends: an agent restarted meanwhile starts it again
+            self.store.save(spec, _unstarted(spec))
         await self.reporter.report(*[StateRecord(id=s.id, state=STARTING) for s in new], *refused)
         for spec in new:
             t = self.instances[spec.id]
@@ -135,7 +146,7 @@ class InstanceManager:
 
     async def _run(self, t: Tracked) -> None:
         started = await self._launch(t)
-        if started.state == FAILED:
+        if started.state != RUNNING:          # failed, or stopped while a failed start waited
             await self._report_safely(started)
             return
         if not t.stopping:
@@ -159,19 +170,57 @@ class InstanceManager:
 
     async def _launch(self, t: Tracked) -> StateRecord:
         """Start t through its driver and keep its handle: `running`, or `failed` with the reason
-        (t forgotten then)."""
+        (t forgotten then). A start that fails for a reason that may pass (RestartableError: a
+        pull) is restarted as t's policy says, like an end: the attempts count, the delay grows,
+        the reason is kept; once the policy gives up it is `failed` with that reason, and
+        `stopped` if a stop came while it waited."""
         driver = self.drivers[t.spec.kind]
-        try:
-            t.handle = await driver.start(t.spec)
-        except Exception as e:
-            reason = str(e) if isinstance(e, DriverError) else f"start failed: {e!r}"
-            log.warning("instance %s failed to start: %s", t.spec.id, reason)
-            self._forget(t.spec.id)
-            return t.record(FAILED, reason=reason)
+        while True:
+            try:
+                t.handle = await driver.start(t.spec)
+                break
+            except Exception as e:
+                reason = str(e) if isinstance(e, DriverError) else f"start failed: {e!r}"
+                log.warning("instance %s failed to start: %s", t.spec.id, reason)
+                if not isinstance(e, RestartableError) or t.stopping:
+                    self._forget(t.spec.id)
+                    return t.record(FAILED, reason=reason)
+            ended = ExitResult(exit_code=None, reason=reason)
+            after = after_exit(t.spec, ended, False, t.history, time.time(), cause=reason)
+            t.event(after.message, time.time())
+            if after.restart_in is None:
+                self._forget(t.spec.id)
+                return t.record(FAILED, reason=after.reason)
+            if not await self._wait_to_start_again(t, after):
+                self._forget(t.spec.id)
+                return t.record(STOPPED)
         self._save(t)
         t.started.set()
         t.started_at = time.time()
         return t.record(RUNNING, address=driver.address(t.handle))
+
+    async def _wait_to_start_again(self, t: Tracked, after: AfterExit) -> bool:
+        """After a failed start: `starting` with why and when (in etcd), the policy's delay, then
+        one more restart counted. False if a stop came meanwhile."""
+        t.backoff_until = time.time() + after.restart_in
+        if t.handle is None:           # never started: the wait is kept for a restarted agent too
+            self.store.save(t.spec, _unstarted(t.spec, t.book()))
+        await self._report_safely(t.record(STARTING, reason=after.message))
+        return await self._backoff(t)
+
+    async def _backoff(self, t: Tracked) -> bool:
+        """Wait until t.backoff_until (a stop ends the wait), then count one more restart. False
+        if a stop came."""
+        try:
+            await asyncio.wait_for(t.wake.wait(), max(0.0, t.backoff_until - time.time()))
+        except TimeoutError:
+            pass
+        t.backoff_until = 0.0
+        if t.stopping:
+            return False
+        t.restarts += 1
+        t.history.append(time.time())
+        return True
 
     def progress(self, instance_id: str, message: str) -> None:
         """A driver's word while an instance starts ("pulling 12/48 MiB"): `starting` with it as the
@@ -282,20 +331,13 @@ class InstanceManager:
         return await self._restart_when_due(t)
 
     async def _restart_when_due(self, t: Tracked) -> bool:
-        try:
-            await asyncio.wait_for(t.wake.wait(), max(0.0, t.backoff_until - time.time()))
-        except TimeoutError:
-            pass
-        if t.stopping:
+        if not await self._backoff(t):
             self._forget(t.spec.id)
             await self._report_safely(t.record(STOPPED))
             return False
-        t.restarts += 1
-        t.history.append(time.time())
-        t.backoff_until = 0.0
         started = await self._launch(t)
         await self._report_safely(started)
-        if started.state == FAILED:
+        if started.state != RUNNING:
             return False
         if t.stopping:                 # stopped while it started
             await self.drivers[t.spec.kind].stop(t.handle, t.grace)
@@ -350,6 +392,14 @@ class InstanceManager:
         loop = asyncio.get_running_loop()
         for spec, handle in self.store.saved():
             driver = self.drivers.get(spec.kind)
+            if handle.data.get(UNSTARTED) and driver is not None:
+                # its start was under way (a pull, say) or waiting to be tried again: go on with it
+                t = Tracked(spec)
+                t.load_book(handle.data.get(BOOK, {}))
+                self.instances[spec.id] = t
+                t.task = loop.create_task(self._start_again(t))
+                adopted.append(spec.id)
+                continue
             t = Tracked(spec, handle)
             t.load_book(handle.data.get(BOOK, {}))
             alive = False
@@ -397,6 +447,15 @@ class InstanceManager:
             await self._report_safely(*orphans)
         return adopted, dead
 
+    async def _start_again(self, t: Tracked) -> None:
+        """A start the previous agent process had not finished: after the wait it was in, if any."""
+        if t.backoff_until and not await self._backoff(t):
+            self._forget(t.spec.id)
+            await self._report_safely(t.record(STOPPED))
+            return
+        await self._report_safely(t.record(STARTING, reason="starting again: the agent restarted"))
+        await self._run(t)
+
     async def _restarted_then_followed(self, t: Tracked) -> None:
         if await self._restart_when_due(t):
             await self._follow(t)
@@ -406,10 +465,47 @@ class InstanceManager:
             await self._follow(t)
 
     def log_file(self, instance_id: str) -> Path:
+        """The current file of the instance's log (logfiles.py reads its rotated files too)."""
         t = self.instances.get(instance_id)
         if t is not None and t.handle is not None:
             return self.drivers[t.spec.kind].log_path(t.handle)
+        for driver in self.drivers.values():        # ended: its handle is gone, its log is not
+            path = driver.log_path_for(instance_id)
+            if logfiles.exists(path):
+                return path
         return self.logs_dir / f"{instance_id}.log"
+
+    async def sweep_logs(self) -> list[str]:
+        """Remove the logs of instances whose records left etcd (their job was purged, by `ctl stop
+        --purge` or --purge-stopped-after): a log is kept while its instance runs here or etcd
+        still holds its state. The names removed."""
+        reported = await self.reporter.reported()
+        # no await from here on: an instance accepted meanwhile is in self.instances
+        kept = []
+        for i in {*reported, *self.instances}:
+            kept += [self.log_file(i), *(d.log_path_for(i) for d in self.drivers.values())]
+        try:
+            names = sorted(os.listdir(self.logs_dir))
+        except FileNotFoundError:
+            return []
+        doomed = logfiles.stale(names, kept)
+        for name in doomed:
+            path = self.logs_dir / name
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        if doomed:
+            log.info("removed the logs of %d purged instances", len(doomed))
+        return doomed
+
+    async def sweep_logs_every(self, seconds: float) -> None:
+        while True:
+            try:
+                await self.sweep_logs()
+            except EtcdError as e:       # etcd away: nothing is removed until it answers
+                log.debug("log sweep skipped: %s", e)
+            await asyncio.sleep(seconds)
 
     def is_active(self, instance_id: str) -> bool:
         return instance_id in self.instances

@@ -34,12 +34,21 @@ class Registration:
 
     async def update_attributes(self, attributes: dict[str, str]) -> None:
         """Publish changed attributes (a driver that became healthy or not) under the current lease."""
-        old, self.record.attributes = self.record.attributes, attributes
+        await self.update(attributes=attributes)
+
+    async def update(self, **fields) -> None:
+        """Publish changed fields of the node record (attributes, images) under the current lease.
+        Not published (etcd away): the record keeps its old values, so the caller's next try
+        still sees a change."""
+        old = {name: getattr(self.record, name) for name in fields}
+        for name, value in fields.items():
+            setattr(self.record, name, value)
         if self.lease_id is not None:
             try:
                 await self.etcd.put(keys.node(self.record.name), records.dumps(self.record), lease=self.lease_id)
-            except BaseException:   # not published: the next check sees the change again
-                self.record.attributes = old
+            except BaseException:
+                for name, value in old.items():
+                    setattr(self.record, name, value)
                 raise
 
     async def start(self) -> None:

@@ -11,7 +11,10 @@ applies its answer (persisted and reported before it is acted on).
 - Killed because its health check failed (`cause`): a failure whatever its exit code (a batch
   instance that exits 0 on SIGTERM did not complete), restarted as any other; the check's message
   is what the event and the reason say.
-A start that fails (a refused image, a missing driver) is not an end: nothing is restarted.
+A start that fails (a refused image, a missing driver) is not an end: nothing is restarted;
+except a start failing for a reason that may pass (a registry image's pull: RestartableError),
+which the manager passes here as an end with the failure as its `cause`, so the same policy
+restarts it (issue 16: a pull failure goes through the restart policy, never a hang).
 """
 from __future__ import annotations
 

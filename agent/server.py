@@ -2,18 +2,15 @@
 this boundary (agent/boundary.py): malformed ones are answered INVALID_ARGUMENT naming the field."""
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
 import grpc
 
-from agent import boundary
+from agent import boundary, logfiles
 from agent.manager import InstanceManager
 from packyard.quantity import shown
 from packyard.v1 import agent_pb2, agent_pb2_grpc, common_pb2
-
-CHUNK = 64 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -73,20 +70,12 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     async def Logs(self, request: common_pb2.LogsRequest, context):
         await self._check_ids([request.instance_id], "instance_id", context)
         path = self.manager.log_file(request.instance_id)
-        if not path.exists():
+        if not logfiles.exists(path):
             if self.manager.is_active(request.instance_id):
                 return  # started, nothing written yet
             await context.abort(grpc.StatusCode.NOT_FOUND,
                                 f"no logs for instance '{request.instance_id}' on {self.node}")
-        with open(path, "rb") as f:
-            if request.tail_bytes > 0:
-                f.seek(0, 2)
-                f.seek(max(0, f.tell() - request.tail_bytes))
-            while True:
-                data = f.read(CHUNK)
-                if data:
-                    yield common_pb2.LogChunk(data=data)
-                    continue
-                if not request.follow or not self.manager.is_active(request.instance_id):
-                    return
-                await asyncio.sleep(0.2)
+        # across the log's rotation, oldest file first (agent/logfiles.py)
+        async for data in logfiles.stream(path, request.tail_bytes, request.follow,
+                                          lambda: self.manager.is_active(request.instance_id)):
+            yield common_pb2.LogChunk(data=data)

@@ -51,7 +51,8 @@ def node_json(n: scheduler_pb2.Node) -> dict:
     return {"name": n.name, "state": n.state, "address": n.address, "labels": dict(n.labels),
             "capacity": resources_json(n.capacity), "allocated": resources_json(n.allocated),
             "usage": resources_json(n.usage), "instances": n.instances,
-            "attributes": dict(n.attributes), "drivers": drivers_json(n.attributes)}
+            "attributes": dict(n.attributes), "drivers": drivers_json(n.attributes),
+            "images": [{"digest": i.digest, "references": list(i.references), "bytes": i.bytes} for i in n.images]}
 
 
 def drivers_json(attributes) -> dict:

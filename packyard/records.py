@@ -79,6 +79,9 @@ class NodeRecord:
     attributes: dict[str, str] = field(default_factory=dict)   # drivers, cgroup version, kernel...
     started_at: float = 0.0
     epoch: int = 0                      # the lease it was registered under (see agent.proto)
+    # registry images the host's store holds (issue 16, placement's image locality): each
+    # {"digest", "references": [...], "bytes"}; written by the agent as its store changes
+    images: list[dict] = field(default_factory=list)
 
 
 @dataclass

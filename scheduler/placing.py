@@ -21,6 +21,7 @@ from packyard import imageref, records
 from packyard.records import InstanceRecord, ResourceAmounts, evolve
 from packyard.spec import Affinity, Constraint, JobSpec
 from scheduler import placement
+from scheduler.images import ImageIndex
 from scheduler.reconciler import Config as ReconcileConfig
 from scheduler.reconciler import reconcile
 from scheduler.specs import SpecCache
@@ -62,6 +63,7 @@ class Placer:
         # loop for seconds (watches, the API and agents' replies all wait); in batches, the
         # first instances are committed and starting while the next are placed
         self.batch = batch
+        self.images = ImageIndex(state)                  # which hosts hold a registry image
         self._table_base: placement.HostTable | None = None
         self._table_nodes: tuple[int, str] = (-1, "")   # the nodes_version and GPU model it was built for
 
@@ -173,17 +175,22 @@ class Placer:
             job=spec.name, group=group.name, count=count, kind=group.kind, priority=spec.priority,
             request=ResourceAmounts(res.cpu, res.memory, res.disk, res.gpu),
             constraints=[*group.constraints, *pin], existing_hosts=existing,
-            spread=list(group.spread), affinity=list(group.affinity), image_hosts=self._image_hosts(spec, group))
+            spread=list(group.spread), affinity=list(group.affinity), image_bytes=self._image_bytes(spec, group))
 
-    def _image_hosts(self, spec: JobSpec, group) -> list[str]:
-        """Where the job's instances running the group's registry image are (they pulled it): the
-        image locality tie-break. Only the job's own instances are walked, and only for registry images."""
+    def _image_bytes(self, spec: JobSpec, group) -> dict[str, int]:
+        """Bytes of the group's registry image each host holds, as the agents report their stores
+        (the image locality tie-break); a host where the job's own instances of that image are
+        placed counts as holding it all (pulled, or pulling: its report may not be in yet)."""
         image = group.container.image if group.kind == "container" and group.container else None
         if not image or not imageref.is_reference(image):
-            return []
+            return {}
+        held = self.images.holders(image)
         same = {g.name for g in spec.groups if g.kind == "container" and g.container and g.container.image == image}
-        return sorted({e.record.node for e in self.state.job_entries(spec.name)
-                       if e.record.group in same and e.record.node and holds_reservation(e)})
+        whole = max(held.values(), default=1)
+        for e in self.state.job_entries(spec.name):
+            if e.record.group in same and e.record.node and holds_reservation(e):
+                held[e.record.node] = whole
+        return held
 
     def eligible(self, spec: JobSpec) -> dict[str, frozenset[str]] | None:
         """For a system job, the ready nodes each group runs an instance on: those passing the

@@ -198,6 +198,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                     instances=count.get(name, 0))
                 node.labels.update(n.labels)
                 node.attributes.update(n.attributes)
+                node.images.extend(_node_image(i) for i in n.images if isinstance(i, dict))
                 out.nodes.append(node)
         out.nodes.sort(key=lambda n: n.name)
         return out
@@ -239,6 +240,15 @@ def _usage(u: records.UsageRecord | None) -> common_pb2.Resources:
         return common_pb2.Resources()
     return common_pb2.Resources(cpu_milli=int(u.host.get("cpu_milli", 0)),
                                 memory_bytes=int(u.host.get("memory_bytes", 0)))
+
+
+def _node_image(image: dict) -> scheduler_pb2.NodeImage:
+    """An image from an agent's node record (read, not trusted: odd fields become empty)."""
+    refs, size = image.get("references"), image.get("bytes")
+    return scheduler_pb2.NodeImage(
+        digest=str(image.get("digest", "")),
+        references=[str(r) for r in refs] if isinstance(refs, list) else [],
+        bytes=size if isinstance(size, int) and 0 <= size < 1 << 63 else 0)
 
 
 def _job_state(job: JobRecord) -> str:

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHEDULER_LAYERS = [
     {"metrics", "unavailable", "embedded_etcd", "placement", "changes"},
     {"state", "specs", "convert", "agents", "leader", "profiles", "caps"},
-    {"deployments"},
+    {"deployments", "images"},
     {"reconciler"},
     {"placing", "commit", "dispatch", "versions"},
     {"controller"},

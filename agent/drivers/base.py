@@ -18,6 +18,12 @@ class DriverError(Exception):
     """A driver could not do what was asked; the message is shown to users as the reason."""
 
 
+class RestartableError(DriverError):
+    """A start failed for a reason that may pass (a pull: the registry away, a tag not pushed yet,
+    wrong credentials fixed later): the agent restarts the instance as its restart policy says,
+    as it would after an end, instead of letting the start fail at once."""
+
+
 @dataclass(frozen=True)
 class InstanceSpec:
     id: str
@@ -88,7 +94,11 @@ class Driver(Protocol):
         """Measured usage, from the cgroup (containers) or libvirt + QEMU process (VMs)."""
 
     def log_path(self, handle: Handle) -> Path:
-        """The file holding the instance's stdout/stderr or serial console."""
+        """The file holding the instance's stdout/stderr or serial console now: its writer rotates
+        it, the rotated files beside it (agent/logfiles.py reads them in order)."""
+
+    def log_path_for(self, instance_id: str) -> Path:
+        """Where the log of an instance this driver ran is, once its handle is gone."""
 
     def address(self, handle: Handle) -> str:
         """The instance's own IP address, or "" if it has none."""

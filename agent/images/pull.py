@@ -16,12 +16,16 @@ import json
 import os
 import platform
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from packyard.imageref import Reference
 
 SKOPEO = "skopeo"
+# skopeo dies with the agent (killed by the kernel when its parent does): a pull is never left
+# running, writing into a store a restarted agent has emptied of partial pulls
+DIES_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json")
 ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
@@ -40,7 +44,7 @@ def reason(stderr: str) -> str:
 
 
 async def _run(args: list[str], timeout: float) -> bytes:
-    proc = await asyncio.create_subprocess_exec(SKOPEO, *args, stdin=asyncio.subprocess.DEVNULL,
+    proc = await asyncio.create_subprocess_exec(*DIES_WITH_PARENT, SKOPEO, *args, stdin=asyncio.subprocess.DEVNULL,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
@@ -99,7 +103,7 @@ async def copy(ref: Reference, digest: str, args: list[str], layout: Path, blobs
     total = sum(sizes.values())
     layout.mkdir(parents=True, exist_ok=True)
     proc = await asyncio.create_subprocess_exec(
-        SKOPEO, "copy", "--quiet", *args, f"--dest-shared-blob-dir={blobs}",
+        *DIES_WITH_PARENT, SKOPEO, "copy", "--quiet", *args, f"--dest-shared-blob-dir={blobs}",
         f"docker://{ref.pinned(digest)}", f"oci:{layout}:image",
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     errors = asyncio.ensure_future(proc.stderr.read())

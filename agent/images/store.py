@@ -65,6 +65,10 @@ class ImageStore:
         self._pulls: dict[tuple, asyncio.Future[Image]] = {}
         self._listeners: dict[tuple, list[Progress]] = {}
         self._pinned: Counter[str] = Counter()      # images between get() and their overlay mount
+        # told what the store holds (summary()) whenever that changed: the agent publishes it with
+        # its node record for placement's image locality; called on the event loop only
+        self.on_change: Callable[[list[dict]], None] | None = None
+        self._told: list[dict] | None = None
 
     # -- using images ------------------------------------------------------------------------------
 
@@ -95,8 +99,28 @@ class ImageStore:
             self._pinned[digest] -= 1
 
     def holds(self) -> list[str]:
-        """Digests of the images stored here (placement's locality score)."""
+        """Digests of the images stored here."""
         return sorted(r["digest"] for r in self._records())
+
+    def summary(self) -> list[dict]:
+        """What the store holds, as the node record publishes it (placement's image locality):
+        each image's digest, the references last resolved to it, and its size (its blobs, as the
+        registry sent them: what a pull would fetch), sorted by digest."""
+        refs: dict[str, list[str]] = {}
+        for ref, digest in self._refs().items():
+            refs.setdefault(digest, []).append(ref)
+        return [{"digest": r["digest"], "references": sorted(refs.get(r["digest"], [])),
+                 "bytes": int(r.get("blob_bytes", 0))}
+                for r in sorted(self._records(), key=lambda r: r["digest"])]
+
+    def _changed(self) -> None:
+        """Tell on_change what the store holds, if that is not what it was last told."""
+        if self.on_change is None:
+            return
+        now = self.summary()
+        if now != self._told:
+            self._told = now
+            self.on_change(now)
 
     # -- pulling -----------------------------------------------------------------------------------
 
@@ -111,6 +135,7 @@ class ImageStore:
             found = await asyncio.to_thread(self._unpacked, record, ids)
             self._touch(record, str(ref))
             await asyncio.to_thread(self.collect)        # a new image may push the store over its cap
+        self._changed()
         return found
 
     async def _pull(self, ref: imageref.Reference, ids: IdMap | None, key: tuple) -> dict:

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-PACKAGES=(etcd-server etcd-client runc busybox-static iproute2 kmod
+PACKAGES=(etcd-server etcd-client runc s6 busybox-static iproute2 kmod
           libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc python3-venv python3-dev
           qemu-system-x86 qemu-utils linux-image-amd64 binutils cpio prometheus
           debootstrap systemd-container openssh-client

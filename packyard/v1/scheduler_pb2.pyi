@@ -232,7 +232,7 @@ class NodesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("name", "state", "address", "labels", "capacity", "allocated", "usage", "attributes", "instances")
+    __slots__ = ("name", "state", "address", "labels", "capacity", "allocated", "usage", "attributes", "instances", "images")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -256,6 +256,7 @@ class Node(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: str
     address: str
@@ -265,7 +266,18 @@ class Node(_message.Message):
     usage: _common_pb2.Resources
     attributes: _containers.ScalarMap[str, str]
     instances: int
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., address: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., capacity: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., allocated: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., instances: _Optional[int] = ...) -> None: ...
+    images: _containers.RepeatedCompositeFieldContainer[NodeImage]
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., address: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., capacity: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., allocated: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., instances: _Optional[int] = ..., images: _Optional[_Iterable[_Union[NodeImage, _Mapping]]] = ...) -> None: ...
+
+class NodeImage(_message.Message):
+    __slots__ = ("digest", "references", "bytes")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    REFERENCES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    references: _containers.RepeatedScalarFieldContainer[str]
+    bytes: int
+    def __init__(self, digest: _Optional[str] = ..., references: _Optional[_Iterable[str]] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class NodesResponse(_message.Message):
     __slots__ = ("nodes",)

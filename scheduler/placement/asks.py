@@ -6,7 +6,7 @@ per-filter counts saying why, so `ctl status` can answer "why is this pending?".
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from packyard.records import ResourceAmounts
@@ -39,8 +39,9 @@ class GroupAsk:
     # prefer (weight > 0) or avoid (weight < 0) hosts matching an affinity
     spread: Sequence[Spread] = ()
     affinity: Sequence[Affinity] = ()
-    # hosts that hold the group's registry image: a tie-break among equal hosts (locality.py)
-    image_hosts: Sequence[str] = ()
+    # bytes of the group's registry image each host holds (hosts without it left out): a
+    # tie-break among equal hosts, more bytes first (locality.py)
+    image_bytes: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.count < 0:

@@ -6,7 +6,9 @@ NODES.csv: `name` (or `sn`), `cpu_milli`, `memory_mib`, optional `gpu` (whole GP
 (the GPU model, the node attribute `gpu.model`); other columns ignored. WORKLOADS.csv: `name`,
 `cpu_milli`, `memory_mib`, optional `kind` (container or vm), `num_gpu`, `gpu_milli` (the Alibaba
 trace's format: num_gpu x gpu_milli / 1000 GPUs), `gpu_spec` (allowed GPU models `A|B`, empty:
-any; a constraint `gpu.model in (A, B)`, as a job spec would write it).
+any; a constraint `gpu.model in (A, B)`, as a job spec would write it). Image locality (issue 16),
+optional: NODES.csv `images`, the registry images a node holds, `NAME:BYTES` joined by `|`, and
+WORKLOADS.csv `image`, the NAME a workload runs: its ask prefers, among equal hosts, those holding it.
 Workloads are placed one by one in file order (an online arrival sequence), each a GroupAsk of
 count 1 through the same `place()` the scheduler service calls, with the default profiles.
 OUT.csv gets one row per workload with the amounts reserved on its host, overhead included (memory
@@ -76,8 +78,20 @@ def read_nodes(path: Path, gpu_model: str = gpumodel.DEVICES) -> HostTable:
     return HostTable.from_hosts(hosts, gpu_model=gpu_model)
 
 
-def read_workloads(path: Path) -> list[GroupAsk]:
+def read_images(path: Path) -> dict[str, dict[str, int]]:
+    """NODES.csv's `images` column: {image: {node: bytes of it the node holds}}."""
+    out: dict[str, dict[str, int]] = {}
+    for i, row in enumerate(_rows(path)):
+        node = row.get("name") or row.get("sn") or f"node-{i}"
+        for item in filter(None, (row.get("images") or "").split("|")):
+            name, _, size = item.rpartition(":")
+            out.setdefault(name, {})[node] = int(size)
+    return out
+
+
+def read_workloads(path: Path, images: dict[str, dict[str, int]] | None = None) -> list[GroupAsk]:
     asks = []
+    images = images or {}
     for i, row in enumerate(_rows(path)):
         num_gpu, gpu_milli = _int(row, "num_gpu"), _int(row, "gpu_milli")
         request = ResourceAmounts(cpu_milli=_int(row, "cpu_milli"),
@@ -85,7 +99,8 @@ def read_workloads(path: Path) -> list[GroupAsk]:
                                   gpu_milli=num_gpu * gpu_milli if num_gpu else 0)
         asks.append(GroupAsk(job="bench", group=row.get("name") or f"w{i}", count=1,
                              kind=(row.get("kind") or "container").strip(), request=request,
-                             constraints=gpu_spec(row.get("gpu_spec") or "")))
+                             constraints=gpu_spec(row.get("gpu_spec") or ""),
+                             image_bytes=images.get(row.get("image") or "", {})))
     return asks
 
 
@@ -128,7 +143,7 @@ def write_out(path: Path, results, reserved: np.ndarray, gpu_model: str = gpumod
 def pack(nodes: Path, workloads: Path, out: Path, policy: str, started: float,
          gpu_model: str = gpumodel.DEVICES) -> dict:
     table = read_nodes(nodes, gpu_model)
-    asks = read_workloads(workloads)
+    asks = read_workloads(workloads, read_images(nodes))
     config = EngineConfig.for_policy(policy, gpu_model=gpu_model)
     plan = Plan(table, config)
     engine_start = time.perf_counter()
@@ -145,6 +160,7 @@ def pack(nodes: Path, workloads: Path, out: Path, policy: str, started: float,
         "policy": policy,
         "gpu_model": gpu_model,
         "workloads": len(asks),
+        "with_image_held_somewhere": sum(1 for a in asks if a.image_bytes),
         "placed": placed,
         "unplaced": len(asks) - placed,
         "unplaced_gpus": round(sum(int(g) for r, g in zip(results, reserved[:, GPU], strict=True)

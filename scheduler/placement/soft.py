@@ -59,7 +59,7 @@ class SoftTerms:
         for a in ask.affinity:
             mask, _ = filters.constraint(table, a)
             self.static += (a.weight * mask if a.weight > 0 else -a.weight * ~mask) / POLICY_WEIGHT
-        self.static += locality.bonus(table, ask.image_hosts)
+        self.static += locality.bonus(table, ask.image_bytes)
         self.spreads: list[_Spread] = []
         for s in ask.spread:
             col = table.column(s.attribute)
@@ -73,7 +73,7 @@ class SoftTerms:
     @classmethod
     def of(cls, table: HostTable, ask: GroupAsk, admitted: np.ndarray,
            existing: list[int]) -> SoftTerms | None:
-        if not ask.spread and not ask.affinity and not ask.image_hosts:
+        if not ask.spread and not ask.affinity and not ask.image_bytes:
             return None
         return cls(table, ask, admitted, existing)
 

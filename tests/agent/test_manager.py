@@ -161,3 +161,25 @@ async def test_a_drivers_progress_shows_while_starting_and_not_after(world):
     m.progress("p", "pulling 48/48 MiB")  # late news from a finished pull changes nothing
     await asyncio.sleep(0.05)
     assert etcd.state("p").state == "running" and etcd.state("p").reason == ""
+
+
+async def test_the_logs_of_instances_whose_records_left_etcd_are_swept(world, tmp_path):
+    """A log stays while its instance runs here or etcd holds its state; a purge (its state deleted)
+    takes the log, rotated files and log directories too. Anything of a known instance stays."""
+    etcd, driver, store, manager = world
+    m = manager()
+    await m.start([spec("ended"), spec("running"), spec("purged")])
+    for i in ("ended", "running", "purged"):
+        await state_is(etcd, i, "running")
+    driver.exit("ended", 0)
+    driver.exit("purged", 0)
+    await eventually(lambda: set(m.instances) == {"running"}, timeout=2, what="ends handled")
+    logs = tmp_path / "logs"
+    for name in ("purged.log.0", "gone-long-ago.log", "ended.log.1"):
+        (logs / name).write_text("x\n")
+    (logs / "a-container-dir").mkdir()
+    (logs / "a-container-dir" / "current").write_text("x\n")
+    del etcd.kv[keys.state(NODE, "purged")]                       # the scheduler purged its job
+    assert await m.sweep_logs() == ["a-container-dir", "gone-long-ago.log", "purged.log", "purged.log.0"]
+    assert sorted(p.name for p in logs.iterdir()) == ["ended.log", "ended.log.1", "running.log"]
+    assert await m.sweep_logs() == []

@@ -3,6 +3,7 @@ applying it over a FakeDriver — growing delays, giving up, mode delay, batch c
 during the wait, and an agent restarted in the middle of a wait."""
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 from agent.drivers.base import ExitResult, InstanceSpec
@@ -148,3 +149,108 @@ async def test_restarts_are_counted_per_instance_for_prometheus(world):  # noqa:
     (family,) = [f for f in UsageCollector(etcd, "n1", m).collect() if f.name == "packyard_instance_restarts"]
     assert [(s.name, s.labels["packyard_instance"], s.value) for s in family.samples] == [
         ("packyard_instance_restarts_total", "a", 1)]
+
+
+# -- a start that fails for a reason that may pass (a pull, issue 16) ---------------------------------
+
+PULL = "cannot pull r.example:5000/app:1: manifest unknown"
+
+
+async def test_a_failed_pull_is_restarted_as_the_policy_says_then_runs(world):  # noqa: F811
+    etcd, driver, store, manager = world
+    driver.refuse("a", PULL, times=2, restartable=True)
+    m = manager()
+    await m.start([policy_spec(attempts=3, delay=0.05)])
+    running = await state_is(etcd, "a", "running")
+    assert running.restarts == 2 and driver.started == ["a"]     # the third start ran
+    assert [e["message"] for e in running.events] == [
+        f"{PULL}; restarting in 50ms (attempt 1 of 3)", f"{PULL}; restarting in 100ms (attempt 2 of 3)"]
+    assert ["starting" in w.get("a", "") for w in etcd.writes].count(True) >= 3   # each wait said so
+
+
+async def test_a_pull_failing_past_the_attempts_fails_with_the_registrys_reason(world):  # noqa: F811
+    etcd, driver, store, manager = world
+    driver.refuse("a", PULL, times=10, restartable=True)
+    m = manager()
+    await m.start([policy_spec(attempts=2, delay=0.05)])
+    failed = await state_is(etcd, "a", "failed")
+    assert failed.reason == PULL and failed.restarts == 2
+    assert failed.events[-1]["message"].startswith(f"{PULL}; not restarted: 2 restarts in")
+    assert driver.started == [] and not m.is_active("a") and list(store.saved()) == []
+    assert len(driver._refused["a"]) == 10 - 3      # three starts, no more
+
+
+async def test_a_stop_while_a_failed_pull_waits_ends_it_stopped(world):  # noqa: F811
+    etcd, driver, store, manager = world
+    driver.refuse("a", PULL, times=10, restartable=True)
+    m = manager()
+    await m.start([policy_spec(delay=30.0)])
+    waiting = await eventually(lambda: (s := etcd.state("a")) is not None and "restarting in" in s.reason and s,
+                               timeout=2, what="waiting to pull again")
+    assert waiting.state == "starting"
+    await m.stop(["a"], grace=1)
+    await state_is(etcd, "a", "stopped")
+    assert not m.is_active("a")
+
+
+async def test_a_start_refused_for_good_is_not_restarted(world):  # noqa: F811
+    etcd, driver, store, manager = world
+    driver.refuse("a", "no such image", times=5)
+    m = manager()
+    await m.start([policy_spec(attempts=3, delay=0.05)])
+    failed = await state_is(etcd, "a", "failed")
+    assert failed.reason == "no such image" and failed.restarts == 0 and len(driver._refused["a"]) == 4
+
+
+async def exits_mid_start(m) -> None:
+    """The agent process `m` ends (its tasks with it), as a killed agent would."""
+    await m.shutdown()
+    for t in m.instances.values():
+        t.task.cancel()
+    await asyncio.sleep(0)
+
+
+async def test_an_agent_restarted_in_the_middle_of_a_start_starts_it_again(world):  # noqa: F811
+    etcd, driver, store, manager = world
+    driver.start_delay = 0.5                   # a pull under way
+    first = manager()
+    await first.start([policy_spec()])
+    await asyncio.sleep(0.05)
+    await exits_mid_start(first)
+    assert driver.started == []
+    driver.start_delay = 0.0
+    second = manager()
+    assert await second.recover() == (["a"], [])
+    running = await state_is(etcd, "a", "running")
+    assert driver.started == ["a"] and running.restarts == 0
+    assert [h.data.get("unstarted") for _, h in store.saved()] == [None]   # its real handle now
+
+
+async def test_an_agent_restarted_while_a_failed_pull_waits_goes_on_with_the_wait(world):  # noqa: F811
+    etcd, driver, store, manager = world
+    driver.refuse("a", PULL, times=1, restartable=True)
+    first = manager()
+    await first.start([policy_spec(delay=0.3)])
+    await eventually(lambda: (s := etcd.state("a")) is not None and "restarting in" in s.reason,
+                     timeout=2, what="waiting to pull again")
+    await exits_mid_start(first)
+    second = manager()
+    assert await second.recover() == (["a"], [])
+    running = await state_is(etcd, "a", "running")
+    assert running.restarts == 1 and driver.started == ["a"]       # the wait counted, one start
+    assert running.events[0]["message"] == f"{PULL}; restarting in 300ms (attempt 1 of 3)"
+
+
+async def test_a_start_refused_after_an_agent_restart_leaves_nothing_kept(world):  # noqa: F811
+    etcd, driver, store, manager = world
+    driver.start_delay = 0.5
+    first = manager()
+    await first.start([policy_spec()])
+    await asyncio.sleep(0.05)
+    await exits_mid_start(first)
+    driver.start_delay = 0.0
+    driver.refuse("a", "no such image")
+    second = manager()
+    await second.recover()
+    assert (await state_is(etcd, "a", "failed")).reason == "no such image"
+    assert list(store.saved()) == [] and not second.is_active("a")

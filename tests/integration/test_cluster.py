@@ -360,7 +360,8 @@ def test_failing_checks_restart_the_instance_http_against_busybox_httpd_and_exec
 
 
 def test_an_agent_restarted_during_a_restart_wait_restarts_it_once(cluster, tmp_path):
-    submit(cluster, tmp_path, job("patient", command=["/bin/sh", "-c", "sleep 0.3; exit 2"],
+    # runs 1.5 s before it ends: long enough for a poll through ctl to see it running under load
+    submit(cluster, tmp_path, job("patient", command=["/bin/sh", "-c", "sleep 1.5; exit 2"],
                                   extra="    restart: {attempts: 3, interval: 10m, delay: 3s}\n"))
     waiting = wait_for(lambda: next((i for i in status(cluster, "patient")["instances"]
                                      if i["state"] == "starting" and i["exit_code"] == 2), None),

@@ -25,12 +25,14 @@ class CacheBuilder:
         self.state.apply(Event("put", key, value, next(self._revision)))
 
     def node(self, name: str, cpu: int = 4000, memory: int = 8 * GiB, gpu: int = 0,
-             labels: dict | None = None, attributes: dict | None = None) -> CacheBuilder:
+             labels: dict | None = None, attributes: dict | None = None,
+             images: list[dict] | None = None) -> CacheBuilder:
         self._put(keys.node(name), records.dumps(NodeRecord(
             name=name, address=f"127.0.0.1:{1000 + len(self.state.nodes)}",
             capacity={"cpu_milli": cpu, "memory_bytes": memory, "gpu_milli": gpu * 1000},
             labels=labels or {}, epoch=7,
-            attributes={"driver.container": "ok", "driver.vm": "ok"} if attributes is None else attributes)))
+            attributes={"driver.container": "ok", "driver.vm": "ok"} if attributes is None else attributes,
+            images=images or [])))
         return self
 
     def job(self, name: str, count: int = 1, cpu: str = "500m", memory: str = "256Mi",

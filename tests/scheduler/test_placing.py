@@ -148,3 +148,20 @@ def test_a_registry_image_goes_where_the_job_already_pulled_it_among_equal_nodes
         cache.instance(evolve(first, node="b"))                        # b has pulled app's image
         decision = placer_of(cache).decide(placement.EngineConfig(), now=1.0)
         assert [(r.id, r.node) for r in decision.placed] == [(second.id, want)], with_image
+
+
+def test_a_registry_image_goes_to_the_equal_node_whose_agent_reports_more_of_it():
+    ref, digest = "127.0.0.1:5000/team/app:1", "sha256:" + "a" * 64
+    small = [{"digest": "sha256:" + "b" * 64, "references": [ref], "bytes": 10 << 20}]   # an older app:1
+    big = [{"digest": digest, "references": [ref], "bytes": 80 << 20}]
+    for nodes, image, want in [
+            ({"a": [], "b": [], "c": []}, ref, "a"),                 # no report: the packing's own first
+            ({"a": [], "b": small, "c": big}, ref, "c"),             # both hold app:1; c more of it
+            ({"a": [], "b": small, "c": big}, f"127.0.0.1:5000/team/app@{digest}", "c"),   # the pinned digest
+            ({"a": [], "b": big, "c": []}, "127.0.0.1:5000/team/other:1", "a")]:        # not this image
+        cache = CacheBuilder()
+        for name, held in nodes.items():
+            cache.node(name, images=held)
+        [pending] = cache.job("app", count=1, container={"image": image})
+        decision = placer_of(cache).decide(placement.EngineConfig(), now=1.0)
+        assert [(r.id, r.node) for r in decision.placed] == [(pending.id, want)], (nodes, image)

@@ -3,7 +3,8 @@
 
 Per instance, under `state_dir`:
     instances/<cid>/config.json, rootfs/ (overlay mount), upper/, work/, init.pid, runc.log
-    logs/<cid>.log                    stdout+stderr; kept after destroy (remove_logs removes it)
+    logs/<cid>/current, @*.s          stdout+stderr, rotated by the instance's log process (logger.py);
+                                      kept after destroy, removed with the instance's record (purge)
     runc/                             runc's own state (--root)
     images/                           image cache (see rootfs.py)
     network/addresses/                address allocations (see agent/network.py)
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import logging
 import os
 import shutil
 import signal
@@ -32,11 +34,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent import logfiles
 from agent.drivers import availability, diskusage
-from agent.drivers.base import DriverError, ExitResult, Handle, InstanceSpec, Stats
+from agent.drivers.base import DriverError, ExitResult, Handle, InstanceSpec, RestartableError, Stats
 from agent.drivers.bridge import Bridge, instance_key
 from agent.drivers.container import cgroups as cg
 from agent.drivers.container import gpus as gpus_mod
+from agent.drivers.container import logger as logger_mod
 from agent.drivers.container import rootfs as rootfs_mod
 from agent.drivers.container import runc as runc_mod
 from agent.drivers.container import seccomp as seccomp_mod
@@ -52,8 +56,13 @@ from agent.network import HostNetwork, NetworkError, bridge_name
 from packyard import imageref
 from packyard.privilege import choice_problem, host_access, implied_host_access, parse_user
 
+log = logging.getLogger(__name__)
+
 PR_SET_CHILD_SUBREAPER = 36
 KILL_WAIT_SECONDS = 10.0
+# after the container's end, how long its log process may take to write what is left in the pipe
+# before it is asked to end (SIGTERM: after the next newline), then killed
+LOGGER_DRAIN_SECONDS = 5.0
 
 
 def become_subreaper() -> None:
@@ -81,7 +90,7 @@ class ContainerDriver:
                  allowed_dirs: Sequence[Path] | None = None, allow_privileged: bool = False,
                  dev_dir: Path = Path("/dev"), parallel_starts: int = 0,
                  seccomp_profile: Path | None = None, userns: str | runc_mod.IdMap = userns_mod.DEFAULT_NAME,
-                 images: ImageStore | None = None):
+                 images: ImageStore | None = None, log_cap: logger_mod.LogCap | None = None):
         """`allowed_dirs`: where images may be (after symlinks; None: anywhere, for tests; the agent
         always passes its --allowed-dirs). `allow_privileged`: run containers asking for privileged
         mode, the host's network, no seccomp filter or the host's user ids (the agent's
@@ -92,7 +101,8 @@ class ContainerDriver:
         seccomp.py). `userns`: the node's id range, or the /etc/subuid name to read it for
         (userns.py). Both are read once, here: a missing one makes the driver unavailable.
         `images`: the host's registry image store (default: one under state_dir/images/registry
-        with default settings; the agent passes its --registry-config and --image-cache-size)."""
+        with default settings; the agent passes its --registry-config and --image-cache-size).
+        `log_cap`: each instance's log rotation (the agent's --log-max-size, --log-max-files)."""
         self.dev_dir = Path(dev_dir)
         self.allowed_dirs = allowed_dirs
         self.allow_privileged = allow_privileged
@@ -115,6 +125,9 @@ class ContainerDriver:
             d.mkdir(parents=True, exist_ok=True)
         become_subreaper()
         self._watched: dict[str, _Watched] = {}
+        self.log_cap = log_cap or logger_mod.LogCap()
+        self._loggers: dict[str, int] = {}       # instance id → pidfd of its log process
+        self._pipes: dict[str, int] = {}         # instance id → this agent's write end of its pipe
         self.lowers = rootfs_mod.LowerLayers(self.images_dir)
         self.images = images or ImageStore(self.images_dir / "registry")
         # told "pulling 12/48 MiB" while a start pulls; the agent points it at its manager
@@ -176,7 +189,7 @@ class ContainerDriver:
             "container_id": cid, "bundle": str(bundle),
             # no key, no veth, no address with host_network: the host's own network
             **({} if host_network else {"key": instance_key(self.node, spec.id)}),
-            "cgroup": cg.instance_path(self.node, spec.id), "log": str(self.logs_dir / f"{cid}.log"),
+            "cgroup": cg.instance_path(self.node, spec.id), "log": str(self.logs_dir / cid / "current"),
             # the GPUs it holds; gpu_devices: the nodes it was given (none where the host has none)
             **({"gpus": list(spec.gpus)} if spec.gpus else {}),
             **({"gpu_devices": [d.path for d in gpu_devices]} if gpu_devices else {})})
@@ -227,10 +240,14 @@ class ContainerDriver:
                     # still end in the order they came (a start that took a slot back between create
                     # and start went to the end of the line behind later creates: the first ran last)
                     async with self._running:
-                        if ids is None or host_network:
-                            pid = await self.runc.run_detached(cid, bundle, Path(handle.data["log"]))
-                        else:
-                            pid = await self.runc.create(cid, bundle, Path(handle.data["log"]))
+                        stdio = self._start_logger(handle)
+                        try:
+                            if ids is None or host_network:
+                                pid = await self.runc.run_detached(cid, bundle, stdio)
+                            else:
+                                pid = await self.runc.create(cid, bundle, stdio)
+                        finally:
+                            os.close(stdio)       # the container holds the pipe now: its end is the logger's EOF
                         handle.data.update(pid=pid, start_time=start_time(pid))
                         self._watch(handle, pid, os.pidfd_open(pid))
                     if ids is not None and not host_network:
@@ -254,7 +271,9 @@ class ContainerDriver:
         watched = self._watched.get(handle.id) or self._rewatch(handle)
         if watched is None:
             return self._ended_unobserved(handle)
-        return await asyncio.shield(watched.exited)
+        result = await asyncio.shield(watched.exited)
+        await self._flush_log(handle)    # `ctl logs` right after its end shows its last lines
+        return result
 
     async def stop(self, handle: Handle, grace_seconds: float) -> None:
         watched = self._watched.get(handle.id) or self._rewatch(handle)
@@ -273,6 +292,9 @@ class ContainerDriver:
         if "container_id" in data:
             with cleanup.step(runc_mod.RuncError):
                 await self.runc.delete(data["container_id"])
+        # after runc delete: no process of the container is left to hold the pipe
+        await self._flush_log(handle)
+        await self._end_logger(handle)
         if "bundle" in data:
             with cleanup.step(rootfs_mod.RootfsError):
                 rootfs_mod.unmount(Path(data["bundle"]) / "rootfs")
@@ -292,7 +314,10 @@ class ContainerDriver:
         await self.bridge.ready()
         if handle.id in self._watched:
             return not self._watched[handle.id].exited.done()
-        return self._rewatch(handle) is not None
+        if self._rewatch(handle) is None:
+            return False
+        self._refind_logger(handle)
+        return True
 
     async def stats(self, handle: Handle) -> Stats:
         try:
@@ -305,15 +330,23 @@ class ContainerDriver:
 
     def _disk_paths(self, handle: Handle) -> list[Path]:
         """What counts against resources.disk: the overlay's writable layer (upper, and work, where
-        copy-ups are staged) and the instance's log, rotated parts included (as kubelet counts)."""
-        log = self.log_path(handle)
+        copy-ups are staged) and the instance's log, rotated files included (as kubelet counts)."""
         paths = [*(Path(handle.data["bundle"]) / d for d in ("upper", "work"))] if "bundle" in handle.data else []
-        return [*paths, log, *log.parent.glob(log.name + ".*")]
+        return [*paths, *logfiles.segments(self.log_path(handle))]
 
     def log_path(self, handle: Handle) -> Path:
         if "log" in handle.data:
-            return Path(handle.data["log"])
-        return self.logs_dir / f"{runc_mod.container_id(handle.id)}.log"
+            return Path(handle.data["log"])      # logs/<cid>.log for instances of an older agent
+        return self.log_path_for(handle.id)
+
+    def log_path_for(self, instance_id: str) -> Path:
+        """The current file of the instance's log (its log process's directory, see logger.py), or
+        the single file an older agent wrote."""
+        cid = runc_mod.container_id(instance_id)
+        older = self.logs_dir / f"{cid}.log"
+        if older.exists() and not (self.logs_dir / cid).exists():
+            return older
+        return self.logs_dir / cid / "current"     # as _start names it
 
     def address(self, handle: Handle) -> str:
         return str(handle.data.get("address", ""))
@@ -327,8 +360,9 @@ class ContainerDriver:
     # -- beyond the protocol ---------------------------------------------------------------------
 
     def remove_logs(self, handle: Handle) -> None:
-        """Remove the instance's log file (destroy keeps it for `ctl logs` after the end)."""
-        self.log_path(handle).unlink(missing_ok=True)
+        """Remove the instance's log, its rotated files too (destroy keeps them for `ctl logs`
+        after the end)."""
+        logfiles.remove(self.log_path(handle))
 
     def close(self) -> None:
         """Stop watching instances (they keep running; a new driver object can recover them)."""
@@ -343,6 +377,11 @@ class ContainerDriver:
             if not w.exited.done():
                 w.exited.cancel()
         self._watched.clear()
+        for fd in [*self._loggers.values(), *self._pipes.values()]:   # log processes go on
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._loggers.clear()
+        self._pipes.clear()
 
     async def shutdown(self) -> None:
         """On agent shutdown: close(), then remove this node's empty cgroup parents
@@ -379,6 +418,8 @@ class ContainerDriver:
             return self._cgroup_error
         if not os.access(self.runc.binary, os.X_OK):
             return f"runc not found ({self.runc.binary})"
+        if logger_mod.binary() is None:      # no container without its log's cap
+            return f"{logger_mod.BINARY} not found (Debian package s6)"
         with open("/proc/filesystems") as f:
             if not any(line.split()[-1] == "overlay" for line in f if line.strip()):
                 return "the kernel has no overlayfs"
@@ -446,8 +487,8 @@ class ContainerDriver:
         try:
             return await self.images.get(config["image"], config.get("pull") or "if-not-present", ids,
                                          progress=lambda message: self.progress(spec.id, message))
-        except PullError as e:
-            raise DriverError(f"cannot pull {config['image']}: {e}") from None
+        except PullError as e:      # the restart policy tries again: the registry's answer may change
+            raise RestartableError(f"cannot pull {config['image']}: {e}") from None
 
     @staticmethod
     def _user(spec: InstanceSpec, image_root: Path, ids: runc_mod.IdMap | None, value: str | None
@@ -458,6 +499,73 @@ class ContainerDriver:
             raise DriverError(f"{what}: {max(user.uid, user.gid, *user.groups)} is outside the node's user "
                               f"namespace (ids 0..{ids.size - 1})")
         return user
+
+    def _start_logger(self, handle: Handle) -> int:
+        """Start the instance's log process on a new pipe; the pipe's write end, for the container
+        (the caller closes it). Kept in the handle, so a restarted agent finds it again."""
+        read, write = os.pipe()
+        try:
+            process = logger_mod.start(self.log_cap, Path(handle.data["log"]).parent, read,
+                                       Path(handle.data["bundle"]) / "logger.err")
+        except BaseException:
+            os.close(write)
+            raise
+        finally:
+            os.close(read)
+        handle.data["logger"] = process.data()
+        pidfd = logger_mod.find(process)
+        if pidfd is not None:
+            self._loggers[handle.id] = pidfd
+        self._pipes[handle.id] = os.dup(write)   # see _flush_log
+        return write
+
+    def _refind_logger(self, handle: Handle) -> None:
+        """After an agent restart: the log process of a running instance, found again by the pid and
+        start time in its handle (never a second one: the container's pipe is its alone)."""
+        if handle.id in self._loggers or "logger" not in handle.data:
+            return
+        pidfd = logger_mod.find(logger_mod.LogProcess.from_data(handle.data["logger"]))
+        if pidfd is None:
+            log.warning("%s: its log process (pid %s) is gone; its output is lost until it restarts",
+                        handle.id, handle.data["logger"].get("pid"))
+            return
+        self._loggers[handle.id] = pidfd
+
+    async def _flush_log(self, handle: Handle) -> None:
+        """Once the container ended: its last line into the log even without a newline. s6-log
+        drops a partial line at EOF but writes it (with a newline) if told SIGHUP before: so this
+        agent keeps a write end of the pipe, waits until the log process has read all, tells it,
+        then closes its end (the EOF). An agent restarted meanwhile has no such end: the EOF comes
+        with the container's end, and a last line without newline is lost."""
+        write = self._pipes.pop(handle.id, None)
+        if write is None:
+            return
+        try:
+            pidfd = self._loggers.get(handle.id)
+            if pidfd is not None and await logger_mod.drained(write, LOGGER_DRAIN_SECONDS):
+                logger_mod.signal_it(pidfd, signal.SIGHUP)
+        finally:
+            os.close(write)
+        if pidfd is not None:
+            await logger_mod.ended(pidfd, LOGGER_DRAIN_SECONDS)
+
+    async def _end_logger(self, handle: Handle) -> None:
+        """Once the container ended: its log process ends by itself when the pipe's last writer is
+        gone, after writing what was left; asked to (SIGTERM), then killed, if it has not in time."""
+        pidfd = self._loggers.pop(handle.id, None)
+        if pidfd is None:
+            pidfd = logger_mod.find(logger_mod.LogProcess.from_data(handle.data.get("logger")))
+        if pidfd is None:
+            return
+        try:
+            for sig in (None, signal.SIGTERM, signal.SIGKILL):
+                if sig is not None:
+                    logger_mod.signal_it(pidfd, sig)
+                if await logger_mod.ended(pidfd, LOGGER_DRAIN_SECONDS if sig is None else 2.0):
+                    break
+            logger_mod.reap(pidfd)
+        finally:
+            os.close(pidfd)
 
     def _watch(self, handle: Handle, pid: int, pidfd: int) -> _Watched:
         loop = asyncio.get_running_loop()

@@ -255,15 +255,16 @@ class Runc:
             argv += ["--log", str(log), "--log-format", "json"]
         return argv + list(args)
 
-    async def run_detached(self, cid: str, bundle: Path, log_file: Path) -> int:
+    async def run_detached(self, cid: str, bundle: Path, stdio: int) -> int:
         """`runc run -d`: start the container and return its init's pid once it runs. The container
-        inherits stdout/stderr = log_file (runc's pass-through stdio, no terminal)."""
-        return await self._launch("run", "-d", cid=cid, bundle=bundle, log_file=log_file)
+        inherits stdout/stderr = `stdio` (runc's pass-through stdio, no terminal): the write end of
+        the pipe its log process reads (logger.py)."""
+        return await self._launch("run", "-d", cid=cid, bundle=bundle, stdio=stdio)
 
-    async def create(self, cid: str, bundle: Path, log_file: Path) -> int:
+    async def create(self, cid: str, bundle: Path, stdio: int) -> int:
         """`runc create`: the container made, its init waiting to exec the command (`start`); its
         pid. Stdout/stderr as run_detached."""
-        return await self._launch("create", cid=cid, bundle=bundle, log_file=log_file)
+        return await self._launch("create", cid=cid, bundle=bundle, stdio=stdio)
 
     async def start(self, cid: str) -> None:
         """`runc start`: a created container's init execs its command."""
@@ -271,15 +272,14 @@ class Runc:
         if rc != 0:
             raise RuncError(f"runc start {cid}: {stderr.decode(errors='replace').strip() or f'exit status {rc}'}")
 
-    async def _launch(self, *verb: str, cid: str, bundle: Path, log_file: Path) -> int:
+    async def _launch(self, *verb: str, cid: str, bundle: Path, stdio: int) -> int:
         pid_file, runc_log = bundle / "init.pid", bundle / "runc.log"
         pid_file.unlink(missing_ok=True)
         argv = self._argv(*verb, "--pid-file", str(pid_file), "--bundle", str(bundle), cid, log=runc_log)
-        with open(log_file, "ab", opener=private.opener) as out:
-            offset = out.tell()
-            rc, _ = await run(argv, stdout=out, stderr=out)
+        # runc's own errors are in runc_log (its stderr is the container's, in the instance's log)
+        rc, _ = await run(argv, stdout=stdio, stderr=stdio)
         if rc != 0:
-            raise RuncError(_runc_message(runc_log, _tail(log_file, offset)) or f"runc {verb[0]} exited with {rc}")
+            raise RuncError(_runc_message(runc_log, b"") or f"runc {verb[0]} exited with {rc}")
         try:
             return int(pid_file.read_text())
         except (OSError, ValueError) as e:
@@ -345,16 +345,6 @@ def _kill_from(pid_file: Path) -> bool:
         return True
     except (OSError, ValueError):
         return False                      # not started yet, or ended meanwhile
-
-
-def _tail(path: Path, offset: int, limit: int = 4096) -> bytes:
-    """What was appended to `path` after `offset` (at most `limit` bytes, the last ones)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(offset, f.seek(0, os.SEEK_END) - limit))
-            return f.read()
-    except OSError:
-        return b""
 
 
 async def run(argv: list[str], *, stdout: Any = subprocess.DEVNULL,

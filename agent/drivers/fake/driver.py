@@ -4,7 +4,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from agent.drivers.base import DriverError, ExitResult, Handle, InstanceSpec, Stats
+from agent.drivers.base import DriverError, ExitResult, Handle, InstanceSpec, RestartableError, Stats
 
 
 class FakeDriver:
@@ -15,7 +15,7 @@ class FakeDriver:
         # simulated hosts run 100,000 instances: a file each would cost more than the rest
         self.write_logs = write_logs
         self._ends: dict[str, asyncio.Future] = {}
-        self._refused: dict[str, str] = {}
+        self._refused: dict[str, list[DriverError]] = {}   # the next starts' failures, in order
         self.started: list[str] = []
         self.exec_results: dict[str, tuple[int, str]] = {}
 
@@ -25,8 +25,8 @@ class FakeDriver:
     async def start(self, spec: InstanceSpec) -> Handle:
         if self.start_delay:
             await asyncio.sleep(self.start_delay)
-        if spec.id in self._refused:
-            raise DriverError(self._refused.pop(spec.id))
+        if self._refused.get(spec.id):
+            raise self._refused[spec.id].pop(0)
         if self.write_logs:
             self.logs.mkdir(parents=True, exist_ok=True)
             (self.logs / f"{spec.id}.log").write_text(f"fake {self.name} {spec.id} started\n")
@@ -45,9 +45,11 @@ class FakeDriver:
         if fut is not None and not fut.done():
             fut.set_result(ExitResult(exit_code=143, reason="killed by signal 15"))
 
-    def refuse(self, instance_id: str, reason: str) -> None:
-        """Test hook: make the next start of an instance fail with DriverError(reason)."""
-        self._refused[instance_id] = reason
+    def refuse(self, instance_id: str, reason: str, times: int = 1, restartable: bool = False) -> None:
+        """Test hook: make the next `times` starts of an instance fail with DriverError(reason)
+        (RestartableError: a failed pull, say)."""
+        error = RestartableError if restartable else DriverError
+        self._refused[instance_id] = [error(reason) for _ in range(times)]
 
     def exit(self, instance_id: str, code: int, oom: bool = False) -> None:
         """Test hook: make an instance end as if its process had exited."""
@@ -65,7 +67,10 @@ class FakeDriver:
         return Stats()
 
     def log_path(self, handle: Handle) -> Path:
-        return self.logs / f"{handle.id}.log"
+        return self.log_path_for(handle.id)
+
+    def log_path_for(self, instance_id: str) -> Path:
+        return self.logs / f"{instance_id}.log"
 
     def address(self, handle: Handle) -> str:
         return ""

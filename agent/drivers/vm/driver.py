@@ -33,6 +33,7 @@ from pathlib import Path
 
 import libvirt
 
+from agent import logfiles
 from agent.drivers import availability
 from agent.drivers.base import DriverError, ExitResult, Handle, InstanceSpec, Stats
 from agent.drivers.bridge import Bridge, instance_key
@@ -257,9 +258,7 @@ class VMDriver:
 
     def remove_logs(self, handle: Handle) -> None:
         """Remove the instance's console log (destroy keeps it for `ctl logs` after the end)."""
-        path = self.log_path(handle)
-        for p in (path, *path.parent.glob(path.name + ".*")):    # virtlogd's rotated files
-            p.unlink(missing_ok=True)
+        logfiles.remove(self.log_path(handle))        # virtlogd's rotated files too
 
     async def measure(self, handle: Handle) -> overhead.Measurement:
         """The full overhead measurement of a running instance (stats() carries its summary)."""

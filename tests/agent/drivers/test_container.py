@@ -14,6 +14,7 @@ import pytest
 from agent.drivers.base import DriverError, ExitResult, Handle, InstanceSpec
 from agent.drivers.container import ContainerDriver
 from agent.drivers.container import cgroups as cg
+from agent.drivers.container import logger as logger_mod
 from agent.drivers.container import rootfs as rootfs_mod
 from agent.drivers.container import runc as runc_mod
 from tests.agent.conftest import RUNC, needs_root, needs_runc
@@ -176,9 +177,9 @@ def spec(instance_id: str, command: list[str], *, cpu_milli=1000, memory=64 * MI
 class Harness:
     """A driver plus every handle it started, destroyed at the end even when the test failed."""
 
-    def __init__(self, node: str, state_dir: Path, subnet: str):
+    def __init__(self, node: str, state_dir: Path, subnet: str, **kw):
         self.node, self.state_dir, self.subnet = node, state_dir, subnet
-        self.driver = ContainerDriver(node, state_dir, subnet, runc=RUNC)
+        self.driver = ContainerDriver(node, state_dir, subnet, runc=RUNC, **kw)
         self.handles: list[Handle] = []
 
     async def start(self, *args, **kw) -> Handle:
@@ -231,6 +232,10 @@ def leftovers(driver: ContainerDriver, h: Handle) -> list[str]:
             found.append(what)
     if rootfs_mod.is_mounted(Path(h.data["bundle"]) / "rootfs"):
         found.append("overlay mount")
+    pidfd = logger_mod.find(logger_mod.LogProcess.from_data(h.data.get("logger")))
+    if pidfd is not None:
+        os.close(pidfd)
+        found.append("log process")
     return found
 
 

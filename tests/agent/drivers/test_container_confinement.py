@@ -412,8 +412,9 @@ async def test_without_the_profile_the_node_runs_no_container_unconfined(node, s
 @needs_root()
 @needs_runc()
 async def test_the_jobs_env_lands_only_in_files_root_reads(drivers):
-    """Issue 15.11: config.json and the log (where a program may print its env) are 0600 even
-    under umask 0, which would leave them world-readable."""
+    """Issue 15.11: config.json and the log (where a program may print its env) are root's alone
+    even under umask 0, which would leave them world-readable: config.json is 0600, the log's
+    directory (its log process's, which makes its files 0644) 0700."""
     old = os.umask(0)
     try:
         h, out = await drivers.run({"command": ["sh", "-c", "echo $TOKEN"], "env": {"TOKEN": "s3cret"}})
@@ -422,5 +423,6 @@ async def test_the_jobs_env_lands_only_in_files_root_reads(drivers):
     assert "s3cret" in out
     config = Path(h.data["bundle"]) / "config.json"
     assert "s3cret" in config.read_text()
-    for path in (config, Path(h.data["log"])):
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    log_dir = Path(h.data["log"]).parent
+    assert stat.S_IMODE(log_dir.stat().st_mode) == 0o700 and log_dir.stat().st_uid == 0

@@ -2,6 +2,7 @@
 basic auth and TLS, and images built without Docker: an OCI layout written here, pushed by skopeo."""
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import io
@@ -11,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import tarfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,3 +159,66 @@ def write_layout(out: Path, tag: str, layers: list[bytes], config: dict) -> Path
 
 def has(cmd: str) -> bool:
     return shutil.which(cmd) is not None
+
+
+class Throttle:
+    """A TCP proxy to a registry, on `host` (a free port), in a thread of its own for tests that
+    drive real processes from plain functions: data toward the client at most `rate` bytes a
+    second (None: as fast as it comes; changeable while it runs). close() ends it."""
+
+    def __init__(self, host: str, upstream: tuple[str, int], rate: float | None):
+        self.host, self.upstream, self.rate = host, upstream, rate
+        self.sent = 0
+        self._ready = threading.Event()
+
+    def start(self) -> Throttle:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._main, daemon=True)
+        self.thread.start()
+        self._ready.wait(10)
+        return self
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._serve, self.host, 0))
+        self.port = self.server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self.loop.run_forever()
+        self.server.close()
+        self.loop.run_until_complete(self.server.wait_closed())
+        for task in asyncio.all_tasks(self.loop):
+            task.cancel()
+        self.loop.run_until_complete(asyncio.sleep(0))
+        self.loop.close()
+
+    async def _serve(self, reader, writer):
+        try:
+            up_r, up_w = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.close()
+            return
+
+        async def pipe(src, dst, throttled):
+            while data := await src.read(16384):
+                dst.write(data)
+                await dst.drain()
+                if throttled:
+                    self.sent += len(data)
+                    if self.rate:
+                        await asyncio.sleep(len(data) / self.rate)
+
+        try:
+            await asyncio.gather(pipe(reader, up_w, False), pipe(up_r, writer, True))
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+            up_w.close()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)

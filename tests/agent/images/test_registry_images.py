@@ -175,10 +175,17 @@ async def test_gc_keeps_the_store_under_its_cap_least_recently_used_first(regist
     a = registry.push(app_layout(layout, "a", b"a\n"), "team/app", "a")
     b = registry.push(app_layout(layout, "b", b"b\n"), "team/app", "b")
     store = ImageStore(tmp_path / "store", cap_bytes=1)        # any image is over the cap
+    told: list[list[dict]] = []
+    store.on_change = told.append         # what the agent publishes with its node record
     first = await store.get(f"{registry.address}/team/app:a")
     assert first.digest == a and store.holds() == [a]
+    size_a = sum(os.path.getsize(store.blobs / "sha256" / d.split(":")[1]) for d in _blobs_of(store, a))
+    assert told == [[{"digest": a, "references": [f"{registry.address}/team/app:a"], "bytes": size_a}]]
+    await store.get(f"{registry.address}/team/app:a")          # nothing changed: nothing told
+    assert len(told) == 1
     second = await store.get(f"{registry.address}/team/app:b")   # a is unused: collected for b
     assert store.holds() == [b]
+    assert [[i["digest"] for i in t] for t in told] == [[a], [b]]   # the collection is told too
     assert first.layers[1] == second.layers[1] and first.layers[1].is_dir()   # the shared busybox layer stays
     assert not first.layers[0].exists()                                        # a's own top layer went
     assert sorted(os.listdir(store.blobs / "sha256")) == sorted(

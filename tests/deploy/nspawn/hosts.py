@@ -35,7 +35,7 @@ MIRROR = "http://deb.debian.org/debian"
 # what the hosts need to boot and be reached, and what the playbook installs with apt (baked in so the
 # test needs no mirror on the hosts' network; the playbook's apt tasks then find them installed)
 PACKAGES = ["systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "python3", "python3-venv",
-            "python3-apt", "etcd-server", "etcd-client", "runc", "busybox-static", "kmod", "prometheus",
+            "python3-apt", "etcd-server", "etcd-client", "runc", "s6", "busybox-static", "kmod", "prometheus",
             "ca-certificates", "golang-github-containers-common"]
 BRIDGE = "pkyd208"
 SUBNET = "10.213.208"          # ours alone: the bridge is .1, hosts .11, .12, ...

@@ -172,3 +172,17 @@ def test_rows_of_a_full_node_never_add_up_past_its_capacity(tmp_path):
     summary, rows = pack_out(nodes, workloads, tmp_path / "out.csv")
     assert summary["placed"] >= 7 and all(int(r["memory_mib"]) > 1000 for r in rows if r["node"])
     assert check(nodes, workloads, tmp_path / "out.csv") == []
+
+
+def test_image_columns_break_ties_toward_the_nodes_holding_the_image(tmp_path):
+    nodes = write(tmp_path / "n.csv", ["name", "cpu_milli", "memory_mib", "images"],
+                  [["a", 4000, 8192, ""], ["b", 4000, 8192, "web:100|db:5"], ["c", 4000, 8192, "db:900"]])
+    work = write(tmp_path / "w.csv", ["name", "cpu_milli", "memory_mib", "image"],
+                 [["w0", 1000, 1024, "db"], ["w1", 1000, 1024, "none"]])
+    r = CliRunner().invoke(main, ["pack", "--nodes", str(nodes), "--workloads", str(work), "--out", str(tmp_path / "o.csv")])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output.strip().splitlines()[-1])
+    assert summary["with_image_held_somewhere"] == 1 and summary["hosts_used"] == 1
+    with (tmp_path / "o.csv").open(newline="") as f:
+        # db: c holds more of it than b; then binpack keeps w1 on the host it opened
+        assert [row["node"] for row in csv.DictReader(f)] == ["c", "c"]
