@@ -339,9 +339,10 @@ async def test_stop_is_sigterm_first(harness):
 @pytest.mark.integration
 @needs_root()
 @needs_runc()
-async def test_parallel_starts_run_in_the_order_they_came(harness):
+@pytest.mark.parametrize("parallel", [2, 0], ids=["two-at-once", "default"])
+async def test_parallel_starts_run_in_the_order_they_came(harness, parallel):
     d = harness.driver = ContainerDriver(harness.node, harness.state_dir, harness.subnet, runc=RUNC,
-                                         parallel_starts=2)
+                                         parallel_starts=parallel)
     done: list[int] = []
 
     async def start(i: int) -> Handle:
@@ -356,6 +357,22 @@ async def test_parallel_starts_run_in_the_order_they_came(harness):
     assert all(alive(h.data["pid"]) for h in handles)
     # a queue, not a crowd: the first asked run first (two at a time), the last last
     assert set(done[:2]) <= {0, 1, 2} and set(done[-2:]) <= {5, 6, 7}
+
+
+@pytest.mark.integration
+@needs_root()
+@needs_runc()
+async def test_a_failed_start_in_the_line_does_not_hold_up_the_ones_after_it(harness):
+    """Each start waits for the previous one's end before `runc start`: one that fails (its command
+    does not exist) must still let the rest go on, and leave nothing behind."""
+    d = harness.driver = ContainerDriver(harness.node, harness.state_dir, harness.subnet, runc=RUNC,
+                                         parallel_starts=2)
+    commands = [["sleep", "1000"], ["/no-such-program"], ["sleep", "1000"], ["sleep", "1000"]]
+    results = await asyncio.wait_for(asyncio.gather(
+        *(harness.start(f"t.g.{i}-line", c) for i, c in enumerate(commands)), return_exceptions=True), 60)
+    assert isinstance(results[1], DriverError) and "no-such-program" in str(results[1])
+    assert all(alive(h.data["pid"]) for i, h in enumerate(results) if i != 1)
+    assert not (d.instances_dir / runc_mod.container_id("t.g.1-line")).exists()
 
 
 @pytest.mark.integration

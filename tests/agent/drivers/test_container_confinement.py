@@ -71,6 +71,17 @@ def test_includes_and_excludes_follow_caps_arch_and_kernel(caps, platform, expec
     assert set(personality) == {"names", "action", "args"}          # no comment, no "name"
 
 
+@pytest.mark.parametrize("x32,expected", [
+    (True, ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]),
+    (False, ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"]),
+])
+def test_x32_is_filtered_only_where_the_kernel_runs_it(x32, expected):
+    profile = {**PROFILE, "archMap": [{"architecture": "SCMP_ARCH_X86_64",
+                                       "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]}]}
+    oci = sc.to_oci(profile, frozenset(), sc.Platform("amd64", "SCMP_ARCH_X86_64", (6, 1), x32=x32))
+    assert oci["architectures"] == expected
+
+
 def test_rules_replace_the_base_ones_for_the_calls_they_name():
     merged = sc.with_rules(PROFILE, [{"names": ["write"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}])
     v = verdicts(sc.to_oci(merged, frozenset(), AMD64))
