@@ -95,7 +95,8 @@ async def test_a_yes_container_stays_under_its_cap(capped):
         assert len([n for n, size in seen.items() if size]) <= CAP.max_files, seen
         assert max(seen.values()) <= CAP.max_size, seen
         assert sum(seen.values()) <= CAP.max_size * CAP.max_files, seen
-    assert sum(sizes[-1].values()) > CAP.max_size          # it did write, and rotated
+    # it did write, and rotated (any one sample may fall in the instant s6-log prunes old files)
+    assert max(sum(seen.values()) for seen in sizes) > CAP.max_size
     tail = read(current)[-4096:].decode()
     assert set(tail.splitlines()[1:]) == {"packyard"}       # whole lines, nothing but yes's
     await d.stop(h, grace_seconds=0.2)
