@@ -127,8 +127,8 @@ def _gradients(hosts: Overlay, index: np.ndarray, free: np.ndarray, cpu_after: n
                memory_after: np.ndarray, gpu_free: np.ndarray, need: np.ndarray,
                mix: WorkloadMix) -> np.ndarray:
     """The scores of hosts `index`, whose free amounts are `free` and devices `gpu_free`."""
-    # "before" depends on the host alone: it is kept, with its GPU parts, until the host changes
-    # (both are taken together, so they go stale together)
+    # "before" depends on the host alone: it is kept until the host changes, its GPU parts until
+    # its devices change (so a host whose "before" is known has its parts known too)
     kept = hosts.measures
     stale = kept.stale("gpu", index)
     g = int(need[GPU])
@@ -141,16 +141,25 @@ def _gradients(hosts: Overlay, index: np.ndarray, free: np.ndarray, cpu_after: n
         after = from_parts(cpu_after, memory_after, parts, mix)
     else:
         # the stale hosts' "before" and every host's "after" in one call each: a refresh
-        # typically has one stale host, and the cost is the number of numpy calls, not rows
+        # typically has one stale host, and the cost is the number of numpy calls, not rows.
+        # A host's GPU parts outlive its "before": a reservation without GPUs keeps them
         k = len(stale)
+        stale_parts = kept.stale("gpu parts", index)
         if g <= 0:   # an instance without GPUs leaves the devices as they are: after = before's parts
-            new_parts = gpu_parts(gpu_free[stale], mix)
-            parts = kept.remember("gpu parts", index, stale, new_parts)
+            if stale_parts is not None:
+                kept.remember("gpu parts", index, stale_parts, gpu_parts(gpu_free[stale_parts], mix),
+                              devices_only=True)
+            parts = kept.known("gpu parts", index)
+            new_parts = parts[stale]
         else:
             after_devices = devices_after(gpu_free, g, hosts.device_milli)
-            both = gpu_parts(np.concatenate((gpu_free[stale], after_devices)), mix)
-            new_parts, parts = both[:k], both[k:]
-            kept.remember("gpu parts", index, stale, new_parts)
+            if stale_parts is None:
+                parts = gpu_parts(after_devices, mix)
+            else:
+                both = gpu_parts(np.concatenate((gpu_free[stale_parts], after_devices)), mix)
+                kept.remember("gpu parts", index, stale_parts, both[:len(stale_parts)], devices_only=True)
+                parts = both[len(stale_parts):]
+            new_parts = kept.known("gpu parts", index[stale])
         measured = from_parts(np.concatenate((free[stale, CPU], cpu_after)),
                               np.concatenate((free[stale, MEMORY], memory_after)),
                               np.concatenate((new_parts, parts)), mix)

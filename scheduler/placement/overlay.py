@@ -81,7 +81,7 @@ class Overlay:
         self.allocated[host] += need
         self.free[host] -= need
         self.in_use[host] = 1.0
-        self.measures.changed(host)
+        self.measures.changed(host, devices=need[GPU] > 0)
         return devices
 
     def release(self, host: int, victims: Iterable[Running]) -> None:
