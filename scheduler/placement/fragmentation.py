@@ -56,20 +56,25 @@ def from_parts(cpu_free: np.ndarray, memory_free: np.ndarray, parts: np.ndarray,
                mix: WorkloadMix) -> np.ndarray:
     """measures() given the hosts' gpu_parts()."""
     n, s = len(cpu_free), len(mix.weight)
-    out = np.zeros((n, 2))
+    out = np.empty((n, 2))
     if n == 0:
         return out
     total = parts[:, 0]
-    fits = (cpu_free[:, None] >= mix.cpu) & (memory_free[:, None] >= mix.memory) & parts[:, 1:1 + s]
+    # (in place where it can be: a refresh's arrays are a few rows, their cost is the calls)
+    fits = cpu_free[:, None] >= mix.cpu
+    fits &= memory_free[:, None] >= mix.memory
+    np.logical_and(fits, parts[:, 1:1 + s], out=fits)
     # a row-by-row sum, not a matrix product: BLAS may round a row differently with the number of
     # rows, and the same host must score the same in a refresh of one row or of all
-    out[:, FRAGMENTED] = np.add.reduce(np.where(fits, parts[:, 1 + s:], total[:, None]) * mix.frag_weight, axis=1)
+    # (into a fresh array: an `out=` column could change the order the reduction adds in)
+    out[:, FRAGMENTED] = np.add.reduce(np.where(fits, parts[:, 1 + s:], total[:, None]) * mix.frag_weight,
+                                       axis=1)
     usable = total.astype(np.float64)
     if mix.cpu_per_gpu > 0:
-        usable = np.minimum(usable, np.maximum(cpu_free, 0) * (mix.device_milli / mix.cpu_per_gpu))
+        np.minimum(usable, np.maximum(cpu_free, 0) * (mix.device_milli / mix.cpu_per_gpu), out=usable)
     if mix.memory_per_gpu > 0:
-        usable = np.minimum(usable, np.maximum(memory_free, 0) * (mix.device_milli / mix.memory_per_gpu))
-    out[:, STRANDED] = total - usable
+        np.minimum(usable, np.maximum(memory_free, 0) * (mix.device_milli / mix.memory_per_gpu), out=usable)
+    np.subtract(total, usable, out=out[:, STRANDED])
     return out
 
 
@@ -79,7 +84,7 @@ def _below(gpu_free: np.ndarray, thresholds: np.ndarray, device_milli: int) -> n
     n, g = gpu_free.shape
     if n * g * len(thresholds) < 50_000:   # few hosts (a refresh of changed rows): broadcast
         devices = gpu_free[:, None, :]
-        return (devices * (devices < thresholds[None, :, None])).sum(axis=2)
+        return np.add.reduce(devices * (devices < thresholds[None, :, None]), axis=2)
     # many hosts: sort each host's devices, and find every threshold's place in one searchsorted
     # over all hosts (each host's values lifted above the previous host's)
     ordered = np.sort(gpu_free, axis=1)
