@@ -119,19 +119,18 @@ def _view_gradients(view: View) -> np.ndarray | None:
     if len(index) <= FEW_ROWS or np.logical_and.reduce(has_gpu):
         # a refresh of a few rows costs its numpy calls, not its rows: compute them all rather
         # than pick out those with GPUs
-        return _gradients(hosts, index, view.free, view.cpu_after, view.memory_after, view.gpu_free,
-                          view.need, mix)
+        return _gradients(hosts, index, view.free, view.left_after, view.gpu_free, view.need, mix)
     out = np.full((len(index), 2), 0.5)
     at = index[has_gpu]
-    out[has_gpu] = _gradients(hosts, at, view.free[has_gpu], view.cpu_after[has_gpu],
-                              view.memory_after[has_gpu], hosts.gpu_free[at], view.need, mix)
+    out[has_gpu] = _gradients(hosts, at, view.free[has_gpu], view.left_after[has_gpu],
+                              hosts.gpu_free[at], view.need, mix)
     return out
 
 
-def _gradients(hosts: Overlay, index: np.ndarray, free: np.ndarray, cpu_after: np.ndarray,
-               memory_after: np.ndarray, gpu_free: np.ndarray, need: np.ndarray,
-               mix: WorkloadMix) -> np.ndarray:
-    """The scores of hosts `index`, whose free amounts are `free` and devices `gpu_free`."""
+def _gradients(hosts: Overlay, index: np.ndarray, free: np.ndarray, left: np.ndarray,
+               gpu_free: np.ndarray, need: np.ndarray, mix: WorkloadMix) -> np.ndarray:
+    """The scores of hosts `index`, whose free amounts are `free` (cpu and memory `left` after
+    placing the instance) and devices `gpu_free`."""
     # "before" depends on the host alone: it is kept until the host changes, its GPU parts until
     # its devices change (so a host whose "before" is known has its parts known too)
     kept = hosts.measures
@@ -143,7 +142,7 @@ def _gradients(hosts: Overlay, index: np.ndarray, free: np.ndarray, cpu_after: n
             parts = kept.known("gpu parts", index)
         else:
             parts = gpu_parts(devices_after(gpu_free, g, hosts.device_milli), mix)
-        after = from_parts(cpu_after, memory_after, parts, mix)
+        after = from_parts(left[:, CPU], left[:, MEMORY], parts, mix)
     else:
         # the stale hosts' "before" and every host's "after" in one call each: a refresh
         # typically has one stale host, and the cost is the number of numpy calls, not rows.
@@ -165,9 +164,8 @@ def _gradients(hosts: Overlay, index: np.ndarray, free: np.ndarray, cpu_after: n
                 kept.remember("gpu parts", index, stale_parts, both[:len(stale_parts)], devices_only=True)
                 parts = both[len(stale_parts):]
             new_parts = kept.known("gpu parts", index[stale])
-        measured = from_parts(np.concatenate((free[stale, CPU], cpu_after)),
-                              np.concatenate((free[stale, MEMORY], memory_after)),
-                              np.concatenate((new_parts, parts)), mix)
+        both_left = np.concatenate((free[stale, :MEMORY + 1], left))
+        measured = from_parts(both_left[:, CPU], both_left[:, MEMORY], np.concatenate((new_parts, parts)), mix)
         before = kept.remember("gpu", index, stale, measured[:k])
         after = measured[k:]
     return 0.5 - (after - before) / (2 * hosts.gpu_scale)
