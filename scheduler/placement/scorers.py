@@ -93,7 +93,9 @@ def stranded_share(left: np.ndarray, scale: np.ndarray, mean: np.ndarray) -> np.
     least 1); `mean` (2,): the mix's average cpu and memory. Both columns in each call, as the
     calls are what a refresh of a few rows costs."""
     left = np.maximum(left, 0)
-    units = np.minimum.reduce(left / mean, axis=1)   # (the min of two: no order to keep)
+    share = left / mean
+    # (two columns, not minimum.reduce over axis 1: that loops per row on a refresh of all hosts)
+    units = np.minimum(share[:, CPU], share[:, MEMORY])
     rest = (left - units[:, None] * mean) / scale
     return rest[:, CPU] + rest[:, MEMORY]
 
