@@ -56,20 +56,25 @@ def from_parts(cpu_free: np.ndarray, memory_free: np.ndarray, parts: np.ndarray,
                mix: WorkloadMix) -> np.ndarray:
     """measures() given the hosts' gpu_parts()."""
     n, s = len(cpu_free), len(mix.weight)
-    out = np.zeros((n, 2))
+    out = np.empty((n, 2))
     if n == 0:
         return out
     total = parts[:, 0]
-    fits = (cpu_free[:, None] >= mix.cpu) & (memory_free[:, None] >= mix.memory) & parts[:, 1:1 + s]
+    # (in place where it can be: a refresh's arrays are a few rows, their cost is the calls)
+    fits = cpu_free[:, None] >= mix.cpu
+    fits &= memory_free[:, None] >= mix.memory
+    np.logical_and(fits, parts[:, 1:1 + s], out=fits)
     # a row-by-row sum, not a matrix product: BLAS may round a row differently with the number of
     # rows, and the same host must score the same in a refresh of one row or of all
-    out[:, FRAGMENTED] = np.add.reduce(np.where(fits, parts[:, 1 + s:], total[:, None]) * mix.frag_weight, axis=1)
+    # (into a fresh array: an `out=` column could change the order the reduction adds in)
+    out[:, FRAGMENTED] = np.add.reduce(np.where(fits, parts[:, 1 + s:], total[:, None]) * mix.frag_weight,
+                                       axis=1)
     usable = total.astype(np.float64)
     if mix.cpu_per_gpu > 0:
-        usable = np.minimum(usable, np.maximum(cpu_free, 0) * (mix.device_milli / mix.cpu_per_gpu))
+        np.minimum(usable, np.maximum(cpu_free, 0) * (mix.device_milli / mix.cpu_per_gpu), out=usable)
     if mix.memory_per_gpu > 0:
-        usable = np.minimum(usable, np.maximum(memory_free, 0) * (mix.device_milli / mix.memory_per_gpu))
-    out[:, STRANDED] = total - usable
+        np.minimum(usable, np.maximum(memory_free, 0) * (mix.device_milli / mix.memory_per_gpu), out=usable)
+    np.subtract(total, usable, out=out[:, STRANDED])
     return out
 
 
@@ -79,7 +84,7 @@ def _below(gpu_free: np.ndarray, thresholds: np.ndarray, device_milli: int) -> n
     n, g = gpu_free.shape
     if n * g * len(thresholds) < 50_000:   # few hosts (a refresh of changed rows): broadcast
         devices = gpu_free[:, None, :]
-        return (devices * (devices < thresholds[None, :, None])).sum(axis=2)
+        return np.add.reduce(devices * (devices < thresholds[None, :, None]), axis=2)
     # many hosts: sort each host's devices, and find every threshold's place in one searchsorted
     # over all hosts (each host's values lifted above the previous host's)
     ordered = np.sort(gpu_free, axis=1)
@@ -114,21 +119,20 @@ def _view_gradients(view: View) -> np.ndarray | None:
     if len(index) <= FEW_ROWS or np.logical_and.reduce(has_gpu):
         # a refresh of a few rows costs its numpy calls, not its rows: compute them all rather
         # than pick out those with GPUs
-        return _gradients(hosts, index, view.free, view.cpu_after, view.memory_after, view.gpu_free,
-                          view.need, mix)
+        return _gradients(hosts, index, view.free, view.left_after, view.gpu_free, view.need, mix)
     out = np.full((len(index), 2), 0.5)
     at = index[has_gpu]
-    out[has_gpu] = _gradients(hosts, at, view.free[has_gpu], view.cpu_after[has_gpu],
-                              view.memory_after[has_gpu], hosts.gpu_free[at], view.need, mix)
+    out[has_gpu] = _gradients(hosts, at, view.free[has_gpu], view.left_after[has_gpu],
+                              hosts.gpu_free[at], view.need, mix)
     return out
 
 
-def _gradients(hosts: Overlay, index: np.ndarray, free: np.ndarray, cpu_after: np.ndarray,
-               memory_after: np.ndarray, gpu_free: np.ndarray, need: np.ndarray,
-               mix: WorkloadMix) -> np.ndarray:
-    """The scores of hosts `index`, whose free amounts are `free` and devices `gpu_free`."""
-    # "before" depends on the host alone: it is kept, with its GPU parts, until the host changes
-    # (both are taken together, so they go stale together)
+def _gradients(hosts: Overlay, index: np.ndarray, free: np.ndarray, left: np.ndarray,
+               gpu_free: np.ndarray, need: np.ndarray, mix: WorkloadMix) -> np.ndarray:
+    """The scores of hosts `index`, whose free amounts are `free` (cpu and memory `left` after
+    placing the instance) and devices `gpu_free`."""
+    # "before" depends on the host alone: it is kept until the host changes, its GPU parts until
+    # its devices change (so a host whose "before" is known has its parts known too)
     kept = hosts.measures
     stale = kept.stale("gpu", index)
     g = int(need[GPU])
@@ -138,22 +142,30 @@ def _gradients(hosts: Overlay, index: np.ndarray, free: np.ndarray, cpu_after: n
             parts = kept.known("gpu parts", index)
         else:
             parts = gpu_parts(devices_after(gpu_free, g, hosts.device_milli), mix)
-        after = from_parts(cpu_after, memory_after, parts, mix)
+        after = from_parts(left[:, CPU], left[:, MEMORY], parts, mix)
     else:
         # the stale hosts' "before" and every host's "after" in one call each: a refresh
-        # typically has one stale host, and the cost is the number of numpy calls, not rows
+        # typically has one stale host, and the cost is the number of numpy calls, not rows.
+        # A host's GPU parts outlive its "before": a reservation without GPUs keeps them
         k = len(stale)
+        stale_parts = kept.stale("gpu parts", index)
         if g <= 0:   # an instance without GPUs leaves the devices as they are: after = before's parts
-            new_parts = gpu_parts(gpu_free[stale], mix)
-            parts = kept.remember("gpu parts", index, stale, new_parts)
+            if stale_parts is not None:
+                kept.remember("gpu parts", index, stale_parts, gpu_parts(gpu_free[stale_parts], mix),
+                              devices_only=True)
+            parts = kept.known("gpu parts", index)
+            new_parts = parts[stale]
         else:
             after_devices = devices_after(gpu_free, g, hosts.device_milli)
-            both = gpu_parts(np.concatenate((gpu_free[stale], after_devices)), mix)
-            new_parts, parts = both[:k], both[k:]
-            kept.remember("gpu parts", index, stale, new_parts)
-        measured = from_parts(np.concatenate((free[stale, CPU], cpu_after)),
-                              np.concatenate((free[stale, MEMORY], memory_after)),
-                              np.concatenate((new_parts, parts)), mix)
+            if stale_parts is None:
+                parts = gpu_parts(after_devices, mix)
+            else:
+                both = gpu_parts(np.concatenate((gpu_free[stale_parts], after_devices)), mix)
+                kept.remember("gpu parts", index, stale_parts, both[:len(stale_parts)], devices_only=True)
+                parts = both[len(stale_parts):]
+            new_parts = kept.known("gpu parts", index[stale])
+        both_left = np.concatenate((free[stale, :MEMORY + 1], left))
+        measured = from_parts(both_left[:, CPU], both_left[:, MEMORY], np.concatenate((new_parts, parts)), mix)
         before = kept.remember("gpu", index, stale, measured[:k])
         after = measured[k:]
     return 0.5 - (after - before) / (2 * hosts.gpu_scale)

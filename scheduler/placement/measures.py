@@ -4,7 +4,9 @@ instance being placed, such as a scorer's "before" (fragmentation.py, scorers.ba
 Computed once per host state and shared by every equivalence class: a scorer asks which of its
 rows are stale, computes those (usually in the same numpy calls as the rows' "after" values, so
 there is no `compute` callback here) and remembers them. A host's values are dropped when its
-state changes (Overlay.reserve and release), all of them when the mix changes.
+state changes (Overlay.reserve and release), all of them when the mix changes. A measure
+remembered with `devices_only=True` reads nothing but the host's GPU devices: a reservation that
+takes no GPU keeps it (most instances of a GPU mix ask for none).
 
 Hosts are row indices of the table; this module knows nothing of plans or views.
 """
@@ -21,6 +23,9 @@ class Measures:
         self.keep = keep
         # name -> (values (hosts, ...), valid (hosts,) bool)
         self.entries: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        # the valid flags of the measures that change with the host's devices alone
+        self.devices_only: list[np.ndarray] = []
+        self.others: list[np.ndarray] = []
 
     def stale(self, name: str, index: np.ndarray) -> np.ndarray | None:
         """Positions in `index` (host indices) of the hosts whose measure `name` must be
@@ -35,24 +40,32 @@ class Measures:
         """The measure `name` of the hosts `index`, none of them stale."""
         return self.entries[name][0][index]
 
-    def remember(self, name: str, index: np.ndarray, stale: np.ndarray, values: np.ndarray) -> np.ndarray:
+    def remember(self, name: str, index: np.ndarray, stale: np.ndarray, values: np.ndarray,
+                 devices_only: bool = False) -> np.ndarray:
         """Store the measure `name` computed for the hosts index[stale]; return it for every
-        host of `index`."""
+        host of `index`. `devices_only`: the measure reads only the host's GPU devices."""
         entry = self.entries.get(name)
         if entry is None:
             entry = self.entries[name] = (np.zeros((self.hosts, *values.shape[1:]), dtype=values.dtype),
                                           np.zeros(self.hosts, dtype=bool))
+            (self.devices_only if devices_only else self.others).append(entry[1])
         store, valid = entry
         hosts = index[stale]
         store[hosts] = values
         valid[hosts] = True
         return values if len(stale) == len(index) else store[index]
 
-    def changed(self, host: int) -> None:
-        """The host's state changed: every measure of it is stale."""
-        for _, valid in self.entries.values():
+    def changed(self, host: int, devices: bool = True) -> None:
+        """The host's state changed: every measure of it is stale, but for those that read only
+        its devices when they did not change (`devices` False)."""
+        for valid in self.others:
             valid[host] = False
+        if devices:
+            for valid in self.devices_only:
+                valid[host] = False
 
     def clear(self) -> None:
         """Everything is stale (the workload mix changed)."""
         self.entries.clear()
+        self.devices_only.clear()
+        self.others.clear()

@@ -47,6 +47,7 @@ class WorkloadMix:
         # the average instance: the proportion in which the mix asks for cpu and memory
         self.mean_cpu = float(self.cpu @ self.weight)
         self.mean_memory = float(self.memory @ self.weight)
+        self.mean_cpu_memory = np.array([self.mean_cpu, self.mean_memory])
 
     @classmethod
     def of(cls, counts: dict[Shape, float], top: int = 64, *,

@@ -41,6 +41,8 @@ class Overlay:
         self.inv_capacity = np.zeros(capacity.shape)
         np.divide(1.0, capacity, out=self.inv_capacity, where=capacity > 0)
         self.no_capacity = (capacity <= 0).astype(np.float64)
+        # cpu and memory capacity, at least 1: what the balance scorer measures a host's leftovers in
+        self.cpu_memory_scale = np.maximum(capacity[:, :2], 1)
         self.gpu_capacity = table.gpu_capacity
         # the GPU scorers' scale: the largest host's GPUs
         self.gpu_scale = int(table.gpu_capacity.sum(axis=1).max(initial=0))
@@ -81,7 +83,7 @@ class Overlay:
         self.allocated[host] += need
         self.free[host] -= need
         self.in_use[host] = 1.0
-        self.measures.changed(host)
+        self.measures.changed(host, devices=need[GPU] > 0)
         return devices
 
     def release(self, host: int, victims: Iterable[Running]) -> None:

@@ -86,14 +86,18 @@ def stranding(view: View) -> np.ndarray | float:
     return 0.5 if g is None else g[:, STRANDED]
 
 
-def stranded_share(cpu_free: np.ndarray, memory_free: np.ndarray, capacity: np.ndarray,
-                   mean_cpu: float, mean_memory: float) -> np.ndarray:
+def stranded_share(left: np.ndarray, scale: np.ndarray, mean: np.ndarray) -> np.ndarray:
     """The share of a host's cpu and memory that average instances of the mix could not use
-    because the other resource runs out first (free cpu beside full memory, or the reverse)."""
-    cpu_free, memory_free = np.maximum(cpu_free, 0), np.maximum(memory_free, 0)
-    units = np.minimum(cpu_free / mean_cpu, memory_free / mean_memory)
-    return ((cpu_free - units * mean_cpu) / np.maximum(capacity[:, CPU], 1)
-            + (memory_free - units * mean_memory) / np.maximum(capacity[:, MEMORY], 1))
+    because the other resource runs out first (free cpu beside full memory, or the reverse).
+    `left` (n, 2): cpu and memory free; `scale` (n, 2): the host's cpu and memory capacity (at
+    least 1); `mean` (2,): the mix's average cpu and memory. Both columns in each call, as the
+    calls are what a refresh of a few rows costs."""
+    left = np.maximum(left, 0)
+    share = left / mean
+    # (two columns, not minimum.reduce over axis 1: that loops per row on a refresh of all hosts)
+    units = np.minimum(share[:, CPU], share[:, MEMORY])
+    rest = (left - units[:, None] * mean) / scale
+    return rest[:, CPU] + rest[:, MEMORY]
 
 
 def balance(view: View) -> np.ndarray | float:
@@ -104,18 +108,16 @@ def balance(view: View) -> np.ndarray | float:
     mix = view.overlay.mix
     if mix is None or mix.mean_cpu <= 0 or mix.mean_memory <= 0:
         return 0.5
-    free, capacity, index = view.free, view.capacity, view.index
-    cpu_after, memory_after = view.cpu_after, view.memory_after
+    index, left, scale = view.index, view.left_after, view.overlay.cpu_memory_scale
     kept = view.overlay.measures   # the "before" of each host, until it changes (measures.py)
     stale = kept.stale("balance", index)
     if stale is None:
         before = kept.known("balance", index)
-        after = stranded_share(cpu_after, memory_after, capacity, mix.mean_cpu, mix.mean_memory)
+        after = stranded_share(left, scale[index], mix.mean_cpu_memory)
     else:   # the stale hosts' "before" and every host's "after" in one call (fewer numpy calls)
         k = len(stale)
-        both = stranded_share(np.concatenate((free[stale, CPU], cpu_after)),
-                              np.concatenate((free[stale, MEMORY], memory_after)),
-                              np.concatenate((capacity[stale], capacity)), mix.mean_cpu, mix.mean_memory)
+        both = stranded_share(np.concatenate((view.free[stale, :MEMORY + 1], left)),
+                              scale[np.concatenate((index[stale], index))], mix.mean_cpu_memory)
         before = kept.remember("balance", index, stale, both[:k])
         after = both[k:]
     return 0.5 - (after - before) / 4

@@ -49,12 +49,16 @@ class View:
         return self.overlay.free[self.rows]
 
     @cached_property
-    def cpu_after(self) -> np.ndarray:      # (n,) cpu left once the instance is placed
-        return self.free[:, CPU] - self.need[CPU]
+    def left_after(self) -> np.ndarray:     # (n, 2) cpu and memory left once the instance is placed
+        return self.free[:, :MEMORY + 1] - self.need[:MEMORY + 1]
 
     @cached_property
-    def memory_after(self) -> np.ndarray:   # (n,) memory left once the instance is placed
-        return self.free[:, MEMORY] - self.need[MEMORY]
+    def cpu_after(self) -> np.ndarray:      # (n,)
+        return self.left_after[:, CPU]
+
+    @cached_property
+    def memory_after(self) -> np.ndarray:   # (n,)
+        return self.left_after[:, MEMORY]
 
     @cached_property
     def used_after(self) -> np.ndarray:
@@ -92,4 +96,4 @@ class View:
         return memo[name]
 
     def __len__(self) -> int:
-        return len(self.capacity)
+        return len(self.free)   # (every refresh gathers it for the fit filters)

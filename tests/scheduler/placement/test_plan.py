@@ -61,6 +61,23 @@ def test_measures_are_kept_until_the_host_changes():
     assert Measures(3, keep=False).stale("m", index).tolist() == [0, 1, 2]
 
 
+def test_a_devices_only_measure_outlives_a_change_that_keeps_the_devices():
+    kept = Measures(2)
+    index = np.arange(2)
+    kept.remember("m", index, index, np.array([1.0, 2.0]))
+    kept.remember("d", index, index, np.array([3, 4]), devices_only=True)
+    kept.changed(0, devices=False)
+    assert kept.stale("m", index).tolist() == [0]
+    assert kept.stale("d", index) is None
+    kept.changed(1)
+    assert kept.stale("m", index).tolist() == [0, 1]
+    assert kept.stale("d", index).tolist() == [1]
+    kept.clear()
+    kept.remember("d", index, index, np.array([3, 4]))   # after clear(), a plain measure
+    kept.changed(0, devices=False)
+    assert kept.stale("d", index).tolist() == [0]
+
+
 def test_a_reservation_or_a_release_makes_the_hosts_measures_stale():
     victim = Running("v", "b", 10, res(cpu=1))
     plan = Plan(table(host("a"), host("b", used=res(cpu=1)), host("c")), EngineConfig(), [victim])
