@@ -19,7 +19,7 @@ import grpc
 
 from packyard import lifecycle
 from packyard.policies import CheckPolicy, RestartPolicy
-from packyard.records import InstanceRecord, ResourceAmounts
+from packyard.records import TERMINAL, InstanceRecord, ResourceAmounts
 from packyard.v1 import agent_pb2
 from scheduler.agents import AgentClients
 from scheduler.convert import to_resources
@@ -148,6 +148,12 @@ class Dispatcher:
         by_node: dict[str, list[str]] = defaultdict(list)
         now = self.clock()
         for r in recs:
+            e = self.state.instances.get(r.id)
+            if e is not None and e.state is not None and e.state.state in TERMINAL:
+                # it ended already: nothing to stop. Told anyway, the agent (which runs nothing
+                # by that id) reported it stopped, and when the job was purged meanwhile that
+                # report put back a state key nobody would ever delete (and its logs stayed)
+                continue
             by_node[r.node].append(r.id)
             self._told[r.id] = now
         for node, ids in by_node.items():

@@ -11,7 +11,7 @@ import pytest
 
 from agent.drivers.container.cgroups import detect, instance_path
 from ctl.local import LocalCluster
-from tests.conftest import searchable_dir
+from tests.conftest import opt_in, searchable_dir
 from tests.conftest import wait_for as poll
 
 pytestmark = [pytest.mark.integration,
@@ -230,6 +230,7 @@ def test_a_restarted_scheduler_loses_no_job(cluster, tmp_path):
     cluster.ctl("stop", "later")
 
 
+@opt_in("a slow proof")
 def test_agents_side_by_side_in_one_network_namespace_keep_to_their_own(request, tmp_path):
     """Two agents in the same namespace (as on one real host): each its own bridge, subnet,
     cgroup subtree and state dir; nothing global collides."""
@@ -384,6 +385,7 @@ def test_an_agent_restarted_during_a_restart_wait_restarts_it_once(cluster, tmp_
     cluster.ctl("stop", "patient")
 
 
+@opt_in("a slow proof")
 def test_a_system_job_runs_on_every_node_including_one_that_joins_and_not_elsewhere_when_one_leaves(
         request, tmp_path):
     """Two agents, then a third joins (its instance running within seconds); it leaves (its
@@ -444,6 +446,7 @@ def rolled(cluster, name, version, states=("successful",), timeout=60):
                     and d["state"] in states and d, timeout=timeout, what=f"deployment of {name} v{version}")
 
 
+@opt_in("a slow proof")
 def test_a_rolling_update_keeps_all_but_max_parallel_running_and_history_says_what_changed(cluster, tmp_path):
     r = submit(cluster, tmp_path, job("roll", count=4, command=["/bin/sleep", "3600"], extra=ROLL % ""),
                "--wait", "--timeout", "60")
@@ -481,6 +484,7 @@ def test_a_rolling_update_keeps_all_but_max_parallel_running_and_history_says_wh
     cluster.ctl("stop", "roll")
 
 
+@opt_in("a slow proof")
 def test_a_version_whose_command_exits_fails_and_is_reverted_automatically(cluster, tmp_path):
     r = submit(cluster, tmp_path, job("flaky", count=3, extra=ROLL % ""), "--wait", "--timeout", "60")
     assert r.returncode == 0, r.stderr
@@ -506,6 +510,7 @@ def test_a_version_whose_command_exits_fails_and_is_reverted_automatically(clust
     cluster.ctl("stop", "flaky")
 
 
+@opt_in("a slow proof")
 def test_a_canary_waits_for_ctl_promote_and_plan_shows_the_change(cluster, tmp_path):
     canary = ROLL % ", canary: 1"
     r = submit(cluster, tmp_path, job("bird", count=2, extra=canary), "--wait", "--timeout", "60")

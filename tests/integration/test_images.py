@@ -14,7 +14,7 @@ import pytest
 
 from ctl.local import LocalCluster
 from tests.agent.images.registry import Throttle, busybox_layer, has, write_layout
-from tests.conftest import searchable_dir
+from tests.conftest import opt_in, searchable_dir
 from tests.conftest import wait_for as poll
 
 pytestmark = [pytest.mark.integration,
@@ -130,6 +130,7 @@ def test_a_missing_tag_fails_through_the_restart_policy_with_the_registrys_reaso
     cluster.ctl("stop", "notag", check=True)
 
 
+@opt_in("a slow proof")
 def test_an_agent_killed_mid_pull_leaves_no_partial_layer_and_the_next_pull_runs_the_right_content(
         cluster, tmp_path, request):
     host = cluster.hosts[0]

@@ -13,7 +13,7 @@ import pytest
 from agent.drivers.container.runc import container_id
 from ctl.local import LocalCluster
 from tests.agent.drivers.test_container_logs import log_files
-from tests.conftest import searchable_dir
+from tests.conftest import opt_in, searchable_dir
 from tests.conftest import wait_for as poll
 
 pytestmark = [pytest.mark.integration,
@@ -127,6 +127,7 @@ def test_ctl_logs_reads_across_rotation_in_order_and_purge_removes_it(cluster, t
     assert not [p for p in rotated if p.exists()] and cluster.ctl("logs", iid).returncode != 0
 
 
+@opt_in("a slow proof")
 def test_the_log_process_outlives_an_agent_restart(cluster, tmp_path):
     iid = run(cluster, tmp_path, "tick", "echo before; while sleep 0.05; do echo tick; done")
     wait_for(lambda: state(cluster, "tick") == "running", what="running")

@@ -17,7 +17,7 @@ import pytest
 
 from agent.drivers.container.runc import container_id
 from ctl.local import LocalCluster
-from tests.conftest import searchable_dir
+from tests.conftest import opt_in, searchable_dir
 from tests.conftest import wait_for as poll
 
 pytestmark = [pytest.mark.integration,
@@ -107,6 +107,7 @@ def test_an_image_in_etcds_data_dir_is_refused(cluster, tmp_path, image):
     stop(cluster, "etcdimg")
 
 
+@opt_in("a slow proof")
 def test_a_symlink_swapped_after_submission_is_not_followed(cluster, tmp_path, image):
     """The image is a symlink in the allowed dir, to a good image when the job is submitted; while
     the job waits for room (pending: another job holds the host's only core) the link is swapped to

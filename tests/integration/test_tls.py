@@ -12,7 +12,7 @@ import pytest
 from ctl.local import LocalCluster
 from packyard import tls
 from packyard.v1 import agent_pb2, agent_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
-from tests.conftest import searchable_dir
+from tests.conftest import opt_in, searchable_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -147,6 +147,7 @@ async def _list_jobs(endpoint: str, identity: tls.Identity | None) -> list[str]:
         await etcd.close()
 
 
+@opt_in("a slow proof")
 async def test_etcd_serves_the_clusters_certificates_only(cluster, foreign, running):
     """The job reached etcd over TLS (the scheduler's client); with the scheduler's certificate we
     read it too. In plaintext, or with another CA's certificate, etcd answers nothing."""

@@ -12,6 +12,7 @@ import pytest
 
 from ctl.local import LocalCluster
 from tests.agent.drivers import vmfixtures as fx
+from tests.conftest import opt_in
 from tests.conftest import wait_for as poll
 
 pytestmark = [pytest.mark.integration, fx.needs_libvirt(),
@@ -162,6 +163,7 @@ def test_profile_is_learned_from_measured_vms_and_used_for_the_next_placement(cl
         cluster.ctl("stop", job)
 
 
+@opt_in("a slow proof")
 def test_a_crashed_vm_is_restarted_in_place_and_its_http_check_reaches_the_guest(cluster, tmp_path, guest):
     # the guest serves /healthz once booted; on TCG a boot takes seconds, so the check tolerates
     # failures while it boots (failures: 60 at 1 s) rather than a grace guessed for this machine

@@ -20,6 +20,7 @@ from agent.drivers.vm import VMDriver, overhead, probe
 from agent.drivers.vm import domain as dom
 from tests.agent.drivers import vmfixtures as fx
 from tests.agent.drivers.vmfixtures import ROOT, needs_libvirt, reachable, wait_for_marker
+from tests.conftest import opt_in
 
 # the session and per-test fixtures of vmfixtures.py (pytest finds fixtures among module attributes)
 libvirt_daemons, guest, probe_choice, vm_node, vm_state_dir = (
@@ -307,6 +308,7 @@ async def test_a_killed_qemu_is_reported(driver, guest):
 
 @pytest.mark.integration
 @needs_libvirt()
+@opt_in("a slow proof")
 async def test_overhead_of_two_guest_sizes(driver, guest):
     """The agent's measurement of QEMU's overhead (RSS minus the guest RAM it backs), on running
     test guests of 256 and 512 MiB: the figures behind the default VM profile."""
