@@ -454,6 +454,12 @@ class InstanceManager:
             await self._report_safely(t.record(STOPPED))
             return
         await self._report_safely(t.record(STARTING, reason="starting again: the agent restarted"))
+        try:
+            # the start the previous process was making may have left parts (a bundle, a mount, a
+            # created container): without this, the start made again fails on them ("already exists")
+            await self.drivers[t.spec.kind].discard(t.spec)
+        except DriverError as e:
+            log.warning("removing what the cut-off start of %s left failed: %s", t.spec.id, e)
         await self._run(t)
 
     async def _restarted_then_followed(self, t: Tracked) -> None:

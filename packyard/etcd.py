@@ -13,6 +13,7 @@ raises EtcdUnavailable. Long-running loops catch that and go on; an API call tur
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -396,24 +397,24 @@ class Etcd:
                 # the request side stays open (closing it would end the watch); written by us, not
                 # fed from a generator, so a call closed under it leaves no task behind
                 call = rpc.WatchStub(client.channel).Watch(metadata=WATCH_METADATA)
-                await call.write(create)
-                async for response in call:
-                    if response.compact_revision:
-                        revision = await _compacted(prefix, response.compact_revision, on_compacted)
-                        break
-                    if response.canceled:
-                        raise etcd_errors.ConnectionFailedError(f"watch canceled: {response.cancel_reason}")
-                    if response.created and broken:
-                        self._answered()
-                        log.info("watch on %s resumed at %s from revision %d", prefix,
-                                 self.current_endpoint, revision)
-                        delay, broken = BACKOFF_FIRST, False
-                    if not response.events:
-                        continue
-                    batch = [Event("delete" if ev.type == 1 else "put", ev.kv.key.decode(),
-                                   ev.kv.value, ev.kv.mod_revision) for ev in response.events]
-                    revision = batch[-1].revision + 1
-                    await handler(batch)
+                async with contextlib.aclosing(_confirmed(call, create, self.attempt)) as responses:
+                    async for response in responses:
+                        if response.compact_revision:
+                            revision = await _compacted(prefix, response.compact_revision, on_compacted)
+                            break
+                        if response.canceled:
+                            raise etcd_errors.ConnectionFailedError(f"watch canceled: {response.cancel_reason}")
+                        if response.created and broken:
+                            self._answered()
+                            log.info("watch on %s resumed at %s from revision %d", prefix,
+                                     self.current_endpoint, revision)
+                            delay, broken = BACKOFF_FIRST, False
+                        if not response.events:
+                            continue
+                        batch = [Event("delete" if ev.type == 1 else "put", ev.kv.key.decode(),
+                                       ev.kv.value, ev.kv.mod_revision) for ev in response.events]
+                        revision = batch[-1].revision + 1
+                        await handler(batch)
             except WatchCompacted:
                 raise
             except (Exception, asyncio.CancelledError) as e:  # stream broken: member gone, or switched
@@ -430,6 +431,20 @@ class Etcd:
                     call.cancel()   # ends the watch on its member too
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
+
+
+async def _confirmed(call, create, within: float):
+    """The watch's responses, once etcd confirmed its creation within `within` seconds. A stream
+    opened while its member was coming back (the whole cluster restarting) could wait for ever with
+    no error, neither written nor answered, and the watch never resumed: a stream not confirmed in
+    time is given up like a broken one (TimeoutError: the member cannot serve), and opened again."""
+    stream = aiter(call)
+    async with asyncio.timeout(within):
+        await call.write(create)
+        first = await anext(stream)
+    yield first
+    async for response in stream:
+        yield response
 
 
 async def _compacted(prefix: str, compact_revision: int, on_compacted) -> int:

@@ -90,6 +90,11 @@ class Driver(Protocol):
     async def recover(self, handle: Handle) -> bool:
         """Reattach after an agent restart; False if the instance is gone."""
 
+    async def discard(self, spec: InstanceSpec) -> None:
+        """Remove what a start of `spec` cut off by the agent's end left behind (no handle was kept
+        for it: files, mounts, a created container or domain, its network), so that the start can be
+        made again from nothing. Nothing to do if it left nothing. Idempotent."""
+
     async def stats(self, handle: Handle) -> Stats:
         """Measured usage, from the cgroup (containers) or libvirt + QEMU process (VMs)."""
 

@@ -223,6 +223,7 @@ async def test_an_agent_restarted_in_the_middle_of_a_start_starts_it_again(world
     assert await second.recover() == (["a"], [])
     running = await state_is(etcd, "a", "running")
     assert driver.started == ["a"] and running.restarts == 0
+    assert driver.discarded == ["a"]     # what the cut-off start may have left was removed first
     assert [h.data.get("unstarted") for _, h in store.saved()] == [None]   # its real handle now
 
 

@@ -18,8 +18,8 @@ from packyard.records import StateRecord
 from packyard.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from tests.conftest import ROOT, eventually
 
-SCHEDULER = "127.0.0.1:17830"
-AGENT = "127.0.0.1:17831"
+SCHEDULER = "127.0.0.1:17846"   # not bench/scale.py's 17830: both may run at once
+AGENT = "127.0.0.1:17847"
 CAPACITY = "cpu=16,memory=64Gi"   # 32 instances of 0.5 cpu per host: 500 need at least 16 hosts
 
 

@@ -2,6 +2,7 @@
 resumes on another member without losing events, a bounded wait while no member answers, and
 compaction reported to the watcher."""
 import asyncio
+import socket
 
 import pytest
 
@@ -191,3 +192,46 @@ async def test_a_tls_cluster_talks_tls_between_members_and_gives_each_identity_i
         finally:
             for client in (scheduler, agent, ctl):
                 await client.close()
+
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    finally:
+        writer.close()
+
+
+async def test_a_watch_opened_while_its_member_comes_back_resumes(etcd, etcd_server):
+    """A member coming back takes connections (its port is open) before it serves them. Seen when
+    a whole cluster came back: a watch opened in that window waited for ever, neither failed nor
+    created, while calls on the same channel worked again, and the scheduler never heard an agent's
+    report again. Here the member is etcd behind a port that serves only after 3 s."""
+    host, port = etcd_server.endpoint.removeprefix("http://").split(":")
+    late = socket.socket()
+    late.bind(("127.0.0.1", 0))
+    late.listen(16)                 # the kernel completes connections; nobody serves them yet
+
+    async def forward(reader, writer):
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+    client = Etcd(f"127.0.0.1:{late.getsockname()[1]}")
+    server = None
+    try:
+        revision = await etcd.put("/packyard/s/a", b"1")
+        task, seen = await collect(client, "/packyard/s/", revision + 1)
+        await asyncio.sleep(3)
+        server = await asyncio.start_server(forward, sock=late)
+        await etcd.put("/packyard/s/b", b"2")
+        await eventually(lambda: seen, timeout=15, what="an event once the member serves")
+        assert [e.key for e in seen] == ["/packyard/s/b"]
+        task.cancel()
+    finally:
+        await client.close()
+        if server is not None:
+            server.close()
+        late.close()

@@ -310,6 +310,18 @@ class ContainerDriver:
         self._forget(handle.id)
         cleanup.done()
 
+    async def discard(self, spec: InstanceSpec) -> None:
+        cid = runc_mod.container_id(spec.id)
+        bundle = self.instances_dir / cid
+        if not bundle.exists():
+            return          # cut off before its parts were made (during a pull, say): none to remove
+        self._cgroups()
+        await self.bridge.ready()
+        # what a start makes, by the names it gives them (all removed idempotently, made or not)
+        await self.destroy(Handle(spec.id, self.name, {
+            "container_id": cid, "bundle": str(bundle), "cgroup": cg.instance_path(self.node, spec.id),
+            "key": instance_key(self.node, spec.id)}))
+
     async def recover(self, handle: Handle) -> bool:
         self._cgroups()
         await self.bridge.ready()

@@ -17,6 +17,7 @@ class FakeDriver:
         self._ends: dict[str, asyncio.Future] = {}
         self._refused: dict[str, list[DriverError]] = {}   # the next starts' failures, in order
         self.started: list[str] = []
+        self.discarded: list[str] = []     # starts cut off by an agent's end, cleaned before made again
         self.exec_results: dict[str, tuple[int, str]] = {}
 
     async def fingerprint(self) -> dict[str, str]:
@@ -55,6 +56,10 @@ class FakeDriver:
         """Test hook: make an instance end as if its process had exited."""
         reason = "OOMKilled" if oom else f"exit status {code}"
         self._ends[instance_id].set_result(ExitResult(exit_code=code, oom_killed=oom, reason=reason))
+
+    async def discard(self, spec: InstanceSpec) -> None:
+        self.discarded.append(spec.id)
+        self._ends.pop(spec.id, None)
 
     async def destroy(self, handle: Handle) -> None:
         self._ends.pop(handle.id, None)

@@ -216,6 +216,15 @@ class VMDriver:
         self.watcher.forget(handle.id)
         cleanup.done()
 
+    async def discard(self, spec: InstanceSpec) -> None:
+        name = dom.domain_name(self.node, spec.id)
+        workdir = self.instances_dir / name
+        if not workdir.exists():
+            return          # cut off before its parts were made: none to remove
+        # a domain libvirt may be running under its name, its dir, its address (destroy: idempotent)
+        await self.destroy(Handle(spec.id, self.name, {
+            "domain": name, "dir": str(workdir), "key": instance_key(self.node, spec.id)}))
+
     async def recover(self, handle: Handle) -> bool:
         await self._connection()
         w = self.watcher.get(handle.id)

@@ -485,6 +485,32 @@ async def test_recover_after_agent_restart(harness):
     assert leftovers(second, handle) == []
 
 
+@pytest.mark.integration
+@needs_root()
+@needs_runc()
+async def test_a_start_cut_off_by_the_agents_end_is_discarded_then_made_again(harness):
+    """The agent died after its start had made the container but before it kept a handle: the
+    restarted agent has only the spec. The start made again must not fail on the parts left."""
+    first = harness.driver
+    cut = await first.start(spec("t.g.0-cut", ["sleep", "1000"]))    # no handle kept for it
+    first.close()
+    second = harness.driver = ContainerDriver(harness.node, harness.state_dir, harness.subnet, runc=RUNC)
+    with pytest.raises(DriverError, match="already exists"):
+        await second.start(spec("t.g.0-cut", ["sleep", "1000"]))
+    await second.discard(spec("t.g.0-cut", ["sleep", "1000"]))
+    assert not alive(cut.data["pid"])
+    # its log process was never known to this agent: it ends by itself at the container's end (EOF),
+    # and is reaped here, as init would reap the orphan of a dead agent
+    log_process = logger_mod.find(logger_mod.LogProcess.from_data(cut.data["logger"]))
+    assert log_process is not None and await logger_mod.ended(log_process, 5)
+    logger_mod.reap(log_process)
+    os.close(log_process)
+    assert leftovers(second, cut) == []
+    await second.discard(spec("t.g.0-cut", ["sleep", "1000"]))        # nothing left: nothing to do
+    again = await harness.start("t.g.0-cut", ["sleep", "1000"])
+    assert alive(again.data["pid"]) and again.data["pid"] != cut.data["pid"]
+
+
 def busybox_image(root: Path, marker: str) -> Path:
     (root / "bin").mkdir(parents=True)
     (root / "bin/busybox").write_bytes(Path("/bin/busybox").read_bytes())

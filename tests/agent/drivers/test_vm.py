@@ -296,6 +296,28 @@ async def test_a_new_driver_adopts_a_running_domain(driver, guest, vm_node, vm_s
 
 @pytest.mark.integration
 @needs_libvirt()
+async def test_a_start_cut_off_by_the_agents_end_is_discarded_then_made_again(driver, guest, vm_node, vm_state_dir):
+    """The agent died after libvirt started the domain but before it kept a handle: the restarted
+    agent has only the spec, and the start made again must not fail on the domain and dir left."""
+    spec = vm_spec(guest)
+    cut = await driver.start(spec)
+    driver.close()
+    again = VMDriver(vm_node, vm_state_dir, subnet=driver.network.pool.subnet.with_prefixlen)
+    try:
+        with pytest.raises(DriverError, match="already exists"):
+            await again.start(spec)
+        await again.discard(spec)
+        assert cut.id not in [i.instance_id for i in await again.domains()]
+        assert not Path(cut.data["dir"]).exists()
+        h = await again.start(spec)
+        assert h.data["pid"] != cut.data["pid"]
+        await again.destroy(h)
+    finally:
+        again.close()
+
+
+@pytest.mark.integration
+@needs_libvirt()
 async def test_a_killed_qemu_is_reported(driver, guest):
     h = await driver.start(vm_spec(guest))
     os.kill(h.data["pid"], signal.SIGKILL)
