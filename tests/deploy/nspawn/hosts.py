@@ -37,6 +37,7 @@ MIRROR = "http://deb.debian.org/debian"
 PACKAGES = ["systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "python3", "python3-venv",
             "python3-apt", "etcd-server", "etcd-client", "runc", "s6", "busybox-static", "kmod", "prometheus",
             "ca-certificates", "golang-github-containers-common"]
+BOOTSTRAP = ["systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "ca-certificates"]
 BRIDGE = "pkyd208"
 SUBNET = "10.213.208"          # ours alone: the bridge is .1, hosts .11, .12, ...
 CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "devices", "freezer")
@@ -55,22 +56,29 @@ def image(log=print) -> Path:
     if (path / "usr/sbin/sshd").exists():
         if not stamp.exists() or stamp.read_text() != wanted:
             log(f"adding packages to {path}")
-            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-            subprocess.run(["chroot", str(path), "apt-get", "update", "-q"], check=True, env=env,
-                           stdout=subprocess.DEVNULL)
-            subprocess.run(["chroot", str(path), "apt-get", "install", "-y", "-q", "--no-install-recommends",
-                            *PACKAGES], check=True, env=env, stdout=subprocess.DEVNULL)
+            _apt_install(path)
             stamp.write_text(wanted)
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
     build = CACHE / f"debian-{RELEASE}-host.build"
     shutil.rmtree(build, ignore_errors=True)
     log(f"debootstrap {RELEASE} into {build} (once; cached)")
-    subprocess.run(["debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES), RELEASE,
+    # debootstrap resolves no virtual package (containers-common depends on container-network-stack,
+    # which one of several packages provides): it lays down a minimal system, apt adds the rest
+    subprocess.run(["debootstrap", "--variant=minbase", "--include=" + ",".join(BOOTSTRAP), RELEASE,
                     str(build), MIRROR], check=True, stdout=subprocess.DEVNULL)
+    _apt_install(build)
     (build / "etc/packyard-test-image").write_text(wanted)
     build.rename(path)
     return path
+
+
+def _apt_install(root: Path) -> None:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["chroot", str(root), "apt-get", "update", "-q"], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run(["chroot", str(root), "apt-get", "install", "-y", "-q", "--no-install-recommends",
+                    *PACKAGES], check=True, env=env, stdout=subprocess.DEVNULL)
 
 
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
