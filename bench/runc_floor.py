@@ -9,7 +9,8 @@ the loop (asyncio subprocesses of runc, stdio to /dev/null):
                 driver), then `runc start` outside it, as the driver does (no network attach);
   run_d:        `runc run -d` under the same slots;
   alone:        the same starts one at a time (create + start): what one costs with nothing beside it.
-Each start's time is from t0 to its `runc start` (or `run -d`) returning; p50/p99 over the count.
+Each start's time is from t0 to its `runc start` (or `run -d`) returning; p50/p99 over the count;
+and the CPU one start cost (the runc processes, and runc init's time in the container's cgroup).
 Every container, mount, cgroup and bundle is removed after each round.
 
     sudo .venv/bin/python bench/runc_floor.py [--count 20] [--rounds 3] [--parallel N]
@@ -20,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import shutil
 import statistics
 import tempfile
@@ -111,6 +113,15 @@ class Floor:
             return xs
         return list(await asyncio.gather(*(one(c, b) for c, b in bundles)))
 
+    def cpu_ms(self, before: float) -> float:
+        """CPU per start of the round just made: the runc processes (this process's reaped
+        children, since `before`) plus what each container's cgroup used (runc init, which
+        compiles the seccomp filter, then exec's a sleep)."""
+        runc = resource.getrusage(resource.RUSAGE_CHILDREN)
+        runc_s = runc.ru_utime + runc.ru_stime - before
+        inits = sum(self.cgroups.usage(cg.instance_path(NODE, cid)).cpu_seconds for cid in self.made)
+        return (runc_s + inits) * 1000 / len(self.made)
+
     async def clean(self) -> None:
         for cid in self.made:
             proc = await asyncio.create_subprocess_exec("runc", "--root", str(self.root), "delete", "-f", cid,
@@ -148,12 +159,15 @@ async def main_async(args) -> None:
             floor.root.mkdir(parents=True)
             for r in range(args.rounds):
                 for mode in ("create_start", "run_d", "alone"):
+                    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
                     try:
                         xs = await floor.burst(mode, args.parallel)
+                        cpu = floor.cpu_ms(ru.ru_utime + ru.ru_stime)
                     finally:
                         await floor.clean()
                     print(json.dumps({"round": r + 1, "mode": mode, "parallel": args.parallel,
-                                      "load": os.getloadavg()[0], **summary(xs)}), flush=True)
+                                      "load": os.getloadavg()[0], **summary(xs),
+                                      "cpu_ms_per_start": round(cpu, 1)}), flush=True)
         finally:
             if floor is not None:
                 await floor.clean()
