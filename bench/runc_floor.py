@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -65,6 +66,7 @@ class Floor:
         for i in range(self.count):
             cid = f"floor-{tag}-{i}"
             bundle = self.work / cid
+            self.made.append(cid)        # cleaned up even if this round fails half way
             rootfs = rootfs_mod.mount_overlay([Path(p) for p in self.lower.split(":")], bundle,
                                               owner=self.owner)
             rel = cg.instance_path(NODE, cid)
@@ -89,7 +91,6 @@ class Floor:
 
     async def burst(self, mode: str, parallel: int) -> list[float]:
         bundles = self.prepare(mode)
-        self.made += [cid for cid, _ in bundles]
         slots = asyncio.Semaphore(parallel)
         t0 = time.perf_counter()
 
@@ -129,7 +130,8 @@ class Floor:
             await proc.wait()
             bundle = self.work / cid
             rootfs_mod.unmount(bundle / "rootfs")
-            self.cgroups.remove(cg.instance_path(NODE, cid))
+            with contextlib.suppress(cg.CgroupError):     # not made if its round failed before it
+                self.cgroups.remove(cg.instance_path(NODE, cid))
             shutil.rmtree(bundle, ignore_errors=True)
         self.made = []
 
