@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from packyard.records import ResourceAmounts
-from scheduler.placement import filters, preempt
+from scheduler.placement import filters, kernel, preempt
 from scheduler.placement.asks import GroupAsk, GroupPlacement, Preemption, Running, Status
 from scheduler.placement.config import EngineConfig
 from scheduler.placement.plan import Plan
@@ -230,6 +230,9 @@ def _candidates(cls: _Class) -> slice | np.ndarray:
 
 def _refresh(plan: Plan, cls: _Class, rows: slice | np.ndarray) -> None:
     """Re-run the dynamic filters and the scorers on `rows` against the plan as it stands."""
+    if (plan.fused is not None and not isinstance(rows, slice) and len(rows) <= kernel.MAX_ROWS
+            and plan.fused.refresh(rows, cls.need, cls.static_ok, cls.floor, cls.score)):
+        return   # a few rows: one compiled call instead of ~150 numpy calls (the same scores, bit for bit)
     view = plan.view(cls.need, rows)
     # the fit filters of cpu, memory and disk in one comparison (a resource not asked for is
     # compared with the lowest integer); _codes runs them one by one when explaining

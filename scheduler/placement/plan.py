@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from packyard.records import ResourceAmounts
+from scheduler.placement import kernel
 from scheduler.placement.asks import Running
 from scheduler.placement.config import EngineConfig
 from scheduler.placement.mix import MixLearner, WorkloadMix
@@ -55,6 +56,9 @@ class Plan:
         self.overlay = Overlay(table, effective_capacity(table.capacity, self.config),
                                given.for_devices(device_milli) if given is not None else None,
                                keep_measures=self.config.incremental)
+        # the refresh of a few rows, compiled (kernel.py); None: numpy only
+        self.fused = kernel.for_plan(self.overlay, [(name, w / total) for name, w in self.config.scorers if w],
+                                     self.config.incremental)
         self.log: list[int] = []
         # (kind, cpu, memory, disk, gpu) of a request -> its reserved amounts under the profiles,
         # and the same as an array
