@@ -152,15 +152,17 @@ def _stranded_share(cpu, memory, scale_cpu, scale_memory, mean_cpu, mean_memory)
 
 
 @_jit
-def _refresh(rows, need, static_ok, floor, device_milli, free, allocated, inv_capacity,
-             no_capacity, in_use, size, scale, gpu_free, gpu_left, gpu_scale, codes, weights,
+def _refresh(rows, need, static_ok, floor, score,
+             device_milli, free, allocated, inv_capacity, no_capacity, in_use, size_cpu_memory,
+             size_gpu, scale, gpu_free, gpu_left, gpu_scale, codes, weights,
              has_mix, balanced_mix, mean_cpu, mean_memory, mix_cpu, mix_memory, mix_gpu, share,
              thresholds, threshold_index, frag_weight, cpu_factor, memory_factor,
-             balance_store, balance_valid, gpu_store, gpu_valid, parts_store, parts_valid, score):
+             balance_store, balance_valid, gpu_store, gpu_valid, parts_store, parts_valid):
     """engine._refresh of `rows` (host indices): -inf where a filter fails, else the weighted
     scores, written into `score`; the hosts' "before" measures kept as the numpy path keeps them."""
     n = len(rows)
     g = need[GPU]
+    size = size_gpu if g > 0 else size_cpu_memory   # scorers.occupied
     ok = np.empty(n, dtype=np.bool_)
     any_gpu = False
     for j in range(n):
@@ -287,59 +289,59 @@ def _refresh(rows, need, static_ok, floor, device_milli, free, allocated, inv_ca
 
 
 class Fused:
-    """The compiled refresh for one Plan: its overlay and its policy's scorers and weights."""
+    """The compiled refresh for one Plan: its overlay and its policy's scorers and weights. The
+    kernel's arguments but the refresh's own are kept (the Overlay changes its arrays in place,
+    never replaces them) and rebuilt when the mix changes, which drops the measures."""
 
     def __init__(self, overlay: Overlay, codes: np.ndarray, weights: np.ndarray):
         self.overlay = overlay
-        self.codes = codes
-        self.weights = weights
+        self.hosts = (overlay.device_milli, overlay.free, overlay.allocated, overlay.inv_capacity,
+                      overlay.no_capacity, overlay.in_use, overlay.size, overlay.size_gpu,
+                      overlay.cpu_memory_scale, overlay.gpu_free, overlay.gpu_left, overlay.gpu_scale,
+                      codes, weights)
+        self.mix: object = self   # (not a mix: the first refresh builds the arguments)
         self.generation = -1
-        self.mix = None
-        self.args: tuple = ()
+        self.args: tuple | None = None
 
-    def _mix_args(self) -> tuple:
-        """The mix's arrays and the measures' stores, as the kernel takes them (rebuilt when the
-        mix changes, which drops the measures)."""
-        hosts = self.overlay
-        mix = hosts.mix
-        kept = hosts.measures
-        if self.args and self.mix is mix and self.generation == kept.generation:
-            return self.args
+    def _arguments(self) -> tuple | None:
+        """The hosts', the mix's and the measures' arguments; None for a mix of more than
+        PAIRWISE_MAX shapes."""
+        mix = self.overlay.mix
+        kept = self.overlay.measures
+        self.mix, self.generation = mix, kept.generation
         if mix is None:
             none_i, none_f = np.zeros(0, dtype=np.int64), np.zeros(0)
             flags = np.zeros(0, dtype=np.bool_)
-            self.args = (False, False, 1.0, 1.0, none_i, none_i, none_i, flags, none_i, none_i, none_f,
-                         0.0, 0.0, none_f, flags, np.zeros((0, 2)), flags, np.zeros((0, 0), dtype=np.int64),
-                         flags)
+            self.args = (*self.hosts, False, False, 1.0, 1.0, none_i, none_i, none_i, flags, none_i, none_i,
+                         none_f, 0.0, 0.0, none_f, flags, np.zeros((0, 2)), flags,
+                         np.zeros((0, 0), dtype=np.int64), flags)
+        elif len(mix.weight) > PAIRWISE_MAX:
+            self.args = None
         else:
             s = len(mix.weight)
             balance = kept.entry("balance", (), np.float64)
             gpu = kept.entry("gpu", (2,), np.float64)
             parts = kept.entry("gpu parts", (1 + 2 * s,), np.int64, devices_only=True)
             dm = mix.device_milli
-            self.args = (True, bool(mix.mean_cpu > 0 and mix.mean_memory > 0), float(mix.mean_cpu),
-                         float(mix.mean_memory), mix.cpu, mix.memory, mix.gpu, mix.share,
-                         mix.thresholds.astype(np.int64), mix.threshold_index.astype(np.int64),
+            self.args = (*self.hosts, True, bool(mix.mean_cpu > 0 and mix.mean_memory > 0),
+                         float(mix.mean_cpu), float(mix.mean_memory), mix.cpu, mix.memory, mix.gpu,
+                         mix.share, mix.thresholds.astype(np.int64), mix.threshold_index.astype(np.int64),
                          mix.frag_weight,
                          dm / mix.cpu_per_gpu if mix.cpu_per_gpu > 0 else 0.0,
                          dm / mix.memory_per_gpu if mix.memory_per_gpu > 0 else 0.0,
                          *balance, *gpu, *parts)
-        self.mix = mix
-        self.generation = kept.generation
         return self.args
 
     def refresh(self, rows: np.ndarray, need: np.ndarray, static_ok: np.ndarray, floor: np.ndarray,
                 score: np.ndarray) -> bool:
         """engine._refresh of `rows` (an int64 array of host indices) into `score`; False (and
         nothing done) for a mix of more than PAIRWISE_MAX shapes."""
-        hosts = self.overlay
-        if hosts.mix is not None and len(hosts.mix.weight) > PAIRWISE_MAX:
+        args = self.args
+        if self.mix is not self.overlay.mix or self.generation != self.overlay.measures.generation:
+            args = self._arguments()
+        if args is None:
             return False
-        _refresh(rows, need, static_ok, floor, hosts.device_milli, hosts.free, hosts.allocated,
-                 hosts.inv_capacity, hosts.no_capacity, hosts.in_use,
-                 hosts.size_gpu if need[GPU] > 0 else hosts.size, hosts.cpu_memory_scale,
-                 hosts.gpu_free, hosts.gpu_left, hosts.gpu_scale, self.codes, self.weights,
-                 *self._mix_args(), score)
+        _refresh(rows, need, static_ok, floor, score, *args)
         return True
 
 
