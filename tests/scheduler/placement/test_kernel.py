@@ -1,4 +1,4 @@
-"""The compiled refresh (kernel.py) against the numpy path it replaces for a few rows: the same
+"""The compiled refresh (kernel.py) against the numpy path it replaces: the same
 scores bit for bit on random hosts (with and without GPUs, partly used devices, overfull hosts,
 hosts without capacity), random instances and mixes, both GPU models, and the same decisions."""
 from __future__ import annotations
@@ -84,9 +84,14 @@ def test_same_scores_bit_for_bit_as_numpy(seed, gpu_model):
         need = random_need(rng)
         a, b = engine._new_class(fused, ask(), need), engine._new_class(reference, ask(), need)
         rows = np.array(sorted(set(rng.integers(0, len(table), size=int(rng.integers(1, 8))).tolist())))
-        # the kernel stores "before" measures that numpy reads next, and the other way round
-        if step % 3 == 2:
+        if step % 3 == 2:   # every host (a new class, a changed mix)
             engine._refresh(fused, a, slice(None))
+            engine._refresh(reference, b, slice(None))
+            assert bits(a.score) == bits(b.score), step
+        if step % 5 == 4:   # numpy stores "before" measures that the kernel reads next
+            fused.fused, kept = None, fused.fused
+            engine._refresh(fused, a, np.arange(len(table)))
+            fused.fused = kept
         engine._refresh(fused, a, rows)
         engine._refresh(reference, b, rows)
         assert bits(a.score[rows]) == bits(b.score[rows]), (step, rows, a.score[rows], b.score[rows])
@@ -156,3 +161,14 @@ def test_a_mix_of_more_shapes_than_one_pairwise_block_is_left_to_numpy():
     engine._refresh(fused, a, np.array([1, 2]))
     engine._refresh(reference, b, np.array([1, 2]))
     assert bits(a.score) == bits(b.score)
+
+
+def test_one_compiled_signature_for_every_plan():
+    """Every call has the argument types of the Plan's first (a refresh of no rows compiles it
+    then, not in a placement): a call of other types would compile again, for seconds."""
+    hosts = [Host("a", ResourceAmounts(8000, 32 * GIB, 0, 2000)), Host("b", ResourceAmounts(8000, 32 * GIB))]
+    for config in (EngineConfig(), EngineConfig(workload_mix=WorkloadMix([(1000, GIB, 500, 1.0)])),
+                   EngineConfig.for_policy("k8s-default"), EngineConfig(gpu_model="pooled")):
+        table = HostTable.from_hosts(hosts, gpu_model=config.gpu_model)
+        place(table, [ask(3, gpu=500), ask(2)], plan=Plan(table, config))
+    assert len(kernel._refresh.signatures) == 1
