@@ -172,3 +172,19 @@ def test_one_compiled_signature_for_every_plan():
         table = HostTable.from_hosts(hosts, gpu_model=config.gpu_model)
         place(table, [ask(3, gpu=500), ask(2)], plan=Plan(table, config))
     assert len(kernel._refresh.signatures) == 1
+
+
+def test_the_temporary_cache_directory_is_the_users_alone(tmp_path, monkeypatch):
+    """The last place the compiled code is cached (package and home not writable): numba's cache
+    files are pickles, so a directory another user could write is not used."""
+    import os
+    import tempfile
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    mine = kernel.private_cache_dir()
+    assert mine is not None and os.stat(mine).st_mode & 0o777 == 0o700
+    os.chmod(mine, 0o777)
+    assert kernel.private_cache_dir() is None
+    os.rmdir(mine)
+    os.symlink(tmp_path / "elsewhere", mine)
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    assert kernel.private_cache_dir() is None
