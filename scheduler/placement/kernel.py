@@ -236,7 +236,8 @@ def _refresh(rows, need, static_ok, floor, score,
                     parts_valid[h] = True
                 parts = parts_store[h]
             else:   # table.devices_after, one host
-                devices[:] = gpu_free[h]
+                for d in range(len(devices)):   # (not devices[:] = ...: its shape check's
+                    devices[d] = gpu_free[h, d]   # error message costs ~2 s more to compile)
                 if g < device_milli:
                     best = -1
                     for d in range(len(devices)):
