@@ -21,6 +21,7 @@ process loads it in ~0.2 s instead of compiling for ~4.5 s (CPU).
 """
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import tempfile
@@ -379,6 +380,11 @@ def for_plan(overlay: Overlay, scorers: Sequence[tuple[str, float]], keep_measur
     # compile (or load from the cache) now, with the argument types of every later call, rather
     # than within the first placement: a refresh of no rows
     n = len(overlay.free)
-    fused.refresh(np.zeros(0, dtype=np.int64), np.zeros(4, dtype=np.int64), np.zeros(n, dtype=bool),
-                  np.zeros(3, dtype=np.int64), np.zeros(n))
+    try:
+        fused.refresh(np.zeros(0, dtype=np.int64), np.zeros(4, dtype=np.int64), np.zeros(n, dtype=bool),
+                      np.zeros(3, dtype=np.int64), np.zeros(n))
+    except Exception:   # numba cannot compile here: numpy decides the same, only slower
+        logging.getLogger(__name__).warning("the compiled refresh is not available, placing with numpy",
+                                            exc_info=True)
+        return None
     return fused
