@@ -142,11 +142,23 @@ def test_same_decisions_as_numpy(gpu_model, gpu_hosts):
     assert sum(len(r.hosts) for r in a) > 300
 
 
-def test_numpy_where_the_kernel_does_not_fuse():
+def test_numpy_where_the_kernel_does_not_fuse(monkeypatch):
     table = HostTable.from_hosts([Host("h", ResourceAmounts(1000, GIB))])
     assert Plan(table, EngineConfig.for_policy("nomad-binpack")).fused is None   # np.power: not fused
     assert Plan(table, EngineConfig(incremental=False)).fused is None   # the reference pipeline
     assert Plan(table, EngineConfig()).fused is not None
+    monkeypatch.setattr(kernel, "COMPILED", False)   # numba not installed
+    assert Plan(table, EngineConfig()).fused is None
+
+
+def test_a_kernel_that_fails_to_compile_leaves_the_plan_to_numpy(monkeypatch, caplog):
+    def broken(*args):
+        raise TypeError("cannot compile here")
+    monkeypatch.setattr(kernel, "_refresh", broken)
+    table = HostTable.from_hosts([Host("h", ResourceAmounts(1000, GIB), attributes={"driver.container": "ok"})])
+    plan = Plan(table, EngineConfig())
+    assert plan.fused is None and "not available" in caplog.text
+    assert place(table, [ask(2)], plan=plan)[0].hosts == ["h", "h"]
 
 
 def test_a_mix_of_more_shapes_than_one_pairwise_block_is_left_to_numpy():
