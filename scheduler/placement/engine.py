@@ -232,7 +232,7 @@ def _candidates(cls: _Class) -> slice | np.ndarray:
 def _refresh(plan: Plan, cls: _Class, rows: slice | np.ndarray) -> None:
     """Re-run the dynamic filters and the scorers on `rows` against the plan as it stands."""
     if plan.fused is not None and plan.fused.refresh(
-            plan.overlay.all_rows if isinstance(rows, slice) else rows, cls.need, cls.static_ok, cls.floor,
+            plan.overlay.all_rows[rows] if isinstance(rows, slice) else rows, cls.need, cls.static_ok, cls.floor,
             cls.score):
         return   # compiled: for a few rows, one call instead of ~150 numpy calls; the same scores
     view = plan.view(cls.need, rows)
