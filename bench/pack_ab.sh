@@ -11,7 +11,10 @@ HERE=$(pwd)
 PY=$HERE/.venv/bin/python
 REV=$1; NODES=$(realpath "$2"); WORK=$(realpath "$3"); RUNS=${4:-3}
 T=$(mktemp -d)
-git archive "$REV" | tar -x -C "$T"
+# the revision's tree apart from run.py: a script's own directory comes first on sys.path, so a
+# tree beside run.py would be imported for both sides (before 2026-12-06 it was: both ran REV)
+mkdir "$T/tree"
+git archive "$REV" | tar -x -C "$T/tree"
 cat > "$T/run.py" <<'PYEOF'
 import atexit, resource, sys
 from scheduler.placement.benchcli import main
@@ -24,11 +27,13 @@ main()
 PYEOF
 for i in $(seq "$RUNS"); do
   for side in "$REV" worktree; do
-    root=$T; [ "$side" = worktree ] && root=$HERE
+    root=$T/tree; [ "$side" = worktree ] && root=$HERE
     out="$T/out.$(echo "$side" | tr -c 'a-zA-Z0-9\n' _).csv"
     cpu=$(cd "$root" && PYTHONPATH=$root $PY "$T/run.py" pack --nodes "$NODES" --workloads "$WORK" \
           --out "$out" 2>&1 >"$T/summary" | tail -1)
     tail -1 "$T/summary" | $PY -c "import json, sys; d = json.load(sys.stdin); print('$side', d['placements_per_s'], d['engine_placements_per_s'], d['unplaced'], d['hosts_used'], 'cpu', '$cpu')"
+    # which tree ran, once (the check that both sides are not the same code)
+    [ "$i" = 1 ] && (cd "$root" && PYTHONPATH=$root $PY -c "import sys; sys.path.pop(0); import scheduler.placement.engine as e; print('  ran', e.__file__)")
   done
   if cmp -s "$T"/out.*.csv; then echo "run $i: same decisions"; else echo "run $i: decisions differ"; fi
 done

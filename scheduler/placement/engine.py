@@ -192,7 +192,8 @@ def _class_for(plan: Plan, ask: GroupAsk, need: np.ndarray) -> _Class:
                 # a host reserved on twice is re-scored once (sorted(set()): np.unique's overhead
                 # is several times that of a few dozen Python ints)
                 rows = np.array(sorted(set(changed)))
-                rows = rows[cls.static_ok[rows] if released else cls.score[rows] != NEG]
+                if plan.fused is None:   # (the compiled refresh's filters reject them for less)
+                    rows = rows[cls.static_ok[rows] if released else cls.score[rows] != NEG]
             if len(rows):
                 _refresh(plan, cls, rows)
     cls.seen = len(plan.log)
@@ -230,6 +231,10 @@ def _candidates(cls: _Class) -> slice | np.ndarray:
 
 def _refresh(plan: Plan, cls: _Class, rows: slice | np.ndarray) -> None:
     """Re-run the dynamic filters and the scorers on `rows` against the plan as it stands."""
+    if plan.fused is not None and plan.fused.refresh(
+            plan.overlay.all_rows[rows] if isinstance(rows, slice) else rows, cls.need, cls.static_ok, cls.floor,
+            cls.score):
+        return   # compiled: for a few rows, one call instead of ~150 numpy calls; the same scores
     view = plan.view(cls.need, rows)
     # the fit filters of cpu, memory and disk in one comparison (a resource not asked for is
     # compared with the lowest integer); _codes runs them one by one when explaining

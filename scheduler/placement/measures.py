@@ -26,6 +26,8 @@ class Measures:
         # the valid flags of the measures that change with the host's devices alone
         self.devices_only: list[np.ndarray] = []
         self.others: list[np.ndarray] = []
+        # how many times everything was dropped: a holder of entry() arrays checks it (kernel.py)
+        self.generation = 0
 
     def stale(self, name: str, index: np.ndarray) -> np.ndarray | None:
         """Positions in `index` (host indices) of the hosts whose measure `name` must be
@@ -40,16 +42,23 @@ class Measures:
         """The measure `name` of the hosts `index`, none of them stale."""
         return self.entries[name][0][index]
 
+    def entry(self, name: str, tail: tuple[int, ...], dtype: type,
+              devices_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The store (hosts, *tail) and valid flags (hosts,) of measure `name`, made empty if
+        there are none yet: for a caller that computes and stores values itself (kernel.py), as
+        remember() would. Valid until clear() (`generation` says when)."""
+        entry = self.entries.get(name)
+        if entry is None:
+            entry = self.entries[name] = (np.zeros((self.hosts, *tail), dtype=dtype),
+                                          np.zeros(self.hosts, dtype=bool))
+            (self.devices_only if devices_only else self.others).append(entry[1])
+        return entry
+
     def remember(self, name: str, index: np.ndarray, stale: np.ndarray, values: np.ndarray,
                  devices_only: bool = False) -> np.ndarray:
         """Store the measure `name` computed for the hosts index[stale]; return it for every
         host of `index`. `devices_only`: the measure reads only the host's GPU devices."""
-        entry = self.entries.get(name)
-        if entry is None:
-            entry = self.entries[name] = (np.zeros((self.hosts, *values.shape[1:]), dtype=values.dtype),
-                                          np.zeros(self.hosts, dtype=bool))
-            (self.devices_only if devices_only else self.others).append(entry[1])
-        store, valid = entry
+        store, valid = self.entry(name, values.shape[1:], values.dtype, devices_only)
         hosts = index[stale]
         store[hosts] = values
         valid[hosts] = True
@@ -67,5 +76,6 @@ class Measures:
     def clear(self) -> None:
         """Everything is stale (the workload mix changed)."""
         self.entries.clear()
+        self.generation += 1
         self.devices_only.clear()
         self.others.clear()

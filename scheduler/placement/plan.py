@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from packyard.records import ResourceAmounts
+from scheduler.placement import kernel
 from scheduler.placement.asks import Running
 from scheduler.placement.config import EngineConfig
 from scheduler.placement.mix import MixLearner, WorkloadMix
@@ -48,13 +49,16 @@ class Plan:
                              f"config's GPU model {self.config.gpu_model!r} in {device_milli}: build it "
                              "with HostTable.from_hosts(hosts, gpu_model=config.gpu_model)")
         total = sum(w for _, w in self.config.scorers)
-        self.weighted = [(REGISTRY[name], w / total) for name, w in self.config.scorers if w]
+        weights = [(name, w / total) for name, w in self.config.scorers if w]
+        self.weighted = [(REGISTRY[name], w) for name, w in weights]
         given = self.config.workload_mix
         self.learner = (MixLearner(device_milli=device_milli)
                         if given is None and self.config.uses_mix() else None)
         self.overlay = Overlay(table, effective_capacity(table.capacity, self.config),
                                given.for_devices(device_milli) if given is not None else None,
                                keep_measures=self.config.incremental)
+        # the engine's refresh, compiled (kernel.py); None: numpy only
+        self.fused = kernel.for_plan(self.overlay, weights, self.config.incremental)
         self.log: list[int] = []
         # (kind, cpu, memory, disk, gpu) of a request -> its reserved amounts under the profiles,
         # and the same as an array
