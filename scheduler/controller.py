@@ -29,6 +29,7 @@ from scheduler.placing import Decision, Placer, Planned
 from scheduler.profiles import LearnerConfig, ProfileLearner
 from scheduler.reconciler import Config as ReconcileConfig
 from scheduler.reconciler import Result, group_hash, reconcile
+from scheduler.rollout_timer import RolloutTimer
 from scheduler.specs import SpecCache
 from scheduler.state import ClusterState, effective_state
 
@@ -59,7 +60,6 @@ class ControllerConfig:
 
 
 # a rollout's periodic look reconciles its whole job: at most this many instances' worth per second
-ROLLOUT_INSTANCES_PER_SECOND = 10_000
 
 
 class NotFound(Exception):
@@ -126,7 +126,7 @@ class Controller:
         self.lock = asyncio.Lock()
         self._stopping = False
         self._timers_at = 0.0
-        self._rollout_seen: dict[str, float] = {}    # when each rolling job was last looked at             # when confirm timeouts and re-sends were last looked at
+        self.rollouts = RolloutTimer(config.tick)    # when rolling jobs are looked at on time alone
         # Placement runs only while leading; without an election (one replica, tests) always.
         self.leadership: Leadership | None = None
         self.leading = True
@@ -192,6 +192,7 @@ class Controller:
         async def relist(compact_revision: int) -> int:
             revision, kvs = await self.etcd.get_prefix(prefix)
             self._dirty |= self.state.reload(prefix, kvs)
+            self.rollouts.forget()
             self.changes.publish({changes.EVERYTHING})
             self.kick()
             return revision + 1
@@ -200,6 +201,10 @@ class Controller:
     async def _on_events(self, batch: list[Event]) -> None:
         for ev in batch:
             self._dirty |= self.state.apply(ev)
+            if ev.key.startswith((keys.STATE, keys.INSTANCES)):
+                # a report dirties no job, yet may move its rollout on (an instance now running
+                # starts its min_healthy_time): what the last look said is due no longer holds
+                self.rollouts.heard(keys.instance_job(keys.last(ev.key)))
         self._observe_usage(batch)
         self.changes.publish(changes.topics_of(ev.key for ev in batch))
         self.kick()
@@ -270,6 +275,7 @@ class Controller:
         ready = set(self.state.nodes) if jobs else set()    # most evaluations reconcile nothing
         for name in jobs:
             result = self.reconcile_job(name, ready, now)
+            self.rollouts.looked(name, result.wake_at, result.deployment or self.state.deployments.get(name))
             if not result.empty:
                 await self.apply(result)
         await self.place_pending(now)
@@ -280,18 +286,9 @@ class Controller:
         await self.save_profiles(now)
 
     def _rollouts_due(self, now: float) -> set[str]:
-        """Jobs whose rollout is looked at again now: time alone moves a rollout on (an instance
-        turns healthy after min_healthy_time), but a look is a reconcile of the whole job, so a
-        big job is looked at less often (50,000 instances: every 5 s, not every tick, which cost
-        a small job placed meanwhile a quarter of a second)."""
-        due, rolling = set(), set(self.state.rolling_out())
-        self._rollout_seen = {j: t for j, t in self._rollout_seen.items() if j in rolling}
-        for job in rolling:
-            every = max(self.config.tick, self.state.instance_count(job) / ROLLOUT_INSTANCES_PER_SECOND)
-            if now - self._rollout_seen.get(job, 0.0) >= every:
-                self._rollout_seen[job] = now
-                due.add(job)
-        return due
+        """Rolling jobs looked at again now: see scheduler/rollout_timer.py."""
+        rolling = {j: self.state.deployments[j] for j in self.state.rolling_out()}
+        return self.rollouts.due(now, rolling, self.state.instance_count)
 
     def reconcile_job(self, name: str, ready: set[str], now: float) -> Result:
         job = self.state.jobs[name]

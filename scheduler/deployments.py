@@ -20,6 +20,7 @@ holds it and the time, which old instances to replace now and the deployment rec
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,6 +51,10 @@ class Step:
     deployment: DeploymentRecord | None = None    # to write (None: unchanged, or no deployment)
     canaries: tuple[Entry, ...] = ()              # old instances to start a canary beside (same slot)
     retire: tuple[Entry, ...] = ()                # old instances to stop, replaced already (a canary)
+    # The earliest time at which time alone can change this step (an instance's min_healthy_time
+    # or healthy_deadline running out, the progress_deadline); None: only events can. Until then a
+    # rollout need not be looked at again unless something happened to the job.
+    wake_at: float | None = None
 
 
 def instance_health(e: Entry, policy: UpdatePolicy, has_check: bool, since: float, now: float) -> tuple[str, str]:
@@ -72,6 +77,19 @@ def instance_health(e: Entry, policy: UpdatePolicy, has_check: bool, since: floa
             why += f" (check failing: {rep.reason})" if rep.reason else " (check failing)"
         return UNHEALTHY, why
     return WAITING, ""
+
+
+def health_changes_at(e: Entry, policy: UpdatePolicy, since: float, now: float) -> float:
+    """For an instance `instance_health` found WAITING at `now`: the earliest time at which it may
+    find otherwise without any new report (min_healthy_time served, or healthy_deadline passed).
+    Early rather than late: a look that finds nothing new is only wasted work."""
+    at = since + policy.healthy_deadline
+    rep = e.state
+    if rep is not None and rep.state == RUNNING:
+        up = (rep.started_at or rep.updated_at) + policy.min_healthy_time
+        if up > now:
+            at = min(at, up)
+    return max(at, now)
 
 
 def step(job: str, version: int, deploy: bool, groups: Sequence[GroupRollout],
@@ -97,13 +115,15 @@ def step(job: str, version: int, deploy: bool, groups: Sequence[GroupRollout],
     retire: list[Entry] = []
     problems: list[str] = []
     in_canary_phase, ready = False, []      # ready: per canary group, its canaries all healthy
+    wake_at: float | None = None
     for g in groups:
         n_healthy = n_unhealthy = in_flight = 0
         for e in g.new:
             if e.id in seen:
                 n_healthy += 1
                 continue
-            health, why = instance_health(e, g.policy, g.has_check, e.record.created_at or dep.started_at, now)
+            since = e.record.created_at or dep.started_at
+            health, why = instance_health(e, g.policy, g.has_check, since, now)
             if health == HEALTHY:
                 healthy.append(e.id)
                 seen.add(e.id)
@@ -114,6 +134,9 @@ def step(job: str, version: int, deploy: bool, groups: Sequence[GroupRollout],
                 if health == UNHEALTHY:
                     n_unhealthy += 1
                     problems.append(f"{e.id} is unhealthy: {why}")
+                else:
+                    at = health_changes_at(e, g.policy, since, now)
+                    wake_at = at if wake_at is None else min(wake_at, at)
         counts[g.name] = {"desired": g.count, "placed": sum(1 for e in g.new if e.record.node),
                           "healthy": n_healthy, "unhealthy": n_unhealthy}
         new_slots = {e.record.index for e in g.new}
@@ -174,7 +197,17 @@ def step(job: str, version: int, deploy: bool, groups: Sequence[GroupRollout],
             state, description = SUCCESSFUL, f"version {version} rolled out"
     new = evolve(dep, state=state, description=description, groups=counts, healthy=healthy[-4096:],
                  progress_at=progress_at, rolling=rolling, target=dep.target or version, promoted=promoted)
-    return Step(tuple(replace), new if new != current else None, tuple(canaries), tuple(retire))
+    if not rolling:
+        wake_at = None                 # ended: time moves nothing on
+    elif deadline:
+        # strictly after: the deadline fails a rollout once `now - progress_at > deadline`
+        at = _just_after(progress_at + deadline)
+        wake_at = at if wake_at is None else min(wake_at, at)
+    return Step(tuple(replace), new if new != current else None, tuple(canaries), tuple(retire), wake_at)
+
+
+def _just_after(t: float) -> float:
+    return math.nextafter(t, math.inf)
 
 
 def rollout_of(dep: DeploymentRecord | None, version: int) -> DeploymentRecord | None:
