@@ -18,7 +18,7 @@ from packyard.etcd import Etcd, EtcdUnavailable, Event
 from packyard.records import TERMINAL, InstanceRecord, JobRecord
 from packyard.spec import JobSpec, load_json
 from packyard.update import update_policy
-from scheduler import changes, metrics, placement, versions
+from scheduler import changes, deployments, metrics, placement, versions
 from scheduler.agents import AgentClients
 from scheduler.caps import Caps
 from scheduler.caps import check as check_caps
@@ -127,6 +127,7 @@ class Controller:
         self._stopping = False
         self._timers_at = 0.0
         self.rollouts = RolloutTimer(config.tick)    # when rolling jobs are looked at on time alone
+        self._min_healthy: dict[str, float] = {}    # rolling jobs: their least min_healthy_time
         # Placement runs only while leading; without an election (one replica, tests) always.
         self.leadership: Leadership | None = None
         self.leading = True
@@ -201,13 +202,25 @@ class Controller:
     async def _on_events(self, batch: list[Event]) -> None:
         for ev in batch:
             self._dirty |= self.state.apply(ev)
-            if ev.key.startswith((keys.STATE, keys.INSTANCES)):
-                # a report dirties no job, yet may move its rollout on (an instance now running
-                # starts its min_healthy_time): what the last look said is due no longer holds
+            if ev.key.startswith(keys.INSTANCES):
                 self.rollouts.heard(keys.instance_job(keys.last(ev.key)))
+            elif ev.key.startswith(keys.STATE):
+                # a report dirties no job, yet may move its rollout on: an instance now running
+                # turns healthy once it has served min_healthy_time
+                self._heard_report(keys.last(ev.key))
         self._observe_usage(batch)
         self.changes.publish(changes.topics_of(ev.key for ev in batch))
         self.kick()
+
+    def _heard_report(self, iid: str) -> None:
+        job = keys.instance_job(iid)
+        min_healthy = self._min_healthy.get(job)
+        if min_healthy is None:
+            self.rollouts.heard(job)
+            return
+        entry = self.state.instances.get(iid)
+        rep = entry.state if entry is not None else None
+        self.rollouts.heard(job, deployments.report_matters_at(rep, min_healthy, self.clock()))
 
     def _observe_usage(self, kvs) -> None:
         for kv in kvs:
@@ -275,7 +288,7 @@ class Controller:
         ready = set(self.state.nodes) if jobs else set()    # most evaluations reconcile nothing
         for name in jobs:
             result = self.reconcile_job(name, ready, now)
-            self.rollouts.looked(name, result.wake_at, result.deployment or self.state.deployments.get(name))
+            self._looked(name, result)
             if not result.empty:
                 await self.apply(result)
         await self.place_pending(now)
@@ -288,7 +301,16 @@ class Controller:
     def _rollouts_due(self, now: float) -> set[str]:
         """Rolling jobs looked at again now: see scheduler/rollout_timer.py."""
         rolling = {j: self.state.deployments[j] for j in self.state.rolling_out()}
+        self._min_healthy = {j: t for j, t in self._min_healthy.items() if j in rolling}
         return self.rollouts.due(now, rolling, self.state.instance_count)
+
+    def _looked(self, name: str, result: Result) -> None:
+        self.rollouts.looked(name, result.wake_at, result.deployment or self.state.deployments.get(name))
+        if result.wake_at is None:
+            self._min_healthy.pop(name, None)
+        else:
+            self._min_healthy[name] = min((update_policy(g.update).min_healthy_time
+                                           for g in self.specs.of(self.state.jobs[name]).groups), default=0.0)
 
     def reconcile_job(self, name: str, ready: set[str], now: float) -> Result:
         job = self.state.jobs[name]

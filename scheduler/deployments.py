@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from packyard.durations import format_duration
 from packyard.policies import UpdatePolicy
-from packyard.records import COMPLETE, RUNNING, TERMINAL, DeploymentRecord, evolve
+from packyard.records import COMPLETE, RUNNING, TERMINAL, DeploymentRecord, StateRecord, evolve
 from scheduler.state import Entry
 
 HEALTHY, UNHEALTHY, WAITING = "healthy", "unhealthy", "waiting"
@@ -90,6 +90,14 @@ def health_changes_at(e: Entry, policy: UpdatePolicy, since: float, now: float) 
         if up > now:
             at = min(at, up)
     return max(at, now)
+
+
+def report_matters_at(rep: StateRecord | None, min_healthy_time: float, now: float) -> float:
+    """When a new report `rep` of an instance can first change its rollout: a first run (no
+    restarts) only once it has served min_healthy_time; anything else at once."""
+    if rep is not None and rep.state == RUNNING and not rep.restarts:
+        return max(now, (rep.started_at or rep.updated_at) + min_healthy_time)
+    return now
 
 
 def step(job: str, version: int, deploy: bool, groups: Sequence[GroupRollout],

@@ -1,9 +1,10 @@
 """When a rolling job is looked at again with no event to say so. Time alone moves a rollout on
 (an instance turns healthy after min_healthy_time, deadlines pass), but a look is a reconcile of
 the whole job: 20,000-100,000 instances for a big job's first deployment. So a job is due only
-  - when its last look said something falls due by now (`Result.wake_at`), or when anything
-    about it was heard since (a report, an instance record, a deployment record other than the
-    one that look left): then what falls due is not known, and it is looked at as before;
+  - when its last look said something falls due by now (`Result.wake_at`), or something heard
+    about it since can matter by now (a report of an instance now running: once it has served
+    min_healthy_time; any other report, an instance record, a deployment record other than the
+    one that look left: at once, and it is looked at as before);
   - and, as before, not more often than its size allows (50,000 instances: every 5 s, not every
     tick, which cost a small job placed meanwhile a quarter of a second).
 """
@@ -28,10 +29,16 @@ class RolloutTimer:
         """`job` was reconciled: nothing falls due before `wake_at` unless something is heard."""
         self._looked[job] = (wake_at, deployment)
 
-    def heard(self, job: str) -> None:
-        """Something about `job` changed that its last look did not see."""
-        if self._looked:
-            self._looked.pop(job, None)
+    def heard(self, job: str, matters_at: float | None = None) -> None:
+        """Something about `job` changed that its last look did not see, which can change what
+        that look decided no sooner than `matters_at` (None: at once, or not known)."""
+        last = self._looked.get(job) if self._looked else None
+        if last is None:
+            return
+        if matters_at is None:
+            del self._looked[job]
+        elif last[0] is None or matters_at < last[0]:
+            self._looked[job] = (matters_at, last[1])
 
     def forget(self) -> None:
         self._looked.clear()

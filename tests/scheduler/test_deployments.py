@@ -275,3 +275,12 @@ def test_nothing_changes_before_the_time_a_rollout_says_it_wakes(count, max_para
             assert [(r.id, r.desired) for r in later.create + later.stop + later.unassign] == \
                 [(r.id, r.desired) for r in now.create + now.stop + now.unassign], (w.now, t)
     assert dep.state == "successful", dep
+
+
+def test_a_report_matters_once_a_first_run_has_served_min_healthy_time_and_anything_else_at_once():
+    running = StateRecord("shop.web.0-2", RUNNING, started_at=100.0, updated_at=101.0)
+    assert deployments.report_matters_at(running, 10.0, now=101.0) == 110.0
+    assert deployments.report_matters_at(running, 10.0, now=120.0) == 120.0
+    assert deployments.report_matters_at(replace(running, restarts=1), 10.0, now=101.0) == 101.0
+    assert deployments.report_matters_at(StateRecord("shop.web.0-2", STOPPED), 10.0, now=101.0) == 101.0
+    assert deployments.report_matters_at(None, 10.0, now=101.0) == 101.0

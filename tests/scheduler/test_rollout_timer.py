@@ -47,3 +47,11 @@ def test_a_big_job_is_still_looked_at_no_more_often_than_its_size_allows():
     timer = RolloutTimer(tick=1.0)
     seen = ticks(timer, {"big": DEP}, 1.0, 21.0, size=lambda job: 50_000)
     assert seen == {"big": [5.0, 10.0, 15.0, 20.0]}
+
+
+def test_a_report_that_matters_later_moves_the_wake_no_further_than_then():
+    timer = RolloutTimer(tick=1.0)
+    timer.looked("big", 30.0, DEP)
+    timer.heard("big", 12.0)                # an instance running since 2 s, min_healthy_time 10 s
+    timer.heard("big", 40.0)                # one that matters later changes nothing
+    assert ticks(timer, {"big": DEP}, 1.0, 13.0) == {"big": [12.0]}
