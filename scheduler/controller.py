@@ -59,9 +59,6 @@ class ControllerConfig:
                               audit_every=self.audit_every, stop_grace=self.stop_grace, tick=self.tick)
 
 
-# a rollout's periodic look reconciles its whole job: at most this many instances' worth per second
-
-
 class NotFound(Exception):
     """The API named a job the cluster does not have."""
 

@@ -83,7 +83,7 @@ def health_changes_at(e: Entry, policy: UpdatePolicy, since: float, now: float) 
     """For an instance `instance_health` found WAITING at `now`: the earliest time at which it may
     find otherwise without any new report (min_healthy_time served, or healthy_deadline passed).
     Early rather than late: a look that finds nothing new is only wasted work."""
-    at = since + policy.healthy_deadline
+    at = _just_after(since + policy.healthy_deadline)   # unhealthy once strictly past it
     rep = e.state
     if rep is not None and rep.state == RUNNING:
         up = (rep.started_at or rep.updated_at) + policy.min_healthy_time
