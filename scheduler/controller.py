@@ -18,7 +18,7 @@ from packyard.etcd import Etcd, EtcdUnavailable, Event
 from packyard.records import TERMINAL, InstanceRecord, JobRecord
 from packyard.spec import JobSpec, load_json
 from packyard.update import update_policy
-from scheduler import changes, metrics, placement, versions
+from scheduler import changes, deployments, metrics, placement, versions
 from scheduler.agents import AgentClients
 from scheduler.caps import Caps
 from scheduler.caps import check as check_caps
@@ -29,6 +29,7 @@ from scheduler.placing import Decision, Placer, Planned
 from scheduler.profiles import LearnerConfig, ProfileLearner
 from scheduler.reconciler import Config as ReconcileConfig
 from scheduler.reconciler import Result, group_hash, reconcile
+from scheduler.rollout_timer import RolloutTimer
 from scheduler.specs import SpecCache
 from scheduler.state import ClusterState, effective_state
 
@@ -56,10 +57,6 @@ class ControllerConfig:
     def dispatch(self) -> DispatchConfig:
         return DispatchConfig(resend_after=self.resend_after, resend_after_accepted=self.resend_after_accepted,
                               audit_every=self.audit_every, stop_grace=self.stop_grace, tick=self.tick)
-
-
-# a rollout's periodic look reconciles its whole job: at most this many instances' worth per second
-ROLLOUT_INSTANCES_PER_SECOND = 10_000
 
 
 class NotFound(Exception):
@@ -126,7 +123,8 @@ class Controller:
         self.lock = asyncio.Lock()
         self._stopping = False
         self._timers_at = 0.0
-        self._rollout_seen: dict[str, float] = {}    # when each rolling job was last looked at             # when confirm timeouts and re-sends were last looked at
+        self.rollouts = RolloutTimer(config.tick)    # when rolling jobs are looked at on time alone
+        self._min_healthy: dict[str, float] = {}    # rolling jobs: their least min_healthy_time
         # Placement runs only while leading; without an election (one replica, tests) always.
         self.leadership: Leadership | None = None
         self.leading = True
@@ -192,6 +190,7 @@ class Controller:
         async def relist(compact_revision: int) -> int:
             revision, kvs = await self.etcd.get_prefix(prefix)
             self._dirty |= self.state.reload(prefix, kvs)
+            self.rollouts.forget()
             self.changes.publish({changes.EVERYTHING})
             self.kick()
             return revision + 1
@@ -200,9 +199,25 @@ class Controller:
     async def _on_events(self, batch: list[Event]) -> None:
         for ev in batch:
             self._dirty |= self.state.apply(ev)
+            if ev.key.startswith(keys.INSTANCES):
+                self.rollouts.heard(keys.instance_job(keys.last(ev.key)))
+            elif ev.key.startswith(keys.STATE):
+                # a report dirties no job, yet may move its rollout on: an instance now running
+                # turns healthy once it has served min_healthy_time
+                self._heard_report(keys.last(ev.key))
         self._observe_usage(batch)
         self.changes.publish(changes.topics_of(ev.key for ev in batch))
         self.kick()
+
+    def _heard_report(self, iid: str) -> None:
+        job = keys.instance_job(iid)
+        min_healthy = self._min_healthy.get(job)
+        if min_healthy is None:
+            self.rollouts.heard(job)
+            return
+        entry = self.state.instances.get(iid)
+        rep = entry.state if entry is not None else None
+        self.rollouts.heard(job, deployments.report_matters_at(rep, min_healthy, self.clock()))
 
     def _observe_usage(self, kvs) -> None:
         for kv in kvs:
@@ -270,6 +285,7 @@ class Controller:
         ready = set(self.state.nodes) if jobs else set()    # most evaluations reconcile nothing
         for name in jobs:
             result = self.reconcile_job(name, ready, now)
+            self._looked(name, result)
             if not result.empty:
                 await self.apply(result)
         await self.place_pending(now)
@@ -280,18 +296,18 @@ class Controller:
         await self.save_profiles(now)
 
     def _rollouts_due(self, now: float) -> set[str]:
-        """Jobs whose rollout is looked at again now: time alone moves a rollout on (an instance
-        turns healthy after min_healthy_time), but a look is a reconcile of the whole job, so a
-        big job is looked at less often (50,000 instances: every 5 s, not every tick, which cost
-        a small job placed meanwhile a quarter of a second)."""
-        due, rolling = set(), set(self.state.rolling_out())
-        self._rollout_seen = {j: t for j, t in self._rollout_seen.items() if j in rolling}
-        for job in rolling:
-            every = max(self.config.tick, self.state.instance_count(job) / ROLLOUT_INSTANCES_PER_SECOND)
-            if now - self._rollout_seen.get(job, 0.0) >= every:
-                self._rollout_seen[job] = now
-                due.add(job)
-        return due
+        """Rolling jobs looked at again now: see scheduler/rollout_timer.py."""
+        rolling = {j: self.state.deployments[j] for j in self.state.rolling_out()}
+        self._min_healthy = {j: t for j, t in self._min_healthy.items() if j in rolling}
+        return self.rollouts.due(now, rolling, self.state.instance_count)
+
+    def _looked(self, name: str, result: Result) -> None:
+        self.rollouts.looked(name, result.wake_at, result.deployment or self.state.deployments.get(name))
+        if result.wake_at is None:
+            self._min_healthy.pop(name, None)
+        else:
+            self._min_healthy[name] = min((update_policy(g.update).min_healthy_time
+                                           for g in self.specs.of(self.state.jobs[name]).groups), default=0.0)
 
     def reconcile_job(self, name: str, ready: set[str], now: float) -> Result:
         job = self.state.jobs[name]

@@ -20,12 +20,13 @@ holds it and the time, which old instances to replace now and the deployment rec
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from packyard.durations import format_duration
 from packyard.policies import UpdatePolicy
-from packyard.records import COMPLETE, RUNNING, TERMINAL, DeploymentRecord, evolve
+from packyard.records import COMPLETE, RUNNING, TERMINAL, DeploymentRecord, StateRecord, evolve
 from scheduler.state import Entry
 
 HEALTHY, UNHEALTHY, WAITING = "healthy", "unhealthy", "waiting"
@@ -50,6 +51,10 @@ class Step:
     deployment: DeploymentRecord | None = None    # to write (None: unchanged, or no deployment)
     canaries: tuple[Entry, ...] = ()              # old instances to start a canary beside (same slot)
     retire: tuple[Entry, ...] = ()                # old instances to stop, replaced already (a canary)
+    # The earliest time at which time alone can change this step (an instance's min_healthy_time
+    # or healthy_deadline running out, the progress_deadline); None: only events can. Until then a
+    # rollout need not be looked at again unless something happened to the job.
+    wake_at: float | None = None
 
 
 def instance_health(e: Entry, policy: UpdatePolicy, has_check: bool, since: float, now: float) -> tuple[str, str]:
@@ -72,6 +77,27 @@ def instance_health(e: Entry, policy: UpdatePolicy, has_check: bool, since: floa
             why += f" (check failing: {rep.reason})" if rep.reason else " (check failing)"
         return UNHEALTHY, why
     return WAITING, ""
+
+
+def health_changes_at(e: Entry, policy: UpdatePolicy, since: float, now: float) -> float:
+    """For an instance `instance_health` found WAITING at `now`: the earliest time at which it may
+    find otherwise without any new report (min_healthy_time served, or healthy_deadline passed).
+    Early rather than late: a look that finds nothing new is only wasted work."""
+    at = _just_after(since + policy.healthy_deadline)   # unhealthy once strictly past it
+    rep = e.state
+    if rep is not None and rep.state == RUNNING:
+        up = (rep.started_at or rep.updated_at) + policy.min_healthy_time
+        if up > now:
+            at = min(at, up)
+    return max(at, now)
+
+
+def report_matters_at(rep: StateRecord | None, min_healthy_time: float, now: float) -> float:
+    """When a new report `rep` of an instance can first change its rollout: a first run (no
+    restarts) only once it has served min_healthy_time; anything else at once."""
+    if rep is not None and rep.state == RUNNING and not rep.restarts:
+        return max(now, (rep.started_at or rep.updated_at) + min_healthy_time)
+    return now
 
 
 def step(job: str, version: int, deploy: bool, groups: Sequence[GroupRollout],
@@ -97,13 +123,15 @@ def step(job: str, version: int, deploy: bool, groups: Sequence[GroupRollout],
     retire: list[Entry] = []
     problems: list[str] = []
     in_canary_phase, ready = False, []      # ready: per canary group, its canaries all healthy
+    wake_at: float | None = None
     for g in groups:
         n_healthy = n_unhealthy = in_flight = 0
         for e in g.new:
             if e.id in seen:
                 n_healthy += 1
                 continue
-            health, why = instance_health(e, g.policy, g.has_check, e.record.created_at or dep.started_at, now)
+            since = e.record.created_at or dep.started_at
+            health, why = instance_health(e, g.policy, g.has_check, since, now)
             if health == HEALTHY:
                 healthy.append(e.id)
                 seen.add(e.id)
@@ -114,6 +142,9 @@ def step(job: str, version: int, deploy: bool, groups: Sequence[GroupRollout],
                 if health == UNHEALTHY:
                     n_unhealthy += 1
                     problems.append(f"{e.id} is unhealthy: {why}")
+                else:
+                    at = health_changes_at(e, g.policy, since, now)
+                    wake_at = at if wake_at is None else min(wake_at, at)
         counts[g.name] = {"desired": g.count, "placed": sum(1 for e in g.new if e.record.node),
                           "healthy": n_healthy, "unhealthy": n_unhealthy}
         new_slots = {e.record.index for e in g.new}
@@ -174,7 +205,17 @@ def step(job: str, version: int, deploy: bool, groups: Sequence[GroupRollout],
             state, description = SUCCESSFUL, f"version {version} rolled out"
     new = evolve(dep, state=state, description=description, groups=counts, healthy=healthy[-4096:],
                  progress_at=progress_at, rolling=rolling, target=dep.target or version, promoted=promoted)
-    return Step(tuple(replace), new if new != current else None, tuple(canaries), tuple(retire))
+    if not rolling:
+        wake_at = None                 # ended: time moves nothing on
+    elif deadline:
+        # strictly after: the deadline fails a rollout once `now - progress_at > deadline`
+        at = _just_after(progress_at + deadline)
+        wake_at = at if wake_at is None else min(wake_at, at)
+    return Step(tuple(replace), new if new != current else None, tuple(canaries), tuple(retire), wake_at)
+
+
+def _just_after(t: float) -> float:
+    return math.nextafter(t, math.inf)
 
 
 def rollout_of(dep: DeploymentRecord | None, version: int) -> DeploymentRecord | None:

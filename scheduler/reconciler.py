@@ -34,6 +34,7 @@ class Result:
     unassign: tuple[InstanceRecord, ...] = ()        # never confirmed: back to pending
     notes: tuple[str, ...] = field(default=())
     deployment: DeploymentRecord | None = None       # the job's rollout, to write (changed)
+    wake_at: float | None = None                     # the rollout's next moment time alone moves it
 
     @property
     def empty(self) -> bool:
@@ -195,7 +196,7 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
                 id=instance_id(job.name, g.name, index, gen), job=job.name, group=g.name,
                 index=index, kind=g.kind, version=job.version, ghash=hashes[g.name]))
     return Result(create=tuple(create), stop=tuple(stop), lost=tuple(lost),
-                  unassign=tuple(unassign), deployment=rollout.deployment)
+                  unassign=tuple(unassign), deployment=rollout.deployment, wake_at=rollout.wake_at)
 
 
 def _nodes_of(group: Group, eligible: Mapping[str, Set[str]] | None, ready_nodes: Set[str]) -> Set[str]:

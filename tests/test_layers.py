@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # through this order, never from a later layer
 SCHEDULER_LAYERS = [
     {"metrics", "unavailable", "embedded_etcd", "placement", "changes"},
-    {"state", "specs", "convert", "agents", "leader", "profiles", "caps"},
+    {"state", "specs", "convert", "agents", "leader", "profiles", "caps", "rollout_timer"},
     {"deployments", "images"},
     {"reconciler"},
     {"placing", "commit", "dispatch", "versions"},

@@ -245,3 +245,42 @@ def test_a_new_instance_failing_mid_rollout_fails_it_before_any_reschedule():
     assert w.deployment.state == "failed" and created == ["shop.web.0-2"]   # no reschedule meanwhile
     w.tick()                                 # the rollout over, the failure is rescheduled as usual
     assert "shop.web.0-3" in w.entries
+
+
+@settings(max_examples=30, deadline=None)
+@given(count=st.integers(1, 6), max_parallel=st.integers(1, 3), min_healthy=st.sampled_from([1, 2, 5]),
+       canary=st.integers(0, 2))
+def test_nothing_changes_before_the_time_a_rollout_says_it_wakes(count, max_parallel, min_healthy, canary):
+    """`wake_at` is when a rollout may next move on time alone: looked at again with nothing new
+    at any moment before it, it decides nothing (so the controller need not look)."""
+    update = {"max_parallel": max_parallel, "min_healthy_time": f"{min_healthy}s",
+              "healthy_deadline": "30s", "progress_deadline": "40s"}
+    if canary:
+        update |= {"canary": canary, "auto_promote": True}
+    w = World(count, update)
+    w.submit(spec_of(2, count, update))
+    for _ in range(200):
+        w.tick(0.5)
+        entries = list(w.entries.values())
+        now = reconcile(w.job, w.spec, entries, w.nodes, w.now, deployment=w.deployment)
+        dep = now.deployment or w.deployment
+        if not dep.rolling:
+            assert now.wake_at is None
+            break
+        assert now.wake_at is not None and now.wake_at > w.now
+        for t in (w.now + (now.wake_at - w.now) / 2, now.wake_at - 1e-6):
+            later = reconcile(w.job, w.spec, entries, w.nodes, t, deployment=dep)
+            # the same decisions as at w.now (not yet applied here), the deployment as it was
+            assert later.deployment is None and later.wake_at == now.wake_at, (w.now, t, later)
+            assert [(r.id, r.desired) for r in later.create + later.stop + later.unassign] == \
+                [(r.id, r.desired) for r in now.create + now.stop + now.unassign], (w.now, t)
+    assert dep.state == "successful", dep
+
+
+def test_a_report_matters_once_a_first_run_has_served_min_healthy_time_and_anything_else_at_once():
+    running = StateRecord("shop.web.0-2", RUNNING, started_at=100.0, updated_at=101.0)
+    assert deployments.report_matters_at(running, 10.0, now=101.0) == 110.0
+    assert deployments.report_matters_at(running, 10.0, now=120.0) == 120.0
+    assert deployments.report_matters_at(replace(running, restarts=1), 10.0, now=101.0) == 101.0
+    assert deployments.report_matters_at(StateRecord("shop.web.0-2", STOPPED), 10.0, now=101.0) == 101.0
+    assert deployments.report_matters_at(None, 10.0, now=101.0) == 101.0

@@ -1,0 +1,57 @@
+"""When a rolling job is looked at again on time alone (scheduler/rollout_timer.py): only once
+its last look said something falls due, or something was heard about it since, and never more
+often than its size allows."""
+from dataclasses import replace
+
+from packyard.records import DeploymentRecord
+from scheduler.rollout_timer import RolloutTimer
+
+DEP = DeploymentRecord(job="big", version=1, target=1, started_at=0.0, progress_at=0.0, rolling=True)
+
+
+def ticks(timer, rolling, start, end, size=lambda job: 10):
+    """The times, one tick apart in [start, end), at which each job was due."""
+    seen: dict[str, list[float]] = {}
+    t = start
+    while t < end:
+        for job in timer.due(t, rolling, size):
+            seen.setdefault(job, []).append(t)
+        t += timer.tick
+    return seen
+
+
+def test_a_rollout_with_nothing_due_is_not_looked_at_every_tick():
+    timer = RolloutTimer(tick=1.0)
+    timer.looked("big", 30.0, DEP)          # its next instance serves its min_healthy_time at 30 s
+    assert ticks(timer, {"big": DEP}, 1.0, 30.0) == {}
+    assert ticks(timer, {"big": DEP}, 30.0, 31.0) == {"big": [30.0]}
+
+
+def test_one_never_looked_at_or_heard_about_since_is_looked_at_as_before():
+    timer = RolloutTimer(tick=1.0)
+    assert ticks(timer, {"big": DEP}, 1.0, 4.0) == {"big": [1.0, 2.0, 3.0]}
+    timer.looked("big", 100.0, DEP)
+    timer.heard("big")                      # a report: an instance may run now
+    assert ticks(timer, {"big": DEP}, 4.0, 5.0) == {"big": [4.0]}
+
+
+def test_a_deployment_record_other_than_the_one_looked_at_makes_it_due():
+    timer = RolloutTimer(tick=1.0)
+    timer.looked("big", None, DEP)          # only an event moves it on
+    assert ticks(timer, {"big": DEP}, 1.0, 5.0) == {}
+    promoted = replace(DEP, promoted=True)  # ctl promote through another replica
+    assert ticks(timer, {"big": promoted}, 5.0, 6.0) == {"big": [5.0]}
+
+
+def test_a_big_job_is_still_looked_at_no_more_often_than_its_size_allows():
+    timer = RolloutTimer(tick=1.0)
+    seen = ticks(timer, {"big": DEP}, 1.0, 21.0, size=lambda job: 50_000)
+    assert seen == {"big": [5.0, 10.0, 15.0, 20.0]}
+
+
+def test_a_report_that_matters_later_moves_the_wake_no_further_than_then():
+    timer = RolloutTimer(tick=1.0)
+    timer.looked("big", 30.0, DEP)
+    timer.heard("big", 12.0)                # an instance running since 2 s, min_healthy_time 10 s
+    timer.heard("big", 40.0)                # one that matters later changes nothing
+    assert ticks(timer, {"big": DEP}, 1.0, 13.0) == {"big": [12.0]}
