@@ -229,10 +229,10 @@ class LocalCluster:
             self.workdir / "logs" / f"{h.name}.log", netns=h.netns or None)
 
     def start_prometheus(self, wait: float = 30.0) -> None:
-        """The real Prometheus server, configured from deploy/prometheus/ to find the agents
-        through the scheduler's /sd/agents."""
+        """The real Prometheus server, configured from ctl/prometheus/ (package data: an installed
+        ctl has no checkout to read) to find the agents through the scheduler's /sd/agents."""
         import urllib.request
-        deploy = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
+        deploy = Path(__file__).resolve().parent / "prometheus"
         conf = self.workdir / "prometheus"
         conf.mkdir(parents=True, exist_ok=True)
         text = (deploy / "prometheus.yml").read_text().replace("127.0.0.1:7071", self.scheduler_metrics)

@@ -25,3 +25,16 @@ def test_every_data_file_of_the_packages_is_package_data():
     missing = [f for f in data
                if not any(f.startswith(d + "/") and fnmatch.fnmatch(f[len(d) + 1:], g) for d, g in declared())]
     assert missing == []
+
+
+def test_the_wheel_carries_the_data(tmp_path):
+    """Built for real: what an installed ctl and agent read at run time is in the wheel."""
+    import sys
+    import zipfile
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    wheel, = tmp_path.glob("packyard-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in ("agent/drivers/container/seccomp-docker.json", "ctl/prometheus/prometheus.yml",
+                   "ctl/prometheus/alerts.yml"):
+        assert needed in names

@@ -85,7 +85,7 @@ def test_prometheus_finds_every_agent_through_the_scheduler(cluster):
 
 
 def test_alert_rules_load():
-    r = subprocess.run(["promtool", "check", "rules", str(ROOT / "deploy/prometheus/alerts.yml")],
+    r = subprocess.run(["promtool", "check", "rules", str(ROOT / "ctl/prometheus/alerts.yml")],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "SUCCESS: 6 rules found" in r.stdout, r.stdout + r.stderr
 

@@ -49,3 +49,15 @@ def test_etcd_member_configuration_renders_for_tls_and_plaintext(tmp_path, tls):
     assert f"ETCD_LISTEN_CLIENT_URLS={scheme}://10.213.99.2:" in rendered
     assert ("ETCD_CLIENT_CERT_AUTH=true" in rendered) == tls
     assert (tmp_path / "urls").read_text().startswith(f"{scheme}://10.213.99.2:")
+
+
+def test_the_files_the_roles_copy_from_this_checkout_exist():
+    """packyard_vars' paths to files of the checkout (relative to the playbook's directory) name real
+    files: a path left behind by a move is found here, not by a 5-minute deploy. (The wheelhouse and
+    the certificates are made by the deploy, so they are not among them.)"""
+    import yaml
+    defaults = yaml.safe_load((ANSIBLE / "roles/packyard_vars/defaults/main.yml").read_text())
+    paths = {k: defaults[k].replace("{{ playbook_dir }}", str(ANSIBLE))
+             for k in ("packyard_alerts_file", "packyard_systemd_dir")}
+    for name, path in paths.items():
+        assert Path(path).exists(), f"{name}: {path}"
