@@ -223,3 +223,20 @@ def test_an_allocated_host_has_less_room():
     asks = [ask(cpu=1500, group="x"), ask(cpu=1500, group="y"), ask(cpu=1500, group="z")]
     got = summary(hosts, asks)
     assert got["lower_bound_lp"] == 2 <= got["hosts_used"]
+
+
+@given(st.integers(1, 4), st.integers(1, 4), st.sampled_from(["cpu", "memory", "gpu"]))
+@settings(max_examples=30, deadline=None)
+def test_items_of_exactly_a_part_of_a_host_fill_it(j, n, resource):
+    """(j + 1) n workloads of exactly 1/(j+1) of a host's cpu, memory or GPU (a share of one
+    device: 1/(j+1) of a 1-GPU host) fill n hosts exactly: the big-item rows count only items
+    *above* a part, and the bound is n, what the engine uses."""
+    part = 60 // (j + 1)   # 60 divides by 2, 3, 4 and 5
+    hosts = table(*[host(f"h{i}", 60_000, 60, gpu=DEVICE if resource == "gpu" else 0)
+                    for i in range(n + 2)])
+    asks = [ask(cpu=part * 1000 if resource == "cpu" else 10,
+                mem_mib=part * 1024 - 1 if resource == "memory" else 1,   # containers add 1 MiB
+                gpu=DEVICE // (j + 1) if resource == "gpu" else 0, group=f"w{i}")
+            for i in range((j + 1) * n)]
+    got = summary(hosts, asks)
+    assert got["lower_bound_lp"] == n == got["hosts_used"]
