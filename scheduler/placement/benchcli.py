@@ -195,6 +195,8 @@ def lp_bound(table: HostTable, plan: Plan, asks: list[GroupAsk], results, reserv
         "lower_bound_lp": hosts,
         "lower_bound_lp_fractional": None if lp.optimum is None else round(lp.optimum, 3),
         "lower_bound_lp_excluded": lp.excluded,
+        "lower_bound_lp_unplaced": lp.unplaced,
+        "lower_bound_lp_unplaced_gpus": lp.unplaced_gpus,
         "lower_bound_lp_seconds": round(lp.seconds, 3),
     }
 

@@ -53,6 +53,7 @@ from scipy.optimize import linprog
 
 from scheduler.placement import filters
 from scheduler.placement.asks import GroupAsk
+from scheduler.placement.gpumodel import ONE_GPU
 from scheduler.placement.table import CPU, DISK, GPU, MEMORY, HostTable
 
 PLAIN = (CPU, MEMORY, DISK)   # amounts that add up on a host; GPUs are devices
@@ -69,6 +70,10 @@ class LPBound:
     classes: int            # workload classes in the LP
     types: int              # host types
     seconds: float          # building and solving
+    # the fewest instances, and GPUs (in whole GPUs), that every placement leaves unplaced: the
+    # excluded ones, and when the LP is infeasible what the LP with a slack per class must leave
+    unplaced: int
+    unplaced_gpus: float
 
 
 def _constraint_key(ask: GroupAsk) -> tuple:
@@ -216,7 +221,7 @@ def lp_lower_bound(table: HostTable, room: np.ndarray, asks: Sequence[GroupAsk],
     refused = np.zeros(len(asks), dtype=bool) if refused is None else np.asarray(refused, dtype=bool)
     counts = np.array([a.count for a in asks], dtype=np.int64)
     if not len(asks):
-        return LPBound(0, 0, None, 0, 0, time.perf_counter() - started)
+        return LPBound(0, 0, None, 0, 0, time.perf_counter() - started, 0, 0.0)
     keys = [_constraint_key(a) for a in asks]
     key_index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
     static = _static_masks(table, asks, keys)                              # (K, N)
@@ -241,11 +246,13 @@ def lp_lower_bound(table: HostTable, room: np.ndarray, asks: Sequence[GroupAsk],
     fits = (most > 0) & type_static[:, cls_key].T & ~bad_gpu[:, None]
     placeable = fits.any(axis=1)
     excluded = int(counts[refused].sum() + demand[~placeable].sum())
+    excluded_gpus = (float(reserved[refused, GPU] @ counts[refused]) +
+                     float(need[~placeable, GPU] @ demand[~placeable])) / ONE_GPU
     keep = placeable & (demand > 0)
     need, demand, most, fits = need[keep], demand[keep], most[keep], fits[keep]
     n_cls = len(need)
     if n_cls == 0:
-        return LPBound(0, excluded, None, 0, n_types, time.perf_counter() - started)
+        return LPBound(0, excluded, None, 0, n_types, time.perf_counter() - started, excluded, excluded_gpus)
 
     # variables: x for every (class, type) that fits, then y per type
     pair_c, pair_t = np.nonzero(fits)
@@ -264,11 +271,24 @@ def lp_lower_bound(table: HostTable, room: np.ndarray, asks: Sequence[GroupAsk],
                              np.column_stack([np.zeros(n_types), per_type.astype(np.float64)])])
     result = linprog(cost, A_ub=a_ub, b_ub=np.zeros(a_ub.shape[0]), A_eq=a_eq, b_eq=demand, bounds=bounds,
                      method="highs")
-    seconds = time.perf_counter() - started
     if result.status == 2:   # infeasible: the rest cannot all be placed, even fractionally
-        return LPBound(n_hosts, excluded, None, n_cls, n_types, seconds)
+        # what every placement leaves out: x + z = n with z >= 0 the instances left out, z's
+        # least sum (instances) and least GPUs
+        a_eq_z = sparse.hstack([a_eq, sparse.identity(n_cls)], format="csr")
+        a_ub_z = sparse.hstack([a_ub, sparse.csr_matrix((a_ub.shape[0], n_cls))], format="csr")
+        bounds_z = np.concatenate([bounds, np.column_stack([np.zeros(n_cls), demand])])
+        left = []
+        for weight in (np.ones(n_cls), need[:, GPU] / ONE_GPU):
+            r = linprog(np.concatenate([np.zeros(n_x + n_types), weight]), A_ub=a_ub_z,
+                        b_ub=np.zeros(a_ub.shape[0]), A_eq=a_eq_z, b_eq=demand, bounds=bounds_z, method="highs")
+            if r.status != 0:
+                raise RuntimeError(f"the LP bound's solver stopped: {r.message}")
+            left.append(max(0.0, float(r.fun) - SLACK * max(1.0, float(r.fun))))
+        return LPBound(n_hosts, excluded, None, n_cls, n_types, time.perf_counter() - started,
+                       excluded + math.ceil(left[0]), excluded_gpus + math.floor(left[1] * 100) / 100)
     if result.status != 0:
         raise RuntimeError(f"the LP bound's solver stopped: {result.message}")
     optimum = float(result.fun)
     hosts = max(0, math.ceil(optimum - SLACK * max(1.0, optimum)))
-    return LPBound(min(hosts, n_hosts), excluded, optimum, n_cls, n_types, seconds)
+    return LPBound(min(hosts, n_hosts), excluded, optimum, n_cls, n_types, time.perf_counter() - started,
+                   excluded, excluded_gpus)
