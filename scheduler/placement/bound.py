@@ -32,7 +32,9 @@ counted as if any host's capacity could take it. Here:
 Workloads that fit on no host (or the engine refused: an error) are left out of the LP and counted
 in `excluded`: no placement places them, so the bound is on the hosts needed by the rest. If the
 rest cannot be placed even fractionally (the LP is infeasible), no placement places them all, and
-the bound is reported as every host, as the capacity bound does ("at most all hosts").
+the bound is reported as every host, as the capacity bound does ("at most all hosts"); two more
+LPs, with a slack z >= 0 per class (x + z = n), then give the fewest workloads and the fewest GPUs
+every placement leaves unplaced (`unplaced`, `unplaced_gpus`; the excluded ones included).
 
 Relaxations, each keeping it a lower bound: distinct hosts, spread and affinities are ignored;
 instances of a class may be split fractionally over types and hosts.
