@@ -2,6 +2,7 @@
 bench/PACKING.md (between the `families` markers) and print it.
 
     python bench/pack_families.py [--seeds 1,2] [--only FAMILIES] [--md bench/PACKING.md] [--cache F.json]
+                                  [--peers-from-md]
 
 `--cache F.json` keeps every peer's cell (not packyard's) by variant and seed, so that measuring
 another version of the engine re-runs packyard alone; delete it when a peer changes.
@@ -10,7 +11,10 @@ Peers: the engine's policies through `packyard-bench pack` (packyard, k8s-defaul
 k8s-mostallocated, nomad-binpack; GPUs as devices) and bench/gpu_peers.py (FGD, best-fit, GPU
 packing, dot-product, offline FFD). Every OUT is validated by bench/pack_check.py (a fault stops
 the run). A cell is `unplaced / hosts used / unallocated GPUs` (the GPUs no placed workload holds);
-LB is the capacity lower bound on hosts (`packyard-bench pack`'s).
+LB is the capacity lower bound on hosts (`packyard-bench pack`'s `lower_bound`), LP the LP
+relaxation's (`lower_bound_lp`, scheduler/placement/bound.py; its optimum in brackets).
+`--peers-from-md` takes the peers' cells from the table already in --md (as they were measured
+then) and re-runs packyard alone: for a change of packyard or of the bounds only.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ VARIANTS = [
     ("mixedhosts", "800 hosts, 4 sizes", families.mixedhosts),
     ("small", "20,000 on 2,000 mixed", families.small),
 ]
+BOUNDS = ("LB", "LP", "LP optimum", "LP seconds")
 BEGIN, END = "<!-- families: begin (bench/pack_families.py) -->", "<!-- families: end -->"
 # --gpu-model pooled (a host's GPUs as one amount, the peers' published model): the engine's
 # policies only (FGD and its baselines place on devices), in a table of its own
@@ -57,16 +62,16 @@ def unallocated(nodes_csv: Path, out_csv: Path) -> float:
 
 
 def run_variant(build, seed: int, tmp: Path, cached: dict | None = None,
-                gpu_model: str = "devices") -> tuple[dict[str, tuple], int]:
-    """Every peer's cell on one case; `cached` (the peers' cells and "LB", from --cache) spares
-    running all but packyard."""
+                gpu_model: str = "devices") -> tuple[dict[str, tuple], dict]:
+    """Every peer's cell on one case and the bounds ("LB", "LP": packyard-bench pack's); `cached`
+    (the peers' cells, from --cache) spares running all but packyard, which gives the bounds."""
     nodes, works = tmp / "nodes.csv", tmp / "work.csv"
     families.write(*build(seed), nodes, works)
     bench = str(Path(sys.executable).with_name("packyard-bench"))
-    cells, bound = {}, 0
+    cells: dict[str, tuple] = {}
+    bounds: dict = {}
     if cached:
-        cells = {peer: tuple(cell) for peer, cell in cached.items() if peer != "LB"}
-        bound = cached["LB"]
+        cells = {peer: tuple(cell) for peer, cell in cached.items() if peer not in BOUNDS}
     for peer in ENGINE + (PEERS if gpu_model == "devices" else []):
         if peer in cells and peer != "packyard":
             continue
@@ -74,7 +79,8 @@ def run_variant(build, seed: int, tmp: Path, cached: dict | None = None,
         if peer in ENGINE:
             s = _run([bench, "pack", "--nodes", str(nodes), "--workloads", str(works), "--out", str(out),
                       "--policy", peer, "--gpu-model", gpu_model])
-            bound = s["lower_bound"]
+            bounds = {"LB": s["lower_bound"], "LP": s["lower_bound_lp"],
+                      "LP optimum": s["lower_bound_lp_fractional"], "LP seconds": s["lower_bound_lp_seconds"]}
         else:
             s = _run([sys.executable, "-m", "bench.gpu_peers", "--nodes", str(nodes), "--workloads", str(works),
                       "--out", str(out), "--policy", peer])
@@ -83,7 +89,29 @@ def run_variant(build, seed: int, tmp: Path, cached: dict | None = None,
         if faults:
             raise SystemExit(f"{peer} seed {seed}: {faults[:3]}")
         cells[peer] = (s["unplaced"], s["hosts_used"], unallocated(nodes, out))
-    return cells, bound
+    return cells, bounds
+
+
+def lp_cell(bounds: dict) -> str:
+    """`242 (241.76)`; without an optimum (infeasible: no placement places every workload that fits
+    a host) the LP reports every host, `1523 (inf.)`."""
+    optimum = bounds["LP optimum"]
+    return f"{bounds['LP']} ({'inf.' if optimum is None else f'{optimum:.2f}'})"
+
+
+def cells_from_table(text: str, begin: str, end: str, peers: list[str], pooled: bool) -> dict:
+    """The --cache form of the rows already between `begin` and `end` of PACKING.md."""
+    if begin not in text or end not in text:
+        return {}
+    lines = text.split(begin, 1)[1].split(end, 1)[0].strip().splitlines()
+    header = [h.strip() for h in lines[0].strip("|").split("|")]
+    out = {}
+    for line in lines[2:]:
+        row = dict(zip(header, (c.strip().strip("*") for c in line.strip("|").split("|")), strict=True))
+        key = f"{row['family']}|{row['variant']}|{row['seed']}" + ("|pooled" if pooled else "")
+        out[key] = {q: [float(v) if "." in v else int(v) for v in row[q].split(" / ")]
+                    for q in peers if q != "packyard" and q in row}
+    return out
 
 
 def main() -> None:
@@ -94,27 +122,31 @@ def main() -> None:
     p.add_argument("--cache", type=Path, help="JSON file keeping the peers' cells between runs")
     p.add_argument("--gpu-model", choices=["devices", "pooled"], default="devices",
                    help="pooled: the engine's policies with a host's GPUs as one amount, its own table")
+    p.add_argument("--peers-from-md", action="store_true",
+                   help="the peers' cells from the table in --md as they are; packyard re-run alone")
     a = p.parse_args()
     pooled = a.gpu_model == "pooled"
     peers = ENGINE if pooled else ENGINE + PEERS
     begin, end = (POOLED_BEGIN, POOLED_END) if pooled else (BEGIN, END)
-    lines = ["| family | variant | seed | LB | " + " | ".join(peers) + " | best online peer |",
-             "| --- | --- | ---: | ---: | " + " | ".join(["---"] * len(peers)) + " | --- |"]
+    lines = ["| family | variant | seed | LB | LP | " + " | ".join(peers) + " | best online peer |",
+             "| --- | --- | ---: | ---: | ---: | " + " | ".join(["---"] * len(peers)) + " | --- |"]
     print("\n".join(lines), flush=True)
     cache = json.loads(a.cache.read_text()) if a.cache and a.cache.exists() else {}
+    if a.peers_from_md:
+        cache = {**cache, **cells_from_table(a.md.read_text(), begin, end, peers, pooled)}
     with tempfile.TemporaryDirectory() as t:
         for family, label, build in VARIANTS:
             if a.only and family not in a.only.split(","):
                 continue
             for seed in (int(x) for x in a.seeds.split(",")):
                 key = f"{family}|{label}|{seed}" + ("|pooled" if pooled else "")
-                cells, bound = run_variant(build, seed, Path(t), cache.get(key), a.gpu_model)
+                cells, bounds = run_variant(build, seed, Path(t), cache.get(key), a.gpu_model)
                 if a.cache:
-                    cache[key] = {"LB": bound, **{q: list(c) for q, c in cells.items() if q != "packyard"}}
+                    cache[key] = {**bounds, **{q: list(c) for q, c in cells.items() if q != "packyard"}}
                     a.cache.write_text(json.dumps(cache, indent=1))
                 online = [q for q in peers if q not in ("packyard", "ffd")]
                 best = min(online, key=lambda q: cells[q][:2])
-                row = (f"| {family} | {label} | {seed} | {bound} | " +
+                row = (f"| {family} | {label} | {seed} | {bounds['LB']} | {lp_cell(bounds)} | " +
                        " | ".join(("**%d / %d / %g**" if q == "packyard" else "%d / %d / %g") % cells[q]
                                   for q in peers) + f" | {best} |")
                 lines.append(row)

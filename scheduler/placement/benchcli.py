@@ -175,7 +175,30 @@ def pack(nodes: Path, workloads: Path, out: Path, policy: str, started: float,
         "placements_per_s": round(len(asks) / total_s) if total_s else 0,
         "engine_placements_per_s": round(len(asks) / engine_s) if engine_s else 0,
     }
+    # after `seconds` is taken: the LP (and importing scipy, ~0.4 s) is not part of the rates
+    summary.update(lp_bound(table, plan, asks, results, reserved))
     return summary
+
+
+def lp_bound(table: HostTable, plan: Plan, asks: list[GroupAsk], results, reserved: np.ndarray) -> dict:
+    """The summary's `lower_bound_lp*` keys (bound.py). With every workload placeable, the LP
+    and the capacity bound bound the same thing (the hosts a placement of all of them needs), so
+    the larger is reported; otherwise the LP's alone, on the placeable ones: the capacity bound
+    counts the rest too, and may exceed what any placement of those uses."""
+    from scheduler.placement.bound import lp_lower_bound  # scipy: imported only once it is needed
+
+    refused = np.array([bool(r.error) for r in results], dtype=bool)
+    room = np.maximum(plan.capacity - table.allocated, 0)
+    lp = lp_lower_bound(table, room, asks, reserved, refused)
+    hosts = max(lp.hosts, lower_bound(table, reserved)) if not lp.excluded else lp.hosts
+    return {
+        "lower_bound_lp": hosts,
+        "lower_bound_lp_fractional": None if lp.optimum is None else round(lp.optimum, 3),
+        "lower_bound_lp_excluded": lp.excluded,
+        "lower_bound_lp_unplaced": lp.unplaced,
+        "lower_bound_lp_unplaced_gpus": lp.unplaced_gpus,
+        "lower_bound_lp_seconds": round(lp.seconds, 3),
+    }
 
 
 def _stranded(plan: Plan, used: np.ndarray) -> float:
