@@ -42,6 +42,9 @@ class Health:
         return Health(FAILING, self.failures + 1, outcome.detail)
 
 
+UNKNOWN_HEALTH = Health()     # before any probe (frozen: one for every instance)
+
+
 def unhealthy(policy: CheckPolicy, health: Health) -> bool:
     return health.failures >= policy.failures
 

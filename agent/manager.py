@@ -13,13 +13,13 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 from agent import checks, logfiles
-from agent.checks import FAILING, Checker, Health, Outcome
+from agent.checks import FAILING, UNKNOWN_HEALTH, Checker, Health, Outcome
 from agent.drivers.base import Driver, DriverError, ExitResult, Handle, InstanceSpec, RestartableError
 from agent.handles import FileHandleStore, HandleStore
 from agent.reporter import Reporter
@@ -38,15 +38,18 @@ class Tracked:
     stopping: bool = False
     grace: float = 10.0
     task: asyncio.Task | None = None
-    started: asyncio.Event = field(default_factory=asyncio.Event)
     # restarts in place (kept in the handle store under BOOK, so a new agent process goes on)
     restarts: int = 0
-    history: list[float] = field(default_factory=list)      # when it was restarted (time.time())
-    events: list[dict] = field(default_factory=list)
+    # when it was restarted (time.time()), and its last events: replaced, never changed in place,
+    # so the empty ones can all be the same () (a simulated host's 100,000 instances: no list each)
+    history: Sequence[float] = ()
+    events: Sequence[dict] = ()
     backoff_until: float = 0.0                              # a restart waits until then
-    wake: asyncio.Event = field(default_factory=asyncio.Event)   # a stop ends the wait
+    # a stop ends the wait; made by the first wait (an Event is ~500 bytes with its deque, and
+    # most instances never wait: a simulated host's 100,000 would hold 50 MB of them)
+    wake: asyncio.Event | None = None
     # its health check, while it runs (reset at each start)
-    health: Health = field(default_factory=Health)
+    health: Health = UNKNOWN_HEALTH
     check_failures: int = 0                                 # failed probes, in all (a metric)
     unhealthy: str = ""          # why the agent killed it, if it did (its check failed, or evicted)
     run: int = 0                                            # which run a checker's news is about
@@ -195,7 +198,6 @@ class InstanceManager:
                 self._forget(t.spec.id)
                 return t.record(STOPPED)
         self._save(t)
-        t.started.set()
         t.started_at = time.time()
         return t.record(RUNNING, address=driver.address(t.handle))
 
@@ -211,15 +213,18 @@ class InstanceManager:
     async def _backoff(self, t: Tracked) -> bool:
         """Wait until t.backoff_until (a stop ends the wait), then count one more restart. False
         if a stop came."""
-        try:
-            await asyncio.wait_for(t.wake.wait(), max(0.0, t.backoff_until - time.time()))
-        except TimeoutError:
-            pass
+        if t.wake is None:
+            t.wake = asyncio.Event()
+        if not t.stopping:             # stopped before the wait began: nothing set the event
+            try:
+                await asyncio.wait_for(t.wake.wait(), max(0.0, t.backoff_until - time.time()))
+            except TimeoutError:
+                pass
         t.backoff_until = 0.0
         if t.stopping:
             return False
         t.restarts += 1
-        t.history.append(time.time())
+        t.history = [*t.history, time.time()]
         return True
 
     def progress(self, instance_id: str, message: str) -> None:
@@ -250,7 +255,7 @@ class InstanceManager:
                     t.run += 1
                     if checking is not None:
                         checking.cancel()
-            cause, t.unhealthy, t.health = t.unhealthy, "", Health()
+            cause, t.unhealthy, t.health = t.unhealthy, "", UNKNOWN_HEALTH
             after = after_exit(t.spec, result, t.stopping, t.history, time.time(), cause)
             log.info("%s ended: %s %s", t.spec.id, after.state, after.message)
             try:
@@ -366,7 +371,8 @@ class InstanceManager:
             if t.stopping:
                 continue
             t.stopping, t.grace = True, grace
-            t.wake.set()                  # a restart waiting: it ends instead
+            if t.wake is not None:
+                t.wake.set()              # a restart waiting: it ends instead
             if t.handle is not None and not t.backoff_until:
                 asyncio.get_running_loop().create_task(self._stop_one(t))
         if unknown:
@@ -410,7 +416,6 @@ class InstanceManager:
                     log.warning("recovering %s failed: %s", spec.id, e)
             if alive:
                 self.instances[spec.id] = t
-                t.started.set()
                 t.started_at = time.time()
                 t.task = loop.create_task(self._follow(t))
                 adopted.append(spec.id)

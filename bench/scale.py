@@ -1,6 +1,6 @@
 """Scale benchmark (issue 7): one job of N instances on H simulated hosts, end to end.
 
-    python bench/scale.py --hosts 1000 --instances 20000 [--profile-scheduler DIR]
+    python bench/scale.py --hosts 1000 --instances 20000 [--profile-scheduler DIR] [--profile-agent DIR]
     python bench/scale.py --table          # 1k/2k/5k hosts x 20k/50k/100k instances
 
 Starts its own etcd (client port 23840), a `packyard-agent --simulate H` process and a scheduler
@@ -217,7 +217,9 @@ async def run_case(args, hosts: int, n: int, work: Path) -> dict:
         await etcd.connect()
         result = {"hosts": hosts, "instances": n,
                   "etcd_keys_per_s": await etcd_write_rate(etcd, min(n, 20000))}
-        procs["agent"] = spawn(["-m", "agent.main", "--etcd", server.endpoint, "--simulate", str(hosts),
+        aprof = ["-m", "cProfile", "-o", str(args.profile_agent / "agent.prof")] \
+            if args.profile_agent else []
+        procs["agent"] = spawn([*aprof, "-m", "agent.main", "--etcd", server.endpoint, "--simulate", str(hosts),
                                 "--node", "sim", "--listen", args.agent_listen,
                                 "--capacity", host_capacity(hosts, n + args.probes),
                                 "--ready-file", str(work / "agent.ready")],
@@ -392,6 +394,8 @@ async def main_async(args) -> None:
         print(table_row(r) if args.table else report(r), flush=True)
     if args.profile_scheduler:
         print_profile(args.profile_scheduler / "scheduler.prof")
+    if args.profile_agent:
+        print_profile(args.profile_agent / "agent.prof")
     for path in sorted(args.py_spy.glob("*.txt")) if args.py_spy else []:
         print(summarise_stacks(path))
 
@@ -416,6 +420,8 @@ def main() -> None:
     p.add_argument("--etcd-port", type=int, default=23840)
     p.add_argument("--scheduler-listen", default="127.0.0.1:17830")
     p.add_argument("--agent-listen", default="127.0.0.1:17831")
+    p.add_argument("--profile-agent", type=Path, default=None,
+                   help="DIR: run the simulated agent under cProfile, print where its time went")
     p.add_argument("--profile-scheduler", type=Path, default=None,
                    help="DIR: run the scheduler under cProfile, print where its time went")
     p.add_argument("--keep", type=Path, default=None, help="DIR: keep each run's logs under DIR/HxN")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from packyard import imageref, records
-from packyard.records import InstanceRecord, ResourceAmounts, evolve
+from packyard.records import NO_ITEMS, InstanceRecord, ResourceAmounts, evolve
 from packyard.spec import Affinity, Constraint, JobSpec
 from scheduler import placement
 from scheduler.images import ImageIndex
@@ -99,7 +99,8 @@ class Placer:
             gpus = result.gpus or [()] * len(result.hosts)
             for entry, host, devices in zip(entries, result.hosts, gpus, strict=False):
                 placed.append(evolve(entry.record, node=host, reserved=reserved, placed_at=now,
-                                     attempts=entry.record.attempts + 1, reason="", gpus=list(devices)))
+                                     attempts=entry.record.attempts + 1, reason="",
+                                     gpus=list(devices) if devices else NO_ITEMS))
             reason = explain(result)
             for entry in entries[len(result.hosts):]:
                 if entry.record.reason != reason:

@@ -101,6 +101,32 @@ async def test_a_stop_during_the_wait_ends_it_without_a_start(world):  # noqa: F
     assert driver.started == ["a"] and not m.is_active("a")
 
 
+async def test_a_stop_before_the_wait_begins_ends_it_too(world):  # noqa: F811
+    """The stop lands while the `starting` report that precedes the wait is being written: the
+    wait (30 s) must not begin at all."""
+    etcd, driver, store, manager = world
+    armed, gate, writing = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    put_many = etcd.put_many
+
+    async def held(items) -> None:     # once armed, the `starting` write waits for the gate
+        items = list(items)
+        if armed.is_set() and any(b'"state":"starting"' in v for _, v in items):
+            writing.set()
+            await gate.wait()
+        await put_many(items)
+    etcd.put_many = held
+    m = manager()
+    await m.start([policy_spec(delay=30.0)])
+    await state_is(etcd, "a", "running")
+    armed.set()
+    driver.exit("a", 1)
+    await asyncio.wait_for(writing.wait(), 2)
+    await m.stop(["a"], grace=1)
+    gate.set()
+    await state_is(etcd, "a", "stopped")
+    assert driver.started == ["a"] and not m.is_active("a")
+
+
 async def test_batch_completes(world):  # noqa: F811
     etcd, driver, store, manager = world
     m = manager()

@@ -121,7 +121,7 @@ def test_system_instances_are_never_rescheduled():
     spec = lifecycle_spec("system")
     r = reconcile(job_record(spec), spec, [failed_on(spec, "n1")], {"n1", "n2"}, now=0)
     # the failure stands on n1; n2 gets an instance of its own (one on every node), not a replacement
-    assert not r.stop and [(c.pinned, c.avoid) for c in r.create] == [("n2", [])]
+    assert not r.stop and [(c.pinned, list(c.avoid)) for c in r.create] == [("n2", [])]
 
 
 def test_stopping_a_job_stops_everything_meant_to_run():

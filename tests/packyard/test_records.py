@@ -1,0 +1,89 @@
+"""packyard.records: a list field left empty is one shared immutable value, never state shared
+between records, and the bytes stored are what they were with a fresh [] per record."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pickle
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from packyard import records
+from packyard.records import NO_ITEMS, InstanceRecord, StateRecord, evolve
+
+LIST_FIELDS = {InstanceRecord: ("gpus", "avoid", "rescheduled_at", "events"), StateRecord: ("events",)}
+
+texts = st.text(max_size=12)
+names = st.text(min_size=1, max_size=12)      # required fields: never empty (dumps leaves "" out)
+numbers = st.one_of(st.integers(-5, 5), st.floats(allow_nan=False, allow_infinity=False), st.booleans())
+items = {"gpus": st.lists(st.integers(0, 64), max_size=4), "avoid": st.lists(texts, max_size=4),
+         "rescheduled_at": st.lists(st.floats(0, 1e9), max_size=4),
+         "events": st.lists(st.fixed_dictionaries({"at": st.floats(0, 1e9), "message": texts}), max_size=3)}
+
+
+@st.composite
+def instance_records(draw) -> InstanceRecord:
+    r = InstanceRecord(id=draw(names), job=draw(names), group=draw(names), index=draw(st.integers(0, 99)),
+                       kind=draw(st.sampled_from(["container", "vm"])), version=draw(st.integers(0, 9)),
+                       node=draw(texts), reason=draw(texts), lost=draw(st.booleans()),
+                       placed_at=draw(numbers), attempts=draw(st.integers(0, 3)),
+                       reserved=draw(st.dictionaries(st.sampled_from(["cpu_milli", "memory_bytes"]),
+                                                     st.integers(0, 1 << 40))))
+    for name in LIST_FIELDS[InstanceRecord]:
+        if draw(st.booleans()):
+            r = evolve(r, **{name: draw(items[name])})
+    return r
+
+
+@st.composite
+def state_records(draw) -> StateRecord:
+    return StateRecord(id=draw(names), state=draw(st.sampled_from(records.STATES)), reason=draw(texts),
+                       exit_code=draw(st.one_of(st.none(), st.integers(-1, 255))), restarts=draw(st.integers(0, 3)),
+                       events=draw(st.one_of(st.just(NO_ITEMS), items["events"])), health=draw(texts))
+
+
+def old_dumps(record) -> bytes:
+    """records.dumps as it was before NO_ITEMS: every list field a list of its own."""
+    data = {k: v for k, v in vars(record).items() if v not in (None, "", {}, [])}
+    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+
+
+def with_fresh_lists(record):
+    return evolve(record, **{n: list(getattr(record, n)) for n in LIST_FIELDS[type(record)]})
+
+
+@given(st.one_of(instance_records(), state_records()))
+def test_the_stored_bytes_are_those_of_a_record_with_lists_of_its_own(record):
+    assert records.dumps(record) == old_dumps(with_fresh_lists(record))
+    back = records.loads(type(record), records.dumps(record))
+    assert records.dumps(back) == records.dumps(record)
+    for name in LIST_FIELDS[type(record)]:
+        assert list(getattr(back, name)) == list(getattr(record, name))
+        # empty when read back is the shared value; filled, a list as it always was
+        assert getattr(back, name) is NO_ITEMS if not getattr(record, name) else type(getattr(back, name)) is list
+
+
+@given(st.sampled_from([(cls, name) for cls, names in LIST_FIELDS.items() for name in names]),
+       st.lists(st.integers(), min_size=1, max_size=3))
+def test_filling_one_records_list_leaves_every_other_record_empty(field, values):
+    cls, name = field
+    make = (lambda i: InstanceRecord(id=f"j.g.{i}-1", job="j", group="g", index=i, kind="container", version=1)) \
+        if cls is InstanceRecord else (lambda i: StateRecord(id=f"j.g.{i}-1", state="running"))
+    a, b = make(0), make(1)
+    changed = evolve(a, **{name: values})
+    assert getattr(changed, name) == values
+    assert getattr(a, name) == () and getattr(b, name) == ()
+    # the shared empty value cannot be filled in place: there is no append to reach another record
+    assert not hasattr(getattr(b, name), "append")
+    # and a record given its own list owns it: changing that list changes no other record
+    own = dataclasses.replace(b, **{name: []})
+    getattr(own, name).append(values[0])
+    assert getattr(make(2), name) == () and getattr(b, name) == ()
+
+
+@given(instance_records())
+def test_records_still_copy_and_pickle(record):
+    assert copy.deepcopy(record) == record
+    assert pickle.loads(pickle.dumps(record)) == record
