@@ -1,0 +1,65 @@
+"""bench/pack_unplaced.py: why unplaced workloads are left out at the end, and the shares' L2 bound."""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.pack_unplaced import breakdown, l2_bins
+from tests.scheduler.placement.test_benchcli import write as _write
+
+WORK = ["name", "cpu_milli", "memory_mib", "kind", "num_gpu", "gpu_milli", "gpu_spec"]
+OUT = ["name", "node", "cpu_milli", "memory_mib", "gpu_milli", "gpus"]
+
+
+def _optimal_bins(sizes: list[int], capacity: int) -> int:
+    """Fewest bins by trying every assignment (tiny cases only)."""
+    n = len(sizes)
+    for bins in range(1, n + 1):
+        for assign in itertools.product(range(bins), repeat=n):
+            load = [0] * bins
+            for s, b in zip(sizes, assign, strict=True):
+                load[b] += s
+            if max(load) <= capacity:
+                return bins
+    return n
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_l2_is_a_lower_bound_at_least_the_volume_bound(seed):
+    rng = np.random.default_rng(seed)
+    sizes = [int(x) for x in rng.integers(50, 1000, size=int(rng.integers(1, 7))) // 10 * 10]
+    bound = l2_bins(np.array(sizes))
+    assert -(-sum(sizes) // 1000) <= bound <= _optimal_bins(sizes, 1000)
+
+
+def test_l2_counts_the_slivers_no_share_fills():
+    # ten shares of 0.81 and ten of 0.3: volume says 11 devices, but no 0.3 fits beside a 0.81,
+    # so ten devices for the 0.81s and three at least for the 0.3s (14 in fact: three a device)
+    assert l2_bins(np.array([810] * 10 + [300] * 10)) == 13
+
+
+def test_each_unplaced_workload_gets_the_first_reason_and_stranded_room_is_taken_once(tmp_path: Path):
+    nodes = _write(tmp_path / "n.csv", ["name", "cpu_milli", "memory_mib", "gpu", "model"],
+                   [["a", 8000, 8192, 2, "T4"], ["b", 8000, 8192, 2, "T4"]])
+    works = _write(tmp_path / "w.csv", WORK, [
+        ["p0", 8000, 1024, "container", 1, 1000, ""],   # a: all its cpu, one GPU, one left free
+        ["p1", 1000, 1024, "container", 1, 900, ""],    # b: 0.9 of device 0
+        ["p2", 1000, 1024, "container", 1, 1000, ""],   # b: device 1
+        ["u0", 1000, 1024, "container", 1, 1000, ""],   # a's free GPU, a's cpu gone: stranded
+        ["u1", 1000, 1024, "container", 1, 1000, ""],   # that GPU explains u0 only: no whole device
+        ["u2", 1000, 1024, "container", 2, 1000, ""],   # no host with 2 free
+        ["u3", 1000, 1024, "container", 1, 500, ""],    # b's 0.1 sliver: too small
+        ["u4", 1000, 1024, "container", 0, 0, ""],      # fits on b
+    ])
+    out = _write(tmp_path / "o.csv", OUT, [
+        ["p0", "a", 8000, 1025, 1000, "0:1000"], ["p1", "b", 1000, 1025, 900, "0:900"],
+        ["p2", "b", 1000, 1025, 1000, "1:1000"], *[[f"u{i}", "", 0, 0, 0, ""] for i in range(5)]])
+    by_shape, by_reason, free = breakdown(nodes, works, out)
+    assert {why: by_reason[why, "n"] for why, key in by_reason if key == "n"} == {
+        "stranded": 1, "no whole devices": 2, "slivers": 1, "fits": 1}
+    assert by_reason["no whole devices", "gpus"] == 3.0
+    assert free == {"free whole": 1.0, "free in part-used": 0.1, "free whole, host < 4 cores or 16 GiB": 1.0}
+    assert by_shape[("1", "whole", "<= 4"), "n"] == 2
