@@ -20,7 +20,9 @@ largest seen), is stopped at the end by the first of:
 Last, the shares' forced loss: Martello and Toth's bound L2 on the devices the stream's shares
 need however they are packed; if every share is placed (an online placer places what fits when
 it comes, and the shares come all along the stream) the whole GPUs left out are at least the
-whole GPUs asked minus the devices the shares leave.
+whole GPUs asked minus the devices the shares leave. The same with the devices an online best fit
+takes for the shares in arrival order (each on the fullest device that holds it, a new one only
+when none does; cpu and memory ignored): what placing every share as it comes, that well, leaves.
 
 A placer never frees what it reserved, so what stops a workload at the end stopped it when it
 came, or something did then that is worse now.
@@ -134,17 +136,35 @@ def l2_bins(sizes: np.ndarray, capacity: int = ONE_GPU) -> int:
     return best
 
 
+def best_fit_bins(sizes: np.ndarray, capacity: int = ONE_GPU) -> int:
+    """The bins online best fit opens for `sizes` in their order."""
+    gaps = Counter()   # open bins by room left (0 < room < capacity)
+    opened = 0
+    for s in (int(x) for x in sizes):
+        room = min((g for g, n in gaps.items() if n and g >= s), default=capacity)
+        if room == capacity:
+            opened += 1
+        else:
+            gaps[room] -= 1
+        if room > s:
+            gaps[room - s] += 1
+    return opened
+
+
 def forced(nodes_csv: Path, works_csv: Path) -> dict[str, float]:
-    """The shares' devices (L2) and the whole GPUs every placement that places all shares leaves out."""
+    """The shares' devices (L2; and online best fit's) and the whole GPUs left out when every share
+    is placed on that many devices."""
     devices = sum(int(n["gpu"] or 0) for n in _rows(nodes_csv))
     works = _rows(works_csv)
     shares = np.array([int(w["gpu_milli"]) for w in works
                        if int(w["num_gpu"] or 0) == 1 and 0 < int(w["gpu_milli"] or 0) < ONE_GPU])
     whole = sum(int(w["num_gpu"] or 0) for w in works if int(w["gpu_milli"] or 0) >= ONE_GPU)
-    need = l2_bins(shares)
+    need, online = l2_bins(shares), best_fit_bins(shares)
     return {"devices": devices, "shares": len(shares), "share GPUs": shares.sum() / ONE_GPU,
             "share devices (L2)": need, "whole GPUs asked": whole,
-            "whole GPUs out if every share placed": max(0, whole - (devices - need))}
+            "whole GPUs out if every share placed": max(0, whole - (devices - need)),
+            "share devices (online best fit)": online,
+            "whole GPUs out, online best fit": max(0, whole - (devices - online))}
 
 
 def gpus_of(w: dict[str, str]) -> float:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.pack_unplaced import breakdown, l2_bins
+from bench.pack_unplaced import best_fit_bins, breakdown, l2_bins
 from tests.scheduler.placement.test_benchcli import write as _write
 
 WORK = ["name", "cpu_milli", "memory_mib", "kind", "num_gpu", "gpu_milli", "gpu_spec"]
@@ -33,6 +33,25 @@ def test_l2_is_a_lower_bound_at_least_the_volume_bound(seed):
     sizes = [int(x) for x in rng.integers(50, 1000, size=int(rng.integers(1, 7))) // 10 * 10]
     bound = l2_bins(np.array(sizes))
     assert -(-sum(sizes) // 1000) <= bound <= _optimal_bins(sizes, 1000)
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_online_best_fit_opens_no_fewer_than_l2_and_fills_each_bin_it_leaves(seed):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 100, size=int(rng.integers(1, 60))) * 10
+    opened = best_fit_bins(sizes)
+    assert l2_bins(sizes) <= opened <= len(sizes)
+    # at most one bin is half empty or more (best fit opens a bin only for what fits in none)
+    assert opened <= 2 * -(-int(sizes.sum()) // 1000) or opened == len(sizes)
+
+
+def test_online_best_fit_goes_to_the_fullest_bin_that_holds_it():
+    # 0.3 joins 0.6, 0.1 fills the bin
+    assert best_fit_bins(np.array([600, 300, 100])) == 1
+    # 0.7, then 0.5 in a second bin; 0.3 beside 0.7 (the fullest that holds it), 0.5 beside 0.5
+    assert best_fit_bins(np.array([700, 500, 300, 500])) == 2
+    # first fit would put 0.2 beside 0.5 (the first bin); best fit beside 0.7, leaving 0.5 room for 0.5
+    assert best_fit_bins(np.array([500, 700, 200, 500])) == 2
 
 
 def test_l2_counts_the_slivers_no_share_fills():
