@@ -17,12 +17,13 @@ largest seen), is stopped at the end by the first of:
 - `cpu/memory`: a workload without GPUs that no host has the cpu and memory for;
 - `fits`: it would fit at the end (a placer that left out something it could place later).
 
-Last, the shares' forced loss: Martello and Toth's bound L2 on the devices the stream's shares
-need however they are packed; if every share is placed (an online placer places what fits when
-it comes, and the shares come all along the stream) the whole GPUs left out are at least the
-whole GPUs asked minus the devices the shares leave. The same with the devices an online best fit
-takes for the shares in arrival order (each on the fullest device that holds it, a new one only
-when none does; cpu and memory ignored): what placing every share as it comes, that well, leaves.
+Last, the shares' forced loss: the devices the stream's shares need however they are packed
+(Martello and Toth's bound L2, and Gilmore and Gomory's pattern LP, the tighter); if every share
+is placed (an online placer places what fits when it comes, and the shares come all along the
+stream) the whole GPUs left out are at least the whole GPUs asked minus the devices the shares
+leave. The same for offline first fit decreasing and for an online best fit in arrival order
+(each share on the fullest device that holds it, a new one only when none does; cpu and memory
+ignored): what placing every share as it comes, that well, leaves.
 
 A placer never frees what it reserved, so what stops a workload at the end stopped it when it
 came, or something did then that is worse now.
@@ -35,6 +36,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
+from scipy.optimize import linprog
 
 ONE_GPU = 1000
 REASONS = ("no whole devices", "no whole devices (split)", "slivers", "stranded", "cpu/memory", "fits")
@@ -151,20 +153,66 @@ def best_fit_bins(sizes: np.ndarray, capacity: int = ONE_GPU) -> int:
     return opened
 
 
+def pattern_bins(sizes: np.ndarray, capacity: int = ONE_GPU, most: int = 200_000) -> int | None:
+    """Gilmore and Gomory's LP bound on bins: the fewest bins, fractionally, over the ways to fill
+    one bin (patterns, each no more than it can hold nor more of a size than there are), rounded
+    up; far tighter than L2 where few sizes mix. None if there are more than `most` patterns."""
+    values, counts = np.unique(np.asarray(sizes, dtype=np.int64), return_counts=True)
+    values, counts = values[::-1], counts[::-1]
+    patterns: list[tuple[int, ...]] = []
+
+    def fill(i: int, room: int, taken: list[int]) -> None:
+        if len(patterns) > most:
+            return
+        if i == len(values):   # only patterns that take every size still fitting (maximal)
+            if all(v > room or taken[j] >= counts[j] for j, v in enumerate(values)):
+                patterns.append(tuple(taken))
+            return
+        for k in range(min(room // int(values[i]), int(counts[i])), -1, -1):
+            taken[i] = k
+            fill(i + 1, room - k * int(values[i]), taken)
+        taken[i] = 0
+
+    if len(values) == 0:
+        return 0
+    fill(0, capacity, [0] * len(values))
+    if len(patterns) > most:
+        return None
+    a = np.array(patterns, dtype=np.float64).T
+    result = linprog(np.ones(a.shape[1]), A_ub=-a, b_ub=-counts.astype(np.float64), bounds=(0, None),
+                     method="highs")
+    return int(np.ceil(result.fun - 1e-6 * max(1.0, result.fun)))
+
+
+def ffd_bins(sizes: np.ndarray, capacity: int = ONE_GPU) -> int:
+    """The bins offline first fit decreasing opens (sorted, each in the first bin that holds it)."""
+    rooms: list[int] = []
+    for s in sorted((int(x) for x in sizes), reverse=True):
+        at = next((i for i, r in enumerate(rooms) if r >= s), None)
+        if at is None:
+            rooms.append(capacity - s)
+        else:
+            rooms[at] -= s
+    return len(rooms)
+
+
 def forced(nodes_csv: Path, works_csv: Path) -> dict[str, float]:
-    """The shares' devices (L2; and online best fit's) and the whole GPUs left out when every share
-    is placed on that many devices."""
+    """The devices the shares need (bounds: L2, the pattern LP; offline first fit decreasing;
+    online best fit in arrival order) and the whole GPUs left out when every share is placed on
+    that many."""
     devices = sum(int(n["gpu"] or 0) for n in _rows(nodes_csv))
     works = _rows(works_csv)
     shares = np.array([int(w["gpu_milli"]) for w in works
                        if int(w["num_gpu"] or 0) == 1 and 0 < int(w["gpu_milli"] or 0) < ONE_GPU])
     whole = sum(int(w["num_gpu"] or 0) for w in works if int(w["gpu_milli"] or 0) >= ONE_GPU)
-    need, online = l2_bins(shares), best_fit_bins(shares)
-    return {"devices": devices, "shares": len(shares), "share GPUs": shares.sum() / ONE_GPU,
-            "share devices (L2)": need, "whole GPUs asked": whole,
-            "whole GPUs out if every share placed": max(0, whole - (devices - need)),
-            "share devices (online best fit)": online,
-            "whole GPUs out, online best fit": max(0, whole - (devices - online))}
+    out: dict[str, float] = {"devices": devices, "shares": len(shares), "share GPUs": shares.sum() / ONE_GPU,
+                             "whole GPUs asked": whole}
+    for label, bins in (("L2", l2_bins(shares)), ("pattern LP", pattern_bins(shares)),
+                        ("offline FFD", ffd_bins(shares)), ("online best fit", best_fit_bins(shares))):
+        if bins is not None:
+            out[f"share devices ({label})"] = bins
+            out[f"whole GPUs out ({label})"] = max(0, whole - (devices - bins))
+    return out
 
 
 def gpus_of(w: dict[str, str]) -> float:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.pack_unplaced import best_fit_bins, breakdown, l2_bins
+from bench.pack_unplaced import best_fit_bins, breakdown, ffd_bins, l2_bins, pattern_bins
 from tests.scheduler.placement.test_benchcli import write as _write
 
 WORK = ["name", "cpu_milli", "memory_mib", "kind", "num_gpu", "gpu_milli", "gpu_spec"]
@@ -28,11 +28,12 @@ def _optimal_bins(sizes: list[int], capacity: int) -> int:
 
 
 @pytest.mark.parametrize("seed", range(25))
-def test_l2_is_a_lower_bound_at_least_the_volume_bound(seed):
+def test_bounds_are_below_the_optimum_and_the_heuristics_above(seed):
     rng = np.random.default_rng(seed)
     sizes = [int(x) for x in rng.integers(50, 1000, size=int(rng.integers(1, 7))) // 10 * 10]
-    bound = l2_bins(np.array(sizes))
-    assert -(-sum(sizes) // 1000) <= bound <= _optimal_bins(sizes, 1000)
+    best = _optimal_bins(sizes, 1000)
+    assert -(-sum(sizes) // 1000) <= l2_bins(np.array(sizes)) <= best
+    assert pattern_bins(np.array(sizes)) <= best <= min(ffd_bins(np.array(sizes)), best_fit_bins(np.array(sizes)))
 
 
 @pytest.mark.parametrize("seed", range(25))
@@ -58,6 +59,8 @@ def test_l2_counts_the_slivers_no_share_fills():
     # ten shares of 0.81 and ten of 0.3: volume says 11 devices, but no 0.3 fits beside a 0.81,
     # so ten devices for the 0.81s and three at least for the 0.3s (14 in fact: three a device)
     assert l2_bins(np.array([810] * 10 + [300] * 10)) == 13
+    # the pattern LP sees that a device holds three 0.3s at most: 10 + 10/3, rounded up
+    assert pattern_bins(np.array([810] * 10 + [300] * 10)) == 14
 
 
 def test_each_unplaced_workload_gets_the_first_reason_and_stranded_room_is_taken_once(tmp_path: Path):
