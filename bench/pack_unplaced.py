@@ -59,9 +59,9 @@ def shape(w: dict[str, str]) -> tuple[str, str, str]:
     elif m >= ONE_GPU:
         share = "whole"
     else:
-        share = next(f"<= {b / 1000:g}" for b in (250, 500, 800, 1000) if m <= b)
-    cores = next(f"<= {c}" for c in (4, 8, 16, 32, 10**9) if cpu <= c * 1000)
-    return (str(k), share, cores.replace(str(10**9), "any"))
+        share = next((f"<= {b / 1000:g}" for b in (250, 500, 800) if m <= b), "> 0.8")
+    cores = next((f"<= {c}" for c in (4, 8, 16, 32) if cpu <= c * 1000), "> 32")
+    return (str(k), share, cores)
 
 
 class EndState:
