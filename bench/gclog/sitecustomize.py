@@ -21,7 +21,9 @@ if _path:
 
     def _write() -> None:
         with open(_path + ".tmp", "w") as f:
-            json.dump(_log, f)
+            # dumps, not dump: json.dump streams through the pure-Python encoder, slower and
+            # itself a maker of cyclic garbage (its nested closures) in the process it logs
+            f.write(json.dumps(_log))
         os.replace(_path + ".tmp", _path)
 
     def _timed(phase: str, info: dict) -> None:
