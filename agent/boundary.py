@@ -47,8 +47,58 @@ def grace_seconds(value: float) -> float:
     return min(value, MAX_GRACE_SECONDS)
 
 
+class CheckedSpecs:
+    """`to_spec`, with what the instances of one group version share checked once.
+
+    The scheduler sends every instance of a group version the same spec but for its id and GPU
+    devices; checking and converting all of it again for each (the restart policy, the check, the
+    amounts, a frozen InstanceSpec made field by field) was most of a simulated agent's Start. Here
+    a spec whose every other field is byte for byte one checked before (the key: the message
+    serialised without id and gpus, so a field added to the message later is in it too) has only
+    its id and devices checked, and shares that spec's frozen values. A spec seen for the first
+    time, or differing in anything, is checked whole, in the same order as always (so a bad one
+    is refused naming the same field). Each instance still gets its own `config` dict, parsed
+    from its own driver_json: drivers may hold on to it."""
+
+    def __init__(self, size: int = 1024):
+        self.size = size                       # kinds of spec remembered (the oldest forgotten)
+        self._shared: dict[bytes, dict] = {}   # key -> the InstanceSpec fields but id, gpus, config
+
+    def __len__(self) -> int:
+        return len(self._shared)
+
+    def to_spec(self, p, field: str) -> InstanceSpec:
+        """An agent_pb2.InstanceSpec -> InstanceSpec; ValueError `field.part: reason` if it is not one."""
+        rest = type(p)()
+        rest.CopyFrom(p)
+        rest.ClearField("id")
+        rest.ClearField("gpus")
+        key = rest.SerializeToString(deterministic=True)
+        shared = self._shared.get(key)
+        if shared is None:
+            spec = check_spec(p, field)
+            if len(self._shared) >= self.size:
+                del self._shared[next(iter(self._shared))]
+            self._shared[key] = {k: v for k, v in vars(spec).items() if k not in ("id", "gpus", "config")}
+            return spec
+        instance_id(p.id, f"{field}.id")
+        devices = gpus(p.gpus, f"{field}.gpus")
+        # frozen: made as records.evolve makes a record, without __init__'s work field by field
+        spec = object.__new__(InstanceSpec)
+        spec.__dict__.update(shared, id=p.id, gpus=devices, config=json.loads(p.driver_json or "{}"))
+        return spec
+
+
+_CHECKED = CheckedSpecs()
+
+
 def to_spec(p, field: str) -> InstanceSpec:
     """An agent_pb2.InstanceSpec -> InstanceSpec; ValueError `field.part: reason` if it is not one."""
+    return _CHECKED.to_spec(p, field)
+
+
+def check_spec(p, field: str) -> InstanceSpec:
+    """`to_spec`, every field checked."""
     instance_id(p.id, f"{field}.id")
     for name in ("job", "group"):
         if not DNS_LABEL.match(getattr(p, name)):
