@@ -9,7 +9,8 @@ dropped: the instances of one job, spread over the hosts, are handed to FleetSer
 `--per-call` at a time per node, as the scheduler's StartRequests carry them (the specs made as
 scheduler/dispatch.py makes them: one group's spec with its own id each). Prints, CPU:
 - `start`: the whole Start path, seconds for all instances (and µs per instance);
-- `to_spec`: agent/boundary.py's check and conversion of each spec alone, µs per instance.
+- `to_spec`: agent/boundary.py's check and conversion of each spec alone, µs per instance, and
+  the bytes each spec made holds (tracemalloc, its id string and config included).
 With `--trees`, each checkout's own venv runs this file against its code (bench/sidebyside.py).
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import gc
 import json
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 import sidebyside
@@ -95,7 +97,13 @@ def to_spec_alone(instances: int) -> dict:
     for i, p in enumerate(all_specs):
         boundary.to_spec(p, f"instances[{i % 20}]")
     cpu = time.process_time() - t
-    return {"cpu_s": cpu, "us_per_instance": cpu / instances * 1e6}
+    # what the specs kept hold (the agent keeps one per instance), measured apart from the timing
+    tracemalloc.start()
+    kept = [boundary.to_spec(p, "instances[0]") for p in all_specs]
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert len(kept) == instances
+    return {"cpu_s": cpu, "us_per_instance": cpu / instances * 1e6, "bytes_per_spec": held / instances}
 
 
 def main() -> None:
@@ -117,7 +125,8 @@ def main() -> None:
         print(json.dumps(out))
         return
     for case, v in out.items():
-        print(f"  {case:8s} {v['cpu_s']:.3f} s CPU, {v['us_per_instance']:.1f} µs an instance")
+        held = f", {v['bytes_per_spec']:.0f} bytes a spec" if "bytes_per_spec" in v else ""
+        print(f"  {case:8s} {v['cpu_s']:.3f} s CPU, {v['us_per_instance']:.1f} µs an instance{held}")
 
 
 if __name__ == "__main__":
