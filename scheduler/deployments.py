@@ -59,37 +59,39 @@ class Step:
 
 def instance_health(e: Entry, policy: UpdatePolicy, has_check: bool, since: float, now: float) -> tuple[str, str]:
     """(HEALTHY | UNHEALTHY | WAITING, why it is unhealthy). `since`: when it was made."""
-    rep = e.state
+    return judge(e.state, policy, has_check, since, now)[:2]
+
+
+def judge(rep: StateRecord | None, policy: UpdatePolicy, has_check: bool, since: float, now: float
+          ) -> tuple[str, str, float | None]:
+    """`instance_health` of an instance whose report is `rep`, and for one found WAITING, the
+    earliest time at which it may find otherwise without any new report (min_healthy_time served,
+    or healthy_deadline passed); None for the others. Early rather than late: a look that finds
+    nothing new is only wasted work. One call for both: a look at a rolling job of 20,000 asks
+    it of every new instance not yet seen healthy."""
+    up = None                          # when min_healthy_time is served, if running
     if rep is not None:
-        if rep.state in TERMINAL and rep.state != COMPLETE:
-            return UNHEALTHY, (f"{rep.state}" + (f": {rep.reason}" if rep.reason else "")
-                               + (f" after {rep.restarts} restart(s)" if rep.restarts else ""))
+        state = rep.state
+        if state in TERMINAL and state != COMPLETE:
+            return UNHEALTHY, (f"{state}" + (f": {rep.reason}" if rep.reason else "")
+                               + (f" after {rep.restarts} restart(s)" if rep.restarts else "")), None
         if rep.restarts:
             last = rep.events[-1]["message"] if rep.events and isinstance(rep.events[-1], dict) else ""
-            return UNHEALTHY, f"restarted {rep.restarts} time(s)" + (f" ({last})" if last else "")
-        if rep.state == RUNNING:
+            return UNHEALTHY, f"restarted {rep.restarts} time(s)" + (f" ({last})" if last else ""), None
+        if state == RUNNING:
             up_since = rep.started_at or rep.updated_at
             if now - up_since >= policy.min_healthy_time and (not has_check or rep.health == "passing"):
-                return HEALTHY, ""
+                return HEALTHY, "", None
+            up = up_since + policy.min_healthy_time
     if now - since > policy.healthy_deadline:
         why = f"not healthy within {format_duration(policy.healthy_deadline)}"
         if rep is not None and rep.health == "failing":
             why += f" (check failing: {rep.reason})" if rep.reason else " (check failing)"
-        return UNHEALTHY, why
-    return WAITING, ""
-
-
-def health_changes_at(e: Entry, policy: UpdatePolicy, since: float, now: float) -> float:
-    """For an instance `instance_health` found WAITING at `now`: the earliest time at which it may
-    find otherwise without any new report (min_healthy_time served, or healthy_deadline passed).
-    Early rather than late: a look that finds nothing new is only wasted work."""
+        return UNHEALTHY, why, None
     at = _just_after(since + policy.healthy_deadline)   # unhealthy once strictly past it
-    rep = e.state
-    if rep is not None and rep.state == RUNNING:
-        up = (rep.started_at or rep.updated_at) + policy.min_healthy_time
-        if up > now:
-            at = min(at, up)
-    return max(at, now)
+    if up is not None and up > now:
+        at = min(at, up)
+    return WAITING, "", max(at, now)
 
 
 def report_matters_at(rep: StateRecord | None, min_healthy_time: float, now: float) -> float:
@@ -125,38 +127,40 @@ def step(job: str, version: int, deploy: bool, groups: Sequence[GroupRollout],
     in_canary_phase, ready = False, []      # ready: per canary group, its canaries all healthy
     wake_at: float | None = None
     for g in groups:
-        n_healthy = n_unhealthy = in_flight = 0
+        # one pass over the new instances: their health and how many are placed
+        n_healthy = n_unhealthy = in_flight = placed = 0
+        policy, has_check = g.policy, g.has_check
         for e in g.new:
-            if e.id in seen:
+            r = e.record
+            if r.node:
+                placed += 1
+            if r.id in seen:
                 n_healthy += 1
                 continue
-            since = e.record.created_at or dep.started_at
-            health, why = instance_health(e, g.policy, g.has_check, since, now)
+            since = r.created_at or dep.started_at
+            health, why, at = judge(e.state, policy, has_check, since, now)
             if health == HEALTHY:
-                healthy.append(e.id)
-                seen.add(e.id)
+                healthy.append(r.id)
+                seen.add(r.id)
                 progress_at = now
                 n_healthy += 1
             else:
                 in_flight += 1
                 if health == UNHEALTHY:
                     n_unhealthy += 1
-                    problems.append(f"{e.id} is unhealthy: {why}")
-                else:
-                    at = health_changes_at(e, g.policy, since, now)
-                    wake_at = at if wake_at is None else min(wake_at, at)
-        counts[g.name] = {"desired": g.count, "placed": sum(1 for e in g.new if e.record.node),
-                          "healthy": n_healthy, "unhealthy": n_unhealthy}
-        new_slots = {e.record.index for e in g.new}
-        paired = [e for e in g.old if e.record.index in new_slots]      # beside a canary in its slot
+                    problems.append(f"{r.id} is unhealthy: {why}")
+                elif wake_at is None or at < wake_at:
+                    wake_at = at
+        counts[g.name] = {"desired": g.count, "placed": placed, "healthy": n_healthy, "unhealthy": n_unhealthy}
+        paired, serving, idle = _old_by_slot(g)
+        # two old copies of a slot (canaries of a superseded version): one serves on, the other goes
         unpaired: dict[int, Entry] = {}
-        for e in sorted((e for e in g.old if e.record.index not in new_slots),
-                        key=lambda e: (not _serving(e), e.record.index)):
+        for e in (*serving, *idle):
             if e.record.index in unpaired:
-                retire.append(e)       # two old copies of a slot (canaries of a superseded version)
+                retire.append(e)
             else:
                 unpaired[e.record.index] = e
-        wanted = min(g.policy.canary, g.count) if g.old and not dep.promoted and dep.state != REVERTED else 0
+        wanted = min(policy.canary, g.count) if g.old and not dep.promoted and dep.state != REVERTED else 0
         if wanted:
             in_canary_phase = True
             if problems:
@@ -168,14 +172,12 @@ def step(job: str, version: int, deploy: bool, groups: Sequence[GroupRollout],
         retire += paired               # promoted (or never a canary): the canary keeps the slot
         if problems:
             continue
-        budget = g.policy.max_parallel - in_flight
-        # an old instance not running serves nobody: replacing it first costs nothing
-        for e in sorted(unpaired.values(), key=lambda e: (_serving(e), e.record.index)):
-            if _serving(e):
-                if budget <= 0:
-                    break
-                budget -= 1
-            replace.append(e)
+        # an old instance not running serves nobody: replacing it first costs nothing; then as many
+        # serving ones as max_parallel leaves room for
+        budget = policy.max_parallel - in_flight
+        replace += [e for e in idle if unpaired[e.record.index] is e]
+        if budget > 0:
+            replace += [e for e in serving if unpaired[e.record.index] is e][:budget]
 
     state, description, rolling, promoted = dep.state, dep.description, True, dep.promoted
     if in_canary_phase and all(ready) and not canaries:
@@ -223,6 +225,24 @@ def rollout_of(dep: DeploymentRecord | None, version: int) -> DeploymentRecord |
     return dep if dep is not None and (dep.target or dep.version) == version else None
 
 
-def _serving(e: Entry) -> bool:
-    return e.state is not None and e.state.state == RUNNING
+def _old_by_slot(g: GroupRollout) -> tuple[list[Entry], list[Entry], list[Entry]]:
+    """The group's old instances: (those in a slot a new instance holds, beside a canary), and of
+    the rest (those running, those not), each in slot order."""
+    if not g.old:
+        return [], [], []
+    new_slots = {e.record.index for e in g.new}
+    paired: list[Entry] = []
+    serving: list[tuple[int, int, Entry]] = []
+    idle: list[tuple[int, int, Entry]] = []
+    for n, e in enumerate(g.old):
+        index = e.record.index
+        if index in new_slots:
+            paired.append(e)
+        else:
+            rep = e.state
+            # n: two copies of a slot stay in the order they came in (sorted() is stable)
+            (serving if rep is not None and rep.state == RUNNING else idle).append((index, n, e))
+    serving.sort()
+    idle.sort()
+    return paired, [e for _, _, e in serving], [e for _, _, e in idle]
 

@@ -108,6 +108,8 @@ class ClusterState:
         self.on_report = on_report
         self._job_revisions: dict[str, int] = {}
         self._by_job: dict[str, set[str]] = defaultdict(set)
+        # job -> its instance ids sorted, kept until one comes or goes (see job_entries)
+        self._job_order: dict[str, list[str]] = {}
         # reports can arrive before the instance record (watch order across prefixes): keep them,
         # per instance and node: a node it was moved away from may still report it (see strays)
         self._reports: dict[str, dict[str, StateRecord]] = {}
@@ -235,6 +237,7 @@ class ClusterState:
             else:
                 self.instances.pop(iid, None)
                 self._by_job[job].discard(iid)
+                self._job_order.pop(job, None)
                 self._index(iid, None)
                 self._find_strays(iid, "")
             # no reconcile needed: instance records are written by the reconciling scheduler
@@ -295,6 +298,7 @@ class ClusterState:
         if entry is None:
             entry = self.instances[rec.id] = Entry(rec, revision)
             self._by_job[rec.job].add(rec.id)
+            self._job_order.pop(rec.job, None)
         else:
             entry.record, entry.mod_revision = rec, revision
         self._attach_report(entry)
@@ -373,7 +377,14 @@ class ClusterState:
 
     # --- queries ----------------------------------------------------------------------------
     def job_entries(self, job: str) -> list[Entry]:
-        return [self.instances[i] for i in sorted(self._by_job.get(job, ())) if i in self.instances]
+        """The job's instances in id order. The order is kept while none of them comes or goes: a
+        rolling job is looked at again and again with the same 20,000, and sorting their ids was
+        a tenth of each look."""
+        ids = self._job_order.get(job)
+        if ids is None:
+            ids = self._job_order[job] = sorted(self._by_job.get(job, ()))
+        instances = self.instances
+        return [instances[i] for i in ids if i in instances]
 
     def state_of(self, e: Entry) -> str:
         return effective_state(e.record, e.state)

@@ -284,3 +284,74 @@ def test_a_report_matters_once_a_first_run_has_served_min_healthy_time_and_anyth
     assert deployments.report_matters_at(replace(running, restarts=1), 10.0, now=101.0) == 101.0
     assert deployments.report_matters_at(StateRecord("shop.web.0-2", STOPPED), 10.0, now=101.0) == 101.0
     assert deployments.report_matters_at(None, 10.0, now=101.0) == 101.0
+
+
+quarter = st.integers(0, 400).map(lambda n: n / 4)       # times on a quarter-second grid
+
+
+@settings(max_examples=300, deadline=None)
+@given(state=st.sampled_from([None, RUNNING, RUNNING, "starting", FAILED, STOPPED]), restarts=st.sampled_from([0, 0, 1]),
+       health=st.sampled_from(["", "passing", "failing"]), started=quarter, since=quarter, later=quarter,
+       min_healthy=st.sampled_from([1.0, 5.0, 10.0]), deadline=st.sampled_from([20.0, 60.0]), check=st.booleans())
+def test_judge_says_waiting_until_the_time_it_gives_and_something_moves_at_it(
+        state, restarts, health, started, since, later, min_healthy, deadline, check):
+    rep = None if state is None else StateRecord("shop.web.0-2", state, started_at=started, restarts=restarts,
+                                                 health=health)
+    policy = UpdatePolicy(min_healthy_time=min_healthy, healthy_deadline=deadline)
+    now = since + later / 4
+    verdict, why, at = deployments.judge(rep, policy, check, since, now)
+    rec = InstanceRecord(id="shop.web.0-2", job="shop", group="web", index=0, kind="container", version=2)
+    assert deployments.instance_health(Entry(rec, 1, rep), policy, check, since, now) == (verdict, why)
+    if verdict != "waiting":
+        assert at is None
+        return
+    assert at >= now
+    for t in (now, now + (at - now) / 2, now + (at - now) * 0.99):
+        assert deployments.judge(rep, policy, check, since, t)[0] == "waiting", t
+    then = deployments.judge(rep, policy, check, since, at)
+    assert then[0] != "waiting" or then[2] > at        # moved on, or at least its next time did
+
+
+def old_and_new(draw_slots, count):
+    """Old instances (0-2 copies a slot, each running or not) and new ones (some slots; running,
+    some already seen healthy) of one group of `count` slots."""
+    old, new, healthy = [], [], []
+    for index, (copies, new_state) in enumerate(draw_slots[:count]):
+        for n, serving in enumerate(copies):
+            rec = InstanceRecord(id=f"shop.web.{index}-{n + 1}", job="shop", group="web", index=index,
+                                 kind="container", version=1, node="n1")
+            old.append(Entry(rec, 1, StateRecord(rec.id, RUNNING if serving else STOPPED, started_at=0.0)))
+        if new_state is not None:
+            rec = InstanceRecord(id=f"shop.web.{index}-9", job="shop", group="web", index=index,
+                                 kind="container", version=2, node="n1", created_at=95.0)
+            new.append(Entry(rec, 1, StateRecord(rec.id, RUNNING, started_at=99.0)))
+            if new_state == "healthy":
+                healthy.append(rec.id)
+    return old, new, healthy
+
+
+@settings(max_examples=200, deadline=None)
+@given(slots=st.lists(st.tuples(st.lists(st.booleans(), max_size=2), st.sampled_from([None, None, "waiting", "healthy"])),
+                      min_size=1, max_size=12),
+       max_parallel=st.integers(1, 4), shuffle=st.randoms(use_true_random=False))
+def test_a_step_keeps_one_old_instance_a_slot_and_replaces_idle_ones_then_serving_ones_in_slot_order(
+        slots, max_parallel, shuffle):
+    count = len(slots)
+    old, new, healthy = old_and_new(slots, count)
+    shuffle.shuffle(old)
+    policy = UpdatePolicy(max_parallel=max_parallel, min_healthy_time=10.0, healthy_deadline=60.0,
+                          progress_deadline=600.0)
+    dep = DeploymentRecord(job="shop", version=2, target=2, started_at=90.0, progress_at=99.0, healthy=healthy)
+    step = deployments.step("shop", 2, True, [deployments.GroupRollout("web", count, policy, False, old, new)],
+                            dep, now=100.0)
+    new_slots = {e.record.index for e in new}
+    serving = {e.id for e in old if e.state.state == RUNNING}
+    kept = [e for e in old if e not in step.retire]
+    assert {e.id for e in step.retire} >= {e.id for e in old if e.record.index in new_slots}   # beside a new one
+    assert sorted(e.record.index for e in kept) == sorted({e.record.index for e in old} - new_slots)  # one a slot
+    for e in kept:                     # a running copy is the one kept
+        assert e.id in serving or not any(o.id in serving for o in old if o.record.index == e.record.index)
+    idle = sorted((e for e in kept if e.id not in serving), key=lambda e: e.record.index)
+    running = sorted((e for e in kept if e.id in serving), key=lambda e: e.record.index)
+    in_flight = len(new) - len(healthy)
+    assert list(step.replace) == idle + running[:max(0, max_parallel - in_flight)]

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from packyard.records import EXITED, FAILED, RUNNING, STARTING, InstanceRecord, JobRecord, StateRecord
 from packyard.spec import SpecError, validate
-from scheduler.reconciler import Config, group_hash, instance_id, reconcile
+from scheduler.reconciler import Config, Generations, generation_of, group_hash, instance_id, reconcile
 from scheduler.state import Entry
 
 
@@ -290,3 +290,55 @@ def test_after_applying_the_result_every_eligible_node_has_exactly_one_live_inst
     states = {e.id: e.state for e in entries}
     again = [Entry(rec, 1, states.get(rec.id)) for rec in by_id.values()]
     assert system(spec, again, ready=ready, eligible=eligible).empty
+
+
+slot_entries = st.lists(st.tuples(st.sampled_from(["web", "db", "api-2"]), st.integers(0, 12), st.integers(1, 10**6)),
+                        max_size=40, unique=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(job=st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True), slots=slot_entries)
+def test_generation_of_reads_back_the_generation_of_any_instance_id(job, slots):
+    for group, index, gen in slots:
+        assert generation_of(instance_id(job, group, index, gen)) == gen
+
+
+@settings(max_examples=200, deadline=None)
+@given(slots=slot_entries, asked=st.lists(st.tuples(st.sampled_from(["web", "db", "api-2"]), st.integers(0, 14),
+                                                     st.booleans()), max_size=20))
+def test_generations_hand_out_the_slot_s_next_generation_and_count_up_as_they_are_taken(slots, asked):
+    entries = [Entry(InstanceRecord(id=instance_id("shop", g, i, gen), job="shop", group=g, index=i,
+                                    kind="container", version=1), 1) for g, i, gen in slots]
+    latest: dict[tuple[str, int], int] = {}          # the highest generation of each slot, as parsed here
+    for g, i, gen in slots:
+        latest[(g, i)] = max(latest.get((g, i), 0), gen)
+    generations = Generations(entries)
+    for g, i, take in asked:
+        expected = latest.get((g, i), 0) + 1
+        assert generations.following(g, i) == expected          # asking takes nothing
+        if take:
+            assert generations.take(g, i) == expected
+            latest[(g, i)] = expected
+
+
+def test_generations_read_no_id_until_a_new_one_is_asked_for():
+    spec = job_spec(count=2)
+    read = []
+
+    def entries():
+        read.append(True)
+        yield entry(spec, 0, gen=7)
+    generations = Generations(entries())
+    assert not read
+    assert generations.following("web", 0) == 8 and read == [True]
+    assert generations.following("web", 1) == 1 and read == [True]       # read once
+
+
+def test_a_look_that_makes_no_new_instance_parses_no_id():
+    """A converged job's look needs no generation: its ids are not parsed (an id the scheduler
+    never writes, with no generation, shows it); a look that fills a slot does parse them."""
+    spec = job_spec(count=2)
+    odd = Entry(replace(entry(spec, 1).record, id="shop.web.1"), 1, StateRecord(id="shop.web.1", state=RUNNING))
+    assert reconcile(job_record(spec), spec, [entry(spec, 0), odd], {"n1"}, now=0).empty
+    with pytest.raises(ValueError):
+        reconcile(job_record(job_spec(count=3)), job_spec(count=3), [entry(spec, 0), odd], {"n1"}, now=0)

@@ -46,6 +46,9 @@ def test_indexes_match_a_full_scan(ops):
     state = with_job()
     for revision, op in enumerate(ops, start=1):
         state.apply(to_event(op, revision))
+        # the job's entries in id order, the current ones (the order is kept between calls)
+        by_id = sorted(state.instances.values(), key=lambda e: e.id)
+        assert [(e.id, e.record) for e in state.job_entries("job")] == [(e.id, e.record) for e in by_id]
     entries = list(state.instances.values())
     pending = {e.id for e in entries if e.record.desired == "run" and not e.record.node and not e.record.lost}
     assert pending_ids(state) == pending and state.pending_count() == len(pending)
