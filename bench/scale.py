@@ -15,13 +15,15 @@ process, then measures, each as read from etcd (persisted, not what a process be
   submit → placed in etcd (the placement latency) and submit → reported running, p50 / p99 over
   --probes submissions.
 `--py-spy DIR` samples the scheduler and the simulated agent (py-spy on PATH) and prints where
-their time went.
+their time went. `--gc-log` logs their garbage collections (bench/gclog/) and prints the full
+(generation 2) ones from the submit to the last probe, and the one at their exit.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import collections
+import json
 import math
 import os
 import pstats
@@ -132,9 +134,32 @@ async def etcd_write_rate(etcd: Etcd, n: int) -> float:
     return rate
 
 
-def spawn(args: list[str], log: Path) -> subprocess.Popen:
+def spawn(args: list[str], log: Path, gc_log: Path | None = None) -> subprocess.Popen:
+    env = None
+    if gc_log:      # bench/gclog/sitecustomize.py logs the process's collections to gc_log
+        env = {**os.environ, "PACKYARD_GC_LOG": str(gc_log),
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "bench" / "gclog"),
+                                                           os.environ.get("PYTHONPATH")]))}
     with log.open("w") as out:
-        return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                env=env)
+
+
+def gc_figures(log: list, start: float, probes_start: float, end: float) -> dict[str, float]:
+    """A process's full (generation 2) collections from `start` (the submit) to `end` (the last
+    probe placed): how many, the longest, all their time, the longest while the probes ran, and
+    the objects all collections found unreachable meanwhile (cyclic garbage); then the full
+    collection after HeapKeeper unfroze the heap at its exit, and what that one found."""
+    unfreeze = next((i for i, c in enumerate(log) if c[1] == "unfreeze"), len(log))
+    run = [c for c in log[:unfreeze] if start <= c[0] <= end]
+    full = [c for c in run if c[1] == 2]
+    at_exit = [c for c in log[unfreeze:] if c[1] == 2]
+    return {"gc2_n": len(full), "gc2_max_ms": max((c[2] for c in full), default=0.0),
+            "gc2_ms": sum(c[2] for c in full),
+            "gc2_probes_max_ms": max((c[2] for c in full if c[0] >= probes_start), default=0.0),
+            "gc_collected": sum(c[3] for c in run),
+            "gc_exit_ms": max((c[2] for c in at_exit), default=0.0),
+            "gc_exit_collected": sum(c[3] for c in at_exit)}
 
 
 def end(proc: subprocess.Popen) -> None:
@@ -219,17 +244,18 @@ async def run_case(args, hosts: int, n: int, work: Path) -> dict:
                   "etcd_keys_per_s": await etcd_write_rate(etcd, min(n, 20000))}
         aprof = ["-m", "cProfile", "-o", str(args.profile_agent / "agent.prof")] \
             if args.profile_agent else []
+        gc_log = {name: work / f"{name}.gc.json" if args.gc_log else None for name in ("agent", "scheduler")}
         procs["agent"] = spawn([*aprof, "-m", "agent.main", "--etcd", server.endpoint, "--simulate", str(hosts),
                                 "--node", "sim", "--listen", args.agent_listen,
                                 "--capacity", host_capacity(hosts, n + args.probes),
                                 "--ready-file", str(work / "agent.ready")],
-                               work / "agent.log")
+                               work / "agent.log", gc_log["agent"])
         prof = ["-m", "cProfile", "-o", str(args.profile_scheduler / "scheduler.prof")] \
             if args.profile_scheduler else []
         procs["scheduler"] = spawn([*prof, "-m", "scheduler.main", "--etcd", server.endpoint,
                                     "--listen", args.scheduler_listen, "--ready-file",
                                     str(work / "scheduler.ready"), "--log-level", "warning"],
-                                   work / "scheduler.log")
+                                   work / "scheduler.log", gc_log["scheduler"])
         await wait_file(work / "agent.ready", procs["agent"], "the simulated agent")
         await wait_file(work / "scheduler.ready", procs["scheduler"], "the scheduler")
         watched = {**procs, "etcd": server.proc}
@@ -245,6 +271,11 @@ async def run_case(args, hosts: int, n: int, work: Path) -> dict:
         await etcd.close()
         server.stop()
     result["agent_says"] = said[-1].split("stopping: ", 1)[1] if said else "?"
+    window = result.pop("window")
+    for name, path in gc_log.items():
+        if path and path.exists():
+            for k, v in gc_figures(json.loads(path.read_text()), *window).items():
+                result[f"{name}_{k}"] = v
     return result
 
 
@@ -258,6 +289,7 @@ async def measure(args, etcd: Etcd, hosts: int, n: int, procs) -> dict:
         stub = scheduler_pb2_grpc.SchedulerStub(channel)
         await wait_nodes(stub, hosts)
         cpu0 = {name: proc_status(p.pid)["cpu_s"] for name, p in procs.items()}
+        start = time.monotonic()
         sampler = Sampler(args.py_spy, procs["scheduler"].pid, f"big-{hosts}x{n}")
         agent_sampler = Sampler(args.py_spy, procs["agent"].pid, f"agent-big-{hosts}x{n}")
         out = await big_job(stub, progress, n, args.timeout)
@@ -269,7 +301,9 @@ async def measure(args, etcd: Etcd, hosts: int, n: int, procs) -> dict:
         # wait until the scheduler's own view has every instance running (a figure too)
         out["scheduler_caught_up_s"] = out["running_s"] + await caught_up(stub, n, args.timeout)
         sampler = Sampler(args.py_spy, procs["scheduler"].pid, f"probes-{hosts}x{n}")
+        probes_start = time.monotonic()
         lat = await probes(stub, progress, args.probes)
+        out["window"] = (start, probes_start, time.monotonic())
         sampler.stop()
         placed, running = [p for p, _ in lat], [r for _, r in lat]
         out["placed_p50_ms"] = statistics.median(placed) * 1000
@@ -322,7 +356,12 @@ def report(r: dict) -> str:
         f"  scheduler's own view all running at {r['scheduler_caught_up_s']:.2f} s",
         f"  one-instance job next to them: placed p50 {r['placed_p50_ms']:.0f} ms, p99 {r['placed_p99_ms']:.0f} ms; "
         f"running p50 {r['probe_p50_ms']:.0f} ms, p99 {r['probe_p99_ms']:.0f} ms",
-        f"    each, in order (placed, running ms): {r['probes_ms']}"])
+        f"    each, in order (placed, running ms): {r['probes_ms']}",
+        *[f"  full collections ({name}), submit to last probe: {r[f'{name}_gc2_n']} (longest "
+          f"{r[f'{name}_gc2_max_ms']:.0f} ms, {r[f'{name}_gc2_ms']:.0f} ms in all, longest during the probes "
+          f"{r[f'{name}_gc2_probes_max_ms']:.0f} ms), {r[f'{name}_gc_collected']:,} objects collected; "
+          f"at exit {r[f'{name}_gc_exit_ms']:.0f} ms, {r[f'{name}_gc_exit_collected']:,} objects"
+          for name in ("scheduler", "agent") if f"{name}_gc2_n" in r]])
 
 
 def table_row(r: dict) -> str:
@@ -425,6 +464,8 @@ def main() -> None:
     p.add_argument("--profile-scheduler", type=Path, default=None,
                    help="DIR: run the scheduler under cProfile, print where its time went")
     p.add_argument("--keep", type=Path, default=None, help="DIR: keep each run's logs under DIR/HxN")
+    p.add_argument("--gc-log", action="store_true",
+                   help="log the scheduler's and the simulated agent's garbage collections; print the full ones")
     p.add_argument("--py-spy", type=Path, default=None,
                    help="DIR: sample the scheduler with py-spy during the big job and the probes")
     args = p.parse_args()
