@@ -67,8 +67,12 @@ def from_parts(cpu_free: np.ndarray, memory_free: np.ndarray, parts: np.ndarray,
     # a row-by-row sum, not a matrix product: BLAS may round a row differently with the number of
     # rows, and the same host must score the same in a refresh of one row or of all
     # (into a fresh array: an `out=` column could change the order the reduction adds in)
-    out[:, FRAGMENTED] = np.add.reduce(np.where(fits, parts[:, 1 + s:], total[:, None]) * mix.frag_weight,
-                                       axis=1)
+    below = parts[:, 1 + s:]
+    if mix.fgd:   # FGD: a shape that does not fit loses all the host's free GPUs
+        lost = total[:, None]
+    else:   # where only its cpu or memory does not fit, those it would not fragment count in part
+        lost = np.where(parts[:, 1:1 + s] != 0, below + mix.misfit * (total[:, None] - below), total[:, None])
+    out[:, FRAGMENTED] = np.add.reduce(np.where(fits, below, lost) * mix.frag_weight, axis=1)
     usable = total.astype(np.float64)
     if mix.cpu_per_gpu > 0:
         np.minimum(usable, np.maximum(cpu_free, 0) * (mix.device_milli / mix.cpu_per_gpu), out=usable)

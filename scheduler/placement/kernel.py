@@ -145,13 +145,18 @@ def _gpu_parts(devices, device_milli, mix_gpu, share, thresholds, threshold_inde
 
 @_jit
 def _from_parts(cpu_free, memory_free, parts, mix_cpu, mix_memory, frag_weight, cpu_factor,
-                memory_factor, terms):
+                memory_factor, misfit, fgd, terms):
     """fragmentation.from_parts of one host: (fragmented, stranded)."""
     s = len(mix_cpu)
     total = parts[0]
     for k in range(s):
-        fits = cpu_free >= mix_cpu[k] and memory_free >= mix_memory[k] and parts[1 + k] != 0
-        terms[k] = (parts[1 + s + k] if fits else total) * frag_weight[k]
+        below = parts[1 + s + k]
+        if cpu_free >= mix_cpu[k] and memory_free >= mix_memory[k] and parts[1 + k] != 0:
+            terms[k] = below * frag_weight[k]
+        elif not fgd and parts[1 + k] != 0:   # only its cpu or memory does not fit
+            terms[k] = (below + misfit[k] * (total - below)) * frag_weight[k]
+        else:
+            terms[k] = total * frag_weight[k]
     fragmented = 0.0 + _pairwise(terms, s)   # np.add.reduce starts from its identity, 0
     usable = float(total)
     if cpu_factor > 0:
@@ -175,7 +180,7 @@ def _refresh(rows, need, static_ok, floor, score,
              device_milli, free, allocated, inv_capacity, no_capacity, in_use, size_cpu_memory,
              size_gpu, scale, gpu_free, gpu_left, gpu_scale, codes, weights,
              has_mix, balanced_mix, mean_cpu, mean_memory, mix_cpu, mix_memory, mix_gpu, share,
-             thresholds, threshold_index, frag_weight, cpu_factor, memory_factor,
+             thresholds, threshold_index, frag_weight, cpu_factor, memory_factor, misfit, fgd,
              balance_store, balance_valid, gpu_store, gpu_valid, parts_store, parts_valid):
     """engine._refresh of `rows` (host indices): -inf where a filter fails, else the weighted
     scores, written into `score`; the hosts' "before" measures kept as the numpy path keeps them."""
@@ -228,7 +233,7 @@ def _refresh(rows, need, static_ok, floor, score,
                     parts_valid[h] = True
                 gpu_store[h, 0], gpu_store[h, 1] = _from_parts(
                     free[h, 0], free[h, 1], parts_store[h], mix_cpu, mix_memory, frag_weight,
-                    cpu_factor, memory_factor, terms)
+                    cpu_factor, memory_factor, misfit, fgd, terms)
                 gpu_valid[h] = True
             if g <= 0:
                 if not parts_valid[h]:
@@ -262,7 +267,7 @@ def _refresh(rows, need, static_ok, floor, score,
                            after_parts)
                 parts = after_parts
             f_after, s_after = _from_parts(cpu_left, memory_left, parts, mix_cpu, mix_memory, frag_weight,
-                                           cpu_factor, memory_factor, terms)
+                                           cpu_factor, memory_factor, misfit, fgd, terms)
             fragmented = 0.5 - (f_after - gpu_store[h, 0]) / (2 * gpu_scale)
             stranded = 0.5 - (s_after - gpu_store[h, 1]) / (2 * gpu_scale)
         balance = 0.5
@@ -335,7 +340,7 @@ class Fused:
             none_i, none_f = np.zeros(0, dtype=np.int64), np.zeros(0)
             flags = np.zeros(0, dtype=np.bool_)
             self.args = (*self.hosts, False, False, 1.0, 1.0, none_i, none_i, none_i, flags, none_i, none_i,
-                         none_f, 0.0, 0.0, none_f, flags, np.zeros((0, 2)), flags,
+                         none_f, 0.0, 0.0, none_f, True, none_f, flags, np.zeros((0, 2)), flags,
                          np.zeros((0, 0), dtype=np.int64), flags)
         elif len(mix.weight) > PAIRWISE_MAX:
             self.args = None
@@ -351,7 +356,7 @@ class Fused:
                          mix.frag_weight,
                          dm / mix.cpu_per_gpu if mix.cpu_per_gpu > 0 else 0.0,
                          dm / mix.memory_per_gpu if mix.memory_per_gpu > 0 else 0.0,
-                         *balance, *gpu, *parts)
+                         mix.misfit, mix.fgd, *balance, *gpu, *parts)
         return self.args
 
     def refresh(self, rows: np.ndarray, need: np.ndarray, static_ok: np.ndarray, floor: np.ndarray,

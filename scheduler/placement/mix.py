@@ -22,7 +22,8 @@ Shape = tuple[int, int, int]
 
 
 class WorkloadMix:
-    def __init__(self, classes: list[tuple[int, int, int, float]], *, device_milli: int = gpumodel.ONE_GPU):
+    def __init__(self, classes: list[tuple[int, int, int, float]], *, device_milli: int = gpumodel.ONE_GPU,
+                 misfit: np.ndarray | None = None):
         if not classes:
             raise ValueError("a workload mix needs at least one class")
         a = np.array(classes, dtype=np.float64).reshape(-1, 4)
@@ -33,6 +34,11 @@ class WorkloadMix:
         self.gpu = a[:, 2].astype(np.int64)
         self.weight = a[:, 3] / a[:, 3].sum()
         self.classes = list(classes)    # as given, to count them again in another device size
+        # per shape, how much of a host's free GPUs count as lost to it where it would fit but for
+        # the host's cpu or memory (fragmentation.from_parts): FGD's 1, unless the Plan measured
+        # that the shape's room lies elsewhere (scarcity.py)
+        self.misfit = np.ones(len(a)) if misfit is None else np.array(misfit, dtype=np.float64)
+        self.fgd = bool(np.all(self.misfit == 1.0))
         self.device_milli = device_milli
         self.share = self.gpu < device_milli     # a share of one device (or no GPU at all)
         # the fragmentation scorer compares devices against min(gpu, 1 device): its distinct values
@@ -70,7 +76,11 @@ class WorkloadMix:
         """This mix counted in devices of `device_milli` (itself when it already is)."""
         if device_milli == self.device_milli:
             return self
-        return WorkloadMix(self.classes, device_milli=device_milli)
+        return WorkloadMix(self.classes, device_milli=device_milli, misfit=self.misfit)
+
+    def with_misfit(self, misfit: np.ndarray) -> WorkloadMix:
+        """This mix with other weights of GPUs lost for lack of cpu or memory (one a shape)."""
+        return WorkloadMix(self.classes, device_milli=self.device_milli, misfit=misfit)
 
     def _per_gpu(self) -> tuple[float, float]:
         """The median cpu and memory a GPU's worth of the mix's GPU workloads brings with it

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from packyard.records import ResourceAmounts
-from scheduler.placement import kernel
+from scheduler.placement import kernel, scarcity
 from scheduler.placement.asks import Running
 from scheduler.placement.config import EngineConfig
 from scheduler.placement.mix import MixLearner, WorkloadMix
@@ -60,6 +60,13 @@ class Plan:
         # the engine's refresh, compiled (kernel.py); None: numpy only
         self.fused = kernel.for_plan(self.overlay, weights, self.config.incremental)
         self.log: list[int] = []
+        # the cluster's cpu and GPU milli, and how much of them is taken (kept by reserve and
+        # release), for the clock of the cpu-only shapes' weights (scarcity.py)
+        self.cpu_total = int(np.add.reduce(self.overlay.capacity[:, CPU]))
+        self.gpu_total = int(np.add.reduce(self.overlay.gpu_capacity, axis=None))
+        self.cpu_taken = self.gpu_taken = 0
+        self._count_taken()
+        self.measured_at: tuple[int, int] | None = None
         # (kind, cpu, memory, disk, gpu) of a request -> its reserved amounts under the profiles,
         # and the same as an array
         self.reserved_of: dict[tuple[str, int, int, int, int], tuple[ResourceAmounts, np.ndarray]] = {}
@@ -77,6 +84,8 @@ class Plan:
         # len(log) after the last release: a class that looked before it must re-check the hosts
         # it found infeasible, since a release (unlike a reservation) can make a host feasible
         self.released_at = 0
+        if given is not None:   # a given mix gets the weights of the hosts as they stand
+            self.observe(np.zeros(4, dtype=np.int64), 0)
 
     # the overlay's arrays, read where the plan is the handle (preempt.py, benchcli, tests)
     @property
@@ -100,26 +109,48 @@ class Plan:
         return self.overlay.mix
 
     def observe(self, need: np.ndarray, count: int) -> None:
-        """Count an ask into the learned mix; when the mix changes, every cached score is stale."""
-        if self.learner is None or count <= 0:
+        """Count an ask into the learned mix, and re-measure where the cpu-only shapes' room lies
+        when the cluster has filled by a step (scarcity.py); when the mix or its weights change,
+        every cached score is stale."""
+        mix = None
+        if self.learner is not None and count > 0:
+            mix = self.learner.observe((int(need[CPU]), int(need[MEMORY]), int(need[GPU])), count)
+        if self.gpu_total <= 0:   # no GPU to fragment: the weights are never read
+            if mix is not None:
+                self.overlay.use_mix(mix)
+                self.classes.clear()
             return
-        mix = self.learner.observe((int(need[CPU]), int(need[MEMORY]), int(need[GPU])), count)
-        if mix is not None:
-            self.overlay.use_mix(mix)
-            self.classes.clear()
+        now = scarcity.clock(self.cpu_taken, self.cpu_total, self.gpu_taken, self.gpu_total)
+        if mix is None:
+            mix = self.overlay.mix
+            if mix is None or now == self.measured_at:
+                return
+        self.measured_at = now
+        weights = scarcity.misfit(self.overlay.free, self.overlay.gpu_left, mix)
+        if mix is self.overlay.mix and np.array_equal(weights, mix.misfit):
+            return
+        self.overlay.use_mix(mix.with_misfit(weights))
+        self.classes.clear()
 
     def view(self, need: np.ndarray, rows: slice | np.ndarray = slice(None)) -> View:
         return View(self.overlay, rows, need)
+
+    def _count_taken(self) -> None:
+        self.cpu_taken = int(np.add.reduce(self.overlay.allocated[:, CPU]))
+        self.gpu_taken = self.gpu_total - int(np.add.reduce(self.overlay.gpu_left))
 
     def reserve(self, host: int, need: np.ndarray) -> tuple[int, ...]:
         """Reserve `need` on `host` (which the filters found feasible); returns its GPU devices."""
         devices = self.overlay.reserve(host, need)
         self.log.append(host)
+        self.cpu_taken += int(need[CPU])
+        self.gpu_taken += int(need[GPU])
         return devices
 
     def release(self, host: int, victims: list[Running]) -> None:
         """Give back the reservations of evicted instances on `host` (preemption)."""
         self.overlay.release(host, victims)
+        self._count_taken()
         gone = {id(v) for v in victims}
         self.running_on[host] = [r for r in self.running_on[host] if id(r) not in gone]
         self.log.append(host)

@@ -80,6 +80,10 @@ def test_same_scores_bit_for_bit_as_numpy(seed, gpu_model):
     fused, reference = Plan(table, config), Plan(table, config)
     assert fused.fused is not None
     reference.fused = None
+    if seed % 2:   # weights of GPUs lost for lack of cpu or memory, FGD's 1 for some (scarcity.py)
+        misfit = np.where(rng.random(len(mix.weight)) < 0.3, 1.0, rng.random(len(mix.weight)))
+        for plan in (fused, reference):
+            plan.overlay.use_mix(mix.with_misfit(misfit))
     for step in range(40):
         need = random_need(rng)
         a, b = engine._new_class(fused, ask(), need), engine._new_class(reference, ask(), need)
