@@ -2,7 +2,7 @@
 bench/PACKING.md (between the `families` markers) and print it.
 
     python bench/pack_families.py [--seeds 1,2] [--only FAMILIES] [--md bench/PACKING.md] [--cache F.json]
-                                  [--peers-from-md]
+                                  [--peers-from-md] [--heldout [--extra]]
 
 `--cache F.json` keeps every peer's cell (not packyard's) by variant and seed, so that measuring
 another version of the engine re-runs packyard alone; delete it when a peer changes.
@@ -15,6 +15,12 @@ LB is the capacity lower bound on hosts (`packyard-bench pack`'s `lower_bound`),
 relaxation's (`lower_bound_lp`, scheduler/placement/bound.py; its optimum in brackets).
 `--peers-from-md` takes the peers' cells from the table already in --md (as they were measured
 then) and re-runs packyard alone: for a change of packyard or of the bounds only.
+
+`--heldout` measures cases not in that table (issue 18 is judged on hidden ones: other seeds, and
+with `--extra` the trace variants of `EXTRA`, between the table's within the families' ranges)
+into the section "Held-out cases" of --md instead, merged by (family, variant, seed) with the rows
+already there, each row with packyard's standing against the best online peer and the counts
+under the table; the table of seeds 1, 2 is left as it is.
 """
 from __future__ import annotations
 
@@ -41,11 +47,25 @@ VARIANTS = [
     ("mixedhosts", "800 hosts, 4 sizes", families.mixedhosts),
     ("small", "20,000 on 2,000 mixed", families.small),
 ]
+# --extra: trace variants between (and beside) the table's, within the stated ranges (CPU-only
+# share 0..3x, shared-GPU share 20%..100%, more multi-GPU pods)
+EXTRA = [
+    ("trace", "cpu-only 0.5x", lambda s: families.trace(s, cpu_x=0.5)),
+    ("trace", "cpu-only 2x", lambda s: families.trace(s, cpu_x=2.0)),
+    ("trace", "shared 50%", lambda s: families.trace(s, shared=0.5)),
+    ("trace", "shared 80%", lambda s: families.trace(s, shared=0.8)),
+    ("trace", "multi-GPU 2x", lambda s: families.trace(s, multi=2.0)),
+    ("trace", "shared 50%, multi-GPU 2x", lambda s: families.trace(s, shared=0.5, multi=2.0)),
+]
 BOUNDS = ("LB", "LP", "LP optimum", "LP seconds")
 BEGIN, END = "<!-- families: begin (bench/pack_families.py) -->", "<!-- families: end -->"
 # --gpu-model pooled (a host's GPUs as one amount, the peers' published model): the engine's
 # policies only (FGD and its baselines place on devices), in a table of its own
 POOLED_BEGIN, POOLED_END = "<!-- families pooled: begin (bench/pack_families.py) -->", "<!-- families pooled: end -->"
+HELDOUT = {False: ("<!-- held-out: begin (bench/pack_families.py --heldout) -->", "<!-- held-out: end -->"),
+           True: ("<!-- held-out pooled: begin (bench/pack_families.py --heldout) -->", "<!-- held-out pooled: end -->")}
+HEADING = "## Held-out cases (seeds 3-5, other variants)"
+STANDING = ("ahead or equal", "behind on unplaced", "behind on hosts only")
 
 
 def _run(cmd: list[str]) -> dict:
@@ -99,19 +119,72 @@ def lp_cell(bounds: dict) -> str:
     return f"{bounds['LP']} ({'inf.' if optimum is None else f'{optimum:.2f}'})"
 
 
+def table_rows(text: str, begin: str, end: str) -> list[dict[str, str]]:
+    """The table rows between `begin` and `end` of PACKING.md, each header -> cell (bold taken off);
+    lines after the table (the held-out counts) are not rows."""
+    if begin not in text or end not in text:
+        return []
+    lines = text.split(begin, 1)[1].split(end, 1)[0].strip().splitlines()
+    if not lines:
+        return []
+    header = [h.strip() for h in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (c.strip().strip("*") for c in line.strip("|").split("|")), strict=True))
+            for line in lines[2:] if line.startswith("|")]
+
+
+def parse_cell(cell: str) -> list:
+    """`148 / 1213 / 261.58` -> [148, 1213, 261.58]."""
+    return [float(v) if "." in v else int(v) for v in cell.split(" / ")]
+
+
 def cells_from_table(text: str, begin: str, end: str, peers: list[str], pooled: bool) -> dict:
     """The --cache form of the rows already between `begin` and `end` of PACKING.md."""
-    if begin not in text or end not in text:
-        return {}
-    lines = text.split(begin, 1)[1].split(end, 1)[0].strip().splitlines()
-    header = [h.strip() for h in lines[0].strip("|").split("|")]
     out = {}
-    for line in lines[2:]:
-        row = dict(zip(header, (c.strip().strip("*") for c in line.strip("|").split("|")), strict=True))
+    for row in table_rows(text, begin, end):
         key = f"{row['family']}|{row['variant']}|{row['seed']}" + ("|pooled" if pooled else "")
-        out[key] = {q: [float(v) if "." in v else int(v) for v in row[q].split(" / ")]
-                    for q in peers if q != "packyard" and q in row}
+        out[key] = {q: parse_cell(row[q]) for q in peers if q != "packyard" and q in row}
     return out
+
+
+def standing(ours, best) -> str:
+    """packyard's cell against the best online peer's, as one of STANDING (with the margin)."""
+    if ours[0] > best[0]:
+        return f"{STANDING[1]} (+{ours[0] - best[0]})"
+    if ours[1] > best[1]:
+        return f"{STANDING[2]} (+{ours[1] - best[1]})"
+    return STANDING[0]
+
+
+def counts(rows: list[dict[str, str]]) -> str:
+    """The plain count under the held-out table: rows by standing, and (GPUs as devices) the trace
+    rows where packyard leaves more GPUs unallocated than FGD."""
+    n = {s: sum(r["packyard vs best"].startswith(s) for r in rows) for s in STANDING}
+    line = f"{len(rows)} rows: packyard " + ", ".join(f"{s} {k}" for s, k in n.items()) + "."
+    trace = [r for r in rows if r["family"] == "trace" and "fgd" in r]
+    if trace:
+        worse = [f"{r['variant']} seed {r['seed']}" for r in trace
+                 if parse_cell(r["packyard"])[2] > parse_cell(r["fgd"])[2]]
+        line += (f" Unallocated GPUs above FGD's on {len(worse)} of {len(trace)} trace rows"
+                 + (f" ({', '.join(worse)})." if worse else "."))
+    return line
+
+
+def merge_heldout(text: str, begin: str, end: str, header: list[str], new: list[str]) -> str:
+    """`text` with the rows `new` merged by (family, variant, seed) into those between `begin` and
+    `end` (added at the end of the file, under a heading, if absent), in VARIANTS + EXTRA order,
+    and the counts under them."""
+    if begin not in text or end not in text:
+        heading = "" if HEADING in text else "\n\n" + HEADING
+        text = text.rstrip("\n") + heading + "\n\n" + begin + "\n" + end + "\n"
+    old = text.split(begin, 1)[1].split(end, 1)[0].strip().splitlines()[2:]
+    by_key = {tuple(c.strip() for c in line.strip("|").split("|")[:3]): line for line in old if line.startswith("|")}
+    by_key.update({tuple(c.strip() for c in line.strip("|").split("|")[:3]): line for line in new})
+    order = [(f, v) for f, v, _ in VARIANTS + EXTRA]
+    rank = {k: (order.index(k[:2]) if k[:2] in order else len(order), int(k[2])) for k in by_key}
+    table = "\n".join(header + [by_key[k] for k in sorted(by_key, key=rank.__getitem__)])
+    body = table + "\n\n" + counts(table_rows(begin + "\n" + table + "\n" + end, begin, end))
+    head, rest = text.split(begin, 1)
+    return head + begin + "\n" + body + "\n" + end + rest.split(end, 1)[1]
 
 
 def main() -> None:
@@ -124,18 +197,23 @@ def main() -> None:
                    help="pooled: the engine's policies with a host's GPUs as one amount, its own table")
     p.add_argument("--peers-from-md", action="store_true",
                    help="the peers' cells from the table in --md as they are; packyard re-run alone")
+    p.add_argument("--heldout", action="store_true",
+                   help="cases not in the table (other seeds): merged into the held-out section of --md")
+    p.add_argument("--extra", action="store_true", help="the variants of EXTRA instead of the table's")
     a = p.parse_args()
     pooled = a.gpu_model == "pooled"
     peers = ENGINE if pooled else ENGINE + PEERS
-    begin, end = (POOLED_BEGIN, POOLED_END) if pooled else (BEGIN, END)
-    lines = ["| family | variant | seed | LB | LP | " + " | ".join(peers) + " | best online peer |",
-             "| --- | --- | ---: | ---: | ---: | " + " | ".join(["---"] * len(peers)) + " | --- |"]
+    begin, end = HELDOUT[pooled] if a.heldout else (POOLED_BEGIN, POOLED_END) if pooled else (BEGIN, END)
+    tail = " packyard vs best |" if a.heldout else ""
+    lines = ["| family | variant | seed | LB | LP | " + " | ".join(peers) + " | best online peer |" + tail,
+             "| --- | --- | ---: | ---: | ---: | " + " | ".join(["---"] * len(peers)) + " | --- |"
+             + (" --- |" if a.heldout else "")]
     print("\n".join(lines), flush=True)
     cache = json.loads(a.cache.read_text()) if a.cache and a.cache.exists() else {}
     if a.peers_from_md:
         cache = {**cache, **cells_from_table(a.md.read_text(), begin, end, peers, pooled)}
     with tempfile.TemporaryDirectory() as t:
-        for family, label, build in VARIANTS:
+        for family, label, build in EXTRA if a.extra else VARIANTS:
             if a.only and family not in a.only.split(","):
                 continue
             for seed in (int(x) for x in a.seeds.split(",")):
@@ -149,10 +227,14 @@ def main() -> None:
                 row = (f"| {family} | {label} | {seed} | {bounds['LB']} | {lp_cell(bounds)} | " +
                        " | ".join(("**%d / %d / %g**" if q == "packyard" else "%d / %d / %g") % cells[q]
                                   for q in peers) + f" | {best} |")
+                if a.heldout:
+                    row += f" {standing(cells['packyard'], cells[best])} |"
                 lines.append(row)
                 print(row, flush=True)
     table = "\n".join(lines)
-    if a.md.exists() and not a.only:
+    if a.heldout:
+        a.md.write_text(merge_heldout(a.md.read_text() if a.md.exists() else "", begin, end, lines[:2], lines[2:]))
+    elif a.md.exists() and not a.only and not a.extra:
         text = a.md.read_text()
         if begin in text and end in text:
             head, rest = text.split(begin, 1)
