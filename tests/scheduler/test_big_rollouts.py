@@ -108,7 +108,8 @@ def test_an_instance_healthy_long_ago_that_restarts_does_not_fail_the_rollout(se
     r = Rollout(seed, n)
     last = r.roll()
     rng = random.Random(seed)
-    early = rng.sample(r.first_healthy(n - 4096), 3)       # those a list of the last 4,096 forgot
+    # some of every age (a list of the last 4,096 ids forgot most of the early ones)
+    early = rng.sample(r.first_healthy(n - 4096), 3) + rng.sample(sorted(r.new), 50)
     for index in early:
         r.restart(index, last + 1.0)
     step = r.look(last + 2.0)
