@@ -12,15 +12,20 @@ first run's start, then its length, then each next run's gap after the one befor
 length. Numbers only, so a look reads it at C speed (split, int, accumulate), and small ones.
 Its size grows with the runs, not with the slots: a rollout's holes are its instances in flight
 (max_parallel) and the slots of another generation (rescheduled ones, runs of their own under
-their generation's key); 100,000 slots in a row are `"web:2:0,100000"`.
+their generation's key); 100,000 slots in a row are `"web:2:0,100000"`. Where many short runs
+make that longer than a bitmap of the slots (a first deployment's instances turn healthy in no
+order), it is the bitmap, base64, slot 0 the lowest bit: `"web:2:bits:BQ=="` is slots 0 and 2.
+So no set is longer than about a sixth of a byte a slot: 17 kB at 100,000 slots.
 
 A record written before kept the ids themselves (`"shop.web.17-2"`, no `:`); they are read as
 well, and written back in this form.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from itertools import accumulate, chain
+import base64
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import accumulate, chain, compress, count
 
 
 class HealthySet:
@@ -29,17 +34,15 @@ class HealthySet:
 
     def __init__(self, stored: Sequence[str]):
         self._stored = stored
-        # group -> [("-generation", bounds)]: bounds are [start, end, start, end...] of the runs
-        # (end exclusive); the suffix, so that a step tells an instance's generation by
-        # `id.endswith`, not by parsing its id
-        self._groups: dict[str, list[tuple[str, list[int]]]] = {}
+        # group -> [("-generation", its slots as read: `_parse`)]; the suffix, so that a step
+        # tells an instance's generation by `id.endswith`, not by parsing its id
+        self._groups: dict[str, list[tuple[str, list[int] | bytes]]] = {}
         self._added: dict[tuple[str, str], list[int]] = {}
         old: dict[tuple[str, str], list[int]] = {}
         for entry in stored:
             if ":" in entry:
                 group, generation, runs = entry.split(":", 2)
-                self._groups.setdefault(group, []).append(
-                    ("-" + generation, list(accumulate(map(int, runs.split(","))))))
+                self._groups.setdefault(group, []).append(("-" + generation, _parse(runs)))
             else:                      # an id (a record of an earlier version)
                 _job, group, slot = entry.split(".", 2)
                 index, _, generation = slot.rpartition("-")
@@ -54,9 +57,9 @@ class HealthySet:
         generation 2 from matching 12); a dict, so that a look at 20,000 instances tests each
         with one lookup, not by parsing its id. Not those `add`ed in this step."""
         slots: dict[int, tuple[str, ...]] = {}
-        for suffix, bounds in self._groups.get(group, ()):
-            # built in C (map, range, fromkeys): a fragmented set is thousands of runs
-            these = dict.fromkeys(chain.from_iterable(map(range, bounds[::2], bounds[1::2])), (suffix,))
+        for suffix, read in self._groups.get(group, ()):
+            # built in C (fromkeys of a C iterator): a fragmented set is thousands of runs
+            these = dict.fromkeys(_indexes(read), (suffix,))
             both = {i: slots[i] + (suffix,) for i in these.keys() & slots.keys()}   # a slot made anew
             slots.update(these)
             slots.update(both)
@@ -72,9 +75,8 @@ class HealthySet:
         keys = {(group, suffix) for group, pairs in self._groups.items() for suffix, _ in pairs} | self._added.keys()
         out = []
         for group, suffix in sorted(keys, key=lambda k: (k[0], int(k[1][1:]))):
-            bounds = next((b for s, b in self._groups.get(group, ()) if s == suffix), [])
-            runs = [(bounds[i], bounds[i + 1]) for i in range(0, len(bounds), 2)]
-            runs += ((i, i + 1) for i in self._added.get((group, suffix), ()))
+            read = next((b for s, b in self._groups.get(group, ()) if s == suffix), [])
+            runs = _runs(read) + [(i, i + 1) for i in self._added.get((group, suffix), ())]
             out.append(f"{group}:{suffix[1:]}:{_encode(runs)}")
         return out
 
@@ -91,7 +93,9 @@ def _bounds(indexes: Sequence[int]) -> list[int]:
 
 
 def _encode(runs: Iterable[tuple[int, int]]) -> str:
-    """The stored numbers of (start, end) runs, merged where they touch or overlap."""
+    """The stored form of (start, end) runs, merged where they touch or overlap: their numbers, or
+    a bitmap where that is shorter (many short runs: half of 100,000 slots at random is 100 kB of
+    numbers, 17 kB of bitmap), so that no set is longer than a bitmap of its slots."""
     merged: list[list[int]] = []
     for start, end in sorted(runs):
         if merged and start <= merged[-1][1]:
@@ -102,4 +106,39 @@ def _encode(runs: Iterable[tuple[int, int]]) -> str:
     for start, end in merged:
         numbers += (start - prev, end - start)
         prev = end
-    return ",".join(map(str, numbers))
+    text = ",".join(map(str, numbers))
+    size = (prev + 7) // 8                          # bytes of the bitmap
+    if len(text) <= len(_BITS) + 4 * ((size + 2) // 3):
+        return text
+    bits = bytearray(b"0") * prev
+    for start, end in merged:
+        bits[start:end] = b"1" * (end - start)
+    bits.reverse()                                  # slot 0 the lowest bit
+    return _BITS + base64.b64encode(int(bits, 2).to_bytes(size, "little")).decode()
+
+
+def _parse(runs: str) -> list[int] | bytes:
+    """A stored set as read: the bounds of its runs, [start, end, start, end...] (end
+    exclusive), or from a bitmap, a byte a slot (1: in the set)."""
+    if runs.startswith(_BITS):
+        bits = int.from_bytes(base64.b64decode(runs[len(_BITS):]), "little")
+        return format(bits, "b")[::-1].encode().translate(_ONE_BYTE_A_BIT)
+    return list(accumulate(map(int, runs.split(","))))
+
+
+def _indexes(read: list[int] | bytes) -> Iterator[int]:
+    """The slot indexes of a `_parse`d set, by a C iterator."""
+    if isinstance(read, bytes):
+        return compress(count(), read)
+    return chain.from_iterable(map(range, read[::2], read[1::2]))
+
+
+def _runs(read: list[int] | bytes) -> list[tuple[int, int]]:
+    """The (start, end) runs of a `_parse`d set."""
+    if isinstance(read, bytes):
+        return [m.span() for m in re.finditer(b"\x01+", read)]
+    return list(zip(read[::2], read[1::2], strict=True))
+
+
+_BITS = "bits:"
+_ONE_BYTE_A_BIT = bytes.maketrans(b"01", b"\0\1")

@@ -2,6 +2,8 @@
 slots and generations, read from either form and added to over steps."""
 from __future__ import annotations
 
+import random
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -50,3 +52,18 @@ def test_slots_in_a_row_are_one_short_string(start, n):
     for i in range(start, start + n):
         h.add("web", i, instance_id("shop", "web", i, 2))
     assert h.stored() == [f"web:2:{start},{n}"]
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 100_000), share=st.floats(0.01, 1.0), seed=st.integers(0, 2**32))
+def test_no_set_is_longer_than_a_bitmap_of_its_slots(n, share, seed):
+    """Slots healthy at random (a first deployment's instances turn healthy in no order): the
+    stored form is at most a base64 bitmap's size, and holds every one."""
+    rng = random.Random(seed)
+    healthy = [i for i in range(n) if rng.random() < share] or [n - 1]
+    h = HealthySet([])
+    for i in healthy:
+        h.add("web", i, instance_id("shop", "web", i, 2))
+    [stored] = h.stored()
+    assert len(stored) <= len("web:2:bits:") + 4 * ((n + 7) // 8 + 2) // 3
+    assert sorted(HealthySet([stored]).of_group("web")) == healthy
