@@ -12,7 +12,8 @@ that one look does not pay for another's garbage). Cases, each over `--instances
 - `first`: a job's first deployment, every instance placed and reported running, none yet past
   min_healthy_time (what bench/scale.py's big job is while it is looked at);
 - `half`: the same, half of them past min_healthy_time (and so healthy; the deployment record's
-  healthy list holds the first 4,096 it saw);
+  healthy list holds the first 4,096 it saw, as ids: the untimed first look rewrites it the way
+  the tree keeps it, which since scheduler/healthy_set.py is every healthy slot);
 - `update`: version 2 rolling out with max_parallel 500: half the slots replaced and healthy, 480
   new instances waiting, the rest old and running (so the look replaces 20);
 - `done`: the rollout successful, the job looked at again (an event): no deployment work.

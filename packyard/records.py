@@ -204,7 +204,9 @@ class DeploymentRecord:
     progress_at: float = 0.0            # the last time a new instance turned healthy (or the start)
     description: str = ""
     groups: dict[str, dict[str, int]] = field(default_factory=dict)
-    healthy: list[str] = field(default_factory=list)   # new instances seen healthy: counted for good
+    # new instances seen healthy: counted for good. Runs of slots per group and generation
+    # (scheduler/healthy_set.py); a record of an earlier version holds their ids
+    healthy: list[str] = field(default_factory=list)
 
 
 @dataclass

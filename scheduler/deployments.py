@@ -4,7 +4,7 @@ holds it and the time, which old instances to replace now and the deployment rec
 
 - A new instance is **healthy** once it has run `min_healthy_time` without a restart, its check
   (if it has one) passing; **unhealthy** if it failed, was restarted, or is not healthy
-  `healthy_deadline` after it was made. Healthy once is healthy for good (`record.healthy`).
+  `healthy_deadline` after it was made. Healthy once is healthy for good (`record.healthy`, scheduler/healthy_set.py).
 - At most `max_parallel` new instances of a group are in flight (not yet healthy) at a time, so
   no more than `max_parallel` slots are ever without a serving instance; an old instance that is
   not running costs nothing to replace and goes first.
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from packyard.durations import format_duration
 from packyard.policies import UpdatePolicy
 from packyard.records import COMPLETE, RUNNING, TERMINAL, DeploymentRecord, StateRecord, evolve
+from scheduler.healthy_set import HealthySet
 from scheduler.state import Entry
 
 HEALTHY, UNHEALTHY, WAITING = "healthy", "unhealthy", "waiting"
@@ -116,8 +117,7 @@ def step(job: str, version: int, deploy: bool, groups: Sequence[GroupRollout],
     if not dep.rolling:
         return Step()                  # ended (a failure replaces nothing more; a new version rolls anew)
 
-    healthy = list(dep.healthy)
-    seen = set(healthy)
+    healthy = HealthySet(dep.healthy)
     progress_at = dep.progress_at
     counts: dict[str, dict[str, int]] = {}
     replace: list[Entry] = []
@@ -130,18 +130,19 @@ def step(job: str, version: int, deploy: bool, groups: Sequence[GroupRollout],
         # one pass over the new instances: their health and how many are placed
         n_healthy = n_unhealthy = in_flight = placed = 0
         policy, has_check = g.policy, g.has_check
+        seen_at = healthy.of_group(g.name).get
         for e in g.new:
             r = e.record
             if r.node:
                 placed += 1
-            if r.id in seen:
+            suffixes = seen_at(r.index)
+            if suffixes is not None and r.id.endswith(suffixes):    # seen healthy before
                 n_healthy += 1
                 continue
             since = r.created_at or dep.started_at
             health, why, at = judge(e.state, policy, has_check, since, now)
             if health == HEALTHY:
-                healthy.append(r.id)
-                seen.add(r.id)
+                healthy.add(g.name, r.index, r.id)
                 progress_at = now
                 n_healthy += 1
             else:
@@ -205,7 +206,7 @@ def step(job: str, version: int, deploy: bool, groups: Sequence[GroupRollout],
             description = f"{dep.description}; rolled back"
         else:
             state, description = SUCCESSFUL, f"version {version} rolled out"
-    new = evolve(dep, state=state, description=description, groups=counts, healthy=healthy[-4096:],
+    new = evolve(dep, state=state, description=description, groups=counts, healthy=healthy.stored(),
                  progress_at=progress_at, rolling=rolling, target=dep.target or version, promoted=promoted)
     if not rolling:
         wake_at = None                 # ended: time moves nothing on

@@ -1,0 +1,144 @@
+"""The new instances of a rollout seen healthy (`DeploymentRecord.healthy`), kept whole and small.
+
+Healthy once is healthy for good, so the set must hold every such instance for as long as the
+rollout runs: a capped list of ids (the last 4,096) forgot the rest of a bigger rollout, which
+then found them healthy "again" at every look (progress_at moved, the record was written each
+time, progress_deadline could never fail it) and failed it when one of them restarted.
+
+An instance id is `job.group.index-generation` (scheduler/reconciler.py `instance_id`), so the
+set is stored as the runs of slot indexes per (group, generation), one string each:
+`"web:2:0,4096,4,1,1,2"` is generation 2 of group web at slots 0-4095, 4100 and 4102-4103: the
+first run's start, then its length, then each next run's gap after the one before and its
+length. Numbers only, so a look reads it at C speed (split, int, accumulate), and small ones.
+Its size grows with the runs, not with the slots: a rollout's holes are its instances in flight
+(max_parallel) and the slots of another generation (rescheduled ones, runs of their own under
+their generation's key); 100,000 slots in a row are `"web:2:0,100000"`. Where many short runs
+make that longer than a bitmap of the slots (a first deployment's instances turn healthy in no
+order), it is the bitmap, base64, slot 0 the lowest bit: `"web:2:bits:BQ=="` is slots 0 and 2.
+So no set is longer than about a sixth of a byte a slot: 17 kB at 100,000 slots.
+
+A record written before kept the ids themselves (`"shop.web.17-2"`, no `:`); they are read as
+well, and written back in this form.
+"""
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import accumulate, chain, compress, count
+
+
+class HealthySet:
+    """Read from a record's `healthy`, added to during one `step`, written back by `stored()`.
+    Private to that step."""
+
+    def __init__(self, stored: Sequence[str]):
+        self._stored = stored
+        # group -> [("-generation", its slots as read: `_parse`)]; the suffix, so that a step
+        # tells an instance's generation by `id.endswith`, not by parsing its id
+        self._groups: dict[str, list[tuple[str, list[int] | bytes]]] = {}
+        self._added: dict[tuple[str, str], list[int]] = {}
+        old: dict[tuple[str, str], list[int]] = {}
+        for entry in stored:
+            if ":" in entry:
+                group, generation, runs = entry.split(":", 2)
+                self._groups.setdefault(group, []).append(("-" + generation, _parse(runs)))
+            else:                      # an id (a record of an earlier version)
+                _job, group, slot = entry.split(".", 2)
+                index, _, generation = slot.rpartition("-")
+                old.setdefault((group, "-" + generation), []).append(int(index))
+        for (group, suffix), indexes in old.items():
+            self._groups.setdefault(group, []).append((suffix, _bounds(sorted(set(indexes)))))
+            self._added[group, suffix] = []    # written back in the new form
+
+    def of_group(self, group: str) -> dict[int, tuple[str, ...]]:
+        """The group's healthy slots: index -> the suffixes ("-generation") of its instances seen
+        healthy. An instance `r` is in the set if `r.id.endswith(slots[r.index])` (the `-` keeps
+        generation 2 from matching 12); a dict, so that a look at 20,000 instances tests each
+        with one lookup, not by parsing its id. Not those `add`ed in this step."""
+        slots: dict[int, tuple[str, ...]] = {}
+        for suffix, read in self._groups.get(group, ()):
+            # built in C (fromkeys of a C iterator): a fragmented set is thousands of runs
+            these = dict.fromkeys(_indexes(read), (suffix,))
+            both = {i: slots[i] + (suffix,) for i in these.keys() & slots.keys()}   # a slot made anew
+            slots.update(these)
+            slots.update(both)
+        return slots
+
+    def add(self, group: str, index: int, iid: str) -> None:
+        self._added.setdefault((group, "-" + iid.rpartition("-")[2]), []).append(index)
+
+    def stored(self) -> list[str]:
+        """What the record keeps: the same list as read when nothing was added."""
+        if not self._added:
+            return list(self._stored)
+        keys = {(group, suffix) for group, pairs in self._groups.items() for suffix, _ in pairs} | self._added.keys()
+        out = []
+        for group, suffix in sorted(keys, key=lambda k: (k[0], int(k[1][1:]))):
+            read = next((b for s, b in self._groups.get(group, ()) if s == suffix), [])
+            runs = _runs(read) + [(i, i + 1) for i in self._added.get((group, suffix), ())]
+            out.append(f"{group}:{suffix[1:]}:{_encode(runs)}")
+        return out
+
+
+def _bounds(indexes: Sequence[int]) -> list[int]:
+    """[start, end, ...] (end exclusive) of the runs of sorted, distinct `indexes`."""
+    out: list[int] = []
+    for i in indexes:
+        if out and out[-1] == i:       # the run goes on: the next index is its end
+            out[-1] = i + 1
+        else:
+            out += (i, i + 1)
+    return out
+
+
+def _encode(runs: Iterable[tuple[int, int]]) -> str:
+    """The stored form of (start, end) runs, merged where they touch or overlap: their numbers, or
+    a bitmap where that is shorter (many short runs: half of 100,000 slots at random is 100 kB of
+    numbers, 17 kB of bitmap), so that no set is longer than a bitmap of its slots."""
+    merged: list[list[int]] = []
+    for start, end in sorted(runs):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    numbers, prev = [], 0
+    for start, end in merged:
+        numbers += (start - prev, end - start)
+        prev = end
+    text = ",".join(map(str, numbers))
+    size = (prev + 7) // 8                          # bytes of the bitmap
+    if len(text) <= len(_BITS) + 4 * ((size + 2) // 3):
+        return text
+    bits = bytearray(b"0") * prev
+    for start, end in merged:
+        bits[start:end] = b"1" * (end - start)
+    bits.reverse()                                  # slot 0 the lowest bit
+    return _BITS + base64.b64encode(int(bits, 2).to_bytes(size, "little")).decode()
+
+
+def _parse(runs: str) -> list[int] | bytes:
+    """A stored set as read: the bounds of its runs, [start, end, start, end...] (end
+    exclusive), or from a bitmap, a byte a slot (1: in the set)."""
+    if runs.startswith(_BITS):
+        bits = int.from_bytes(base64.b64decode(runs[len(_BITS):]), "little")
+        return format(bits, "b")[::-1].encode().translate(_ONE_BYTE_A_BIT)
+    return list(accumulate(map(int, runs.split(","))))
+
+
+def _indexes(read: list[int] | bytes) -> Iterator[int]:
+    """The slot indexes of a `_parse`d set, by a C iterator."""
+    if isinstance(read, bytes):
+        return compress(count(), read)
+    return chain.from_iterable(map(range, read[::2], read[1::2]))
+
+
+def _runs(read: list[int] | bytes) -> list[tuple[int, int]]:
+    """The (start, end) runs of a `_parse`d set."""
+    if isinstance(read, bytes):
+        return [m.span() for m in re.finditer(b"\x01+", read)]
+    return list(zip(read[::2], read[1::2], strict=True))
+
+
+_BITS = "bits:"
+_ONE_BYTE_A_BIT = bytes.maketrans(b"01", b"\0\1")
