@@ -123,6 +123,9 @@ class ContainerDriver:
                 self._cgroup_error = str(e)
         for d in (self.instances_dir, self.logs_dir, self.images_dir, self.runc.root):
             d.mkdir(parents=True, exist_ok=True)
+        # images keep setuid programs (registry layers; privileged .tars): no host user may reach
+        # them, containers see them only through their overlay (nosuid unless privileged)
+        os.chmod(self.images_dir, 0o700)
         become_subreaper()
         self._watched: dict[str, _Watched] = {}
         self._reapers: set[asyncio.Task] = set()   # exec leftovers reaped after a cut-off exec
@@ -130,6 +133,8 @@ class ContainerDriver:
         self._loggers: dict[str, int] = {}       # instance id → pidfd of its log process
         self._pipes: dict[str, int] = {}         # instance id → this agent's write end of its pipe
         self.lowers = rootfs_mod.LowerLayers(self.images_dir)
+        self.privileged_lowers = rootfs_mod.LowerLayers(self.images_dir / "privileged",
+                                                        rootfs_mod.privileged_lower_dir)
         self.images = images or ImageStore(self.images_dir / "registry")
         # told "pulling 12/48 MiB" while a start pulls; the agent points it at its manager
         self.progress: Callable[[str, str], None] = lambda instance_id, message: None
@@ -205,7 +210,7 @@ class ContainerDriver:
                     handle.data["image_digest"] = pulled.digest
                     user = self._user(spec, _passwd_layer(pulled.layers), ids, proc.user)
                 else:
-                    lower = await (self.lowers if ids is None else self.shifted_lowers).get(image)
+                    lower = await self._lowers(ids, privileged).get(image)
                     proc = image_process.Process(list(config.get("command") or ["/bin/sleep", "infinity"]),
                                                  dict(config.get("env") or {}), "/", config.get("user"))
                     user = self._user(spec, lower, ids, proc.user)
@@ -214,7 +219,13 @@ class ContainerDriver:
                 # in line runs first and the rest follow one by one. Twenty starts interleaved on two
                 # cores all ended together, after the last one (issue 12: burst p50 ≈ max).
                 async with self._preparing:
+                    # no host user may reach a privileged container's setuid programs, nor read what a
+                    # container holds or wrote (its rootfs, upper/): root's alone, or for the user
+                    # namespace its mapped root's group may search it (runc init walks to rootfs/ as it)
                     bundle.mkdir(parents=True)
+                    if ids is not None:
+                        os.chown(bundle, 0, ids.gid)
+                    bundle.chmod(0o700 if ids is None else 0o710)        # whatever the umask
                     if not host_network and ids is None:
                         # the network (a thread) is set up while cgroup and rootfs are prepared here
                         attach = asyncio.ensure_future(asyncio.to_thread(self.network.attach, handle.data["key"]))
@@ -480,6 +491,13 @@ class ContainerDriver:
             raise DriverError(f"{spec.id}: container.{asked[0]} is not allowed on node {self.node} "
                               "(packyard-agent --allow-privileged)")
         return implied_host_access(asked)
+
+    def _lowers(self, ids: runc_mod.IdMap | None, privileged: bool) -> rootfs_mod.LowerLayers:
+        """Where the instance's image tree is built: owners shifted for the user namespace; setuid
+        bits kept for privileged containers (issue 15: a .tar loses them otherwise)."""
+        if ids is not None:
+            return self.shifted_lowers
+        return self.privileged_lowers if privileged else self.lowers
 
     def _seccomp_filter(self) -> dict:
         if self.seccomp is None:

@@ -6,6 +6,9 @@ that lack them.
 Cache layout under the driver's state dir:
     images/default/rootfs           busybox + its applet symlinks, built once
     images/tar-<hash>/rootfs        a .tar image, extracted once (hash of path, size, mtime)
+    images/privileged/tar-<hash>/   the same for privileged containers: setuid bits kept (issue 15)
+The driver keeps images/ 0700: setuid programs of an image (registry layers, privileged .tars) must
+not be reachable by the host's users, only through a container's overlay.
 """
 from __future__ import annotations
 
@@ -34,16 +37,17 @@ class RootfsError(Exception):
     """An image could not be prepared or an overlay mounted/unmounted."""
 
 
-def lower_dir(image: str | None, cache: Path) -> Path:
+def lower_dir(image: str | None, cache: Path, *, setuid: bool = False) -> Path:
     """The directory to use as the read-only lower layer for `image` (a path, or the driver's
-    /proc/self/fd/N of the image it opened: then named by what it resolves to)."""
+    /proc/self/fd/N of the image it opened: then named by what it resolves to). `setuid`: a .tar's
+    setuid/setgid bits are kept (privileged containers only: give them a cache of their own)."""
     if image is None:
         return default_rootfs(cache)
     path = Path(image)
     if path.is_dir():
         return path
     if path.is_file() and os.path.realpath(path).endswith(".tar"):
-        return extracted_tar(path, cache)
+        return extracted_tar(path, cache, setuid=setuid)
     if not path.exists():
         raise RootfsError(f"image {image} does not exist")
     raise RootfsError(f"image {image} is neither a directory nor a .tar file")
@@ -116,7 +120,12 @@ def default_rootfs(cache: Path) -> Path:
     return _build_once(target, build)
 
 
-def extracted_tar(tar: Path, cache: Path) -> Path:
+def privileged_lower_dir(image: str | None, cache: Path) -> Path:
+    """lower_dir for privileged containers (LowerLayers' build): setuid bits kept."""
+    return lower_dir(image, cache, setuid=True)
+
+
+def extracted_tar(tar: Path, cache: Path, *, setuid: bool = False) -> Path:
     st = tar.stat()
     key = hashlib.sha1(f"{tar.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
     target = cache / f"tar-{key}" / "rootfs"
@@ -125,7 +134,7 @@ def extracted_tar(tar: Path, cache: Path) -> Path:
 
     def build(root: Path) -> None:
         try:
-            untar.extract(tar, root)
+            untar.extract(tar, root, setuid=setuid)
         except untar.UntarError as e:
             raise RootfsError(f"cannot extract {tar.resolve()}: {e}") from e
 

@@ -426,3 +426,35 @@ async def test_the_jobs_env_lands_only_in_files_root_reads(drivers):
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     log_dir = Path(h.data["log"]).parent
     assert stat.S_IMODE(log_dir.stat().st_mode) == 0o700 and log_dir.stat().st_uid == 0
+
+
+@pytest.mark.integration
+@needs_root()
+@needs_runc()
+async def test_a_tars_setuid_programs_run_setuid_only_in_privileged_containers(drivers, tmp_path):
+    """Issue 15.8: a .tar image is unpacked without setuid bits unless the container is privileged
+    (`docker run --privileged` runs them as they are); either tree lies under the driver's 0700
+    images directory, so no host user can run an image's setuid program from the host."""
+    root = tmp_path / "image"
+    (root / "bin").mkdir(parents=True)
+    shutil.copy(shutil.which("busybox") or "/bin/busybox", root / "bin/busybox")
+    for applet in ("sh", "stat"):
+        (root / "bin" / applet).symlink_to("busybox")
+    (root / "bin/su").write_bytes(b"x")
+    (root / "bin/su").chmod(0o4755)
+    tar = tmp_path / "image.tar"
+    with tarfile.open(tar, "w") as tf:
+        tf.add(root, arcname=".")
+    config = {"image": str(tar), "command": ["stat", "-c", "%a", "/bin/su"]}
+    h_plain, plain = await drivers.run(config, True, "t.g.0-1")
+    h_privileged, privileged = await drivers.run({**config, "privileged": True}, True, "t.g.1-1")
+    assert plain.startswith("755\n") and privileged.startswith("4755\n")
+    ids = drivers.made[True].ids
+    for h, mode, group in ((h_plain, 0o710, ids.gid), (h_privileged, 0o700, 0)):   # what a host user
+        st = Path(h.data["bundle"]).stat()                                        # cannot enter
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (mode, 0, group)
+    images = drivers.made[True].images_dir
+    assert stat.S_IMODE(images.stat().st_mode) == 0o700
+    setuid = [p for p in images.parent.rglob("su") if p.stat().st_mode & stat.S_ISUID]
+    assert len(setuid) == 2                              # the image's tree, the running overlay
+    assert not [p for p in setuid if all(d.stat().st_mode & stat.S_IXOTH for d in p.parents)]

@@ -125,6 +125,15 @@ def test_tar_drops_setuid_and_devices_keeps_tmp_and_absolute_symlinks(tmp_path):
         assert (tmp_path / "etc/passwd").stat().st_uid == 1234      # by number, not by name
 
 
+def test_for_privileged_containers_setuid_stays_and_devices_still_go(tmp_path):
+    src = _tar([(_info("bin/su", mode=0o4755, uid=0), b"x"), (_info("bin/wall", mode=0o2755), b"x"),
+                (_info("dev/mem", type=tarfile.CHRTYPE, devmajor=1, devminor=1), None)])
+    extract(src, tmp_path, setuid=True)
+    assert stat.S_IMODE((tmp_path / "bin/su").stat().st_mode) == 0o4755
+    assert stat.S_IMODE((tmp_path / "bin/wall").stat().st_mode) == 0o2755
+    assert not (tmp_path / "dev/mem").exists()
+
+
 @pytest.mark.parametrize("members", [
     [(_info("../escape"), b"x")],
     [(_info("x", type=tarfile.LNKTYPE, linkname="/etc/passwd"), None)],
@@ -132,11 +141,12 @@ def test_tar_drops_setuid_and_devices_keeps_tmp_and_absolute_symlinks(tmp_path):
     [(_info("etc", type=tarfile.SYMTYPE, linkname="/etc"), None), (_info("etc/evil"), b"x")],
     [(_info("up", type=tarfile.SYMTYPE, linkname="../.."), None), (_info("up/evil"), b"x")],
 ], ids=["dotdot", "hardlink-absolute", "hardlink-dotdot", "through-absolute-symlink", "through-dotdot-symlink"])
-def test_tar_escapes_are_refused(tmp_path, members):
+@pytest.mark.parametrize("setuid", [False, True], ids=["unprivileged", "privileged"])
+def test_tar_escapes_are_refused(tmp_path, members, setuid):
     dest = tmp_path / "a" / "b" / "dest"
     dest.mkdir(parents=True)
     with pytest.raises(UntarError):
-        extract(_tar(members), dest)
+        extract(_tar(members), dest, setuid=setuid)
     assert not (tmp_path / "a" / "escape").exists() and not Path("/etc/evil").exists()
 
 
