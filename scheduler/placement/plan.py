@@ -143,11 +143,25 @@ class Plan:
             return
         now = scarcity.clock(self.cpu_taken, self.cpu_total, self.gpu_taken, self.gpu_total)
         keep = [wholehost.keep(self.learner.counts[s], hosts) for s, (_, hosts) in self.kept.items()]
+        import os
+        variant = os.environ.get("G3VAR", "")
+        if "s" in variant:   # only where the last host is more likely needed than not
+            keep = [k if k >= 0.5 else 0.0 for k in keep]
+        if "f" in variant:   # only the largest: not dominated by another whole-host shape seen
+            shapes = list(self.kept)
+            keep = [k if not any(o != s and all(a >= b for a, b in zip(o, s, strict=True)) for o in shapes) else 0.0
+                    for s, k in zip(shapes, keep, strict=True)]
+        if "b" in variant:   # only while the GPUs asked so far fit in those free
+            asked = sum(c * s[2] for s, c in self.learner.counts.items()) if self.learner else 0
+            if asked > self.gpu_total - self.gpu_taken:
+                keep = [0.0] * len(keep)
         if now != self.measured_at or base is not self.measured_mix:
             self.measured_at = now
             self.misfit = scarcity.misfit(self.overlay.free, self.overlay.gpu_left, base)
         elif keep == self.keep:
             return
+        if __import__("os").environ.get("G3DEBUG") and keep != self.keep:
+            print("KEEP", len(self.log), [(s, self.learner.counts[s], h, k) for (s, (_, h)), k in zip(self.kept.items(), keep, strict=True) if k > 0], file=__import__("sys").stderr)
         self.keep = keep
         current = self.overlay.mix
         if any(keep):
