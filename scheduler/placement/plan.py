@@ -70,13 +70,14 @@ class Plan:
         # the mix as learned (or given), before the plan's weights (scarcity.py, wholehost.py), and
         # the one those in use were measured for; whole-host shapes (wholehost.whole) by shape
         self.base_mix = self.overlay.mix
-        self.measured_mix: WorkloadMix | None = None
+        self.measured_mix: WorkloadMix | None = self.base_mix   # (a given mix is in use as it is)
         self.misfit = np.ones(0)
         self.whole_shapes: dict[Shape, bool] = {}
         # each whole-host shape seen: [hosts with room for one now (bool, N), how many], and the
         # weights measured from them (wholehost.keep), one a shape
         self.kept: dict[Shape, list] = {}
         self.keep: list[float] = []
+        self.gpu_asked = 0   # GPU milli of the asks seen (wholehost.py: as much again to come)
         # (kind, cpu, memory, disk, gpu) of a request -> its reserved amounts under the profiles,
         # and the same as an array
         self.reserved_of: dict[tuple[str, int, int, int, int], tuple[ResourceAmounts, np.ndarray]] = {}
@@ -126,6 +127,7 @@ class Plan:
         mix = None
         shape = (int(need[CPU]), int(need[MEMORY]), int(need[GPU]))
         if self.learner is not None and count > 0:
+            self.gpu_asked += shape[2] * count
             mix = self.learner.observe(shape, count)
             if mix is not None:
                 self.base_mix = mix
@@ -142,26 +144,16 @@ class Plan:
         if base is None:
             return
         now = scarcity.clock(self.cpu_taken, self.cpu_total, self.gpu_taken, self.gpu_total)
-        keep = [wholehost.keep(self.learner.counts[s], hosts) for s, (_, hosts) in self.kept.items()]
-        import os
-        variant = os.environ.get("G3VAR", "")
-        if "s" in variant:   # only where the last host is more likely needed than not
-            keep = [k if k >= 0.5 else 0.0 for k in keep]
-        if "f" in variant:   # only the largest: not dominated by another whole-host shape seen
-            shapes = list(self.kept)
-            keep = [k if not any(o != s and all(a >= b for a, b in zip(o, s, strict=True)) for o in shapes) else 0.0
-                    for s, k in zip(shapes, keep, strict=True)]
-        if "b" in variant:   # only while the GPUs asked so far fit in those free
-            asked = sum(c * s[2] for s, c in self.learner.counts.items()) if self.learner else 0
-            if asked > self.gpu_total - self.gpu_taken:
-                keep = [0.0] * len(keep)
+        # the stream ahead, as much again as seen, fits in the GPUs free: keeping hosts whole
+        # costs the other work nothing (else it would need them too)
+        ahead_fits = self.gpu_asked <= self.gpu_total - self.gpu_taken
+        keep = [wholehost.keep(self.learner.counts[s], hosts) if ahead_fits else 0.0
+                for s, (_, hosts) in self.kept.items()]
         if now != self.measured_at or base is not self.measured_mix:
             self.measured_at = now
             self.misfit = scarcity.misfit(self.overlay.free, self.overlay.gpu_left, base)
         elif keep == self.keep:
             return
-        if __import__("os").environ.get("G3DEBUG") and keep != self.keep:
-            print("KEEP", len(self.log), [(s, self.learner.counts[s], h, k) for (s, (_, h)), k in zip(self.kept.items(), keep, strict=True) if k > 0], file=__import__("sys").stderr)
         self.keep = keep
         current = self.overlay.mix
         if any(keep):

@@ -6,17 +6,22 @@ FGD (fragmentation.py) weighs each shape by how often it arrives: the chance tha
 instance is of that shape. For a shape that takes (nearly) a whole host, e.g. an 8-GPU pod of 120
 cores that fits only an empty 128-core 8-GPU host, that chance is tiny (a few in 8,000), and the
 hosts that can take it are opened by smaller GPU work long before it comes again (bench/PACKING.md,
-"Hosts kept whole"). What such a host is worth to the shape is not the chance that the next instance is of it but the
-chance that the host will be needed by it. Any of the hosts where it fits will do, so opening one
+"Hosts kept whole"). What such a host is worth to the shape is not the chance that the next
+instance is of it but the chance that the host will be needed by it. Any of the hosts where it fits will do, so opening one
 costs the shape only when the hosts left may be too few: with as many instances still to come as
 have been seen (the only causal estimate of the stream ahead; Poisson around it), the chance that
 at least as many come as there are hosts where it fits now. The measure counts the shape at the
 larger of that and how often it arrives.
 
+Only while the stream ahead, as much again as has been asked, fits in the GPUs free: keeping a
+host whole then costs the other work nothing. Where it does not (an over-full cluster), the kept
+host's GPUs would be wanted by the smaller work too, and an 8-GPU pod placed there is eight smaller
+ones left out (bench/PACKING.md measures both).
+
 Only GPU shapes of which no host can take two instances (by capacity: cpu, memory or GPUs) are
 counted this way: for smaller shapes the hosts' room is shared by many shapes, and FGD's
 expectation is the measure. Causal: the shapes and counts of the asks seen so far (the learner's,
-all of them, not only the mix's most frequent), the hosts as the plan stands, re-measured on the
+all of them, not only the mix's most frequent), the hosts as the plan stands, re-measured at the
 next ask after a host stops having room for one (the plan counts them as it reserves); weights
 in steps of 1/STEPS.
 """
