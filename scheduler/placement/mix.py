@@ -23,7 +23,7 @@ Shape = tuple[int, int, int]
 
 class WorkloadMix:
     def __init__(self, classes: list[tuple[int, int, int, float]], *, device_milli: int = gpumodel.ONE_GPU,
-                 misfit: np.ndarray | None = None, keep: np.ndarray | None = None):
+                 misfit: np.ndarray | None = None):
         if not classes:
             raise ValueError("a workload mix needs at least one class")
         a = np.array(classes, dtype=np.float64).reshape(-1, 4)
@@ -50,12 +50,6 @@ class WorkloadMix:
         # fragment is a host's pool too small for whole-GPU work (bench/PACKING.md measures it)
         self.frag_weight = (self.weight if device_milli == gpumodel.ONE_GPU
                             else np.where(self.gpu >= gpumodel.ONE_GPU, self.weight, 0.0))
-        # per shape, the chance that a host where it fits will be needed by it, where the Plan
-        # measured one (wholehost.py: shapes of which a host takes one instance); the measure
-        # counts the shape at the larger of that and how often it arrives
-        self.keep = np.zeros(len(a)) if keep is None else np.array(keep, dtype=np.float64)
-        if np.any(self.keep > 0):
-            self.frag_weight = np.maximum(self.frag_weight, self.keep)
         # the average instance: the proportion in which the mix asks for cpu and memory
         self.mean_cpu = float(self.cpu @ self.weight)
         self.mean_memory = float(self.memory @ self.weight)
@@ -82,25 +76,11 @@ class WorkloadMix:
         """This mix counted in devices of `device_milli` (itself when it already is)."""
         if device_milli == self.device_milli:
             return self
-        return WorkloadMix(self.classes, device_milli=device_milli, misfit=self.misfit, keep=self.keep)
+        return WorkloadMix(self.classes, device_milli=device_milli, misfit=self.misfit)
 
     def with_misfit(self, misfit: np.ndarray) -> WorkloadMix:
         """This mix with other weights of GPUs lost for lack of cpu or memory (one a shape)."""
-        return WorkloadMix(self.classes, device_milli=self.device_milli, misfit=misfit, keep=self.keep)
-
-    def with_kept(self, shapes: list[Shape], keep: np.ndarray, misfit: np.ndarray) -> WorkloadMix:
-        """This mix with `misfit` (one a shape of this mix) and the weights `keep` of whole-host
-        `shapes` (wholehost.py): those not in it are added at no weight of arrival, so that they
-        count in the fragmentation measure alone, not in the mix's median or mean."""
-        at = {c[:3]: k for k, c in enumerate(self.classes)}
-        extra = [s for s in shapes if s not in at]
-        classes = self.classes + [(*s, 0.0) for s in extra]
-        at.update({s: len(self.classes) + k for k, s in enumerate(extra)})
-        kept = np.zeros(len(classes))
-        for s, w in zip(shapes, keep, strict=True):
-            kept[at[s]] = w
-        return WorkloadMix(classes, device_milli=self.device_milli,
-                           misfit=np.concatenate((misfit, np.ones(len(extra)))), keep=kept)
+        return WorkloadMix(self.classes, device_milli=self.device_milli, misfit=misfit)
 
     def _per_gpu(self) -> tuple[float, float]:
         """The median cpu and memory a GPU's worth of the mix's GPU workloads brings with it

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from packyard.records import ResourceAmounts
-from scheduler.placement import kernel, scarcity, wholehost
+from scheduler.placement import kernel, scarcity
 from scheduler.placement.asks import Running
 from scheduler.placement.config import EngineConfig
-from scheduler.placement.mix import MixLearner, Shape, WorkloadMix
+from scheduler.placement.mix import MixLearner, WorkloadMix
 from scheduler.placement.overlay import Overlay
 from scheduler.placement.scorers import REGISTRY
 from scheduler.placement.table import CPU, DISK, GPU, MEMORY, HostTable, to_amounts
@@ -67,17 +67,6 @@ class Plan:
         self.cpu_taken = self.gpu_taken = 0
         self._count_taken()
         self.measured_at: tuple[int, int] | None = None
-        # the mix as learned (or given), before the plan's weights (scarcity.py, wholehost.py), and
-        # the one those in use were measured for; whole-host shapes (wholehost.whole) by shape
-        self.base_mix = self.overlay.mix
-        self.measured_mix: WorkloadMix | None = self.base_mix   # (a given mix is in use as it is)
-        self.misfit = np.ones(0)
-        self.whole_shapes: dict[Shape, bool] = {}
-        # each whole-host shape seen: [hosts with room for one now (bool, N), how many], and the
-        # weights measured from them (wholehost.keep), one a shape
-        self.kept: dict[Shape, list] = {}
-        self.keep: list[float] = []
-        self.gpu_asked = 0   # GPU milli of the asks seen (wholehost.py: as much again to come)
         # (kind, cpu, memory, disk, gpu) of a request -> its reserved amounts under the profiles,
         # and the same as an array
         self.reserved_of: dict[tuple[str, int, int, int, int], tuple[ResourceAmounts, np.ndarray]] = {}
@@ -120,73 +109,28 @@ class Plan:
         return self.overlay.mix
 
     def observe(self, need: np.ndarray, count: int) -> None:
-        """Count an ask into the learned mix; re-measure where the cpu-only shapes' room lies
-        (scarcity.py) when the cluster has filled by a step, and the weights of the whole-host
-        shapes seen (wholehost.py) when the hosts with room for one have changed; when the mix or
-        its weights change, every cached score is stale."""
+        """Count an ask into the learned mix, and re-measure where the cpu-only shapes' room lies
+        when the cluster has filled by a step (scarcity.py); when the mix or its weights change,
+        every cached score is stale."""
         mix = None
-        shape = (int(need[CPU]), int(need[MEMORY]), int(need[GPU]))
         if self.learner is not None and count > 0:
-            self.gpu_asked += shape[2] * count
-            mix = self.learner.observe(shape, count)
-            if mix is not None:
-                self.base_mix = mix
+            mix = self.learner.observe((int(need[CPU]), int(need[MEMORY]), int(need[GPU])), count)
         if self.gpu_total <= 0:   # no GPU to fragment: the weights are never read
             if mix is not None:
                 self.overlay.use_mix(mix)
                 self.classes.clear()
             return
-        if self.learner is not None and count > 0 and shape not in self.kept and self._whole(shape):
-            room = wholehost.fits(shape, self.overlay.free[:, CPU], self.overlay.free[:, MEMORY],
-                                  self.overlay.gpu_free, self.overlay.device_milli)
-            self.kept[shape] = [room, int(np.add.reduce(room))]
-        base = self.base_mix
-        if base is None:
-            return
         now = scarcity.clock(self.cpu_taken, self.cpu_total, self.gpu_taken, self.gpu_total)
-        # the stream ahead, as much again as seen, fits in the GPUs free: keeping hosts whole
-        # costs the other work nothing (else it would need them too)
-        ahead_fits = self.gpu_asked <= self.gpu_total - self.gpu_taken
-        keep = [wholehost.keep(self.learner.counts[s], hosts) if ahead_fits else 0.0
-                for s, (_, hosts) in self.kept.items()]
-        if now != self.measured_at or base is not self.measured_mix:
-            self.measured_at = now
-            self.misfit = scarcity.misfit(self.overlay.free, self.overlay.gpu_left, base)
-        elif keep == self.keep:
+        if mix is None:
+            mix = self.overlay.mix
+            if mix is None or now == self.measured_at:
+                return
+        self.measured_at = now
+        weights = scarcity.misfit(self.overlay.free, self.overlay.gpu_left, mix)
+        if mix is self.overlay.mix and np.array_equal(weights, mix.misfit):
             return
-        self.keep = keep
-        current = self.overlay.mix
-        if any(keep):
-            candidate = base.with_kept(list(self.kept), np.array(keep), self.misfit)
-        else:
-            candidate = base.with_misfit(self.misfit)
-        if (base is self.measured_mix and current is not None and np.array_equal(candidate.misfit, current.misfit)
-                and np.array_equal(candidate.keep, current.keep)):
-            return
-        self.measured_mix = base
-        self.overlay.use_mix(candidate)
+        self.overlay.use_mix(mix.with_misfit(weights))
         self.classes.clear()
-
-    def _whole(self, shape: Shape) -> bool:
-        """Whether a shape is one of which a host takes at most one instance (wholehost.py), kept."""
-        known = self.whole_shapes.get(shape)
-        if known is None:
-            known = self.whole_shapes[shape] = wholehost.whole(
-                shape, self.overlay.capacity, self.overlay.gpu_capacity, self.overlay.device_milli)
-        return known
-
-    def _count_kept(self, host: int | None) -> None:
-        """The hosts with room for each whole-host shape seen, after a reservation on `host`
-        (which can only take room away) or a release (None: every host again)."""
-        free, gpu_free, dm = self.overlay.free, self.overlay.gpu_free, self.overlay.device_milli
-        for shape, entry in self.kept.items():
-            room = entry[0]
-            if host is None:
-                room[:] = wholehost.fits(shape, free[:, CPU], free[:, MEMORY], gpu_free, dm)
-                entry[1] = int(np.add.reduce(room))
-            elif room[host] and not wholehost.fits(shape, free[host, CPU], free[host, MEMORY], gpu_free[host], dm):
-                room[host] = False
-                entry[1] -= 1
 
     def view(self, need: np.ndarray, rows: slice | np.ndarray = slice(None)) -> View:
         return View(self.overlay, rows, need)
@@ -198,8 +142,6 @@ class Plan:
     def reserve(self, host: int, need: np.ndarray) -> tuple[int, ...]:
         """Reserve `need` on `host` (which the filters found feasible); returns its GPU devices."""
         devices = self.overlay.reserve(host, need)
-        if self.kept:
-            self._count_kept(host)
         self.log.append(host)
         self.cpu_taken += int(need[CPU])
         self.gpu_taken += int(need[GPU])
@@ -209,7 +151,6 @@ class Plan:
         """Give back the reservations of evicted instances on `host` (preemption)."""
         self.overlay.release(host, victims)
         self._count_taken()
-        self._count_kept(None)
         gone = {id(v) for v in victims}
         self.running_on[host] = [r for r in self.running_on[host] if id(r) not in gone]
         self.log.append(host)

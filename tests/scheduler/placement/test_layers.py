@@ -47,7 +47,7 @@ def test_the_modules_import_one_way():
 def test_the_layers_are_the_readmes():
     g = graph()
     below_plan = {"gpumodel", "table", "asks", "mix", "measures", "overlay", "view", "filters",
-                  "fragmentation", "scarcity", "wholehost", "scorers", "kernel", "config"}
+                  "fragmentation", "scarcity", "scorers", "kernel", "config"}
     for module in below_plan:
         assert not g[module] - below_plan, f"{module} imports {g[module] - below_plan}, above the plan"
     assert g["measures"] == set() and g["gpumodel"] == set()
