@@ -233,4 +233,4 @@ async def serve(opts: dict, count: int) -> None:
     await server.stop(grace=1)
     await fleet.close()
     await etcd.close()
-    await heap.stop()
+    await heap.stop(exiting=True)

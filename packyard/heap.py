@@ -36,12 +36,18 @@ class HeapKeeper:
         gc.callbacks.append(self._timed)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def stop(self) -> None:
+    async def stop(self, exiting: bool = False) -> None:
+        """`exiting`: the process ends next, so what is alive stays frozen: the interpreter's last
+        collection at exit would otherwise scan it all for nothing (1.1 s in the scheduler, 2.3 s
+        in a simulated fleet at 100,000 instances, README's gc-cycles table)."""
         if self._task is not None:
             self._task.cancel()
         if self._timed in gc.callbacks:
             gc.callbacks.remove(self._timed)
-        gc.unfreeze()
+        if exiting:
+            gc.freeze()
+        else:
+            gc.unfreeze()
 
     async def _run(self) -> None:
         last_full = time.monotonic()

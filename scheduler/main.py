@@ -77,7 +77,7 @@ async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout
     if http:
         http.shutdown()
     await controller.stop()
-    await heap.stop()
+    await heap.stop(exiting=True)
     await controller.agents.close()
     await etcd.close()
 
