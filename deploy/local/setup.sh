@@ -47,4 +47,5 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip install -q -e '.[test]'
   echo "$want" > "$stamp"
 fi
-.venv/bin/python -m scheduler.placement.aot --if-stale --cpu host >/dev/null
+.venv/bin/python -m scheduler.placement.aot --if-stale --cpu host >/dev/null ||
+  echo "setup.sh: the placement kernel could not be built ahead of time; the scheduler compiles it with numba" >&2
