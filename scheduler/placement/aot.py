@@ -1,5 +1,5 @@
 """kernel.py's refresh compiled ahead of time (numba's pycc) into an extension module, so that the
-scheduler runs the compiled kernel without importing numba and llvmlite (~75-115 MiB of its
+scheduler runs the compiled kernel without importing numba and llvmlite (~110-120 MiB of its
 resident memory, README.md's issue-12 section).
 
     python -m scheduler.placement.aot                  # builds kernel.AOT_MODULE beside kernel.py

@@ -18,7 +18,7 @@ The engine keeps numpy for policies with a scorer not fused here, for the refere
 Which compiled code runs (`KERNEL`): the module aot.py builds ahead of time ("aot": every install
 builds it, setup.py), while it was built from this very file (`source_digest`, baked into it);
 else numba's JIT ("jit": the same functions compiled at the first Plan); else none ("numpy").
-The first imports no numba: ~75-115 MiB less resident memory in the scheduler (README.md,
+The first imports no numba: ~110-120 MiB less resident memory in the scheduler (README.md,
 issue 12). The functions here are plain Python (this module imports numba only for the JIT) and
 compiled from a copy of this module's globals (`namespace`). The AOT code reads its arguments'
 memory as `ARGUMENTS` say without checking, so Fused checks them.

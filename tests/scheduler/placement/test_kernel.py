@@ -296,7 +296,7 @@ def test_arguments_the_compiled_code_would_misread_are_refused(where):
 
 
 def test_the_scheduler_runs_the_module_built_ahead_of_time_without_numba(built):
-    """With a current module, importing the scheduler imports no numba nor llvmlite (their ~75-115
+    """With a current module, importing the scheduler imports no numba nor llvmlite (their ~110-120
     MiB of resident memory: README.md, issue 12) and Plans refresh with the module."""
     code = f"""
 import importlib.util, sys
