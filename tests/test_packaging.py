@@ -38,3 +38,5 @@ def test_the_wheel_carries_the_data(tmp_path):
     for needed in ("agent/drivers/container/seccomp-docker.json", "ctl/prometheus/prometheus.yml",
                    "ctl/prometheus/alerts.yml"):
         assert needed in names
+    # the placement kernel built ahead of time (setup.py): the scheduler runs it without numba
+    assert any(n.startswith("scheduler/placement/_kernel_aot.") and n.endswith(".so") for n in names)

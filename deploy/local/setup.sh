@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 PACKAGES=(etcd-server etcd-client runc s6 busybox-static iproute2 kmod
-          libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc python3-venv python3-dev
+          libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc g++ python3-venv python3-dev
           qemu-system-x86 qemu-utils linux-image-amd64 binutils cpio prometheus
           debootstrap systemd-container openssh-client
           golang-github-containers-common docker-registry skopeo umoci)
@@ -38,8 +38,14 @@ fi
 # reinstalls even when a checkout or merge left the file older than the stamp.
 stamp=.venv/.packyard-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+# The placement kernel compiled ahead of time (scheduler/placement/aot.py; the scheduler then runs
+# without numba) is built by the install for this machine's CPU, and again whenever kernel.py
+# changed since (a checkout, a merge): the scheduler would otherwise compile it with numba.
+export PACKYARD_KERNEL_CPU=host
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e '.[test]'
   echo "$want" > "$stamp"
 fi
+.venv/bin/python -m scheduler.placement.aot --if-stale --cpu host >/dev/null ||
+  echo "setup.sh: the placement kernel could not be built ahead of time; the scheduler compiles it with numba" >&2

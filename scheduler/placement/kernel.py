@@ -13,24 +13,39 @@ compares both on random rows and on all hosts, bit for bit. A refresh of all hos
 a changed mix) runs here too: ~1 ms at 10,000 hosts against numpy's ~3.
 
 The engine keeps numpy for policies with a scorer not fused here, for the reference pipeline
-(measures not kept), and without numba (not installed: `for_plan` returns None).
+(measures not kept), and without a compiled kernel (fused.py's `for_plan` returns None then).
 
-The compiled code is cached on disk (numba's cache: beside this file, else the user's cache
+Which compiled code runs (`KERNEL`): the module aot.py builds ahead of time ("aot": every install
+builds it, setup.py), while it was built from this very file (`source_digest`, baked into it);
+else numba's JIT ("jit": the same functions compiled at the first Plan); else none ("numpy").
+The first imports no numba: ~110-120 MiB less resident memory in the scheduler (README.md,
+issue 12). The functions here are plain Python (this module imports numba only for the JIT) and
+compiled from a copy of this module's globals (`namespace`). The AOT code reads its arguments'
+memory as `ARGUMENTS` say without checking, so Fused checks them.
+
+The JIT's code is cached on disk (numba's cache: beside this file, else the user's cache
 directory, else a directory of this user's alone under the temporary directory, else none): a fresh
 process loads it in ~0.3 s instead of compiling for ~3 s (CPU).
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib
+import importlib.util
 import logging
 import os
 import stat
 import tempfile
+import types
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
-from scheduler.placement.overlay import Overlay
-from scheduler.placement.table import GPU
+# table.GPU, need's column of GPUs: this module imports nothing of the package (only numpy), so
+# that setup.py can build it ahead of time with numpy and numba alone (test_kernel.py: the same)
+GPU = 3
 
 # numpy adds up to this many values in one block of its pairwise sum (PW_BLOCKSIZE); a mix of
 # more shapes (not learned ones: MixLearner keeps 64) is left to numpy
@@ -43,49 +58,30 @@ CODES = {"fragmentation": FRAGMENTATION, "stranding": STRANDING, "balance": BALA
          "least_allocated": LEAST, "balanced_allocation": BALANCED}
 
 
-def _compiler() -> tuple[Callable[[Callable], Callable], bool]:
-    """numba's njit, caching where it can write, and True; without numba, the identity and False."""
-    try:
-        import numba
-    except ImportError:   # the numpy path does everything, only slower
-        return (lambda function: function), False
+# _refresh's arguments, in order: (name, numpy type, dimensions; 0 a scalar). The build of aot.py
+# compiles for exactly these, and its code reads an array's memory as this type without checking
+# (a wrong one is a wrong score or a crash, not an error): Fused checks every array against them
+ARGUMENTS = (
+    ("rows", "i8", 1), ("need", "i8", 1), ("static_ok", "b1", 1), ("floor", "i8", 1), ("score", "f8", 1),
+    ("device_milli", "i8", 0), ("free", "i8", 2), ("allocated", "i8", 2), ("inv_capacity", "f8", 2),
+    ("no_capacity", "f8", 2), ("in_use", "f8", 1), ("size_cpu_memory", "f8", 1), ("size_gpu", "f8", 1),
+    ("scale", "i8", 2), ("gpu_free", "i8", 2), ("gpu_left", "i8", 1), ("gpu_scale", "i8", 0),
+    ("codes", "i8", 1), ("weights", "f8", 1),
+    ("has_mix", "b1", 0), ("balanced_mix", "b1", 0), ("mean_cpu", "f8", 0), ("mean_memory", "f8", 0),
+    ("mix_cpu", "i8", 1), ("mix_memory", "i8", 1), ("mix_gpu", "i8", 1), ("share", "b1", 1),
+    ("thresholds", "i8", 1), ("threshold_index", "i8", 1), ("frag_weight", "f8", 1),
+    ("cpu_factor", "f8", 0), ("memory_factor", "f8", 0), ("misfit", "f8", 1), ("fgd", "b1", 0),
+    ("balance_store", "f8", 1), ("balance_valid", "b1", 1), ("gpu_store", "f8", 2), ("gpu_valid", "b1", 1),
+    ("parts_store", "i8", 2), ("parts_valid", "b1", 1),
+)
+PER_CALL = 5   # the first five change with every call; the rest are a Fused's, checked when built
 
-    def compile_(function: Callable) -> Callable:
-        try:
-            return numba.njit(cache=True)(function)
-        except RuntimeError:   # neither the package's directory nor the user's cache is writable
-            pass
-        private = private_cache_dir()
-        if private is not None:
-            numba.config.CACHE_DIR = private
-            try:
-                return numba.njit(cache=True)(function)
-            except RuntimeError:
-                pass
-        return numba.njit(function)   # compiled in every process
-    return compile_, True
-
-
-def private_cache_dir() -> str | None:
-    """A cache directory under the temporary directory that only this user can write, or None.
-    numba's cache files are pickles: loading some another user put there would run their code."""
-    path = os.path.join(tempfile.gettempdir(), f"packyard-numba-{os.getuid()}")
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    except OSError:
-        return None
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
-        return None   # a symlink, someone else's, or writable by others
-    return path
+# the compiled kernels' functions: each helper is called by the next ones, _refresh by Fused
+FUNCTIONS = ("_pairwise", "_gpu_parts", "_from_parts", "_stranded_share", "_refresh")
+# the module aot.py builds, beside this file
+AOT_MODULE = "scheduler.placement._kernel_aot"
 
 
-_jit, COMPILED = _compiler()
-
-
-@_jit
 def _pairwise(a: np.ndarray, n: int) -> float:
     """numpy's pairwise sum of a[:n] (DOUBLE_pairwise_sum), as np.add.reduce adds a row of up to
     PAIRWISE_MAX values (above, numpy splits the row in halves: Fused leaves such mixes to numpy)."""
@@ -115,7 +111,6 @@ def _pairwise(a: np.ndarray, n: int) -> float:
     return res
 
 
-@_jit
 def _gpu_parts(devices, device_milli, mix_gpu, share, thresholds, threshold_index, below, out):
     """fragmentation.gpu_parts of one host's devices, into `out` (1 + 2S,)."""
     total = 0
@@ -143,7 +138,6 @@ def _gpu_parts(devices, device_milli, mix_gpu, share, thresholds, threshold_inde
         out[1 + s + k] = below[threshold_index[k]]
 
 
-@_jit
 def _from_parts(cpu_free, memory_free, parts, mix_cpu, mix_memory, frag_weight, cpu_factor,
                 memory_factor, misfit, fgd, terms):
     """fragmentation.from_parts of one host: (fragmented, stranded)."""
@@ -166,7 +160,6 @@ def _from_parts(cpu_free, memory_free, parts, mix_cpu, mix_memory, frag_weight, 
     return fragmented, total - usable
 
 
-@_jit
 def _stranded_share(cpu, memory, scale_cpu, scale_memory, mean_cpu, mean_memory):
     """scorers.stranded_share of one host."""
     cpu = max(cpu, 0)
@@ -175,7 +168,6 @@ def _stranded_share(cpu, memory, scale_cpu, scale_memory, mean_cpu, mean_memory)
     return (cpu - units * mean_cpu) / scale_cpu + (memory - units * mean_memory) / scale_memory
 
 
-@_jit
 def _refresh(rows, need, static_ok, floor, score,
              device_milli, free, allocated, inv_capacity, no_capacity, in_use, size_cpu_memory,
              size_gpu, scale, gpu_free, gpu_left, gpu_scale, codes, weights,
@@ -315,81 +307,115 @@ def _refresh(rows, need, static_ok, floor, score,
         score[h] = out
 
 
-class Fused:
-    """The compiled refresh for one Plan: its overlay and its policy's scorers and weights. The
-    kernel's arguments but the refresh's own are kept (the Overlay changes its arrays in place,
-    never replaces them) and rebuilt when the mix changes, which drops the measures."""
-
-    def __init__(self, overlay: Overlay, codes: np.ndarray, weights: np.ndarray):
-        self.overlay = overlay
-        self.hosts = (overlay.device_milli, overlay.free, overlay.allocated, overlay.inv_capacity,
-                      overlay.no_capacity, overlay.in_use, overlay.size, overlay.size_gpu,
-                      overlay.cpu_memory_scale, overlay.gpu_free, overlay.gpu_left, overlay.gpu_scale,
-                      codes, weights)
-        self.mix: object = self   # (not a mix: the first refresh builds the arguments)
-        self.generation = -1
-        self.args: tuple | None = None
-
-    def _arguments(self) -> tuple | None:
-        """The hosts', the mix's and the measures' arguments; None for a mix of more than
-        PAIRWISE_MAX shapes."""
-        mix = self.overlay.mix
-        kept = self.overlay.measures
-        self.mix, self.generation = mix, kept.generation
-        if mix is None:
-            none_i, none_f = np.zeros(0, dtype=np.int64), np.zeros(0)
-            flags = np.zeros(0, dtype=np.bool_)
-            self.args = (*self.hosts, False, False, 1.0, 1.0, none_i, none_i, none_i, flags, none_i, none_i,
-                         none_f, 0.0, 0.0, none_f, True, none_f, flags, np.zeros((0, 2)), flags,
-                         np.zeros((0, 0), dtype=np.int64), flags)
-        elif len(mix.weight) > PAIRWISE_MAX:
-            self.args = None
-        else:
-            s = len(mix.weight)
-            balance = kept.entry("balance", (), np.float64)
-            gpu = kept.entry("gpu", (2,), np.float64)
-            parts = kept.entry("gpu parts", (1 + 2 * s,), np.int64, devices_only=True)
-            dm = mix.device_milli
-            self.args = (*self.hosts, True, bool(mix.mean_cpu > 0 and mix.mean_memory > 0),
-                         float(mix.mean_cpu), float(mix.mean_memory), mix.cpu, mix.memory, mix.gpu,
-                         mix.share, mix.thresholds.astype(np.int64), mix.threshold_index.astype(np.int64),
-                         mix.frag_weight,
-                         dm / mix.cpu_per_gpu if mix.cpu_per_gpu > 0 else 0.0,
-                         dm / mix.memory_per_gpu if mix.memory_per_gpu > 0 else 0.0,
-                         mix.misfit, mix.fgd, *balance, *gpu, *parts)
-        return self.args
-
-    def refresh(self, rows: np.ndarray, need: np.ndarray, static_ok: np.ndarray, floor: np.ndarray,
-                score: np.ndarray) -> bool:
-        """engine._refresh of `rows` (an int64 array of host indices) into `score`; False (and
-        nothing done) for a mix of more than PAIRWISE_MAX shapes."""
-        args = self.args
-        if self.mix is not self.overlay.mix or self.generation != self.overlay.measures.generation:
-            args = self._arguments()
-        if args is None:
-            return False
-        _refresh(rows, need, static_ok, floor, score, *args)
-        return True
+def namespace(jit: Callable[[Callable], Callable]) -> dict:
+    """This module's globals with copies of FUNCTIONS, the helpers compiled by `jit` and _refresh
+    not (aot.py compiles it for its signature, jit_refresh as calls come): numba reads the
+    helpers a function calls from its globals, and this module's stay plain Python, so that
+    importing it imports no numba."""
+    space = dict(globals())
+    for name in FUNCTIONS:
+        f = globals()[name]
+        copy = types.FunctionType(f.__code__, space, name, f.__defaults__, f.__closure__)
+        copy.__qualname__, copy.__doc__ = f.__qualname__, f.__doc__
+        space[name] = copy if name == "_refresh" else jit(copy)
+    return space
 
 
-def for_plan(overlay: Overlay, scorers: Sequence[tuple[str, float]], keep_measures: bool) -> Fused | None:
-    """The fused refresh of a Plan weighing `scorers` (name, weight / total), or None where the
-    engine must use numpy: a scorer not fused here, measures not kept (the reference pipeline,
-    EngineConfig(incremental=False)), or no numba."""
-    if not keep_measures or not all(name in CODES for name, _ in scorers):
-        return None
-    if not COMPILED:
-        return None
-    fused = Fused(overlay, np.array([CODES[name] for name, _ in scorers], dtype=np.int64),
-                  np.array([w for _, w in scorers], dtype=np.float64))
-    # compile (or load from the cache) now, with the argument types of every later call, rather
-    # than within the first placement: a refresh of no rows
-    n = len(overlay.free)
+def source_digest() -> int:
+    """What the compiled code is built from, as a positive int64: this file's text (the
+    functions, their argument types, the constants they read). aot.py bakes it into its module."""
+    return int.from_bytes(hashlib.sha256(Path(__file__).read_bytes()).digest()[:8], "big") >> 1
+
+
+def aot_refresh(path: str | None = None) -> Callable | None:
+    """The refresh aot.py built (at `path`, default AOT_MODULE beside this file), or None: not
+    built, built from another kernel.py (stale: its digest differs) or not loadable here. numba
+    is not imported."""
+    log = logging.getLogger(__name__)
     try:
-        fused.refresh(np.zeros(0, dtype=np.int64), np.zeros(4, dtype=np.int64), np.zeros(n, dtype=bool),
-                      np.zeros(3, dtype=np.int64), np.zeros(n))
-    except Exception:   # numba cannot compile here: numpy decides the same, only slower
-        logging.getLogger(__name__).warning("the compiled refresh is not available, placing with numpy",
-                                            exc_info=True)
+        if path is None:
+            module = importlib.import_module(AOT_MODULE)
+        else:
+            spec = importlib.util.spec_from_file_location(AOT_MODULE, path)
+            if spec is None or not os.path.exists(path):
+                return None
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+    except ModuleNotFoundError:
+        log.info("the kernel is not built ahead of time (python -m scheduler.placement.aot builds it)")
         return None
-    return fused
+    except Exception:   # a module the loader or numpy here cannot load: compiled with numba instead
+        log.warning("the kernel built ahead of time does not load, compiling it with numba", exc_info=True)
+        return None
+    if module.digest() != source_digest():
+        log.warning("the kernel built ahead of time (%s) is stale: kernel.py changed since; compiling "
+                    "it with numba (python -m scheduler.placement.aot rebuilds it)", module.__file__)
+        return None
+    return module.refresh
+
+
+@functools.cache
+def jit_refresh() -> Callable | None:
+    """_refresh compiled by numba as it is called (cached on disk where it can be, see the
+    module's docstring), or None without numba."""
+    try:
+        import numba
+    except ImportError:   # the numpy path does everything, only slower
+        return None
+
+    def compile_(function: Callable) -> Callable:
+        try:
+            return numba.njit(cache=True)(function)
+        except RuntimeError:   # neither the package's directory nor the user's cache is writable
+            pass
+        private = private_cache_dir()
+        if private is not None:
+            numba.config.CACHE_DIR = private
+            try:
+                return numba.njit(cache=True)(function)
+            except RuntimeError:
+                pass
+        return numba.njit(function)   # compiled in every process
+    return compile_(namespace(compile_)["_refresh"])
+
+
+def private_cache_dir() -> str | None:
+    """A cache directory under the temporary directory that only this user can write, or None.
+    numba's cache files are pickles: loading some another user put there would run their code."""
+    path = os.path.join(tempfile.gettempdir(), f"packyard-numba-{os.getuid()}")
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        return None   # a symlink, someone else's, or writable by others
+    return path
+
+
+def _load() -> tuple[Callable | None, str]:
+    refresh = aot_refresh()
+    if refresh is not None:
+        return refresh, "aot"
+    refresh = jit_refresh()
+    return refresh, "numpy" if refresh is None else "jit"
+
+
+# the refresh every Fused calls, and which it is: "aot" (no numba imported), "jit" or "numpy" (None)
+REFRESH, KERNEL = _load()
+COMPILED = REFRESH is not None
+_DTYPES = {"i8": np.dtype(np.int64), "f8": np.dtype(np.float64), "b1": np.dtype(np.bool_)}
+_TYPES = tuple((name, _DTYPES[kind], ndim) for name, kind, ndim in ARGUMENTS)
+
+
+def check_arguments(values: Sequence, first: int = 0) -> None:
+    """TypeError unless each array of `values` (_refresh's arguments from index `first` on) is of
+    ARGUMENTS' type and dimensions, C-contiguous and aligned, as the compiled code reads it.
+    (Scalars need no check: the compiled code converts them.)"""
+    for value, (name, dtype, ndim) in zip(values, _TYPES[first:first + len(values)], strict=True):
+        if ndim and not (isinstance(value, np.ndarray) and value.dtype == dtype and value.ndim == ndim
+                         and value.flags.c_contiguous and value.flags.aligned):
+            raise TypeError(f"the kernel's {name} must be a C-contiguous {ndim}-d {dtype} array, "
+                            f"not {getattr(value, 'dtype', type(value).__name__)!s} {getattr(value, 'shape', '')}")

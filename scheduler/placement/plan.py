@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from packyard.records import ResourceAmounts
-from scheduler.placement import kernel, scarcity
+from scheduler.placement import fused, scarcity
 from scheduler.placement.asks import Running
 from scheduler.placement.config import EngineConfig
 from scheduler.placement.mix import MixLearner, WorkloadMix
@@ -58,7 +58,7 @@ class Plan:
                                given.for_devices(device_milli) if given is not None else None,
                                keep_measures=self.config.incremental)
         # the engine's refresh, compiled (kernel.py); None: numpy only
-        self.fused = kernel.for_plan(self.overlay, weights, self.config.incremental)
+        self.fused = fused.for_plan(self.overlay, weights, self.config.incremental)
         self.log: list[int] = []
         # the cluster's cpu and GPU milli, and how much of them is taken (kept by reserve and
         # release), for the clock of the cpu-only shapes' weights (scarcity.py)

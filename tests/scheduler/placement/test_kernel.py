@@ -1,18 +1,44 @@
-"""The compiled refresh (kernel.py) against the numpy path it replaces: the same
-scores bit for bit on random hosts (with and without GPUs, partly used devices, overfull hosts,
-hosts without capacity), random instances and mixes, both GPU models, and the same decisions."""
+"""The compiled refresh (kernel.py), built ahead of time (aot.py) and compiled by numba's JIT,
+against the numpy path it replaces: the same scores bit for bit on random hosts (with and
+without GPUs, partly used devices, overfull hosts, hosts without capacity), random instances and
+mixes, both GPU models, and the same decisions; which of them a process runs."""
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from packyard.records import ResourceAmounts
-from scheduler.placement import EngineConfig, Host, HostTable, Plan, engine, kernel, place
+from scheduler.placement import EngineConfig, Host, HostTable, Plan, aot, engine, kernel, place, table
 from scheduler.placement.mix import WorkloadMix
 from scheduler.placement.table import amounts
 from tests.scheduler.placement.builders import GIB, ask
 
-pytestmark = pytest.mark.skipif(not kernel.COMPILED, reason="numba is not installed")
+pytestmark = pytest.mark.skipif(kernel.jit_refresh() is None, reason="numba is not installed")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> str:
+    """The kernel built ahead of time from this kernel.py, apart from the tree's own (which a
+    checkout may not have built)."""
+    path = str(tmp_path_factory.mktemp("aot") / ("_kernel_aot" + sysconfig.get_config_var("EXT_SUFFIX")))
+    aot.build(path)
+    return path
+
+
+@pytest.fixture(params=["aot", "jit"])
+def compiled(request, monkeypatch):
+    """Every Plan of the test refreshes with this compiled kernel."""
+    refresh = kernel.aot_refresh(request.getfixturevalue("built")) if request.param == "aot" else kernel.jit_refresh()
+    assert refresh is not None
+    monkeypatch.setattr(kernel, "REFRESH", refresh)
+    return request.param
 
 
 def random_hosts(rng: np.random.Generator, n: int, device_milli: int) -> list[Host]:
@@ -66,7 +92,7 @@ POLICIES = ["packyard", "k8s-default", "k8s-mostallocated"]
 
 @pytest.mark.parametrize("seed", range(12))
 @pytest.mark.parametrize("gpu_model", ["devices", "pooled"])
-def test_same_scores_bit_for_bit_as_numpy(seed, gpu_model):
+def test_same_scores_bit_for_bit_as_numpy(seed, gpu_model, compiled):
     rng = np.random.default_rng(seed)
     device_milli = 1000 if gpu_model == "devices" else 10**9
     hosts = random_hosts(rng, 60, device_milli)
@@ -106,7 +132,7 @@ def test_same_scores_bit_for_bit_as_numpy(seed, gpu_model):
             reference.reserve(int(best), need)
 
 
-def test_gpu_terms_are_a_constant_where_no_scored_row_has_a_free_gpu():
+def test_gpu_terms_are_a_constant_where_no_scored_row_has_a_free_gpu(compiled):
     """fragmentation.gradients is None (0.5 for all rows, added apart) when none of the scored
     hosts has a free GPU: the kernel adds it where numpy does, so a host scores the same."""
     rng = np.random.default_rng(5)
@@ -127,7 +153,7 @@ def test_gpu_terms_are_a_constant_where_no_scored_row_has_a_free_gpu():
 
 @pytest.mark.parametrize("gpu_model", ["devices", "pooled"])
 @pytest.mark.parametrize("gpu_hosts", [0.0, 0.3])
-def test_same_decisions_as_numpy(gpu_model, gpu_hosts):
+def test_same_decisions_as_numpy(gpu_model, gpu_hosts, compiled):
     rng = np.random.default_rng(11)
     hosts = [Host(f"h{i}", ResourceAmounts(32000, 128 * GIB, 100 * GIB, 8000 if rng.random() < gpu_hosts else 0),
                   attributes={"driver.container": "ok", "driver.vm": "ok"}) for i in range(80)]
@@ -151,21 +177,21 @@ def test_numpy_where_the_kernel_does_not_fuse(monkeypatch):
     assert Plan(table, EngineConfig.for_policy("nomad-binpack")).fused is None   # np.power: not fused
     assert Plan(table, EngineConfig(incremental=False)).fused is None   # the reference pipeline
     assert Plan(table, EngineConfig()).fused is not None
-    monkeypatch.setattr(kernel, "COMPILED", False)   # numba not installed
+    monkeypatch.setattr(kernel, "REFRESH", None)   # numba not installed, no module built ahead of time
     assert Plan(table, EngineConfig()).fused is None
 
 
 def test_a_kernel_that_fails_to_compile_leaves_the_plan_to_numpy(monkeypatch, caplog):
     def broken(*args):
         raise TypeError("cannot compile here")
-    monkeypatch.setattr(kernel, "_refresh", broken)
+    monkeypatch.setattr(kernel, "REFRESH", broken)
     table = HostTable.from_hosts([Host("h", ResourceAmounts(1000, GIB), attributes={"driver.container": "ok"})])
     plan = Plan(table, EngineConfig())
     assert plan.fused is None and "not available" in caplog.text
     assert place(table, [ask(2)], plan=plan)[0].hosts == ["h", "h"]
 
 
-def test_a_mix_of_more_shapes_than_one_pairwise_block_is_left_to_numpy():
+def test_a_mix_of_more_shapes_than_one_pairwise_block_is_left_to_numpy(compiled):
     shapes = [(1000 + i, GIB, 0, 1.0) for i in range(kernel.PAIRWISE_MAX + 1)]
     table = HostTable.from_hosts([Host(f"h{i}", ResourceAmounts(8000, 32 * GIB, 0, 2000)) for i in range(4)])
     config = EngineConfig(workload_mix=WorkloadMix(shapes))
@@ -179,15 +205,20 @@ def test_a_mix_of_more_shapes_than_one_pairwise_block_is_left_to_numpy():
     assert bits(a.score) == bits(b.score)
 
 
-def test_one_compiled_signature_for_every_plan():
+def test_one_compiled_signature_for_every_plan(monkeypatch):
     """Every call has the argument types of the Plan's first (a refresh of no rows compiles it
-    then, not in a placement): a call of other types would compile again, for seconds."""
+    then, not in a placement): a call of other types would compile again, for seconds. And they
+    are kernel.ARGUMENTS, the types the module built ahead of time reads its arguments as."""
+    from numba.core import sigutils
+    jit = kernel.jit_refresh()
+    monkeypatch.setattr(kernel, "REFRESH", jit)
     hosts = [Host("a", ResourceAmounts(8000, 32 * GIB, 0, 2000)), Host("b", ResourceAmounts(8000, 32 * GIB))]
     for config in (EngineConfig(), EngineConfig(workload_mix=WorkloadMix([(1000, GIB, 500, 1.0)])),
                    EngineConfig.for_policy("k8s-default"), EngineConfig(gpu_model="pooled")):
         table = HostTable.from_hosts(hosts, gpu_model=config.gpu_model)
         place(table, [ask(3, gpu=500), ask(2)], plan=Plan(table, config))
-    assert len(kernel._refresh.signatures) == 1
+    assert len(jit.signatures) == 1
+    assert tuple(jit.signatures[0]) == sigutils.normalize_signature(aot.signature())[0]
 
 
 def test_the_temporary_cache_directory_is_the_users_alone(tmp_path, monkeypatch):
@@ -204,3 +235,80 @@ def test_the_temporary_cache_directory_is_the_users_alone(tmp_path, monkeypatch)
     os.symlink(tmp_path / "elsewhere", mine)
     (tmp_path / "elsewhere").mkdir(mode=0o700)
     assert kernel.private_cache_dir() is None
+
+
+def test_the_kernels_gpu_column_is_the_tables():
+    assert kernel.GPU == table.GPU
+
+
+def test_a_stale_or_missing_module_is_not_used(built, tmp_path, monkeypatch, caplog):
+    """A module built from another kernel.py (its digest differs) falls back to the JIT, said in
+    the log; so do a missing one and one that does not load."""
+    assert kernel.aot_refresh(built) is not None
+    assert kernel.aot_refresh(str(tmp_path / os.path.basename(built))) is None   # none there
+    monkeypatch.setattr(kernel, "source_digest", lambda: 12345)   # kernel.py changed since the build
+    assert kernel.aot_refresh(built) is None and "stale" in caplog.text
+    garbage = tmp_path / "garbage" / os.path.basename(built)
+    garbage.parent.mkdir()
+    garbage.write_bytes(b"not an ELF file")
+    assert kernel.aot_refresh(str(garbage)) is None and "does not load" in caplog.text
+
+
+def test_the_digest_is_of_kernel_py(tmp_path, monkeypatch):
+    """Any change to kernel.py's text changes the digest the module is checked against."""
+    copy = tmp_path / "kernel.py"
+    text = Path(kernel.__file__).read_text()
+    digests = set()
+    for edit in (text, text.replace("return res", "return res + 0.0", 1), text + "\n", text.replace("GPU = 3", "GPU = 2")):
+        copy.write_text(edit)
+        monkeypatch.setattr(kernel, "__file__", str(copy))
+        digests.add(kernel.source_digest())
+    assert len(digests) == 4
+
+
+def test_if_stale_rebuilds_only_a_stale_module(built, capsys):
+    assert aot.main(["--out", built, "--if-stale"]) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert aot.built_digest(built) == kernel.source_digest()
+
+
+@pytest.mark.parametrize("where", ["per call", "kept"])
+def test_arguments_the_compiled_code_would_misread_are_refused(where):
+    """The module built ahead of time does not check its arguments' types (it reads the memory as
+    ARGUMENTS say): Fused does, for what changes per call and for what it keeps."""
+    hosts = [Host(f"h{i}", ResourceAmounts(8000, 32 * GIB, 0, 2000), attributes={"driver.container": "ok"})
+             for i in range(4)]
+    plan = Plan(HostTable.from_hosts(hosts), EngineConfig())
+    need = amounts(ResourceAmounts(500, GIB, 0, 0))
+    cls = engine._new_class(plan, ask(), need)
+    rows = np.array([0, 2])
+    assert plan.fused.refresh(rows, need, cls.static_ok, cls.floor, cls.score)
+    if where == "per call":
+        bad = [(rows.astype(np.int32), need), (rows, need.astype(np.float64)), (np.arange(6)[::2], need)]
+        for bad_rows, bad_need in bad:
+            with pytest.raises(TypeError, match="C-contiguous"):
+                plan.fused.refresh(bad_rows, bad_need, cls.static_ok, cls.floor, cls.score)
+    else:
+        plan.overlay.free = plan.overlay.free.astype(np.int32)   # (never so: the overlay keeps int64)
+        plan.fused = type(plan.fused)(plan.overlay, *plan.fused.hosts[-2:])
+        with pytest.raises(TypeError, match="free"):
+            plan.fused.refresh(rows, need, cls.static_ok, cls.floor, cls.score)
+
+
+def test_the_scheduler_runs_the_module_built_ahead_of_time_without_numba(built):
+    """With a current module, importing the scheduler imports no numba nor llvmlite (their ~110-120
+    MiB of resident memory: README.md, issue 12) and Plans refresh with the module."""
+    code = f"""
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("scheduler.placement._kernel_aot", {built!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+sys.modules[spec.name] = module   # as if built beside kernel.py
+import scheduler.main
+from scheduler.placement import Host, HostTable, EngineConfig, Plan, kernel
+from packyard.records import ResourceAmounts
+plan = Plan(HostTable.from_hosts([Host("h", ResourceAmounts(1000, 1 << 30))]), EngineConfig())
+print(kernel.KERNEL, plan.fused is not None, sorted(m for m in sys.modules if m.split(".")[0] in ("numba", "llvmlite")))
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["aot", "True", "[]"], done.stderr
