@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from packyard.quantity import shown
+
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 _DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _HOST = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[0-9a-fA-F:.]+\])"
@@ -64,13 +66,13 @@ def parse(value: str) -> Reference:
     digest means tag `latest`, as `docker pull` does."""
     m = REFERENCE.match(value)
     if m is None:
-        raise ReferenceError(f"'{value[:300]}' does not match it (lowercase repository, e.g. "
+        raise ReferenceError(f"'{shown(value)}' does not match it (lowercase repository, e.g. "
                              "registry.example:5000/team/app:1.2)")
     registry = m["registry"]
     if not ("." in registry or ":" in registry or registry == "localhost"):
         # Docker's rule for telling a registry from a repository's first component
         raise ReferenceError(f"'{registry}' is not a registry host (write the registry out, e.g. "
-                             f"docker.io/{value[:200]})")
+                             f"docker.io/{shown(value)})")
     if len(m["registry"]) + 1 + len(m["name"]) > MAX_NAME:
         raise ReferenceError(f"the repository name is longer than {MAX_NAME} characters")
     port = m["registry"].rsplit(":", 1)[1] if m["registry"].count(":") == 1 else None

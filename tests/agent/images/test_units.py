@@ -40,6 +40,14 @@ def test_malformed_references_say_why(value, words):
         imageref.parse(value)
 
 
+@pytest.mark.parametrize("value", ["\x85", "r.io/a\u2028b", "r.io/a\nb", "r.io/" + "\x85" * 400])
+def test_a_bad_reference_is_quoted_back_on_one_short_line(value):
+    """hypothesis found '\x85' (NEL, a line break to str.splitlines) quoted back raw."""
+    with pytest.raises(imageref.ReferenceError) as e:
+        imageref.parse(value)
+    assert len(str(e.value).splitlines()) == 1 and len(str(e.value)) < 300
+
+
 def test_plain_http_only_for_loopback_or_listed(tmp_path):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"auths": {}, "insecure": ["10.0.0.5:5000"], "certs": {"127.0.0.1:5000": "/x.crt"}}))
