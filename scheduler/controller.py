@@ -321,8 +321,7 @@ class Controller:
         job = self.state.jobs[name]
         result = look_again(job, self.specs.of(job), entries, ready, now, deployment, rest_at, self.config.reconcile)
         if result is not None:
-            self.rollouts.looked_again(name, (iid for iid, _ in due), result.wake_at,
-                                       result.deployment or deployment, result.waiting)
+            self.rollouts.looked_again(name, result.wake_at, result.deployment or deployment, result.waiting)
             self._min_healthy_of(name, result)
         return result
 

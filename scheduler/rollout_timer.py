@@ -19,11 +19,83 @@ one, one seen healthy), or any other change, makes the next look whole again, as
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import heapq
+import math
+from collections.abc import Callable, Mapping
 
 from packyard.records import DeploymentRecord
 
 ROLLOUT_INSTANCES_PER_SECOND = 10_000
+
+
+class Waiting:
+    """A rollout's instances its last look found waiting: id -> (when each may next be found
+    otherwise, whether it was placed when last judged), filed by that time's tenth of a second, so
+    that a look finds the few whose time came without reading them all (100,000 at first; a heap's
+    pops cost more than reading them)."""
+
+    def __init__(self, items: Mapping[str, tuple[float, bool]]):
+        self.of: dict[str, tuple[float, bool]] = {}
+        self._files: dict[int, list[str]] = {}        # tenth -> ids filed under it (some since moved)
+        self._seconds: list[int] = []                 # a heap of those tenths
+        self.put(items)
+
+    def _file(self, iid: str, at: float) -> None:
+        second = _tenth(at)
+        ids = self._files.get(second)
+        if ids is None:
+            ids = self._files[second] = []
+            heapq.heappush(self._seconds, second)
+        ids.append(iid)
+
+    def put(self, items: Mapping[str, tuple[float, bool]]) -> None:
+        self.of.update(items)
+        for iid, (at, _) in items.items():
+            self._file(iid, at)
+
+    def lower(self, iid: str, at: float) -> None:
+        """`iid`, if waiting, may be found otherwise from `at` (early rather than late: never later)."""
+        old = self.of.get(iid)
+        if old is None or at >= old[0]:
+            return
+        self.of[iid] = (at, old[1])
+        if _tenth(at) != _tenth(old[0]):
+            self._file(iid, at)
+
+    def take(self, now: float) -> tuple[list[tuple[str, bool]], float | None]:
+        """Those whose time came by `now` (no longer kept: `put` those still waiting back), each
+        with whether it was placed, and the earliest time of the rest (None: none waits)."""
+        of, files, seconds = self.of, self._files, self._seconds
+        due: list[tuple[str, bool]] = []
+        while seconds and seconds[0] <= _tenth(now):
+            second = heapq.heappop(seconds)
+            later = []                                # of the second `now` is in: not all due yet
+            for iid in files.pop(second):
+                current = of.get(iid)
+                if current is None or _tenth(current[0]) != second:
+                    continue                          # judged, or filed again since under another tenth
+                if current[0] <= now:
+                    due.append((iid, current[1]))
+                    del of[iid]
+                else:
+                    later.append(iid)
+            if later:
+                files[second] = later
+                heapq.heappush(seconds, second)
+                break
+        rest_at = None
+        while seconds and rest_at is None:
+            second = seconds[0]
+            ids = files[second] = [i for i in files[second] if i in of and _tenth(of[i][0]) == second]
+            if ids:
+                rest_at = min(of[i][0] for i in ids)
+            else:
+                del files[heapq.heappop(seconds)]
+        return due, rest_at
+
+
+def _tenth(t: float) -> int:
+    return math.floor(t * 10)
 
 
 class RolloutTimer:
@@ -35,7 +107,7 @@ class RolloutTimer:
         self._looked: dict[str, tuple[float | None, DeploymentRecord | None]] = {}
         # of those whose last look may be followed by a narrow one: its waiting instances, id ->
         # (when it may next be found otherwise, whether it was placed when last judged)
-        self._waiting: dict[str, dict[str, tuple[float, bool]]] = {}
+        self._waiting: dict[str, Waiting] = {}
 
     def looked(self, job: str, wake_at: float | None, deployment: DeploymentRecord | None,
                waiting: Mapping[str, tuple[float, bool]] | None = None) -> None:
@@ -45,20 +117,18 @@ class RolloutTimer:
         if waiting is None:
             self._waiting.pop(job, None)
         else:
-            self._waiting[job] = dict(waiting)
+            self._waiting[job] = Waiting(waiting)
 
-    def looked_again(self, job: str, judged: Iterable[str], wake_at: float | None,
+    def looked_again(self, job: str, wake_at: float | None,
                      deployment: DeploymentRecord | None, waiting: Mapping[str, tuple[float, bool]] | None) -> None:
-        """A narrow look judged `judged` again (`narrow`): those of them still waiting are in
-        `waiting` (None: the rollout ended)."""
+        """A narrow look judged what `narrow` handed it: those still waiting are in `waiting`
+        (None: the rollout ended)."""
         kept = self._waiting.get(job)
         self._looked[job] = (wake_at, deployment)
         if waiting is None or kept is None:
             self._waiting.pop(job, None)
             return
-        for iid in judged:
-            del kept[iid]
-        kept.update(waiting)
+        kept.put(waiting)
 
     def heard(self, job: str, matters_at: float | None = None, instance: str = "") -> None:
         """Something about `job` changed that its last look did not see, which can change what
@@ -74,10 +144,8 @@ class RolloutTimer:
         if last[0] is None or matters_at < last[0]:
             self._looked[job] = (matters_at, last[1])
         waiting = self._waiting.get(job)
-        if waiting is not None and instance in waiting:
-            at, placed = waiting[instance]
-            if matters_at < at:
-                waiting[instance] = (matters_at, placed)
+        if waiting is not None and instance:
+            waiting.lower(instance, matters_at)
         # a report of an instance not waiting: one seen healthy is healthy for good; one the last
         # look did not see at all comes with its record, which makes the next look whole
 
@@ -85,7 +153,7 @@ class RolloutTimer:
         """The record of `instance` (of `job`) changed: a narrow look judges it again at once if
         the last look found it waiting; anything else, the whole job is looked at, as `heard`."""
         waiting = self._waiting.get(job)
-        if waiting is None or instance not in waiting or job not in self._looked:
+        if waiting is None or instance not in waiting.of or job not in self._looked:
             self.heard(job)
             return
         self.heard(job, now, instance)
@@ -94,18 +162,13 @@ class RolloutTimer:
                ) -> tuple[list[tuple[str, bool]], float | None] | None:
         """If a look at `job` now may be narrow (`reconciler.look_again`): the instances it must
         judge (those whose time came), each with whether it was placed when last judged, and the
-        earliest time of the rest (None: none waits)."""
+        earliest time of the rest (None: none waits). Handed over: the look that follows gives
+        back those still waiting (`looked_again`), or, looking at the whole job, all (`looked`)."""
         waiting = self._waiting.get(job)
         last = self._looked.get(job)
         if waiting is None or last is None or last[1] != deployment:
             return None
-        due, rest_at = [], None
-        for iid, (at, placed) in waiting.items():
-            if at <= now:
-                due.append((iid, placed))
-            elif rest_at is None or at < rest_at:
-                rest_at = at
-        return due, rest_at
+        return waiting.take(now)
 
     def forget(self) -> None:
         self._looked.clear()

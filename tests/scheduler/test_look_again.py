@@ -88,8 +88,7 @@ class Cluster:
             assert result.wake_at is None or self.now <= result.wake_at <= whole.wake_at, (self.now, result, whole)
             self.early += result.wake_at != whole.wake_at
             assert result.empty == (whole.deployment is None) and not (whole.create or whole.stop or whole.unassign)
-            self.timer.looked_again("shop", (iid for iid, _ in due), result.wake_at,
-                                    result.deployment or self.deployment, result.waiting)
+            self.timer.looked_again("shop", result.wake_at, result.deployment or self.deployment, result.waiting)
         else:
             if narrow is not None and not self.overdue():
                 # only a look that finds an instance unhealthy may not be narrow
@@ -188,9 +187,41 @@ def test_a_record_changed_of_an_instance_the_last_look_did_not_find_waiting_make
     timer.looked("shop", 20.0, dep, {"shop.g0.0-1": (20.0, False), "shop.g0.1-1": (30.0, True)})
     assert timer.narrow("shop", dep, 10.0) == ([], 20.0)
     timer.heard("shop", 12.0, "shop.g0.1-1")   # running since 2 s, min_healthy_time 10 s
+    timer.heard("shop", 40.0, "shop.g0.0-1")   # one that matters later moves nothing
     assert timer.narrow("shop", dep, 12.0) == ([("shop.g0.1-1", True)], 20.0)
+    timer.looked_again("shop", 12.5, dep, {"shop.g0.1-1": (12.5, True)})    # judged: not yet
     timer.changed("shop", "shop.g0.0-1", 13.0)  # placed: judged again at once
-    assert timer.narrow("shop", dep, 13.0) == ([("shop.g0.0-1", False), ("shop.g0.1-1", True)], None)
     assert timer.narrow("shop", object(), 13.0) is None    # another deployment record: whole
+    assert timer.narrow("shop", dep, 13.0) == ([("shop.g0.1-1", True), ("shop.g0.0-1", False)], None)
+    timer.looked_again("shop", 14.0, dep, {"shop.g0.0-1": (14.0, True)})
     timer.changed("shop", "shop.g0.7-1", 14.0)  # one it did not find waiting (new, or seen healthy)
     assert timer.narrow("shop", dep, 14.0) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(times=st.lists(st.tuples(st.integers(0, 40), st.sampled_from([0.0, 1.5, 3.0, 7.0, 9.0])), min_size=1,
+                      max_size=60),
+       lowered=st.lists(st.tuples(st.integers(0, 40), st.sampled_from([0.5, 2.0, 4.0, 8.0])), max_size=30),
+       looks=st.lists(st.sampled_from([1.0, 2.5, 5.0, 8.5, 10.0]), min_size=1, max_size=6))
+def test_a_narrow_look_is_handed_exactly_those_whose_time_came(times, lowered, looks):
+    """Whatever the times and how they were lowered since: each instance handed over once, when
+    its time came, and the rest's earliest time given; those put back wait on."""
+    timer = RolloutTimer(tick=1.0)
+    dep = object()
+    waiting = {f"shop.g0.{n}-1": (at, n % 2 == 0) for n, at in times}
+    timer.looked("shop", None, dep, waiting)
+    expect = dict(waiting)
+    for n, at in lowered:
+        timer.heard("shop", at, f"shop.g0.{n}-1")
+        iid = f"shop.g0.{n}-1"
+        if iid in expect and at < expect[iid][0]:
+            expect[iid] = (at, expect[iid][1])
+    for now in sorted(looks):
+        due, rest_at = timer.narrow("shop", dep, now)
+        assert sorted(due) == sorted((iid, p) for iid, (at, p) in expect.items() if at <= now)
+        for iid, _ in due:
+            del expect[iid]
+        assert rest_at == min((at for at, _ in expect.values()), default=None)
+        back = {iid: (now + 2.0, p) for iid, p in due[::2]}       # half of them wait on
+        expect.update(back)
+        timer.looked_again("shop", None, dep, back)
