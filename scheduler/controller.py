@@ -281,30 +281,39 @@ class Controller:
         timers = now - self._timers_at >= self.config.tick or "*" in self._dirty
         scanned = self.dispatcher.scan(now, self.config.reconcile.confirm_timeout) if timers else None
         dirty, self._dirty = self._dirty | (scanned.overdue_jobs if scanned else set()), set()
-        # due on time alone, and for nothing else: a look that may be narrow (`_look_again`)
-        on_time_alone = self._rollouts_due(now) - dirty if timers else set()
-        dirty |= on_time_alone
+        # due on time alone, and for nothing else: looked at once what changed is placed (a small
+        # job submitted meanwhile does not wait for a big rollout's look), narrowly if that will
+        # do (`_look_again`); at every evaluation those that may be narrow, once a tick the rest
+        on_time_alone = self._rollouts_due(now, timers) - dirty if "*" not in dirty else set()
         jobs = list(self.state.jobs) if "*" in dirty else [j for j in dirty if j in self.state.jobs]
-        ready = set(self.state.nodes) if jobs else set()    # most evaluations reconcile nothing
+        ready = set(self.state.nodes) if jobs or on_time_alone else set()   # most evaluations reconcile nothing
         for name in jobs:
-            result = self._look_again(name, ready, now) if name in on_time_alone and "*" not in dirty else None
-            if result is None:
-                result = self.reconcile_job(name, ready, now)
-                self._looked(name, result)
-            if not result.empty:
-                await self.apply(result)
+            await self._look(name, self.reconcile_job(name, ready, now))
         await self.place_pending(now)
+        for name in on_time_alone:
+            if name in self.state.jobs:
+                narrow = self._look_again(name, ready, now)
+                await self._look(name, narrow if narrow is not None else self.reconcile_job(name, ready, now),
+                                 whole=narrow is None)
         if scanned is not None:
             self._timers_at = now
             self.dispatcher.resend(now, scanned)
             await self.purge_ended(now)
         await self.save_profiles(now)
 
-    def _rollouts_due(self, now: float) -> set[str]:
+    async def _look(self, name: str, result: Result, whole: bool = True) -> None:
+        if whole:
+            self._looked(name, result)
+        if not result.empty:
+            await self.apply(result)
+            if result.create or result.unassign:
+                self.kick()            # placed by the next evaluation, at once
+
+    def _rollouts_due(self, now: float, whole: bool) -> set[str]:
         """Rolling jobs looked at again now: see scheduler/rollout_timer.py."""
         rolling = {j: self.state.deployments[j] for j in self.state.rolling_out()}
         self._min_healthy = {j: t for j, t in self._min_healthy.items() if j in rolling}
-        return self.rollouts.due(now, rolling, self.state.instance_count)
+        return self.rollouts.due(now, rolling, self.state.instance_count, whole)
 
     def _look_again(self, name: str, ready: set[str], now: float) -> Result | None:
         """A look at a rolling job on time alone that judges only the instances whose time came
