@@ -17,6 +17,11 @@ that one look does not pay for another's garbage). Cases, each over `--instances
 - `update`: version 2 rolling out with max_parallel 500: half the slots replaced and healthy, 480
   new instances waiting, the rest old and running (so the look replaces 20);
 - `done`: the rollout successful, the job looked at again (an event): no deployment work.
+- `tick`: `first`, looked at whole (its deployment record written), then looked at again on time
+  alone a tick (1 s) later, as the controller does (the instances started 9-9.5 s ago have served
+  min_healthy_time then: about 1 in 18). Where the tree has narrow looks (scheduler/reconciler.py
+  `look_again`, issue 12), that look judges only those, as scheduler/rollout_timer.py hands them
+  over; before, it is a whole look like `first`'s.
 A tree without deployments (before issue 14) reconciles the same instances without a deployment
 record; its `update` case has no rollout (the old instances are stopped at once) and is left out.
 
@@ -37,7 +42,7 @@ import time
 
 import sidebyside
 
-CASES = ("first", "half", "update", "done")
+CASES = ("first", "half", "update", "done", "tick")
 JOB = "big"
 NOW = 1_000_000.0
 
@@ -114,7 +119,7 @@ def build(case: str, instances: int, hosts: int, seed: int):
     spec1 = load_yaml(job_yaml(instances, update=has_deployments))
     job1 = job_record(1, spec1)
     first = made(job1, spec1).create
-    served = {"first": 0.0, "half": 0.5, "update": 1.0, "done": 1.0}[case]
+    served = {"first": 0.0, "half": 0.5, "update": 1.0, "done": 1.0, "tick": 0.0}[case]
     healthy_ids = []
     for rec in first:
         # started 0.5-9.5 s ago (not yet 10 s), or 10.5-25 s ago (past min_healthy_time)
@@ -127,7 +132,7 @@ def build(case: str, instances: int, hosts: int, seed: int):
     DeploymentRecord = getattr(records, "DeploymentRecord", None)
     if DeploymentRecord is None:
         pass                   # before issue 14: no rollouts
-    elif case in ("first", "half"):
+    elif case in ("first", "half", "tick"):
         dep = DeploymentRecord(job=JOB, version=1, target=1, started_at=NOW - 30, progress_at=NOW - 30,
                                description="rolling out version 1", healthy=healthy_ids[:4096])
     elif case == "done":
@@ -161,7 +166,7 @@ def build(case: str, instances: int, hosts: int, seed: int):
     return c, job1, spec1
 
 
-def look(c: Cluster, job, spec):
+def look(c: Cluster, job, spec, at: float = NOW):
     """What the controller's `reconcile_job` does for a job that fell due."""
     from scheduler.reconciler import reconcile
     kw = {}
@@ -172,8 +177,30 @@ def look(c: Cluster, job, spec):
     t0 = time.process_time()
     entries = c.state.job_entries(JOB)
     t1 = time.process_time()
-    result = reconcile(job, spec, entries, set(c.nodes), NOW, **kw)
+    result = reconcile(job, spec, entries, set(c.nodes), at, **kw)
     t2 = time.process_time()
+    return (t1 - t0) * 1000, (t2 - t1) * 1000, result
+
+
+def look_on_time(c: Cluster, job, spec, last, at: float):
+    """The look the controller makes at `at` on time alone after the look `last` (its result):
+    narrow where the tree has them (`look_again`, fed by RolloutTimer as `Controller._look_again`
+    feeds it; the timer is filled untimed), else whole."""
+    import scheduler.reconciler as reconciler
+    if not hasattr(reconciler, "look_again") or last.waiting is None:
+        return look(c, job, spec, at)
+    from scheduler.rollout_timer import RolloutTimer
+    timer = RolloutTimer(1.0)
+    dep = c.state.deployments.get(JOB)
+    timer.looked(JOB, last.wake_at, dep, last.waiting)
+    t0 = time.process_time()
+    due, rest_at = timer.narrow(JOB, dep, at)
+    instances = c.state.instances
+    entries = [(instances[iid], placed) for iid, placed in due]
+    t1 = time.process_time()
+    result = reconciler.look_again(job, spec, entries, set(c.nodes), at, dep, rest_at)
+    t2 = time.process_time()
+    assert result is not None
     return (t1 - t0) * 1000, (t2 - t1) * 1000, result
 
 
@@ -185,14 +212,14 @@ def measure(instances: int, hosts: int, looks: int, seed: int) -> dict:
             continue
         c, job, spec = build(case, instances, hosts, seed)
         # the deployment record as the look before left it (the first look writes its counts)
-        result = look(c, job, spec)[2]
+        result = last = look(c, job, spec)[2]
         if getattr(result, "deployment", None) is not None:
             from packyard import records
             c.put(c.keys.deployment(JOB), records.dumps(result.deployment))
         entries_ms, reconcile_ms = [], []
         for _ in range(looks):
             gc.collect()
-            e, r, result = look(c, job, spec)
+            e, r, result = look_on_time(c, job, spec, last, NOW + 1) if case == "tick" else look(c, job, spec)
             entries_ms.append(e)
             reconcile_ms.append(r)
         out[case] = {"entries_ms": statistics.median(entries_ms),

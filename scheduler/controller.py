@@ -28,7 +28,7 @@ from scheduler.leader import Leadership
 from scheduler.placing import Decision, Placer, Planned
 from scheduler.profiles import LearnerConfig, ProfileLearner
 from scheduler.reconciler import Config as ReconcileConfig
-from scheduler.reconciler import Result, group_hash, reconcile
+from scheduler.reconciler import Result, group_hash, look_again, reconcile
 from scheduler.rollout_timer import RolloutTimer
 from scheduler.specs import SpecCache
 from scheduler.state import ClusterState, effective_state
@@ -197,10 +197,12 @@ class Controller:
         return relist
 
     async def _on_events(self, batch: list[Event]) -> None:
+        now = self.clock()
         for ev in batch:
             self._dirty |= self.state.apply(ev)
             if ev.key.startswith(keys.INSTANCES):
-                self.rollouts.heard(keys.instance_job(keys.last(ev.key)))
+                iid = keys.last(ev.key)
+                self.rollouts.changed(keys.instance_job(iid), iid, now)
             elif ev.key.startswith(keys.STATE):
                 # a report dirties no job, yet may move its rollout on: an instance now running
                 # turns healthy once it has served min_healthy_time
@@ -217,7 +219,7 @@ class Controller:
             return
         entry = self.state.instances.get(iid)
         rep = entry.state if entry is not None else None
-        self.rollouts.heard(job, deployments.report_matters_at(rep, min_healthy, self.clock()))
+        self.rollouts.heard(job, deployments.report_matters_at(rep, min_healthy, self.clock()), iid)
 
     def _observe_usage(self, kvs) -> None:
         for kv in kvs:
@@ -279,30 +281,65 @@ class Controller:
         timers = now - self._timers_at >= self.config.tick or "*" in self._dirty
         scanned = self.dispatcher.scan(now, self.config.reconcile.confirm_timeout) if timers else None
         dirty, self._dirty = self._dirty | (scanned.overdue_jobs if scanned else set()), set()
-        if timers:
-            dirty |= self._rollouts_due(now)
+        # due on time alone, and for nothing else: looked at once what changed is placed (a small
+        # job submitted meanwhile does not wait for a big rollout's look), narrowly if that will
+        # do (`_look_again`); at every evaluation those that may be narrow, once a tick the rest
+        on_time_alone = self._rollouts_due(now, timers) - dirty if "*" not in dirty else set()
         jobs = list(self.state.jobs) if "*" in dirty else [j for j in dirty if j in self.state.jobs]
-        ready = set(self.state.nodes) if jobs else set()    # most evaluations reconcile nothing
+        ready = set(self.state.nodes) if jobs or on_time_alone else set()   # most evaluations reconcile nothing
         for name in jobs:
-            result = self.reconcile_job(name, ready, now)
-            self._looked(name, result)
-            if not result.empty:
-                await self.apply(result)
+            await self._look(name, self.reconcile_job(name, ready, now))
         await self.place_pending(now)
+        for name in on_time_alone:
+            if name in self.state.jobs:
+                narrow = self._look_again(name, ready, now)
+                await self._look(name, narrow if narrow is not None else self.reconcile_job(name, ready, now),
+                                 whole=narrow is None)
         if scanned is not None:
             self._timers_at = now
             self.dispatcher.resend(now, scanned)
             await self.purge_ended(now)
         await self.save_profiles(now)
 
-    def _rollouts_due(self, now: float) -> set[str]:
+    async def _look(self, name: str, result: Result, whole: bool = True) -> None:
+        if whole:
+            self._looked(name, result)
+        if not result.empty:
+            await self.apply(result)
+            if result.create or result.unassign:
+                self.kick()            # placed by the next evaluation, at once
+
+    def _rollouts_due(self, now: float, whole: bool) -> set[str]:
         """Rolling jobs looked at again now: see scheduler/rollout_timer.py."""
         rolling = {j: self.state.deployments[j] for j in self.state.rolling_out()}
         self._min_healthy = {j: t for j, t in self._min_healthy.items() if j in rolling}
-        return self.rollouts.due(now, rolling, self.state.instance_count)
+        return self.rollouts.due(now, rolling, self.state.instance_count, whole)
+
+    def _look_again(self, name: str, ready: set[str], now: float) -> Result | None:
+        """A look at a rolling job on time alone that judges only the instances whose time came
+        (scheduler/rollout_timer.py), if that will do; None: reconcile the whole job."""
+        deployment = self.state.deployments.get(name)
+        narrow = self.rollouts.narrow(name, deployment, now) if deployment is not None else None
+        if narrow is None:
+            return None
+        due, rest_at = narrow
+        instances = self.state.instances
+        entries = [(instances[iid], placed) for iid, placed in due if iid in instances]
+        if len(entries) != len(due):
+            return None
+        job = self.state.jobs[name]
+        result = look_again(job, self.specs.of(job), entries, ready, now, deployment, rest_at, self.config.reconcile)
+        if result is not None:
+            self.rollouts.looked_again(name, result.wake_at, result.deployment or deployment, result.waiting)
+            self._min_healthy_of(name, result)
+        return result
 
     def _looked(self, name: str, result: Result) -> None:
-        self.rollouts.looked(name, result.wake_at, result.deployment or self.state.deployments.get(name))
+        self.rollouts.looked(name, result.wake_at, result.deployment or self.state.deployments.get(name),
+                             result.waiting)
+        self._min_healthy_of(name, result)
+
+    def _min_healthy_of(self, name: str, result: Result) -> None:
         if result.wake_at is None:
             self._min_healthy.pop(name, None)
         else:

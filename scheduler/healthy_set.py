@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from itertools import accumulate, chain, compress, count
 
 
@@ -76,8 +76,14 @@ class HealthySet:
         out = []
         for group, suffix in sorted(keys, key=lambda k: (k[0], int(k[1][1:]))):
             read = next((b for s, b in self._groups.get(group, ()) if s == suffix), [])
-            runs = _runs(read) + [(i, i + 1) for i in self._added.get((group, suffix), ())]
-            out.append(f"{group}:{suffix[1:]}:{_encode(runs)}")
+            slots = _slots(read)
+            added = self._added.get((group, suffix), ())
+            top = max(added, default=-1) + 1
+            if top > len(slots):
+                slots.extend(bytes(top - len(slots)))
+            for i in added:
+                slots[i] = 1
+            out.append(f"{group}:{suffix[1:]}:{_encode(slots)}")
         return out
 
 
@@ -92,27 +98,26 @@ def _bounds(indexes: Sequence[int]) -> list[int]:
     return out
 
 
-def _encode(runs: Iterable[tuple[int, int]]) -> str:
-    """The stored form of (start, end) runs, merged where they touch or overlap: their numbers, or
-    a bitmap where that is shorter (many short runs: half of 100,000 slots at random is 100 kB of
-    numbers, 17 kB of bitmap), so that no set is longer than a bitmap of its slots."""
-    merged: list[list[int]] = []
-    for start, end in sorted(runs):
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    numbers, prev = [], 0
-    for start, end in merged:
-        numbers += (start - prev, end - start)
-        prev = end
-    text = ",".join(map(str, numbers))
-    size = (prev + 7) // 8                          # bytes of the bitmap
-    if len(text) <= len(_BITS) + 4 * ((size + 2) // 3):
-        return text
-    bits = bytearray(b"0") * prev
-    for start, end in merged:
-        bits[start:end] = b"1" * (end - start)
+def _encode(slots: bytearray) -> str:
+    """The stored form of a set of slots (a byte a slot, 1: in the set): the numbers of its runs,
+    or a bitmap where that is shorter (many short runs: half of 100,000 slots at random is 100 kB
+    of numbers, 17 kB of bitmap), so that no set is longer than a bitmap of its slots. Made at C
+    speed (count, finditer, translate, int): a look at a big first deployment writes it, and
+    merging its runs one by one in Python was most of a look that judged a few thousand."""
+    end = len(slots.rstrip(b"\0"))                  # past the last slot in the set
+    size = (end + 7) // 8                           # bytes of the bitmap
+    limit = len(_BITS) + 4 * ((size + 2) // 3)      # ... base64, tagged
+    runs = slots.count(b"\0\1", 0, end) + (slots[:1] == b"\1")
+    if 4 * runs - 1 <= limit:                       # a run is 4 characters at the least ("g,n,")
+        numbers, prev = [], 0
+        for m in re.finditer(b"\x01+", slots):
+            start, stop = m.span()
+            numbers += (start - prev, stop - start)
+            prev = stop
+        text = ",".join(map(str, numbers))
+        if len(text) <= limit:
+            return text
+    bits = slots[:end].translate(_BIT_CHARS)
     bits.reverse()                                  # slot 0 the lowest bit
     return _BITS + base64.b64encode(int(bits, 2).to_bytes(size, "little")).decode()
 
@@ -133,12 +138,16 @@ def _indexes(read: list[int] | bytes) -> Iterator[int]:
     return chain.from_iterable(map(range, read[::2], read[1::2]))
 
 
-def _runs(read: list[int] | bytes) -> list[tuple[int, int]]:
-    """The (start, end) runs of a `_parse`d set."""
+def _slots(read: list[int] | bytes) -> bytearray:
+    """A `_parse`d set as a byte a slot (1: in the set)."""
     if isinstance(read, bytes):
-        return [m.span() for m in re.finditer(b"\x01+", read)]
-    return list(zip(read[::2], read[1::2], strict=True))
+        return bytearray(read)
+    slots = bytearray(read[-1] if read else 0)
+    for start, end in zip(read[::2], read[1::2], strict=True):
+        slots[start:end] = b"\1" * (end - start)
+    return slots
 
 
 _BITS = "bits:"
 _ONE_BYTE_A_BIT = bytes.maketrans(b"01", b"\0\1")
+_BIT_CHARS = bytes.maketrans(b"\0\1", b"01")

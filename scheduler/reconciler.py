@@ -35,6 +35,8 @@ class Result:
     notes: tuple[str, ...] = field(default=())
     deployment: DeploymentRecord | None = None       # the job's rollout, to write (changed)
     wake_at: float | None = None                     # the rollout's next moment time alone moves it
+    # a rollout that replaces nothing: its instances found waiting, for `look_again` (deployments.Step.waiting)
+    waiting: Mapping[str, tuple[float, bool]] | None = None
 
     @property
     def empty(self) -> bool:
@@ -234,7 +236,43 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
                 id=instance_id(job.name, g.name, index, gen), job=job.name, group=g.name,
                 index=index, kind=g.kind, version=job.version, ghash=hashes[g.name]))
     return Result(create=tuple(create), stop=tuple(stop), lost=tuple(lost),
-                  unassign=tuple(unassign), deployment=rollout.deployment, wake_at=rollout.wake_at)
+                  unassign=tuple(unassign), deployment=rollout.deployment, wake_at=rollout.wake_at,
+                  waiting=None if system else rollout.waiting)
+
+
+def look_again(job: JobRecord, spec: JobSpec, due: Iterable[tuple[Entry, bool]], ready_nodes: Set[str],
+               now: float, deployment: DeploymentRecord | None, rest_at: float | None,
+               config: Config = Config()) -> Result | None:
+    """A look at a service's rollout on time alone that sees only the instances it must
+    (scheduler/rollout_timer.py): the same Result as `reconcile` of the whole job when, since the
+    last look (whose `Result.waiting` named them, each with whether it was placed then), nothing
+    about the job changed but time and the records and reports of `due` (each with whether it was
+    placed at its last look), and no other of its waiting instances' time came before `rest_at`.
+    Such a look decides nothing but the deployment record: its `create`, `stop`... are empty.
+    None where that does not hold or is not this look's to tell (one of `due` is no longer a live
+    instance of this version on a ready node, or placed, unconfirmed and overdue, or unhealthy):
+    `reconcile` the whole job."""
+    if spec.type != "service" or job.desired != "run":
+        return None
+    groups = {g.name: g for g in spec.groups}
+    hashes = {name: group_hash(g) for name, g in groups.items()}
+    new_of: dict[str, list[Entry]] = {name: [] for name in groups}
+    placed = dict.fromkeys(groups, 0)
+    for e, was_placed in due:
+        r = e.record
+        g = groups.get(r.group)
+        if (g is None or r.lost or r.desired != "run" or r.ghash != hashes[r.group] or r.index >= g.count
+                or (r.node and r.node not in ready_nodes)
+                or (e.state is None and r.node and now - r.placed_at > config.confirm_timeout)):
+            return None
+        new_of[r.group].append(e)
+        placed[r.group] += bool(r.node) - was_placed
+    step = deployments.rejudge(job.version, [
+        deployments.GroupRollout(g.name, g.count, update_policy(g.update), g.check is not None, (), new_of[g.name])
+        for g in spec.groups], placed, deployment, rest_at, now)
+    if step is None:
+        return None
+    return Result(deployment=step.deployment, wake_at=step.wake_at, waiting=step.waiting)
 
 
 def _nodes_of(group: Group, eligible: Mapping[str, Set[str]] | None, ready_nodes: Set[str]) -> Set[str]:

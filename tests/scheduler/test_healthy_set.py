@@ -67,3 +67,47 @@ def test_no_set_is_longer_than_a_bitmap_of_its_slots(n, share, seed):
     [stored] = h.stored()
     assert len(stored) <= len("web:2:bits:") + 4 * ((n + 7) // 8 + 2) // 3
     assert sorted(HealthySet([stored]).of_group("web")) == healthy
+
+
+def encoded_run_by_run(indexes: list[int]) -> str:
+    """The stored form as healthy_set.py wrote it before it was made at C speed (issue 12): runs
+    merged one by one, their numbers, or the bitmap where that is shorter."""
+    import base64
+    merged: list[list[int]] = []
+    for i in sorted(indexes):
+        if merged and i <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], i + 1)
+        else:
+            merged.append([i, i + 1])
+    numbers, prev = [], 0
+    for start, end in merged:
+        numbers += (start - prev, end - start)
+        prev = end
+    text = ",".join(map(str, numbers))
+    size = (prev + 7) // 8
+    if len(text) <= len("bits:") + 4 * ((size + 2) // 3):
+        return text
+    bits = bytearray(b"0") * prev
+    for start, end in merged:
+        bits[start:end] = b"1" * (end - start)
+    bits.reverse()
+    return "bits:" + base64.b64encode(int(bits, 2).to_bytes(size, "little")).decode()
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 3000), share=st.floats(0.0, 1.0), run=st.integers(1, 60), seed=st.integers(0, 2**32),
+       split=st.floats(0.0, 1.0))
+def test_the_stored_form_is_the_one_it_always_was(n, share, run, seed, split):
+    """Made anew, the form is the same string as before (a record read and written back with
+    nothing added stays as it is; one with some added is the same set, not another spelling)."""
+    rng = random.Random(seed)
+    healthy = sorted({i for start in range(0, n, run) if rng.random() < share
+                      for i in range(start, min(n, start + rng.randint(1, run)))}) or [rng.randrange(n)]
+    first = HealthySet([])
+    cut = int(len(healthy) * split)
+    for i in healthy[:cut]:
+        first.add("web", i, instance_id("shop", "web", i, 2))
+    h = HealthySet(first.stored()) if cut else first
+    for i in healthy[cut:]:
+        h.add("web", i, instance_id("shop", "web", i, 2))
+    assert h.stored() == [f"web:2:{encoded_run_by_run(healthy)}"]

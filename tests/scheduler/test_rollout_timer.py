@@ -55,3 +55,20 @@ def test_a_report_that_matters_later_moves_the_wake_no_further_than_then():
     timer.heard("big", 12.0)                # an instance running since 2 s, min_healthy_time 10 s
     timer.heard("big", 40.0)                # one that matters later changes nothing
     assert ticks(timer, {"big": DEP}, 1.0, 13.0) == {"big": [12.0]}
+
+
+def test_between_ticks_only_a_rollout_whose_look_may_be_narrow_is_due_and_more_often():
+    """A narrow look judges only what came due (tests/scheduler/test_look_again.py): it is asked
+    for at any evaluation, a quarter of a second apart at most; a whole one only once a tick, and
+    no more often than the job's size allows, as before."""
+    timer = RolloutTimer(tick=1.0)
+    other = replace(DEP, job="other")
+    timer.looked("big", 10.0, DEP, {"big.g.0-1": (10.0, True)})     # may be narrow
+    timer.looked("other", 10.0, other)                              # must be whole
+    rolling = {"big": DEP, "other": other}
+    assert timer.due(10.1, rolling, lambda job: 50_000, whole=False) == {"big"}
+    assert timer.due(10.2, rolling, lambda job: 50_000, whole=False) == set()
+    assert timer.due(10.4, rolling, lambda job: 50_000, whole=False) == {"big"}
+    assert timer.due(11.0, rolling, lambda job: 50_000) == {"big", "other"}
+    assert timer.due(12.0, rolling, lambda job: 50_000) == {"big"}   # 50,000: every 5 s
+    assert timer.due(16.0, rolling, lambda job: 50_000) == {"big", "other"}
