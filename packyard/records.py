@@ -30,7 +30,12 @@ def dumps(record: Any) -> bytes:
     # `v not in (None, "", {}, [])`: that compares each of ~20 values with each of those, which
     # was most of the time of a dump.
     data = {k: v for k, v in vars(record).items() if v is not None and (v or type(v) not in _CONTAINERS)}
-    return orjson.dumps(data, option=_OPTIONS)
+    # A copy the size of its content: orjson hands back its whole write buffer (grown as it
+    # writes: 4 or 8 KiB for a placed instance's ~300 bytes), and the scheduler holds a commit's
+    # worth of these (IN_FLIGHT transactions, 4,096 records) while etcd takes them: 32 MiB of its
+    # peak at 20,000 instances under tracemalloc, ~1.5 MiB copied (README, issue 12). ~0.15 µs
+    # a record, against ~2.8 µs for the dump.
+    return memoryview(orjson.dumps(data, option=_OPTIONS)).tobytes()
 
 
 # The one empty value of every record's list field left empty (most of them: an instance with no
