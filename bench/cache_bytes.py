@@ -7,7 +7,8 @@ process and without etcd: each instance record as the reconciler makes it, writt
 through records.dumps / records.loads (the watch's copy), then placed as placing.py does (one
 reserved dict shared by a batch) and applied as the scheduler's own commit, then the agent's
 report of it running read from JSON. Prints tracemalloc's bytes per instance for each step and for
-the whole cache, and the lines that allocated most. `--tree` runs another checkout's code (e.g.
+the whole cache, the lines that allocated most, and the CPU of records.dumps / loads / evolve
+for one placed record. `--tree` runs another checkout's code (e.g.
 an older commit's worktree, with its own venv's python) for a side-by-side figure: the script
 only uses names every tree since 1cab3bd has.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
+import timeit
 import tracemalloc
 from pathlib import Path
 
@@ -77,11 +79,24 @@ def main() -> None:
         last = size
     print(f"{'whole cache':28} {(last - base) / n:8.0f} bytes/instance")
     entry = state.instances[f"{job}.g.0-1"]
+    _times(records, InstanceRecord, entry.record)
     print("InstanceRecord", _shallow(entry.record), "StateRecord", _shallow(entry.state),
           "Entry", _shallow(entry), "bytes (object + its __dict__, shallow)")
     for stat in snap.statistics("lineno")[:opts.top]:
         frame = stat.traceback[0]
         print(f"  {stat.size / n:7.0f} B/inst  {Path(frame.filename).name}:{frame.lineno}")
+
+
+def _times(records, cls, placed) -> None:
+    """CPU a record costs: the fastest of 5 rounds of each (on a shared machine, the least
+    disturbed)."""
+    raw = records.dumps(placed)
+    cases = {"dumps": lambda: records.dumps(placed), "loads": lambda: records.loads(cls, raw),
+             "evolve": lambda: records.evolve(placed, node="sim-00002", attempts=2, reason="")}
+    rounds = 20000
+    print("µs a placed instance record:", ", ".join(
+        f"{name} {min(timeit.repeat(f, number=rounds, repeat=5)) / rounds * 1e6:.2f}"
+        for name, f in cases.items()))
 
 
 def _shallow(obj: object) -> int:
