@@ -104,7 +104,8 @@ def build(case: str, instances: int, hosts: int, seed: int):
 
     def place(rec: InstanceRecord, created_at: float, started_at: float | None) -> None:
         node = c.nodes[rec.index % hosts]
-        fields = {k: v for k, v in vars(rec).items() if v not in ((), [], {}, None, "")}
+        fields = {f.name: getattr(rec, f.name) for f in dataclasses.fields(rec)}
+        fields = {k: v for k, v in fields.items() if v not in ((), [], {}, None, "")}
         fields.update(node=node, reserved={"cpu_milli": 250, "memory_bytes": 64 << 20},
                       placed_at=created_at + 1, created_at=created_at)
         c.put(c.keys.instance(JOB, rec.id), value(InstanceRecord, **fields))

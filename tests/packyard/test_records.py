@@ -5,8 +5,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import pickle
+import sys
+import tracemalloc
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -46,7 +49,8 @@ def state_records(draw) -> StateRecord:
 
 def old_dumps(record) -> bytes:
     """records.dumps as it was before NO_ITEMS: every list field a list of its own."""
-    data = {k: v for k, v in vars(record).items() if v not in (None, "", {}, [])}
+    data = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    data = {k: v for k, v in data.items() if v not in (None, "", {}, [])}
     return orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
 
 
@@ -87,3 +91,65 @@ def test_filling_one_records_list_leaves_every_other_record_empty(field, values)
 def test_records_still_copy_and_pickle(record):
     assert copy.deepcopy(record) == record
     assert pickle.loads(pickle.dumps(record)) == record
+
+
+@given(st.lists(st.one_of(instance_records(), state_records()), min_size=1, max_size=8))
+def test_stored_bytes_hold_no_more_memory_than_their_length(recs):
+    # orjson's own result keeps its whole write buffer (1,024 bytes at least, 4-8 KiB for a
+    # ~300-byte record); the scheduler holds thousands in flight, so dumps returns a copy of the
+    # content's size. What a bytes object of that length takes is sys.getsizeof's figure;
+    # tracemalloc counts the blocks held: the same, give or take a tuple or two the interpreter
+    # keeps on its free lists, far less than one buffer of orjson's.
+    kept: list[bytes | None] = [None] * len(recs)     # made first: only the bytes are counted
+    for r in recs:              # and the interpreter's one-off caches of a first call made before
+        records.dumps(r)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i, r in enumerate(recs):
+            kept[i] = records.dumps(r)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < sum(map(sys.getsizeof, kept)) + 1024
+
+
+def has_slots_only(cls: type) -> bool:
+    """Instances of `cls` hold their fields in slots, one per field, and no __dict__."""
+    return ("__slots__" in vars(cls)
+            and tuple(cls.__slots__) == tuple(f.name for f in dataclasses.fields(cls))
+            and not any("__dict__" in getattr(c, "__slots__", ("__dict__",)) for c in cls.__mro__[:-1])
+            and not hasattr(cls(*[None] * len(dataclasses.fields(cls))), "__dict__"))
+
+
+@pytest.mark.parametrize("cls", [InstanceRecord, StateRecord])
+def test_a_record_made_once_per_instance_keeps_its_slots(cls):
+    # one of each per instance in the scheduler's cache and the simulated fleet: with a __dict__
+    # each would take ~100-130 bytes more (README, issue 12)
+    assert has_slots_only(cls)
+    assert not has_slots_only(dataclasses.make_dataclass("Plain", ["a", "b"]))    # the check can fail
+
+
+@given(instance_records(), st.data())
+def test_evolve_is_replace(record, data):
+    names = [f.name for f in dataclasses.fields(record)]
+    changes = {n: data.draw(st.one_of(texts, numbers)) for n in data.draw(st.lists(st.sampled_from(names), unique=True))}
+    new = evolve(record, **changes)
+    assert new == dataclasses.replace(record, **changes) and type(new) is type(record)
+    assert all(getattr(new, n) is getattr(record, n) for n in names if n not in changes)     # shallow
+
+
+@given(st.lists(st.one_of(instance_records(), state_records()), min_size=2, max_size=6))
+def test_repeated_strings_are_read_as_one_copy(recs):
+    # each record read from its own bytes, as the watch brings them: a field of REPEATED with the
+    # same value in two records is the same string object (the cache holds one, not one a record)
+    for cls in (InstanceRecord, StateRecord):
+        read = [records.loads(cls, records.dumps(r)) for r in recs if type(r) is cls]
+        for name in records.REPEATED[cls]:
+            by_value: dict[str, str] = {}
+            for r in read:
+                value = getattr(r, name)
+                assert by_value.setdefault(value, value) is value
+    fresh = [records.loads(InstanceRecord, records.dumps(evolve(recs[0], id=f"{recs[0].id}{i}", job=f"job-{i % 2}")))
+             for i in range(4)] if type(recs[0]) is InstanceRecord else []
+    assert all(r.job is fresh[i % 2].job for i, r in enumerate(fresh))
