@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from packyard.policies import UpdatePolicy
@@ -293,6 +293,8 @@ quarter = st.integers(0, 400).map(lambda n: n / 4)       # times on a quarter-se
 @given(state=st.sampled_from([None, RUNNING, RUNNING, "starting", FAILED, STOPPED]), restarts=st.sampled_from([0, 0, 1]),
        health=st.sampled_from(["", "passing", "failing"]), started=quarter, since=quarter, later=quarter,
        min_healthy=st.sampled_from([1.0, 5.0, 10.0]), deadline=st.sampled_from([20.0, 60.0]), check=st.booleans())
+@example(state=None, restarts=0, health="", started=0.0, since=0.0, later=80.0, min_healthy=1.0, deadline=20.0,
+         check=False)                                        # now on the deadline: at is the next float
 def test_judge_says_waiting_until_the_time_it_gives_and_something_moves_at_it(
         state, restarts, health, started, since, later, min_healthy, deadline, check):
     rep = None if state is None else StateRecord("shop.web.0-2", state, started_at=started, restarts=restarts,
