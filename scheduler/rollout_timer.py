@@ -42,15 +42,15 @@ class Waiting:
     def __init__(self, items: Mapping[str, tuple[float, bool]]):
         self.of: dict[str, tuple[float, bool]] = {}
         self._files: dict[int, list[str]] = {}        # tenth -> ids filed under it (some since moved)
-        self._seconds: list[int] = []                 # a heap of those tenths
+        self._tenths: list[int] = []                  # a heap of those tenths
         self.put(items)
 
     def _file(self, iid: str, at: float) -> None:
-        second = _tenth(at)
-        ids = self._files.get(second)
+        tenth = _tenth(at)
+        ids = self._files.get(tenth)
         if ids is None:
-            ids = self._files[second] = []
-            heapq.heappush(self._seconds, second)
+            ids = self._files[tenth] = []
+            heapq.heappush(self._tenths, tenth)
         ids.append(iid)
 
     def put(self, items: Mapping[str, tuple[float, bool]]) -> None:
@@ -70,14 +70,14 @@ class Waiting:
     def take(self, now: float) -> tuple[list[tuple[str, bool]], float | None]:
         """Those whose time came by `now` (no longer kept: `put` those still waiting back), each
         with whether it was placed, and the earliest time of the rest (None: none waits)."""
-        of, files, seconds = self.of, self._files, self._seconds
+        of, files, tenths = self.of, self._files, self._tenths
         due: list[tuple[str, bool]] = []
-        while seconds and seconds[0] <= _tenth(now):
-            second = heapq.heappop(seconds)
-            later = []                                # of the second `now` is in: not all due yet
-            for iid in files.pop(second):
+        while tenths and tenths[0] <= _tenth(now):
+            tenth = heapq.heappop(tenths)
+            later = []                                # of the tenth `now` is in: not all due yet
+            for iid in files.pop(tenth):
                 current = of.get(iid)
-                if current is None or _tenth(current[0]) != second:
+                if current is None or _tenth(current[0]) != tenth:
                     continue                          # judged, or filed again since under another tenth
                 if current[0] <= now:
                     due.append((iid, current[1]))
@@ -85,17 +85,17 @@ class Waiting:
                 else:
                     later.append(iid)
             if later:
-                files[second] = later
-                heapq.heappush(seconds, second)
+                files[tenth] = later
+                heapq.heappush(tenths, tenth)
                 break
         rest_at = None
-        while seconds and rest_at is None:
-            second = seconds[0]
-            ids = files[second] = [i for i in files[second] if i in of and _tenth(of[i][0]) == second]
+        while tenths and rest_at is None:
+            tenth = tenths[0]
+            ids = files[tenth] = [i for i in files[tenth] if i in of and _tenth(of[i][0]) == tenth]
             if ids:
                 rest_at = min(of[i][0] for i in ids)
             else:
-                del files[heapq.heappop(seconds)]
+                del files[heapq.heappop(tenths)]
         return due, rest_at
 
 
