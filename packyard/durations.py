@@ -2,7 +2,9 @@
 Go's time.ParseDuration (Nomad's specs) reads them; kept as float seconds and written back in the
 shortest form that reads to the same value, so a stored spec validates to the same JobSpec.
 
-A bare number is refused rather than guessed: `interval: 60` could mean seconds or milliseconds.
+A bare number is refused rather than guessed: `interval: 60` could mean seconds or milliseconds;
+only `0` needs no unit (as in Go: zero is zero in any unit), so `delay: 0` reads as it is meant.
+A negative duration is refused as such (`-5s`), whatever field it is for.
 """
 from __future__ import annotations
 
@@ -21,6 +23,10 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise DurationError("expected a duration such as 500ms, 5s, 10m or 1h")
     text = str(value).strip()
+    if re.fullmatch(r"0+(\.0+)?", text):
+        return 0.0
+    if re.fullmatch(r"-\s*\d.*", text):
+        raise DurationError(f"'{text[:40]}' is negative: a duration is 0 or more (such as 500ms, 5s, 10m, 1h)")
     if isinstance(value, (int, float)) or re.fullmatch(r"\d+(\.\d+)?", text):
         raise DurationError(f"'{text}' has no unit: write {text}s, or ms, m, h")
     pos, total = 0, 0.0

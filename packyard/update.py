@@ -19,7 +19,7 @@ from typing import Annotated
 from pydantic import Field
 
 from packyard.durations import format_duration
-from packyard.lifecycle import MAX_ATTEMPTS, Block, PositiveDuration, filled
+from packyard.lifecycle import MAX_ATTEMPTS, Block, Duration, PositiveDuration, filled
 from packyard.policies import UpdatePolicy
 
 DEFAULTS = UpdatePolicy()
@@ -27,7 +27,7 @@ DEFAULTS = UpdatePolicy()
 
 class Update(Block):
     max_parallel: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)] = 1
-    min_healthy_time: PositiveDuration = 0.0
+    min_healthy_time: Duration = 0.0        # 0: healthy as soon as it runs (its check passing)
     healthy_deadline: PositiveDuration = 0.0
     progress_deadline: PositiveDuration = 0.0
     auto_revert: bool = False

@@ -20,6 +20,7 @@ holds it and the time, which old instances to replace now and the deployment rec
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -192,7 +193,13 @@ def step(job: str, version: int, deploy: bool, groups: Sequence[GroupRollout],
     state, description, promoted = dep.state, dep.description, dep.promoted
     if in_canary_phase and all(ready) and not canaries:
         if any(g.policy.auto_promote for g in groups if g.old):
-            promoted, state, description = True, RUNNING_STATE, f"version {version}: canaries healthy, promoted"
+            # promoted by this look, which goes on as a look at the promoted deployment (the
+            # canaries' old instances retired, the rest rolled): the record written says nothing
+            # the controller would look again for, so a later look might be the progress_deadline's
+            promoted_dep = evolve(dep, promoted=True, state=RUNNING_STATE, progress_at=now,
+                                  description=f"version {version}: canaries healthy, promoted")
+            after = step(job, version, deploy, groups, promoted_dep, now)
+            return dataclasses.replace(after, deployment=after.deployment or promoted_dep)
         else:
             state = AWAITING_PROMOTION
             description = f"version {version}: canaries healthy; ctl promote {job} to roll out the rest"

@@ -45,14 +45,14 @@ def with_group_lines(*lines: str, job_type: str = "service", kind: str = "contai
 
 @pytest.mark.parametrize("text, seconds", [
     ("500ms", 0.5), ("5s", 5), ("10m", 600), ("1h", 3600), ("1m30s", 90), ("1.5s", 1.5), ("0s", 0),
-    ("2h0m5s", 7205)])
+    ("2h0m5s", 7205), ("0", 0), (0, 0), (0.0, 0)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
     assert parse_duration(format_duration(seconds)) == seconds
 
 
 @pytest.mark.parametrize("value, words", [
-    (60, "no unit"), ("60", "no unit"), ("5 s", "not a duration"), ("-5s", "not a duration"),
+    (60, "no unit"), ("60", "no unit"), ("5 s", "not a duration"), ("-5s", "is negative"), ("-0.5s", "is negative"),
     ("5d", "not a duration"), ("", "not a duration"), (True, "expected a duration"),
     ("9000h", "longer than a year"), ([1], "expected a duration")])
 def test_bad_durations(value, words):
@@ -138,14 +138,18 @@ def test_delays_grow_and_stop_growing():
     (["restart: {interval: 60}"], "service", "container", "groups[0].restart.interval", "no unit"),
     (["restart: {mode: retry}"], "service", "container", "groups[0].restart.mode", "'fail' or 'delay'"),
     (["reschedule: {attempts: -2}"], "service", "container", "groups[0].reschedule.attempts", "greater than or equal to 0"),
-    (["reschedule: {interval: -1h}"], "service", "container", "groups[0].reschedule.interval", "not a duration"),
+    (["reschedule: {interval: -1h}"], "service", "container", "groups[0].reschedule.interval", "is negative"),
+    (["check: {type: tcp, port: 80, interval: -2s}"], "service", "container", "groups[0].check.interval",
+     "is negative"),
+    (["check: {type: tcp, port: 80, interval: 0}"], "service", "container", "groups[0].check.interval",
+     "more than 0"),
     (["reschedule: {delay: soon}"], "service", "container", "groups[0].reschedule.delay", "not a duration"),
     (["count: 3"], "system", "container", "groups[0].count", "one instance on every eligible node"),
 ], ids=["check-type", "check-port-0", "check-port-high", "http-no-path", "http-relative-path", "tcp-no-port",
         "exec-no-command", "exec-with-port", "check-interval-0", "check-timeout-long", "check-failures-0",
         "check-unknown-field", "vm-exec-check", "restart-attempts-negative", "restart-interval-0",
         "restart-interval-no-unit", "restart-mode", "reschedule-attempts-negative", "reschedule-interval-negative",
-        "reschedule-delay-word", "system-count"])
+        "check-interval-negative", "check-interval-bare-0", "reschedule-delay-word", "system-count"])
 def test_bad_blocks_name_the_field(lines, job_type, kind, path, words):
     errs = errors_of(with_group_lines(*lines, job_type=job_type, kind=kind))
     assert any(e.startswith(f"{path}: ") and words in e for e in errs), errs

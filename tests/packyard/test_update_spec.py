@@ -21,6 +21,13 @@ def test_the_issue_example_and_the_defaults():
     assert policy_of(with_group_lines("update: {canary: 2}")).max_parallel == 1
 
 
+@pytest.mark.parametrize("written", ["0s", "0", "0ms"])
+def test_min_healthy_time_may_be_0_as_in_nomad(written):
+    """Not a deadline: 0 means healthy once running (its check passing), as Nomad and Kubernetes'
+    minReadySeconds allow."""
+    assert policy_of(with_group_lines(f"update: {{min_healthy_time: {written}}}")).min_healthy_time == 0.0
+
+
 def test_the_block_is_stored_as_written_and_left_out_when_absent():
     assert '"update"' not in spec.load_yaml(PLAIN).to_json()
     stored = spec.load_yaml(with_group_lines("update: {max_parallel: 3}")).to_json()
@@ -31,7 +38,7 @@ def test_the_block_is_stored_as_written_and_left_out_when_absent():
 @pytest.mark.parametrize("block, error", [
     ("{max_parallel: 0}", "groups[0].update.max_parallel: input should be greater than or equal to 1"),
     ("{canary: -1}", "groups[0].update.canary: input should be greater than or equal to 0"),
-    ("{min_healthy_time: 0s}", "groups[0].update.min_healthy_time: must be more than 0"),
+    ("{min_healthy_time: -1s}", "groups[0].update.min_healthy_time: '-1s' is negative"),
     ("{healthy_deadline: -5s}", "groups[0].update.healthy_deadline: "),
     ("{progress_deadline: 1m, healthy_deadline: 2m}",
      "groups[0].update.healthy_deadline: 2m is longer than progress_deadline (1m)"),

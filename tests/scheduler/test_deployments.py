@@ -102,7 +102,7 @@ class World:
 
 
 @settings(max_examples=40, deadline=None)
-@given(count=st.integers(1, 8), max_parallel=st.integers(1, 4), min_healthy=st.sampled_from([1, 2, 5]),
+@given(count=st.integers(1, 8), max_parallel=st.integers(1, 4), min_healthy=st.sampled_from([0, 1, 2, 5]),
        check=st.booleans())
 def test_a_good_version_rolls_out_never_below_count_minus_max_parallel(count, max_parallel, min_healthy, check):
     update = {"max_parallel": max_parallel, "min_healthy_time": f"{min_healthy}s"}
@@ -187,12 +187,19 @@ def test_canaries_run_beside_the_old_ones_until_promoted(count, canary, max_para
     w = World(count, update)
     w.submit(spec_of(2, count, update))
     for _ in range(20):
+        canaries = sorted(r.id for r in w.live() if r.version == 2)
         w.tick()
         assert sum(1 for r in w.live() if r.version == 1) == count or w.deployment.promoted
         if w.deployment.state == "awaiting promotion" or w.deployment.promoted:
             break
-    canaries = sorted(r.id for r in w.live() if r.version == 2)
+    if not auto:
+        canaries = sorted(r.id for r in w.live() if r.version == 2)
     assert len(canaries) == min(canary, count)                # beside every old instance, nothing stopped
+    if auto:
+        # the look that promotes rolls on at once: the canaries' old instances go, and (if any
+        # slot is left) max_parallel more are replaced, not a look later
+        old = sum(1 for r in w.live() if r.version == 1)
+        assert old == max(0, count - len(canaries) - max_parallel), [(r.id, r.version) for r in w.live()]
     if not auto:
         assert w.deployment.state == "awaiting promotion" and not w.deployment.promoted
         for _ in range(20):                                      # it waits for a person, without failing
@@ -248,7 +255,7 @@ def test_a_new_instance_failing_mid_rollout_fails_it_before_any_reschedule():
 
 
 @settings(max_examples=30, deadline=None)
-@given(count=st.integers(1, 6), max_parallel=st.integers(1, 3), min_healthy=st.sampled_from([1, 2, 5]),
+@given(count=st.integers(1, 6), max_parallel=st.integers(1, 3), min_healthy=st.sampled_from([0, 1, 2, 5]),
        canary=st.integers(0, 2))
 def test_nothing_changes_before_the_time_a_rollout_says_it_wakes(count, max_parallel, min_healthy, canary):
     """`wake_at` is when a rollout may next move on time alone: looked at again with nothing new
@@ -292,7 +299,7 @@ quarter = st.integers(0, 400).map(lambda n: n / 4)       # times on a quarter-se
 @settings(max_examples=300, deadline=None)
 @given(state=st.sampled_from([None, RUNNING, RUNNING, "starting", FAILED, STOPPED]), restarts=st.sampled_from([0, 0, 1]),
        health=st.sampled_from(["", "passing", "failing"]), started=quarter, since=quarter, later=quarter,
-       min_healthy=st.sampled_from([1.0, 5.0, 10.0]), deadline=st.sampled_from([20.0, 60.0]), check=st.booleans())
+       min_healthy=st.sampled_from([0.0, 1.0, 5.0, 10.0]), deadline=st.sampled_from([20.0, 60.0]), check=st.booleans())
 @example(state=None, restarts=0, health="", started=0.0, since=0.0, later=80.0, min_healthy=1.0, deadline=20.0,
          check=False)                                        # now on the deadline: at is the next float
 def test_judge_says_waiting_until_the_time_it_gives_and_something_moves_at_it(

@@ -41,11 +41,11 @@ async def deployment(sched) -> scheduler_pb2.Deployment | None:
     return s.deployment if s.HasField("deployment") else None
 
 
-async def deployed(sched, version, state="successful"):
+async def deployed(sched, version, state="successful", timeout=20):
     async def done():
         d = await deployment(sched)
         return d if d is not None and d.version == version and d.state == state else None
-    return await eventually(done, timeout=20, what=f"deployment of version {version} {state}")
+    return await eventually(done, timeout=timeout, what=f"deployment of version {version} {state}")
 
 
 def commands(status) -> list[str]:
@@ -225,3 +225,16 @@ async def test_a_system_job_is_rolled_node_by_node_in_place(cluster):
     after = {i.id: i.node for i in (await sched.status("shop")).instances if i.desired == "run"}
     assert sorted(after.values()) == ["n1", "n2"] and not set(after) & set(before)
     assert all(i.version == 2 for i in (await sched.status("shop")).instances if i.desired == "run")
+
+
+async def test_auto_promote_rolls_out_the_rest_once_the_canaries_are_healthy(cluster):
+    """No `ctl promote`: once its canary is healthy the rest rolls at once, well within the
+    progress_deadline (nothing happens to the job after the promotion to prompt a look)."""
+    sched, _ = cluster
+    await sched.submit(spec("1", count=3))
+    await deployed(sched, 1)
+    await sched.submit(spec("2", count=3, update={"canary": 1, "auto_promote": True}))
+    d = await deployed(sched, 2, timeout=9)           # progress_deadline (10s) not waited out
+    assert d.groups["web"].healthy == 3 and "rolled out" in d.description, d
+    live = sorted(i.id for i in (await sched.status("shop")).instances if i.desired == "run")
+    assert live == ["shop.web.0-2", "shop.web.1-2", "shop.web.2-2"]
