@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import platform
+from collections.abc import Iterable
 
 import grpc
 
 from packyard import keys, records
 from packyard.about import packyard_version
-from packyard.records import MAX_EVENTS, JobRecord, ResourceAmounts
+from packyard.records import COMPLETE, MAX_EVENTS, TERMINAL, JobRecord, ResourceAmounts
 from packyard.spec import SpecError, load_json
 from packyard.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 from scheduler import changes
@@ -133,7 +134,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         if job is None:
             return None
         spec = self.c.specs.of(job)
-        out = scheduler_pb2.JobStatus(name=job.name, priority=spec.priority, state=_job_state(job),
+        out = scheduler_pb2.JobStatus(name=job.name, priority=spec.priority, state=self.job_state(job),
                                       version=job.version, submitted_at=job.submitted_at,
                                       spec_json=job.spec_json)
         for e in self.c.state.job_entries(job.name):
@@ -166,6 +167,13 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         inst.health = rep.health if running and rep.health else "unknown"
         return inst
 
+    def job_state(self, job: JobRecord) -> str:
+        if job.desired == "stop" or self.c.specs.of(job).type != "batch":
+            return job_state(job, "", ())
+        state_of = self.c.state.state_of
+        return job_state(job, "batch", (state_of(e) for e in self.c.state.job_entries(job.name)
+                                        if e.record.desired == "run"))
+
     async def List(self, request, context):
         return self.list_view()
 
@@ -173,7 +181,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         out = scheduler_pb2.ListResponse()
         for name in sorted(self.c.state.jobs):
             job = self.c.state.jobs[name]
-            summary = scheduler_pb2.JobSummary(name=name, state=_job_state(job),
+            summary = scheduler_pb2.JobSummary(name=name, state=self.job_state(job),
                                                priority=self.c.specs.of(job).priority,
                                                version=job.version, submitted_at=job.submitted_at)
             summary.instances_by_state.update(self.c.state.counts(name))
@@ -251,8 +259,18 @@ def _node_image(image: dict) -> scheduler_pb2.NodeImage:
         bytes=size if isinstance(size, int) and 0 <= size < 1 << 63 else 0)
 
 
-def _job_state(job: JobRecord) -> str:
-    return "stopped" if job.desired == "stop" else "running"
+def job_state(job: JobRecord, job_type: str, live: Iterable[str]) -> str:
+    """What `ctl status` and `ctl list` say of a job: stopped, or running; a batch job whose
+    instances meant to run (`live`: their states) have all ended is complete when each did (issue
+    13: "the job is complete when every instance is"), failed when one did not (one the
+    reconciler reschedules is, once it has looked, no longer meant to run: its replacement is)."""
+    if job.desired == "stop":
+        return "stopped"
+    if job_type == "batch":
+        states = set(live)
+        if states and states <= TERMINAL:
+            return "complete" if states == {COMPLETE} else "failed"
+    return "running"
 
 
 # the controller's refusals, as gRPC status codes (ctl maps those to its exit codes)

@@ -306,6 +306,7 @@ def test_submit_wait_of_a_batch_job_waits_for_completion(cluster, tmp_path):
                 "--wait", "--timeout", "60", "-o", "json")
     assert ok.returncode == 0, ok.stderr
     assert {i["state"] for i in json.loads(ok.stdout)["instances"]} == {"complete"}
+    assert json.loads(ok.stdout)["state"] == "complete"          # the job is complete when every instance is
     bad = submit(cluster, tmp_path, job("broken", count=2, job_type="batch",
                                         command=["/bin/sh", "-c", "exit 3"], extra=(
                                             "    restart: {attempts: 1, interval: 1m, delay: 100ms}\n"
@@ -313,6 +314,7 @@ def test_submit_wait_of_a_batch_job_waits_for_completion(cluster, tmp_path):
                  "--wait", "--timeout", "60")
     assert bad.returncode == 1, (bad.returncode, bad.stderr)
     assert "2 instance(s) of broken did not complete" in bad.stderr and "failed with exit code 3" in bad.stderr
+    assert status(cluster, "broken")["state"] == "failed"
     for name in ("crunch", "broken"):
         cluster.ctl("stop", name)
 
