@@ -24,7 +24,8 @@ def instance_json(i: scheduler_pb2.Instance) -> dict:
     out["restarts"] = i.restarts
     out["image_digest"] = i.image_digest or None
     out["health"] = i.health or "unknown"
-    out["events"] = [{"at": e.at, "message": e.message} for e in i.events]
+    # "time": the word for it ("events with time and message"), beside "at", which came first
+    out["events"] = [{"at": e.at, "time": e.at, "message": e.message} for e in i.events]
     return out
 
 
@@ -205,8 +206,9 @@ def plan_table(p: scheduler_pb2.PlanResponse) -> str:
 
 
 def history_json(h: scheduler_pb2.HistoryResponse) -> list[dict]:
-    return [{"version": v.version, "submitted_at": v.submitted_at, "stable": v.stable, "current": v.current,
-             "note": v.note, "changes": list(v.changes)} for v in h.versions]
+    # "time" too: the word ("versions with time, stable flag and what changed")
+    return [{"version": v.version, "submitted_at": v.submitted_at, "time": v.submitted_at, "stable": v.stable,
+             "current": v.current, "note": v.note, "changes": list(v.changes)} for v in h.versions]
 
 
 def history_table(h: scheduler_pb2.HistoryResponse) -> str:

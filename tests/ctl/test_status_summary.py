@@ -46,3 +46,25 @@ def test_a_small_job_is_listed(count):
 
 def test_json_lists_every_instance_whatever_the_size():
     assert len(render.status_json(job(BIG))["instances"]) == 100
+
+
+def test_the_json_keys_issues_13_and_14_name():
+    """Each instance's restarts, health, exit_code and events (with time and message); the
+    deployment's version, state and per-group counts; history's time, stable flag and changes."""
+    s = job({("web", "running"): 1})
+    s.instances[0].events.add(at=12.5, message="exited with code 1; restarting in 2s (attempt 2 of 3)")
+    s.deployment.version, s.deployment.state = 2, "awaiting promotion"
+    s.deployment.groups["web"].desired = 3
+    out = render.status_json(s)
+    inst = out["instances"][0]
+    assert {k: inst[k] for k in ("restarts", "health", "exit_code")} == {"restarts": 0, "health": "unknown",
+                                                                       "exit_code": None}
+    assert inst["events"] == [{"at": 12.5, "time": 12.5,
+                               "message": "exited with code 1; restarting in 2s (attempt 2 of 3)"}]
+    assert {k: out["deployment"][k] for k in ("version", "state", "groups")} == {
+        "version": 2, "state": "awaiting promotion",
+        "groups": {"web": {"desired": 3, "placed": 0, "healthy": 0, "unhealthy": 0}}}
+    h = scheduler_pb2.HistoryResponse(name="big", versions=[scheduler_pb2.JobVersion(
+        version=1, submitted_at=100.0, stable=True, current=True, changes=["(new job)"])])
+    assert render.history_json(h) == [{"version": 1, "submitted_at": 100.0, "time": 100.0, "stable": True,
+                                       "current": True, "note": "", "changes": ["(new job)"]}]
