@@ -79,17 +79,7 @@ async def test_a_failing_version_is_reverted_to_the_last_stable_one(cluster):
     before = {i.id for i in (await sched.status("shop")).instances if i.desired == "run"}
     await sched.submit(spec("2", count=3, update={"auto_revert": True}, restart={"attempts": 1, "delay": "50ms"}))
 
-    async def crash_new():                  # version 2 "exits at once": each of its instances, as it starts
-        while True:
-            for a in agents:
-                for iid in list(a.manager.instances):
-                    t = a.manager.instances[iid]
-                    if t.spec.config.get("command") == ["/bin/sleep", "2"] and t.handle is not None:
-                        fut = a.driver._ends.get(iid)
-                        if fut is not None and not fut.done():
-                            a.driver.exit(iid, 1)
-            await asyncio.sleep(0.02)
-    crasher = asyncio.get_running_loop().create_task(crash_new())
+    crasher = asyncio.get_running_loop().create_task(crash(agents, "2"))
     try:
         d = await deployed(sched, 2, "reverted")
         # seen restarted in place, or failed for good after that restart: either way, unhealthy
@@ -109,6 +99,39 @@ async def test_a_failing_version_is_reverted_to_the_last_stable_one(cluster):
         (1, True, False), (2, False, False), (3, True, True)]
     assert history.versions[2].note == "revert to version 1 after version 2 failed"
     assert 'groups[web].container.command: ["/bin/sleep","1"] → ["/bin/sleep","2"]' in history.versions[1].changes
+
+
+async def crash(agents, command: str):
+    """Version `command` "exits at once": each of its instances, as it starts."""
+    while True:
+        for a in agents:
+            for iid in list(a.manager.instances):
+                t = a.manager.instances[iid]
+                if t.spec.config.get("command") == ["/bin/sleep", command] and t.handle is not None:
+                    fut = a.driver._ends.get(iid)
+                    if fut is not None and not fut.done():
+                        a.driver.exit(iid, 1)
+        await asyncio.sleep(0.02)
+
+
+async def test_a_failing_canary_is_reverted_and_the_old_instances_never_stopped(cluster):
+    sched, agents = cluster
+    await sched.submit(spec("1", count=3))
+    await deployed(sched, 1)
+    before = sorted(i.id for i in (await sched.status("shop")).instances if i.desired == "run")
+    await sched.submit(spec("2", count=3, update={"canary": 1, "auto_revert": True},
+                            restart={"attempts": 1, "delay": "50ms"}))
+    crasher = asyncio.get_running_loop().create_task(crash(agents, "2"))
+    try:
+        d = await deployed(sched, 2, "reverted")
+        assert d.description.startswith("version 2 failed: shop.web.0-2 is unhealthy"), d.description
+        await eventually(lambda: _rolled_back(sched), timeout=20, what="rolled back")
+    finally:
+        crasher.cancel()
+    s = await sched.status("shop")
+    live = sorted(i.id for i in s.instances if i.desired == "run")
+    assert live == before and s.version == 3          # the canary gone, the old ones served throughout
+    assert all(i.state == "running" for i in s.instances if i.desired == "run")
 
 
 async def _rolled_back(sched):
