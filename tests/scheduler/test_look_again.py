@@ -102,7 +102,7 @@ class Cluster:
 @st.composite
 def histories(draw):
     counts = draw(st.lists(st.integers(1, 12), min_size=1, max_size=2))
-    min_healthy = draw(st.sampled_from([1.0, 5.0, 10.0]))
+    min_healthy = draw(st.sampled_from([0.0, 1.0, 5.0, 10.0]))
     update = {"max_parallel": draw(st.integers(1, 3)), "min_healthy_time": f"{min_healthy:g}s",
               **draw(st.sampled_from([{"healthy_deadline": "20s", "progress_deadline": "25s"},
                                       {"healthy_deadline": "20s", "progress_deadline": "10m"},
