@@ -100,6 +100,39 @@ def test_bad_specs_exit_2_naming_the_field_and_leave_the_cluster_alone(cluster, 
     assert after == before
 
 
+LIFECYCLE_SPECS = {   # issues 13 and 14's bad input: (line added to the group, what the error names)
+    "check-type": ("check: {type: grpc, port: 8080}", "groups[0].check.type: "),
+    "check-port-0": ("check: {type: tcp, port: 0}", "groups[0].check.port: "),
+    "check-port-high": ("check: {type: tcp, port: 65536}", "groups[0].check.port: "),
+    "http-no-path": ("check: {type: http, port: 8080}", "groups[0].check.path: "),
+    "check-interval-0": ("check: {type: tcp, port: 80, interval: 0s}", "groups[0].check.interval: "),
+    "restart-attempts-negative": ("restart: {attempts: -1}", "groups[0].restart.attempts: "),
+    "restart-interval-0": ("restart: {interval: 0s}", "groups[0].restart.interval: "),
+    "reschedule-attempts-negative": ("reschedule: {attempts: -1}", "groups[0].reschedule.attempts: "),
+    "max-parallel-0": ("update: {max_parallel: 0}", "groups[0].update.max_parallel: "),
+    "canary-negative": ("update: {canary: -1}", "groups[0].update.canary: "),
+    "healthy-deadline-0": ("update: {healthy_deadline: 0s}", "groups[0].update.healthy_deadline: "),
+    "progress-deadline-0": ("update: {progress_deadline: 0s}", "groups[0].update.progress_deadline: "),
+    "healthy-over-progress": ("update: {healthy_deadline: 10m, progress_deadline: 5m}",
+                              "groups[0].update.healthy_deadline: "),
+}
+
+
+@pytest.mark.parametrize("name", [*LIFECYCLE_SPECS, "system-count"])
+@pytest.mark.parametrize("command", ["submit", "plan"])
+def test_bad_lifecycle_blocks_exit_2_naming_the_field_and_store_nothing(cluster, shop, tmp_path, command, name):
+    if name == "system-count":
+        text, words = JOB.replace("name: shop", "name: shop\ntype: system"), "groups[0].count: "
+    else:
+        line, words = LIFECYCLE_SPECS[name]
+        text = JOB.replace("count: 4", f"count: 4\n    {line}")
+    before = json.loads(cluster.ctl("history", "shop", "-o", "json").stdout)
+    r = cluster.ctl(command, write(tmp_path, text))
+    assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: ")
+    assert json.loads(cluster.ctl("history", "shop", "-o", "json").stdout) == before
+
+
 @pytest.mark.parametrize("args, words", [
     (["status", "nope"], "job 'nope' not found"),
     (["stop", "nope"], "job 'nope' not found"),
@@ -107,8 +140,15 @@ def test_bad_specs_exit_2_naming_the_field_and_leave_the_cluster_alone(cluster, 
     (["submit", "/nonexistent/job.yaml"], "cannot read /nonexistent/job.yaml"),
     (["status"], "Missing argument"),
     (["nodes", "-o", "xml"], "Invalid value"),
+    (["history", "nope"], "job 'nope' not found"),
+    (["promote", "nope"], "job 'nope' not found"),
+    (["rollback", "nope"], "job 'nope' not found"),
+    (["promote", "shop"], "job 'shop' has nothing to promote: its deployment of version 1 is successful"),
+    (["rollback", "shop", "--version", "99"], "job 'shop' has no version 99 (kept: 1)"),
+    (["rollback", "shop"], "job 'shop' has no stable version before version 1 to roll back to"),
 ], ids=["status-unknown-job", "stop-unknown-job", "logs-unknown-instance", "missing-file",
-        "missing-argument", "bad-output-format"])
+        "missing-argument", "bad-output-format", "history-unknown-job", "promote-unknown-job",
+        "rollback-unknown-job", "promote-nothing", "rollback-no-such-version", "rollback-nothing-stable"])
 def test_bad_requests_exit_2(cluster, args, words):
     r = cluster.ctl(*args)
     assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
