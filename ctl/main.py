@@ -140,14 +140,16 @@ def plan(client: Client, file: Path, output: str):
 
 def wait_running(client: Client, name: str, timeout: float, quiet: bool,
                  version: int = 0) -> scheduler_pb2.JobStatus:
-    """Poll until every instance meant to run is running (or has ended); progress on stderr. While
-    the deployment of `version` still replaces instances made for an older one, also until it
-    ends or awaits promotion: the old instances run meanwhile, so "all running" alone says nothing."""
+    """Poll until every instance meant to run is running (or has ended); progress on stderr. For
+    an update (the deployment of `version` replaces instances made for an older one), also until
+    the deployment ends or awaits promotion: the old instances run meanwhile, and the last new ones
+    running says nothing of whether they turn healthy. A job's first deployment replaces nothing:
+    all running is what --wait waits for."""
     def done(status, current, _) -> bool:
         if not all(i.state == "running" or i.state in TERMINAL for i in current):
             return False
         rollout = _deployment_of(status, version)
-        return rollout is None or rollout.state != "running" or all(i.version >= version for i in current)
+        return rollout is None or rollout.state != "running" or all(i.version >= version for i in status.instances)
     return _wait(client, name, timeout, quiet, "running", "", done)
 
 
