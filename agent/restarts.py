@@ -5,8 +5,8 @@ applies its answer (persisted and reported before it is acted on).
 - A batch instance that exits 0 is `complete`, never restarted.
 - Any other end (a service's exit 0 included: a service is meant to run) is restarted after the
   policy's delay, doubling with each restart counted in the last `interval`, at most `attempts` of
-  them; then `mode: fail` lets it fail (the scheduler may reschedule it) and `mode: delay` waits
-  until the oldest restart leaves the interval.
+  them; then `mode: fail` lets it fail (the scheduler may reschedule it; `failed` even after an
+  exit 0) and `mode: delay` waits until the oldest restart leaves the interval.
 - No policy (from a scheduler before issue 13), or a stop asked for: it ends as it always did.
 - Killed because its health check failed (`cause`): a failure whatever its exit code (a batch
   instance that exits 0 on SIGTERM did not complete), restarted as any other; the check's message
@@ -74,7 +74,12 @@ def after_exit(spec: InstanceSpec, result: ExitResult, stopping: bool, history: 
                    "once the interval has passed")
         return AfterExit(STARTING, message, message, wait, policy.attempts)
     # the reason stays what it was without restarts (OOMKilled, exit status 1: what metrics and
-    # scripts match on); the event says why nothing restarted it
+    # scripts match on); the event says why nothing restarted it. A service's (or system job's)
+    # exit 0 that its restarts did not cure is a failure too (issue 13: "when restarts are exhausted
+    # the instance is failed"; Nomad's too), so the scheduler reschedules it; with `attempts: 0`
+    # nothing was tried and an exit 0 stays `exited`, as before issue 13.
+    if state == EXITED:
+        state, reason = FAILED, result.reason or "exit status 0"
     return AfterExit(state, reason, f"{what}; not restarted: {len(recent)} restarts in {window} already")
 
 

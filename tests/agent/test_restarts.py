@@ -52,6 +52,18 @@ def test_a_service_is_restarted_even_after_exit_0_and_a_batch_job_completes():
     assert after_exit(policy_spec(job_type="batch"), EXIT1, False, [], 0).state == "starting"
 
 
+def test_a_service_whose_restarts_are_exhausted_fails_even_after_exit_0():
+    """So the scheduler reschedules it (it only reschedules `failed`); attempts 0 tried nothing."""
+    for job_type in ("service", "system"):
+        ended = after_exit(policy_spec(job_type=job_type, attempts=2), EXIT0, False, [100.0, 110.0], 120.0)
+        assert (ended.state, ended.reason, ended.restart_in) == ("failed", "exit status 0", None)
+        assert ended.message == "exited with code 0; not restarted: 2 restarts in 1m already"
+        assert after_exit(policy_spec(job_type=job_type, attempts=0), EXIT0, False, [], 0).state == "exited"
+        # restarts older than the interval do not count: restarted again
+        assert after_exit(policy_spec(job_type=job_type, attempts=2), EXIT0, False, [0.0, 10.0], 120.0).state == \
+            "starting"
+
+
 def test_without_a_policy_or_when_stopping_an_end_is_as_before():
     ended = after_exit(spec("a"), EXIT1, False, [], 0)
     assert (ended.state, ended.reason, ended.restart_in) == ("failed", "exit status 1", None)
