@@ -563,8 +563,10 @@ class Controller:
                 raise NotFound(f"job '{name}' not found")
             d = self.state.deployments.get(name)
             if d is None or not d.rolling or d.promoted or d.state != "awaiting promotion":
-                why = "it has no deployment" if d is None else f"its deployment of version {d.version} is {d.state}" \
-                    + (" (its canaries are not all healthy yet)" if d.state == "running" and not d.promoted else "")
+                canaries = any(update_policy(g.update).canary for g in self.specs.of(self.state.jobs[name]).groups)
+                why = "it has no deployment" if d is None else f"its deployment of version {d.version} is {d.state}"
+                if d is not None and d.state == "running" and not d.promoted:
+                    why += " (its canaries are not all healthy yet)" if canaries else " (it has no canaries)"
                 raise Refused(f"job '{name}' has nothing to promote: {why}")
             promoted = dataclasses.replace(d, promoted=True, state="running",
                                            description=f"version {d.version}: canaries promoted")

@@ -261,3 +261,19 @@ async def test_auto_promote_rolls_out_the_rest_once_the_canaries_are_healthy(clu
     assert d.groups["web"].healthy == 3 and "rolled out" in d.description, d
     live = sorted(i.id for i in (await sched.status("shop")).instances if i.desired == "run")
     assert live == ["shop.web.0-2", "shop.web.1-2", "shop.web.2-2"]
+
+
+async def test_promote_during_a_rollout_says_whether_it_has_canaries_to_wait_for(cluster):
+    sched, _ = cluster
+    slow = {"min_healthy_time": "4s", "healthy_deadline": "8s", "progress_deadline": "10s"}
+    await sched.submit(spec("1", count=2, update=slow))               # a first deployment: no canaries
+    for update, why in ((slow, "it has no canaries"), ({**slow, "canary": 1}, "its canaries are not all healthy yet")):
+        if "canary" in update:
+            await deployed(sched, 1)
+            await sched.submit(spec("2", count=2, update=update))
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await sched.stub.Promote(scheduler_pb2.StatusRequest(name="shop"))
+        version = 2 if "canary" in update else 1
+        assert (e.value.code(), e.value.details()) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"job 'shop' has nothing to promote: its deployment of version {version} is running ({why})")
