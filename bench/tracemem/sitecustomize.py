@@ -1,0 +1,46 @@
+"""Where a scheduler's heap is at its largest: put this directory first on PYTHONPATH and set
+PACKYARD_TRACEMALLOC=FILE (e.g. for `bench/scale.py`, whose processes inherit both), and the
+scheduler process (`-m scheduler.main`; no other) runs under tracemalloc. A thread looks at the
+traced size every quarter second; each time it is 2% above the last snapshot's, it takes a new one
+and writes its largest allocation sites (by line, PACKYARD_TRACEMALLOC_FRAMES frames, default 1)
+to FILE: at the end FILE holds the heap near its peak. Works on any tree (it touches no packyard
+code), so two trees can be set side by side at the same point. Tracing slows the process several
+times: its figures are of memory, never of time.
+"""
+import os
+import sys
+
+_path = os.environ.get("PACKYARD_TRACEMALLOC")
+if _path and "scheduler.main" in getattr(sys, "orig_argv", ()):
+    import threading
+    import time
+    import tracemalloc
+
+    _frames = int(os.environ.get("PACKYARD_TRACEMALLOC_FRAMES", "1"))
+    tracemalloc.start(_frames)
+
+    def _write(snap: tracemalloc.Snapshot, current: int, peak: int) -> None:
+        key = "traceback" if _frames > 1 else "lineno"
+        stats = snap.statistics(key)
+        lines = [f"traced now {current / 2**20:.1f} MiB, peak so far {peak / 2**20:.1f} MiB, "
+                 f"at {time.monotonic():.1f} (CLOCK_MONOTONIC)"]
+        for s in stats[:80]:
+            where = " <- ".join(f"{f.filename.rsplit('/', 2)[-2:][-1]}:{f.lineno}"
+                                if "site-packages" in f.filename else
+                                f"{'/'.join(f.filename.rsplit('/', 2)[-2:])}:{f.lineno}"
+                                for f in s.traceback)
+            lines.append(f"{s.size / 2**20:8.2f} MiB {s.count:9d} blocks  {where}")
+        with open(_path + ".tmp", "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(_path + ".tmp", _path)
+
+    def _watch() -> None:
+        taken = 0
+        while True:
+            time.sleep(0.25)
+            current, peak = tracemalloc.get_traced_memory()
+            if current > taken * 1.02 and current > 16 * 2**20:
+                taken = current
+                _write(tracemalloc.take_snapshot(), current, peak)
+
+    threading.Thread(target=_watch, name="tracemem", daemon=True).start()
