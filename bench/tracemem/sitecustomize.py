@@ -44,3 +44,45 @@ if _path and "scheduler.main" in getattr(sys, "orig_argv", ()):
                 _write(tracemalloc.take_snapshot(), current, peak)
 
     threading.Thread(target=_watch, name="tracemem", daemon=True).start()
+
+if os.environ.get("PACKYARD_CENSUS") and "scheduler.main" in getattr(sys, "orig_argv", ()):
+    # Without tracing (the process runs at its own speed): on SIGUSR2, what the collector's objects
+    # and those they hold directly add up to, by type, and the largest containers, to
+    # $PACKYARD_CENSUS (a numbered file each signal).
+    import gc
+    import signal
+    from collections import Counter
+
+    _census_n = [0]
+
+    def _census(signum, frame) -> None:
+        # a heap packyard.heap.HeapKeeper froze is in the permanent generation, which
+        # get_objects leaves out: thawed for the count, frozen again (gc.freeze moves all)
+        frozen = gc.get_freeze_count()
+        if frozen:
+            gc.unfreeze()
+        objs = gc.get_objects()
+        if frozen:
+            gc.freeze()
+        seen, by_type, count = set(), Counter(), Counter()
+        big = []
+        for o in objs:
+            for x in (o, *gc.get_referents(o)):
+                if id(x) in seen:
+                    continue
+                seen.add(id(x))
+                size = sys.getsizeof(x)
+                name = type(x).__name__
+                by_type[name] += size
+                count[name] += 1
+                if type(x) in (dict, list, set, frozenset, bytearray) and size > 256 * 1024:
+                    sample = next(iter(x), None) if not isinstance(x, bytearray) else None
+                    big.append((size, name, len(x), repr(sample)[:60], repr(sample and (x[sample] if isinstance(x, dict) else ""))[:60]))
+        lines = [f"{n:>14,} B {count[t]:>9,}  {t}" for t, n in by_type.most_common(40)]
+        lines.append("--- largest containers: size, type, len, a key, its value")
+        lines += [f"{s:>12,} {t} {n:,} {k} {v}" for s, t, n, k, v in sorted(big, reverse=True)[:40]]
+        _census_n[0] += 1
+        with open(f"{os.environ['PACKYARD_CENSUS']}.{_census_n[0]}", "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    signal.signal(signal.SIGUSR2, _census)
