@@ -342,6 +342,8 @@ class ClusterState:
                 self._pending_groups.setdefault(group, set()).add(iid)
             else:
                 self._pending_ids.discard(iid)
+                if not self._pending_ids:      # emptied: made anew, a set keeps its largest table
+                    self._pending_ids = set()  # (4 MiB once a 100,000-instance job was placed)
                 self._pending_groups[group].discard(iid)
                 if not self._pending_groups[group]:
                     del self._pending_groups[group]

@@ -151,3 +151,24 @@ async def test_accepted_instances_are_kept_by_the_records_own_ids():
     ids = {i for i, _ in d.accepted}
     assert ids == {r.id for r in recs}
     assert all(any(i is r.id for r in recs) for i in ids)
+
+
+async def test_times_told_long_ago_go_and_those_instances_are_said_again_the_recent_ones_not():
+    """The dispatcher forgets when it told an instance once that is resend_after old (such an
+    instance is said again as one never told); one told since is not said again early."""
+    cache = CacheBuilder().node("a").node("b")
+    nodes = ["a", "b"] * 800
+    early, late = placed(cache, "web", nodes), placed(cache, "api", nodes)
+    agents, clock = FakeAgentClients(), Clock(100.0)
+    d = dispatcher(cache, agents, clock, resend_after=2.0, resend_after_accepted=8.0)
+    d.start(early)
+    await agents.settle()
+    clock.now = 120.0
+    d.start(late)
+    await agents.settle()
+    clock.now = 121.0
+    d.stop_strays(clock.now)            # where the times are pruned
+    again = {r.id for r in d.scan(clock.now, confirm_timeout=1e9).starts}
+    assert again == {r.id for r in early}
+    clock.now = 130.5                  # the accepted ones: resend_after_accepted + resend_after
+    assert {r.id for r in d.scan(clock.now, confirm_timeout=1e9).starts} == {r.id for r in early + late}
