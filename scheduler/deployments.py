@@ -138,12 +138,13 @@ def step(job: str, version: int, deploy: bool, groups: Sequence[GroupRollout],
         # one pass over the new instances: their health and how many are placed
         n_healthy = n_unhealthy = in_flight = placed = 0
         policy, has_check = g.policy, g.has_check
-        seen_at = healthy.of_group(g.name).get
+        seen = healthy.of_group(g.name)
+        n_seen = len(seen)
         for e in g.new:
             r = e.record
             if r.node:
                 placed += 1
-            suffixes = seen_at(r.index)
+            suffixes = seen[r.index] if r.index < n_seen else None
             if suffixes is not None and r.id.endswith(suffixes):    # seen healthy before
                 n_healthy += 1
                 continue

@@ -21,6 +21,7 @@ from packyard import lifecycle
 from packyard.policies import CheckPolicy, RestartPolicy
 from packyard.records import TERMINAL, InstanceRecord, ResourceAmounts
 from packyard.v1 import agent_pb2
+from scheduler.accepted import Accepted
 from scheduler.agents import AgentClients
 from scheduler.convert import to_resources
 from scheduler.specs import SpecCache
@@ -57,8 +58,9 @@ class Dispatcher:
         self.clock = clock
         # (instance, node): the node took its Start. Read by the reconciler: an accepted instance
         # is in its node's hands, and a slow report does not move it elsewhere.
-        self.accepted: set[tuple[str, str]] = set()
+        self.accepted = Accepted()
         self._told: dict[str, float] = {}          # instance id -> when an agent was last told
+        self._told_kept = 0                        # ... how many were left the last time it was pruned
         self._failures: dict[str, int] = {}        # node -> Start calls failed in a row
         self._told_stray: dict[tuple[str, str], float] = {}
         self._audit_next = 0                       # round-robin position over the nodes
@@ -125,9 +127,10 @@ class Dispatcher:
         specs = [self.instance_spec(r) for r in recs if r.job in self.state.jobs]
         try:
             reply = await self.agents.start(node, rec.address, specs, epoch=rec.epoch)
+            ids = {r.id: r.id for r in recs}    # kept as the records' strings, not the reply's copies
             for res in reply.results:
                 if res.accepted:
-                    self.accepted.add((res.id, node))
+                    self.accepted.add(ids.get(res.id, res.id), node)
                 else:
                     log.warning("agent %s refused %s: %s", node, res.id, res.error)
                     self._told[res.id] = self.clock()
@@ -270,8 +273,13 @@ class Dispatcher:
             self._spawn(self._stop_on(node, ids))
         unsettled = self.state.unsettled_count()
         if len(self.accepted) > 2 * unsettled + 1000:   # prune now and then, not per tick
-            self.accepted = {(i, n) for i, n in self.accepted if self.state.is_unsettled(i)}
+            self.accepted.keep(self.state.is_unsettled)
         self._told_stray = {k: t for k, t in self._told_stray.items() if k[0] in strays}
+        # a time resend_after old or more is said again as one never told is (0.0): it can go
+        # (it stayed for every instance ever told, ~6 MiB after 100,000: README, issue 12)
+        if len(self._told) > 2 * self._told_kept + 1000 and now >= self.config.resend_after:
+            self._told = {i: t for i, t in self._told.items() if now - t < self.config.resend_after}
+            self._told_kept = len(self._told)
 
 
 def why(e: Exception) -> str:

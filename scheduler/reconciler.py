@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Container, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 
 from packyard import lifecycle
@@ -16,6 +16,7 @@ from packyard.records import FAILED, TERMINAL, DeploymentRecord, InstanceRecord,
 from packyard.spec import LIFECYCLE_BLOCKS, Group, JobSpec
 from packyard.update import update_policy
 from scheduler import deployments
+from scheduler.slots import Slots
 from scheduler.state import Entry, effective_state
 
 
@@ -99,10 +100,10 @@ class Generations:
 
 def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: set[str],
               now: float, config: Config = Config(),
-              acknowledged: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset(),
+              acknowledged: Container[tuple[str, str]] = frozenset(),
               eligible: Mapping[str, Set[str]] | None = None,
               deployment: DeploymentRecord | None = None) -> Result:
-    """`acknowledged`: (instance, node) pairs whose node accepted the Start: the instance is
+    """`acknowledged`: (instance, node) pairs whose node accepted the Start (scheduler/accepted.py): the instance is
     in the node's hands (its report may be slow on a busy cluster), so the confirm timeout does
     not move it elsewhere; if the node dies, it is lost and replaced like the rest.
 
@@ -137,8 +138,9 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
     hashes = {name: group_hash(g) for name, g in groups.items()}
     stop: list[InstanceRecord] = []
     unassign: list[InstanceRecord] = []
-    occupied: set[tuple[str, int]] = set()
     system = spec.type == "system"
+    # the slots a live instance holds (a system group's follow its nodes, not its count)
+    occupied = Slots(max([len(entries), len(ready_nodes) if system else 0, *(g.count for g in spec.groups)]))
     wanted = {g.name: _nodes_of(g, eligible, ready_nodes) for g in spec.groups} if system else {}
     pins: dict[str, dict[str, int]] = {}      # system: group -> node -> the slot it holds
     pinned_slots: set[tuple[str, int]] = set()   # ... and those slots
@@ -169,7 +171,7 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
         in_range = system or index < g.count
         if rolling and in_range and not current_spec:
             old_of[group].append(e)                        # serves on until the rollout replaces it
-            occupied.add((group, index))
+            occupied.add(group, index)
             continue
         if not (in_range and current_spec):
             stop.append(evolve(r, desired="stop"))
@@ -192,11 +194,11 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
             if new is not None:
                 stop.append(evolve(r, desired="stop"))
                 replacements.append(new)
-                occupied.add((group, index))
+                occupied.add(group, index)
                 if rolling:
                     new_of[group].append(e)                # a rollout sees the failure all the same
                 continue
-        occupied.add((group, index))
+        occupied.add(group, index)
         if rolling:
             new_of[group].append(e)
 
@@ -228,9 +230,7 @@ def reconcile(job: JobRecord, spec: JobSpec, entries: list[Entry], ready_nodes: 
             create += _system_creates(job, g, hashes[g.name], wanted[g.name], pins.get(g.name, {}),
                                       occupied, generations)
             continue
-        for index in range(g.count):
-            if (g.name, index) in occupied:
-                continue
+        for index in occupied.free(g.name, g.count):
             gen = generations.following(g.name, index)
             create.append(InstanceRecord(
                 id=instance_id(job.name, g.name, index, gen), job=job.name, group=g.name,
@@ -283,7 +283,7 @@ def _nodes_of(group: Group, eligible: Mapping[str, Set[str]] | None, ready_nodes
 
 
 def _system_creates(job: JobRecord, g: Group, ghash: str, nodes: Set[str], held: Mapping[str, int],
-                    occupied: set[tuple[str, int]], generations: Generations) -> list[InstanceRecord]:
+                    occupied: Slots, generations: Generations) -> list[InstanceRecord]:
     """New instances of a system group, pinned: one for each node in `nodes` without a live one
     (in the slot its replaced instance held, or the lowest free one)."""
     taken = set(held.values())

@@ -22,6 +22,8 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable, Mapping
+from itertools import compress
+from operator import itemgetter, not_
 
 from packyard.records import DeploymentRecord
 
@@ -34,16 +36,23 @@ NARROW_EVERY = 0.25
 
 
 class Waiting:
-    """A rollout's instances its last look found waiting: id -> (when each may next be found
-    otherwise, whether it was placed when last judged), filed by that time's tenth of a second, so
-    that a look finds the few whose time came without reading them all (100,000 at first; a heap's
-    pops cost more than reading them)."""
+    """A rollout's instances its last look found waiting: when each may next be found otherwise,
+    and whether it was placed when last judged, filed by that time's tenth of a second, so that a
+    look finds the few whose time came without reading them all (100,000 at first; a heap's pops
+    cost more than reading them). Kept as id -> time and a set of the unplaced (no tuple an
+    instance: README, issue 12, the scheduler's heap at 100,000), the dict made anew once it holds
+    a quarter of what it once did (a dict keeps its largest table)."""
 
     def __init__(self, items: Mapping[str, tuple[float, bool]]):
-        self.of: dict[str, tuple[float, bool]] = {}
+        self._at: dict[str, float] = {}
+        self._unplaced: set[str] = set()
+        self._most = 0                                # the most `_at` held since it was made
         self._files: dict[int, list[str]] = {}        # tenth -> ids filed under it (some since moved)
         self._tenths: list[int] = []                  # a heap of those tenths
         self.put(items)
+
+    def __contains__(self, iid: str) -> bool:
+        return iid in self._at
 
     def _file(self, iid: str, at: float) -> None:
         tenth = _tenth(at)
@@ -54,46 +63,56 @@ class Waiting:
         ids.append(iid)
 
     def put(self, items: Mapping[str, tuple[float, bool]]) -> None:
-        self.of.update(items)
-        for iid, (at, _) in items.items():
+        ats = list(map(itemgetter(0), items.values()))
+        self._at.update(zip(items, ats, strict=True))
+        if self._unplaced:
+            self._unplaced.difference_update(items)
+        self._unplaced.update(compress(items, map(not_, map(itemgetter(1), items.values()))))
+        for iid, at in zip(items, ats, strict=True):
             self._file(iid, at)
+        self._most = max(self._most, len(self._at))
 
     def lower(self, iid: str, at: float) -> None:
         """`iid`, if waiting, may be found otherwise from `at` (early rather than late: never later)."""
-        old = self.of.get(iid)
-        if old is None or at >= old[0]:
+        old = self._at.get(iid)
+        if old is None or at >= old:
             return
-        self.of[iid] = (at, old[1])
-        if _tenth(at) != _tenth(old[0]):
+        self._at[iid] = at
+        if _tenth(at) != _tenth(old):
             self._file(iid, at)
 
     def take(self, now: float) -> tuple[list[tuple[str, bool]], float | None]:
         """Those whose time came by `now` (no longer kept: `put` those still waiting back), each
         with whether it was placed, and the earliest time of the rest (None: none waits)."""
-        of, files, tenths = self.of, self._files, self._tenths
+        at_of, unplaced, files, tenths = self._at, self._unplaced, self._files, self._tenths
         due: list[tuple[str, bool]] = []
         while tenths and tenths[0] <= _tenth(now):
             tenth = heapq.heappop(tenths)
             later = []                                # of the tenth `now` is in: not all due yet
             for iid in files.pop(tenth):
-                current = of.get(iid)
-                if current is None or _tenth(current[0]) != tenth:
+                current = at_of.get(iid)
+                if current is None or _tenth(current) != tenth:
                     continue                          # judged, or filed again since under another tenth
-                if current[0] <= now:
-                    due.append((iid, current[1]))
-                    del of[iid]
+                if current <= now:
+                    due.append((iid, iid not in unplaced))
+                    del at_of[iid]
+                    unplaced.discard(iid)
                 else:
                     later.append(iid)
             if later:
                 files[tenth] = later
                 heapq.heappush(tenths, tenth)
                 break
+        if len(at_of) < self._most // 4:
+            at_of = self._at = dict(at_of)
+            self._unplaced = set(unplaced)
+            self._most = len(at_of)
         rest_at = None
         while tenths and rest_at is None:
             tenth = tenths[0]
-            ids = files[tenth] = [i for i in files[tenth] if i in of and _tenth(of[i][0]) == tenth]
+            ids = files[tenth] = [i for i in files[tenth] if i in at_of and _tenth(at_of[i]) == tenth]
             if ids:
-                rest_at = min(of[i][0] for i in ids)
+                rest_at = min(at_of[i] for i in ids)
             else:
                 del files[heapq.heappop(tenths)]
         return due, rest_at
@@ -119,9 +138,10 @@ class RolloutTimer:
         """`job` was reconciled: nothing falls due before `wake_at` unless something is heard.
         `waiting`: the look's `Result.waiting` (None: the next look must be whole)."""
         self._looked[job] = (wake_at, deployment)
-        if waiting is None:
-            self._waiting.pop(job, None)
-        else:
+        # the last look's gone before this one's is made: the two were 100,000 instances each
+        # at once, with the look's own, at the scheduler's peak (README, issue 12)
+        self._waiting.pop(job, None)
+        if waiting is not None:
             self._waiting[job] = Waiting(waiting)
 
     def looked_again(self, job: str, wake_at: float | None,
@@ -158,7 +178,7 @@ class RolloutTimer:
         """The record of `instance` (of `job`) changed: a narrow look judges it again at once if
         the last look found it waiting; anything else, the whole job is looked at, as `heard`."""
         waiting = self._waiting.get(job)
-        if waiting is None or instance not in waiting.of or job not in self._looked:
+        if waiting is None or instance not in waiting or job not in self._looked:
             self.heard(job)
             return
         self.heard(job, now, instance)

@@ -91,6 +91,11 @@ def unsettled(e: Entry) -> bool:
     return effective_state(r, e.state) not in TERMINAL
 
 
+# kinds of reserved amounts shared among holders before the table starts again (a cluster has a
+# few: its jobs' shapes; a scheduler that met more in its lifetime only stops sharing old ones)
+AMOUNTS_KEPT = 4096
+
+
 class ClusterState:
     """The cache. `nodes`, `down`, `jobs`, `instances` and `usage` are the records as etcd holds
     them (read them, never write them); the indexes behind the query methods below are kept as
@@ -121,6 +126,9 @@ class ClusterState:
         self._pending_groups: dict[tuple[str, str], set[str]] = {}   # the same by group
         self._unsettled: set[str] = set()           # an agent has yet to act (see `unsettled`)
         self._holding: dict[str, tuple[str, tuple[int, int, int, int]]] = {}
+        # the amounts in `_holding`, one tuple for every holder of the same (a tuple each was
+        # ~4 MiB at 100,000 instances: README, issue 12); emptied past AMOUNTS_KEPT kinds
+        self._amounts: dict[tuple[int, int, int, int], tuple[int, int, int, int]] = {}
         self._node_alloc: dict[str, list[int]] = {}   # node -> [cpu, mem, disk, gpu]
         self._shapes: dict[tuple[int, int, int], int] = {}   # reserved shape -> count
         self._gpu_holders: set[str] = set()
@@ -334,6 +342,8 @@ class ClusterState:
                 self._pending_groups.setdefault(group, set()).add(iid)
             else:
                 self._pending_ids.discard(iid)
+                if not self._pending_ids:      # emptied: made anew, a set keeps its largest table
+                    self._pending_ids = set()  # (4 MiB once a 100,000-instance job was placed)
                 self._pending_groups[group].discard(iid)
                 if not self._pending_groups[group]:
                     del self._pending_groups[group]
@@ -344,8 +354,11 @@ class ClusterState:
         held = None
         if e is not None and holds_reservation(e):
             res = r.reserved
-            held = (r.node, (res.get("cpu_milli", 0), res.get("memory_bytes", 0), res.get("disk_bytes", 0),
-                             res.get("gpu_milli", 0)))
+            amounts = (res.get("cpu_milli", 0), res.get("memory_bytes", 0), res.get("disk_bytes", 0),
+                       res.get("gpu_milli", 0))
+            if len(self._amounts) >= AMOUNTS_KEPT:
+                self._amounts.clear()
+            held = (r.node, self._amounts.setdefault(amounts, amounts))
         old = self._holding.get(iid)
         if held != old:
             if old is not None:

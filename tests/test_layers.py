@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # scheduler/<module>.py by layer; a module may import from its own layer's lower entries only
 # through this order, never from a later layer
 SCHEDULER_LAYERS = [
-    {"metrics", "unavailable", "embedded_etcd", "placement", "changes", "healthy_set"},
+    {"metrics", "unavailable", "embedded_etcd", "placement", "changes", "healthy_set", "slots", "accepted"},
     {"state", "specs", "convert", "agents", "leader", "profiles", "caps", "rollout_timer"},
     {"deployments", "images"},
     {"reconciler"},

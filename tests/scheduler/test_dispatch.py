@@ -37,7 +37,7 @@ async def test_starts_are_batched_per_node_with_the_specs_epoch_and_gpus():
     assert calls == {"a": (sorted(r.id for r in recs[:2]), 7), "b": ([recs[2].id], 7)}
     spec = agents.starts[0][1][0]
     assert list(spec.gpus) == [1] and spec.limit.cpu_milli == 500 and spec.job == "web"
-    assert d.accepted == {(r.id, r.node) for r in recs}
+    assert set(d.accepted) == {(r.id, r.node) for r in recs}
 
 
 async def test_resources_disk_reaches_the_agent_as_the_requests_disk_bytes():
@@ -137,3 +137,38 @@ async def test_the_agent_is_told_the_policies_in_force_defaults_filled_in():
     assert (w.restart.attempts, w.restart.interval_seconds, w.restart.delay_seconds) == (5, 1800.0, 2.0)
     assert (w.check.type, w.check.port, w.check.path, w.check.interval_seconds, w.check.failures) == (
         "http", 8080, "/healthz", 10.0, 3)
+
+
+async def test_accepted_instances_are_kept_by_the_records_own_ids():
+    """An accepted pair holds the id string of the record told, not the reply's copy of it (one
+    string an instance in flight, not two: README, issue 12)."""
+    cache = CacheBuilder().node("a").node("b")
+    recs = placed(cache, "web", ["a", "b", "a", "b"])
+    agents = FakeAgentClients()
+    d = dispatcher(cache, agents, Clock())
+    d.start(recs)
+    await agents.settle()
+    ids = {i for i, _ in d.accepted}
+    assert ids == {r.id for r in recs}
+    assert all(any(i is r.id for r in recs) for i in ids)
+
+
+async def test_times_told_long_ago_go_and_those_instances_are_said_again_the_recent_ones_not():
+    """The dispatcher forgets when it told an instance once that is resend_after old (such an
+    instance is said again as one never told); one told since is not said again early."""
+    cache = CacheBuilder().node("a").node("b")
+    nodes = ["a", "b"] * 800
+    early, late = placed(cache, "web", nodes), placed(cache, "api", nodes)
+    agents, clock = FakeAgentClients(), Clock(100.0)
+    d = dispatcher(cache, agents, clock, resend_after=2.0, resend_after_accepted=8.0)
+    d.start(early)
+    await agents.settle()
+    clock.now = 120.0
+    d.start(late)
+    await agents.settle()
+    clock.now = 121.0
+    d.stop_strays(clock.now)            # where the times are pruned
+    again = {r.id for r in d.scan(clock.now, confirm_timeout=1e9).starts}
+    assert again == {r.id for r in early}
+    clock.now = 130.5                  # the accepted ones: resend_after_accepted + resend_after
+    assert {r.id for r in d.scan(clock.now, confirm_timeout=1e9).starts} == {r.id for r in early + late}

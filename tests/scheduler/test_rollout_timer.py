@@ -3,8 +3,11 @@ its last look said something falls due, or something was heard about it since, a
 often than its size allows."""
 from dataclasses import replace
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from packyard.records import DeploymentRecord
-from scheduler.rollout_timer import RolloutTimer
+from scheduler.rollout_timer import RolloutTimer, Waiting
 
 DEP = DeploymentRecord(job="big", version=1, target=1, started_at=0.0, progress_at=0.0, rolling=True)
 
@@ -72,3 +75,33 @@ def test_between_ticks_only_a_rollout_whose_look_may_be_narrow_is_due_and_more_o
     assert timer.due(11.0, rolling, lambda job: 50_000) == {"big", "other"}
     assert timer.due(12.0, rolling, lambda job: 50_000) == {"big"}   # 50,000: every 5 s
     assert timer.due(16.0, rolling, lambda job: 50_000) == {"big", "other"}
+
+
+IDS = [f"big.g.{i}-1" for i in range(40)]
+times = st.floats(0.0, 20.0, allow_nan=False)
+put = st.tuples(st.just("put"), st.dictionaries(st.sampled_from(IDS), st.tuples(times, st.booleans()), max_size=40))
+lower = st.tuples(st.just("lower"), st.sampled_from(IDS), times)
+take = st.tuples(st.just("take"), times)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(put, lower, take, take), max_size=30))
+def test_waiting_hands_over_exactly_those_whose_time_came(ops):
+    """Waiting against a plain dict id -> (time, placed): through any puts, lowerings and takes
+    (down to a few of many, where it makes its dict anew), a take hands over every instance
+    whose time came by then, each with whether it was placed, and the earliest time of the rest."""
+    waiting, truth = Waiting({}), {}
+    for op in ops:
+        if op[0] == "put":
+            waiting.put(op[1])
+            truth.update(op[1])
+        elif op[0] == "lower":
+            waiting.lower(op[1], op[2])
+            if op[1] in truth and op[2] < truth[op[1]][0]:
+                truth[op[1]] = (op[2], truth[op[1]][1])
+        else:
+            due, rest_at = waiting.take(op[1])
+            assert sorted(due) == sorted((i, placed) for i, (at, placed) in truth.items() if at <= op[1])
+            truth = {i: v for i, v in truth.items() if v[0] > op[1]}
+            assert rest_at == min((at for at, _ in truth.values()), default=None)
+        assert {i for i in IDS if i in waiting} == truth.keys()

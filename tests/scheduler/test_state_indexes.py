@@ -1,5 +1,6 @@
 """The cache's indexes, kept as events arrive, always equal what a full scan of the instances
 says (Hypothesis drives random sequences of instance writes, reports and deletes)."""
+import random
 from collections import Counter
 
 from hypothesis import given, settings
@@ -8,7 +9,7 @@ from hypothesis import strategies as st
 from packyard import keys, records
 from packyard.etcd import KV, Event
 from packyard.records import TERMINAL, InstanceRecord, StateRecord
-from scheduler.state import ClusterState, Entry, holds_reservation, unsettled
+from scheduler.state import AMOUNTS_KEPT, ClusterState, Entry, holds_reservation, unsettled
 
 NODES = ["n1", "n2"]
 IDS = [f"job.web.{i}-1" for i in range(4)]
@@ -161,3 +162,33 @@ def test_an_entry_keeps_its_slots():
                                                   for c in Entry.__mro__[:-1])
     assert not hasattr(Entry(InstanceRecord(id="j.g.0-1", job="j", group="g", index=0, kind="container",
                                             version=1), 1), "__dict__")
+
+
+def test_allocations_hold_past_more_kinds_of_amounts_than_are_shared():
+    """Holders of equal amounts share one tuple of them, the table of those emptied once it has
+    AMOUNTS_KEPT kinds: instances of more kinds than that, placed, moved and deleted in a
+    varied order, still sum per node as a scan of them does."""
+    rng = random.Random(12)
+    state = with_job()
+    n = AMOUNTS_KEPT + 300
+    kinds = [(rng.randrange(1, 4000), rng.randrange(1, 1 << 30)) for _ in range(n)]
+    revision = 1
+    for step in range(3):
+        for i in rng.sample(range(n), n):
+            cpu, memory = kinds[(i + step * 7) % n] if rng.random() < 0.5 else kinds[i]
+            revision += 1
+            if rng.random() < 0.2:
+                state.apply(Event("delete", keys.instance("job", f"job.web.{i}-1"), b"", revision))
+                continue
+            state.apply(Event("put", keys.instance("job", f"job.web.{i}-1"), records.dumps(InstanceRecord(
+                id=f"job.web.{i}-1", job="job", group="web", index=i, kind="container", version=1,
+                node=rng.choice(NODES), reserved={"cpu_milli": cpu, "memory_bytes": memory})), revision))
+    holding = [e for e in state.instances.values() if holds_reservation(e)]
+    alloc = {node: [0, 0, 0, 0] for node in NODES}
+    for e in holding:
+        alloc[e.record.node][0] += e.record.reserved["cpu_milli"]
+        alloc[e.record.node][1] += e.record.reserved["memory_bytes"]
+    assert 0 < len(holding) < n
+    assert {node: list(state.allocations().get(node, [0, 0, 0, 0])) for node in NODES} == alloc
+    assert state.shape_counts() == dict(Counter((e.record.reserved["cpu_milli"], e.record.reserved["memory_bytes"], 0)
+                                                for e in holding))

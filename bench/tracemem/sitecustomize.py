@@ -1,0 +1,95 @@
+"""What a scheduler's heap holds, two ways. Put this directory first on PYTHONPATH (e.g. for
+`bench/scale.py`, whose processes inherit it and the variables below); only the scheduler process
+(`-m scheduler.main`) is affected.
+
+PACKYARD_CENSUS=FILE: on SIGUSR2 the collector's objects and those they hold directly, by type,
+and the largest containers, to FILE.1, FILE.2...; no tracing, so the process keeps its speed (a
+5,000 x 100,000 run completes; the census itself raises the process's peak RSS).
+
+PACKYARD_TRACEMALLOC=FILE: the scheduler runs under tracemalloc. A thread looks at the
+traced size every quarter second; each time it is 2% above the last snapshot's, it takes a new one
+and writes its largest allocation sites (by line, PACKYARD_TRACEMALLOC_FRAMES frames, default 1)
+to FILE: at the end FILE holds the heap near its peak (a 5,000 x 100,000 run stalls under it:
+scale.py gives up at ~65,000 placed). Both work on any tree (they touch no packyard
+code), so two trees can be set side by side at the same point. Tracing slows the process several
+times: its figures are of memory, never of time.
+"""
+import os
+import sys
+
+_path = os.environ.get("PACKYARD_TRACEMALLOC")
+if _path and "scheduler.main" in getattr(sys, "orig_argv", ()):
+    import threading
+    import time
+    import tracemalloc
+
+    _frames = int(os.environ.get("PACKYARD_TRACEMALLOC_FRAMES", "1"))
+    tracemalloc.start(_frames)
+
+    def _write(snap: tracemalloc.Snapshot, current: int, peak: int) -> None:
+        key = "traceback" if _frames > 1 else "lineno"
+        stats = snap.statistics(key)
+        lines = [f"traced now {current / 2**20:.1f} MiB, peak so far {peak / 2**20:.1f} MiB, "
+                 f"at {time.monotonic():.1f} (CLOCK_MONOTONIC)"]
+        for s in stats[:80]:
+            where = " <- ".join(f"{f.filename.rsplit('/', 2)[-2:][-1]}:{f.lineno}"
+                                if "site-packages" in f.filename else
+                                f"{'/'.join(f.filename.rsplit('/', 2)[-2:])}:{f.lineno}"
+                                for f in s.traceback)
+            lines.append(f"{s.size / 2**20:8.2f} MiB {s.count:9d} blocks  {where}")
+        with open(_path + ".tmp", "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(_path + ".tmp", _path)
+
+    def _watch() -> None:
+        taken = 0
+        while True:
+            time.sleep(0.25)
+            current, peak = tracemalloc.get_traced_memory()
+            if current > taken * 1.02 and current > 16 * 2**20:
+                taken = current
+                _write(tracemalloc.take_snapshot(), current, peak)
+
+    threading.Thread(target=_watch, name="tracemem", daemon=True).start()
+
+if os.environ.get("PACKYARD_CENSUS") and "scheduler.main" in getattr(sys, "orig_argv", ()):
+    # Without tracing (the process runs at its own speed): on SIGUSR2, what the collector's objects
+    # and those they hold directly add up to, by type, and the largest containers, to
+    # $PACKYARD_CENSUS (a numbered file each signal).
+    import gc
+    import signal
+    from collections import Counter
+
+    _census_n = [0]
+
+    def _census(signum, frame) -> None:
+        # a heap packyard.heap.HeapKeeper froze is in the permanent generation, which
+        # get_objects leaves out: thawed for the count, frozen again (gc.freeze moves all)
+        frozen = gc.get_freeze_count()
+        if frozen:
+            gc.unfreeze()
+        objs = gc.get_objects()
+        if frozen:
+            gc.freeze()
+        seen, by_type, count = set(), Counter(), Counter()
+        big = []
+        for o in objs:
+            for x in (o, *gc.get_referents(o)):
+                if id(x) in seen:
+                    continue
+                seen.add(id(x))
+                size = sys.getsizeof(x)
+                name = type(x).__name__
+                by_type[name] += size
+                count[name] += 1
+                if type(x) in (dict, list, set, frozenset, bytearray) and size > 256 * 1024:
+                    sample = next(iter(x), None) if not isinstance(x, bytearray) else None
+                    big.append((size, name, len(x), repr(sample)[:60], repr(sample and (x[sample] if isinstance(x, dict) else ""))[:60]))
+        lines = [f"{n:>14,} B {count[t]:>9,}  {t}" for t, n in by_type.most_common(40)]
+        lines.append("--- largest containers: size, type, len, a key, its value")
+        lines += [f"{s:>12,} {t} {n:,} {k} {v}" for s, t, n, k, v in sorted(big, reverse=True)[:40]]
+        _census_n[0] += 1
+        with open(f"{os.environ['PACKYARD_CENSUS']}.{_census_n[0]}", "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    signal.signal(signal.SIGUSR2, _census)
