@@ -14,6 +14,10 @@ process, then measures, each as read from etcd (persisted, not what a process be
 - then the latency of one small job (count 1) submitted while the cluster holds the N instances:
   submit → placed in etcd (the placement latency) and submit → reported running, p50 / p99 over
   --probes submissions.
+- what etcd wrote: its WAL's bytes (etcd's own metric), and the job's deployment record, how often
+  and how many bytes (a first deployment's progress: issue 12), over the run.
+`--tree DIR` runs another checkout's scheduler and agent (its own .venv's python) under this
+harness, for side-by-side figures measured the same way.
 `--py-spy DIR` samples the scheduler and the simulated agent (py-spy on PATH) and prints where
 their time went. `--gc-log` logs their garbage collections (bench/gclog/) and prints the full
 (generation 2) ones from the submit to the last probe, and the one at their exit.
@@ -34,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import aetcd
@@ -134,14 +139,44 @@ async def etcd_write_rate(etcd: Etcd, n: int) -> float:
     return rate
 
 
-def spawn(args: list[str], log: Path, gc_log: Path | None = None) -> subprocess.Popen:
+class Written:
+    """The deployment records etcd was given (watched): how many puts, how many bytes."""
+
+    def __init__(self):
+        self.puts = 0
+        self.bytes = 0
+
+    async def on_events(self, events) -> None:
+        for ev in events:
+            if ev.kind == "put":
+                self.puts += 1
+                self.bytes += len(ev.value)
+
+
+ETCD_METRICS = {"etcd_disk_wal_write_bytes_total": "etcd_wal_bytes", "etcd_mvcc_put_total": "etcd_puts",
+                "etcd_mvcc_txn_total": "etcd_txns"}
+
+
+def etcd_metrics(endpoint: str) -> dict[str, float]:
+    """etcd's own counters (its /metrics), from its start: the WAL's bytes, puts, transactions."""
+    out = {}
+    with urllib.request.urlopen(f"{endpoint}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            name, _, value = line.partition(" ")
+            if name in ETCD_METRICS:
+                out[ETCD_METRICS[name]] = float(value)
+    return out
+
+
+def spawn(args: list[str], log: Path, gc_log: Path | None = None, tree: Path = ROOT) -> subprocess.Popen:
+    python = sys.executable if tree == ROOT else str(tree / ".venv" / "bin" / "python")
     env = None
     if gc_log:      # bench/gclog/sitecustomize.py logs the process's collections to gc_log
         env = {**os.environ, "PACKYARD_GC_LOG": str(gc_log),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "bench" / "gclog"),
                                                            os.environ.get("PYTHONPATH")]))}
     with log.open("w") as out:
-        return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        return subprocess.Popen([python, *args], cwd=tree, stdout=out, stderr=subprocess.STDOUT,
                                 env=env)
 
 
@@ -249,13 +284,13 @@ async def run_case(args, hosts: int, n: int, work: Path) -> dict:
                                 "--node", "sim", "--listen", args.agent_listen,
                                 "--capacity", host_capacity(hosts, n + args.probes),
                                 "--ready-file", str(work / "agent.ready")],
-                               work / "agent.log", gc_log["agent"])
+                               work / "agent.log", gc_log["agent"], args.tree)
         prof = ["-m", "cProfile", "-o", str(args.profile_scheduler / "scheduler.prof")] \
             if args.profile_scheduler else []
         procs["scheduler"] = spawn([*prof, "-m", "scheduler.main", "--etcd", server.endpoint,
                                     "--listen", args.scheduler_listen, "--ready-file",
                                     str(work / "scheduler.ready"), "--log-level", "warning"],
-                                   work / "scheduler.log", gc_log["scheduler"])
+                                   work / "scheduler.log", gc_log["scheduler"], args.tree)
         await wait_file(work / "agent.ready", procs["agent"], "the simulated agent")
         await wait_file(work / "scheduler.ready", procs["scheduler"], "the scheduler")
         watched = {**procs, "etcd": server.proc}
@@ -263,6 +298,7 @@ async def run_case(args, hosts: int, n: int, work: Path) -> dict:
         for name, proc in watched.items():
             for k, v in proc_status(proc.pid).items():
                 result[f"{name}_{k}"] = v
+        result.update(etcd_metrics(server.endpoint))
     finally:
         for proc in procs.values():
             end(proc)
@@ -282,8 +318,10 @@ async def run_case(args, hosts: int, n: int, work: Path) -> dict:
 async def measure(args, etcd: Etcd, hosts: int, n: int, procs) -> dict:
     progress = Progress()
     revision, _ = await etcd.get_prefix(keys.JOBS)
+    written = Written()
     watches = [await etcd.watch_prefix(keys.INSTANCES, revision + 1, progress.on_instances),
-               await etcd.watch_prefix(keys.STATE, revision + 1, progress.on_states)]
+               await etcd.watch_prefix(keys.STATE, revision + 1, progress.on_states),
+               await etcd.watch_prefix(keys.DEPLOYMENTS, revision + 1, written.on_events)]
     async with grpc.aio.insecure_channel(args.scheduler_listen, options=[
             ("grpc.max_receive_message_length", 256 << 20)]) as channel:
         stub = scheduler_pb2_grpc.SchedulerStub(channel)
@@ -297,6 +335,7 @@ async def measure(args, etcd: Etcd, hosts: int, n: int, procs) -> dict:
         agent_sampler.stop()
         for name, p in procs.items():
             out[f"{name}_cpu_big_s"] = proc_status(p.pid)["cpu_s"] - cpu0[name]
+        out["deployment_puts_big"], out["deployment_bytes_big"] = written.puts, written.bytes
         # the probes measure a cluster that holds the instances, not one still digesting them:
         # wait until the scheduler's own view has every instance running (a figure too)
         out["scheduler_caught_up_s"] = out["running_s"] + await caught_up(stub, n, args.timeout)
@@ -311,6 +350,7 @@ async def measure(args, etcd: Etcd, hosts: int, n: int, procs) -> dict:
         out["probe_p50_ms"] = statistics.median(running) * 1000
         out["probe_p99_ms"] = percentile(running, 99) * 1000
         out["probes_ms"] = [(round(p * 1000), round(r * 1000)) for p, r in lat]
+        out["deployment_puts"], out["deployment_bytes"] = written.puts, written.bytes
     for w in watches:
         w.cancel()
     out.update(await extra_running(etcd.endpoints))
@@ -353,6 +393,10 @@ def report(r: dict) -> str:
         f"  peak RSS: scheduler {r['scheduler_peak_rss_mib']:.0f} MiB, agent {r['agent_peak_rss_mib']:.0f} MiB, "
         f"etcd {r['etcd_peak_rss_mib']:.0f} MiB; CPU whole run: scheduler {r['scheduler_cpu_s']:.1f} s, "
         f"agent {r['agent_cpu_s']:.1f} s, etcd {r['etcd_cpu_s']:.1f} s",
+        f"  etcd wrote {r['etcd_wal_bytes'] / 2**20:.1f} MiB of WAL ({r['etcd_puts']:,.0f} puts, "
+        f"{r['etcd_txns']:,.0f} transactions); the deployment record {r['deployment_puts']} times, "
+        f"{r['deployment_bytes'] / 1000:,.0f} kB ({r['deployment_puts_big']} times, "
+        f"{r['deployment_bytes_big'] / 1000:,.0f} kB during the big job)",
         f"  scheduler's own view all running at {r['scheduler_caught_up_s']:.2f} s",
         f"  one-instance job next to them: placed p50 {r['placed_p50_ms']:.0f} ms, p99 {r['placed_p99_ms']:.0f} ms; "
         f"running p50 {r['probe_p50_ms']:.0f} ms, p99 {r['probe_p99_ms']:.0f} ms",
@@ -466,9 +510,12 @@ def main() -> None:
     p.add_argument("--keep", type=Path, default=None, help="DIR: keep each run's logs under DIR/HxN")
     p.add_argument("--gc-log", action="store_true",
                    help="log the scheduler's and the simulated agent's garbage collections; print the full ones")
+    p.add_argument("--tree", type=Path, default=ROOT,
+                   help="DIR: run the scheduler and the agent of the checkout in DIR (with DIR/.venv/bin/python)")
     p.add_argument("--py-spy", type=Path, default=None,
                    help="DIR: sample the scheduler with py-spy during the big job and the probes")
     args = p.parse_args()
+    args.tree = args.tree.resolve()
     for d in (args.profile_scheduler, args.py_spy):
         if d:
             d.mkdir(parents=True, exist_ok=True)
