@@ -29,12 +29,16 @@ def dumps(record: Any) -> bytes:
     # tenth of the scheduler's time committing 20,000 placements. Read by name (the records with
     # slots have no __dict__ for vars(): ~0.5 µs a dump more). orjson, not json: a 100,000-instance job
     # is 200,000 records written and as many read, and json's Python layers were a third of it.
-    # Left out: None and an empty string, list, tuple or mapping (not 0 nor False). By type, not
-    # `v not in (None, "", {}, [])`: that compares each of ~20 values with each of those, which
-    # was most of the time of a dump.
+    # Left out: None, an empty string, list, tuple or mapping, and 0 or False where that is the
+    # field's default (`loads` gives the default back): an instance written pending, placed and
+    # reported carried `"attempts":0,"lost":false,"not_before":0.0,"restarts":0...`, ~110 of its
+    # ~560 bytes, 16% more WAL for etcd than 1cab3bd at 100,000 instances (README, issue 12).
+    # By type, not `v not in (None, "", {}, [])`: that compares each of ~20 values with each of
+    # those, which was most of the time of a dump.
     shape = _shape(type(record))
+    keeps = shape.keeps
     data = {k: v for k, v in zip(shape.names, shape.values(record), strict=False)
-            if v is not None and (v or type(v) not in _CONTAINERS)}
+            if v or (v is not None and type(v) not in _CONTAINERS and k in keeps)}
     # A copy the size of its content: orjson hands back its whole write buffer (grown as it
     # writes: 4 or 8 KiB for a placed instance's ~300 bytes), and the scheduler holds a commit's
     # worth of these (IN_FLIGHT transactions, 4,096 records) while etcd takes them: 32 MiB of its
@@ -82,6 +86,7 @@ class _Shape(NamedTuple):
     values: Callable[[Any], tuple]      # record -> every field's value, in field order
     index: dict[str, int]               # field -> its position in __init__
     repeated: tuple[str, ...]           # string fields read as one shared copy (see REPEATED)
+    keeps: frozenset[str]               # fields whose 0 or False is written: not their default
 
 
 def _shape(cls: type) -> _Shape:
@@ -89,11 +94,23 @@ def _shape(cls: type) -> _Shape:
     if shape is None:
         names = tuple(f.name for f in dataclasses.fields(cls))
         shape = _SHAPES[cls] = _Shape(names, operator.attrgetter(*names), {n: i for i, n in enumerate(names)},
-                                      REPEATED.get(cls, ()))
+                                      REPEATED.get(cls, ()),
+                                      frozenset(f.name for f in dataclasses.fields(cls) if not _falsy_default(f)))
     return shape
 
 
 _SHAPES: dict[type, _Shape] = {}
+
+
+def _falsy_default(f: dataclasses.Field) -> bool:
+    """The field's default is 0, False or empty: its falsy values are that default."""
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    else:
+        return False
+    return value is not None and not value
 # sorted keys: the same record is the same bytes; integer keys written as strings, as json did
 _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
