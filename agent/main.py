@@ -274,7 +274,10 @@ def main(**opts):
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--allowed-dirs") from None
     opts["subnet"] = opts["subnet"] or default_subnet(opts["node"])
-    opts["drivers"] = drivercheck.driver_names(opts["drivers"])
+    try:
+        opts["drivers"] = drivercheck.driver_names(opts["drivers"])
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--drivers") from None
     if opts["metrics"]:
         host, port = parse_host_port(opts["metrics"])
         try:

@@ -59,3 +59,18 @@ def test_an_agent_metrics_port_it_cannot_bind_is_one_line_not_a_traceback(tmp_pa
     r = CliRunner().invoke(agent_main, [*AGENT, "--state-dir", str(tmp_path), "--metrics", "192.0.2.1:9"])
     assert r.exit_code == 1, r.output
     assert r.output.strip().count("\n") == 0 and "--metrics 192.0.2.1:9" in r.output, r.output
+
+
+# -- the agent's other start-up flags that must be refused by name, not carried into the node record
+
+@pytest.mark.parametrize("value", ["bogus", "container,bogus", "docker", "vm,kvm", ",", "Container"])
+def test_an_unknown_driver_is_a_usage_error_naming_drivers(value, tmp_path):
+    r = CliRunner().invoke(agent_main, [*AGENT[:4], "--state-dir", str(tmp_path), "--drivers", value])
+    assert r.exit_code == 2 and "Invalid value for --drivers: unknown driver" in r.output, r.output
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "1.5", "x", "1e3", "65", str(10 ** 400)])
+def test_a_gpu_capacity_that_is_not_a_whole_count_is_a_usage_error(value, tmp_path):
+    r = CliRunner().invoke(agent_main, [*AGENT, "--state-dir", str(tmp_path), "--capacity", f"cpu=2,gpu={value}"])
+    assert r.exit_code == 2 and f"gpu={value}: a host's GPUs are a whole number" in r.output, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
