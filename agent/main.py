@@ -28,7 +28,7 @@ from agent.server import AgentService
 from agent.usage import UsageCollector
 from packyard import config, tls
 from packyard.etcd import Etcd
-from packyard.hostport import HOST_PORT, parse_host_port
+from packyard.hostport import HOST_PORT, check_etcd, parse_host_port
 from packyard.records import NodeRecord
 from packyard.v1 import agent_pb2_grpc
 
@@ -169,7 +169,7 @@ async def serve(opts: dict) -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--etcd", required=True, envvar="PACKYARD_ETCD",
+@click.option("--etcd", required=True, envvar="PACKYARD_ETCD", callback=check_etcd,
               help="etcd client URL(s): every member, comma-separated.")
 @click.option("--listen", type=HOST_PORT, default="127.0.0.1:7171", show_default=True, help="gRPC address (port 0: any).")
 @click.option("--advertise", type=HOST_PORT, default=None, help="Address the scheduler should use, if not --listen.")

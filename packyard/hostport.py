@@ -30,3 +30,15 @@ class HostPort(click.ParamType):
 
 
 HOST_PORT = HostPort()
+
+
+def check_etcd(ctx, param, value: str | None) -> str | None:
+    """--etcd's callback: every member's URL checked when parsed (was: a ValueError traceback at connect)."""
+    if value is None:
+        return None
+    from packyard.etcd import parse_endpoints  # grpc and friends: only once there is a value
+    try:
+        parse_endpoints(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), ctx, param) from None
+    return value

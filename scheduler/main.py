@@ -14,7 +14,7 @@ import grpc
 from packyard import config, tls
 from packyard.etcd import Etcd
 from packyard.heap import HeapKeeper
-from packyard.hostport import HOST_PORT, parse_host_port
+from packyard.hostport import HOST_PORT, check_etcd, parse_host_port
 from packyard.v1 import scheduler_pb2_grpc
 from scheduler.agents import AgentClients
 from scheduler.caps import Caps
@@ -84,7 +84,7 @@ async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--etcd", "etcd_url", envvar="PACKYARD_ETCD", default=None,
+@click.option("--etcd", "etcd_url", envvar="PACKYARD_ETCD", callback=check_etcd, default=None,
               help="etcd client URL(s). Without it an embedded etcd is started under --state-dir.")
 @click.option("--listen", type=HOST_PORT, default="127.0.0.1:7070", show_default=True, help="gRPC API address.")
 @click.option("--metrics", type=HOST_PORT, default=None,

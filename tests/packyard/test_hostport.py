@@ -74,3 +74,16 @@ def test_a_gpu_capacity_that_is_not_a_whole_count_is_a_usage_error(value, tmp_pa
     r = CliRunner().invoke(agent_main, [*AGENT, "--state-dir", str(tmp_path), "--capacity", f"cpu=2,gpu={value}"])
     assert r.exit_code == 2 and f"gpu={value}: a host's GPUs are a whole number" in r.output, r.output
     assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+BAD_ETCD = ["nope", "http://", "ftp://127.0.0.1:2379", ",", " , ", "http://127.0.0.1:99999", "127.0.0.1:x",
+            "http://127.0.0.1:2379,nope", *(f"http://10.213.9.1:{p}" for p in rng.sample(range(65536, 10 ** 6), 2))]
+
+
+@pytest.mark.parametrize("main,args", [(scheduler_main, []), (agent_main, AGENT[2:])])
+@pytest.mark.parametrize("value", BAD_ETCD)
+def test_a_bad_etcd_url_is_a_usage_error_naming_etcd(main, args, value, tmp_path):
+    r = CliRunner().invoke(main, ["--etcd", value, *args, "--state-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "Invalid value for '--etcd': " in r.output, r.output
+    assert "etcd endpoint" in r.output or "no etcd endpoint" in r.output, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
