@@ -91,3 +91,19 @@ def test_a_bad_spec_is_one_error_line_naming_every_problem(tmp_path, group, name
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert r.stderr.startswith("error: invalid job spec: ") and r.stderr.count("\n") == 1, r.stderr
     assert all(n in r.stderr for n in names), r.stderr
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["--prefix", "Bad_"], "--prefix"), (["--prefix", "abcdefghijkl"], "--prefix"), (["--prefix", "-x"], "--prefix"),
+    (["--capacity", "cpu=x"], "--capacity"), (["--capacity", "memory=1Zi"], "--capacity"),
+    (["--capacity", "gpu=inf"], "--capacity"), (["--capacity", "disks=1"], "--capacity"),
+    (["--drivers", "bogus"], "--drivers"), (["--drivers", "container,dokker"], "--drivers"),
+])
+def test_local_up_refuses_what_its_agents_would_before_starting_anything(tmp_path, args, flag):
+    # each agent would refuse these (or, for a long prefix, its veths' names would collide) only
+    # after etcd and the scheduler were up: refused first, and nothing is made
+    work = tmp_path / "work"
+    r = ctl("local", "up", "--workdir", str(work), "--prometheus-port", "0", *args)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.stderr.startswith(f"error: Invalid value for '{flag}': ") and r.stderr.count("\n") == 1, r.stderr
+    assert not work.exists()
