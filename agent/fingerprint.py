@@ -49,6 +49,11 @@ def parse_labels(text: str) -> dict[str, str]:
         name, sep, value = part.partition("=")
         if not sep or not name:
             raise ValueError(f"label '{part}' is not key=value")
+        # a constraint names it as label.KEY: a space or '=' in a key could never be matched
+        if any(c.isspace() or c == "=" for c in name) or not name.isprintable():
+            raise ValueError(f"label key '{name}' has a space, '=' or a control character")
+        if name in labels:     # zone=a,zone=b: which one the operator meant is not ours to guess
+            raise ValueError(f"label '{name}' is given twice")
         labels[name] = value
     return labels
 

@@ -87,3 +87,13 @@ def test_a_bad_etcd_url_is_a_usage_error_naming_etcd(main, args, value, tmp_path
     assert r.exit_code == 2 and "Invalid value for '--etcd': " in r.output, r.output
     assert "etcd endpoint" in r.output or "no etcd endpoint" in r.output, r.output
     assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+@pytest.mark.parametrize("value,says", [
+    ("zone=a,zone=b", "label 'zone' is given twice"), ("a=1,b=2,a=1", "label 'a' is given twice"),
+    ("my zone=a", "label key 'my zone' has a space"), ("zone", "label 'zone' is not key=value"),
+    ("=a", "label '=a' is not key=value"), ("ra\tck=1", "has a space"),
+])
+def test_labels_a_constraint_could_not_tell_apart_are_usage_errors(value, says, tmp_path):
+    r = CliRunner().invoke(agent_main, [*AGENT, "--state-dir", str(tmp_path), "--labels", value])
+    assert r.exit_code == 2 and says in r.output, r.output
