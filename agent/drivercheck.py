@@ -13,13 +13,22 @@ from agent.registration import Registration
 log = logging.getLogger(__name__)
 
 AUTO = ("container", "vm")
+KNOWN = (*AUTO, "fake")
 
 
 def driver_names(text: str) -> list[str]:
     """`--drivers`: "auto" (every driver this agent has, each kept if its fingerprint passes) or a
     comma list."""
     names = [d.strip() for d in text.split(",") if d.strip()]
-    return list(AUTO) if names == ["auto"] else names
+    if names == ["auto"]:
+        return list(AUTO)
+    # a typo is the operator's mistake, refused at start (a driver that fails to set up is another
+    # matter: a node attribute, never a crash)
+    unknown = [n for n in names if n not in KNOWN and not n.startswith("fake:")]
+    if unknown or not names:
+        raise ValueError(f"unknown driver {', '.join(map(repr, unknown)) or repr(text)}: give auto, or a "
+                         "comma list of container, vm, fake (or fake:KIND)")
+    return names
 
 
 async def fingerprints(drivers: dict[str, Driver]) -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import platform
 
-from packyard.quantity import parse_bytes, parse_cpu_milli
+from packyard.quantity import MAX_GPU_MILLI, parse_bytes, parse_cpu_milli
 from packyard.records import ResourceAmounts
 
 
@@ -34,7 +34,10 @@ def parse_capacity(text: str, detected: ResourceAmounts) -> ResourceAmounts:
         elif name == "disk":
             out.disk_bytes = parse_bytes(value)
         elif name == "gpu":
-            out.gpu_milli = int(round(float(value) * 1000))
+            # a host has whole GPUs (jobs may ask for a share of one); 'inf' and 'nan' are no count
+            if not value.strip().isdigit() or int(value) > MAX_GPU_MILLI // 1000:
+                raise ValueError(f"gpu={value}: a host's GPUs are a whole number, 0 to {MAX_GPU_MILLI // 1000}")
+            out.gpu_milli = int(value) * 1000
         else:
             raise ValueError(f"unknown resource '{name}' (cpu, memory, disk, gpu)")
     return out
@@ -46,6 +49,11 @@ def parse_labels(text: str) -> dict[str, str]:
         name, sep, value = part.partition("=")
         if not sep or not name:
             raise ValueError(f"label '{part}' is not key=value")
+        # a constraint names it as label.KEY: a space or '=' in a key could never be matched
+        if any(c.isspace() or c == "=" for c in name) or not name.isprintable():
+            raise ValueError(f"label key '{name}' has a space, '=' or a control character")
+        if name in labels:     # zone=a,zone=b: which one the operator meant is not ours to guess
+            raise ValueError(f"label '{name}' is given twice")
         labels[name] = value
     return labels
 

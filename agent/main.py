@@ -28,6 +28,7 @@ from agent.server import AgentService
 from agent.usage import UsageCollector
 from packyard import config, tls
 from packyard.etcd import Etcd
+from packyard.hostport import HOST_PORT, check_etcd, parse_host_port
 from packyard.records import NodeRecord
 from packyard.v1 import agent_pb2_grpc
 
@@ -168,15 +169,15 @@ async def serve(opts: dict) -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--etcd", required=True, envvar="PACKYARD_ETCD",
+@click.option("--etcd", required=True, envvar="PACKYARD_ETCD", callback=check_etcd,
               help="etcd client URL(s): every member, comma-separated.")
-@click.option("--listen", default="127.0.0.1:7171", show_default=True, help="gRPC address (port 0: any).")
-@click.option("--advertise", default=None, help="Address the scheduler should use, if not --listen.")
+@click.option("--listen", type=HOST_PORT, default="127.0.0.1:7171", show_default=True, help="gRPC address (port 0: any).")
+@click.option("--advertise", type=HOST_PORT, default=None, help="Address the scheduler should use, if not --listen.")
 @click.option("--node", required=True, help="This host's node name (a DNS label).")
 @click.option("--capacity", default="", help="cpu=4,memory=8Gi[,disk=..,gpu=..]; default: detected.")
 @click.option("--labels", default="", help="k=v,... for constraints.")
-@click.option("--metrics", default=None, help="HOST:PORT for Prometheus metrics.")
-@click.option("--metrics-advertise", default=None, help="Address Prometheus should scrape, if not --metrics.")
+@click.option("--metrics", type=HOST_PORT, default=None, help="HOST:PORT for Prometheus metrics.")
+@click.option("--metrics-advertise", type=HOST_PORT, default=None, help="Address Prometheus should scrape, if not --metrics.")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None,
               help="Default: /var/lib/packyard/agent/<node>.")
 @click.option("--subnet", default=None, help="Container subnet (CIDR); default derived from --node.")
@@ -203,7 +204,7 @@ async def serve(opts: dict) -> None:
                    "'insecure' [registries]; plain HTTP is otherwise for loopback registries only.")
 @click.option("--image-cache-size", default="20Gi", show_default=True,
               help="Registry images kept on this host; least recently used unused ones go beyond it.")
-@click.option("--pull-progress-deadline", type=float, default=30.0, show_default=True,
+@click.option("--pull-progress-deadline", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
               help="Seconds a pull may go without receiving data before it fails.")
 @click.option("--log-max-size", default="10Mi", show_default=True,
               help="A container's log rotates at this size (Ki, Mi: the units of --image-cache-size), "
@@ -211,9 +212,9 @@ async def serve(opts: dict) -> None:
 @click.option("--log-max-files", type=int, default=5, show_default=True,
               help="Files kept per container log, the current one included: a log takes at most "
                    "--log-max-size × --log-max-files. VM consoles rotate as virtlogd.conf says.")
-@click.option("--lease-ttl", type=int, default=5, show_default=True,
+@click.option("--lease-ttl", type=click.IntRange(min=1), default=5, show_default=True,
               help="Seconds without a heartbeat before the node is declared down.")
-@click.option("--usage-interval", type=float, default=5.0, show_default=True,
+@click.option("--usage-interval", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
               help="Seconds between usage measurements (etcd summary, Prometheus).")
 @click.option("--simulate", type=click.IntRange(0, 99999), default=0, metavar="N",
               help="Simulate N hosts NODE-00000.. with instant fake instances (tests, benchmarks).")
@@ -273,10 +274,16 @@ def main(**opts):
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--allowed-dirs") from None
     opts["subnet"] = opts["subnet"] or default_subnet(opts["node"])
-    opts["drivers"] = drivercheck.driver_names(opts["drivers"])
+    try:
+        opts["drivers"] = drivercheck.driver_names(opts["drivers"])
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--drivers") from None
     if opts["metrics"]:
-        host, _, port = opts["metrics"].rpartition(":")
-        prometheus_client.start_http_server(int(port), addr=host)
+        host, port = parse_host_port(opts["metrics"])
+        try:
+            prometheus_client.start_http_server(port, addr=host)
+        except OSError as e:        # in use, or not an address of this host: one line, not a traceback
+            raise click.ClickException(f"--metrics {opts['metrics']}: {e.strerror or e}") from None
     if opts["simulate"]:
         from agent import simulate
         asyncio.run(simulate.serve(opts, opts["simulate"]))

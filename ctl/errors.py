@@ -45,10 +45,11 @@ class Ctl(click.Group):
         try:
             return super().invoke(ctx)
         except SpecError as e:
-            fail("invalid job spec:\n  " + "\n  ".join(e.errors), 2)
+            fail("invalid job spec: " + "; ".join(e.errors), 2)     # one line, however many problems
         except SchedulerUnreachable as e:
             fail(str(e), 1)
         except grpc.RpcError as e:
-            fail(e.details() or e.code().name, 2 if e.code() in BAD_INPUT else 1)
+            # the scheduler lists several problems one a line: ctl's errors are one line
+            fail("; ".join((e.details() or e.code().name).splitlines()), 2 if e.code() in BAD_INPUT else 1)
         except OSError as e:
             fail(str(e), 2)

@@ -38,6 +38,24 @@ def _network(value: str) -> str:
     return value
 
 
+def _checked_flags(prefix: str, capacity: str, drivers: str) -> None:
+    """The flags each agent is started with, refused here (exit 2, the flag named) rather than by
+    agents that fail after etcd and the scheduler are up. Interface names are at most 15 characters:
+    the longest, host 50's veth end, is PREFIX + 'h50o'."""
+    from agent import drivercheck, fingerprint
+    from packyard.quantity import DNS_LABEL
+    from packyard.records import ResourceAmounts
+    if not DNS_LABEL.match(prefix) or len(prefix) > 11:
+        raise click.BadParameter("a DNS label of at most 11 characters (lowercase letters, digits, '-')",
+                                 param_hint="'--prefix'")
+    for flag, check in (("--capacity", lambda: fingerprint.parse_capacity(capacity, ResourceAmounts())),
+                        ("--drivers", lambda: drivercheck.driver_names(drivers))):
+        try:
+            check()
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint=f"'{flag}'") from None
+
+
 @click.group()
 def local():
     """A local multi-host cluster on this machine (each host a network namespace)."""
@@ -73,6 +91,7 @@ def local_up(hosts: int, workdir: Path, capacity: str, drivers: str, jobs: tuple
     import signal as _signal
 
     from ctl.local import LocalCluster
+    _checked_flags(prefix, capacity, drivers)
     if os.geteuid() != 0:
         fail("ctl local up needs root (network namespaces, cgroups)", 2)
     cluster = LocalCluster(workdir, hosts=hosts, capacity=capacity, drivers=drivers, net=net, prefix=prefix,

@@ -64,7 +64,9 @@ def cli(ctx, scheduler, rpc_timeout, tls_dir, context_name, global_output, no_co
         return
     try:
         target = session.resolve(scheduler, tls_dir, context_name)
-    except contexts.ContextError as e:
+        if ctx.invoked_subcommand != "version":     # version prints its own, whatever the scheduler
+            session.check_addresses(target)
+    except (contexts.ContextError, ValueError) as e:
         fail(str(e), 2)
     try:
         ctx.obj = session.connect(target, rpc_timeout)

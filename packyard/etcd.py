@@ -107,7 +107,11 @@ def _parsed(url: str) -> list:
         if not part:
             continue
         parsed = urlparse(part if "://" in part else "http://" + part)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname or not parsed.port:
+        try:
+            port = parsed.port
+        except ValueError:              # urllib's "Port out of range 0-65535", or not a number
+            raise ValueError(f"etcd endpoint '{part}': the port is not a number from 1 to 65535") from None
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or not port:
             raise ValueError(f"etcd endpoint '{part}' must be host:port, http://host:port or https://host:port")
         out.append(parsed)
     if not out:

@@ -14,6 +14,7 @@ import grpc
 from packyard import config, tls
 from packyard.etcd import Etcd
 from packyard.heap import HeapKeeper
+from packyard.hostport import HOST_PORT, check_etcd, parse_host_port
 from packyard.v1 import scheduler_pb2_grpc
 from scheduler.agents import AgentClients
 from scheduler.caps import Caps
@@ -31,10 +32,10 @@ log = logging.getLogger("packyard.scheduler")
 
 
 def host_port(value: str, flag: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise click.BadParameter(f"'{value}' is not HOST:PORT", param_hint=flag)
-    return host, int(port)
+    try:
+        return parse_host_port(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint=flag) from None
 
 
 async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout: float,
@@ -83,16 +84,16 @@ async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--etcd", "etcd_url", envvar="PACKYARD_ETCD", default=None,
+@click.option("--etcd", "etcd_url", envvar="PACKYARD_ETCD", callback=check_etcd, default=None,
               help="etcd client URL(s). Without it an embedded etcd is started under --state-dir.")
-@click.option("--listen", default="127.0.0.1:7070", show_default=True, help="gRPC API address.")
-@click.option("--metrics", default=None,
+@click.option("--listen", type=HOST_PORT, default="127.0.0.1:7070", show_default=True, help="gRPC API address.")
+@click.option("--metrics", type=HOST_PORT, default=None,
               help="HOST:PORT for Prometheus: /metrics, and /sd/agents (http_sd_configs) to find every agent.")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=Path("/var/lib/packyard/scheduler"),
               show_default=True, help="Where the embedded etcd keeps its data.")
-@click.option("--embedded-etcd-listen", default="127.0.0.1:2379", show_default=True,
+@click.option("--embedded-etcd-listen", type=HOST_PORT, default="127.0.0.1:2379", show_default=True,
               help="Client address of the embedded etcd (agents connect here).")
-@click.option("--confirm-timeout", type=float, default=15.0, show_default=True,
+@click.option("--confirm-timeout", type=click.FloatRange(min=0, min_open=True), default=15.0, show_default=True,
               help="Seconds an agent may take to confirm an instance before it is placed again.")
 @click.option("--profile-min-samples", type=click.IntRange(1), default=3, show_default=True,
               help="Instances of a size class measured before its learned overhead is used.")

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 # seconds a watch waits after a change before reading the cache: a burst (a job's 100 instances
 # starting) is one message, not a hundred
 WATCH_COALESCE = 0.1
+# An agent's answers that mean the agent could not be reached: relayed as ABORTED, since ctl takes
+# UNAVAILABLE and DEADLINE_EXCEEDED from the scheduler to mean the scheduler itself is unreachable.
+TRANSPORT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
 class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
@@ -217,16 +220,22 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         if entry is None or job not in self.c.state.jobs:
             await context.abort(grpc.StatusCode.NOT_FOUND,
                                 f"instance '{request.instance_id}' not found")
+        # Neither answer below may be UNAVAILABLE: ctl would try the next replica (which knows the
+        # same) and then say it cannot reach the scheduler, which did answer.
+        if not entry.record.node:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"instance '{request.instance_id}' is {self.c.state.state_of(entry)} on no "
+                                "node yet, so it has no logs")
         node = self.c.state.nodes.get(entry.record.node)
         if node is None:
-            where = entry.record.node or "no node yet"
-            await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                f"instance '{request.instance_id}' is on {where}, which is not ready")
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"instance '{request.instance_id}' is on {entry.record.node}, which is not ready")
         try:
             async for chunk in self.c.agents.logs(node.name, node.address, request):
                 yield chunk
         except grpc.aio.AioRpcError as e:
-            await context.abort(e.code(), f"agent {node.name}: {e.details()}")
+            code = grpc.StatusCode.ABORTED if e.code() in TRANSPORT else e.code()
+            await context.abort(code, f"agent {node.name}: {e.details()}")
 
 
     async def Profiles(self, request, context):

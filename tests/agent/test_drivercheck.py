@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import pytest
+
 from agent import drivercheck
 from agent.registration import Registration
 from ctl.render import drivers_json
@@ -59,3 +61,11 @@ async def test_a_driver_that_comes_up_later_is_published(etcd):
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await reg.close(deregister=True)
+
+
+def test_known_names_pass_and_a_typo_is_refused_by_name():
+    for text in ("container", "vm", "fake", "fake:vm", "container,vm", "fake,fake:vm"):
+        assert drivercheck.driver_names(text) == text.split(",")
+    for text, named in (("contianer", "'contianer'"), ("container,qemu", "'qemu'"), ("", "''")):
+        with pytest.raises(ValueError, match=f"unknown driver {named}"):
+            drivercheck.driver_names(text)

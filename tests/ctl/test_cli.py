@@ -193,6 +193,20 @@ def test_constraints_and_pending_reasons(cluster, shop, tmp_path):
     assert "preemption cannot help: no instance of priority <= 40" in reason    # shop is 50 too
 
 
+def test_logs_of_an_instance_on_no_node_is_one_line_saying_so_not_an_unreachable_scheduler(cluster, tmp_path):
+    # pending for good: more memory than any host has, so placed nowhere (was: UNAVAILABLE, which
+    # ctl took for an unreachable scheduler, after asking every replica)
+    big = JOB.replace("name: shop", "name: nowhere").replace("memory: 64Mi", "memory: 100Gi")
+    assert cluster.ctl("submit", write(tmp_path, big)).returncode == 0
+    for iid in (f"nowhere.web.{k}-1" for k in range(4)):
+        for args in ((), ("-o", "json"), ("--tail", "10")):
+            r = cluster.ctl("logs", iid, *args)
+            assert r.returncode == 2, (r.returncode, r.stderr)
+            assert r.stderr == f"error: instance '{iid}' is pending on no node yet, so it has no logs\n"
+            assert r.stdout == ""
+    assert cluster.ctl("stop", "nowhere", "--purge").returncode == 0
+
+
 def test_stop_then_everything_is_stopped(cluster, tmp_path):
     path = write(tmp_path, JOB.replace("name: shop", "name: brief").replace("count: 4", "count: 2"))
     assert cluster.ctl("submit", path, "--wait", "--timeout", "30").returncode == 0
