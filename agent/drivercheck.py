@@ -15,11 +15,22 @@ log = logging.getLogger(__name__)
 AUTO = ("container", "vm")
 
 
+KNOWN = (*AUTO, "fake", "fake:container", "fake:vm")    # fake: instant instances, for tests
+
+
 def driver_names(text: str) -> list[str]:
     """`--drivers`: "auto" (every driver this agent has, each kept if its fingerprint passes) or a
-    comma list."""
+    comma list; ValueError naming what is wrong (a typo would leave a node running nothing)."""
     names = [d.strip() for d in text.split(",") if d.strip()]
-    return list(AUTO) if names == ["auto"] else names
+    if names == ["auto"]:
+        return list(AUTO)
+    if not names:
+        raise ValueError(f"no driver given (auto, or a comma list of {', '.join(KNOWN)})")
+    for name in names:
+        if name not in KNOWN:
+            what = "auto stands alone" if name == "auto" else f"unknown driver '{name[:40]}'"
+            raise ValueError(f"{what} (auto, or a comma list of {', '.join(KNOWN)})")
+    return list(dict.fromkeys(names))
 
 
 async def fingerprints(drivers: dict[str, Driver]) -> dict[str, str]:

@@ -273,10 +273,19 @@ def main(**opts):
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--allowed-dirs") from None
     opts["subnet"] = opts["subnet"] or default_subnet(opts["node"])
-    opts["drivers"] = drivercheck.driver_names(opts["drivers"])
+    try:
+        opts["drivers"] = drivercheck.driver_names(opts["drivers"])
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--drivers") from None
     if opts["metrics"]:
         host, _, port = opts["metrics"].rpartition(":")
-        prometheus_client.start_http_server(int(port), addr=host)
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise click.BadParameter(f"'{opts['metrics'][:80]}' is not HOST:PORT", param_hint="--metrics")
+        try:
+            prometheus_client.start_http_server(int(port), addr=host)
+        except OSError as e:      # taken, or an address this host does not have
+            raise click.BadParameter(f"cannot listen on {opts['metrics'][:80]}: {e.strerror or e}",
+                                     param_hint="--metrics") from None
     if opts["simulate"]:
         from agent import simulate
         asyncio.run(simulate.serve(opts, opts["simulate"]))

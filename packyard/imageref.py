@@ -18,7 +18,10 @@ _DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _HOST = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[0-9a-fA-F:.]+\])"
 REFERENCE = re.compile(
     rf"^(?P<registry>{_HOST}(?::[0-9]{{1,5}})?)/(?P<name>{_COMPONENT}(?:/{_COMPONENT})*)"
-    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?\Z")
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?\Z",
+    re.ASCII)   # the grammar's \w is Go's, [A-Za-z0-9_]: a tag of non-ASCII letters or digits is no tag
+# a repository written without its registry (`busybox`, `team/app:1`): said so, with Docker's spelling
+_SHORT = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?\Z", re.ASCII)
 MAX_NAME = 255            # the distribution spec's limit on registry + name
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 SYNTAX = "REGISTRY[:PORT]/NAME[:TAG][@sha256:DIGEST]"
@@ -65,6 +68,10 @@ def parse(value: str) -> Reference:
     """The reference `value`; ReferenceError saying why it is not one. A reference without tag or
     digest means tag `latest`, as `docker pull` does."""
     m = REFERENCE.match(value)
+    if m is None and _SHORT.match(value):
+        library = "" if "/" in value else "library/"
+        raise ReferenceError(f"'{shown(value)}' names no registry (write the registry out, e.g. "
+                             f"docker.io/{library}{shown(value)})")
     if m is None:
         raise ReferenceError(f"'{shown(value)}' does not match it (lowercase repository, e.g. "
                              "registry.example:5000/team/app:1.2)")

@@ -99,7 +99,8 @@ async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout
 @click.option("--id", "identity", default="",
               help="This replica's name in the leader election. Default: HOSTNAME/LISTEN.")
 @click.option("--allow-privileged", is_flag=True,
-              help="Accept jobs asking for privileged containers or the host's network.")
+              help="Accept jobs asking for privileged containers, the host's network, "
+                   "seccomp: unconfined or userns: host (refused otherwise; the agents check again).")
 @click.option("--leader-ttl", type=click.IntRange(1, 60), default=3, show_default=True,
               help="Seconds a dead leader keeps leadership before another replica takes over.")
 @click.option("--purge-stopped-after", type=click.FloatRange(0), default=86400.0, show_default=True,

@@ -4,7 +4,8 @@ once the store outgrows `--image-cache-size`.
 
 Under the driver's state dir, images/registry/:
     blobs/sha256/<hex>              manifests, configs, layer blobs, as the registry sent them (verified)
-    layers/<range>/<hex>/           one layer blob unpacked (layers.py), per id range (host, userns-U-G)
+    layers/<range>/<hex>/           one layer blob unpacked (layers.py), per id range (host, userns-U-G;
+                                    privileged: the host's ids, setuid bits kept)
     images/<hex>.json               an image (by its manifest's digest): layers, config, sizes, last use
     refs.json                       reference -> digest it was last resolved to (container.pull)
     tmp/                            pulls and unpacks in progress (emptied at start: never used)
@@ -73,19 +74,22 @@ class ImageStore:
     # -- using images ------------------------------------------------------------------------------
 
     async def get(self, image: str, pull: str = "if-not-present", ids: IdMap | None = None,
-                  progress: Progress | None = None) -> Image:
+                  progress: Progress | None = None, *, setuid: bool = False) -> Image:
         """The image `image` refers to, pulled if `pull` says so. Concurrent gets of one image wait
-        for one pull (each hears its progress); PullError says why it failed."""
+        for one pull (each hears its progress); PullError says why it failed. `setuid`: its layers
+        as privileged containers see them (setuid/setgid bits kept; only with the host's ids)."""
+        if setuid and ids is not None:
+            raise ValueError("setuid layers are for privileged containers, which run with the host's ids")
         try:
             ref = imageref.parse(image)
         except imageref.ReferenceError as e:
             raise PullError(f"container.image: {e}") from None
-        key = (str(ref), pull, _range(ids))
+        key = (str(ref), pull, _range(ids, setuid))
         if progress is not None:
             self._listeners.setdefault(key, []).append(progress)
         running = self._pulls.get(key)
         if running is None:
-            running = self._pulls[key] = asyncio.ensure_future(self._get(ref, pull, ids, key))
+            running = self._pulls[key] = asyncio.ensure_future(self._get(ref, pull, ids, key, setuid))
             running.add_done_callback(lambda _: (self._pulls.pop(key, None), self._listeners.pop(key, None)))
         return await asyncio.shield(running)
 
@@ -124,7 +128,8 @@ class ImageStore:
 
     # -- pulling -----------------------------------------------------------------------------------
 
-    async def _get(self, ref: imageref.Reference, pull: str, ids: IdMap | None, key: tuple) -> Image:
+    async def _get(self, ref: imageref.Reference, pull: str, ids: IdMap | None, key: tuple,
+                   setuid: bool) -> Image:
         digest = ref.digest or (self._refs().get(str(ref)) if pull != "always" else None)
         record = self._record(digest) if digest else None
         if record is None and pull == "never":
@@ -132,7 +137,7 @@ class ImageStore:
         if record is None:
             record = await self._pull(ref, ids, key)
         with self.pinned(record["digest"]):
-            found = await asyncio.to_thread(self._unpacked, record, ids)
+            found = await asyncio.to_thread(self._unpacked, record, ids, setuid)
             self._touch(record, str(ref))
             await asyncio.to_thread(self.collect)        # a new image may push the store over its cap
         self._changed()
@@ -186,9 +191,10 @@ class ImageStore:
                 path.unlink(missing_ok=True)
                 raise PullError(f"digest mismatch: blob {digest} has sha256:{h.hexdigest()}")
 
-    def _unpacked(self, record: dict, ids: IdMap | None) -> Image:
+    def _unpacked(self, record: dict, ids: IdMap | None, setuid: bool) -> Image:
         """The record's layers unpacked for `ids` (each once per id range, off the event loop)."""
-        base = self.root / "layers" / _range(ids)
+        rng = _range(ids, setuid)
+        base = self.root / "layers" / rng
         base.mkdir(parents=True, exist_ok=True)
         paths = []
         for digest in record["layers"]:
@@ -196,7 +202,7 @@ class ImageStore:
             if not target.is_dir():
                 tmp = Path(tempfile.mkdtemp(prefix="layer-", dir=self.tmp))
                 try:
-                    size = layers_mod.unpack(self._blob(digest), tmp, ids)
+                    size = layers_mod.unpack(self._blob(digest), tmp, ids, setuid=setuid)
                     tmp.chmod(0o755)
                     os.rename(tmp, target)
                 except layers_mod.LayerError as e:
@@ -206,7 +212,7 @@ class ImageStore:
                         raise PullError(f"cannot keep layer {digest}: {e}") from e
                 finally:
                     shutil.rmtree(tmp, ignore_errors=True)
-                record["layer_bytes"][f"{_range(ids)}/{digest}"] = size
+                record["layer_bytes"][f"{rng}/{digest}"] = size
                 self._write_record(record)
             paths.append(target)
         return Image(digest=record["digest"], layers=tuple(reversed(paths)), config=record["config"])
@@ -300,7 +306,9 @@ class ImageStore:
                 blob.unlink(missing_ok=True)
 
 
-def _range(ids: IdMap | None) -> str:
+def _range(ids: IdMap | None, setuid: bool = False) -> str:
+    if setuid:
+        return "privileged"
     return "host" if ids is None else f"userns-{ids.uid}-{ids.gid}"
 
 

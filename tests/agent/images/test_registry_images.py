@@ -55,8 +55,10 @@ def spec(instance_id: str, image: str, **config) -> InstanceSpec:
 class Driven:
     """A container driver and what it started, destroyed at the end."""
 
-    def __init__(self, node: str, state_dir: Path, subnet: str, store: ImageStore | None = None):
-        self.driver = ContainerDriver(node, state_dir, subnet, runc=RUNC, images=store)
+    def __init__(self, node: str, state_dir: Path, subnet: str, store: ImageStore | None = None,
+                 allow_privileged: bool = False):
+        self.driver = ContainerDriver(node, state_dir, subnet, runc=RUNC, images=store,
+                                      allow_privileged=allow_privileged)
         self.handles = []
         self.progress: list[str] = []
         self.driver.progress = lambda i, m: self.progress.append(m)
@@ -92,6 +94,28 @@ async def test_a_multi_layer_image_runs_with_its_entrypoint_env_workdir_and_user
                                    command=["echo $GREETING $FROM_IMAGE $(id -u)"], env={"GREETING": "spec"},
                                    user="0"))
     assert log.strip() == "spec yes 0"
+
+
+async def test_an_images_setuid_programs_keep_their_bit_only_for_privileged_containers(
+        registry, workdir, node, state_dir, subnet):
+    """Issue 16: layers unpacked without setuid/setgid bits unless privileged (as .tar images are);
+    the privileged container's layers are a tree of their own, fetched from the same blobs."""
+    top = layer([("bin/su", "file", b"x", 0o4755), ("bin/wall", "file", b"x", 0o2711)])
+    registry.push(write_layout(workdir / "layout", "1", [busybox_layer(), top], {"Cmd": ["ls", "-l", "/bin"]}),
+                  "team/suid", "1")
+    ref = f"{registry.address}/team/suid:1"
+    d = Driven(node, state_dir, subnet, allow_privileged=True)
+    try:
+        before = len(registry.blob_gets())
+        plain, _ = await d.run(spec("suid-plain", ref))
+        privileged, _ = await d.run(spec("suid-privileged", ref, privileged=True))
+        assert len(registry.blob_gets()) == before + 3                   # pulled once for both
+    finally:
+        await d.close()
+    modes = {kind: {line.split()[-1]: line.split()[0] for line in out.splitlines() if line.endswith(("su", "wall"))}
+             for kind, out in (("plain", plain), ("privileged", privileged))}
+    assert modes == {"plain": {"su": "-rwxr-xr-x", "wall": "-rwx--x--x"},
+                     "privileged": {"su": "-rwsr-xr-x", "wall": "-rwx--s--x"}}
 
 
 async def test_two_instances_pull_once_and_a_third_pulls_nothing(registry, workdir, driven):

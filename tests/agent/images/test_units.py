@@ -40,6 +40,24 @@ def test_malformed_references_say_why(value, words):
         imageref.parse(value)
 
 
+@pytest.mark.parametrize("value, words", [
+    ("busybox", "docker.io/library/busybox\\)"), ("busybox:1.36", "docker.io/library/busybox:1.36\\)"),
+    ("team/app:1", "docker.io/team/app:1\\)"),
+], ids=["bare-name", "bare-name-tag", "no-registry-tag"])
+def test_a_reference_without_its_registry_is_shown_written_out(value, words):
+    """Docker would resolve these through docker.io; packyard pulls only what the spec names."""
+    with pytest.raises(imageref.ReferenceError, match=words):
+        imageref.parse(value)
+
+
+@pytest.mark.parametrize("tag", ["t\u00e9", "\u0663", "v1\u00b2", "a\u212a"])
+def test_a_tag_is_ascii_as_in_the_distribution_grammar(tag):
+    """Python's \\w is Unicode's: a tag no registry accepts passed the check (and failed at pull)."""
+    with pytest.raises(imageref.ReferenceError, match="does not match"):
+        imageref.parse(f"localhost:5000/app:{tag}")
+    assert imageref.parse(f"localhost:5000/app:{tag.encode('ascii', 'replace').decode().replace('?', 'x')}")
+
+
 @pytest.mark.parametrize("value", ["\x85", "r.io/a\u2028b", "r.io/a\nb", "r.io/" + "\x85" * 400])
 def test_a_bad_reference_is_quoted_back_on_one_short_line(value):
     """hypothesis found '\x85' (NEL, a line break to str.splitlines) quoted back raw."""
@@ -128,4 +146,21 @@ def test_whiteouts_devices_and_owners(tmp_path):
     assert os.getxattr(dest / "o", "trusted.overlay.opaque") == b"y"
     assert not (dest / "null").exists()                               # no device nodes from images
     suid = os.lstat(dest / "suid")
-    assert (suid.st_uid, suid.st_gid) == (101000, 101000) and suid.st_mode & 0o4000
+    assert (suid.st_uid, suid.st_gid) == (101000, 101000) and stat.S_IMODE(suid.st_mode) == 0o755
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="owners of the host's ids: root")
+@pytest.mark.parametrize("setuid", [False, True], ids=["ordinary", "privileged"])
+def test_setuid_bits_only_in_layers_for_privileged_containers(tmp_path, setuid):
+    """Issue 16: no setuid bits unless privileged (as a .tar image); a root filesystem's sticky,
+    world-writable /tmp and a setgid directory are kept either way."""
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    modes = {"bin/su": 0o4755, "bin/wall": 0o2755, "bin/both": 0o6750, "bin/ls": 0o755,
+             "tmp": 0o1777, "srv": 0o2775}
+    entries = [(_info("bin", tarfile.DIRTYPE, mode=0o755), None)]
+    entries += [(_info(n, tarfile.DIRTYPE, mode=m), None) if n in ("tmp", "srv") else (_info(n, size=1, mode=m), b"x")
+                for n, m in modes.items()]
+    layers.unpack(_tar(tmp_path, entries), dest, None, setuid=setuid)
+    got = {n: stat.S_IMODE(os.lstat(dest / n).st_mode) for n in modes}
+    assert got == ({**modes} if setuid else {**modes, "bin/su": 0o755, "bin/wall": 0o755, "bin/both": 0o750})
