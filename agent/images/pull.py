@@ -36,11 +36,21 @@ class PullError(Exception):
     """A pull failed; the message is the registry's (or skopeo's) reason, one line."""
 
 
+# skopeo's wrapper around any failure to read the source, though the name itself parsed (the
+# instance's reason already names the image)
+_WRAPPER = re.compile(r'^Error parsing image name "[^"]*": ')
+
+
 def reason(stderr: str) -> str:
-    """skopeo's last `msg="..."` (its fatal error), else its last line."""
+    """skopeo's last `msg="..."` (its fatal error), else its last line; without skopeo's wrapper,
+    and a registry's code repeated as its message ("manifest unknown: manifest unknown") said once."""
     msgs = re.findall(r'msg="((?:[^"\\]|\\.)*)"', stderr)
     text = msgs[-1].replace('\\"', '"') if msgs else (stderr.strip().splitlines() or ["skopeo failed"])[-1]
-    return " ".join(text.split())[:500]
+    text = _WRAPPER.sub("", " ".join(text.split()))
+    head, sep, last = text.rpartition(": ")
+    if sep and head.endswith(": " + last):
+        text = head
+    return text[:500]
 
 
 async def _run(args: list[str], timeout: float) -> bytes:

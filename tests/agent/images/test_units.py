@@ -82,9 +82,18 @@ def test_plain_http_only_for_loopback_or_listed(tmp_path):
         RegistryConfig.load(tmp_path / "bad.json")
 
 
-def test_skopeo_reason_is_its_message():
-    err = 'time="x" level=fatal msg="Error reading manifest 1 in r/a: manifest unknown: manifest unknown"\n'
-    assert reason(err) == "Error reading manifest 1 in r/a: manifest unknown: manifest unknown"
+@pytest.mark.parametrize("msg, said", [
+    ("Error reading manifest 1 in r/a: manifest unknown: manifest unknown",
+     "Error reading manifest 1 in r/a: manifest unknown"),
+    (r'Error parsing image name \"docker://r:5000/a:9\": reading manifest 9 in r:5000/a: manifest unknown: '
+     "manifest unknown", "reading manifest 9 in r:5000/a: manifest unknown"),
+    ("reading manifest 1 in r/a: unauthorized: authentication required",
+     "reading manifest 1 in r/a: unauthorized: authentication required"),
+    (r'pinging container registry r: Get \"https://r/v2/\": dial tcp: connection refused',
+     'pinging container registry r: Get "https://r/v2/": dial tcp: connection refused'),
+], ids=["repeated-code", "name-wrapper", "auth", "unreachable"])
+def test_skopeo_reason_is_its_message(msg, said):
+    assert reason(f'time="x" level=info msg="first"\ntime="x" level=fatal msg="{msg}"\n') == said
 
 
 @pytest.mark.parametrize("image, spec, args, env, cwd, user", [
