@@ -20,7 +20,7 @@ def _guard(action, *args, **kwargs):
 @click.group()
 def config():
     """Named contexts (a scheduler address and a TLS directory) in ~/.config/packyard/ctl.toml
-    (or the file PACKYARD_CTL_CONFIG names)."""
+    (or the file PACKYARD_CTL_CONFIG names, or PACKYARD_CONFIG when it names a ctl file)."""
 
 
 @config.command("get-contexts")

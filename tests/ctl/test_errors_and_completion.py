@@ -1,5 +1,6 @@
 """ctl's one error style and its local checks, without a scheduler: click's usage errors are the
 same one `error:` line (exit 2) as the rest, and numeric options are refused before any call."""
+import os
 import subprocess
 import sys
 
@@ -54,3 +55,19 @@ def test_completion_answers_with_commands_and_options():
     r = subprocess.run([sys.executable, "-c", "from ctl.main import main; main()"], capture_output=True,
                        text=True, timeout=60, env=env)
     assert "plain,--watch" in r.stdout.split(), r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("text, words", [
+    ('current-context = "x"\n[contexts.x\n', "not valid TOML"),
+    ('current-context = "x"\n[contexts.x]\nscheduler = 1\n', "contexts.x.scheduler: expected a non-empty string"),
+])
+def test_a_broken_ctl_toml_named_by_packyard_config_is_said_not_skipped(tmp_path, text, words):
+    """Issue 17: PACKYARD_CONFIG may name ctl's file; one that does not parse is an error naming
+    it (exit 2, before any call), not a silent fall back to 127.0.0.1:7070."""
+    broken = tmp_path / "ctl.toml"
+    broken.write_text(text)
+    env = {k: v for k, v in os.environ.items() if k not in ("PACKYARD_CTL_CONFIG", "XDG_CONFIG_HOME")}
+    r = subprocess.run([sys.executable, "-m", "ctl.main", "nodes"], capture_output=True, text=True, timeout=60,
+                       env={**env, "HOME": str(tmp_path), "PACKYARD_CONFIG": str(broken)})
+    assert r.returncode == 2 and r.stderr.startswith(f"error: {broken}: ") and words in r.stderr, r.stderr
+    assert len(r.stderr.splitlines()) == 1
