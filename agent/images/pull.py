@@ -73,7 +73,9 @@ async def _run(args: list[str], timeout: float) -> bytes:
 
 async def resolve(ref: Reference, args: list[str], timeout: float) -> tuple[str, str, bytes]:
     """(the digest the reference stands for, the digest of this platform's manifest, that manifest)."""
-    raw = await _run(["inspect", "--raw", *args, f"docker://{ref}"], timeout)
+    # a digest alone when there is one: skopeo refuses a tag and a digest together (the tag is a note)
+    raw = await _run(["inspect", "--raw", *args, f"docker://{ref.pinned(ref.digest) if ref.digest else ref}"],
+                     timeout)
     top = "sha256:" + hashlib.sha256(raw).hexdigest()
     if ref.digest and ref.digest != top:
         raise PullError(f"digest mismatch: the registry's manifest is {top}, not {ref.digest}")

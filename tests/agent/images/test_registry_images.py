@@ -140,6 +140,17 @@ async def test_a_digest_pins_the_image_while_the_tag_moves(registry, workdir, dr
     assert "second" in log and data["image_digest"] == second
 
 
+
+async def test_a_tag_and_a_digest_together_run_the_digest(registry, workdir, driven):
+    """`NAME:TAG@sha256:...` is a valid reference (the tag is then only a note, as Docker has it);
+    skopeo refuses the two together, so the pull asks for the digest alone."""
+    layout = workdir / "layout"
+    first = registry.push(app_layout(layout, "v", b"first\n"), "team/app", "v")
+    registry.push(app_layout(layout, "v", b"second\n"), "team/app", "v")
+    log, data = await driven.run(spec("tag-and-digest", f"{registry.address}/team/app:v@{first}"))
+    assert "first" in log and data["image_digest"] == first
+
+
 async def test_a_tampered_blob_fails_the_start_and_leaves_nothing_used_later(registry, workdir, driven):
     layout = app_layout(workdir / "layout")
     registry.push(layout, "team/app", "1")
