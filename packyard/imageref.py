@@ -3,7 +3,8 @@ ctl, the scheduler and the agent.
 
 The grammar is the distribution project's (github.com/distribution/reference, `reference.go`),
 narrowed as the issue asks: the registry is always written (no implicit docker.io, no short names
-resolved through a search list: what a spec names is what a host pulls), and a digest is sha256.
+resolved through a search list: what a spec names is what a host pulls), a digest is sha256, and no
+IPv6 address as the registry (the agents' skopeo cannot parse one).
 A value starting with `/` is not a reference but a path on the host (packyard/spec.py).
 """
 from __future__ import annotations
@@ -76,6 +77,11 @@ def parse(value: str) -> Reference:
         raise ReferenceError(f"'{shown(value)}' does not match it (lowercase repository, e.g. "
                              "registry.example:5000/team/app:1.2)")
     registry = m["registry"]
+    if registry.startswith("["):
+        # the grammar has them since 2023, but the agents' pull client (skopeo 1.9, Debian 12)
+        # answers "invalid reference format": refused here, not as a failed instance on every node
+        raise ReferenceError(f"'{shown(registry)}': a registry given as an IPv6 address cannot be pulled from "
+                             "(give it a host name)")
     if not ("." in registry or ":" in registry or registry == "localhost"):
         # Docker's rule for telling a registry from a repository's first component
         raise ReferenceError(f"'{registry}' is not a registry host (write the registry out, e.g. "

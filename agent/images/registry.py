@@ -46,7 +46,7 @@ class RegistryConfig:
 
     def plain_allowed(self, ref: Reference) -> bool:
         """Whether TLS may be skipped (tried, then HTTP): loopback registries and listed ones."""
-        if ref.registry in self.insecure or ref.host == "localhost":
+        if ref.registry in self.insecure or ref.host.lower() == "localhost":   # host names have no case
             return True
         try:
             return ipaddress.ip_address(ref.host).is_loopback

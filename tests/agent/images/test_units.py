@@ -34,7 +34,8 @@ def test_references_parse(value, registry, name, tag, digest):
 @pytest.mark.parametrize("value, words", [
     ("team/app", "not a registry host"), ("r.io/App", "does not match"), ("r.io/app@sha256:12", "does not match"),
     ("r.io:70000/app", "outside 1..65535"), ("r.io/app:", "does not match"), ("r.io/" + "a" * 300, "longer"),
-], ids=["no-registry", "uppercase", "short-digest", "bad-port", "empty-tag", "too-long"])
+    ("[::1]:5000/app:1", "IPv6 address"),
+], ids=["no-registry", "uppercase", "short-digest", "bad-port", "empty-tag", "too-long", "ipv6"])
 def test_malformed_references_say_why(value, words):
     with pytest.raises(imageref.ReferenceError, match=words):
         imageref.parse(value)
@@ -71,9 +72,11 @@ def test_plain_http_only_for_loopback_or_listed(tmp_path):
     cfg.write_text(json.dumps({"auths": {}, "insecure": ["10.0.0.5:5000"], "certs": {"127.0.0.1:5000": "/x.crt"}}))
     rc = RegistryConfig.load(cfg)
     allowed = {r: rc.plain_allowed(imageref.parse(f"{r}/a")) for r in
-               ("127.0.0.1:5000", "localhost:1", "10.0.0.5:5000", "10.0.0.6:5000", "r.io")}
-    assert allowed == {"127.0.0.1:5000": True, "localhost:1": True, "10.0.0.5:5000": True,
-                       "10.0.0.6:5000": False, "r.io": False}
+               ("127.0.0.1:5000", "localhost:1", "LocalHost:1", "127.9.9.9", "10.0.0.5:5000", "10.0.0.6:5000",
+                "r.io", "localhost.r.io", "127.0.0.1.nip.io")}
+    assert allowed == {"127.0.0.1:5000": True, "localhost:1": True, "LocalHost:1": True, "127.9.9.9": True,
+                       "10.0.0.5:5000": True, "10.0.0.6:5000": False, "r.io": False, "localhost.r.io": False,
+                       "127.0.0.1.nip.io": False}
     # a registry given a CA is verified with it, even on loopback
     args = RegistryConfig(certs={"127.0.0.1:5000": cfg}).skopeo_args(imageref.parse("127.0.0.1:5000/a"), tmp_path)
     assert "--src-tls-verify=true" in args and any(a.startswith("--src-cert-dir=") for a in args)
