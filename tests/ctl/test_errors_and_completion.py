@@ -1,5 +1,6 @@
 """ctl's one error style and its local checks, without a scheduler: click's usage errors are the
 same one `error:` line (exit 2) as the rest, and numeric options are refused before any call."""
+import json
 import os
 import subprocess
 import sys
@@ -71,3 +72,47 @@ def test_a_broken_ctl_toml_named_by_packyard_config_is_said_not_skipped(tmp_path
                        env={**env, "HOME": str(tmp_path), "PACKYARD_CONFIG": str(broken)})
     assert r.returncode == 2 and r.stderr.startswith(f"error: {broken}: ") and words in r.stderr, r.stderr
     assert len(r.stderr.splitlines()) == 1
+
+
+def _leaves(group, path=()):
+    for name, command in sorted(group.commands.items()):
+        if hasattr(command, "commands"):
+            yield from _leaves(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+def test_every_command_takes_output():
+    """Issue 17: `-o json|yaml|wide` on every command (`local up` runs a cluster in the foreground:
+    what it prints is progress, not a reply)."""
+    from ctl.main import cli
+    without = [" ".join(path) for path, command in _leaves(cli)
+               if path != ("local", "up") and not any("-o" in p.opts for p in command.params)]
+    assert without == []
+
+
+def test_config_and_certs_commands_answer_json(tmp_path):
+    env = {**{k: v for k, v in os.environ.items() if k not in ("PACKYARD_CTL_CONFIG", "PACKYARD_CONFIG")},
+           "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    file = str(tmp_path / "xdg/packyard/ctl.toml")
+
+    def run(*args):
+        r = subprocess.run([sys.executable, "-m", "ctl.main", *args], capture_output=True, text=True,
+                           timeout=60, env=env)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    assert run("config", "set-context", "a", "--scheduler", "10.0.0.1:7070", "-o", "json") == {
+        "path": file, "name": "a", "scheduler": "10.0.0.1:7070", "tls": None, "current": False}
+    assert run("-o", "json", "config", "use-context", "a") == {"path": file, "current": "a"}
+    assert run("config", "current-context", "-o", "json") == {"path": file, "current": "a"}
+    assert run("config", "set-context", "a", "--scheduler", "10.0.0.2:7070", "-o", "json")["current"] is True
+    assert run("config", "delete-context", "a", "-o", "json") == {"path": file, "deleted": "a"}
+    certs = tmp_path / "certs"
+    written = run("certs", "init", str(certs), "-o", "json")
+    assert written["directory"] == str(certs) and str(certs / "ca.crt") in written["written"]
+    assert run("certs", "issue", str(certs), "agent", "h1", "-o", "json") == {
+        "directory": str(certs), "role": "agent", "name": "h1",
+        "written": [str(certs / "agent-h1.crt"), str(certs / "agent-h1.key")]}
+    script = run("completion", "bash", "-o", "json")
+    assert script["shell"] == "bash" and "_CTL_COMPLETE" in script["script"]
