@@ -116,3 +116,30 @@ def test_config_and_certs_commands_answer_json(tmp_path):
         "written": [str(certs / "agent-h1.crt"), str(certs / "agent-h1.key")]}
     script = run("completion", "bash", "-o", "json")
     assert script["shell"] == "bash" and "_CTL_COMPLETE" in script["script"]
+
+
+@pytest.mark.parametrize("address", ["bad:port", "::", "host", "h:0", "h:70000", "h:7070,x", "", "h :1"])
+def test_a_scheduler_address_that_is_not_host_port_is_bad_input(address):
+    """A typo in --scheduler is exit 2 naming the flag, not exit 1 "cannot reach the scheduler"."""
+    r = subprocess.run([sys.executable, "-m", "ctl.main", "--scheduler", address, "nodes"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.startswith("error: --scheduler: ") and len(r.stderr.splitlines()) == 1, \
+        r.stderr
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:9", "[::1]:9", "127.0.0.1:9,", "localhost:9,127.0.0.1:9"])
+def test_good_scheduler_addresses_are_dialled(address):
+    r = subprocess.run([sys.executable, "-m", "ctl.main", "--timeout", "2", "--scheduler", address, "nodes"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "cannot reach the scheduler" in r.stderr, r.stderr
+
+
+def test_a_context_with_a_bad_address_is_named(tmp_path):
+    file = tmp_path / "ctl.toml"
+    file.write_text('current-context = "lab"\n[contexts.lab]\nscheduler = "lab.example"\n')
+    env = {**os.environ, "PACKYARD_CTL_CONFIG": str(file)}
+    env.pop("PACKYARD_SCHEDULER", None)
+    r = subprocess.run([sys.executable, "-m", "ctl.main", "nodes"], capture_output=True, text=True, timeout=60,
+                       env=env)
+    assert (r.returncode, r.stderr.strip()) == (
+        2, "error: context lab: scheduler: 'lab.example' is not HOST:PORT (e.g. 127.0.0.1:7070)")
