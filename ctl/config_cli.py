@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ctl import contexts
+from ctl import contexts, session
 from ctl.errors import fail
 from ctl.output import emit, output_option
 
@@ -57,6 +57,8 @@ def current_context(output: str):
 @output_option
 def set_context(name: str, scheduler: str, tls_dir: Path | None, use: bool, output: str):
     """Add or replace the context NAME."""
+    if problem := session.address_problem(scheduler):
+        fail(f"--scheduler: {problem}", 2)
     tls = str(tls_dir.expanduser().resolve()) if tls_dir else None
     _guard(contexts.put, contexts.path(), name, scheduler, tls, select=use)
     current = _guard(contexts.load, contexts.path()).get("current-context") == name

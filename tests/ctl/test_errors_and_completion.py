@@ -134,6 +134,14 @@ def test_good_scheduler_addresses_are_dialled(address):
     assert r.returncode == 1 and "cannot reach the scheduler" in r.stderr, r.stderr
 
 
+def test_set_context_refuses_a_bad_address_and_writes_nothing(tmp_path):
+    file = tmp_path / "ctl.toml"
+    r = subprocess.run([sys.executable, "-m", "ctl.main", "config", "set-context", "lab", "--scheduler", "lab:x"],
+                       capture_output=True, text=True, timeout=60, env={**os.environ, "PACKYARD_CTL_CONFIG": str(file)})
+    assert (r.returncode, r.stderr.strip()) == (2, "error: --scheduler: 'lab:x' is not HOST:PORT (e.g. 127.0.0.1:7070)")
+    assert not file.exists()
+
+
 def test_a_context_with_a_bad_address_is_named(tmp_path):
     file = tmp_path / "ctl.toml"
     file.write_text('current-context = "lab"\n[contexts.lab]\nscheduler = "lab.example"\n')
