@@ -98,6 +98,15 @@ class Event:
     revision: int
 
 
+def endpoints_problem(url: str) -> str:
+    """Why `url` is not a list of etcd endpoints (for a flag's one-line error), or ""."""
+    try:
+        _parsed(url)
+    except ValueError as e:
+        return str(e)
+    return ""
+
+
 def _parsed(url: str) -> list:
     """`http://127.0.0.1:2379`, `https://...` (mutual TLS), `127.0.0.1:2379`, or a comma list of
     them (the cluster's members), each checked."""
@@ -107,7 +116,11 @@ def _parsed(url: str) -> list:
         if not part:
             continue
         parsed = urlparse(part if "://" in part else "http://" + part)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname or not parsed.port:
+        try:
+            port = parsed.port          # ValueError beyond 65535 or not a number
+        except ValueError:
+            port = None
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or not port:
             raise ValueError(f"etcd endpoint '{part}' must be host:port, http://host:port or https://host:port")
         out.append(parsed)
     if not out:

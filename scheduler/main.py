@@ -12,7 +12,8 @@ import click
 import grpc
 
 from packyard import config, tls
-from packyard.etcd import Etcd
+from packyard.etcd import Etcd, endpoints_problem
+from packyard.flagtypes import POSITIVE_SECONDS
 from packyard.heap import HeapKeeper
 from packyard.v1 import scheduler_pb2_grpc
 from scheduler.agents import AgentClients
@@ -32,8 +33,8 @@ log = logging.getLogger("packyard.scheduler")
 
 def host_port(value: str, flag: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise click.BadParameter(f"'{value}' is not HOST:PORT", param_hint=flag)
+    if not sep or not port.isascii() or not port.isdigit() or not host or int(port) > 65535:
+        raise click.BadParameter(f"'{value[:80]}' is not HOST:PORT", param_hint=flag)
     return host, int(port)
 
 
@@ -92,7 +93,7 @@ async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout
               show_default=True, help="Where the embedded etcd keeps its data.")
 @click.option("--embedded-etcd-listen", default="127.0.0.1:2379", show_default=True,
               help="Client address of the embedded etcd (agents connect here).")
-@click.option("--confirm-timeout", type=float, default=15.0, show_default=True,
+@click.option("--confirm-timeout", type=POSITIVE_SECONDS, default=15.0, show_default=True,
               help="Seconds an agent may take to confirm an instance before it is placed again.")
 @click.option("--profile-min-samples", type=click.IntRange(1), default=3, show_default=True,
               help="Instances of a size class measured before its learned overhead is used.")
@@ -120,6 +121,10 @@ def main(etcd_url, listen, metrics, state_dir, embedded_etcd_listen, confirm_tim
     """Run the packyard scheduler."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     host_port(listen, "--listen")
+    if metrics:
+        host_port(metrics, "--metrics")
+    if etcd_url and (problem := endpoints_problem(etcd_url)):
+        raise click.BadParameter(problem, param_hint="--etcd")
     embedded = None
     if not etcd_url:
         host, port = host_port(embedded_etcd_listen, "--embedded-etcd-listen")
