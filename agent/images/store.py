@@ -66,6 +66,10 @@ class ImageStore:
         self._pulls: dict[tuple, asyncio.Future[Image]] = {}
         self._listeners: dict[tuple, list[Progress]] = {}
         self._pinned: Counter[str] = Counter()      # images between get() and their overlay mount
+        # blobs of pulls in progress: in the blob directory before their image's record is, so a
+        # collection meanwhile (another image released) must not take them for unused ones
+        self._pulling: Counter[str] = Counter()
+        self._collecting = asyncio.Lock()            # one collection at a time (they run in threads)
         # told what the store holds (summary()) whenever that changed: the agent publishes it with
         # its node record for placement's image locality; called on the event loop only
         self.on_change: Callable[[list[dict]], None] | None = None
@@ -139,9 +143,23 @@ class ImageStore:
         with self.pinned(record["digest"]):
             found = await asyncio.to_thread(self._unpacked, record, ids, setuid)
             self._touch(record, str(ref))
-            await asyncio.to_thread(self.collect)        # a new image may push the store over its cap
+            await self._collect()                    # a new image may push the store over its cap
         self._changed()
         return found
+
+    async def released(self) -> None:
+        """An image's overlay was unmounted (its instance ended): one that no other instance uses
+        may now be collected, if the store is over its cap, without waiting for the next pull
+        (as kubelet's image GC runs on its own). Never raises: the caller is cleaning up."""
+        try:
+            await self._collect()
+        except Exception as e:          # a collection that fails now is tried again at the next
+            log.warning("image cache collection failed: %s", e)
+        self._changed()
+
+    async def _collect(self) -> list[str]:
+        async with self._collecting:
+            return await asyncio.to_thread(self.collect, frozenset(self._pulling))
 
     async def _pull(self, ref: imageref.Reference, ids: IdMap | None, key: tuple) -> dict:
         cert_root = self.tmp / "certs"
@@ -157,6 +175,16 @@ class ImageStore:
                 raise PullError(f"layer {d.get('digest')} has media type {d.get('mediaType')}, which this agent "
                                 "cannot unpack")
         sizes = {str(d["digest"]): int(d.get("size", 0)) for d in descs}
+        self._pulling.update([*sizes, digest])
+        try:
+            return await self._fetch(ref, manifest, sizes, digest, top, raw, cert_root, key)
+        finally:
+            self._pulling.subtract([*sizes, digest])
+            self._pulling += Counter()               # drop the zeros
+
+    async def _fetch(self, ref: imageref.Reference, manifest: dict, sizes: dict[str, int], digest: str,
+                     top: str, raw: bytes, cert_root: Path, key: tuple) -> dict:
+        """The blobs in `sizes` copied (those not here yet) and verified; the image's record."""
         if not all(self._blob(d).exists() for d in sizes):
             layout = Path(tempfile.mkdtemp(prefix="pull-", dir=self.tmp))
             try:
@@ -269,9 +297,10 @@ class ImageStore:
             layer_bytes.update(r.get("layer_bytes", {}))
         return sum(blobs.values()) + sum(layer_bytes.values())
 
-    def collect(self) -> list[str]:
+    def collect(self, pulling: frozenset[str] = frozenset()) -> list[str]:
         """Remove least recently used images not in use (mounted or being started) until the store
-        is within its cap, then every blob and layer no remaining image names. Their digests."""
+        is within its cap, then every blob and layer no remaining image names, but the blobs of
+        pulls in progress (`pulling`, digests). Their digests."""
         mounted = _mounted_lowers()
         records = sorted(self._records(), key=lambda r: r.get("used_at", 0.0))
         removed = []
@@ -286,14 +315,14 @@ class ImageStore:
             (self.root / "images" / f"{r['digest'].split(':', 1)[1]}.json").unlink(missing_ok=True)
             removed.append(r["digest"])
         if removed:
-            self._sweep(mounted)
+            self._sweep(mounted, pulling)
             refs = {k: v for k, v in self._refs().items() if v not in removed}
             _atomic(self.root / "refs.json", json.dumps(refs))
             log.info("image cache over %d bytes: removed %s", self.cap_bytes, ", ".join(removed))
         return removed
 
-    def _sweep(self, mounted: set[Path]) -> None:
-        keep_blobs, keep_layers = set(), set()
+    def _sweep(self, mounted: set[Path], pulling: frozenset[str]) -> None:
+        keep_blobs, keep_layers = {d.split(":", 1)[1] for d in pulling}, set()
         for r in self._records():
             keep_blobs.update(d.split(":", 1)[1] for d in [r["manifest"], r["config_digest"], *r["layers"]])
             keep_layers.update(d.split(":", 1)[1] for d in r["layers"])

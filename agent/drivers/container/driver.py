@@ -318,6 +318,8 @@ class ContainerDriver:
                 await asyncio.to_thread(self.network.detach, data["key"])
         if "bundle" in data and not rootfs_mod.is_mounted(Path(data["bundle"]) / "rootfs"):
             shutil.rmtree(data["bundle"], ignore_errors=True)
+        if "image_digest" in data:
+            await self.images.released()      # its image may be one the cache no longer has room for
         self._forget(handle.id)
         cleanup.done()
 

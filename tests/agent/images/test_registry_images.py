@@ -227,6 +227,29 @@ async def test_gc_keeps_the_store_under_its_cap_least_recently_used_first(regist
         d.split(":")[1] for d in _blobs_of(store, b))
 
 
+async def test_an_image_over_the_cap_goes_once_its_last_instance_is_destroyed(registry, workdir, node, state_dir,
+                                                                               subnet, tmp_path):
+    """Collected when released, not only at the next pull (kubelet's image GC runs on its own):
+    in use while either instance's overlay is mounted, gone, and told, after the last one."""
+    a = registry.push(app_layout(workdir / "layout", "a", b"a\n"), "team/app", "a")
+    store = ImageStore(tmp_path / "store", cap_bytes=1)
+    told: list[list[dict]] = []
+    store.on_change = told.append
+    d = Driven(node, state_dir, subnet, store)
+    try:
+        ref = f"{registry.address}/team/app:a"
+        first, second = await d.driver.start(spec("rel-1", ref)), await d.driver.start(spec("rel-2", ref))
+        for h in (first, second):
+            await asyncio.wait_for(d.driver.wait(h), 20)
+        await d.driver.destroy(first)
+        assert store.holds() == [a]                    # the second's overlay still holds it
+        await d.driver.destroy(second)
+        assert store.holds() == [] and [[i["digest"] for i in t] for t in told] == [[a], []]
+        assert os.listdir(store.blobs / "sha256") == [] and list((store.root / "layers").glob("*/*")) == []
+    finally:
+        await d.close()
+
+
 def _blobs_of(store: ImageStore, digest: str) -> list[str]:
     record = json.loads((store.root / "images" / f"{digest.split(':')[1]}.json").read_text())
     return [record["manifest"], record["config_digest"], *record["layers"]]

@@ -176,3 +176,18 @@ def test_setuid_bits_only_in_layers_for_privileged_containers(tmp_path, setuid):
     layers.unpack(_tar(tmp_path, entries), dest, None, setuid=setuid)
     got = {n: stat.S_IMODE(os.lstat(dest / n).st_mode) for n in modes}
     assert got == ({**modes} if setuid else {**modes, "bin/su": 0o755, "bin/wall": 0o755, "bin/both": 0o750})
+
+
+def test_a_collection_keeps_the_blobs_of_a_pull_in_progress(tmp_path):
+    """A pull's blobs land before its image's record: a collection meanwhile (another image
+    released over the cap) removes the unused image's blobs, not those."""
+    from agent.images.store import ImageStore
+    store = ImageStore(tmp_path / "store", cap_bytes=1)
+    old, landing = ["sha256:" + c * 64 for c in "ab"], "sha256:" + "c" * 64
+    for d in (*old, landing):
+        (store.blobs / "sha256" / d.split(":")[1]).write_bytes(b"x")
+    (store.root / "images" / f"{'d' * 64}.json").write_text(json.dumps(
+        {"digest": "sha256:" + "d" * 64, "manifest": old[0], "config_digest": old[1], "layers": [],
+         "blob_bytes": 2, "layer_bytes": {}, "used_at": 1.0}))
+    assert store.collect(frozenset({landing})) == ["sha256:" + "d" * 64]
+    assert os.listdir(store.blobs / "sha256") == ["c" * 64]
