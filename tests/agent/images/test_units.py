@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import stat
 import tarfile
 from pathlib import Path
@@ -69,7 +70,9 @@ def test_a_bad_reference_is_quoted_back_on_one_short_line(value):
 
 def test_plain_http_only_for_loopback_or_listed(tmp_path):
     cfg = tmp_path / "c.json"
-    cfg.write_text(json.dumps({"auths": {}, "insecure": ["10.0.0.5:5000"], "certs": {"127.0.0.1:5000": "/x.crt"}}))
+    (tmp_path / "x.crt").write_text("a CA")
+    cfg.write_text(json.dumps({"auths": {}, "insecure": ["10.0.0.5:5000"],
+                               "certs": {"127.0.0.1:5000": str(tmp_path / "x.crt")}}))
     rc = RegistryConfig.load(cfg)
     allowed = {r: rc.plain_allowed(imageref.parse(f"{r}/a")) for r in
                ("127.0.0.1:5000", "localhost:1", "LocalHost:1", "127.9.9.9", "10.0.0.5:5000", "10.0.0.6:5000",
@@ -191,3 +194,17 @@ def test_a_collection_keeps_the_blobs_of_a_pull_in_progress(tmp_path):
          "blob_bytes": 2, "layer_bytes": {}, "used_at": 1.0}))
     assert store.collect(frozenset({landing})) == ["sha256:" + "d" * 64]
     assert os.listdir(store.blobs / "sha256") == ["c" * 64]
+
+
+@pytest.mark.parametrize("content, words", [
+    ({"auths": {}, "certs": {"r.io": "/no/such/ca.crt"}}, "certs.r.io: cannot read /no/such/ca.crt"),
+    ({"auths": {}, "certs": {"r.io": 5}}, "'certs' must map registries to CA files"),
+    ({"auths": {}, "insecure": "r.io"}, "'insecure' list registries"),
+    ({"auths": []}, "no 'auths' object"),
+], ids=["missing-ca", "ca-not-a-path", "insecure-not-a-list", "auths-not-an-object"])
+def test_a_registry_config_that_cannot_work_is_refused_when_loaded(tmp_path, content, words):
+    """Refused when the agent starts (exit 2 naming the flag), not at each pull from that registry."""
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(content))
+    with pytest.raises(RegistryConfigError, match=re.escape(words)):
+        RegistryConfig.load(cfg)
