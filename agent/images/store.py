@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -64,12 +65,16 @@ class ImageStore:
         for d in (self.blobs / "sha256", self.root / "layers", self.root / "images", self.tmp):
             d.mkdir(parents=True, exist_ok=True)
         self._pulls: dict[tuple, asyncio.Future[Image]] = {}
+        # one registry pull per reference, whatever id ranges its layers are then unpacked for (a
+        # privileged and an ordinary container of one image starting together fetch it once)
+        self._fetching: dict[str, asyncio.Future[dict]] = {}
         self._listeners: dict[tuple, list[Progress]] = {}
         self._pinned: Counter[str] = Counter()      # images between get() and their overlay mount
         # blobs of pulls in progress: in the blob directory before their image's record is, so a
         # collection meanwhile (another image released) must not take them for unused ones
         self._pulling: Counter[str] = Counter()
         self._collecting = asyncio.Lock()            # one collection at a time (they run in threads)
+        self._record_lock = threading.Lock()         # image records are rewritten from unpack threads
         # told what the store holds (summary()) whenever that changed: the agent publishes it with
         # its node record for placement's image locality; called on the event loop only
         self.on_change: Callable[[list[dict]], None] | None = None
@@ -93,7 +98,7 @@ class ImageStore:
             self._listeners.setdefault(key, []).append(progress)
         running = self._pulls.get(key)
         if running is None:
-            running = self._pulls[key] = asyncio.ensure_future(self._get(ref, pull, ids, key, setuid))
+            running = self._pulls[key] = asyncio.ensure_future(self._get(ref, pull, ids, setuid))
             running.add_done_callback(lambda _: (self._pulls.pop(key, None), self._listeners.pop(key, None)))
         return await asyncio.shield(running)
 
@@ -132,14 +137,13 @@ class ImageStore:
 
     # -- pulling -----------------------------------------------------------------------------------
 
-    async def _get(self, ref: imageref.Reference, pull: str, ids: IdMap | None, key: tuple,
-                   setuid: bool) -> Image:
+    async def _get(self, ref: imageref.Reference, pull: str, ids: IdMap | None, setuid: bool) -> Image:
         digest = ref.digest or (self._refs().get(str(ref)) if pull != "always" else None)
         record = self._record(digest) if digest else None
         if record is None and pull == "never":
             raise PullError(f"{ref} is not on this node and container.pull is never")
         if record is None:
-            record = await self._pull(ref, ids, key)
+            record = await self._fetched(ref)
         with self.pinned(record["digest"]):
             found = await asyncio.to_thread(self._unpacked, record, ids, setuid)
             self._touch(record, str(ref))
@@ -161,7 +165,15 @@ class ImageStore:
         async with self._collecting:
             return await asyncio.to_thread(self.collect, frozenset(self._pulling))
 
-    async def _pull(self, ref: imageref.Reference, ids: IdMap | None, key: tuple) -> dict:
+    async def _fetched(self, ref: imageref.Reference) -> dict:
+        name = str(ref)
+        running = self._fetching.get(name)
+        if running is None:
+            running = self._fetching[name] = asyncio.ensure_future(self._pull(ref))
+            running.add_done_callback(lambda _: self._fetching.pop(name, None))
+        return await asyncio.shield(running)
+
+    async def _pull(self, ref: imageref.Reference) -> dict:
         cert_root = self.tmp / "certs"
         args = self.registry.skopeo_args(ref, cert_root, prefix="")
         top, digest, raw = await pull_mod.resolve(ref, args, self.stall)
@@ -177,19 +189,19 @@ class ImageStore:
         sizes = {str(d["digest"]): int(d.get("size", 0)) for d in descs}
         self._pulling.update([*sizes, digest])
         try:
-            return await self._fetch(ref, manifest, sizes, digest, top, raw, cert_root, key)
+            return await self._fetch(ref, manifest, sizes, digest, top, raw, cert_root)
         finally:
             self._pulling.subtract([*sizes, digest])
             self._pulling += Counter()               # drop the zeros
 
     async def _fetch(self, ref: imageref.Reference, manifest: dict, sizes: dict[str, int], digest: str,
-                     top: str, raw: bytes, cert_root: Path, key: tuple) -> dict:
+                     top: str, raw: bytes, cert_root: Path) -> dict:
         """The blobs in `sizes` copied (those not here yet) and verified; the image's record."""
         if not all(self._blob(d).exists() for d in sizes):
             layout = Path(tempfile.mkdtemp(prefix="pull-", dir=self.tmp))
             try:
                 await pull_mod.copy(ref, digest, self.registry.skopeo_args(ref, cert_root), layout, self.blobs,
-                                    sizes, lambda done, total: self._tell(key, done, total), self.stall)
+                                    sizes, lambda done, total: self._tell(str(ref), done, total), self.stall)
             finally:
                 shutil.rmtree(layout, ignore_errors=True)
         await asyncio.to_thread(self._verify, sizes)
@@ -201,10 +213,13 @@ class ImageStore:
         self._write_record(record)
         return record
 
-    def _tell(self, key: tuple, done: int, total: int) -> None:
+    def _tell(self, ref: str, done: int, total: int) -> None:
+        """Progress to every start waiting for `ref`, whichever id range it unpacks for."""
         message = f"pulling {done // MiB}/{max(1, -(-total // MiB))} MiB"
-        for listener in self._listeners.get(key, []):
-            listener(message)
+        for key, listeners in list(self._listeners.items()):
+            if key[0] == ref:
+                for listener in listeners:
+                    listener(message)
 
     def _verify(self, sizes: dict[str, int]) -> None:
         """Every blob's sha256 is its digest (skopeo checks too; a blob changed on disk since is
@@ -240,8 +255,8 @@ class ImageStore:
                         raise PullError(f"cannot keep layer {digest}: {e}") from e
                 finally:
                     shutil.rmtree(tmp, ignore_errors=True)
-                record["layer_bytes"][f"{rng}/{digest}"] = size
-                self._write_record(record)
+                added = {f"{rng}/{digest}": size}      # called at once: the loop's values, bound here
+                self._update_record(record, lambda r, added=added: r.setdefault("layer_bytes", {}).update(added))
             paths.append(target)
         return Image(digest=record["digest"], layers=tuple(reversed(paths)), config=record["config"])
 
@@ -279,9 +294,17 @@ class ImageStore:
         except (OSError, ValueError):
             return {}
 
+    def _update_record(self, record: dict, change: Callable[[dict], None]) -> None:
+        """`change` applied to the record as stored now (unpacks for other id ranges, in other
+        threads, may have added to it since `record` was read), written back."""
+        with self._record_lock:
+            current = self._record(record["digest"]) or record
+            change(current)
+            self._write_record(current)
+
     def _touch(self, record: dict, ref: str) -> None:
-        record["used_at"] = time.time()
-        self._write_record(record)
+        now = time.time()
+        self._update_record(record, lambda r: r.update(used_at=now))
         refs = self._refs()
         if refs.get(ref) != record["digest"]:
             refs[ref] = record["digest"]
@@ -342,7 +365,7 @@ def _range(ids: IdMap | None, setuid: bool = False) -> str:
 
 
 def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")    # a name of each writer's own
     tmp.write_text(text)
     os.replace(tmp, path)
 

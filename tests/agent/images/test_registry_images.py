@@ -11,6 +11,7 @@ import pytest
 
 from agent.drivers.base import DriverError, InstanceSpec
 from agent.drivers.container import ContainerDriver
+from agent.drivers.container.runc import IdMap
 from agent.images.pull import PullError
 from agent.images.registry import RegistryConfig
 from agent.images.store import ImageStore
@@ -116,6 +117,23 @@ async def test_an_images_setuid_programs_keep_their_bit_only_for_privileged_cont
              for kind, out in (("plain", plain), ("privileged", privileged))}
     assert modes == {"plain": {"su": "-rwxr-xr-x", "wall": "-rwx--x--x"},
                      "privileged": {"su": "-rwsr-xr-x", "wall": "-rwx--s--x"}}
+
+
+async def test_starts_of_one_image_for_different_id_ranges_pull_it_once(registry, workdir, tmp_path):
+    """The pull is per reference; the unpacking per id range (user namespace, host ids, privileged)."""
+    registry.push(app_layout(workdir / "layout"), "team/app", "1")
+    ref = f"{registry.address}/team/app:1"
+    store = ImageStore(tmp_path / "store")
+    before = len(registry.blob_gets())
+    images = await asyncio.gather(store.get(ref, ids=IdMap(200000, 200000, 65536)), store.get(ref),
+                                  store.get(ref, setuid=True))
+    assert len(registry.blob_gets()) == before + 3                      # config + 2 layers, once
+    assert len({i.digest for i in images}) == 1 and len({i.layers for i in images}) == 3
+    assert sorted(p.name for p in (store.root / "layers").iterdir()) == ["host", "privileged", "userns-200000-200000"]
+    # every range's layers counted in the record, whichever thread wrote it last (the cap's arithmetic)
+    record = json.loads((store.root / "images" / f"{images[0].digest.split(':')[1]}.json").read_text())
+    assert sorted({k.split("/")[0] for k in record["layer_bytes"]}) == ["host", "privileged", "userns-200000-200000"]
+    assert len(record["layer_bytes"]) == 6
 
 
 async def test_two_instances_pull_once_and_a_third_pulls_nothing(registry, workdir, driven):
