@@ -28,6 +28,7 @@ from agent.server import AgentService
 from agent.usage import UsageCollector
 from packyard import config, tls
 from packyard.etcd import Etcd
+from packyard.flagtypes import POSITIVE_SECONDS, Seconds
 from packyard.hostport import HOST_PORT, check_etcd, parse_host_port
 from packyard.records import NodeRecord
 from packyard.v1 import agent_pb2_grpc
@@ -185,7 +186,7 @@ async def serve(opts: dict) -> None:
 @click.option("--drivers", default="auto", show_default=True,
               help="auto (container and vm, each used where its fingerprint passes, re-checked every "
                    "--driver-check-interval) or a comma list: container, vm, fake (or fake:vm) for tests.")
-@click.option("--driver-check-interval", type=click.FloatRange(min=1), default=30.0, show_default=True,
+@click.option("--driver-check-interval", type=Seconds(1, open_min=False), default=30.0, show_default=True,
               help="Seconds between re-checks of the drivers' fingerprints.")
 @click.option("--libvirt-uri", default="qemu:///system", show_default=True,
               help="libvirt connection of the vm driver.")
@@ -204,7 +205,7 @@ async def serve(opts: dict) -> None:
                    "'insecure' [registries]; plain HTTP is otherwise for loopback registries only.")
 @click.option("--image-cache-size", default="20Gi", show_default=True,
               help="Registry images kept on this host; least recently used unused ones go beyond it.")
-@click.option("--pull-progress-deadline", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+@click.option("--pull-progress-deadline", type=POSITIVE_SECONDS, default=30.0, show_default=True,
               help="Seconds a pull may go without receiving data before it fails.")
 @click.option("--log-max-size", default="10Mi", show_default=True,
               help="A container's log rotates at this size (Ki, Mi: the units of --image-cache-size), "
@@ -212,16 +213,16 @@ async def serve(opts: dict) -> None:
 @click.option("--log-max-files", type=int, default=5, show_default=True,
               help="Files kept per container log, the current one included: a log takes at most "
                    "--log-max-size × --log-max-files. VM consoles rotate as virtlogd.conf says.")
-@click.option("--lease-ttl", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--lease-ttl", type=click.IntRange(1), default=5, show_default=True,
               help="Seconds without a heartbeat before the node is declared down.")
-@click.option("--usage-interval", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+@click.option("--usage-interval", type=POSITIVE_SECONDS, default=5.0, show_default=True,
               help="Seconds between usage measurements (etcd summary, Prometheus).")
 @click.option("--simulate", type=click.IntRange(0, 99999), default=0, metavar="N",
               help="Simulate N hosts NODE-00000.. with instant fake instances (tests, benchmarks).")
 @tls.click_option("agent")
 @config.click_option()
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None, hidden=True)
-@click.option("--log-sweep-interval", type=click.FloatRange(min=0.1), default=30.0, hidden=True)
+@click.option("--log-sweep-interval", type=Seconds(0.1, open_min=False), default=30.0, hidden=True)
 @click.option("--log-level", default="info", show_default=True)
 def main(**opts):
     """Run a packyard agent on this host."""

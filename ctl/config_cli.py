@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ctl import contexts
+from ctl import contexts, session
 from ctl.errors import fail
 from ctl.output import emit, output_option
 
@@ -20,7 +20,7 @@ def _guard(action, *args, **kwargs):
 @click.group()
 def config():
     """Named contexts (a scheduler address and a TLS directory) in ~/.config/packyard/ctl.toml
-    (or the file PACKYARD_CTL_CONFIG names)."""
+    (or the file PACKYARD_CTL_CONFIG names, or PACKYARD_CONFIG when it names a ctl file)."""
 
 
 @config.command("get-contexts")
@@ -39,12 +39,13 @@ def get_contexts(output: str):
 
 
 @config.command("current-context")
-def current_context():
+@output_option
+def current_context(output: str):
     """Print the current context's name (exit 1 when none is set)."""
     current = _guard(contexts.load, contexts.path()).get("current-context")
     if not current:
         fail(f"no current context in {contexts.path()}", 1)
-    click.echo(current)
+    emit({"path": str(contexts.path()), "current": current}, current, output)
 
 
 @config.command("set-context")
@@ -53,24 +54,40 @@ def current_context():
 @click.option("--tls", "tls_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
               help="ctl's certificate directory for this cluster.")
 @click.option("--use", is_flag=True, help="Also make it the current context.")
-def set_context(name: str, scheduler: str, tls_dir: Path | None, use: bool):
+@output_option
+def set_context(name: str, scheduler: str, tls_dir: Path | None, use: bool, output: str):
     """Add or replace the context NAME."""
+    if problem := session.address_problem(scheduler):
+        fail(f"--scheduler: {problem}", 2)
     tls = str(tls_dir.expanduser().resolve()) if tls_dir else None
     _guard(contexts.put, contexts.path(), name, scheduler, tls, select=use)
-    click.echo(f"context {name} written to {contexts.path()}" + ("; now current" if use else ""), err=True)
+    current = _guard(contexts.load, contexts.path()).get("current-context") == name
+    _done({"path": str(contexts.path()), "name": name, "scheduler": scheduler, "tls": tls, "current": current},
+          f"context {name} written to {contexts.path()}" + ("; now current" if use else ""), output)
 
 
 @config.command("use-context")
 @click.argument("name")
-def use_context(name: str):
+@output_option
+def use_context(name: str, output: str):
     """Make NAME the current context."""
     _guard(contexts.select, contexts.path(), name)
-    click.echo(f"switched to context {name}", err=True)
+    _done({"path": str(contexts.path()), "current": name}, f"switched to context {name}", output)
 
 
 @config.command("delete-context")
 @click.argument("name")
-def delete_context(name: str):
+@output_option
+def delete_context(name: str, output: str):
     """Remove the context NAME."""
     _guard(contexts.delete, contexts.path(), name)
-    click.echo(f"context {name} deleted", err=True)
+    _done({"path": str(contexts.path()), "deleted": name}, f"context {name} deleted", output)
+
+
+def _done(data: dict, note: str, output: str) -> None:
+    """A change made: the note on stderr as before (stdout stays empty for scripts), or DATA as
+    JSON/YAML on stdout when asked for (issue 17: -o on every command)."""
+    if output in ("json", "yaml"):
+        emit(data, note, output)
+    else:
+        click.echo(note, err=True)

@@ -52,7 +52,9 @@ def path() -> Path:
     if os.environ.get(CTL_ENV):
         return Path(os.environ[CTL_ENV])
     shared = os.environ.get(SHARED_ENV)
-    if shared and (not Path(shared).exists() and shared.endswith("ctl.toml") or _is_ctl_file(Path(shared))):
+    # a file named ctl.toml is ctl's even before it exists or while it does not parse: a typo in
+    # it is then said, not skipped over for the default file
+    if shared and (shared.endswith("ctl.toml") or _is_ctl_file(Path(shared))):
         return Path(shared)
     return default_path()
 

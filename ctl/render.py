@@ -103,11 +103,12 @@ def status_table(s: scheduler_pb2.JobStatus, wide: bool = False) -> str:
             reason = f"exit {i.exit_code}" + (f": {reason}" if reason and "exit status" not in reason else "")
         if i.events and i.state != "running" and i.events[-1].message not in reason:
             reason = f"{reason}; {i.events[-1].message}" if reason else i.events[-1].message
-        extra = [i.kind or "-", str(i.version), _cpu_mem(i.reserved)] if wide else []
+        # the image digest it runs (issue 16: a tag resolved once, at its pull), registry images only
+        extra = [i.kind or "-", str(i.version), _cpu_mem(i.reserved), i.image_digest or "-"] if wide else []
         rows.append([i.id, i.group, i.node or "-", i.state, str(i.restarts), i.health or "unknown",
                      i.address or "-", *extra, reason])
     headers = ["ID", "GROUP", "NODE", "STATE", "RESTARTS", "HEALTH", "ADDRESS"]
-    headers += ["KIND", "VERSION", "RESERVED"] if wide else []
+    headers += ["KIND", "VERSION", "RESERVED", "IMAGE"] if wide else []
     return head + "\n" + table([*headers, "REASON"], rows)
 
 

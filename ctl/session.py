@@ -22,28 +22,42 @@ class Target:
 
 def resolve(scheduler: str | None, tls_dir: Path | None, context: str | None) -> Target:
     """An address given by flag or env wins and, without an explicit --context, stands alone (the
-    current context's certificates are not sent to some other cluster); --context fills the rest."""
+    current context's certificates are not sent to some other cluster); --context fills the rest.
+    The addresses are checked by `check_addresses`, apart: `ctl version` answers whatever they are."""
     chosen = None
     if context is not None or scheduler is None:
         chosen = contexts.get(contexts.path(), context)
     if chosen is None:
-        return Target(scheduler or DEFAULT_SCHEDULER, tls_dir, None)
+        return Target(DEFAULT_SCHEDULER if scheduler is None else scheduler, tls_dir, None)
     ctx_tls = Path(chosen.tls).expanduser() if chosen.tls else None
-    return Target(scheduler or chosen.scheduler, tls_dir if tls_dir is not None else ctx_tls, chosen.name)
+    return Target(chosen.scheduler if scheduler is None else scheduler, tls_dir if tls_dir is not None else ctx_tls, chosen.name)
 
 
 def check_addresses(target: Target) -> None:
     """ValueError naming where TARGET's addresses came from when one is not HOST:PORT: bad input,
     refused before any call (gRPC would report an unreachable scheduler, or dial another port)."""
     where = f"context {target.context!r}: scheduler" if target.context else "--scheduler"
-    addresses = [a.strip() for a in target.scheduler.split(",") if a.strip()]
-    if not addresses:
-        raise ValueError(f"{where}: no HOST:PORT given")
-    for address in addresses:
+    if problem := address_problem(target.scheduler):
+        raise ValueError(f"{where}: {problem}")
+
+
+def address_problem(addresses: str) -> str:
+    """Why `addresses` (HOST:PORT[,HOST:PORT...]) is not a list of scheduler addresses, or "": a
+    typo is bad input (exit 2), not "cannot reach the scheduler". gRPC target URIs (dns:///...,
+    unix:...) are left to gRPC."""
+    items = [a.strip() for a in addresses.split(",") if a.strip()]    # as Client reads them
+    if not items:
+        return "no HOST:PORT given"
+    for item in items:
+        if "://" in item or item.startswith("unix:"):
+            continue
         try:
-            parse_host_port(address)
+            _, port = parse_host_port(item)
         except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
+            return f"{e} (e.g. 127.0.0.1:7070)" if str(e).endswith("is not HOST:PORT") else str(e)
+        if port == 0:           # a server's "any port", never one to dial
+            return f"'{item[:80]}': port 0 is not a scheduler's port"
+    return ""
 
 
 def connect(target: Target, timeout: float) -> Client:

@@ -41,8 +41,9 @@ SHELLS = ["bash", "zsh", "fish"]
 
 @click.command()
 @click.argument("shell", type=click.Choice(SHELLS))
+@output_option
 @click.pass_context
-def completion(ctx: click.Context, shell: str):
+def completion(ctx: click.Context, shell: str, output: str):
     """Print the completion script for SHELL: `eval "$(ctl completion bash)"`, or for zsh
     `eval "$(ctl completion zsh)"`, or for fish `ctl completion fish | source`."""
     root = ctx.find_root()
@@ -50,4 +51,8 @@ def completion(ctx: click.Context, shell: str):
     var = "_" + prog.replace("-", "_").replace(".", "_").upper() + "_COMPLETE"
     cls = get_completion_class(shell)
     os.environ.pop(var, None)
-    click.echo(cls(root.command, {}, prog, var).source())
+    script = cls(root.command, {}, prog, var).source()
+    if output in ("json", "yaml"):        # -o on every command (issue 17); the script itself otherwise
+        emit({"shell": shell, "script": script}, script, output)
+    else:
+        click.echo(script)

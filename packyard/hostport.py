@@ -8,10 +8,12 @@ import click
 def parse_host_port(value: str) -> tuple[str, int]:
     """('127.0.0.1', 7070) from '127.0.0.1:7070'; '[::1]:7070' keeps its brackets. ValueError why not."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"'{value}' is not HOST:PORT")
+    shown = value[:80]
+    if (not sep or not host.strip("[]") or not (port.isascii() and port.isdigit())
+            or any(c.isspace() for c in value)):
+        raise ValueError(f"'{shown}' is not HOST:PORT")
     if int(port) > 65535:
-        raise ValueError(f"'{value}': port {int(port)} is out of range (0-65535)")
+        raise ValueError(f"'{shown}': port {int(port)} is out of range (0-65535)")
     return host, int(port)
 
 

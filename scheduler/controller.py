@@ -579,6 +579,15 @@ class Controller:
     async def rollback(self, name: str, version: int = 0) -> Submitted:
         """Back to `version` (0: the newest stable one before the current), as a new version
         rolled out like any change."""
+        target = self._rollback_version(name, version)
+        return await self.submit(load_json(target.spec_json), note=f"rollback to version {target.version}")
+
+    async def rollback_target(self, name: str, version: int = 0) -> JobSpec:
+        """The spec `rollback(name, version)` would submit, for the service to admit as it admits
+        a Submit (--allow-privileged); NotFound or Refused as rollback would raise."""
+        return load_json(self._rollback_version(name, version).spec_json)
+
+    def _rollback_version(self, name: str, version: int):
         job = self.state.jobs.get(name)
         if job is None:
             raise NotFound(f"job '{name}' not found")
@@ -594,7 +603,7 @@ class Controller:
                 raise Refused(f"job '{name}' has no stable version before version {job.version} to roll back to")
         if target.version == job.version and job.desired == "run":
             raise Refused(f"job '{name}' already runs version {job.version}")
-        return await self.submit(load_json(target.spec_json), note=f"rollback to version {target.version}")
+        return target
 
     def _running_ids(self, job: str) -> tuple[str, ...]:
         return tuple(e.id for e in self.state.job_entries(job) if e.record.desired == "run")

@@ -13,6 +13,7 @@ import grpc
 
 from packyard import config, tls
 from packyard.etcd import Etcd
+from packyard.flagtypes import POSITIVE_SECONDS
 from packyard.heap import HeapKeeper
 from packyard.hostport import HOST_PORT, check_etcd, parse_host_port
 from packyard.v1 import scheduler_pb2_grpc
@@ -93,14 +94,15 @@ async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout
               show_default=True, help="Where the embedded etcd keeps its data.")
 @click.option("--embedded-etcd-listen", type=HOST_PORT, default="127.0.0.1:2379", show_default=True,
               help="Client address of the embedded etcd (agents connect here).")
-@click.option("--confirm-timeout", type=click.FloatRange(min=0, min_open=True), default=15.0, show_default=True,
+@click.option("--confirm-timeout", type=POSITIVE_SECONDS, default=15.0, show_default=True,
               help="Seconds an agent may take to confirm an instance before it is placed again.")
 @click.option("--profile-min-samples", type=click.IntRange(1), default=3, show_default=True,
               help="Instances of a size class measured before its learned overhead is used.")
 @click.option("--id", "identity", default="",
               help="This replica's name in the leader election. Default: HOSTNAME/LISTEN.")
 @click.option("--allow-privileged", is_flag=True,
-              help="Accept jobs asking for privileged containers or the host's network.")
+              help="Accept jobs asking for privileged containers, the host's network, "
+                   "seccomp: unconfined or userns: host (refused otherwise; the agents check again).")
 @click.option("--leader-ttl", type=click.IntRange(1, 60), default=3, show_default=True,
               help="Seconds a dead leader keeps leadership before another replica takes over.")
 @click.option("--purge-stopped-after", type=click.FloatRange(0), default=86400.0, show_default=True,

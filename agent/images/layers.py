@@ -3,7 +3,8 @@
 Safe by construction, whatever the tar holds: members are checked by tarfile's `tar_filter`
 (no absolute paths, no `..`, nothing reached through a symlink out of the layer, no link out of it),
 device nodes are skipped (an image brings no devices; a privileged container gets the host's),
-setuid bits are kept but give nothing: overlays are mounted nosuid,nodev unless privileged (rootfs.py).
+setuid and setgid bits are cleared unless the layer is unpacked for privileged containers only
+(issue 16, as a .tar image's are: drivers/untar.py; overlays are mounted nosuid,nodev as well).
 Whiteouts, as the OCI image spec says, become overlayfs's own: `.wh.NAME` a 0/0 character device
 NAME, `.wh..wh..opq` the directory's `trusted.overlay.opaque=y`. Owners are shifted into the node's
 user-namespace range while unpacking (issue 12/15: the mapped root must own what the image's root
@@ -31,8 +32,10 @@ class LayerError(Exception):
     """A layer could not be unpacked."""
 
 
-def unpack(blob: Path, dest: Path, ids: IdMap | None) -> int:
-    """Unpack `blob` (tar, gzip, bzip2 or xz) into the empty directory `dest`; its size in bytes."""
+def unpack(blob: Path, dest: Path, ids: IdMap | None, *, setuid: bool = False) -> int:
+    """Unpack `blob` (tar, gzip, bzip2 or xz) into the empty directory `dest`; its size in bytes.
+    `setuid`: keep setuid/setgid bits (a tree only privileged containers use)."""
+    clear = 0 if setuid else stat.S_ISUID | stat.S_ISGID
     whiteouts: list[str] = []
     opaque: list[str] = []
 
@@ -49,6 +52,9 @@ def unpack(blob: Path, dest: Path, ids: IdMap | None) -> int:
             return None
         safe = tarfile.tar_filter(member, path)
         mode = member.mode if member.mode is not None else safe.mode
+        # a root filesystem has group/other-writable and sticky dirs (/tmp): kept; setgid on a
+        # directory only passes its group on, so it stays
+        mode &= ~clear if not member.isdir() else ~(clear & stat.S_ISUID)
         uid, gid = (member.uid, member.gid) if ids is None else (_shift(member.uid, ids.uid, ids.size),
                                                                   _shift(member.gid, ids.gid, ids.size))
         return safe.replace(mode=mode, uid=uid, gid=gid, uname="", gname="", deep=False)

@@ -36,11 +36,21 @@ class PullError(Exception):
     """A pull failed; the message is the registry's (or skopeo's) reason, one line."""
 
 
+# skopeo's wrapper around any failure to read the source, though the name itself parsed (the
+# instance's reason already names the image)
+_WRAPPER = re.compile(r'^Error parsing image name "[^"]*": ')
+
+
 def reason(stderr: str) -> str:
-    """skopeo's last `msg="..."` (its fatal error), else its last line."""
+    """skopeo's last `msg="..."` (its fatal error), else its last line; without skopeo's wrapper,
+    and a registry's code repeated as its message ("manifest unknown: manifest unknown") said once."""
     msgs = re.findall(r'msg="((?:[^"\\]|\\.)*)"', stderr)
     text = msgs[-1].replace('\\"', '"') if msgs else (stderr.strip().splitlines() or ["skopeo failed"])[-1]
-    return " ".join(text.split())[:500]
+    text = _WRAPPER.sub("", " ".join(text.split()))
+    head, sep, last = text.rpartition(": ")
+    if sep and head.endswith(": " + last):
+        text = head
+    return text[:500]
 
 
 async def _run(args: list[str], timeout: float) -> bytes:
@@ -63,7 +73,9 @@ async def _run(args: list[str], timeout: float) -> bytes:
 
 async def resolve(ref: Reference, args: list[str], timeout: float) -> tuple[str, str, bytes]:
     """(the digest the reference stands for, the digest of this platform's manifest, that manifest)."""
-    raw = await _run(["inspect", "--raw", *args, f"docker://{ref}"], timeout)
+    # a digest alone when there is one: skopeo refuses a tag and a digest together (the tag is a note)
+    raw = await _run(["inspect", "--raw", *args, f"docker://{ref.pinned(ref.digest) if ref.digest else ref}"],
+                     timeout)
     top = "sha256:" + hashlib.sha256(raw).hexdigest()
     if ref.digest and ref.digest != top:
         raise PullError(f"digest mismatch: the registry's manifest is {top}, not {ref.digest}")

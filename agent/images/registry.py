@@ -38,15 +38,24 @@ class RegistryConfig:
         if not isinstance(data, dict) or not isinstance(data.get("auths", {}), dict):
             raise RegistryConfigError(f"--registry-config {path}: not a Docker config.json (no 'auths' object)")
         certs, insecure = data.get("certs", {}), data.get("insecure", [])
-        if not isinstance(certs, dict) or not isinstance(insecure, list):
+        if not isinstance(certs, dict) or not isinstance(insecure, list) \
+                or not all(isinstance(v, str) and v for v in certs.values()):
             raise RegistryConfigError(f"--registry-config {path}: 'certs' must map registries to CA files, "
                                       "'insecure' list registries")
+        for registry, ca in certs.items():
+            # read at every pull: one that is missing now would fail every pull from that registry
+            try:
+                with open(ca, "rb"):
+                    pass
+            except OSError as e:
+                raise RegistryConfigError(f"--registry-config {path}: certs.{registry}: cannot read {ca}: "
+                                          f"{e.strerror or e}") from None
         return cls(authfile=Path(path), certs={k: Path(v) for k, v in certs.items()},
                    insecure=frozenset(str(x) for x in insecure))
 
     def plain_allowed(self, ref: Reference) -> bool:
         """Whether TLS may be skipped (tried, then HTTP): loopback registries and listed ones."""
-        if ref.registry in self.insecure or ref.host == "localhost":
+        if ref.registry in self.insecure or ref.host.lower() == "localhost":   # host names have no case
             return True
         try:
             return ipaddress.ip_address(ref.host).is_loopback

@@ -4,7 +4,8 @@ once the store outgrows `--image-cache-size`.
 
 Under the driver's state dir, images/registry/:
     blobs/sha256/<hex>              manifests, configs, layer blobs, as the registry sent them (verified)
-    layers/<range>/<hex>/           one layer blob unpacked (layers.py), per id range (host, userns-U-G)
+    layers/<range>/<hex>/           one layer blob unpacked (layers.py), per id range (host, userns-U-G;
+                                    privileged: the host's ids, setuid bits kept)
     images/<hex>.json               an image (by its manifest's digest): layers, config, sizes, last use
     refs.json                       reference -> digest it was last resolved to (container.pull)
     tmp/                            pulls and unpacks in progress (emptied at start: never used)
@@ -20,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -63,8 +65,16 @@ class ImageStore:
         for d in (self.blobs / "sha256", self.root / "layers", self.root / "images", self.tmp):
             d.mkdir(parents=True, exist_ok=True)
         self._pulls: dict[tuple, asyncio.Future[Image]] = {}
+        # one registry pull per reference, whatever id ranges its layers are then unpacked for (a
+        # privileged and an ordinary container of one image starting together fetch it once)
+        self._fetching: dict[str, asyncio.Future[dict]] = {}
         self._listeners: dict[tuple, list[Progress]] = {}
         self._pinned: Counter[str] = Counter()      # images between get() and their overlay mount
+        # blobs of pulls in progress: in the blob directory before their image's record is, so a
+        # collection meanwhile (another image released) must not take them for unused ones
+        self._pulling: Counter[str] = Counter()
+        self._collecting = asyncio.Lock()            # one collection at a time (they run in threads)
+        self._record_lock = threading.Lock()         # image records are rewritten from unpack threads
         # told what the store holds (summary()) whenever that changed: the agent publishes it with
         # its node record for placement's image locality; called on the event loop only
         self.on_change: Callable[[list[dict]], None] | None = None
@@ -73,19 +83,22 @@ class ImageStore:
     # -- using images ------------------------------------------------------------------------------
 
     async def get(self, image: str, pull: str = "if-not-present", ids: IdMap | None = None,
-                  progress: Progress | None = None) -> Image:
+                  progress: Progress | None = None, *, setuid: bool = False) -> Image:
         """The image `image` refers to, pulled if `pull` says so. Concurrent gets of one image wait
-        for one pull (each hears its progress); PullError says why it failed."""
+        for one pull (each hears its progress); PullError says why it failed. `setuid`: its layers
+        as privileged containers see them (setuid/setgid bits kept; only with the host's ids)."""
+        if setuid and ids is not None:
+            raise ValueError("setuid layers are for privileged containers, which run with the host's ids")
         try:
             ref = imageref.parse(image)
         except imageref.ReferenceError as e:
             raise PullError(f"container.image: {e}") from None
-        key = (str(ref), pull, _range(ids))
+        key = (str(ref), pull, _range(ids, setuid))
         if progress is not None:
             self._listeners.setdefault(key, []).append(progress)
         running = self._pulls.get(key)
         if running is None:
-            running = self._pulls[key] = asyncio.ensure_future(self._get(ref, pull, ids, key))
+            running = self._pulls[key] = asyncio.ensure_future(self._get(ref, pull, ids, setuid))
             running.add_done_callback(lambda _: (self._pulls.pop(key, None), self._listeners.pop(key, None)))
         return await asyncio.shield(running)
 
@@ -124,21 +137,43 @@ class ImageStore:
 
     # -- pulling -----------------------------------------------------------------------------------
 
-    async def _get(self, ref: imageref.Reference, pull: str, ids: IdMap | None, key: tuple) -> Image:
+    async def _get(self, ref: imageref.Reference, pull: str, ids: IdMap | None, setuid: bool) -> Image:
         digest = ref.digest or (self._refs().get(str(ref)) if pull != "always" else None)
         record = self._record(digest) if digest else None
         if record is None and pull == "never":
             raise PullError(f"{ref} is not on this node and container.pull is never")
         if record is None:
-            record = await self._pull(ref, ids, key)
+            record = await self._fetched(ref)
         with self.pinned(record["digest"]):
-            found = await asyncio.to_thread(self._unpacked, record, ids)
+            found = await asyncio.to_thread(self._unpacked, record, ids, setuid)
             self._touch(record, str(ref))
-            await asyncio.to_thread(self.collect)        # a new image may push the store over its cap
+            await self._collect()                    # a new image may push the store over its cap
         self._changed()
         return found
 
-    async def _pull(self, ref: imageref.Reference, ids: IdMap | None, key: tuple) -> dict:
+    async def released(self) -> None:
+        """An image's overlay was unmounted (its instance ended): one that no other instance uses
+        may now be collected, if the store is over its cap, without waiting for the next pull
+        (as kubelet's image GC runs on its own). Never raises: the caller is cleaning up."""
+        try:
+            await self._collect()
+        except Exception as e:          # a collection that fails now is tried again at the next
+            log.warning("image cache collection failed: %s", e)
+        self._changed()
+
+    async def _collect(self) -> list[str]:
+        async with self._collecting:
+            return await asyncio.to_thread(self.collect, frozenset(self._pulling))
+
+    async def _fetched(self, ref: imageref.Reference) -> dict:
+        name = str(ref)
+        running = self._fetching.get(name)
+        if running is None:
+            running = self._fetching[name] = asyncio.ensure_future(self._pull(ref))
+            running.add_done_callback(lambda _: self._fetching.pop(name, None))
+        return await asyncio.shield(running)
+
+    async def _pull(self, ref: imageref.Reference) -> dict:
         cert_root = self.tmp / "certs"
         args = self.registry.skopeo_args(ref, cert_root, prefix="")
         top, digest, raw = await pull_mod.resolve(ref, args, self.stall)
@@ -152,11 +187,21 @@ class ImageStore:
                 raise PullError(f"layer {d.get('digest')} has media type {d.get('mediaType')}, which this agent "
                                 "cannot unpack")
         sizes = {str(d["digest"]): int(d.get("size", 0)) for d in descs}
+        self._pulling.update([*sizes, digest])
+        try:
+            return await self._fetch(ref, manifest, sizes, digest, top, raw, cert_root)
+        finally:
+            self._pulling.subtract([*sizes, digest])
+            self._pulling += Counter()               # drop the zeros
+
+    async def _fetch(self, ref: imageref.Reference, manifest: dict, sizes: dict[str, int], digest: str,
+                     top: str, raw: bytes, cert_root: Path) -> dict:
+        """The blobs in `sizes` copied (those not here yet) and verified; the image's record."""
         if not all(self._blob(d).exists() for d in sizes):
             layout = Path(tempfile.mkdtemp(prefix="pull-", dir=self.tmp))
             try:
                 await pull_mod.copy(ref, digest, self.registry.skopeo_args(ref, cert_root), layout, self.blobs,
-                                    sizes, lambda done, total: self._tell(key, done, total), self.stall)
+                                    sizes, lambda done, total: self._tell(str(ref), done, total), self.stall)
             finally:
                 shutil.rmtree(layout, ignore_errors=True)
         await asyncio.to_thread(self._verify, sizes)
@@ -168,10 +213,13 @@ class ImageStore:
         self._write_record(record)
         return record
 
-    def _tell(self, key: tuple, done: int, total: int) -> None:
+    def _tell(self, ref: str, done: int, total: int) -> None:
+        """Progress to every start waiting for `ref`, whichever id range it unpacks for."""
         message = f"pulling {done // MiB}/{max(1, -(-total // MiB))} MiB"
-        for listener in self._listeners.get(key, []):
-            listener(message)
+        for key, listeners in list(self._listeners.items()):
+            if key[0] == ref:
+                for listener in listeners:
+                    listener(message)
 
     def _verify(self, sizes: dict[str, int]) -> None:
         """Every blob's sha256 is its digest (skopeo checks too; a blob changed on disk since is
@@ -186,9 +234,10 @@ class ImageStore:
                 path.unlink(missing_ok=True)
                 raise PullError(f"digest mismatch: blob {digest} has sha256:{h.hexdigest()}")
 
-    def _unpacked(self, record: dict, ids: IdMap | None) -> Image:
+    def _unpacked(self, record: dict, ids: IdMap | None, setuid: bool) -> Image:
         """The record's layers unpacked for `ids` (each once per id range, off the event loop)."""
-        base = self.root / "layers" / _range(ids)
+        rng = _range(ids, setuid)
+        base = self.root / "layers" / rng
         base.mkdir(parents=True, exist_ok=True)
         paths = []
         for digest in record["layers"]:
@@ -196,7 +245,7 @@ class ImageStore:
             if not target.is_dir():
                 tmp = Path(tempfile.mkdtemp(prefix="layer-", dir=self.tmp))
                 try:
-                    size = layers_mod.unpack(self._blob(digest), tmp, ids)
+                    size = layers_mod.unpack(self._blob(digest), tmp, ids, setuid=setuid)
                     tmp.chmod(0o755)
                     os.rename(tmp, target)
                 except layers_mod.LayerError as e:
@@ -206,8 +255,8 @@ class ImageStore:
                         raise PullError(f"cannot keep layer {digest}: {e}") from e
                 finally:
                     shutil.rmtree(tmp, ignore_errors=True)
-                record["layer_bytes"][f"{_range(ids)}/{digest}"] = size
-                self._write_record(record)
+                added = {f"{rng}/{digest}": size}      # called at once: the loop's values, bound here
+                self._update_record(record, lambda r, added=added: r.setdefault("layer_bytes", {}).update(added))
             paths.append(target)
         return Image(digest=record["digest"], layers=tuple(reversed(paths)), config=record["config"])
 
@@ -245,9 +294,17 @@ class ImageStore:
         except (OSError, ValueError):
             return {}
 
+    def _update_record(self, record: dict, change: Callable[[dict], None]) -> None:
+        """`change` applied to the record as stored now (unpacks for other id ranges, in other
+        threads, may have added to it since `record` was read), written back."""
+        with self._record_lock:
+            current = self._record(record["digest"]) or record
+            change(current)
+            self._write_record(current)
+
     def _touch(self, record: dict, ref: str) -> None:
-        record["used_at"] = time.time()
-        self._write_record(record)
+        now = time.time()
+        self._update_record(record, lambda r: r.update(used_at=now))
         refs = self._refs()
         if refs.get(ref) != record["digest"]:
             refs[ref] = record["digest"]
@@ -263,9 +320,10 @@ class ImageStore:
             layer_bytes.update(r.get("layer_bytes", {}))
         return sum(blobs.values()) + sum(layer_bytes.values())
 
-    def collect(self) -> list[str]:
+    def collect(self, pulling: frozenset[str] = frozenset()) -> list[str]:
         """Remove least recently used images not in use (mounted or being started) until the store
-        is within its cap, then every blob and layer no remaining image names. Their digests."""
+        is within its cap, then every blob and layer no remaining image names, but the blobs of
+        pulls in progress (`pulling`, digests). Their digests."""
         mounted = _mounted_lowers()
         records = sorted(self._records(), key=lambda r: r.get("used_at", 0.0))
         removed = []
@@ -280,14 +338,14 @@ class ImageStore:
             (self.root / "images" / f"{r['digest'].split(':', 1)[1]}.json").unlink(missing_ok=True)
             removed.append(r["digest"])
         if removed:
-            self._sweep(mounted)
+            self._sweep(mounted, pulling)
             refs = {k: v for k, v in self._refs().items() if v not in removed}
             _atomic(self.root / "refs.json", json.dumps(refs))
             log.info("image cache over %d bytes: removed %s", self.cap_bytes, ", ".join(removed))
         return removed
 
-    def _sweep(self, mounted: set[Path]) -> None:
-        keep_blobs, keep_layers = set(), set()
+    def _sweep(self, mounted: set[Path], pulling: frozenset[str]) -> None:
+        keep_blobs, keep_layers = {d.split(":", 1)[1] for d in pulling}, set()
         for r in self._records():
             keep_blobs.update(d.split(":", 1)[1] for d in [r["manifest"], r["config_digest"], *r["layers"]])
             keep_layers.update(d.split(":", 1)[1] for d in r["layers"])
@@ -300,12 +358,14 @@ class ImageStore:
                 blob.unlink(missing_ok=True)
 
 
-def _range(ids: IdMap | None) -> str:
+def _range(ids: IdMap | None, setuid: bool = False) -> str:
+    if setuid:
+        return "privileged"
     return "host" if ids is None else f"userns-{ids.uid}-{ids.gid}"
 
 
 def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")    # a name of each writer's own
     tmp.write_text(text)
     os.replace(tmp, path)
 

@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 
 import pytest
+from click.testing import CliRunner
 
 from agent import drivercheck
+from agent import main as agent_main
 from agent.registration import Registration
 from ctl.render import drivers_json
 from packyard import keys, records
@@ -28,6 +30,25 @@ def test_auto_means_every_driver_and_a_list_is_kept():
     assert drivercheck.driver_names("auto") == ["container", "vm"]
     assert drivercheck.driver_names(" container ,") == ["container"]
     assert drivercheck.driver_names("fake:vm,container") == ["fake:vm", "container"]
+    assert drivercheck.driver_names("container,container") == ["container"]
+
+
+@pytest.mark.parametrize("text, words", [
+    ("contianer", "unknown driver 'contianer'"), ("container,kvm", "unknown driver 'kvm'"),
+    ("auto,vm", "auto stands alone"), (" , ", "no driver given"), ("", "no driver given"),
+])
+def test_a_driver_list_that_names_no_driver_is_refused(text, words):
+    with pytest.raises(ValueError, match=words):
+        drivercheck.driver_names(text)
+
+
+@pytest.mark.parametrize("value, words", [("contianer", "unknown driver 'contianer'"), ("", "no driver given")])
+def test_the_agent_refuses_a_bad_drivers_flag_before_it_starts(tmp_path, value, words):
+    """One line, exit 2, before etcd is dialled (the port given is closed)."""
+    result = CliRunner().invoke(agent_main.main, ["--etcd", "127.0.0.1:9", "--node", "n1", "--state-dir",
+                                                  str(tmp_path / "s"), "--drivers", value])
+    assert result.exit_code == 2 and "Invalid value for --drivers: " + words in result.output
+    assert not (tmp_path / "s").exists()
 
 
 def test_nodes_json_drivers_shape():
@@ -66,6 +87,13 @@ async def test_a_driver_that_comes_up_later_is_published(etcd):
 def test_known_names_pass_and_a_typo_is_refused_by_name():
     for text in ("container", "vm", "fake", "fake:vm", "container,vm", "fake,fake:vm"):
         assert drivercheck.driver_names(text) == text.split(",")
-    for text, named in (("contianer", "'contianer'"), ("container,qemu", "'qemu'"), ("", "''")):
+    for text, named in (("contianer", "'contianer'"), ("container,qemu", "'qemu'")):
         with pytest.raises(ValueError, match=f"unknown driver {named}"):
             drivercheck.driver_names(text)
+    with pytest.raises(ValueError, match="no driver given"):
+        drivercheck.driver_names("")
+@pytest.mark.parametrize("value", ["abc", "127.0.0.1:", ":9100x", "127.0.0.1:70000"])
+def test_the_agent_refuses_a_bad_metrics_address_in_one_line(tmp_path, value):
+    result = CliRunner().invoke(agent_main.main, ["--etcd", "127.0.0.1:9", "--node", "n1", "--state-dir",
+                                                  str(tmp_path / "s"), "--metrics", value])
+    assert result.exit_code == 2 and "Invalid value for '--metrics': " in result.output, result.output

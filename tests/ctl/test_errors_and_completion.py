@@ -1,5 +1,6 @@
 """ctl's one error style and its local checks, without a scheduler: click's usage errors are the
 same one `error:` line (exit 2) as the rest, and numeric options are refused before any call."""
+import json
 import os
 import subprocess
 import sys
@@ -107,3 +108,96 @@ def test_local_up_refuses_what_its_agents_would_before_starting_anything(tmp_pat
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert r.stderr.startswith(f"error: Invalid value for '{flag}': ") and r.stderr.count("\n") == 1, r.stderr
     assert not work.exists()
+@pytest.mark.parametrize("text, words", [
+    ('current-context = "x"\n[contexts.x\n', "not valid TOML"),
+    ('current-context = "x"\n[contexts.x]\nscheduler = 1\n', "contexts.x.scheduler: expected a non-empty string"),
+])
+def test_a_broken_ctl_toml_named_by_packyard_config_is_said_not_skipped(tmp_path, text, words):
+    """Issue 17: PACKYARD_CONFIG may name ctl's file; one that does not parse is an error naming
+    it (exit 2, before any call), not a silent fall back to 127.0.0.1:7070."""
+    broken = tmp_path / "ctl.toml"
+    broken.write_text(text)
+    env = {k: v for k, v in os.environ.items() if k not in ("PACKYARD_CTL_CONFIG", "XDG_CONFIG_HOME")}
+    r = subprocess.run([sys.executable, "-m", "ctl.main", "nodes"], capture_output=True, text=True, timeout=60,
+                       env={**env, "HOME": str(tmp_path), "PACKYARD_CONFIG": str(broken)})
+    assert r.returncode == 2 and r.stderr.startswith(f"error: {broken}: ") and words in r.stderr, r.stderr
+    assert len(r.stderr.splitlines()) == 1
+
+
+def _leaves(group, path=()):
+    for name, command in sorted(group.commands.items()):
+        if hasattr(command, "commands"):
+            yield from _leaves(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+def test_every_command_takes_output():
+    """Issue 17: `-o json|yaml|wide` on every command (`local up` runs a cluster in the foreground:
+    what it prints is progress, not a reply)."""
+    from ctl.main import cli
+    without = [" ".join(path) for path, command in _leaves(cli)
+               if path != ("local", "up") and not any("-o" in p.opts for p in command.params)]
+    assert without == []
+
+
+def test_config_and_certs_commands_answer_json(tmp_path):
+    env = {**{k: v for k, v in os.environ.items() if k not in ("PACKYARD_CTL_CONFIG", "PACKYARD_CONFIG")},
+           "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    file = str(tmp_path / "xdg/packyard/ctl.toml")
+
+    def run(*args):
+        r = subprocess.run([sys.executable, "-m", "ctl.main", *args], capture_output=True, text=True,
+                           timeout=60, env=env)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    assert run("config", "set-context", "a", "--scheduler", "10.0.0.1:7070", "-o", "json") == {
+        "path": file, "name": "a", "scheduler": "10.0.0.1:7070", "tls": None, "current": False}
+    assert run("-o", "json", "config", "use-context", "a") == {"path": file, "current": "a"}
+    assert run("config", "current-context", "-o", "json") == {"path": file, "current": "a"}
+    assert run("config", "set-context", "a", "--scheduler", "10.0.0.2:7070", "-o", "json")["current"] is True
+    assert run("config", "delete-context", "a", "-o", "json") == {"path": file, "deleted": "a"}
+    certs = tmp_path / "certs"
+    written = run("certs", "init", str(certs), "-o", "json")
+    assert written["directory"] == str(certs) and str(certs / "ca.crt") in written["written"]
+    assert run("certs", "issue", str(certs), "agent", "h1", "-o", "json") == {
+        "directory": str(certs), "role": "agent", "name": "h1",
+        "written": [str(certs / "agent-h1.crt"), str(certs / "agent-h1.key")]}
+    script = run("completion", "bash", "-o", "json")
+    assert script["shell"] == "bash" and "_CTL_COMPLETE" in script["script"]
+
+
+@pytest.mark.parametrize("address", ["bad:port", "::", "host", "h:0", "h:70000", "h:7070,x", "", "h :1"])
+def test_a_scheduler_address_that_is_not_host_port_is_bad_input(address):
+    """A typo in --scheduler is exit 2 naming the flag, not exit 1 "cannot reach the scheduler"."""
+    r = subprocess.run([sys.executable, "-m", "ctl.main", "--scheduler", address, "nodes"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.startswith("error: --scheduler: ") and len(r.stderr.splitlines()) == 1, \
+        r.stderr
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:9", "[::1]:9", "127.0.0.1:9,", "localhost:9,127.0.0.1:9"])
+def test_good_scheduler_addresses_are_dialled(address):
+    r = subprocess.run([sys.executable, "-m", "ctl.main", "--timeout", "2", "--scheduler", address, "nodes"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "cannot reach the scheduler" in r.stderr, r.stderr
+
+
+def test_set_context_refuses_a_bad_address_and_writes_nothing(tmp_path):
+    file = tmp_path / "ctl.toml"
+    r = subprocess.run([sys.executable, "-m", "ctl.main", "config", "set-context", "lab", "--scheduler", "lab:x"],
+                       capture_output=True, text=True, timeout=60, env={**os.environ, "PACKYARD_CTL_CONFIG": str(file)})
+    assert (r.returncode, r.stderr.strip()) == (2, "error: --scheduler: 'lab:x' is not HOST:PORT (e.g. 127.0.0.1:7070)")
+    assert not file.exists()
+
+
+def test_a_context_with_a_bad_address_is_named(tmp_path):
+    file = tmp_path / "ctl.toml"
+    file.write_text('current-context = "lab"\n[contexts.lab]\nscheduler = "lab.example"\n')
+    env = {**os.environ, "PACKYARD_CTL_CONFIG": str(file)}
+    env.pop("PACKYARD_SCHEDULER", None)
+    r = subprocess.run([sys.executable, "-m", "ctl.main", "nodes"], capture_output=True, text=True, timeout=60,
+                       env=env)
+    assert (r.returncode, r.stderr.strip()) == (
+        2, "error: context 'lab': scheduler: 'lab.example' is not HOST:PORT (e.g. 127.0.0.1:7070)")

@@ -68,3 +68,15 @@ def test_the_json_keys_issues_13_and_14_name():
         version=1, submitted_at=100.0, stable=True, current=True, changes=["(new job)"])])
     assert render.history_json(h) == [{"version": 1, "submitted_at": 100.0, "time": 100.0, "stable": True,
                                        "current": True, "note": "", "changes": ["(new job)"]}]
+
+
+def test_wide_shows_the_image_digest_each_instance_runs():
+    """Issue 16: the digest a tag resolved to, per instance (a tag may move between two pulls)."""
+    s = job({("web", "running"): 3})
+    digests = ["sha256:" + c * 64 for c in "abc"]
+    for i, d in zip(s.instances, [digests[0], digests[1], ""], strict=True):
+        i.image_digest = d
+    rows = [line.split() for line in render.status_text(s, wide=True).splitlines()[1:]]
+    column = rows[0].index("IMAGE")
+    assert [r[column] for r in rows[1:]] == [digests[0], digests[1], "-"]
+    assert "sha256:" not in render.status_text(s)          # the plain table stays as it was

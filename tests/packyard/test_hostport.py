@@ -63,10 +63,12 @@ def test_an_agent_metrics_port_it_cannot_bind_is_one_line_not_a_traceback(tmp_pa
 
 # -- the agent's other start-up flags that must be refused by name, not carried into the node record
 
-@pytest.mark.parametrize("value", ["bogus", "container,bogus", "docker", "vm,kvm", ",", "Container"])
-def test_an_unknown_driver_is_a_usage_error_naming_drivers(value, tmp_path):
+@pytest.mark.parametrize("value,words", [
+    ("bogus", "unknown driver"), ("container,bogus", "unknown driver"), ("docker", "unknown driver"),
+    ("vm,kvm", "unknown driver"), (",", "no driver given"), ("Container", "unknown driver")])
+def test_an_unknown_driver_is_a_usage_error_naming_drivers(value, words, tmp_path):
     r = CliRunner().invoke(agent_main, [*AGENT[:4], "--state-dir", str(tmp_path), "--drivers", value])
-    assert r.exit_code == 2 and "Invalid value for --drivers: unknown driver" in r.output, r.output
+    assert r.exit_code == 2 and f"Invalid value for --drivers: {words}" in r.output, r.output
 
 
 @pytest.mark.parametrize("value", ["inf", "nan", "-1", "1.5", "x", "1e3", "65", str(10 ** 400)])

@@ -154,3 +154,24 @@ def test_host_access_needs_allow_privileged(api, field, value):
     assert api.permissive.Submit(request).changed
     status = api.stub.Status(scheduler_pb2.StatusRequest(name=doc["name"]))
     assert json.loads(status.spec_json)["groups"][0]["container"][field] == value
+
+
+def test_a_rollback_to_a_version_asking_for_host_access_needs_allow_privileged(api):
+    """An older version is admitted as its Submit would be now (the flag may have been dropped
+    since it was submitted through another replica that had it)."""
+    doc = json.loads(json.dumps(GOOD))
+    doc["name"] = "host-rollback"
+    plain = scheduler_pb2.SubmitRequest(spec_json=json.dumps(doc))
+    doc["groups"][0]["container"]["seccomp"] = "unconfined"
+    asking = scheduler_pb2.SubmitRequest(spec_json=json.dumps(doc))
+    assert api.stub.Submit(plain).version == 1
+    assert api.permissive.Submit(asking).version == 2
+    assert api.stub.Submit(plain).version == 3
+    code, details = answer(api.stub.Rollback, scheduler_pb2.RollbackRequest(name="host-rollback", version=2))
+    assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT, "groups[0].container.seccomp: not allowed (the "
+                                                                 "scheduler was not started with --allow-privileged)")
+    assert json.loads(api.stub.Status(scheduler_pb2.StatusRequest(name="host-rollback")).spec_json)[
+        "groups"][0]["container"].get("seccomp") is None                     # still version 3's spec
+    assert api.permissive.Rollback(scheduler_pb2.RollbackRequest(name="host-rollback", version=2)).version == 4
+    code, _ = answer(api.stub.Rollback, scheduler_pb2.RollbackRequest(name="host-rollback", version=9))
+    assert code == grpc.StatusCode.NOT_FOUND

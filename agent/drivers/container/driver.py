@@ -123,7 +123,7 @@ class ContainerDriver:
                 self._cgroup_error = str(e)
         for d in (self.instances_dir, self.logs_dir, self.images_dir, self.runc.root):
             d.mkdir(parents=True, exist_ok=True)
-        # images keep setuid programs (registry layers; privileged .tars): no host user may reach
+        # images keep setuid programs (privileged .tars and registry layers): no host user may reach
         # them, containers see them only through their overlay (nosuid unless privileged)
         os.chmod(self.images_dir, 0o700)
         become_subreaper()
@@ -204,7 +204,7 @@ class ContainerDriver:
             async with undone_on_failure(lambda: self._undo_start(handle, attach), f"cannot start {spec.id}"):
                 lower: Path | tuple[Path, ...]
                 if registry_image:
-                    pulled = await self._pull(spec, ids)
+                    pulled = await self._pull(spec, ids, privileged)
                     pins.enter_context(self.images.pinned(pulled.digest))
                     lower, proc = pulled.layers, image_process.merged(pulled.config, config)
                     handle.data["image_digest"] = pulled.digest
@@ -318,6 +318,8 @@ class ContainerDriver:
                 await asyncio.to_thread(self.network.detach, data["key"])
         if "bundle" in data and not rootfs_mod.is_mounted(Path(data["bundle"]) / "rootfs"):
             shutil.rmtree(data["bundle"], ignore_errors=True)
+        if "image_digest" in data:
+            await self.images.released()      # its image may be one the cache no longer has room for
         self._forget(handle.id)
         cleanup.done()
 
@@ -520,12 +522,14 @@ class ContainerDriver:
         return (f"{blocked} is not searchable by the containers' root (host uid {ids.uid}): give it o+x "
                 "(chmod o+x), as the user namespace needs") if blocked else ""
 
-    async def _pull(self, spec: InstanceSpec, ids: runc_mod.IdMap | None) -> Image:
-        """The registry image, pulled if need be; a pull's failure is the instance's (one line)."""
+    async def _pull(self, spec: InstanceSpec, ids: runc_mod.IdMap | None, privileged: bool) -> Image:
+        """The registry image, pulled if need be; a pull's failure is the instance's (one line).
+        Its layers keep their setuid bits for a privileged container only (issue 16)."""
         config = spec.config or {}
         try:
             return await self.images.get(config["image"], config.get("pull") or "if-not-present", ids,
-                                         progress=lambda message: self.progress(spec.id, message))
+                                         progress=lambda message: self.progress(spec.id, message),
+                                         setuid=privileged)
         except PullError as e:      # the restart policy tries again: the registry's answer may change
             raise RestartableError(f"cannot pull {config['image']}: {e}") from None
 

@@ -11,6 +11,7 @@ import pytest
 
 from agent.drivers.base import DriverError, InstanceSpec
 from agent.drivers.container import ContainerDriver
+from agent.drivers.container.runc import IdMap
 from agent.images.pull import PullError
 from agent.images.registry import RegistryConfig
 from agent.images.store import ImageStore
@@ -55,8 +56,10 @@ def spec(instance_id: str, image: str, **config) -> InstanceSpec:
 class Driven:
     """A container driver and what it started, destroyed at the end."""
 
-    def __init__(self, node: str, state_dir: Path, subnet: str, store: ImageStore | None = None):
-        self.driver = ContainerDriver(node, state_dir, subnet, runc=RUNC, images=store)
+    def __init__(self, node: str, state_dir: Path, subnet: str, store: ImageStore | None = None,
+                 allow_privileged: bool = False):
+        self.driver = ContainerDriver(node, state_dir, subnet, runc=RUNC, images=store,
+                                      allow_privileged=allow_privileged)
         self.handles = []
         self.progress: list[str] = []
         self.driver.progress = lambda i, m: self.progress.append(m)
@@ -94,6 +97,45 @@ async def test_a_multi_layer_image_runs_with_its_entrypoint_env_workdir_and_user
     assert log.strip() == "spec yes 0"
 
 
+async def test_an_images_setuid_programs_keep_their_bit_only_for_privileged_containers(
+        registry, workdir, node, state_dir, subnet):
+    """Issue 16: layers unpacked without setuid/setgid bits unless privileged (as .tar images are);
+    the privileged container's layers are a tree of their own, fetched from the same blobs."""
+    top = layer([("bin/su", "file", b"x", 0o4755), ("bin/wall", "file", b"x", 0o2711)])
+    registry.push(write_layout(workdir / "layout", "1", [busybox_layer(), top], {"Cmd": ["ls", "-l", "/bin"]}),
+                  "team/suid", "1")
+    ref = f"{registry.address}/team/suid:1"
+    d = Driven(node, state_dir, subnet, allow_privileged=True)
+    try:
+        before = len(registry.blob_gets())
+        plain, _ = await d.run(spec("suid-plain", ref))
+        privileged, _ = await d.run(spec("suid-privileged", ref, privileged=True))
+        assert len(registry.blob_gets()) == before + 3                   # pulled once for both
+    finally:
+        await d.close()
+    modes = {kind: {line.split()[-1]: line.split()[0] for line in out.splitlines() if line.endswith(("su", "wall"))}
+             for kind, out in (("plain", plain), ("privileged", privileged))}
+    assert modes == {"plain": {"su": "-rwxr-xr-x", "wall": "-rwx--x--x"},
+                     "privileged": {"su": "-rwsr-xr-x", "wall": "-rwx--s--x"}}
+
+
+async def test_starts_of_one_image_for_different_id_ranges_pull_it_once(registry, workdir, tmp_path):
+    """The pull is per reference; the unpacking per id range (user namespace, host ids, privileged)."""
+    registry.push(app_layout(workdir / "layout"), "team/app", "1")
+    ref = f"{registry.address}/team/app:1"
+    store = ImageStore(tmp_path / "store")
+    before = len(registry.blob_gets())
+    images = await asyncio.gather(store.get(ref, ids=IdMap(200000, 200000, 65536)), store.get(ref),
+                                  store.get(ref, setuid=True))
+    assert len(registry.blob_gets()) == before + 3                      # config + 2 layers, once
+    assert len({i.digest for i in images}) == 1 and len({i.layers for i in images}) == 3
+    assert sorted(p.name for p in (store.root / "layers").iterdir()) == ["host", "privileged", "userns-200000-200000"]
+    # every range's layers counted in the record, whichever thread wrote it last (the cap's arithmetic)
+    record = json.loads((store.root / "images" / f"{images[0].digest.split(':')[1]}.json").read_text())
+    assert sorted({k.split("/")[0] for k in record["layer_bytes"]}) == ["host", "privileged", "userns-200000-200000"]
+    assert len(record["layer_bytes"]) == 6
+
+
 async def test_two_instances_pull_once_and_a_third_pulls_nothing(registry, workdir, driven):
     registry.push(app_layout(workdir / "layout"), "team/app", "1")
     ref = f"{registry.address}/team/app:1"
@@ -114,6 +156,17 @@ async def test_a_digest_pins_the_image_while_the_tag_moves(registry, workdir, dr
     assert "first" in log and data["image_digest"] == first
     log, data = await driven.run(spec("moved", f"{registry.address}/team/app:v", pull="always"))
     assert "second" in log and data["image_digest"] == second
+
+
+
+async def test_a_tag_and_a_digest_together_run_the_digest(registry, workdir, driven):
+    """`NAME:TAG@sha256:...` is a valid reference (the tag is then only a note, as Docker has it);
+    skopeo refuses the two together, so the pull asks for the digest alone."""
+    layout = workdir / "layout"
+    first = registry.push(app_layout(layout, "v", b"first\n"), "team/app", "v")
+    registry.push(app_layout(layout, "v", b"second\n"), "team/app", "v")
+    log, data = await driven.run(spec("tag-and-digest", f"{registry.address}/team/app:v@{first}"))
+    assert "first" in log and data["image_digest"] == first
 
 
 async def test_a_tampered_blob_fails_the_start_and_leaves_nothing_used_later(registry, workdir, driven):
@@ -190,6 +243,29 @@ async def test_gc_keeps_the_store_under_its_cap_least_recently_used_first(regist
     assert not first.layers[0].exists()                                        # a's own top layer went
     assert sorted(os.listdir(store.blobs / "sha256")) == sorted(
         d.split(":")[1] for d in _blobs_of(store, b))
+
+
+async def test_an_image_over_the_cap_goes_once_its_last_instance_is_destroyed(registry, workdir, node, state_dir,
+                                                                               subnet, tmp_path):
+    """Collected when released, not only at the next pull (kubelet's image GC runs on its own):
+    in use while either instance's overlay is mounted, gone, and told, after the last one."""
+    a = registry.push(app_layout(workdir / "layout", "a", b"a\n"), "team/app", "a")
+    store = ImageStore(tmp_path / "store", cap_bytes=1)
+    told: list[list[dict]] = []
+    store.on_change = told.append
+    d = Driven(node, state_dir, subnet, store)
+    try:
+        ref = f"{registry.address}/team/app:a"
+        first, second = await d.driver.start(spec("rel-1", ref)), await d.driver.start(spec("rel-2", ref))
+        for h in (first, second):
+            await asyncio.wait_for(d.driver.wait(h), 20)
+        await d.driver.destroy(first)
+        assert store.holds() == [a]                    # the second's overlay still holds it
+        await d.driver.destroy(second)
+        assert store.holds() == [] and [[i["digest"] for i in t] for t in told] == [[a], []]
+        assert os.listdir(store.blobs / "sha256") == [] and list((store.root / "layers").glob("*/*")) == []
+    finally:
+        await d.close()
 
 
 def _blobs_of(store: ImageStore, digest: str) -> list[str]:
