@@ -1,4 +1,4 @@
-"""The scheduler's and the agent's flags: a bad value is one `Invalid value for --FLAG` line and exit 2
+"""The scheduler's and the agent's flags: a bad value is one `Invalid value for '--FLAG'` line and exit 2
 before anything starts (no embedded etcd, no dial, no traceback). etcd's endpoint 127.0.0.1:9 is
 closed: a flag that got through would hang dialling it or start a scheduler, not exit 2."""
 from __future__ import annotations
@@ -10,19 +10,19 @@ from agent import main as agent_main
 from scheduler import main as scheduler_main
 
 SCHEDULER = [
-    (["--etcd", "notaurl"], "--etcd: etcd endpoint 'notaurl' must be"),
-    (["--etcd", "127.0.0.1:99999"], "--etcd: etcd endpoint '127.0.0.1:99999' must be"),
-    (["--etcd", "ftp://x:1"], "--etcd: etcd endpoint 'ftp://x:1'"),
-    (["--etcd", " , "], "--etcd: no etcd endpoint"),
-    (["--listen", "127.0.0.1:99999"], "--listen: '127.0.0.1:99999' is not HOST:PORT"),
-    (["--metrics", "127.0.0.1:99999"], "--metrics: '127.0.0.1:99999' is not HOST:PORT"),
-    (["--metrics", "nowhere"], "--metrics: 'nowhere' is not HOST:PORT"),
+    (["--etcd", "notaurl"], "'--etcd': etcd endpoint 'notaurl' must be"),
+    (["--etcd", "127.0.0.1:99999"], "'--etcd': etcd endpoint '127.0.0.1:99999': the port is not"),
+    (["--etcd", "ftp://x:1"], "'--etcd': etcd endpoint 'ftp://x:1'"),
+    (["--etcd", " , "], "'--etcd': no etcd endpoint"),
+    (["--listen", "127.0.0.1:99999"], "'--listen': '127.0.0.1:99999': port 99999 is out of range"),
+    (["--metrics", "127.0.0.1:99999"], "'--metrics': '127.0.0.1:99999': port 99999 is out of range"),
+    (["--metrics", "nowhere"], "'--metrics': 'nowhere' is not HOST:PORT"),
     (["--confirm-timeout", "-1"], "'--confirm-timeout': -1.0 is not in the range x>0"),
     (["--confirm-timeout", "nan"], "'--confirm-timeout': nan is not a finite number of seconds"),
     (["--confirm-timeout", "inf"], "'--confirm-timeout': inf is not a finite number of seconds"),
 ]
 AGENT = [
-    (["--etcd", "notaurl"], "--etcd: etcd endpoint 'notaurl' must be"),
+    (["--etcd", "notaurl"], "'--etcd': etcd endpoint 'notaurl' must be"),
     (["--usage-interval", "nan"], "'--usage-interval': nan is not a finite number of seconds"),
     (["--usage-interval", "0"], "'--usage-interval': 0.0 is not in the range x>0"),
     (["--pull-progress-deadline", "-3"], "'--pull-progress-deadline': -3.0 is not in the range x>0"),
