@@ -576,18 +576,10 @@ class Controller:
         self.kick(name)
         return promoted
 
-    async def rollback(self, name: str, version: int = 0) -> Submitted:
-        """Back to `version` (0: the newest stable one before the current), as a new version
-        rolled out like any change."""
-        target = self._rollback_version(name, version)
-        return await self.submit(load_json(target.spec_json), note=f"rollback to version {target.version}")
-
-    async def rollback_target(self, name: str, version: int = 0) -> JobSpec:
-        """The spec `rollback(name, version)` would submit, for the service to admit as it admits
-        a Submit (--allow-privileged); NotFound or Refused as rollback would raise."""
-        return load_json(self._rollback_version(name, version).spec_json)
-
-    def _rollback_version(self, name: str, version: int):
+    async def rollback_target(self, name: str, version: int = 0) -> tuple[JobSpec, int]:
+        """The spec (and its version) that rolling `name` back to `version` submits (0: the newest
+        stable one before the current); NotFound or Refused. Apart from `rollback` so that the API
+        admits that very spec as it admits a Submit (--allow-privileged) before it is submitted."""
         job = self.state.jobs.get(name)
         if job is None:
             raise NotFound(f"job '{name}' not found")
@@ -603,7 +595,11 @@ class Controller:
                 raise Refused(f"job '{name}' has no stable version before version {job.version} to roll back to")
         if target.version == job.version and job.desired == "run":
             raise Refused(f"job '{name}' already runs version {job.version}")
-        return target
+        return load_json(target.spec_json), target.version
+
+    async def rollback(self, spec: JobSpec, version: int) -> Submitted:
+        """Back to `version` (its spec from `rollback_target`), as a new version rolled out like any change."""
+        return await self.submit(spec, note=f"rollback to version {version}")
 
     def _running_ids(self, job: str) -> tuple[str, ...]:
         return tuple(e.id for e in self.state.job_entries(job) if e.record.desired == "run")

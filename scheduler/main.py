@@ -32,13 +32,6 @@ from scheduler.unavailable import EtcdUnavailableToStatus
 log = logging.getLogger("packyard.scheduler")
 
 
-def host_port(value: str, flag: str) -> tuple[str, int]:
-    try:
-        return parse_host_port(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint=flag) from None
-
-
 async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout: float,
                 ready_file: Path | None = None, profile_min_samples: int = 3,
                 identity: str = "", leader_ttl: int = 3, tls_identity: tls.Identity | None = None,
@@ -63,7 +56,7 @@ async def serve(etcd_url: str, listen: str, metrics: str | None, confirm_timeout
     await server.start()
     http = None
     if metrics:
-        host, port = host_port(metrics, "--metrics")
+        host, port = parse_host_port(metrics)     # checked by its HOST_PORT type
         http = serve_http(controller, host, port)
     log.info("scheduler listening on %s (etcd %s)", listen, etcd_url)
     if ready_file:
@@ -121,10 +114,9 @@ def main(etcd_url, listen, metrics, state_dir, embedded_etcd_listen, confirm_tim
          max_cluster_instances, tls_identity, ready_file, log_level):
     """Run the packyard scheduler."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    host_port(listen, "--listen")
     embedded = None
     if not etcd_url:
-        host, port = host_port(embedded_etcd_listen, "--embedded-etcd-listen")
+        host, port = parse_host_port(embedded_etcd_listen)
         # with --tls, etcd too wants a certificate of the cluster's CA from every client
         embedded = EtcdServer(state_dir, client_host=host, client_port=port, tie_to_parent=True,
                               tls_dir=tls_identity.directory if tls_identity else None).start()

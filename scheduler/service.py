@@ -79,11 +79,11 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     async def Rollback(self, request, context):
         if request.version < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"version: {request.version} is not a version")
+        spec, version = await _answer(context, self.c.rollback_target(request.name, request.version))
         # an older version asking for host access is admitted as its Submit would be now: a
         # scheduler restarted without --allow-privileged does not run it again
-        await self._check_host_access(await _answer(context, self.c.rollback_target(request.name, request.version)),
-                                      context)
-        done = await _answer(context, self.c.rollback(request.name, request.version))
+        await self._check_host_access(spec, context)
+        done = await _answer(context, self.c.rollback(spec, version))
         return _submitted(request.name, done)
 
     async def Promote(self, request, context):
