@@ -147,17 +147,19 @@ def status_summary(s: scheduler_pb2.JobStatus) -> str:
 
 
 def nodes_table(nodes: list[scheduler_pb2.Node], wide: bool = False) -> str:
-    """wide: also what the hosts measure in use, and their attributes."""
+    """Usage (what the hosts measure in use) beside allocated and capacity, as issue 5 asks;
+    wide: also the hosts' attributes."""
     rows = []
     for n in nodes:
         labels = ",".join(f"{k}={v}" for k, v in sorted(n.labels.items()))
-        extra = [_cpu_mem(n.usage), ",".join(f"{k}={v}" for k, v in sorted(n.attributes.items())) or "-"]
+        attributes = ",".join(f"{k}={v}" for k, v in sorted(n.attributes.items())) or "-"
         rows.append([n.name, n.state, n.address,
                      f"{format_cpu(n.allocated.cpu_milli)}/{format_cpu(n.capacity.cpu_milli)}",
                      f"{format_bytes(n.allocated.memory_bytes)}/{format_bytes(n.capacity.memory_bytes)}",
-                     str(n.instances), labels or "-", *(extra if wide else [])])
-    headers = ["NAME", "STATE", "ADDRESS", "CPU (alloc/cap)", "MEMORY (alloc/cap)", "INSTANCES", "LABELS"]
-    return table(headers + (["USAGE (cpu/mem)", "ATTRIBUTES"] if wide else []), rows)
+                     _cpu_mem(n.usage), str(n.instances), labels or "-", *([attributes] if wide else [])])
+    headers = ["NAME", "STATE", "ADDRESS", "CPU (alloc/cap)", "MEMORY (alloc/cap)", "USAGE (cpu/mem)",
+               "INSTANCES", "LABELS"]
+    return table(headers + (["ATTRIBUTES"] if wide else []), rows)
 
 
 def jobs_table(jobs: list[scheduler_pb2.JobSummary]) -> str:
