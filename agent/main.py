@@ -30,6 +30,7 @@ from packyard import config, tls
 from packyard.etcd import Etcd
 from packyard.flagtypes import POSITIVE_SECONDS, Seconds
 from packyard.hostport import HOST_PORT, check_etcd, parse_host_port
+from packyard.httpserve import serve_metrics
 from packyard.records import NodeRecord
 from packyard.v1 import agent_pb2_grpc
 
@@ -282,7 +283,7 @@ def main(**opts):
     if opts["metrics"]:
         host, port = parse_host_port(opts["metrics"])
         try:
-            prometheus_client.start_http_server(port, addr=host)
+            serve_metrics(host, port)
         except OSError as e:        # in use, or not an address of this host: one line, not a traceback
             raise click.ClickException(f"--metrics {opts['metrics']}: {e.strerror or e}") from None
     if opts["simulate"]:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from packyard.httpserve import HTTPServer
 from packyard.records import ResourceAmounts
 from scheduler.controller import Controller
 from scheduler.placement.table import RESOURCES
@@ -103,7 +104,7 @@ def lower_bound(state, alloc: dict[str, ResourceAmounts]) -> int:
     return int(best)
 
 
-def serve_http(controller: Controller, host: str, port: int) -> ThreadingHTTPServer:
+def serve_http(controller: Controller, host: str, port: int) -> HTTPServer:
     REGISTRY.register(ClusterCollector(controller))
 
     class Handler(BaseHTTPRequestHandler):
@@ -124,7 +125,6 @@ def serve_http(controller: Controller, host: str, port: int) -> ThreadingHTTPSer
         def log_message(self, *args):  # quiet: Prometheus scrapes every few seconds
             pass
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server = HTTPServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server

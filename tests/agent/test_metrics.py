@@ -2,12 +2,15 @@
 and labels dashboards and alert rules use, next to the process_* series."""
 from __future__ import annotations
 
+import gzip
+import http.server
 import socket
 import urllib.request
 
 import prometheus_client
 
 from agent.usage import UsageCollector
+from packyard.httpserve import HTTPServer, serve_metrics
 from packyard.records import UsageRecord
 
 LABELS = 'kind="vm",node="n1",packyard_group="web",packyard_instance="i1",packyard_job="j1"'
@@ -51,7 +54,7 @@ def test_served_over_http_with_process_series_and_openmetrics():
     registry.register(collector())
     prometheus_client.ProcessCollector(registry=registry)
     port = free_port()
-    server, thread = prometheus_client.start_http_server(port, addr="127.0.0.1", registry=registry)
+    server = serve_metrics("127.0.0.1", port, registry)
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             text = r.read().decode()
@@ -63,7 +66,33 @@ def test_served_over_http_with_process_series_and_openmetrics():
     finally:
         server.shutdown()
         server.server_close()
-        thread.join(5)
     assert f"packyard_instance_memory_bytes{{{LABELS}}} 1.234567e+06" in text
     rss = next(line for line in text.splitlines() if line.startswith("process_resident_memory_bytes "))
     assert float(rss.split()[1]) > 1 << 20
+
+
+def test_metrics_listen_without_a_reverse_dns_lookup(monkeypatch):
+    """http.server names itself by socket.getfqdn(address): where the resolver does not answer
+    (an agent in its own network namespace) that waited 10 s before /metrics listened."""
+    def no_dns(*_):
+        raise AssertionError("reverse DNS lookup while binding")
+    monkeypatch.setattr(socket, "getfqdn", no_dns)
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(collector())
+    for host in ("127.0.0.1", "::1"):
+        port = free_port()
+        server = serve_metrics(host, port, registry)
+        try:
+            url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/metrics"
+            gz = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})
+            with urllib.request.urlopen(gz, timeout=5) as r:
+                assert r.headers["Content-Encoding"] == "gzip"
+                assert b"packyard_host_usage" in gzip.decompress(r.read())
+        finally:
+            server.shutdown()
+            server.server_close()
+    plain = HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    try:
+        assert plain.server_name == "127.0.0.1" and plain.server_port == plain.server_address[1]
+    finally:
+        plain.server_close()
