@@ -172,4 +172,15 @@ def _gradients(hosts: Overlay, index: np.ndarray, free: np.ndarray, left: np.nda
         measured = from_parts(both_left[:, CPU], both_left[:, MEMORY], np.concatenate((new_parts, parts)), mix)
         before = kept.remember("gpu", index, stale, measured[:k])
         after = measured[k:]
+    if g <= 0 and mix.keep_off > 0:
+        after[:, FRAGMENTED] += kept_off(need, free, parts[:, 0], mix.keep_off)
     return 0.5 - (after - before) / (2 * hosts.gpu_scale)
+
+
+def kept_off(need: np.ndarray, free: np.ndarray, gpus: np.ndarray, strength: float) -> np.ndarray:
+    """The GPU milli that an instance without GPUs (`need`) strands on hosts with `free` cpu and
+    memory and `gpus` free GPU milli when such work is kept off their cpu and memory
+    (`WorkloadMix.keep_off`, scarcity.py): the share of the host's free cpu or memory it takes
+    (the larger), as that share of its free GPUs, times `strength`."""
+    taken = np.maximum(need[CPU] / np.maximum(free[:, CPU], 1), need[MEMORY] / np.maximum(free[:, MEMORY], 1))
+    return strength * (gpus * np.minimum(taken, 1.0))

@@ -23,7 +23,7 @@ Shape = tuple[int, int, int]
 
 class WorkloadMix:
     def __init__(self, classes: list[tuple[int, int, int, float]], *, device_milli: int = gpumodel.ONE_GPU,
-                 misfit: np.ndarray | None = None):
+                 misfit: np.ndarray | None = None, keep_off: float = 0.0):
         if not classes:
             raise ValueError("a workload mix needs at least one class")
         a = np.array(classes, dtype=np.float64).reshape(-1, 4)
@@ -39,6 +39,12 @@ class WorkloadMix:
         # that the shape's room lies elsewhere (scarcity.py)
         self.misfit = np.ones(len(a)) if misfit is None else np.array(misfit, dtype=np.float64)
         self.fgd = bool(np.all(self.misfit == 1.0))
+        # how strongly work without GPUs is kept off the cpu and memory of hosts with free GPUs
+        # (0..1; the fragmentation measure counts the share of a host's free cpu or memory it takes
+        # as that share of the host's free GPUs lost, fragmentation.kept_off): 0 unless the Plan
+        # measured that the GPU hosts are short for the work to come and such work has its room
+        # elsewhere (scarcity.keep_off)
+        self.keep_off = float(keep_off)
         self.device_milli = device_milli
         self.share = self.gpu < device_milli     # a share of one device (or no GPU at all)
         # the fragmentation scorer compares devices against min(gpu, 1 device): its distinct values
@@ -76,11 +82,13 @@ class WorkloadMix:
         """This mix counted in devices of `device_milli` (itself when it already is)."""
         if device_milli == self.device_milli:
             return self
-        return WorkloadMix(self.classes, device_milli=device_milli, misfit=self.misfit)
+        return WorkloadMix(self.classes, device_milli=device_milli, misfit=self.misfit,
+                           keep_off=self.keep_off)
 
-    def with_misfit(self, misfit: np.ndarray) -> WorkloadMix:
-        """This mix with other weights of GPUs lost for lack of cpu or memory (one a shape)."""
-        return WorkloadMix(self.classes, device_milli=self.device_milli, misfit=misfit)
+    def with_misfit(self, misfit: np.ndarray, keep_off: float = 0.0) -> WorkloadMix:
+        """This mix with other weights of GPUs lost for lack of cpu or memory (one a shape), and
+        another strength with which work without GPUs is kept off hosts with free GPUs."""
+        return WorkloadMix(self.classes, device_milli=self.device_milli, misfit=misfit, keep_off=keep_off)
 
     def _per_gpu(self) -> tuple[float, float]:
         """The median cpu and memory a GPU's worth of the mix's GPU workloads brings with it

@@ -127,9 +127,10 @@ class Plan:
                 return
         self.measured_at = now
         weights = scarcity.misfit(self.overlay.free, self.overlay.gpu_left, mix)
-        if mix is self.overlay.mix and np.array_equal(weights, mix.misfit):
+        keep_off = scarcity.keep_off(self.overlay.free, self.overlay.gpu_left, mix)
+        if mix is self.overlay.mix and np.array_equal(weights, mix.misfit) and keep_off == mix.keep_off:
             return
-        self.overlay.use_mix(mix.with_misfit(weights))
+        self.overlay.use_mix(mix.with_misfit(weights, keep_off))
         self.classes.clear()
 
     def view(self, need: np.ndarray, rows: slice | np.ndarray = slice(None)) -> View:

@@ -12,6 +12,13 @@ cpu-only shape counts the GPUs with the share of the cluster's room for it (inst
 still take, each host on its own) that lies on hosts with no free GPU: 1 (FGD) where it all does,
 0 where none does. GPU shapes keep FGD's count. Causal: the hosts as the plan stands, re-measured
 when the share of the cluster's cpu or GPUs taken has moved by 1/STEPS, or the mix changed.
+
+The same clock measures how strongly work without GPUs is kept off the cpu and memory of hosts
+with free GPUs (`keep_off`, `WorkloadMix.keep_off`): where the GPU hosts are short of cpu or memory
+for the work the mix brings with their free GPUs, and the CPU-only hosts have room for its share
+without GPUs, such work placed beside free GPUs takes their cpu from them (bench/PACKING.md, the
+mixed hosts: CPU-only containers filled the GPU hosts' cpu while hundreds of CPU-only hosts stayed
+empty, and the last 8-GPU pods found no host).
 """
 from __future__ import annotations
 
@@ -51,3 +58,33 @@ def clock(cpu_taken: int, cpu_total: int, gpu_taken: int, gpu_total: int) -> tup
     """The steps of 1/STEPS of the cluster's cpu and GPU milli taken: the weights are re-measured
     when it moves."""
     return (cpu_taken * STEPS // max(cpu_total, 1), gpu_taken * STEPS // max(gpu_total, 1))
+
+
+def keep_off(free: np.ndarray, gpu_left: np.ndarray, mix: WorkloadMix) -> float:
+    """How strongly work without GPUs is kept off the cpu and memory of hosts with free GPUs
+    (`WorkloadMix.keep_off`, 0..1 in steps of 1/STEPS), from the work the mix brings with the GPUs
+    still free (as many instances as fill the free GPU milli at the mix's GPU milli per instance):
+    how short the hosts with free GPUs are of cpu (or memory) for both its GPU work and its work
+    without GPUs (the share of the latter they cannot hold beside the former: 0 when they hold
+    both, 1 when they hold none of it), times how much room
+    the hosts with no free GPU (CPU-only hosts, open or empty, and GPU hosts whose GPUs are all
+    taken) have to spare once they hold all of the latter (the share of their room left: 0 when it
+    does not fit there). Where the GPU hosts hold it beside their GPUs' work, or it must take their
+    cpu anyway, the placer packs it as before. 0 too when the mix has no work with or without GPUs,
+    and under the pooled GPU model, where the fragmentation measure does not count the shapes
+    without GPUs (mix.frag_weight: a host's GPUs are one amount there, kept for whole-GPU work)."""
+    cpu_only = mix.gpu == 0
+    gpu_asked = float(mix.weight[~cpu_only] @ mix.gpu[~cpu_only])
+    if gpu_asked <= 0 or not np.logical_or.reduce(cpu_only & (mix.frag_weight > 0)):
+        return 0.0
+    to_come = float(np.add.reduce(np.maximum(gpu_left, 0))) / gpu_asked   # instances of the mix
+    has_gpu = gpu_left > 0
+    short, spare = 0.0, 1.0
+    for resource, asks in ((CPU, mix.cpu), (MEMORY, mix.memory)):
+        left = np.maximum(free[:, resource], 0)
+        without = float(mix.weight[cpu_only] @ asks[cpu_only]) * to_come
+        both = float(mix.weight[~cpu_only] @ asks[~cpu_only]) * to_come + without
+        if without > 0:
+            short = max(short, (both - float(np.add.reduce(left[has_gpu]))) / without)
+            spare = min(spare, 1.0 - without / max(float(np.add.reduce(left[~has_gpu])), 1.0))
+    return float(np.floor(min(max(short, 0.0), 1.0) * max(spare, 0.0) * STEPS) / STEPS)
