@@ -4,8 +4,8 @@ Safe by construction, whatever the tar holds: members' names are checked by tarf
 (no absolute paths, no `..`, nothing reached through a symlink out of the layer); hard links are made
 here, not by tarfile (whose `tar_filter` does not check where they point, and whose link(2) follows a
 symlink): the target is looked up in the merged view of this layer so far and the layers below it
-(stack.py), never outside them, and a target that rises above the image's root (`../`) or names
-nothing there is refused. A target in this layer is linked; one in a layer below is copied into this
+(stack.py), never outside them; an absolute target, one that rises above the image's root (`../`),
+or one that names nothing there is refused. A target in this layer is linked; one in a layer below is copied into this
 layer (a hard link across layer directories would tie two shared layers' files together), with the
 owner and mode it has there (the layers below were unpacked for the same id range), as overlayfs's
 copy-up would, and containerd's apply onto the mounted snapshot does. Device nodes are skipped (an image brings no devices; a privileged container gets the host's),
@@ -104,7 +104,9 @@ def _hard_link(name: str, linkname: str, dest: Path, below: Sequence[Path], copi
                clear: int) -> None:
     """The tar's hard link `name` -> `linkname` made in `dest` (see the module's docstring)."""
     what = f"hard link {name[:200]!r} -> {linkname[:200]!r}"
-    if not linkname or posixpath.normpath(linkname.lstrip("/")).split("/")[0] == "..":
+    # absolute: refused as drivers/untar.py and tarfile's data filter do (tar writers store hard
+    # links relative to the archive's root; GNU tar strips a leading '/')
+    if not linkname or linkname.startswith("/") or posixpath.normpath(linkname).split("/")[0] == "..":
         raise LayerError(f"{what} leaves the image's root")
     source = stack.find([dest, *below], linkname)
     if source is None:
