@@ -140,6 +140,25 @@ async def test_a_layer_that_hard_links_files_of_the_layer_below_runs(registry, w
     assert lines[3].split()[:4] == ["-rw-r-----", "1", "0", "0"], log
 
 
+async def test_one_hard_linking_layer_on_two_bases_shows_each_base_s_file(registry, workdir, tmp_path):
+    """A layer blob is shared by content; one that copied files from the layers under it holds
+    those copies, so each stack under it has its own tree (and collecting one image leaves the other's)."""
+    top = layer([("x", "hard", "data/f")])
+    contents = {tag: f"base {tag}: {os.urandom(4).hex()}\n".encode() for tag in ("1", "2")}
+    for tag, content in contents.items():
+        base = busybox_layer([("data", "dir", None), ("data/f", "file", content)])
+        registry.push(write_layout(workdir / "layout", tag, [base, top], {"Cmd": ["/bin/cat", "/x"]}), "team/on", tag)
+    store = ImageStore(tmp_path / "store")
+    images = {tag: await store.get(f"{registry.address}/team/on:{tag}") for tag in contents}
+    assert {tag: (i.layers[0] / "x").read_bytes() for tag, i in images.items()} == contents
+    assert images["1"].layers[0] != images["2"].layers[0]
+    store.cap_bytes = store.size() - 1                        # the least recently used image goes
+    assert store.collect() == [images["1"].digest]
+    assert not any(p.exists() for p in images["1"].layers) and all(p.is_dir() for p in images["2"].layers)
+    again = await store.get(f"{registry.address}/team/on:2")  # nothing unpacked again
+    assert again.layers == images["2"].layers and (again.layers[0] / "x").read_bytes() == contents["2"]
+
+
 @pytest.mark.parametrize("linkname, words", [
     ("../../../../../../etc/hostname", "leaves the image's root"), ("/etc/passwd", "leaves the image's root"),
     ("data/nothing", "names nothing in this layer or the layers below it")])
