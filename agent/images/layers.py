@@ -1,14 +1,15 @@
 """Unpacking one layer blob into a directory of its own, an overlayfs lower layer.
 
 Safe by construction, whatever the tar holds: members' names are checked by tarfile's `tar_filter`
-(no absolute paths, no `..`, nothing reached through a symlink out of the layer); hard links are made
-here, not by tarfile (whose `tar_filter` does not check where they point, and whose link(2) follows a
-symlink): the target is looked up in the merged view of this layer so far and the layers below it
-(stack.py), never outside them; an absolute target, one that rises above the image's root (`../`),
-or one that names nothing there is refused. A target in this layer is linked; one in a layer below is copied into this
-layer (a hard link across layer directories would tie two shared layers' files together), with the
-owner and mode it has there (the layers below were unpacked for the same id range), as overlayfs's
-copy-up would, and containerd's apply onto the mounted snapshot does. Device nodes are skipped (an image brings no devices; a privileged container gets the host's),
+(no absolute paths, no `..`, nothing reached through a symlink out of the layer). Hard links are
+made here, not by tarfile (its `tar_filter` does not check where they point, and its link(2)
+follows a symlink): the target is looked up in the merged view of this layer so far and the layers
+below it (stack.py), never outside them; an absolute target, one rising above the image's root
+(`../`) or one naming nothing there is refused. A target in this layer is linked; one in a layer
+below is copied into this layer, with the owner and mode it has there (the layers below were
+unpacked for the same id range), as overlayfs's copy-up would and containerd's apply onto the
+mounted snapshot does (a link across layer directories would tie shared layers' files together).
+Device nodes are skipped (an image brings no devices; a privileged container gets the host's),
 setuid and setgid bits are cleared unless the layer is unpacked for privileged containers only
 (issue 16, as a .tar image's are: drivers/untar.py; overlays are mounted nosuid,nodev as well).
 Whiteouts, as the OCI image spec says, become overlayfs's own: `.wh.NAME` a 0/0 character device
