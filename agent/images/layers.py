@@ -2,9 +2,10 @@
 
 Safe by construction, whatever the tar holds: members' names are checked by tarfile's `tar_filter`
 (no absolute paths, no `..`, nothing reached through a symlink out of the layer). Hard links are
-made here, not by tarfile (its `tar_filter` does not check where they point, and its link(2)
-follows a symlink): the target is looked up in the merged view of this layer so far and the layers
-below it (stack.py), never outside them; an absolute target, one rising above the image's root
+made here, not by tarfile (its `tar_filter` does not check where they point: `x -> ../../etc/shadow`
+linked the host's file into the layer): the target is looked up in the merged view of this layer so
+far and the layers below it (stack.py), never outside them, a symlink there linked or copied as the
+symlink it is; an absolute target, one rising above the image's root
 (`../`) or one naming nothing there is refused. A target in this layer is linked; one in a layer
 below is copied into this layer, with the owner and mode it has there (the layers below were
 unpacked for the same id range), as overlayfs's copy-up would and containerd's apply onto the

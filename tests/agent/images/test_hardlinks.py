@@ -93,11 +93,18 @@ def test_the_target_is_found_through_symlinks_as_the_container_sees_them(tmp_pat
     assert [(upper / n).read_bytes() for n in "abc"] == [b"libc"] * 3
 
 
-@root_only
-def test_a_link_to_a_symlink_below_copies_the_symlink_not_what_it_points_to(tmp_path):
-    upper, _ = _stack(tmp_path, [[("etc", "dir"), ("etc/shadow", "sym", {"linkname": "/etc/shadow"})],
-                                 [("s", "hard", {"linkname": "etc/shadow"})]])
-    assert os.readlink(upper / "s") == "/etc/shadow"
+@pytest.mark.parametrize("where", ["below", "same-layer"])
+def test_a_link_to_a_symlink_is_a_symlink_never_the_host_file_it_names(tmp_path, where):
+    """A layer's `s -> /HOST/FILE` and a hard link `h -> s` (in that layer or one above): `h` is the
+    symlink itself, as Linux's link(2) and containerd's hardlinkRootPath make it, never a link to
+    the host's file (a copy from below must not follow it either)."""
+    secret = tmp_path / "host-secret"
+    secret.write_text("the host's")
+    sym = [("etc", "dir"), ("etc/s", "sym", {"linkname": str(secret)})]
+    link = [("h", "hard", {"linkname": "etc/s"})]
+    upper = _stack(tmp_path, [sym, link] if where == "below" else [sym + link])[0]
+    assert os.readlink(upper / "h") == str(secret) and os.lstat(upper / "h").st_ino != secret.stat().st_ino
+    assert secret.stat().st_nlink == 1
 
 
 @pytest.mark.parametrize("tars, words", [
