@@ -8,7 +8,8 @@ far and the layers below it (stack.py), never outside them, a symlink there link
 symlink it is; an absolute target, one rising above the image's root (`../`) or one naming nothing
 there is refused. A target in this layer is linked; one in a layer below is copied into this layer,
 with the owner and mode it has there (the layers below were unpacked for the same id range), as
-overlayfs's copy-up would and containerd's apply onto the mounted snapshot does (a link across layer directories would tie shared layers' files together).
+overlayfs's copy-up would and containerd's apply onto the mounted snapshot does (a link across
+layer directories would tie shared layers' files together).
 Device nodes are skipped (an image brings no devices; a privileged container gets the host's),
 setuid and setgid bits are cleared unless the layer is unpacked for privileged containers only
 (issue 16, as a .tar image's are: drivers/untar.py; overlays are mounted nosuid,nodev as well).
