@@ -1,8 +1,16 @@
 """Unpacking one layer blob into a directory of its own, an overlayfs lower layer.
 
-Safe by construction, whatever the tar holds: members are checked by tarfile's `tar_filter`
-(no absolute paths, no `..`, nothing reached through a symlink out of the layer, no link out of it),
-device nodes are skipped (an image brings no devices; a privileged container gets the host's),
+Safe by construction, whatever the tar holds: members' names are checked by tarfile's `tar_filter`
+(no absolute paths, no `..`, nothing reached through a symlink out of the layer). Hard links are
+made here, not by tarfile (its `tar_filter` does not check where they point: `x -> ../../etc/shadow`
+linked the host's file into the layer): the target is looked up in the merged view of this layer so
+far and the layers below it (stack.py), never outside them, a symlink there linked or copied as the
+symlink it is; an absolute target, one rising above the image's root (`../`) or one naming nothing
+there is refused. A target in this layer is linked; one in a layer below is copied into this layer,
+with the owner and mode it has there (the layers below were unpacked for the same id range), as
+overlayfs's copy-up would and containerd's apply onto the mounted snapshot does (a link across
+layer directories would tie shared layers' files together).
+Device nodes are skipped (an image brings no devices; a privileged container gets the host's),
 setuid and setgid bits are cleared unless the layer is unpacked for privileged containers only
 (issue 16, as a .tar image's are: drivers/untar.py; overlays are mounted nosuid,nodev as well).
 Whiteouts, as the OCI image spec says, become overlayfs's own: `.wh.NAME` a 0/0 character device
@@ -15,10 +23,16 @@ short is never used.
 from __future__ import annotations
 
 import os
+import posixpath
+import shutil
 import stat
 import tarfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from agent.images import stack
 
 if TYPE_CHECKING:                 # the container driver imports this package
     from agent.drivers.container.runc import IdMap
@@ -32,12 +46,22 @@ class LayerError(Exception):
     """A layer could not be unpacked."""
 
 
-def unpack(blob: Path, dest: Path, ids: IdMap | None, *, setuid: bool = False) -> int:
-    """Unpack `blob` (tar, gzip, bzip2 or xz) into the empty directory `dest`; its size in bytes.
-    `setuid`: keep setuid/setgid bits (a tree only privileged containers use)."""
+@dataclass(frozen=True)
+class Unpacked:
+    bytes: int                  # what the unpacked layer holds
+    from_below: int             # hard links whose target was copied from the layers below: the
+                                # tree depends on them, not only on the blob (store.py keys it so)
+
+
+def unpack(blob: Path, dest: Path, ids: IdMap | None, *, setuid: bool = False,
+           below: Sequence[Path] = ()) -> Unpacked:
+    """Unpack `blob` (tar, gzip, bzip2 or xz) into the empty directory `dest`.
+    `setuid`: keep setuid/setgid bits (a tree only privileged containers use). `below`: the image's
+    layers under this one, unpacked for the same ids, topmost first (where hard links may point)."""
     clear = 0 if setuid else stat.S_ISUID | stat.S_ISGID
     whiteouts: list[str] = []
     opaque: list[str] = []
+    copies: dict[Path, Path] = {}      # a file copied from below -> its copy here (links to it share it)
 
     def checked(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
         name = os.path.basename(member.name.rstrip("/"))
@@ -51,6 +75,9 @@ def unpack(blob: Path, dest: Path, ids: IdMap | None, *, setuid: bool = False) -
         if member.isdev():
             return None
         safe = tarfile.tar_filter(member, path)
+        if member.islnk():
+            _hard_link(safe.name, member.linkname, Path(path), below, copies, clear)
+            return None
         mode = member.mode if member.mode is not None else safe.mode
         # a root filesystem has group/other-writable and sticky dirs (/tmp): kept; setgid on a
         # directory only passes its group on, so it stays
@@ -62,15 +89,54 @@ def unpack(blob: Path, dest: Path, ids: IdMap | None, *, setuid: bool = False) -
     try:
         with tarfile.open(blob, "r:*") as tf:
             tf.extractall(dest, filter=checked, numeric_owner=True)
-    except (tarfile.TarError, OSError, EOFError, KeyError) as e:   # KeyError: a hard link to nothing
+    except (tarfile.TarError, OSError, EOFError) as e:
         raise LayerError(f"cannot unpack layer {blob.name}: {e}") from e
+    except LayerError as e:
+        raise LayerError(f"cannot unpack layer {blob.name}: {e}") from None
     for rel in whiteouts:
         _whiteout(dest, rel, ids)
     for rel in opaque:
         d = _inside(dest, rel)
         d.mkdir(parents=True, exist_ok=True)
         os.setxattr(d, "trusted.overlay.opaque", b"y", follow_symlinks=False)
-    return _size(dest)
+    return Unpacked(_size(dest), len(copies))
+
+
+def _hard_link(name: str, linkname: str, dest: Path, below: Sequence[Path], copies: dict[Path, Path],
+               clear: int) -> None:
+    """The tar's hard link `name` -> `linkname` made in `dest` (see the module's docstring)."""
+    what = f"hard link {name[:200]!r} -> {linkname[:200]!r}"
+    # absolute: refused as drivers/untar.py and tarfile's data filter do (tar writers store hard
+    # links relative to the archive's root; GNU tar strips a leading '/')
+    if not linkname or linkname.startswith("/") or posixpath.normpath(linkname).split("/")[0] == "..":
+        raise LayerError(f"{what} leaves the image's root")
+    source = stack.find([dest, *below], linkname)
+    if source is None:
+        raise LayerError(f"{what} names nothing in this layer or the layers below it")
+    st = os.lstat(source)
+    if stat.S_ISDIR(st.st_mode):
+        raise LayerError(f"{what} names a directory")
+    path = dest / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir() and not path.is_symlink():
+        raise LayerError(f"{what} would replace a directory")
+    path.unlink(missing_ok=True)
+    inside = source.is_relative_to(dest)
+    copy = copies.get(source)
+    if inside or (copy is not None and os.path.lexists(copy)):
+        os.link(source if inside else copy, path, follow_symlinks=False)   # the link itself, not its target
+    elif stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(source), path)
+        os.lchown(path, st.st_uid, st.st_gid)
+        copies[source] = path
+    elif stat.S_ISREG(st.st_mode):
+        shutil.copyfile(source, path, follow_symlinks=False)
+        os.chown(path, st.st_uid, st.st_gid)
+        os.chmod(path, stat.S_IMODE(st.st_mode) & ~clear)     # after chown, which clears setuid bits
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        copies[source] = path
+    else:
+        raise LayerError(f"{what} names neither a file nor a symlink")
 
 
 def _whiteout(dest: Path, rel: str, ids: IdMap | None) -> None:

@@ -6,6 +6,9 @@ Under the driver's state dir, images/registry/:
     blobs/sha256/<hex>              manifests, configs, layer blobs, as the registry sent them (verified)
     layers/<range>/<hex>/           one layer blob unpacked (layers.py), per id range (host, userns-U-G;
                                     privileged: the host's ids, setuid bits kept)
+    layers/<range>/<hex>-<chain>/   a layer whose hard links name files of the layers below it: its tree
+                                    holds copies of them, so it is kept per stack of layers under it
+                                    (<chain>: of their digests, as containerd keys snapshots by chain ID)
     images/<hex>.json               an image (by its manifest's digest): layers, config, sizes, last use
     refs.json                       reference -> digest it was last resolved to (container.pull)
     tmp/                            pulls and unpacks in progress (emptied at start: never used)
@@ -239,13 +242,16 @@ class ImageStore:
         rng = _range(ids, setuid)
         base = self.root / "layers" / rng
         base.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for digest in record["layers"]:
-            target = base / digest.split(":", 1)[1]
+        paths: list[Path] = []
+        for digest, (plain, chained) in zip(record["layers"], _layer_dirs(record["layers"]), strict=True):
+            target = base / plain if (base / plain).is_dir() else base / chained
             if not target.is_dir():
                 tmp = Path(tempfile.mkdtemp(prefix="layer-", dir=self.tmp))
                 try:
-                    size = layers_mod.unpack(self._blob(digest), tmp, ids, setuid=setuid)
+                    unpacked = layers_mod.unpack(self._blob(digest), tmp, ids, setuid=setuid,
+                                                 below=paths[::-1])
+                    size = unpacked.bytes
+                    target = base / (chained if unpacked.from_below else plain)
                     tmp.chmod(0o755)
                     os.rename(tmp, target)
                 except layers_mod.LayerError as e:
@@ -330,9 +336,9 @@ class ImageStore:
         for r in records:
             if self.size() <= self.cap_bytes:
                 break
+            names = {n for pair in _layer_dirs(r["layers"]) for n in pair}
             in_use = self._pinned[r["digest"]] > 0 or any(
-                layer.name in {d.split(":", 1)[1] for d in r["layers"]} for layer in mounted
-                if layer.parent.parent == self.root / "layers")
+                layer.name in names for layer in mounted if layer.parent.parent == self.root / "layers")
             if in_use:
                 continue
             (self.root / "images" / f"{r['digest'].split(':', 1)[1]}.json").unlink(missing_ok=True)
@@ -348,7 +354,7 @@ class ImageStore:
         keep_blobs, keep_layers = {d.split(":", 1)[1] for d in pulling}, set()
         for r in self._records():
             keep_blobs.update(d.split(":", 1)[1] for d in [r["manifest"], r["config_digest"], *r["layers"]])
-            keep_layers.update(d.split(":", 1)[1] for d in r["layers"])
+            keep_layers.update(n for pair in _layer_dirs(r["layers"]) for n in pair)
         for rng in (self.root / "layers").iterdir():
             for layer in rng.iterdir():
                 if layer.name not in keep_layers and layer not in mounted:
@@ -356,6 +362,17 @@ class ImageStore:
         for blob in (self.blobs / "sha256").iterdir():
             if blob.name not in keep_blobs:
                 blob.unlink(missing_ok=True)
+
+
+def _layer_dirs(digests: list[str]) -> list[tuple[str, str]]:
+    """Each layer's directory names (bottom first): its blob's hex alone, and with the chain of its
+    stack (its digest and those under it: for a layer that copied files from them)."""
+    out, chain = [], ""
+    for digest in digests:
+        chain = hashlib.sha256(f"{chain} {digest}".encode()).hexdigest()
+        hexa = digest.split(":", 1)[1]
+        out.append((hexa, f"{hexa}-{chain[:32]}"))
+    return out
 
 
 def _range(ids: IdMap | None, setuid: bool = False) -> str:

@@ -2,10 +2,15 @@
 same one `error:` line (exit 2) as the rest, and numeric options are refused before any call."""
 import json
 import os
+import random
+import socket
 import subprocess
 import sys
 
 import pytest
+from click.testing import CliRunner
+
+from agent.main import main as agent_main
 
 NOWHERE = "127.0.0.1:9"     # nothing listens: a check that called out would say "cannot reach"
 
@@ -122,6 +127,42 @@ def test_a_broken_ctl_toml_named_by_packyard_config_is_said_not_skipped(tmp_path
                        env={**env, "HOME": str(tmp_path), "PACKYARD_CONFIG": str(broken)})
     assert r.returncode == 2 and r.stderr.startswith(f"error: {broken}: ") and words in r.stderr, r.stderr
     assert len(r.stderr.splitlines()) == 1
+
+
+def _typos(seed: int, n: int) -> list[str]:
+    """Driver lists with one name mistyped (a letter dropped, doubled, swapped or upper-cased)."""
+    rng, out = random.Random(seed), []
+    while len(out) < n:
+        name = rng.choice(["container", "vm", "fake:container"])
+        k = rng.randrange(len(name))
+        typo = rng.choice([name[:k] + name[k + 1:], name[:k] + name[k] + name[k:], name[:k] + name[k:].upper(),
+                           name[:k] + name[k + 1:k + 2] + name[k:k + 1] + name[k + 2:]])
+        if typo != name:
+            out.append(",".join(rng.sample(["vm", typo, "container"], rng.randrange(1, 3)) + [typo])[:60])
+    return out
+
+
+@pytest.mark.parametrize("value", ["bogus", ",", " , ", "auto,vm", "vm,auto", "Container", "container;vm", "fake:gpu",
+                                   "docker", "x" * 300, *_typos(17, 6)])
+def test_local_up_refuses_drivers_with_the_agents_own_reason_before_starting_anything(tmp_path, value):
+    """Issue 17: an unknown or malformed --drivers is refused by the agent's own check (one check,
+    drivercheck.driver_names), on ctl's one error line, exit 2, before etcd, the scheduler or any
+    agent starts: the reason is the one packyard-agent itself gives."""
+    agent = CliRunner().invoke(agent_main, ["--etcd", "http://127.0.0.1:1", "--node", "n1",
+                                            "--state-dir", str(tmp_path / "agent"), "--drivers", value])
+    assert agent.exit_code == 2, agent.output          # (an accepted value would start a cluster below)
+    reason = agent.output.split("Invalid value for --drivers: ", 1)[1].strip()
+    work = tmp_path / "work"
+    # should the check ever be skipped: one host in a corner of its own, torn down as soon as it is up
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        ports = [str(a.getsockname()[1]), str(b.getsockname()[1])]
+    r = ctl("local", "up", "--workdir", str(work), "--prometheus-port", "0", "--once", "--hosts", "1",
+            "--net", "10.213.254.0/29", "--prefix", "pkdrv", "--scheduler-port", ports[0], "--etcd-port", ports[1],
+            "--drivers", value)
+    assert (r.returncode, r.stderr) == (2, f"error: Invalid value for '--drivers': {reason}\n")
+    assert not work.exists()
 
 
 def _leaves(group, path=()):

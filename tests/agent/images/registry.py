@@ -102,7 +102,7 @@ class Registry:
 
 def layer(entries: list[tuple]) -> bytes:
     """A gzip tar of (name, kind, data) entries: kind 'file' (data bytes), 'dir', 'link' (target),
-    'whiteout'; a 4th item is the mode."""
+    'hard' (a hard link: the path it names), 'whiteout'; a 4th item is the mode."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
         for name, kind, data, *mode in entries:
@@ -112,6 +112,8 @@ def layer(entries: list[tuple]) -> bytes:
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
             elif kind == "link":
                 info.type, info.linkname, info.mode = tarfile.SYMTYPE, data, 0o777
+            elif kind == "hard":
+                info.type, info.linkname, info.mode = tarfile.LNKTYPE, data, 0o644
             else:
                 info.size, info.mode = len(data or b""), 0o755
             if mode:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,57 @@ async def test_an_images_setuid_programs_keep_their_bit_only_for_privileged_cont
              for kind, out in (("plain", plain), ("privileged", privileged))}
     assert modes == {"plain": {"su": "-rwxr-xr-x", "wall": "-rwx--x--x"},
                      "privileged": {"su": "-rwsr-xr-x", "wall": "-rwx--s--x"}}
+
+
+async def test_a_layer_that_hard_links_files_of_the_layer_below_runs(registry, workdir, driven):
+    """Issue 16's gap: a later layer hard-linking a file an earlier one shipped (a copy of busybox run
+    as /usr/bin/cat, a data file), and one it deletes in the same layer (whiteout + link: the link
+    keeps the content). Pushed to a real registry, pulled, run by runc in the node's user namespace."""
+    base = busybox_layer([("data", "dir", None), ("data/msg", "file", b"from the base\n", 0o640),
+                          ("data/old", "file", b"deleted below, linked above\n", 0o644)])
+    top = layer([("usr", "dir", None), ("usr/bin", "dir", None), ("usr/bin/cat", "hard", "bin/busybox"),
+                 ("app", "dir", None), ("app/msg", "hard", "data/msg"), ("data", "dir", None),
+                 ("data/.wh.old", "file", b""), ("app/old", "hard", "data/old")])
+    cmd = "/usr/bin/cat /app/msg /app/old; ls /data; ls -ln /app/msg"
+    digest = registry.push(write_layout(workdir / "layout", "1", [base, top], {"Cmd": ["/bin/sh", "-c", cmd]}),
+                           "team/hardlinks", "1")
+    log, data = await driven.run(spec("img-hardlinks", f"{registry.address}/team/hardlinks:1"))
+    lines = log.splitlines()
+    assert data["image_digest"] == digest
+    assert lines[:3] == ["from the base", "deleted below, linked above", "msg"], log
+    # the copy keeps the file's mode and its owner, root of the container's id range
+    assert lines[3].split()[:4] == ["-rw-r-----", "1", "0", "0"], log
+
+
+async def test_one_hard_linking_layer_on_two_bases_shows_each_base_s_file(registry, workdir, tmp_path):
+    """A layer blob is shared by content; one that copied files from the layers under it holds
+    those copies, so each stack under it has its own tree (and collecting one image leaves the other's)."""
+    top = layer([("x", "hard", "data/f")])
+    contents = {tag: f"base {tag}: {os.urandom(4).hex()}\n".encode() for tag in ("1", "2")}
+    for tag, content in contents.items():
+        base = busybox_layer([("data", "dir", None), ("data/f", "file", content)])
+        registry.push(write_layout(workdir / "layout", tag, [base, top], {"Cmd": ["/bin/cat", "/x"]}), "team/on", tag)
+    store = ImageStore(tmp_path / "store")
+    images = {tag: await store.get(f"{registry.address}/team/on:{tag}") for tag in contents}
+    assert {tag: (i.layers[0] / "x").read_bytes() for tag, i in images.items()} == contents
+    assert images["1"].layers[0] != images["2"].layers[0]
+    store.cap_bytes = store.size() - 1                        # the least recently used image goes
+    assert store.collect() == [images["1"].digest]
+    assert not any(p.exists() for p in images["1"].layers) and all(p.is_dir() for p in images["2"].layers)
+    again = await store.get(f"{registry.address}/team/on:2")  # nothing unpacked again
+    assert again.layers == images["2"].layers and (again.layers[0] / "x").read_bytes() == contents["2"]
+
+
+@pytest.mark.parametrize("linkname, words", [
+    ("../../../../../../etc/hostname", "leaves the image's root"), ("/etc/passwd", "leaves the image's root"),
+    ("data/nothing", "names nothing in this layer or the layers below it")])
+async def test_a_layer_hard_linking_out_of_the_image_or_to_nothing_fails_the_start(registry, workdir, driven,
+                                                                                  linkname, words):
+    top = layer([("x", "hard", linkname)])
+    registry.push(write_layout(workdir / "layout", "1", [busybox_layer(), top], {"Cmd": ["/bin/cat", "/x"]}),
+                  "team/badlink", "1")
+    with pytest.raises(DriverError, match=f"hard link 'x' -> '{re.escape(linkname)}' {words}"):
+        await driven.run(spec("img-badlink", f"{registry.address}/team/badlink:1"))
 
 
 async def test_starts_of_one_image_for_different_id_ranges_pull_it_once(registry, workdir, tmp_path):
