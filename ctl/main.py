@@ -151,6 +151,8 @@ def wait_running(client: Client, name: str, timeout: float, quiet: bool,
         if not all(i.state == "running" or i.state in TERMINAL for i in current):
             return False
         rollout = _deployment_of(status, version)
+        if rollout is not None and rollout.state == "failed" and rollout.reverted_to:
+            return False               # the revert decided with the failure is being written
         return rollout is None or rollout.state != "running" or all(i.version >= version for i in status.instances)
     return _wait(client, name, timeout, quiet, "running", "", done)
 

@@ -36,8 +36,8 @@ def status_json(s: scheduler_pb2.JobStatus) -> dict:
 
 
 def deployment_json(d: scheduler_pb2.Deployment) -> dict:
-    # target: the job version it rolls out (a revert's: the new one); reverted_to: the version
-    # whose spec that is (None: not reverted). 0 from an older scheduler: the version itself
+    # target: the job version it rolls out (a revert's: the new one; 0 from an older scheduler:
+    # its own); reverted_to: the version auto_revert goes back to, whose spec that is (None: none)
     return {"version": d.version, "state": d.state, "description": d.description, "started_at": d.started_at,
             "groups": {name: {"desired": g.desired, "placed": g.placed, "healthy": g.healthy,
                               "unhealthy": g.unhealthy} for name, g in sorted(d.groups.items())},

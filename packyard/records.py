@@ -250,7 +250,9 @@ class DeploymentRecord:
     job: str
     version: int
     target: int = 0                     # the job version it rolls out (its own, unless reverted)
-    reverted_to: int = 0                # reverted: the version whose spec `target` was made from
+    # auto_revert: the version it goes back to, decided as it failed (written with the failure,
+    # then the revert: `reverted`, `target` made from it); 0: not reverted
+    reverted_to: int = 0
     rolling: bool = True                # still replacing instances
     promoted: bool = False              # its canaries were promoted (ctl promote, or auto_promote)
     state: str = "running"              # running | successful | failed | reverted | awaiting promotion

@@ -363,7 +363,7 @@ class Controller:
         d, writes = result.deployment, []
         if d is not None:
             if not d.rolling and d.state == "failed":
-                d = self._unrevertable(d)
+                d = self._revert_decided(d)
             writes.append((keys.deployment(d.job), records.dumps(d), self.state.deployment_revision(d.job)))
             if not d.rolling and d.state in ("successful", "reverted"):
                 writes += self._mark(d.job, d.target, stable=True)
@@ -387,44 +387,43 @@ class Controller:
     def _auto_revert(self, job: JobRecord) -> bool:
         return any(update_policy(g.update).auto_revert for g in self.specs.of(job).groups)
 
-    def _unrevertable(self, failed: records.DeploymentRecord) -> records.DeploymentRecord:
-        """A failed deployment of the current version that auto_revert cannot take anywhere
-        says so in its description (`versions.revert_target` decides, as `_revert_if_owed` will)."""
+    def _revert_decided(self, failed: records.DeploymentRecord) -> records.DeploymentRecord:
+        """The failed deployment of the current version as written: with auto_revert, where it
+        goes back to (`reverted_to`, `versions.revert_target`), or why nowhere in its description.
+        Decided here, written with the failure: a scheduler taking over before the revert's own
+        write reads the decision from etcd (`_revert_if_owed`), and a watcher (`ctl submit
+        --wait`) sees a failure that is about to be reverted for what it is."""
         job = self.state.jobs.get(failed.job)
         if (job is None or failed.target != failed.version or job.version != failed.version
                 or job.desired != "run" or not self._auto_revert(job)):
             return failed
         way = versions.revert_target(self.state.versions.get(job.name, {}), job.version)
-        if way.target is not None:
-            return failed
-        log.warning("deployment of %s version %d failed; not reverted: %s", job.name, job.version, way.nowhere)
-        return dataclasses.replace(failed, description=f"{failed.description}; not reverted: {way.nowhere}")
+        if way.target is None:
+            log.warning("deployment of %s version %d failed; not reverted: %s", job.name, job.version, way.nowhere)
+            return dataclasses.replace(failed, description=f"{failed.description}; not reverted: {way.nowhere}")
+        log.info("deployment of %s version %d failed; reverting to version %d, %s", job.name, job.version,
+                 way.target.version, way.why)
+        return dataclasses.replace(failed, reverted_to=way.target.version)
 
     async def _revert_if_owed(self, name: str) -> None:
-        """auto_revert: a failed deployment of the job's current version rolls back (to
-        `versions.revert_target`) as a new job version made from the target, rolled out the same
-        way under the failed deployment (`reverted`). Owed is read from etcd alone (the failed
-        record, its version marked failed with it, no newer version): a scheduler that took over
-        between the failure and the revert's write makes the revert itself."""
+        """auto_revert: a failed deployment of the job's current version that was decided to go
+        back (`reverted_to`) rolls back as a new job version made from that version, rolled out
+        the same way under the failed deployment (`reverted`). Owed is read from etcd alone (no
+        newer version since), so a scheduler that took over between the failure's write and the
+        revert's makes the revert itself, once."""
         d = self.state.deployments.get(name)
-        if d is None or d.rolling or d.state != "failed" or d.target != d.version:
-            return                     # not failed, or the way back itself failed: never reverted again
+        if d is None or d.rolling or d.state != "failed" or d.target != d.version or not d.reverted_to:
+            return                     # not failed, not to be reverted, or the way back itself failed
         job = self.state.jobs.get(name)
         if job is None or job.version != d.version or job.desired != "run":
             return
-        kept = self.state.versions.get(name, {})
-        v = kept.get(job.version)
-        if v is None or not v.failed or not self._auto_revert(job):
-            return                     # (a failure recorded before versions were marked is left as it was)
-        way = versions.revert_target(kept, job.version)
-        if way.target is None:
+        target = self.state.versions.get(name, {}).get(d.reverted_to)
+        if target is None:
             return
-        target = way.target
         reverting = dataclasses.replace(
-            d, state="reverted", rolling=True, target=job.version + 1, reverted_to=target.version, healthy=[],
-            progress_at=self.clock(),
+            d, state="reverted", rolling=True, target=job.version + 1, healthy=[], progress_at=self.clock(),
             description=f"{d.description}; reverted to version {target.version} (as version {job.version + 1})")
-        log.info("%s: %s", reverting.description, way.why)   # which rule chose it
+        log.info("%s", reverting.description)
         if await self._write_version(load_json(target.spec_json), f"revert to version {target.version} "
                                      f"after version {d.version} failed", fenced=True, deployment=reverting):
             metrics.DEPLOYMENTS.labels("reverted").inc()

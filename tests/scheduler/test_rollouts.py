@@ -160,8 +160,9 @@ async def test_a_first_version_failing_is_not_reverted_and_says_why(cluster):
 
 
 async def test_a_scheduler_taking_over_between_the_failure_and_the_revert_makes_the_revert(cluster, etcd):
-    """The failure (its version marked failed with it) is written, then the leader dies before
-    writing the revert: the next one finds it owed in etcd and reverts, once."""
+    """The failure (its version marked failed and where it goes back to, with it) is written,
+    then the leader dies before writing the revert: the next one finds it owed in etcd and
+    reverts, once."""
     sched, agents = cluster
     await sched.submit(spec("1", count=2, update=NOT_YET_STABLE))
     await eventually(lambda: all_running(sched, {1}, 2), timeout=10, what="v1 running")
@@ -172,7 +173,8 @@ async def test_a_scheduler_taking_over_between_the_failure_and_the_revert_makes_
     await sched.submit(spec("2", count=2, update={"auto_revert": True}, restart={"attempts": 0}))
     crasher = asyncio.get_running_loop().create_task(crash(agents, "2"))
     try:
-        await deployed(sched, 2, "failed")
+        failed = await deployed(sched, 2, "failed")
+        assert (failed.target, failed.reverted_to) == (2, 1)        # where to, decided with the failure
         stored = records.loads(VersionRecord, await etcd.get(keys.version("shop", 2)))
         assert stored.failed and not stored.stable
         await sched.close()
