@@ -151,8 +151,10 @@ def wait_running(client: Client, name: str, timeout: float, quiet: bool,
         if not all(i.state == "running" or i.state in TERMINAL for i in current):
             return False
         rollout = _deployment_of(status, version)
-        if rollout is not None and rollout.state == "failed" and rollout.reverted_to:
-            return False               # the revert decided with the failure is being written
+        if (rollout is not None and rollout.state == "failed" and rollout.reverted_to
+                and rollout.target == rollout.version):
+            return False               # the revert decided with the failure is being written (a revert
+            #                            whose own rollout failed rolls another version: it has ended)
         return rollout is None or rollout.state != "running" or all(i.version >= version for i in status.instances)
     return _wait(client, name, timeout, quiet, "running", "", done)
 

@@ -610,8 +610,9 @@ class Controller:
 
     async def rollback_target(self, name: str, version: int = 0) -> tuple[JobSpec, int]:
         """The spec (and its version) that rolling `name` back to `version` submits (0: where an
-        automatic revert of the current version would go, `versions.way_back`); NotFound or Refused. Apart from `rollback` so that the API
-        admits that very spec as it admits a Submit (--allow-privileged) before it is submitted."""
+        automatic revert of the current version would go, `versions.way_back`); NotFound or
+        Refused. Apart from `rollback` so that the API admits that very spec as it admits a Submit
+        (--allow-privileged) before it is submitted."""
         job = self.state.jobs.get(name)
         if job is None:
             raise NotFound(f"job '{name}' not found")
