@@ -151,6 +151,10 @@ def wait_running(client: Client, name: str, timeout: float, quiet: bool,
         if not all(i.state == "running" or i.state in TERMINAL for i in current):
             return False
         rollout = _deployment_of(status, version)
+        if (rollout is not None and rollout.state == "failed" and rollout.reverted_to
+                and rollout.target == rollout.version):
+            return False               # the revert decided with the failure is being written (a revert
+            #                            whose own rollout failed rolls another version: it has ended)
         return rollout is None or rollout.state != "running" or all(i.version >= version for i in status.instances)
     return _wait(client, name, timeout, quiet, "running", "", done)
 
@@ -283,7 +287,7 @@ def logs(client: Client, instance_id: str, follow: bool, tail: int, output: str)
 @output_option
 @click.pass_obj
 def history(client: Client, job: str, output: str):
-    """A job's versions (the last 10): when, whether stable (its deployment succeeded), what changed."""
+    """A job's versions (the last 10): when, whether stable (its deployment succeeded) or failed, what changed."""
     reply = client.call("History", scheduler_pb2.StatusRequest(name=job))
     emit(render.history_json(reply), render.history_table(reply), output)
 
@@ -291,7 +295,8 @@ def history(client: Client, job: str, output: str):
 @cli.command()
 @click.argument("job")
 @click.option("--version", type=click.IntRange(min=1), default=None,
-              help="The version to go back to (default: the newest stable one before the current).")
+              help="The version to go back to (default: the newest stable one before the current; with "
+                   "none stable yet, the one the current replaced, unless its deployment failed).")
 @output_option
 @click.pass_obj
 def rollback(client: Client, job: str, version: int | None, output: str):

@@ -36,9 +36,12 @@ def status_json(s: scheduler_pb2.JobStatus) -> dict:
 
 
 def deployment_json(d: scheduler_pb2.Deployment) -> dict:
+    # target: the job version it rolls out (a revert's: the new one; 0 from an older scheduler:
+    # its own); reverted_to: the version auto_revert goes back to, whose spec that is (None: none)
     return {"version": d.version, "state": d.state, "description": d.description, "started_at": d.started_at,
             "groups": {name: {"desired": g.desired, "placed": g.placed, "healthy": g.healthy,
-                              "unhealthy": g.unhealthy} for name, g in sorted(d.groups.items())}}
+                              "unhealthy": g.unhealthy} for name, g in sorted(d.groups.items())},
+            "target": d.target or d.version, "reverted_to": d.reverted_to or None}
 
 
 def deployment_line(d: scheduler_pb2.Deployment) -> str:
@@ -211,7 +214,8 @@ def plan_table(p: scheduler_pb2.PlanResponse) -> str:
 def history_json(h: scheduler_pb2.HistoryResponse) -> list[dict]:
     # "time" too: the word ("versions with time, stable flag and what changed")
     return [{"version": v.version, "submitted_at": v.submitted_at, "time": v.submitted_at, "stable": v.stable,
-             "current": v.current, "note": v.note, "changes": list(v.changes)} for v in h.versions]
+             "current": v.current, "note": v.note, "changes": list(v.changes), "failed": v.failed,
+             "same_as": v.same_as or None} for v in h.versions]
 
 
 def history_table(h: scheduler_pb2.HistoryResponse) -> str:
@@ -219,6 +223,8 @@ def history_table(h: scheduler_pb2.HistoryResponse) -> str:
     for v in h.versions:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.submitted_at))
         what = "; ".join(v.changes) if len(v.changes) <= 3 else "; ".join(v.changes[:3]) + f"; (+{len(v.changes) - 3} more)"
-        rows.append([str(v.version) + (" *" if v.current else ""), when, "yes" if v.stable else "no",
-                     (f"{v.note}: " if v.note else "") + (what or "no change")])
+        same = f" (the spec of version {v.same_as})" if v.same_as else ""
+        rows.append([str(v.version) + (" *" if v.current else ""), when,
+                     "yes" if v.stable else "no (failed)" if v.failed else "no",
+                     (f"{v.note}{same}: " if v.note or same else "") + (what or "no change")])
     return table(["VERSION", "SUBMITTED", "STABLE", "CHANGES"], rows)

@@ -246,10 +246,13 @@ class DeploymentRecord:
     """The rollout of a job version that changed groups (issue 14), written by the scheduler.
     `groups`: per group, {"desired", "placed", "healthy", "unhealthy"} new instances. A failed
     deployment whose group says auto_revert goes on as `reverted`, rolling out `target`: the job
-    version made from the last stable one."""
+    version made from `reverted_to` (scheduler/versions.py `way_back`)."""
     job: str
     version: int
     target: int = 0                     # the job version it rolls out (its own, unless reverted)
+    # auto_revert: the version it goes back to, decided as it failed (written with the failure,
+    # then the revert: `reverted`, `target` made from it); 0: not reverted
+    reverted_to: int = 0
     rolling: bool = True                # still replacing instances
     promoted: bool = False              # its canaries were promoted (ctl promote, or auto_promote)
     state: str = "running"              # running | successful | failed | reverted | awaiting promotion
@@ -265,12 +268,14 @@ class DeploymentRecord:
 @dataclass
 class VersionRecord:
     """One submitted version of a job (issue 14: `ctl history`, rollbacks), kept for the last
-    KEPT_VERSIONS versions. Stable: its deployment succeeded (a count-only change inherits it)."""
+    KEPT_VERSIONS versions. Stable: its deployment succeeded; failed: its deployment failed (a
+    count-only change inherits both; a version superseded while rolling out is neither)."""
     job: str
     version: int
     spec_json: str
     submitted_at: float = 0.0
     stable: bool = False
+    failed: bool = False
     note: str = ""                      # how it came to be: "rollback to version 2", ...
 
 

@@ -98,6 +98,7 @@ class Version:
     record: records.VersionRecord
     changes: tuple[str, ...]
     current: bool
+    same_as: int = 0                   # the newest older kept version with this very spec
 
 
 class Controller:
@@ -308,6 +309,7 @@ class Controller:
             await self.apply(result)
             if result.create or result.unassign:
                 self.kick()            # placed by the next evaluation, at once
+        await self._revert_if_owed(name)
 
     def _rollouts_due(self, now: float, whole: bool) -> set[str]:
         """Rolling jobs looked at again now: see scheduler/rollout_timer.py."""
@@ -356,47 +358,75 @@ class Controller:
     async def apply(self, result: Result) -> None:
         """Write a reconcile result (the deployment record with the first instances: a rollout's
         step and its record land together or not at all); then tell agents to stop what should
-        no longer run."""
+        no longer run. A deployment that ended marks its version stable or failed in the same
+        transaction: what a revert or rollback may go back to is in etcd with the outcome."""
         d, writes = result.deployment, []
         if d is not None:
+            if not d.rolling and d.state == "failed":
+                d = self._revert_decided(d)
             writes.append((keys.deployment(d.job), records.dumps(d), self.state.deployment_revision(d.job)))
             if not d.rolling and d.state in ("successful", "reverted"):
-                writes += self._stable(d.job, d.target)
+                writes += self._mark(d.job, d.target, stable=True)
+            elif not d.rolling and d.state == "failed":
+                writes += self._mark(d.job, d.target, failed=True)
         ok = await self.commit([*result.create, *result.stop, *result.lost, *result.unassign], writes)
         if ok and d is not None and not d.rolling:
             metrics.DEPLOYMENTS.labels(d.state if d.state != "reverted" else "rolled back").inc()
             self.kick(d.job)           # what the rollout held back (a failed instance's reschedule) goes on
         self.dispatcher.stop(r for r in result.stop if r.node)
-        if ok and d is not None and d.state == "failed" and d.target == d.version:
-            await self._revert(d)
 
-    def _stable(self, job: str, number: int) -> list[Write]:
-        """The write marking a version stable (its deployment succeeded), if it is kept and not yet."""
+    def _mark(self, job: str, number: int, **outcome: bool) -> list[Write]:
+        """The write marking a version stable or failed (its deployment's outcome), if it is kept
+        and not yet."""
         v = self.state.versions.get(job, {}).get(number)
-        if v is None or v.stable:
+        if v is None or all(getattr(v, k) == want for k, want in outcome.items()):
             return []
-        return [(keys.version(job, number), records.dumps(dataclasses.replace(v, stable=True)),
+        return [(keys.version(job, number), records.dumps(dataclasses.replace(v, **outcome)),
                  self.state.version_revision(job, number))]
 
-    async def _revert(self, failed: records.DeploymentRecord) -> None:
-        """auto_revert: a failed deployment rolls back to the last stable version, as a new job
-        version made from it, rolled out the same way under the failed deployment (`reverted`)."""
+    def _auto_revert(self, job: JobRecord) -> bool:
+        return any(update_policy(g.update).auto_revert for g in self.specs.of(job).groups)
+
+    def _revert_decided(self, failed: records.DeploymentRecord) -> records.DeploymentRecord:
+        """The failed deployment of the current version as written: with auto_revert, where it
+        goes back to (`reverted_to`, `versions.revert_target`), or why nowhere in its description.
+        Decided here, written with the failure: a scheduler taking over before the revert's own
+        write reads the decision from etcd (`_revert_if_owed`), and a watcher (`ctl submit
+        --wait`) sees a failure that is about to be reverted for what it is."""
         job = self.state.jobs.get(failed.job)
-        if job is None or job.version != failed.version or job.desired != "run":
+        if (job is None or failed.target != failed.version or job.version != failed.version
+                or job.desired != "run" or not self._auto_revert(job)):
+            return failed
+        way = versions.revert_target(self.state.versions.get(job.name, {}), job.version)
+        if way.target is None:
+            log.warning("deployment of %s version %d failed; not reverted: %s", job.name, job.version, way.nowhere)
+            return dataclasses.replace(failed, description=f"{failed.description}; not reverted: {way.nowhere}")
+        log.info("deployment of %s version %d failed; reverting to version %d, %s", job.name, job.version,
+                 way.target.version, way.why)
+        return dataclasses.replace(failed, reverted_to=way.target.version)
+
+    async def _revert_if_owed(self, name: str) -> None:
+        """auto_revert: a failed deployment of the job's current version that was decided to go
+        back (`reverted_to`) rolls back as a new job version made from that version, rolled out
+        the same way under the failed deployment (`reverted`). Owed is read from etcd alone (no
+        newer version since), so a scheduler that took over between the failure's write and the
+        revert's makes the revert itself, once."""
+        d = self.state.deployments.get(name)
+        if d is None or d.rolling or d.state != "failed" or d.target != d.version or not d.reverted_to:
+            return                     # not failed, not to be reverted, or the way back itself failed
+        job = self.state.jobs.get(name)
+        if job is None or job.version != d.version or job.desired != "run":
             return
-        if not any(update_policy(g.update).auto_revert for g in self.specs.of(job).groups):
-            return
-        target = versions.stable_before(self.state.versions.get(job.name, {}), job.version)
+        target = self.state.versions.get(name, {}).get(d.reverted_to)
         if target is None:
-            log.warning("deployment of %s version %d failed; no stable version to revert to", job.name, job.version)
             return
         reverting = dataclasses.replace(
-            failed, state="reverted", rolling=True, target=job.version + 1, healthy=[], progress_at=self.clock(),
-            description=f"{failed.description}; reverted to version {target.version} (as version {job.version + 1})")
+            d, state="reverted", rolling=True, target=job.version + 1, healthy=[], progress_at=self.clock(),
+            description=f"{d.description}; reverted to version {target.version} (as version {job.version + 1})")
         log.info("%s", reverting.description)
-        metrics.DEPLOYMENTS.labels("reverted").inc()
-        await self._write_version(load_json(target.spec_json), f"revert to version {target.version} "
-                                  f"after version {failed.version} failed", fenced=True, deployment=reverting)
+        if await self._write_version(load_json(target.spec_json), f"revert to version {target.version} "
+                                     f"after version {d.version} failed", fenced=True, deployment=reverting):
+            metrics.DEPLOYMENTS.labels("reverted").inc()
 
     async def commit(self, recs: list[InstanceRecord], first: Write | list[Write] | None = None,
                      fenced: bool = True, drop: list[str] | tuple[str, ...] = ()) -> bool:
@@ -491,9 +521,11 @@ class Controller:
                            deployment=deployment or self.state.deployments.get(spec.name))
         kept = self.state.versions.get(spec.name, {})
         before = kept.get(old.version) if old is not None else None
+        # a count-only change runs what the version before it ran: its outcome too
+        same = not deploy and before is not None
         version = records.VersionRecord(job=job.name, version=job.version, spec_json=job.spec_json,
-                                        submitted_at=now, note=note,
-                                        stable=not deploy and before is not None and before.stable)
+                                        submitted_at=now, note=note, stable=same and before.stable,
+                                        failed=same and before.failed)
         writes = [(keys.job(job.name), records.dumps(job), self.state.job_revision(job.name)),
                   (keys.version(job.name, job.version), records.dumps(version),
                    self.state.version_revision(job.name, job.version))]
@@ -548,12 +580,12 @@ class Controller:
         if job is None:
             raise NotFound(f"job '{name}' not found")
         kept = sorted(self.state.versions.get(name, {}).values(), key=lambda v: v.version)
-        out, before = [], None
+        out, before, seen = [], None, {}
         for v in kept:
             spec = json.loads(v.spec_json)
             changes = specdiff.diff(before, spec) if before is not None or v.version == 1 else ["(earlier versions forgotten)"]
-            out.append(Version(v, tuple(changes), v.version == job.version))
-            before = spec
+            out.append(Version(v, tuple(changes), v.version == job.version, seen.get(v.spec_json, 0)))
+            before, seen[v.spec_json] = spec, v.version
         return out
 
     async def promote(self, name: str) -> records.DeploymentRecord:
@@ -577,9 +609,10 @@ class Controller:
         return promoted
 
     async def rollback_target(self, name: str, version: int = 0) -> tuple[JobSpec, int]:
-        """The spec (and its version) that rolling `name` back to `version` submits (0: the newest
-        stable one before the current); NotFound or Refused. Apart from `rollback` so that the API
-        admits that very spec as it admits a Submit (--allow-privileged) before it is submitted."""
+        """The spec (and its version) that rolling `name` back to `version` submits (0: where an
+        automatic revert of the current version would go, `versions.way_back`); NotFound or
+        Refused. Apart from `rollback` so that the API admits that very spec as it admits a Submit
+        (--allow-privileged) before it is submitted."""
         job = self.state.jobs.get(name)
         if job is None:
             raise NotFound(f"job '{name}' not found")
@@ -590,9 +623,11 @@ class Controller:
                 known = ", ".join(str(n) for n in sorted(kept)) or "none"
                 raise NotFound(f"job '{name}' has no version {version} (kept: {known})")
         else:
-            target = versions.stable_before(kept, job.version)
+            way = versions.way_back(kept, job.version)     # as an automatic revert would go
+            target = way.target
             if target is None:
-                raise Refused(f"job '{name}' has no stable version before version {job.version} to roll back to")
+                raise Refused(f"job '{name}' has no stable version before version {job.version} to roll "
+                              f"back to ({way.why})")
         if target.version == job.version and job.desired == "run":
             raise Refused(f"job '{name}' already runs version {job.version}")
         return load_json(target.spec_json), target.version

@@ -12,8 +12,9 @@ holds it and the time, which old instances to replace now and the deployment rec
   deployment: nothing more is replaced. Every slot new and healthy: successful.
 - A version gets a deployment when it changed what instances run, or is the job's first
   (`JobRecord.deploy`); a count-only change scales without one. A deployment the controller
-  reverted (auto_revert) rolls its `target`, the version made from the last stable one, the same
-  way, and stays `reverted` once that is done.
+  reverted (auto_revert) rolls its `target`, the version made from the one it went back to
+  (`reverted_to`, chosen by scheduler/versions.py `revert_target`), the same way, and stays
+  `reverted` once that is done.
 - `canary: N`: first N new instances start beside old ones (in their slots; nothing stopped),
   then the deployment is `awaiting promotion` once they are healthy; promoted (`ctl promote`, or
   `auto_promote`), each canary's old instance is retired and the rest rolls as above.

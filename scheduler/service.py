@@ -74,7 +74,8 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         kept = await _answer(context, self.c.history(request.name))
         return scheduler_pb2.HistoryResponse(name=request.name, versions=[scheduler_pb2.JobVersion(
             version=v.record.version, submitted_at=v.record.submitted_at, stable=v.record.stable,
-            note=v.record.note, changes=v.changes, current=v.current) for v in kept])
+            note=v.record.note, changes=v.changes, current=v.current, failed=v.record.failed,
+            same_as=v.same_as) for v in kept])
 
     async def Rollback(self, request, context):
         if request.version < 0:
@@ -307,4 +308,5 @@ def _submitted(name: str, done) -> scheduler_pb2.SubmitResponse:
 def deployment_view(d) -> scheduler_pb2.Deployment:
     return scheduler_pb2.Deployment(
         version=d.version, state=d.state, description=d.description, started_at=d.started_at,
+        target=d.target or d.version, reverted_to=d.reverted_to,
         groups={name: scheduler_pb2.DeploymentGroup(**counts) for name, counts in d.groups.items()})

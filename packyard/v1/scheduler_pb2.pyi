@@ -22,20 +22,24 @@ class VersionResponse(_message.Message):
     def __init__(self, version: _Optional[str] = ..., python: _Optional[str] = ..., leader: _Optional[bool] = ...) -> None: ...
 
 class JobVersion(_message.Message):
-    __slots__ = ("version", "submitted_at", "stable", "note", "changes", "current")
+    __slots__ = ("version", "submitted_at", "stable", "note", "changes", "current", "failed", "same_as")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
     STABLE_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
     CHANGES_FIELD_NUMBER: _ClassVar[int]
     CURRENT_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    SAME_AS_FIELD_NUMBER: _ClassVar[int]
     version: int
     submitted_at: float
     stable: bool
     note: str
     changes: _containers.RepeatedScalarFieldContainer[str]
     current: bool
-    def __init__(self, version: _Optional[int] = ..., submitted_at: _Optional[float] = ..., stable: _Optional[bool] = ..., note: _Optional[str] = ..., changes: _Optional[_Iterable[str]] = ..., current: _Optional[bool] = ...) -> None: ...
+    failed: bool
+    same_as: int
+    def __init__(self, version: _Optional[int] = ..., submitted_at: _Optional[float] = ..., stable: _Optional[bool] = ..., note: _Optional[str] = ..., changes: _Optional[_Iterable[str]] = ..., current: _Optional[bool] = ..., failed: _Optional[bool] = ..., same_as: _Optional[int] = ...) -> None: ...
 
 class HistoryResponse(_message.Message):
     __slots__ = ("name", "versions")
@@ -156,7 +160,7 @@ class DeploymentGroup(_message.Message):
     def __init__(self, desired: _Optional[int] = ..., placed: _Optional[int] = ..., healthy: _Optional[int] = ..., unhealthy: _Optional[int] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("version", "state", "description", "started_at", "groups")
+    __slots__ = ("version", "state", "description", "started_at", "groups", "target", "reverted_to")
     class GroupsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -169,12 +173,16 @@ class Deployment(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    REVERTED_TO_FIELD_NUMBER: _ClassVar[int]
     version: int
     state: str
     description: str
     started_at: float
     groups: _containers.MessageMap[str, DeploymentGroup]
-    def __init__(self, version: _Optional[int] = ..., state: _Optional[str] = ..., description: _Optional[str] = ..., started_at: _Optional[float] = ..., groups: _Optional[_Mapping[str, DeploymentGroup]] = ...) -> None: ...
+    target: int
+    reverted_to: int
+    def __init__(self, version: _Optional[int] = ..., state: _Optional[str] = ..., description: _Optional[str] = ..., started_at: _Optional[float] = ..., groups: _Optional[_Mapping[str, DeploymentGroup]] = ..., target: _Optional[int] = ..., reverted_to: _Optional[int] = ...) -> None: ...
 
 class ListRequest(_message.Message):
     __slots__ = ()

@@ -67,7 +67,32 @@ def test_the_json_keys_issues_13_and_14_name():
     h = scheduler_pb2.HistoryResponse(name="big", versions=[scheduler_pb2.JobVersion(
         version=1, submitted_at=100.0, stable=True, current=True, changes=["(new job)"])])
     assert render.history_json(h) == [{"version": 1, "submitted_at": 100.0, "time": 100.0, "stable": True,
-                                       "current": True, "note": "", "changes": ["(new job)"]}]
+                                       "current": True, "note": "", "changes": ["(new job)"],
+                                       "failed": False, "same_as": None}]
+
+
+def test_a_revert_says_where_it_went_in_status_and_history():
+    """A reverted deployment names the version it rolls out and the one whose spec that is; history
+    marks the failed version and the new one's spec as that version's."""
+    s = job({("web", "running"): 1})
+    s.deployment.version, s.deployment.state, s.deployment.target, s.deployment.reverted_to = 2, "reverted", 3, 1
+    d = render.status_json(s)["deployment"]
+    assert (d["version"], d["state"], d["target"], d["reverted_to"]) == (2, "reverted", 3, 1)
+    s.deployment.state, s.deployment.target, s.deployment.reverted_to = "running", 0, 0   # an older scheduler's
+    d = render.status_json(s)["deployment"]
+    assert (d["target"], d["reverted_to"]) == (2, None)
+    h = scheduler_pb2.HistoryResponse(name="big", versions=[
+        scheduler_pb2.JobVersion(version=1, changes=["(new job)"]),
+        scheduler_pb2.JobVersion(version=2, failed=True, changes=["groups[web].count: 1 → 2"]),
+        scheduler_pb2.JobVersion(version=3, stable=True, current=True, same_as=1, changes=["groups[web].count: 2 → 1"],
+                                 note="revert to version 1 after version 2 failed")])
+    assert [(v["version"], v["stable"], v["failed"], v["same_as"]) for v in render.history_json(h)] == [
+        (1, False, False, None), (2, False, True, None), (3, True, False, 1)]
+    rows = [line.split(None, 3) for line in render.history_table(h).splitlines()[1:]]
+    assert [r[0] for r in rows] == ["1", "2", "3"]
+    table = render.history_table(h)
+    assert "no (failed)" in table.splitlines()[2] and "revert to version 1 after version 2 failed (the spec of " \
+        "version 1): groups[web].count: 2 → 1" in table.splitlines()[3], table
 
 
 def test_wide_shows_the_image_digest_each_instance_runs():

@@ -69,3 +69,25 @@ def _with_state(s: scheduler_pb2.JobStatus, state: str) -> scheduler_pb2.JobStat
     out.CopyFrom(s)
     out.deployment.state = state
     return out
+
+
+def test_a_failure_decided_to_be_reverted_is_waited_through_until_reverted():
+    """The failure and its revert are two writes: between them the deployment shows `failed`
+    with `reverted_to` (where it goes back to). --wait ends on `reverted`, not on that moment;
+    a failure with nowhere to go, or a revert's own rollout failing, ends it at once."""
+    live = [("shop.web.0-1", 1, "running", "run"), ("shop.web.1-2", 2, "failed", "run")]
+    failing = status(2, live, "failed")
+    failing.deployment.target, failing.deployment.reverted_to = 2, 1
+    reverted = status(3, live, "reverted", deployment_version=2)
+    reverted.deployment.target, reverted.deployment.reverted_to = 3, 1
+    client = Scripted([failing, failing, reverted])
+    assert main.wait_running(client, "shop", timeout=60, quiet=True, version=2).deployment.state == "reverted"
+    assert client.calls == 3
+    nowhere = status(2, live, "failed")
+    nowhere.deployment.target = 2
+    rollback_failed = status(3, live, "failed", deployment_version=2)
+    rollback_failed.deployment.target, rollback_failed.deployment.reverted_to = 3, 1
+    for ended in (nowhere, rollback_failed):
+        client = Scripted([ended])
+        assert main.wait_running(client, "shop", timeout=60, quiet=True, version=2).deployment.state == "failed"
+        assert client.calls == 1

@@ -512,6 +512,43 @@ def test_a_version_whose_command_exits_fails_and_is_reverted_automatically(clust
     cluster.ctl("stop", "flaky")
 
 
+def test_a_bad_second_version_goes_back_to_a_first_one_not_yet_stable(cluster, tmp_path):
+    """What users run: `submit v1 --wait` returns once v1 runs, before its deployment can have
+    succeeded (min_healthy_time left at its default, 10 s); then v2, whose command exits, with
+    auto_revert. No version is stable yet: v2 goes back to v1, the version it replaced, whose
+    deployment had not failed (scheduler/versions.py way_back)."""
+    r = submit(cluster, tmp_path, job("undo", count=2), "--wait", "--timeout", "60")
+    assert r.returncode == 0, r.stderr
+    assert status(cluster, "undo")["deployment"]["state"] == "running"      # v1 not stable yet
+    # restarted once at once (the default waits 15 s before its first restart, which fails it)
+    bad = job("undo", count=2, command=["/bin/sh", "-c", "exit 3"],
+              extra="    update: {auto_revert: true}\n    restart: {attempts: 1, delay: 100ms}\n")
+    waited = submit(cluster, tmp_path, bad, "--wait", "--timeout", "60")
+    reason = waited.stderr.strip().splitlines()[-1]
+    assert waited.returncode == 1 and reason.startswith(
+        "error: deployment of version 2: reverted (version 2 failed: undo.main.0-2 is unhealthy"), waited.stderr
+    assert "; reverted to version 1 (as version 3))" in reason, reason
+    s = status(cluster, "undo")
+    d = s["deployment"]
+    assert (s["version"], d["version"], d["state"], d["target"], d["reverted_to"]) == (3, 2, "reverted", 3, 1), d
+    history = json.loads(cluster.ctl("history", "undo", "-o", "json").stdout)
+    assert [(v["version"], v["failed"], v["same_as"]) for v in history] == [(1, False, None), (2, True, None), (3, False, 1)]
+    assert history[2]["note"] == "revert to version 1 after version 2 failed" and history[2]["current"]
+    # v1's content runs again: both slots run its sleep (the replaced one as version 3)
+    live = wait_for(lambda: (live := [i for i in status(cluster, "undo")["instances"] if i["desired"] == "run"])
+                    and all(i["state"] == "running" for i in live) and live, timeout=30, what="both running")
+    assert sorted((i["id"], i["version"]) for i in live) == [("undo.main.0-3", 3), ("undo.main.1-1", 1)]
+    for i in live:
+        commands = {Path(f"/proc/{pid}/cmdline").read_bytes() for pid in pids_in(i["node"], i["id"])}
+        assert b"/bin/sleep\x003600\x00" in commands, (i["id"], commands)
+    d = rolled(cluster, "undo", 2, states=("reverted",))
+    wait_for(lambda: "rolled back" in status(cluster, "undo")["deployment"]["description"], timeout=40,
+             what="rolled back (v3 healthy for min_healthy_time)")
+    history = json.loads(cluster.ctl("history", "undo", "-o", "json").stdout)
+    assert [(v["version"], v["stable"], v["failed"]) for v in history] == [(1, False, False), (2, False, True), (3, True, False)]
+    cluster.ctl("stop", "undo")
+
+
 @opt_in("a slow proof")
 def test_a_canary_waits_for_ctl_promote_and_plan_shows_the_change(cluster, tmp_path):
     canary = ROLL % ", canary: 1"

@@ -101,6 +101,101 @@ async def test_a_failing_version_is_reverted_to_the_last_stable_one(cluster):
     assert 'groups[web].container.command: ["/bin/sleep","1"] → ["/bin/sleep","2"]' in history.versions[1].changes
 
 
+async def all_running(sched, versions, n):
+    """`n` instances meant to run, all running, each made for one of `versions` (an instance
+    whose spec a revert brings back is kept: it is what the new version runs)."""
+    s = await sched.status("shop")
+    live = [i for i in s.instances if i.desired == "run"]
+    return len(live) == n and all(i.state == "running" and i.version in versions for i in live)
+
+
+def history_of(reply) -> list[tuple[int, bool, bool, int]]:
+    return [(v.version, v.stable, v.failed, v.same_as) for v in reply.versions]
+
+
+NOT_YET_STABLE = {"min_healthy_time": "2s"}     # v1 running, not stable, when v2 fails
+
+
+async def test_a_version_failing_before_any_is_stable_goes_back_to_the_one_it_replaced(cluster):
+    """`submit v1 --wait` returns once v1 runs, before v1 is stable (min_healthy_time): a failing
+    v2 still goes back to v1, which it replaced and which had not failed."""
+    sched, agents = cluster
+    await sched.submit(spec("1", count=2, update=NOT_YET_STABLE))
+    await eventually(lambda: all_running(sched, {1}, 2), timeout=10, what="v1 running")
+    await sched.submit(spec("2", count=2, update={"auto_revert": True}, restart={"attempts": 0}))
+    crasher = asyncio.get_running_loop().create_task(crash(agents, "2"))
+    try:
+        d = await deployed(sched, 2, "reverted")
+        assert "reverted to version 1 (as version 3)" in d.description, d.description
+        assert (d.target, d.reverted_to) == (3, 1)
+        await eventually(lambda: _rolled_back(sched), timeout=20, what="rolled back")
+    finally:
+        crasher.cancel()
+    s = await sched.status("shop")
+    assert s.version == 3 and s.spec_json == validate_spec_json("1", NOT_YET_STABLE)
+    assert await all_running(sched, {1, 3}, 2)   # v1's spec throughout: the replaced slot's as version 3
+    history = await sched.stub.History(scheduler_pb2.StatusRequest(name="shop"))
+    assert history_of(history) == [(1, False, False, 0), (2, False, True, 0), (3, True, False, 1)]
+    # back again by hand: to v2 no (it failed), and nothing is stable before v3 but v3 itself
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await sched.stub.Rollback(scheduler_pb2.RollbackRequest(name="shop"))
+    assert (e.value.code(), e.value.details()) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "job 'shop' has no stable version before version 3 to roll back "
+        "to (the deployment of version 2, which it replaced, failed)")
+
+
+async def test_a_first_version_failing_is_not_reverted_and_says_why(cluster):
+    sched, agents = cluster
+    await sched.submit(spec("2", count=2, update={"auto_revert": True}, restart={"attempts": 0}))
+    crasher = asyncio.get_running_loop().create_task(crash(agents, "2"))
+    try:
+        d = await deployed(sched, 1, "failed")
+    finally:
+        crasher.cancel()
+    assert d.description.endswith("; not reverted: no stable version before version 1, and it is the "
+                                  "job's first version"), d.description
+    assert (await sched.status("shop")).version == 1 and d.reverted_to == 0
+    history = await sched.stub.History(scheduler_pb2.StatusRequest(name="shop"))
+    assert history_of(history) == [(1, False, True, 0)]
+
+
+async def test_a_scheduler_taking_over_between_the_failure_and_the_revert_makes_the_revert(cluster, etcd):
+    """The failure (its version marked failed and where it goes back to, with it) is written,
+    then the leader dies before writing the revert: the next one finds it owed in etcd and
+    reverts, once."""
+    sched, agents = cluster
+    await sched.submit(spec("1", count=2, update=NOT_YET_STABLE))
+    await eventually(lambda: all_running(sched, {1}, 2), timeout=10, what="v1 running")
+
+    async def dies_first(name):
+        return None
+    sched.controller._revert_if_owed = dies_first
+    await sched.submit(spec("2", count=2, update={"auto_revert": True}, restart={"attempts": 0}))
+    crasher = asyncio.get_running_loop().create_task(crash(agents, "2"))
+    try:
+        failed = await deployed(sched, 2, "failed")
+        assert (failed.target, failed.reverted_to) == (2, 1)        # where to, decided with the failure
+        stored = records.loads(VersionRecord, await etcd.get(keys.version("shop", 2)))
+        assert stored.failed and not stored.stable
+        await sched.close()
+        again = await start_scheduler(etcd, ControllerConfig(tick=0.1))
+        try:
+            d = await deployed(again, 2, "reverted")
+            assert "reverted to version 1 (as version 3)" in d.description
+            await eventually(lambda: _rolled_back(again), timeout=20, what="rolled back")
+            assert (await again.status("shop")).version == 3          # reverted once
+            history = await again.stub.History(scheduler_pb2.StatusRequest(name="shop"))
+            assert history_of(history) == [(1, False, False, 0), (2, False, True, 0), (3, True, False, 1)]
+        finally:
+            await again.close()
+    finally:
+        crasher.cancel()
+
+
+def validate_spec_json(command, update):
+    return spec(command, count=2, update=update).to_json()
+
+
 async def crash(agents, command: str):
     """Version `command` "exits at once": each of its instances, as it starts."""
     while True:
