@@ -117,6 +117,14 @@ def step(job: str, version: int, deploy: bool, groups: Sequence[GroupRollout],
     instances run (or is the first)."""
     changing = any(g.old for g in groups)
     dep = rollout_of(current, version)
+    if dep is None and not deploy and current is not None and current.rolling and rollout_of(current, version - 1):
+        # a count-only version submitted while the one before it still rolls out runs the very
+        # instances that rollout judges: it goes on as this version's (its healthy slots kept), or
+        # nothing would ever conclude it (left rolling, the version never stable). A revert's
+        # rollout stays the revert's (its `version` the failed one), rolling the new count.
+        own = (current.target or current.version) == current.version
+        dep = evolve(current, target=version, version=version if own else current.version,
+                     description=f"rolling out version {version}" if own else current.description)
     if dep is None:
         if not (deploy or changing):
             return Step()              # only counts changed: scaled without a deployment

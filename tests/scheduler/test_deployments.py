@@ -164,6 +164,28 @@ def test_a_first_submit_has_a_deployment_and_a_count_only_change_none():
     assert w.deployment.version == 1 and len(w.live()) == 5
 
 
+@settings(max_examples=20, deadline=None)
+@given(count=st.integers(1, 5), more=st.integers(-1, 3), after=st.integers(0, 4))
+def test_a_count_only_change_mid_rollout_carries_it_to_its_end(count, more, after):
+    """A count-only version submitted while the first one still rolls out: that rollout goes on
+    as the new version's and ends (it was left `running` for ever, the version never stable)."""
+    update = {"min_healthy_time": "20s"}
+    w = World(count, update)                          # 12 ticks: running, not yet healthy
+    assert (w.deployment.version, w.deployment.state) == (1, "running")
+    for _ in range(after):
+        w.tick()
+    new_count = max(1, count + more)
+    w.submit(spec_of(1, new_count, update))
+    assert not w.job.deploy
+    for _ in range(60):
+        w.tick()
+        if w.deployment.state != "running":
+            break
+    assert (w.deployment.version, w.deployment.target, w.deployment.state) == (2, 2, "successful"), w.deployment
+    assert w.deployment.groups["web"]["healthy"] == new_count == len(w.live())
+    assert w.replaced == []                           # the same instances, nothing replaced
+
+
 def test_instance_health():
     policy = UpdatePolicy(min_healthy_time=10.0, healthy_deadline=60.0)
     rec = InstanceRecord(id="a.b.0-1", job="a", group="b", index=0, kind="container", version=1, node="n1")
