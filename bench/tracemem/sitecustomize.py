@@ -10,9 +10,18 @@ PACKYARD_TRACEMALLOC=FILE: the scheduler runs under tracemalloc. A thread looks 
 traced size every quarter second; each time it is 2% above the last snapshot's, it takes a new one
 and writes its largest allocation sites (by line, PACKYARD_TRACEMALLOC_FRAMES frames, default 1)
 to FILE: at the end FILE holds the heap near its peak (a 5,000 x 100,000 run stalls under it:
-scale.py gives up at ~65,000 placed). Both work on any tree (they touch no packyard
-code), so two trees can be set side by side at the same point. Tracing slows the process several
-times: its figures are of memory, never of time.
+scale.py gives up at ~65,000 placed). Tracing slows the process several times: its figures are
+of memory, never of time.
+
+PACKYARD_MALLOCSTATS=FILE: which allocator holds the RSS, without tracing: each second (or
+PACKYARD_MALLOCSTATS_EVERY) a line to FILE.timeline (RSS, pymalloc's arenas and the bytes in their
+blocks, glibc's heap in use / free / mapped from mallinfo2), and sys._debugmallocstats() at the
+highest RSS and at the last sample (FILE.peak, FILE.last). With PACKYARD_CENSUS too,
+PACKYARD_CENSUS_IDLE_MIB=N takes one census by itself on the plateau (RSS over N MiB, the process
+idle for two samples); the census raises the peak, so not in a run whose peak is the figure.
+
+All three work on any tree (they touch no packyard code), so two trees can be set side by side
+at the same point.
 """
 import os
 import sys
