@@ -11,7 +11,7 @@ import pytest
 
 from agent.drivers.container.cgroups import detect, instance_path
 from ctl.local import LocalCluster
-from tests.conftest import opt_in, searchable_dir
+from tests.conftest import UNTIL_STOPPED, opt_in, searchable_dir
 from tests.conftest import wait_for as poll
 
 pytestmark = [pytest.mark.integration,
@@ -68,7 +68,7 @@ def pids_in(node, iid):
 
 
 def test_submit_running_logs_stop_and_nothing_left(cluster, tmp_path):
-    text = job("hello", count=2, command=["/bin/sh", "-c", "echo hello from $(hostname); exec sleep 3600"])
+    text = job("hello", count=2, command=["/bin/sh", "-c", f"echo hello from $(hostname); {UNTIL_STOPPED}"])
     r = submit(cluster, tmp_path, text, "--wait", "--timeout", "60")
     assert r.returncode == 0, r.stderr
     insts = status(cluster, "hello")["instances"]
