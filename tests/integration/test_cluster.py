@@ -24,7 +24,8 @@ pytestmark = [pytest.mark.integration,
 def cluster(request):
     c = LocalCluster(searchable_dir(request, "cluster"), hosts=3, prefix="pi", net="10.213.80.0/24",
                      etcd_port=23720, scheduler_port=17720, capacity="cpu=2,memory=1Gi",
-                     lease_ttl=30, confirm_timeout=10)   # nothing here tests node loss: a slow restart must not look like one
+                     lease_ttl=30, confirm_timeout=10,   # nothing here tests node loss: a slow restart must not look like one
+                     usage_interval=1.0)   # the agents' --usage-interval: measured rates a sample sooner
     c.up()
     yield c
     c.down()
@@ -140,7 +141,7 @@ def test_cpu_quota_holds_a_busy_loop_to_a_quarter_core(cluster, tmp_path):
     time.sleep(3)
     cores = (cgroups.usage(rel).cpu_seconds - u0) / (time.monotonic() - t0)
     # the agent measures the same: `ctl nodes` shows the node's measured usage beside allocated.
-    # A rate needs two samples of the agent (every 2 s here), so wait until one has been published.
+    # A rate needs two samples of the agent (every second here), so wait until one has been published.
     def measured():
         nodes = json.loads(cluster.ctl("nodes", "-o", "json").stdout)
         node = next(n for n in nodes if n["name"] == inst["node"])
