@@ -17,6 +17,14 @@ ROOT = Path(__file__).resolve().parent.parent
 settings.register_profile("packyard", deadline=None)
 settings.load_profile("packyard")
 
+# Every agent serves /metrics through prometheus_client, whose http.server looks its bind address up
+# in reverse DNS (socket.getfqdn) before it listens. In a test cluster's network namespace the
+# nameserver is unreachable (its packets go out through the bridge and no answer comes back), so each
+# agent start waited out glibc's resolver: 5 s x 2 attempts, 10 s per start, a sixth of the suite.
+# One attempt of 1 s (glibc's floor) is the same failed lookup, sooner; a user's own setting stays.
+# Child processes (agents, schedulers, ctl) inherit it through the environment.
+os.environ.setdefault("RES_OPTIONS", "timeout:1 attempts:1")
+
 
 def pytest_collection_modifyitems(config, items):
     missing = [b for b in ("etcd",) if shutil.which(b) is None]
@@ -59,6 +67,13 @@ def opt_in(reason: str) -> pytest.MarkDecorator:
     runs with PACKYARD_SLOW_TESTS=1, as CI's maintainers run it before resolving an issue."""
     return pytest.mark.skipif(os.environ.get("PACKYARD_SLOW_TESTS") != "1",
                               reason=f"{reason}: run with PACKYARD_SLOW_TESTS=1")
+
+
+# A container's command that ends on SIGTERM: a shell as PID 1 ignores it (no handler, and the kernel
+# delivers no default action to a namespace's init), so `exec sleep` waits out the stop's 10 s grace
+# before SIGKILL, in a test that waits for "stopped" and in every cluster's teardown. What happens
+# after the grace has its own test on real runc (tests/agent/drivers/test_container.py).
+UNTIL_STOPPED = "trap 'exit 0' TERM; sleep 3600 & wait"
 
 
 def needs_root():

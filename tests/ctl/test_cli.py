@@ -41,6 +41,26 @@ def shop(cluster, tmp_path_factory):
     return path
 
 
+def what_is_stored(cluster):
+    """shop's record and versions, less how far its deployment got (it finishes on its own while the
+    tests run: min_healthy_time after the submit)."""
+    data = json.loads(cluster.ctl("status", "shop", "-o", "json").stdout)
+    deployment = data.pop("deployment")
+    data["deployment"] = (deployment["version"], deployment["started_at"])
+    return data, versions(cluster)
+
+
+def versions(cluster):   # what was submitted (whether a version is stable yet is the deployment's, meanwhile)
+    return [(v["version"], v["submitted_at"], v["changes"])
+            for v in json.loads(cluster.ctl("history", "shop", "-o", "json").stdout)]
+
+
+@pytest.fixture(scope="module")
+def stored(cluster, shop):
+    """Taken once: each bad input below must leave the cluster as it was (a ctl call is ~0.5 s)."""
+    return what_is_stored(cluster)
+
+
 def write(tmp_path, text, name="job.yaml"):
     p = tmp_path / name
     p.write_text(text)
@@ -91,13 +111,11 @@ def test_logs(cluster, shop):
     (JOB.replace("cpu: 0.5", "cpu: 5000"), "groups[0].resources.cpu: 5000 cores is more than any host has"),
     (JOB.replace("count: 4", "count: 99999999"), "groups[0].count"),
 ], ids=["malformed-yaml", "unknown-field", "negative-memory", "absurd-cpu", "absurd-count"])
-def test_bad_specs_exit_2_naming_the_field_and_leave_the_cluster_alone(cluster, shop, tmp_path, text, words):
-    before = json.loads(cluster.ctl("status", "shop", "-o", "json").stdout)
+def test_bad_specs_exit_2_naming_the_field_and_leave_the_cluster_alone(cluster, stored, tmp_path, text, words):
     r = cluster.ctl("submit", write(tmp_path, text))
     assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("error: ")
-    after = json.loads(cluster.ctl("status", "shop", "-o", "json").stdout)
-    assert after == before
+    assert what_is_stored(cluster) == stored
 
 
 LIFECYCLE_SPECS = {   # issues 13 and 14's bad input: (line added to the group, what the error names)
@@ -120,20 +138,16 @@ LIFECYCLE_SPECS = {   # issues 13 and 14's bad input: (line added to the group, 
 
 @pytest.mark.parametrize("name", [*LIFECYCLE_SPECS, "system-count"])
 @pytest.mark.parametrize("command", ["submit", "plan"])
-def test_bad_lifecycle_blocks_exit_2_naming_the_field_and_store_nothing(cluster, shop, tmp_path, command, name):
+def test_bad_lifecycle_blocks_exit_2_naming_the_field_and_store_nothing(cluster, stored, tmp_path, command, name):
     if name == "system-count":
         text, words = JOB.replace("name: shop", "name: shop\ntype: system"), "groups[0].count: "
     else:
         line, words = LIFECYCLE_SPECS[name]
         text = JOB.replace("count: 4", f"count: 4\n    {line}")
-    def versions():   # what was submitted (whether a version is stable yet is the deployment's, meanwhile)
-        return [(v["version"], v["submitted_at"], v["changes"])
-                for v in json.loads(cluster.ctl("history", "shop", "-o", "json").stdout)]
-    before = versions()
     r = cluster.ctl(command, write(tmp_path, text))
     assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("error: ")
-    assert versions() == before
+    assert versions(cluster) == stored[1]
 
 
 @pytest.mark.parametrize("args, words", [
@@ -198,12 +212,13 @@ def test_logs_of_an_instance_on_no_node_is_one_line_saying_so_not_an_unreachable
     # ctl took for an unreachable scheduler, after asking every replica)
     big = JOB.replace("name: shop", "name: nowhere").replace("memory: 64Mi", "memory: 100Gi")
     assert cluster.ctl("submit", write(tmp_path, big)).returncode == 0
-    for iid in (f"nowhere.web.{k}-1" for k in range(4)):
-        for args in ((), ("-o", "json"), ("--tail", "10")):
-            r = cluster.ctl("logs", iid, *args)
-            assert r.returncode == 2, (r.returncode, r.stderr)
-            assert r.stderr == f"error: instance '{iid}' is pending on no node yet, so it has no logs\n"
-            assert r.stdout == ""
+    # each form once, each on another of the (alike) pending instances: a ctl call is ~0.5 s
+    for k, args in enumerate(((), ("-o", "json"), ("--tail", "10"))):
+        iid = f"nowhere.web.{k}-1"
+        r = cluster.ctl("logs", iid, *args)
+        assert r.returncode == 2, (r.returncode, r.stderr)
+        assert r.stderr == f"error: instance '{iid}' is pending on no node yet, so it has no logs\n"
+        assert r.stdout == ""
     assert cluster.ctl("stop", "nowhere", "--purge").returncode == 0
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from agent.drivers.container.cgroups import detect, instance_path
 from ctl.local import LocalCluster
-from tests.conftest import searchable_dir
+from tests.conftest import UNTIL_STOPPED, searchable_dir
 from tests.conftest import wait_for as poll
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,9 +63,9 @@ def cluster(request):
                      usage_interval=1.0, prometheus_port=19090, scrape_interval="1s")
     c.up()
     try:
-        submit(c, tmp, "spin", job("spin", "500m", "64Mi", ["/bin/sh", "-c", "while :; do :; done"]))
+        submit(c, tmp, "spin", job("spin", "500m", "64Mi", ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do :; done"]))
         submit(c, tmp, "fill", job("fill", "100m", "128Mi",
-                                   ["/bin/sh", "-c", "dd if=/dev/zero of=/dev/shm/x bs=1M count=50; exec sleep 3600"]))
+                                   ["/bin/sh", "-c", f"dd if=/dev/zero of=/dev/shm/x bs=1M count=50; {UNTIL_STOPPED}"]))
         submit(c, tmp, "hog", job("hog", "100m", "32Mi",
                                   ["/bin/sh", "-c", "dd if=/dev/zero of=/dev/null bs=200M count=1"],
                                   restart=False), wait=False)

@@ -11,7 +11,7 @@ import pytest
 
 from agent.drivers.container.cgroups import detect, instance_path
 from ctl.local import LocalCluster
-from tests.conftest import opt_in, searchable_dir
+from tests.conftest import UNTIL_STOPPED, opt_in, searchable_dir
 from tests.conftest import wait_for as poll
 
 pytestmark = [pytest.mark.integration,
@@ -24,7 +24,8 @@ pytestmark = [pytest.mark.integration,
 def cluster(request):
     c = LocalCluster(searchable_dir(request, "cluster"), hosts=3, prefix="pi", net="10.213.80.0/24",
                      etcd_port=23720, scheduler_port=17720, capacity="cpu=2,memory=1Gi",
-                     lease_ttl=30, confirm_timeout=10)   # nothing here tests node loss: a slow restart must not look like one
+                     lease_ttl=30, confirm_timeout=10,   # nothing here tests node loss: a slow restart must not look like one
+                     usage_interval=1.0)   # the agents' --usage-interval: measured rates a sample sooner
     c.up()
     yield c
     c.down()
@@ -68,7 +69,7 @@ def pids_in(node, iid):
 
 
 def test_submit_running_logs_stop_and_nothing_left(cluster, tmp_path):
-    text = job("hello", count=2, command=["/bin/sh", "-c", "echo hello from $(hostname); exec sleep 3600"])
+    text = job("hello", count=2, command=["/bin/sh", "-c", f"echo hello from $(hostname); {UNTIL_STOPPED}"])
     r = submit(cluster, tmp_path, text, "--wait", "--timeout", "60")
     assert r.returncode == 0, r.stderr
     insts = status(cluster, "hello")["instances"]
@@ -102,7 +103,7 @@ def test_a_container_is_confined_like_dockers(cluster, tmp_path):
     assert "Seccomp:\t2" in out and "unshare=1" in out and "oom=0" in out
     host, container, size = next(line for line in out.splitlines() if line.startswith("map="))[4:].split()
     assert (host, int(container) > 0, size) == ("0", True, "65536")      # container 0 is host uid > 0
-    cluster.ctl("stop", "confined")
+    cluster.ctl("stop", "confined", "--purge")
 
 
 def test_small_instances_fill_one_host_before_opening_another(cluster, tmp_path):
@@ -110,7 +111,7 @@ def test_small_instances_fill_one_host_before_opening_another(cluster, tmp_path)
     assert r.returncode == 0, r.stderr
     nodes = [i["node"] for i in status(cluster, "pack")["instances"]]
     assert len(set(nodes)) == 1, nodes
-    cluster.ctl("stop", "pack")
+    cluster.ctl("stop", "pack", "--purge")
 
 
 def test_memory_limit_kills_only_the_offender(cluster, tmp_path):
@@ -125,8 +126,8 @@ def test_memory_limit_kills_only_the_offender(cluster, tmp_path):
     calm_inst = status(cluster, "calm")["instances"][0]
     assert calm_inst["state"] == "running" and calm_inst["node"] == inst["node"]
     assert pids_in(calm_inst["node"], calm_inst["id"])
-    cluster.ctl("stop", "calm")
-    cluster.ctl("stop", "hog")
+    cluster.ctl("stop", "calm", "--purge")
+    cluster.ctl("stop", "hog", "--purge")
 
 
 def test_cpu_quota_holds_a_busy_loop_to_a_quarter_core(cluster, tmp_path):
@@ -140,13 +141,13 @@ def test_cpu_quota_holds_a_busy_loop_to_a_quarter_core(cluster, tmp_path):
     time.sleep(3)
     cores = (cgroups.usage(rel).cpu_seconds - u0) / (time.monotonic() - t0)
     # the agent measures the same: `ctl nodes` shows the node's measured usage beside allocated.
-    # A rate needs two samples of the agent (every 2 s here), so wait until one has been published.
+    # A rate needs two samples of the agent (every second here), so wait until one has been published.
     def measured():
         nodes = json.loads(cluster.ctl("nodes", "-o", "json").stdout)
         node = next(n for n in nodes if n["name"] == inst["node"])
         return node if node["usage"]["cpu"] > 0 else None
     node = wait_for(measured, timeout=15, what="a measured cpu rate")
-    cluster.ctl("stop", "spin")
+    cluster.ctl("stop", "spin", "--purge")
     assert 0.18 <= cores <= 0.30, f"busy loop used {cores:.3f} cores under a 0.25 quota"
     assert 0.15 <= node["usage"]["cpu"] <= 0.35, node["usage"]
     assert node["usage"]["memory"] > 0
@@ -177,8 +178,8 @@ def test_a_container_over_its_disk_is_evicted_one_within_it_runs_on(cluster, tmp
     time.sleep(2 * cluster.usage_interval)                   # measured again since: still within
     within = status(cluster, "within")["instances"][0]
     assert (within["state"], within.get("restarts", 0)) == ("running", 0)
-    cluster.ctl("stop", "within")
-    cluster.ctl("stop", "over")
+    cluster.ctl("stop", "within", "--purge")
+    cluster.ctl("stop", "over", "--purge")
 
 
 def test_exit_codes_are_reported(cluster, tmp_path):
@@ -212,7 +213,7 @@ def test_a_restarted_agent_reregisters_and_adopts_its_containers(cluster, tmp_pa
     after = status(cluster, "steady")["instances"]
     assert [i["state"] for i in after] == ["running", "running"], after
     assert {i["id"]: pids_in(i["node"], i["id"]) for i in after} == before   # same processes
-    cluster.ctl("stop", "steady")
+    cluster.ctl("stop", "steady", "--purge")
 
 
 def test_a_restarted_scheduler_loses_no_job(cluster, tmp_path):
@@ -226,8 +227,8 @@ def test_a_restarted_scheduler_loses_no_job(cluster, tmp_path):
     # and it still schedules
     r = submit(cluster, tmp_path, job("later"), "--wait", "--timeout", "60")
     assert r.returncode == 0, r.stderr
-    cluster.ctl("stop", "durable")
-    cluster.ctl("stop", "later")
+    cluster.ctl("stop", "durable", "--purge")
+    cluster.ctl("stop", "later", "--purge")
 
 
 @opt_in("a slow proof")
@@ -276,7 +277,7 @@ def test_a_crashing_service_is_restarted_in_place_with_growing_delays(cluster, t
     assert gaps == sorted(gaps) and gaps[2] - gaps[0] > 0.6, gaps   # the waits grow
     table = cluster.ctl("status", "crash").stdout
     assert "RESTARTS" in table and "not restarted" in table
-    cluster.ctl("stop", "crash")
+    cluster.ctl("stop", "crash", "--purge")
 
 
 def test_restarts_exhausted_the_instance_is_rescheduled_on_another_node(cluster, tmp_path):
@@ -298,7 +299,7 @@ def test_restarts_exhausted_the_instance_is_rescheduled_on_another_node(cluster,
     assert messages[0] == f"rescheduled from {first['node']} after 1 failed restarts", messages
     placed_after = second["events"][1]["at"] - second["events"][0]["at"]
     assert placed_after >= 1.0, second["events"]          # the reschedule delay, then a run and an exit
-    cluster.ctl("stop", "wander")
+    cluster.ctl("stop", "wander", "--purge")
 
 
 def test_submit_wait_of_a_batch_job_waits_for_completion(cluster, tmp_path):
@@ -316,7 +317,7 @@ def test_submit_wait_of_a_batch_job_waits_for_completion(cluster, tmp_path):
     assert "2 instance(s) of broken did not complete" in bad.stderr and "failed with exit code 3" in bad.stderr
     assert status(cluster, "broken")["state"] == "failed"
     for name in ("crunch", "broken"):
-        cluster.ctl("stop", name)
+        cluster.ctl("stop", name, "--purge")
 
 
 def test_failing_checks_restart_the_instance_http_against_busybox_httpd_and_exec(cluster, tmp_path):
@@ -360,7 +361,7 @@ def test_failing_checks_restart_the_instance_http_against_busybox_httpd_and_exec
                          for i in status(cluster, "probed")["instances"]), what="passing again after a restart")
     table = cluster.ctl("status", "probed").stdout
     assert "HEALTH" in table
-    cluster.ctl("stop", "probed")
+    cluster.ctl("stop", "probed", "--purge")
 
 
 def test_an_agent_restarted_during_a_restart_wait_restarts_it_once(cluster, tmp_path):
@@ -384,7 +385,7 @@ def test_an_agent_restarted_during_a_restart_wait_restarts_it_once(cluster, tmp_
     assert "restarting in 6s (attempt 2 of 3)" in nxt["reason"], nxt
     assert [e["message"].split("; ")[1] for e in nxt["events"]] == [
         "restarting in 3s (attempt 1 of 3)", "restarting in 6s (attempt 2 of 3)"], nxt["events"]
-    cluster.ctl("stop", "patient")
+    cluster.ctl("stop", "patient", "--purge")
 
 
 @opt_in("a slow proof")

@@ -10,7 +10,7 @@ import pytest
 
 from ctl.local import LocalCluster
 from tests.agent.conftest import needs_runc
-from tests.conftest import needs_root, searchable_dir, wait_for
+from tests.conftest import UNTIL_STOPPED, needs_root, searchable_dir, wait_for
 
 pytestmark = [pytest.mark.integration, needs_root(), needs_runc()]
 
@@ -40,7 +40,7 @@ def test_a_vm_without_a_working_driver_stays_pending_with_the_agents_reason(clus
     job.write_text("name: lonely\ngroups:\n  - name: vm\n    kind: vm\n    resources: {cpu: 1, memory: 128Mi}\n"
                    f"    vm: {{kernel: {kernel}}}\n"
                    "  - name: box\n    resources: {cpu: 100m, memory: 16Mi}\n"
-                   "    container: {command: [sleep, '3600']}\n")
+                   f"    container: {{command: [/bin/sh, -c, {json.dumps(UNTIL_STOPPED)}]}}\n")
     r = cluster.ctl("submit", str(job))
     assert r.returncode == 0, r.stderr
 

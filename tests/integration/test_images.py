@@ -14,7 +14,7 @@ import pytest
 
 from ctl.local import LocalCluster
 from tests.agent.images.registry import Throttle, busybox_layer, has, write_layout
-from tests.conftest import opt_in, searchable_dir
+from tests.conftest import UNTIL_STOPPED, opt_in, searchable_dir
 from tests.conftest import wait_for as poll
 
 pytestmark = [pytest.mark.integration,
@@ -45,7 +45,7 @@ def submit(cluster, tmp_path, name, text, *args):
     return cluster.ctl("submit", str(path), *args)
 
 
-def job(name, image, command=("/bin/sleep", "3600"), extra=""):
+def job(name, image, command=("/bin/sh", "-c", UNTIL_STOPPED), extra=""):   # stop waited for: no grace
     return (f"name: {name}\ntype: service\ngroups:\n  - name: main\n    count: 1\n"
             f"    resources: {{cpu: 100m, memory: 32Mi}}\n"
             f"    container: {{image: \"{image}\", command: {json.dumps(list(command))}}}\n" + extra)

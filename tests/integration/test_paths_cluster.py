@@ -17,7 +17,7 @@ import pytest
 
 from agent.drivers.container.runc import container_id
 from ctl.local import LocalCluster
-from tests.conftest import opt_in, searchable_dir
+from tests.conftest import UNTIL_STOPPED, opt_in, searchable_dir
 from tests.conftest import wait_for as poll
 
 pytestmark = [pytest.mark.integration,
@@ -85,7 +85,7 @@ def stop(cluster, *jobs):
 
 
 def test_an_image_in_another_instances_writable_layer_is_refused(cluster, tmp_path, image):
-    submit(cluster, tmp_path, "owner", image, command=("/bin/sh", "-c", "echo secret > /secret; exec sleep 3600"))
+    submit(cluster, tmp_path, "owner", image, command=("/bin/sh", "-c", f"echo secret > /secret; {UNTIL_STOPPED}"))
     owner = running(cluster, "owner")
     host = cluster.hosts[0]
     upper = host.state_dir / "instances" / container_id(owner["id"]) / "upper"
