@@ -17,14 +17,6 @@ ROOT = Path(__file__).resolve().parent.parent
 settings.register_profile("packyard", deadline=None)
 settings.load_profile("packyard")
 
-# Every agent serves /metrics through prometheus_client, whose http.server looks its bind address up
-# in reverse DNS (socket.getfqdn) before it listens. In a test cluster's network namespace the
-# nameserver is unreachable (its packets go out through the bridge and no answer comes back), so each
-# agent start waited out glibc's resolver: 5 s x 2 attempts, 10 s per start, a sixth of the suite.
-# One attempt of 1 s (glibc's floor) is the same failed lookup, sooner; a user's own setting stays.
-# Child processes (agents, schedulers, ctl) inherit it through the environment.
-os.environ.setdefault("RES_OPTIONS", "timeout:1 attempts:1")
-
 
 def pytest_collection_modifyitems(config, items):
     missing = [b for b in ("etcd",) if shutil.which(b) is None]
