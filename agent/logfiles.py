@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 CHUNK = 64 * 1024
+START_ATTEMPTS = 100     # listings of the files for a tail, each undone by a rotation: then from the oldest
 S6_ROTATED = re.compile(r"@[0-9a-f]{24}\.[su]")
 
 
@@ -72,26 +73,55 @@ class Reader:
     """Reads one log's bytes in order across rotation: `read()` gives what is there now (b"" when
     nothing more is yet). Holds at most one file open."""
 
-    def __init__(self, path: Path, tail_bytes: int = 0):
+    def __init__(self, path: Path, tail_bytes: int = 0, snapshot: bool = False):
+        """`snapshot`: up to the end the log had here, not what is written after (a `yes` writes faster
+        than a reader could catch up with)."""
         self.path = path
         self._file = None
         self._ino: int | None = None
-        files = [(p, s) for p in segments(path) if (s := _size(p)) is not None]
-        skip = max(0, sum(s for _, s in files) - tail_bytes) if tail_bytes > 0 else 0
-        for p, size in files:            # the first file that has what --tail asks for
-            if skip < size and self._open(p):
-                self._file.seek(skip)
+        self._cut = False        # the bytes up to the first newline end a line begun before the tail
+        self._snapshot = snapshot
+        self._end: tuple[int, int] | None = None     # with snapshot: the newest file's inode and size
+        for _ in range(START_ATTEMPTS):
+            if self._start(tail_bytes):
                 return
-            skip -= size
-        if files:                        # everything skipped: from the end of the newest
-            self._open(files[-1][0]) and self._file.seek(0, os.SEEK_END)
+
+    def _start(self, tail_bytes: int) -> bool:
+        """Open the file where the tail begins, as the files were listed: False when one was renamed
+        (a rotation) or deleted between the listing and the open, to list them again."""
+        files = _listing(self.path)
+        total = sum(st.st_size for _, st in files)
+        # from one byte before the tail, to tell whether it begins a line (and drop it if not)
+        self._cut = 0 < tail_bytes < total
+        skip = total - tail_bytes - 1 if self._cut else 0
+        self._end = (files[-1][1].st_ino, files[-1][1].st_size) if files else (None, 0)
+        for p, st in files:              # the first file that has what --tail asks for
+            if skip < st.st_size:
+                return self._open(p, st.st_ino) and self._file.seek(skip) >= 0
+            skip -= st.st_size
+        if files:                        # nothing asked for: from the end of the newest
+            return self._open(files[-1][0], files[-1][1].st_ino) and self._file.seek(0, os.SEEK_END) >= 0
+        return True
 
     def read(self, size: int = CHUNK) -> bytes:
+        while True:
+            data = self._read(size)
+            if not self._cut or not data:
+                return data
+            end = data.find(b"\n")       # the line begun before the tail: left out
+            if end >= 0:
+                self._cut = False
+                if data[end + 1:]:
+                    return data[end + 1:]
+
+    def _read(self, size: int) -> bytes:
         while True:
             if self._file is None:
                 if not self._advance():
                     return b""
                 continue
+            if self._snapshot and self._ino == self._end[0]:
+                return self._file.read(max(0, min(size, self._end[1] - self._file.tell())))
             data = self._file.read(size)
             if data:
                 return data
@@ -117,18 +147,25 @@ class Reader:
 
     def _advance(self) -> bool:
         """Go on with the file after the one read (see the module's doc)."""
-        files = segments(self.path)
-        inos = [_ino(p) for p in files]
-        after = inos.index(self._ino) + 1 if self._ino in inos else 0
-        for p in files[after:]:
-            if self._open(p):
+        for _ in range(START_ATTEMPTS):
+            files = _listing(self.path)
+            inos = [st.st_ino for _, st in files]
+            after = inos.index(self._ino) + 1 if self._ino in inos else 0
+            if after == len(files):
+                return False
+            p, st = files[after]
+            if self._open(p, st.st_ino):      # else renamed or deleted since: list them again
                 return True
         return False
 
-    def _open(self, p: Path) -> bool:
+    def _open(self, p: Path, ino: int | None = None) -> bool:
+        """Open `p` (if given, only if it is still the file of inode `ino`)."""
         try:
             f = open(p, "rb")
         except OSError:
+            return False
+        if ino is not None and os.fstat(f.fileno()).st_ino != ino:
+            f.close()
             return False
         self.close()
         self._file, self._ino = f, os.fstat(f.fileno()).st_ino
@@ -137,15 +174,24 @@ class Reader:
 
 async def stream(path: Path, tail_bytes: int = 0, follow: bool = False, active: Callable[[], bool] = lambda: False,
                  poll: float = 0.2) -> AsyncIterator[bytes]:
-    """The log's bytes; with `follow`, waiting for more (every `poll` s) while `active()`."""
-    reader = Reader(path, tail_bytes)
+    """The log's bytes; with `follow`, waiting for more (every `poll` s) while `active()`. Without
+    `follow`, whole lines (as `kubectl logs`): a last line the writer is still writing is left out;
+    once the writer has ended, a last line without newline is how the log ends, and is given."""
+    reader = Reader(path, tail_bytes, snapshot=not follow)
+    held: list[bytes] = []    # without follow: what came after the last newline read
     try:
         while True:
-            data = reader.read()
-            if data:
-                yield data
+            if data := reader.read():
+                if not follow:
+                    data, held = _whole_lines(held, data)
+                if data:
+                    yield data
                 continue
-            if not follow or not active():
+            if not follow:
+                if held and not active():
+                    yield b"".join(held)
+                return
+            if not active():
                 # what was written before it ended, if the reader was at the end meanwhile
                 while data := reader.read():
                     yield data
@@ -155,15 +201,30 @@ async def stream(path: Path, tail_bytes: int = 0, follow: bool = False, active: 
         reader.close()
 
 
-def _size(p: Path) -> int | None:
-    try:
-        return p.stat().st_size
-    except OSError:
-        return None
+def _whole_lines(held: list[bytes], data: bytes) -> tuple[bytes, list[bytes]]:
+    """The lines that `data` ends (after what was `held`), and what is held after them."""
+    end = data.rfind(b"\n") + 1
+    if end == 0:
+        return b"", [*held, data]
+    return b"".join([*held, data[:end]]), [data[end:]] if end < len(data) else []
 
 
-def _ino(p: Path) -> int | None:
+def _listing(path: Path) -> list[tuple[Path, os.stat_result]]:
+    """segments(path) with each file's stat, as they were at one moment: a listing is the directory's
+    names then each one's stat, and a rotation between the two would give a name the inode of the
+    file after it (`current` the new one's: the one renamed missed); so it is listed until twice the
+    same (a rotation in between changes the second)."""
+    files = None
+    for _ in range(START_ATTEMPTS):
+        again = [(p, st) for p in segments(path) if (st := _stat(p)) is not None]
+        if files is not None and [(p, st.st_ino) for p, st in files] == [(p, st.st_ino) for p, st in again]:
+            return again
+        files = again
+    return files
+
+
+def _stat(p: Path) -> os.stat_result | None:
     try:
-        return p.stat().st_ino
+        return p.stat()
     except OSError:
         return None

@@ -266,7 +266,7 @@ def nodes(client: Client, watch: bool, output: str):
 @cli.command()
 @click.argument("instance_id")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing as the instance writes.")
-@click.option("--tail", type=NON_NEGATIVE_INT, default=0, help="Only the last N bytes.")
+@click.option("--tail", type=NON_NEGATIVE_INT, default=0, help="Only the last N bytes, whole lines (a line begun before them is left out).")
 @output_option
 @click.pass_obj
 def logs(client: Client, instance_id: str, follow: bool, tail: int, output: str):

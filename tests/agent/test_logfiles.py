@@ -72,8 +72,12 @@ def test_reads_every_file_in_order_and_tail_spans_files(tmp_path):
     s6_rotate(d, 2)
     (d / "current").write_bytes(b"three\n")
     assert read_once(d / "current") == b"one\ntwo\nthree\n"
-    assert read_once(d / "current", tail_bytes=8) == b"o\nthree\n"
+    # whole lines: one begun before the last N bytes is left out
+    assert read_once(d / "current", tail_bytes=8) == b"three\n"
+    assert read_once(d / "current", tail_bytes=9) == b"three\n"
+    assert read_once(d / "current", tail_bytes=10) == b"two\nthree\n"
     assert read_once(d / "current", tail_bytes=6) == b"three\n"
+    assert read_once(d / "current", tail_bytes=5) == b""
     assert read_once(d / "current", tail_bytes=1000) == b"one\ntwo\nthree\n"
 
 
@@ -169,6 +173,19 @@ async def test_stream_follows_until_the_instance_ends(tmp_path):
     active = False
     await asyncio.wait_for(task, 5)
     assert b"".join(got) == b"x\ny\nz\n"
+
+
+@pytest.mark.parametrize("active", [True, False])
+async def test_a_tail_leaves_out_a_last_line_still_being_written(tmp_path, active):
+    """Without -f: a last line without newline is left out while the writer may still end it, given
+    once the writer has ended (how its log ends)."""
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "current").write_bytes(b"one\ntw")
+    s6_rotate(d, 1)
+    (d / "current").write_bytes(b"o\nthr")
+    got = b"".join([data async for data in logfiles.stream(d / "current", active=lambda: active)])
+    assert got == (b"one\ntwo\n" if active else b"one\ntwo\nthr")
 
 
 def test_stale_entries_of_a_logs_directory(tmp_path):
