@@ -3,7 +3,7 @@
 A log is a file that its writer rotates by renaming it and starting a new one; the rotated files lie
 beside it, and the oldest are deleted:
     - s6-log (containers, agent/drivers/container/logger.py): `DIR/current`, rotated `DIR/@<TAI64N>.s`
-      (or `.u`), whose names sort oldest first;
+      (or `.u`), whose names sort oldest first, through `DIR/previous` (the newest of them, briefly);
     - virtlogd (VM consoles): `FILE`, rotated `FILE.0` (the newest) ... `FILE.N` (the oldest);
     - a plain file (a container started by an older agent): no rotated files; once such an
       instance is restarted by a newer agent, its log goes on in a directory beside that file, which
@@ -33,7 +33,9 @@ def segments(path: Path) -> list[Path]:
     except OSError:
         return [path]
     if path.name == "current":
-        rotated = sorted(n for n in names if S6_ROTATED.fullmatch(n))
+        # s6-log rotates by renaming current to `previous`, then that to its @ name: in between, the
+        # file is `previous` (a listing without it would miss it: a tail too long, a follower repeating)
+        rotated = sorted(n for n in names if S6_ROTATED.fullmatch(n)) + [n for n in names if n == "previous"]
         older = path.parent.with_name(path.parent.name + ".log")   # before an agent upgrade
         if older.exists():
             return [older, *(path.parent / n for n in rotated), path]

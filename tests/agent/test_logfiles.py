@@ -54,6 +54,8 @@ def test_s6_files_oldest_first_then_current(tmp_path):
     (d / "@400000006900000000000003.u").write_bytes(b"")
     assert [p.name for p in segments(d / "current")] == [         # a .u in time order too
         TAI.format(3), "@400000006900000000000003.u", TAI.format(20), "current"]
+    (d / "previous").write_bytes(b"")      # s6-log rotating: the newest rotated file, not yet renamed
+    assert [p.name for p in segments(d / "current")][-2:] == ["previous", "current"]
 
 
 def test_virtlogd_files_highest_number_first(tmp_path):

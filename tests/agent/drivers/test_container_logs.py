@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -103,6 +104,28 @@ async def test_a_yes_container_stays_under_its_cap(capped):
     await d.wait(h)
     await d.destroy(h)
     assert not alive(logger_pid) and leftovers(d, h) == []
+
+
+@pytest.mark.integration
+@needs_root()
+@needs_runc()
+async def test_tails_of_a_yes_container_are_whole_lines(capped):
+    """`ctl logs --tail N` as the agent serves it (logfiles.stream, no -f) while s6-log writes and
+    rotates as fast as a `yes` makes it: whole lines only, never one cut at either end."""
+    d = capped.driver
+    word = "packyard-logs-line"
+    h = await capped.start("t.g.0-tail", ["sh", "-c", f"trap 'exit 0' TERM; yes {word} & wait"])
+    current = d.log_path(h)
+    await until(lambda: len(log_files(current)) >= 2, timeout=10)
+    rng = random.Random(current.name)
+    for _ in range(200):
+        tail_bytes = rng.randrange(1, 2 * CAP.max_size)
+        out = b"".join([data async for data in logfiles.stream(current, tail_bytes, active=lambda: True)])
+        assert len(out) <= tail_bytes and out.endswith(b"\n"), (tail_bytes, out[-40:])
+        assert set(out.decode().splitlines()) == {word}, (tail_bytes, out[:40], out[-40:])
+    await d.stop(h, grace_seconds=0.2)
+    await d.wait(h)
+    await d.destroy(h)
 
 
 @pytest.mark.integration
