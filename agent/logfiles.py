@@ -33,8 +33,8 @@ def segments(path: Path) -> list[Path]:
     except OSError:
         return [path]
     if path.name == "current":
-        # s6-log rotates by renaming current to `previous`, then that to its @ name: in between, the
-        # file is `previous` (a listing without it would miss it: a tail too long, a follower repeating)
+        # s6-log rotates current to `previous`, then to its @ name: in between, the file is `previous`
+        # (a listing without it would miss it: a tail too long, a follower repeating)
         rotated = sorted(n for n in names if S6_ROTATED.fullmatch(n)) + [n for n in names if n == "previous"]
         older = path.parent.with_name(path.parent.name + ".log")   # before an agent upgrade
         if older.exists():
@@ -218,10 +218,21 @@ def _listing(path: Path) -> list[tuple[Path, os.stat_result]]:
     same (a rotation in between changes the second)."""
     files = None
     for _ in range(START_ATTEMPTS):
-        again = [(p, st) for p in segments(path) if (st := _stat(p)) is not None]
+        again = _once(path)
         if files is not None and [(p, st.st_ino) for p, st in files] == [(p, st.st_ino) for p, st in again]:
             return again
         files = again
+    return files
+
+
+def _once(path: Path) -> list[tuple[Path, os.stat_result]]:
+    """segments(path) with each file's stat, each file once: a file under two names (s6-log links
+    `previous` to its @ name, then unlinks it) would be counted twice, and read again after itself."""
+    files, seen = [], set()
+    for p in segments(path):
+        if (st := _stat(p)) is not None and st.st_ino not in seen:
+            seen.add(st.st_ino)
+            files.append((p, st))
     return files
 
 
