@@ -13,16 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-
-def _tied_to_parent(args: list[str]) -> list[str]:
-    """args run under util-linux's setpriv, which sets PR_SET_PDEATHSIG and execs them: if the
-    scheduler is killed (even by SIGKILL), its embedded etcd goes too, instead of holding the port
-    against the restarted scheduler. Not a preexec_fn: that makes Python fork() (not vfork) and run
-    the process's fork handlers in the child, where gRPC's (channels busy in other threads) restart
-    its poller on an epoll fd that close_fds then closes: the child aborted before exec now and then
-    ("epoll_wait: Bad file descriptor", a failed check in ev_epoll1_linux.cc; grpc/grpc#43055)."""
-    setpriv = shutil.which("setpriv")   # util-linux; without it, untied (as agent/images/pull.py)
-    return [setpriv, "--pdeathsig", "TERM", "--", *args] if setpriv else args
+from packyard.pdeathsig import dies_with_parent
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -102,7 +93,8 @@ class EtcdServer:
                      "--peer-cert-file", crt, "--peer-key-file", key, "--peer-client-cert-auth",
                      "--peer-trusted-ca-file", ca]
         log = open(self.data_dir / "etcd.log", "ab")
-        self.proc = subprocess.Popen(_tied_to_parent(args) if self.tie_to_parent else args, stdout=log,
+        tie = dies_with_parent("TERM") if self.tie_to_parent else []   # etcd does not hold the port past us
+        self.proc = subprocess.Popen([*tie, *args], stdout=log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         log.close()

@@ -16,16 +16,16 @@ import json
 import os
 import platform
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from packyard.imageref import Reference
+from packyard.pdeathsig import dies_with_parent
 
 SKOPEO = "skopeo"
 # skopeo dies with the agent (killed by the kernel when its parent does): a pull is never left
 # running, writing into a store a restarted agent has emptied of partial pulls
-DIES_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
+DIES_WITH_PARENT = dies_with_parent("KILL")
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json")
 ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
