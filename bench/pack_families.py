@@ -87,7 +87,6 @@ def run_variant(build, seed: int, tmp: Path, cached: dict | None = None,
     (the peers' cells, from --cache) spares running all but packyard, which gives the bounds."""
     nodes, works = tmp / "nodes.csv", tmp / "work.csv"
     families.write(*build(seed), nodes, works)
-    bench = str(Path(sys.executable).with_name("packyard-bench"))
     cells: dict[str, tuple] = {}
     bounds: dict = {}
     if cached:
@@ -95,21 +94,27 @@ def run_variant(build, seed: int, tmp: Path, cached: dict | None = None,
     for peer in ENGINE + (PEERS if gpu_model == "devices" else []):
         if peer in cells and peer != "packyard":
             continue
-        out = tmp / f"{peer}.csv"
+        s, cells[peer] = run_peer(peer, nodes, works, tmp / f"{peer}.csv", gpu_model, f"seed {seed}")
         if peer in ENGINE:
-            s = _run([bench, "pack", "--nodes", str(nodes), "--workloads", str(works), "--out", str(out),
-                      "--policy", peer, "--gpu-model", gpu_model])
             bounds = {"LB": s["lower_bound"], "LP": s["lower_bound_lp"],
                       "LP optimum": s["lower_bound_lp_fractional"], "LP seconds": s["lower_bound_lp_seconds"]}
-        else:
-            s = _run([sys.executable, "-m", "bench.gpu_peers", "--nodes", str(nodes), "--workloads", str(works),
-                      "--out", str(out), "--policy", peer])
-        # (pack_check checks devices; a pooled OUT has none to check)
-        faults = check(nodes, works, out) if gpu_model == "devices" else []
-        if faults:
-            raise SystemExit(f"{peer} seed {seed}: {faults[:3]}")
-        cells[peer] = (s["unplaced"], s["hosts_used"], unallocated(nodes, out))
     return cells, bounds
+
+
+def run_peer(peer: str, nodes: Path, works: Path, out: Path, gpu_model: str, case: str) -> tuple[dict, tuple]:
+    """One peer on one case: its JSON summary and its cell, its OUT checked by pack_check (a fault
+    stops the run, naming `case`)."""
+    if peer in ENGINE:
+        s = _run([str(Path(sys.executable).with_name("packyard-bench")), "pack", "--nodes", str(nodes),
+                  "--workloads", str(works), "--out", str(out), "--policy", peer, "--gpu-model", gpu_model])
+    else:
+        s = _run([sys.executable, "-m", "bench.gpu_peers", "--nodes", str(nodes), "--workloads", str(works),
+                  "--out", str(out), "--policy", peer])
+    # (pack_check checks devices; a pooled OUT has none to check)
+    faults = check(nodes, works, out) if gpu_model == "devices" else []
+    if faults:
+        raise SystemExit(f"{peer} {case}: {faults[:3]}")
+    return s, (s["unplaced"], s["hosts_used"], unallocated(nodes, out))
 
 
 def lp_cell(bounds: dict) -> str:

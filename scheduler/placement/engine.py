@@ -78,7 +78,7 @@ def place_group(plan: Plan, ask: GroupAsk) -> GroupPlacement:
     device = plan.table.device_milli   # the config's GPU model (the Plan checked)
     if reserved.gpu_milli > device and reserved.gpu_milli % device:
         return _error(ask, reserved, "more than one GPU must be a whole number of GPUs")
-    plan.observe(need, ask.count)
+    plan.observe(need, ask.count, ask.constraints)
     n = len(plan.table)
     existing = _existing(plan.table, ask)
     used = list(existing) if ask.distinct_hosts else []

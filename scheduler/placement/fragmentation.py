@@ -174,6 +174,8 @@ def _gradients(hosts: Overlay, index: np.ndarray, free: np.ndarray, left: np.nda
         after = measured[k:]
     if g <= 0 and mix.keep_off > 0:
         after[:, FRAGMENTED] += kept_off(need, free, parts[:, 0], mix.keep_off)
+    if g > 0 and len(hosts.gpu_reserved):   # the GPUs it takes from those constrained work needs
+        after[:, FRAGMENTED] += hosts.gpu_reserved[index] * g
     return 0.5 - (after - before) / (2 * hosts.gpu_scale)
 
 

@@ -36,7 +36,7 @@ class Fused:
             none_i, none_f = np.zeros(0, dtype=np.int64), np.zeros(0)
             flags = np.zeros(0, dtype=np.bool_)
             self.args = (*self.hosts, False, False, 1.0, 1.0, none_i, none_i, none_i, flags, none_i, none_i,
-                         none_f, 0.0, 0.0, none_f, True, 0.0, none_f, flags, np.zeros((0, 2)), flags,
+                         none_f, 0.0, 0.0, none_f, True, 0.0, self.overlay.gpu_reserved, none_f, flags, np.zeros((0, 2)), flags,
                          np.zeros((0, 0), dtype=np.int64), flags)
         elif len(mix.weight) > kernel.PAIRWISE_MAX:
             self.args = None
@@ -52,7 +52,7 @@ class Fused:
                          mix.frag_weight,
                          dm / mix.cpu_per_gpu if mix.cpu_per_gpu > 0 else 0.0,
                          dm / mix.memory_per_gpu if mix.memory_per_gpu > 0 else 0.0,
-                         mix.misfit, mix.fgd, mix.keep_off, *balance, *gpu, *parts)
+                         mix.misfit, mix.fgd, mix.keep_off, self.overlay.gpu_reserved, *balance, *gpu, *parts)
         if self.args is not None:
             kernel.check_arguments(self.args, kernel.PER_CALL)
         return self.args

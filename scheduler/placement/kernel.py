@@ -71,7 +71,7 @@ ARGUMENTS = (
     ("mix_cpu", "i8", 1), ("mix_memory", "i8", 1), ("mix_gpu", "i8", 1), ("share", "b1", 1),
     ("thresholds", "i8", 1), ("threshold_index", "i8", 1), ("frag_weight", "f8", 1),
     ("cpu_factor", "f8", 0), ("memory_factor", "f8", 0), ("misfit", "f8", 1), ("fgd", "b1", 0),
-    ("keep_off", "f8", 0),
+    ("keep_off", "f8", 0), ("reserve", "f8", 1),
     ("balance_store", "f8", 1), ("balance_valid", "b1", 1), ("gpu_store", "f8", 2), ("gpu_valid", "b1", 1),
     ("parts_store", "i8", 2), ("parts_valid", "b1", 1),
 )
@@ -174,7 +174,7 @@ def _refresh(rows, need, static_ok, floor, score,
              size_gpu, scale, gpu_free, gpu_left, gpu_scale, codes, weights,
              has_mix, balanced_mix, mean_cpu, mean_memory, mix_cpu, mix_memory, mix_gpu, share,
              thresholds, threshold_index, frag_weight, cpu_factor, memory_factor, misfit, fgd,
-             keep_off, balance_store, balance_valid, gpu_store, gpu_valid, parts_store, parts_valid):
+             keep_off, reserve, balance_store, balance_valid, gpu_store, gpu_valid, parts_store, parts_valid):
     """engine._refresh of `rows` (host indices): -inf where a filter fails, else the weighted
     scores, written into `score`; the hosts' "before" measures kept as the numpy path keeps them."""
     n = len(rows)
@@ -264,6 +264,8 @@ def _refresh(rows, need, static_ok, floor, score,
             if g <= 0 and keep_off > 0:   # fragmentation.kept_off
                 taken = max(need[0] / max(free[h, 0], 1), need[1] / max(free[h, 1], 1))
                 f_after = f_after + keep_off * (parts[0] * min(taken, 1.0))
+            if g > 0 and len(reserve) > 0:   # fragmentation: the GPUs constrained work needs
+                f_after = f_after + reserve[h] * g
             fragmented = 0.5 - (f_after - gpu_store[h, 0]) / (2 * gpu_scale)
             stranded = 0.5 - (s_after - gpu_store[h, 1]) / (2 * gpu_scale)
         balance = 0.5

@@ -19,11 +19,15 @@ from packyard.records import ResourceAmounts
 from scheduler.placement import gpumodel
 
 Shape = tuple[int, int, int]
+# which hosts an ask may use: None for any, else a hashable of its constraints (Plan._where), whose
+# hosts the Plan finds in its table (a mix holds no table)
+Where = tuple | None
 
 
 class WorkloadMix:
     def __init__(self, classes: list[tuple[int, int, int, float]], *, device_milli: int = gpumodel.ONE_GPU,
-                 misfit: np.ndarray | None = None, keep_off: float = 0.0):
+                 misfit: np.ndarray | None = None, keep_off: float = 0.0,
+                 where: list[dict[Where, float]] | None = None):
         if not classes:
             raise ValueError("a workload mix needs at least one class")
         a = np.array(classes, dtype=np.float64).reshape(-1, 4)
@@ -34,6 +38,13 @@ class WorkloadMix:
         self.gpu = a[:, 2].astype(np.int64)
         self.weight = a[:, 3] / a[:, 3].sum()
         self.classes = list(classes)    # as given, to count them again in another device size
+        # per shape, the share of its asks restricted to the hosts of each Where (None: any host):
+        # how much of which hosts' GPUs the work restricted to them will need (scarcity.reserved),
+        # so that work which may run anywhere leaves them to it
+        self.where = [{None: 1.0}] * len(a) if where is None else [dict(w) for w in where]
+        if len(self.where) != len(a):
+            raise ValueError("a workload mix needs one `where` per class")
+        self.constrained = any(set(w) != {None} for w in self.where)
         # per shape, how much of a host's free GPUs count as lost to it where it would fit but for
         # the host's cpu or memory (fragmentation.from_parts): FGD's 1, unless the Plan measured
         # that the shape's room lies elsewhere (scarcity.py)
@@ -83,12 +94,13 @@ class WorkloadMix:
         if device_milli == self.device_milli:
             return self
         return WorkloadMix(self.classes, device_milli=device_milli, misfit=self.misfit,
-                           keep_off=self.keep_off)
+                           keep_off=self.keep_off, where=self.where)
 
     def with_misfit(self, misfit: np.ndarray, keep_off: float = 0.0) -> WorkloadMix:
         """This mix with other weights of GPUs lost for lack of cpu or memory (one a shape), and
         another strength with which work without GPUs is kept off hosts with free GPUs."""
-        return WorkloadMix(self.classes, device_milli=self.device_milli, misfit=misfit, keep_off=keep_off)
+        return WorkloadMix(self.classes, device_milli=self.device_milli, misfit=misfit, keep_off=keep_off,
+                           where=self.where)
 
     def _per_gpu(self) -> tuple[float, float]:
         """The median cpu and memory a GPU's worth of the mix's GPU workloads brings with it
@@ -117,16 +129,25 @@ class MixLearner:
                  device_milli: int = gpumodel.ONE_GPU):
         self.device_milli = device_milli   # the mixes it offers are counted in these devices
         self.counts: dict[Shape, float] = {}
+        self.wheres: dict[Shape, dict[Where, float]] = {}   # of each shape's count, by Where
+        self.constrained = 0.0   # of the total, asks with a Where
         self.total = 0.0
         self.checked_at = 0.0
         self.in_use: dict[Shape, float] = {}
+        self.constrained_in_use = 0.0
         self.growth = growth
         self.tolerance = tolerance
         self.top = top
 
-    def observe(self, shape: Shape, count: int) -> WorkloadMix | None:
-        """Count an ask; returns a new mix when it is time to change, else None."""
+    def observe(self, shape: Shape, count: int, where: Where = None) -> WorkloadMix | None:
+        """Count an ask (restricted to the hosts of `where`; None: any); returns a new mix when it
+        is time to change, else None. The shapes are counted as before whatever their Where, so
+        that constraints change which hosts the measures count, not which shapes the mix keeps."""
         self.counts[shape] = self.counts.get(shape, 0.0) + count
+        by = self.wheres.setdefault(shape, {})
+        by[where] = by.get(where, 0.0) + count
+        if where is not None:
+            self.constrained += count
         self.total += count
         if self.total < self.checked_at * self.growth:
             return None
@@ -136,7 +157,12 @@ class MixLearner:
         candidate = {k: v / norm for k, v in best.items()}
         moved = sum(abs(candidate.get(k, 0.0) - self.in_use.get(k, 0.0))
                     for k in candidate.keys() | self.in_use.keys()) / 2
+        # the share of constrained asks moved as much: the hosts each shape may use are stale
+        moved = max(moved, abs(self.constrained / self.total - self.constrained_in_use))
         if self.in_use and moved <= self.tolerance:
             return None
         self.in_use = candidate
-        return WorkloadMix([(*k, v) for k, v in candidate.items()], device_milli=self.device_milli)
+        self.constrained_in_use = self.constrained / self.total
+        where = [{w: n / self.counts[k] for w, n in self.wheres[k].items()} for k in candidate]
+        return WorkloadMix([(*k, v) for k, v in candidate.items()], device_milli=self.device_milli,
+                           where=where)

@@ -17,6 +17,9 @@ from scheduler.placement.measures import Measures
 from scheduler.placement.mix import WorkloadMix
 from scheduler.placement.table import GPU, HostTable, amounts
 
+# Overlay.gpu_reserved when no host's GPUs are reserved (nothing to read)
+NOT_RESERVED = np.zeros(0)
+
 
 def pick_gpus(free: np.ndarray, gpu_milli: int, device_milli: int) -> tuple[int, ...]:
     """The devices (of `device_milli`) of one host that an instance asking `gpu_milli` takes, or
@@ -65,11 +68,21 @@ class Overlay:
         self.all_rows = np.arange(len(table))
         self.measures = Measures(len(table), keep_measures)
         self.mix = mix
+        # (N,) the share of each host's free GPUs that work restricted to it will need
+        # (scarcity.reserved); empty when no work is restricted
+        self.gpu_reserved = NOT_RESERVED
 
-    def use_mix(self, mix: WorkloadMix) -> None:
-        """Measure for another workload mix from now on: every measure taken is stale."""
+    def use_mix(self, mix: WorkloadMix, reserve: np.ndarray | None = None) -> None:
+        """Measure for another workload mix (and `reserve`, None: nothing reserved) from now on:
+        every measure taken is stale."""
+        if reserve is not None and reserve.shape != self.gpu_left.shape:
+            raise ValueError("reserve must have one value per host")
         self.mix = mix
+        self.gpu_reserved = NOT_RESERVED if reserve is None else reserve
         self.measures.clear()
+
+    def same_reserve(self, reserve: np.ndarray | None) -> bool:
+        return np.array_equal(self.gpu_reserved, NOT_RESERVED if reserve is None else reserve)
 
     def reserve(self, host: int, need: np.ndarray) -> tuple[int, ...]:
         """Reserve `need` on `host` (which the filters found feasible); returns its GPU devices."""

@@ -9,16 +9,17 @@ changed since it last looked (score caching per equivalence class, kept in `clas
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from packyard.records import ResourceAmounts
-from scheduler.placement import fused, scarcity
+from packyard.spec import Constraint
+from scheduler.placement import filters, fused, scarcity
 from scheduler.placement.asks import Running
 from scheduler.placement.config import EngineConfig
-from scheduler.placement.mix import MixLearner, WorkloadMix
+from scheduler.placement.mix import MixLearner, Where, WorkloadMix
 from scheduler.placement.overlay import Overlay
 from scheduler.placement.scorers import REGISTRY
 from scheduler.placement.table import CPU, DISK, GPU, MEMORY, HostTable, to_amounts
@@ -84,6 +85,8 @@ class Plan:
         # len(log) after the last release: a class that looked before it must re-check the hosts
         # it found infeasible, since a release (unlike a reservation) can make a host feasible
         self.released_at = 0
+        # the hosts each constrained shape of the learned mix may use (WorkloadMix.where -> mask)
+        self.where_hosts: dict[Where, np.ndarray] = {}
         if given is not None:   # a given mix gets the weights of the hosts as they stand
             self.observe(np.zeros(4, dtype=np.int64), 0)
 
@@ -108,17 +111,17 @@ class Plan:
     def mix(self) -> WorkloadMix | None:
         return self.overlay.mix
 
-    def observe(self, need: np.ndarray, count: int) -> None:
-        """Count an ask into the learned mix, and re-measure where the cpu-only shapes' room lies
-        when the cluster has filled by a step (scarcity.py); when the mix or its weights change,
-        every cached score is stale."""
+    def observe(self, need: np.ndarray, count: int, constraints: Sequence[Constraint] = ()) -> None:
+        """Count an ask (restricted by `constraints`) into the learned mix, and re-measure where the
+        cpu-only shapes' room lies when the cluster has filled by a step (scarcity.py); when the
+        mix or its weights change, every cached score is stale."""
         mix = None
         if self.learner is not None and count > 0:
-            mix = self.learner.observe((int(need[CPU]), int(need[MEMORY]), int(need[GPU])), count)
+            mix = self.learner.observe((int(need[CPU]), int(need[MEMORY]), int(need[GPU])), count,
+                                       self._where(constraints))
         if self.gpu_total <= 0:   # no GPU to fragment: the weights are never read
             if mix is not None:
-                self.overlay.use_mix(mix)
-                self.classes.clear()
+                self._use_mix(mix)
             return
         now = scarcity.clock(self.cpu_taken, self.cpu_total, self.gpu_taken, self.gpu_total)
         if mix is None:
@@ -128,9 +131,29 @@ class Plan:
         self.measured_at = now
         weights = scarcity.misfit(self.overlay.free, self.overlay.gpu_left, mix)
         keep_off = scarcity.keep_off(self.overlay.free, self.overlay.gpu_left, mix)
-        if mix is self.overlay.mix and np.array_equal(weights, mix.misfit) and keep_off == mix.keep_off:
+        reserve = scarcity.reserved(self.overlay.gpu_left, mix, self.where_hosts)
+        if (mix is self.overlay.mix and np.array_equal(weights, mix.misfit) and keep_off == mix.keep_off
+                and self.overlay.same_reserve(reserve)):
             return
-        self.overlay.use_mix(mix.with_misfit(weights, keep_off))
+        self._use_mix(mix.with_misfit(weights, keep_off), reserve)
+
+    def _where(self, constraints: Sequence[Constraint]) -> Where:
+        """The mix's key for the hosts an ask with `constraints` may use (None: any host), its
+        mask found once. Only constraints count: whether a host is ready or has the kind's
+        driver is the cluster's state, not the work's."""
+        if not constraints:
+            return None
+        where = tuple((c.attribute, c.operator, tuple(c.value) if isinstance(c.value, list) else c.value)
+                      for c in constraints)
+        if where not in self.where_hosts:
+            self.where_hosts[where] = np.logical_and.reduce([filters.constraint(self.table, c)[0]
+                                                             for c in constraints])
+        # constraints every host meets restrict nothing: the ask is any host's
+        return None if self.where_hosts[where].all() else where
+
+    def _use_mix(self, mix: WorkloadMix, reserve: np.ndarray | None = None) -> None:
+        """Measure for `mix` (and the hosts' GPUs `reserve`d for constrained work) from now on."""
+        self.overlay.use_mix(mix, reserve)
         self.classes.clear()
 
     def view(self, need: np.ndarray, rows: slice | np.ndarray = slice(None)) -> View:

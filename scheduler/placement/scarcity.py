@@ -22,9 +22,11 @@ empty, and the last 8-GPU pods found no host).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
-from scheduler.placement.mix import WorkloadMix
+from scheduler.placement.mix import Where, WorkloadMix
 from scheduler.placement.table import CPU, MEMORY
 
 # re-measured in steps of 1/STEPS of the cluster's cpu and GPUs taken, the weights kept in steps of
@@ -88,3 +90,38 @@ def keep_off(free: np.ndarray, gpu_left: np.ndarray, mix: WorkloadMix) -> float:
             short = max(short, (both - float(np.add.reduce(left[has_gpu]))) / without)
             spare = min(spare, 1.0 - without / max(float(np.add.reduce(left[~has_gpu])), 1.0))
     return float(np.floor(min(max(short, 0.0), 1.0) * max(spare, 0.0) * STEPS) / STEPS)
+
+
+def reserved(gpu_left: np.ndarray, mix: WorkloadMix, hosts_of: Mapping[Where, np.ndarray]) -> np.ndarray | None:
+    """(N,) how much of each host's free GPUs the work restricted to it by constraints will need
+    (`Overlay.gpu_reserved`, 0..1 in steps of 1/STEPS), or None when the mix has no such work: the
+    fragmentation measure counts the GPU milli an instance takes there as that share lost, so
+    that work which may run anywhere leaves the few hosts of a GPU model (or any constrained set)
+    to the work that may run only there (bench/PACKING.md, the trace with GPU models asked for:
+    1-GPU pods of any model filled the T4, P100 and V100 hosts, then the pods asking for those
+    models found none).
+
+    For each set of hosts some of the mix's GPU work is restricted to (`hosts_of`: WorkloadMix.where
+    -> mask), its pressure: its share of the GPU milli the mix asks, over the share of the free GPU
+    milli on those hosts (as much work to come as fills the free GPUs, as `keep_off` assumes): 1
+    when that work alone needs all of the set's free GPUs. A host's is the sum over the sets it is
+    in, at most 1."""
+    if not mix.constrained:
+        return None
+    gpu_asked = float(mix.weight @ mix.gpu)
+    free = np.maximum(gpu_left, 0).astype(np.float64)
+    total = float(np.add.reduce(free))
+    if gpu_asked <= 0 or total <= 0:
+        return None
+    demand: dict[Where, float] = {}   # GPU milli an instance of the mix asks, restricted to each set
+    for k in np.flatnonzero(mix.gpu > 0):
+        for where, share in mix.where[k].items():
+            if where is not None:
+                demand[where] = demand.get(where, 0.0) + float(mix.weight[k]) * share * float(mix.gpu[k])
+    out = np.zeros(len(free))
+    for where, asked in demand.items():
+        hosts = hosts_of[where]
+        supply = float(np.add.reduce(free[hosts]))
+        if supply > 0:
+            out[hosts] += (asked / gpu_asked) / (supply / total)
+    return np.floor(np.minimum(out, 1.0) * STEPS) / STEPS

@@ -17,7 +17,7 @@ from packyard.records import ResourceAmounts
 from scheduler.placement import EngineConfig, Host, HostTable, Plan, aot, engine, kernel, place, table
 from scheduler.placement.mix import WorkloadMix
 from scheduler.placement.table import amounts
-from tests.scheduler.placement.builders import GIB, ask
+from tests.scheduler.placement.builders import GIB, ask, con
 
 pytestmark = pytest.mark.skipif(kernel.jit_refresh() is None, reason="numba is not installed")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -108,11 +108,16 @@ def test_same_scores_bit_for_bit_as_numpy(seed, gpu_model, compiled):
     reference.fused = None
     # work without GPUs kept off hosts with free GPUs: not, in part, wholly (scarcity.keep_off)
     keep_off = (0.0, float(rng.random()), 1.0)[seed % 3]
-    if seed % 2 or keep_off:   # weights of GPUs lost for lack of cpu or memory, FGD's 1 for some
+    # GPUs reserved for constrained work (scarcity.reserved) on some hosts, in steps or not
+    reserve = None
+    if seed % 4 in (1, 2):
+        reserve = np.where(rng.random(len(table)) < 0.5, 0.0, rng.random(len(table)))
+        reserve = np.floor(reserve * 32) / 32 if seed % 4 == 1 else reserve
+    if seed % 2 or keep_off or reserve is not None:   # GPUs lost for lack of cpu or memory, FGD's 1 for some
         misfit = (np.where(rng.random(len(mix.weight)) < 0.3, 1.0, rng.random(len(mix.weight)))
                   if seed % 2 else mix.misfit)
         for plan in (fused, reference):
-            plan.overlay.use_mix(mix.with_misfit(misfit, keep_off))
+            plan.overlay.use_mix(mix.with_misfit(misfit, keep_off), reserve)
     for step in range(40):
         need = random_need(rng)
         a, b = engine._new_class(fused, ask(), need), engine._new_class(reference, ask(), need)
@@ -156,16 +161,24 @@ def test_gpu_terms_are_a_constant_where_no_scored_row_has_a_free_gpu(compiled):
 
 @pytest.mark.parametrize("gpu_model", ["devices", "pooled"])
 @pytest.mark.parametrize("gpu_hosts", [0.0, 0.3])
-def test_same_decisions_as_numpy(gpu_model, gpu_hosts, compiled):
+@pytest.mark.parametrize("models", [False, True])
+def test_same_decisions_as_numpy(gpu_model, gpu_hosts, models, compiled):
+    """`models`: hosts of three GPU models, a third of the GPU asks restricted to one or two of
+    them (the GPUs they need reserved: scarcity.reserved)."""
+    if models and not gpu_hosts:
+        pytest.skip("no GPU to restrict")
     rng = np.random.default_rng(11)
     hosts = [Host(f"h{i}", ResourceAmounts(32000, 128 * GIB, 100 * GIB, 8000 if rng.random() < gpu_hosts else 0),
-                  attributes={"driver.container": "ok", "driver.vm": "ok"}) for i in range(80)]
+                  attributes={"driver.container": "ok", "driver.vm": "ok",
+                              **({"gpu.model": "ABC"[i % 3]} if models else {})}) for i in range(80)]
     table = HostTable.from_hosts(hosts, gpu_model=gpu_model)
     asks = []
     for i in range(400):
         gpu = int(rng.choice([0, 0, 0, 250, 500, 1000, 2000])) if gpu_hosts else 0
+        constraints = ([con("gpu.model", "in", sorted(rng.choice(list("ABC"), int(rng.integers(1, 3)), replace=False)))]
+                       if models and gpu and rng.random() < 0.33 else None)
         asks.append(ask(int(rng.integers(1, 4)), int(rng.integers(100, 6000)), int(rng.integers(64, 20000)),
-                        gpu=gpu, kind=str(rng.choice(["container", "vm"])), group=f"g{i}"))
+                        gpu=gpu, kind=str(rng.choice(["container", "vm"])), group=f"g{i}", constraints=constraints))
     config = EngineConfig(gpu_model=gpu_model)
     fused, reference = Plan(table, config), Plan(table, config)
     reference.fused = None
@@ -173,6 +186,8 @@ def test_same_decisions_as_numpy(gpu_model, gpu_hosts, compiled):
     b = place(table, asks, plan=reference)
     assert [(r.hosts, r.gpus, r.reasons) for r in a] == [(r.hosts, r.gpus, r.reasons) for r in b]
     assert sum(len(r.hosts) for r in a) > 300
+    if models and gpu_model == "devices":   # the reserve was in play, not only computed
+        assert len(fused.overlay.gpu_reserved) and fused.overlay.gpu_reserved.any()
 
 
 def test_numpy_where_the_kernel_does_not_fuse(monkeypatch):

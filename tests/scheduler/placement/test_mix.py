@@ -82,3 +82,20 @@ def test_a_given_mix_is_counted_in_the_plans_gpu_model():
     learned = Plan(HostTable.from_hosts(hosts, gpu_model="pooled"), EngineConfig(gpu_model="pooled"))
     place(learned.table, [ask(1, gpu=2000)], plan=learned)
     assert learned.mix.device_milli == 10**9 and learned.mix.share.tolist() == [True]
+
+
+def test_the_learner_keeps_each_shapes_asks_by_the_hosts_they_may_use():
+    """Constrained asks are counted into their shape (which shapes the mix keeps does not change
+    with constraints) and the mix says, per shape, the share of its asks restricted to each set."""
+    learner = MixLearner(growth=1.0, tolerance=0.0)
+    t4 = (("gpu.model", "in", ("T4",)),)
+    assert learner.observe((1000, GIB, 1000), 3).constrained is False
+    mix = learner.observe((1000, GIB, 1000), 1, t4)
+    assert mix is not None and mix.weight.tolist() == [1.0] and mix.constrained
+    assert mix.where == [{None: 0.75, t4: 0.25}]
+    # a share of constrained asks that moved offers a new mix though the shapes did not
+    learner = MixLearner(growth=1.25, tolerance=0.05)
+    learner.observe((1000, GIB, 1000), 100)
+    assert learner.observe((1000, GIB, 1000), 30, t4).where == [{None: 100 / 130, t4: 30 / 130}]
+    # counted again in another device size, or with other weights, it keeps them
+    assert mix.for_devices(10**9).where == mix.with_misfit(mix.misfit).where == mix.where

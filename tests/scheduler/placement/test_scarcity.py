@@ -9,7 +9,7 @@ from packyard.records import ResourceAmounts
 from scheduler.placement import EngineConfig, Host, HostTable, Plan, fragmentation, place, scarcity
 from scheduler.placement.mix import WorkloadMix
 from scheduler.placement.table import CPU, MEMORY
-from tests.scheduler.placement.builders import GIB, ask, host
+from tests.scheduler.placement.builders import GIB, ask, con, host
 
 
 def random_cluster(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -261,3 +261,65 @@ def beside_free_gpus(rng: np.random.Generator, monkeypatch, real, beside: dict[s
         beside[name] += on_gpu_hosts(runs[tight, name])
     assert on_gpu_hosts(runs[tight, "kept"]) <= on_gpu_hosts(runs[tight, "not"])
     assert gpu_placed(runs[tight, "kept"]) >= gpu_placed(runs[tight, "not"])
+
+
+T4 = (("gpu.model", "=", "T4"),)
+G2 = (("gpu.model", "=", "G2"),)
+
+
+def test_gpus_are_reserved_for_the_work_restricted_to_them_in_the_measure_of_its_pressure():
+    """scarcity.reserved: a set's share of the GPU work over its share of the free GPUs, summed
+    over the sets a host is in, at most 1, in steps of 1/STEPS; None without constrained work."""
+    gpu_left = np.array([2000, 2000, 8000, 8000, 0])
+    hosts_of = {T4: np.array([True, True, False, False, False]), G2: np.array([False, False, True, True, False])}
+    plain = WorkloadMix([(1000, GIB, 1000, 1.0)])
+    assert scarcity.reserved(gpu_left, plain, hosts_of) is None
+    # a tenth of the GPU work needs T4 (a fifth of the free GPUs): half of theirs; G2's share of
+    # the work is 0.05 for 0.8 of the GPUs
+    mix = WorkloadMix([(1000, GIB, 1000, 1.0)], where=[{None: 0.85, T4: 0.1, G2: 0.05}])
+    got = scarcity.reserved(gpu_left, mix, hosts_of)
+    assert got.tolist() == [0.5, 0.5, np.floor(0.0625 * 32) / 32, np.floor(0.0625 * 32) / 32, 0.0]
+    # more work restricted to T4 than T4 has: all of it, no more
+    mix = WorkloadMix([(1000, GIB, 1000, 1.0)], where=[{None: 0.5, T4: 0.5}])
+    assert scarcity.reserved(gpu_left, mix, hosts_of).tolist()[:2] == [1.0, 1.0]
+    # as the T4s fill, what is left of them is needed the more
+    less = scarcity.reserved(np.array([1000, 0, 8000, 8000, 0]), WorkloadMix(
+        [(1000, GIB, 1000, 1.0)], where=[{None: 0.9, T4: 0.1}]), hosts_of)
+    assert less[0] == 1.0 and less[2] == 0.0
+    # a set with no free GPU left reserves nothing; shapes without GPUs ask none
+    cpu_only = WorkloadMix([(1000, GIB, 0, 1.0), (1000, GIB, 1000, 1.0)], where=[{T4: 1.0}, {None: 1.0}])
+    assert scarcity.reserved(gpu_left, cpu_only, hosts_of).tolist() == [0.0] * 5
+
+
+def model_stream(seed: int) -> tuple[HostTable, list]:
+    """A generated cluster: many hosts of model G2, a few of T4 (more cpu per GPU, which the
+    stranding term prefers for cpu-heavy GPU work); a stream of 1-GPU asks of any model, as many
+    restricted to T4 as T4 has GPUs, in random order, with room for all and some GPUs to spare."""
+    rng = np.random.default_rng(seed)
+    n_t4 = int(rng.integers(4, 10))
+    hosts = ([Host(f"t4-{i}", ResourceAmounts(104000, 512 * GIB, 0, 2000),
+                   attributes={"driver.container": "ok", "gpu.model": "T4"}) for i in range(n_t4)]
+             + [Host(f"g2-{i}", ResourceAmounts(96000, 384 * GIB, 0, 8000),
+                     attributes={"driver.container": "ok", "gpu.model": "G2"}) for i in range(3 * n_t4)])
+    t = HostTable.from_hosts(hosts)
+    t4 = [con("gpu.model", "=", "T4")]
+    restricted = 2 * n_t4   # T4's GPUs, exactly
+    free = 8 * 3 * n_t4 - int(rng.integers(n_t4, 4 * n_t4))   # the rest, less some room
+    kinds = np.array([True] * restricted + [False] * free)
+    rng.shuffle(kinds)
+    asks = [ask(1, int(rng.choice([4000, 8000, 12000])), 32 * 1024, gpu=1000, group=f"a{i}",
+                constraints=t4 if k else None) for i, k in enumerate(kinds)]
+    return t, asks
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_work_of_any_model_leaves_the_few_hosts_of_a_model_to_the_work_that_needs_it(seed, monkeypatch):
+    """Without the reserve the asks of any model take T4's GPUs and T4 asks that come later find
+    none (checked below, so the case can fail)."""
+    t, asks = model_stream(seed)
+    result = place(t, asks)
+    assert all(r.hosts for r in result), sum(not r.hosts for r in result)
+    # the same stream without the reserve: the T4 asks are the ones left out
+    monkeypatch.setattr(scarcity, "reserved", lambda *_: None)
+    left = [a for a, r in zip(asks, place(t, asks), strict=True) if not r.hosts]
+    assert left and all(a.constraints for a in left)
