@@ -27,7 +27,7 @@ Where = tuple | None
 class WorkloadMix:
     def __init__(self, classes: list[tuple[int, int, int, float]], *, device_milli: int = gpumodel.ONE_GPU,
                  misfit: np.ndarray | None = None, keep_off: float = 0.0,
-                 where: list[dict[Where, float]] | None = None):
+                 where: list[dict[Where, float]] | None = None, per_gpu: tuple[float, float] | None = None):
         if not classes:
             raise ValueError("a workload mix needs at least one class")
         a = np.array(classes, dtype=np.float64).reshape(-1, 4)
@@ -61,7 +61,13 @@ class WorkloadMix:
         # the fragmentation scorer compares devices against min(gpu, 1 device): its distinct values
         self.thresholds, self.threshold_index = np.unique(
             np.minimum(self.gpu, device_milli), return_inverse=True)
+        # (`per_gpu`: what a GPU brings with it until the mix has GPU work to tell; the Plan gives
+        # its hosts' own proportion, so that work seen before any GPU work leaves GPU hosts the cpu
+        # and memory their GPUs will need)
+        self.per_gpu = per_gpu
         self.cpu_per_gpu, self.memory_per_gpu = self._per_gpu()
+        if self.cpu_per_gpu == 0 and self.memory_per_gpu == 0 and per_gpu is not None:
+            self.cpu_per_gpu, self.memory_per_gpu = per_gpu
         # the shapes the fragmentation measure is expected over: all of them on devices; with pooled
         # GPUs (a host's GPUs one amount) a share never needs one device, and what is left to
         # fragment is a host's pool too small for whole-GPU work (bench/PACKING.md measures it)
@@ -94,13 +100,18 @@ class WorkloadMix:
         if device_milli == self.device_milli:
             return self
         return WorkloadMix(self.classes, device_milli=device_milli, misfit=self.misfit,
-                           keep_off=self.keep_off, where=self.where)
+                           keep_off=self.keep_off, where=self.where, per_gpu=None)
 
     def with_misfit(self, misfit: np.ndarray, keep_off: float = 0.0) -> WorkloadMix:
         """This mix with other weights of GPUs lost for lack of cpu or memory (one a shape), and
         another strength with which work without GPUs is kept off hosts with free GPUs."""
         return WorkloadMix(self.classes, device_milli=self.device_milli, misfit=misfit, keep_off=keep_off,
-                           where=self.where)
+                           where=self.where, per_gpu=self.per_gpu)
+
+    def with_per_gpu(self, per_gpu: tuple[float, float] | None) -> WorkloadMix:
+        """This mix, with what a GPU brings with it while it has no GPU work (None: nothing)."""
+        return WorkloadMix(self.classes, device_milli=self.device_milli, misfit=self.misfit,
+                           keep_off=self.keep_off, where=self.where, per_gpu=per_gpu)
 
     def _per_gpu(self) -> tuple[float, float]:
         """The median cpu and memory a GPU's worth of the mix's GPU workloads brings with it
@@ -109,11 +120,11 @@ class WorkloadMix:
         if not g.any():
             return 0.0, 0.0
         share = self.weight[g] * self.gpu[g]
-        return (_weighted_median(self.cpu[g] / self.gpu[g], share) * self.device_milli,
-                _weighted_median(self.memory[g] / self.gpu[g], share) * self.device_milli)
+        return (weighted_median(self.cpu[g] / self.gpu[g], share) * self.device_milli,
+                weighted_median(self.memory[g] / self.gpu[g], share) * self.device_milli)
 
 
-def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     order = np.argsort(values, kind="stable")
     cumulative = np.cumsum(weights[order])
     return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])

@@ -19,7 +19,7 @@ from packyard.spec import Constraint
 from scheduler.placement import filters, fused, scarcity
 from scheduler.placement.asks import Running
 from scheduler.placement.config import EngineConfig
-from scheduler.placement.mix import MixLearner, Where, WorkloadMix
+from scheduler.placement.mix import MixLearner, Where, WorkloadMix, weighted_median
 from scheduler.placement.overlay import Overlay
 from scheduler.placement.scorers import REGISTRY
 from scheduler.placement.table import CPU, DISK, GPU, MEMORY, HostTable, to_amounts
@@ -37,6 +37,17 @@ def effective_capacity(capacity: np.ndarray, config: EngineConfig) -> np.ndarray
     reserve = np.array([config.host_reserve.cpu_milli, config.host_reserve.memory_bytes,
                         config.host_reserve.disk_bytes, 0], dtype=np.int64)
     return np.maximum(out - reserve, 0)
+
+
+def hosts_per_gpu(table: HostTable, capacity: np.ndarray) -> tuple[float, float] | None:
+    """The median cpu and memory the hosts with GPUs have per device, weighted by their GPUs (what
+    a GPU host's hardware gives each GPU); None without GPUs."""
+    gpus = table.gpu_capacity.sum(axis=1)
+    has = gpus > 0
+    if not has.any():
+        return None
+    per = capacity[has][:, [CPU, MEMORY]] * (table.device_milli / gpus[has])[:, None]
+    return tuple(weighted_median(per[:, r], gpus[has].astype(np.float64)) for r in (0, 1))
 
 
 class Plan:
@@ -85,6 +96,9 @@ class Plan:
         # len(log) after the last release: a class that looked before it must re-check the hosts
         # it found infeasible, since a release (unlike a reservation) can make a host feasible
         self.released_at = 0
+        # what a GPU brings with it on these hosts (cpu and memory, per device): the learned mix's
+        # until it has GPU work of its own (WorkloadMix.per_gpu)
+        self.per_gpu = hosts_per_gpu(table, self.overlay.capacity)
         # the hosts each constrained shape of the learned mix may use (WorkloadMix.where -> mask)
         self.where_hosts: dict[Where, np.ndarray] = {}
         if given is not None:   # a given mix gets the weights of the hosts as they stand
@@ -119,6 +133,8 @@ class Plan:
         if self.learner is not None and count > 0:
             mix = self.learner.observe((int(need[CPU]), int(need[MEMORY]), int(need[GPU])), count,
                                        self._where(constraints))
+            if mix is not None:
+                mix = mix.with_per_gpu(self.per_gpu)
         if self.gpu_total <= 0:   # no GPU to fragment: the weights are never read
             if mix is not None:
                 self._use_mix(mix)

@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scheduler.placement import EngineConfig, HostTable, Plan, place
+from packyard.records import ResourceAmounts
+from scheduler.placement import EngineConfig, Host, HostTable, Plan, place
+from scheduler.placement import plan as plan_module
 from scheduler.placement.mix import MixLearner, WorkloadMix
 from tests.scheduler.placement.builders import ask, host, table
 
@@ -99,3 +101,38 @@ def test_the_learner_keeps_each_shapes_asks_by_the_hosts_they_may_use():
     assert learner.observe((1000, GIB, 1000), 30, t4).where == [{None: 100 / 130, t4: 30 / 130}]
     # counted again in another device size, or with other weights, it keeps them
     assert mix.for_devices(10**9).where == mix.with_misfit(mix.misfit).where == mix.where
+
+
+def test_a_gpu_brings_its_hosts_cpu_and_memory_until_the_mix_has_gpu_work():
+    """Plan.per_gpu: the GPU hosts' median cpu and memory per device, weighted by their GPUs; the
+    learned mix measures stranding with it until GPU work of its own tells."""
+    t = table(host("g2", cpu=96000, mem_gib=384, gpu=8000), host("g2b", cpu=96000, mem_gib=384, gpu=8000),
+              host("t4", cpu=104000, mem_gib=512, gpu=2000), host("cpu", cpu=32000, mem_gib=128))
+    plan = Plan(t, EngineConfig())
+    assert plan.per_gpu == (12000, 48 * GIB)
+    place(t, [ask(1, 4000)], plan=plan)
+    assert plan.mix.gpu.tolist() == [0] and (plan.mix.cpu_per_gpu, plan.mix.memory_per_gpu) == plan.per_gpu
+    place(t, [ask(1, 20000, gpu=1000)], plan=plan)
+    assert plan.mix.cpu_per_gpu == 20000   # its own GPU work's, from now on
+    assert Plan(table(host("cpu", cpu=32000)), EngineConfig()).per_gpu is None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_work_seen_before_any_gpu_work_leaves_gpu_hosts_the_cpu_their_gpus_need(seed, monkeypatch):
+    """Generated streams as the trace's variant lists order them: all the work without GPUs first
+    (more than the CPU-only hosts hold), then 1-GPU work asking the GPU hosts' own cpu per GPU.
+    Packed by size alone, the first fills the GPU hosts' cpu and the GPU work finds GPUs without
+    it (checked below without the prior, so the case can fail)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(4, 9))
+    hosts = ([Host(f"g-{i}", ResourceAmounts(96000, 384 * GIB, 0, 8000), attributes={"driver.container": "ok"})
+              for i in range(n)]
+             + [Host(f"c-{i}", ResourceAmounts(64000, 256 * GIB, 0, 0), attributes={"driver.container": "ok"})
+                for i in range(n)])
+    t = HostTable.from_hosts(hosts)
+    cpu_only = [ask(1, int(rng.choice([4000, 8000, 16000])), 8 * 1024, group=f"c{i}") for i in range(6 * n)]
+    gpu = [ask(1, 12000, 32 * 1024, gpu=1000, group=f"g{i}") for i in range(8 * n - int(rng.integers(0, 3)))]
+    result = place(t, cpu_only + gpu)
+    assert sum(not r.hosts for r in result[len(cpu_only):]) == 0
+    monkeypatch.setattr(plan_module, "hosts_per_gpu", lambda *_: None)
+    assert sum(not r.hosts for r in place(t, cpu_only + gpu)[len(cpu_only):]) > 0
