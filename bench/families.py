@@ -5,7 +5,11 @@ cases, and bench/pack_families.py runs several seeds of each.
 - `trace`: the Alibaba trace's own hosts with its pod list resampled (with replacement, in
   creation order): `cpu_x` times the trace's share of CPU-only pods (0..3), `shared` the share of
   GPU pods that take a share of one GPU (0.2..1.0; a shared pod's milli drawn from the trace's
-  shares), `multi` times the trace's share of multi-GPU pods among whole-GPU pods.
+  shares), `multi` times the trace's share of multi-GPU pods among whole-GPU pods; `cpu_first`
+  puts every CPU-only pod before the GPU pods (as the trace's own published variant lists order
+  them, bench/pack_openb.py), and `models` restricts that share of the GPU pods to GPU models
+  (`gpu_spec`: the model of a host drawn at random, with one or two more models drawn so for a
+  third of them).
 - `vmmix`: VM + container mixes on identical hosts (bench/gen_mix.py's sizes) with the VM share,
   the size distribution's skew and the host size drawn per seed.
 - `mixedhosts`: the same mixes on hosts of four sizes (16 to 128 cores), some with 4 or 8 GPUs.
@@ -30,7 +34,8 @@ def _read(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def trace(seed: int, cpu_x: float = 1.0, shared: float | None = None, multi: float = 1.0):
+def trace(seed: int, cpu_x: float = 1.0, shared: float | None = None, multi: float = 1.0,
+          cpu_first: bool = False, models: float = 0.0):
     rng = np.random.default_rng(seed)
     nodes = [(n["sn"], n["cpu_milli"], n["memory_mib"], n["gpu"], n["model"])
              for n in _read(TRACE / "openb_node_list_all_node.csv")]
@@ -51,8 +56,19 @@ def trace(seed: int, cpu_x: float = 1.0, shared: float | None = None, multi: flo
              [dict(multis[i]) for i in rng.integers(len(multis), size=n_multi)] +
              [dict(whole1[i]) for i in rng.integers(len(whole1), size=whole - n_multi)])
     order = rng.permutation(len(picks))   # an arrival order drawn per seed
+    if cpu_first:   # (a stable sort keeps the drawn order within each part)
+        order = order[np.argsort([int(picks[i]["num_gpu"]) != 0 for i in order], kind="stable")]
+    host_models = [n[4] for n in nodes if n[4]]
+    kinds = sorted(set(host_models))
+    for p in picks:
+        p["gpu_spec"] = ""
+        if models and int(p["num_gpu"]) and rng.random() < models:
+            allowed = {host_models[rng.integers(len(host_models))]}
+            if rng.random() < 1 / 3:
+                allowed |= {kinds[i] for i in rng.integers(len(kinds), size=int(rng.integers(1, 3)))}
+            p["gpu_spec"] = "|".join(sorted(allowed))
     rows = [(f"pod-{k:06d}", p["cpu_milli"], p["memory_mib"], "container", p["num_gpu"], p["gpu_milli"],
-             p.get("gpu_spec", "")) for k, p in enumerate(picks[i] for i in order)]
+             p["gpu_spec"]) for k, p in enumerate(picks[i] for i in order)]
     return nodes, rows
 
 

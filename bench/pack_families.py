@@ -56,6 +56,11 @@ EXTRA = [
     ("trace", "shared 80%", lambda s: families.trace(s, shared=0.8)),
     ("trace", "multi-GPU 2x", lambda s: families.trace(s, multi=2.0)),
     ("trace", "shared 50%, multi-GPU 2x", lambda s: families.trace(s, shared=0.5, multi=2.0)),
+    # as the trace's published variant lists have them (bench/pack_openb.py): CPU-only pods first,
+    # GPU pods restricted to GPU models
+    ("trace", "cpu-only 1.5x, CPU-only first", lambda s: families.trace(s, cpu_x=1.5, cpu_first=True)),
+    ("trace", "shared 50%, CPU-only first", lambda s: families.trace(s, shared=0.5, cpu_first=True)),
+    ("trace", "GPU models 25%", lambda s: families.trace(s, models=0.25)),
 ]
 BOUNDS = ("LB", "LP", "LP optimum", "LP seconds")
 BEGIN, END = "<!-- families: begin (bench/pack_families.py) -->", "<!-- families: end -->"
@@ -196,6 +201,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", default="1,2")
     p.add_argument("--only", default="", help="comma-separated families")
+    p.add_argument("--variants", default="", help="variant labels separated by ; (all of the family's if none)")
     p.add_argument("--md", type=Path, default=Path(__file__).with_name("PACKING.md"))
     p.add_argument("--cache", type=Path, help="JSON file keeping the peers' cells between runs")
     p.add_argument("--gpu-model", choices=["devices", "pooled"], default="devices",
@@ -219,7 +225,7 @@ def main() -> None:
         cache = {**cache, **cells_from_table(a.md.read_text(), begin, end, peers, pooled)}
     with tempfile.TemporaryDirectory() as t:
         for family, label, build in EXTRA if a.extra else VARIANTS:
-            if a.only and family not in a.only.split(","):
+            if a.only and family not in a.only.split(",") or a.variants and label not in a.variants.split(";"):
                 continue
             for seed in (int(x) for x in a.seeds.split(",")):
                 key = f"{family}|{label}|{seed}" + ("|pooled" if pooled else "")
@@ -239,7 +245,7 @@ def main() -> None:
     table = "\n".join(lines)
     if a.heldout:
         a.md.write_text(merge_heldout(a.md.read_text() if a.md.exists() else "", begin, end, lines[:2], lines[2:]))
-    elif a.md.exists() and not a.only and not a.extra:
+    elif a.md.exists() and not a.only and not a.extra and not a.variants:
         text = a.md.read_text()
         if begin in text and end in text:
             head, rest = text.split(begin, 1)
