@@ -270,9 +270,29 @@ class Placer:
         return out
 
     def workload_mix(self) -> placement.WorkloadMix | None:
-        """The shapes running now: what the GPU-aware scorers expect to keep arriving."""
+        """The shapes running now: what the GPU-aware scorers expect to keep arriving, with how
+        many of each are restricted by their group's constraints to some hosts (the GPUs those
+        need are kept for them: placement/scarcity.reserved). Only GPU groups with constraints
+        are walked (the shapes themselves are kept counted by the state)."""
         counts = {shape: float(n) for shape, n in self.state.shape_counts().items()}
-        return placement.WorkloadMix.of(counts) if counts else None
+        if not counts:
+            return None
+        restricted: dict[tuple[int, int, int], dict] = {}
+        for job_name in self.state.jobs_holding():
+            job = self.state.jobs.get(job_name)
+            spec = self.specs.of(job) if job is not None else None
+            groups = {g.name: placement.where_of(g.constraints) for g in spec.groups
+                      if g.constraints and g.resources.gpu} if spec is not None else {}
+            if not groups:
+                continue
+            for e in self.state.job_entries(job_name):
+                r = e.record
+                if r.group in groups and self.state.holds(r.id):
+                    res = r.reserved
+                    shape = (res.get("cpu_milli", 0), res.get("memory_bytes", 0), res.get("gpu_milli", 0))
+                    by = restricted.setdefault(shape, {})
+                    by[groups[r.group]] = by.get(groups[r.group], 0) + 1
+        return placement.WorkloadMix.of(counts, restricted=restricted)
 
     # --- dry run ----------------------------------------------------------------------------------
     def plan(self, spec: JobSpec, version: int, engine: placement.EngineConfig, now: float,

@@ -12,9 +12,9 @@ from scheduler.placement.asks import GroupAsk, GroupPlacement, Preemption, Runni
 from scheduler.placement.config import POLICIES, EngineConfig
 from scheduler.placement.engine import place, place_group
 from scheduler.placement.filters import eligible
-from scheduler.placement.mix import WorkloadMix
+from scheduler.placement.mix import WorkloadMix, where_of
 from scheduler.placement.plan import Plan
 from scheduler.placement.table import Host, HostTable
 
 __all__ = ["EngineConfig", "GroupAsk", "GroupPlacement", "Host", "HostTable", "POLICIES", "Plan",
-           "Preemption", "Running", "Status", "WorkloadMix", "eligible", "place", "place_group"]
+           "Preemption", "Running", "Status", "WorkloadMix", "eligible", "place", "place_group", "where_of"]

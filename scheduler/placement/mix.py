@@ -19,9 +19,17 @@ from packyard.records import ResourceAmounts
 from scheduler.placement import gpumodel
 
 Shape = tuple[int, int, int]
-# which hosts an ask may use: None for any, else a hashable of its constraints (Plan._where), whose
+# which hosts an ask may use: None for any, else a hashable of its constraints (where_of), whose
 # hosts the Plan finds in its table (a mix holds no table)
 Where = tuple | None
+
+
+def where_of(constraints) -> Where:
+    """The Where of an ask's constraints (packyard.spec.Constraint: attribute, operator, value)."""
+    if not constraints:
+        return None
+    return tuple((c.attribute, c.operator, tuple(c.value) if isinstance(c.value, list) else c.value)
+                 for c in constraints)
 
 
 class WorkloadMix:
@@ -79,11 +87,18 @@ class WorkloadMix:
         self.mean_cpu_memory = np.array([self.mean_cpu, self.mean_memory])
 
     @classmethod
-    def of(cls, counts: dict[Shape, float], top: int = 64, *,
-           device_milli: int = gpumodel.ONE_GPU) -> WorkloadMix:
-        """The mix of counted shapes, keeping the `top` most frequent."""
+    def of(cls, counts: dict[Shape, float], top: int = 64, *, device_milli: int = gpumodel.ONE_GPU,
+           restricted: dict[Shape, dict[Where, float]] | None = None) -> WorkloadMix:
+        """The mix of counted shapes, keeping the `top` most frequent; `restricted`: of each
+        shape's count, how many are restricted to the hosts of each Where (the rest: any host)."""
         best = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-        return cls([(*shape, float(n)) for shape, n in best], device_milli=device_milli)
+        where = None
+        if restricted:
+            where = []
+            for shape, n in best:
+                by = {w: k / n for w, k in (restricted.get(shape) or {}).items() if w is not None}
+                where.append({None: 1.0 - sum(by.values()), **by} if by else {None: 1.0})
+        return cls([(*shape, float(n)) for shape, n in best], device_milli=device_milli, where=where)
 
     @classmethod
     def of_reserved(cls, reserved: Iterable[ResourceAmounts], top: int = 64, *,
@@ -109,7 +124,10 @@ class WorkloadMix:
                            where=self.where, per_gpu=self.per_gpu)
 
     def with_per_gpu(self, per_gpu: tuple[float, float] | None) -> WorkloadMix:
-        """This mix, with what a GPU brings with it while it has no GPU work (None: nothing)."""
+        """This mix, with what a GPU brings with it while it has no GPU work (None: nothing);
+        itself where that changes nothing (it has GPU work, or the same already)."""
+        if per_gpu == self.per_gpu or self.gpu.any():
+            return self
         return WorkloadMix(self.classes, device_milli=self.device_milli, misfit=self.misfit,
                            keep_off=self.keep_off, where=self.where, per_gpu=per_gpu)
 

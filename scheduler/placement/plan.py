@@ -19,7 +19,7 @@ from packyard.spec import Constraint
 from scheduler.placement import filters, fused, scarcity
 from scheduler.placement.asks import Running
 from scheduler.placement.config import EngineConfig
-from scheduler.placement.mix import MixLearner, Where, WorkloadMix, weighted_median
+from scheduler.placement.mix import MixLearner, Where, WorkloadMix, weighted_median, where_of
 from scheduler.placement.overlay import Overlay
 from scheduler.placement.scorers import REGISTRY
 from scheduler.placement.table import CPU, DISK, GPU, MEMORY, HostTable, to_amounts
@@ -66,8 +66,12 @@ class Plan:
         given = self.config.workload_mix
         self.learner = (MixLearner(device_milli=device_milli)
                         if given is None and self.config.uses_mix() else None)
-        self.overlay = Overlay(table, effective_capacity(table.capacity, self.config),
-                               given.for_devices(device_milli) if given is not None else None,
+        capacity = effective_capacity(table.capacity, self.config)
+        # what a GPU brings with it on these hosts (cpu and memory, per device): a mix's, given or
+        # learned, until it has GPU work of its own (WorkloadMix.per_gpu)
+        self.per_gpu = hosts_per_gpu(table, capacity)
+        self.overlay = Overlay(table, capacity,
+                               given.for_devices(device_milli).with_per_gpu(self.per_gpu) if given is not None else None,
                                keep_measures=self.config.incremental)
         # the engine's refresh, compiled (kernel.py); None: numpy only
         self.fused = fused.for_plan(self.overlay, weights, self.config.incremental)
@@ -96,9 +100,6 @@ class Plan:
         # len(log) after the last release: a class that looked before it must re-check the hosts
         # it found infeasible, since a release (unlike a reservation) can make a host feasible
         self.released_at = 0
-        # what a GPU brings with it on these hosts (cpu and memory, per device): the learned mix's
-        # until it has GPU work of its own (WorkloadMix.per_gpu)
-        self.per_gpu = hosts_per_gpu(table, self.overlay.capacity)
         # the hosts each constrained shape of the learned mix may use (WorkloadMix.where -> mask)
         self.where_hosts: dict[Where, np.ndarray] = {}
         if given is not None:   # a given mix gets the weights of the hosts as they stand
@@ -147,7 +148,7 @@ class Plan:
         self.measured_at = now
         weights = scarcity.misfit(self.overlay.free, self.overlay.gpu_left, mix)
         keep_off = scarcity.keep_off(self.overlay.free, self.overlay.gpu_left, mix)
-        reserve = scarcity.reserved(self.overlay.gpu_left, mix, self.where_hosts)
+        reserve = scarcity.reserved(self.overlay.gpu_left, mix, self._hosts_of)
         if (mix is self.overlay.mix and np.array_equal(weights, mix.misfit) and keep_off == mix.keep_off
                 and self.overlay.same_reserve(reserve)):
             return
@@ -157,15 +158,19 @@ class Plan:
         """The mix's key for the hosts an ask with `constraints` may use (None: any host), its
         mask found once. Only constraints count: whether a host is ready or has the kind's
         driver is the cluster's state, not the work's."""
-        if not constraints:
+        where = where_of(constraints)
+        if where is None:
             return None
-        where = tuple((c.attribute, c.operator, tuple(c.value) if isinstance(c.value, list) else c.value)
-                      for c in constraints)
-        if where not in self.where_hosts:
-            self.where_hosts[where] = np.logical_and.reduce([filters.constraint(self.table, c)[0]
-                                                             for c in constraints])
         # constraints every host meets restrict nothing: the ask is any host's
-        return None if self.where_hosts[where].all() else where
+        return None if self._hosts_of(where).all() else where
+
+    def _hosts_of(self, where: Where) -> np.ndarray:
+        """The hosts of a (non-None) Where, found once (a given mix's too)."""
+        if where not in self.where_hosts:
+            self.where_hosts[where] = np.logical_and.reduce([
+                filters.constraint(self.table, Constraint(attribute=a, operator=o, value=list(v) if isinstance(v, tuple) else v))[0]
+                for a, o, v in where])
+        return self.where_hosts[where]
 
     def _use_mix(self, mix: WorkloadMix, reserve: np.ndarray | None = None) -> None:
         """Measure for `mix` (and the hosts' GPUs `reserve`d for constrained work) from now on."""

@@ -22,7 +22,7 @@ empty, and the last 8-GPU pods found no host).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 
 import numpy as np
 
@@ -92,7 +92,7 @@ def keep_off(free: np.ndarray, gpu_left: np.ndarray, mix: WorkloadMix) -> float:
     return float(np.floor(min(max(short, 0.0), 1.0) * max(spare, 0.0) * STEPS) / STEPS)
 
 
-def reserved(gpu_left: np.ndarray, mix: WorkloadMix, hosts_of: Mapping[Where, np.ndarray]) -> np.ndarray | None:
+def reserved(gpu_left: np.ndarray, mix: WorkloadMix, hosts_of: Callable[[Where], np.ndarray]) -> np.ndarray | None:
     """(N,) how much of each host's free GPUs the work restricted to it by constraints will need
     (`Overlay.gpu_reserved`, 0..1 in steps of 1/STEPS), or None when the mix has no such work: the
     fragmentation measure counts the GPU milli an instance takes there as that share lost, so
@@ -102,7 +102,7 @@ def reserved(gpu_left: np.ndarray, mix: WorkloadMix, hosts_of: Mapping[Where, np
     models found none).
 
     For each set of hosts some of the mix's GPU work is restricted to (`hosts_of`: WorkloadMix.where
-    -> mask), its pressure: its share of the GPU milli the mix asks, over the share of the free GPU
+    -> its hosts' mask), its pressure: its share of the GPU milli the mix asks, over the share of the free GPU
     milli on those hosts (as much work to come as fills the free GPUs, as `keep_off` assumes): 1
     when that work alone needs all of the set's free GPUs. A host's is the sum over the sets it is
     in, at most 1."""
@@ -120,7 +120,7 @@ def reserved(gpu_left: np.ndarray, mix: WorkloadMix, hosts_of: Mapping[Where, np
                 demand[where] = demand.get(where, 0.0) + float(mix.weight[k]) * share * float(mix.gpu[k])
     out = np.zeros(len(free))
     for where, asked in demand.items():
-        hosts = hosts_of[where]
+        hosts = hosts_of(where)
         supply = float(np.add.reduce(free[hosts]))
         if supply > 0:
             out[hosts] += (asked / gpu_asked) / (supply / total)

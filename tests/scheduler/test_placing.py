@@ -165,3 +165,31 @@ def test_a_registry_image_goes_to_the_equal_node_whose_agent_reports_more_of_it(
         [pending] = cache.job("app", count=1, container={"image": image})
         decision = placer_of(cache).decide(placement.EngineConfig(), now=1.0)
         assert [(r.id, r.node) for r in decision.placed] == [(pending.id, want)], (nodes, image)
+
+
+def test_the_running_mix_says_which_gpu_work_is_restricted_to_which_hosts():
+    """The scheduler gives the engine the mix of what runs (Placer.workload_mix): with the share
+    of each shape's instances that their group's constraints restrict, so that the engine keeps
+    those hosts' GPUs for them (placement/scarcity.reserved) as `packyard-bench pack` does."""
+    attrs = {"driver.container": "ok", "driver.vm": "ok"}
+    cache = CacheBuilder().node("t4", cpu=104000, memory=256 * GiB, gpu=4, attributes={**attrs, "gpu.model": "T4"})
+    cache.node("g2", cpu=64000, memory=256 * GiB, gpu=8, attributes={**attrs, "gpu.model": "G2"})
+    t4 = [{"attribute": "gpu.model", "value": "T4"}]
+    for name, constraints, node in (("any", None, "g2"), ("mine", t4, "t4"), ("cpu", t4, "t4")):
+        gpu = 0 if name == "cpu" else 1000
+        for i, r in enumerate(cache.job(name, count=2, cpu="1", memory="1Gi", gpu=gpu / 1000 if gpu else None,
+                                        **({"constraints": constraints} if constraints else {}))):
+            cache.instance(evolve(r, node=node, reserved={"cpu_milli": 1000, "memory_bytes": GiB, "gpu_milli": gpu},
+                                  gpus=[i] if gpu else []))
+            cache.report(node, r.id, "running")
+    placer = placer_of(cache)
+    mix = placer.workload_mix()
+    by_shape = {(int(c), int(g)): w for c, g, w in zip(mix.cpu, mix.gpu, mix.where, strict=True)}
+    # the GPU shape: half its instances restricted to T4; the cpu-only group is not walked
+    assert by_shape[(1000, 1000)] == {None: 0.5, (("gpu.model", "=", "T4"),): 0.5}
+    assert by_shape[(1000, 0)] == {None: 1.0}
+    # the engine keeps the T4's free GPUs for that work: all of them (half the GPU work, a third of
+    # the free GPUs), none of G2's (what that does to decisions: placement/test_scarcity.py)
+    table = placement.HostTable.from_hosts(placer.hosts())
+    plan = placement.Plan(table, placement.EngineConfig(workload_mix=mix))
+    assert dict(zip(table.names, plan.overlay.gpu_reserved.tolist(), strict=True)) == {"t4": 1.0, "g2": 0.0}

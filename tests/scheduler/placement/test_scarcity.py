@@ -273,6 +273,7 @@ def test_gpus_are_reserved_for_the_work_restricted_to_them_in_the_measure_of_its
     gpu_left = np.array([2000, 2000, 8000, 8000, 0])
     hosts_of = {T4: np.array([True, True, False, False, False]), G2: np.array([False, False, True, True, False])}
     plain = WorkloadMix([(1000, GIB, 1000, 1.0)])
+    hosts_of = hosts_of.__getitem__
     assert scarcity.reserved(gpu_left, plain, hosts_of) is None
     # a tenth of the GPU work needs T4 (a fifth of the free GPUs): half of theirs; G2's share of
     # the work is 0.05 for 0.8 of the GPUs
