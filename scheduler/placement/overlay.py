@@ -44,8 +44,13 @@ class Overlay:
         self.inv_capacity = np.zeros(capacity.shape)
         np.divide(1.0, capacity, out=self.inv_capacity, where=capacity > 0)
         self.no_capacity = (capacity <= 0).astype(np.float64)
-        # cpu and memory capacity, at least 1: what the balance scorer measures a host's leftovers in
-        self.cpu_memory_scale = np.maximum(capacity[:, :2], 1)
+        # what the balance scorer measures a host's leftovers in: the largest host's cpu and memory
+        # (at least 1), the same for every host (a row each, as the kernel reads it), so that a
+        # small host's leftovers weigh what they are: measured as a share of the host itself, an
+        # instance moved a small host's proportions the most, and balance opened many small hosts
+        # where a few large ones held the work (bench/PACKING.md, change 8)
+        top = np.maximum(capacity[:, :2].max(axis=0, initial=0), 1)
+        self.cpu_memory_scale = np.ascontiguousarray(np.broadcast_to(top, capacity[:, :2].shape))
         self.gpu_capacity = table.gpu_capacity
         # the GPU scorers' scale: the largest host's GPUs
         self.gpu_scale = int(table.gpu_capacity.sum(axis=1).max(initial=0))

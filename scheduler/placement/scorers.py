@@ -89,8 +89,8 @@ def stranding(view: View) -> np.ndarray | float:
 def stranded_share(left: np.ndarray, scale: np.ndarray, mean: np.ndarray) -> np.ndarray:
     """The share of a host's cpu and memory that average instances of the mix could not use
     because the other resource runs out first (free cpu beside full memory, or the reverse).
-    `left` (n, 2): cpu and memory free; `scale` (n, 2): the host's cpu and memory capacity (at
-    least 1); `mean` (2,): the mix's average cpu and memory. Both columns in each call, as the
+    `left` (n, 2): cpu and memory free; `scale` (n, 2): what they are measured in (the largest
+    host's cpu and memory, Overlay.cpu_memory_scale); `mean` (2,): the mix's average cpu and memory. Both columns in each call, as the
     calls are what a refresh of a few rows costs."""
     left = np.maximum(left, 0)
     share = left / mean
@@ -102,9 +102,10 @@ def stranded_share(left: np.ndarray, scale: np.ndarray, mean: np.ndarray) -> np.
 
 def balance(view: View) -> np.ndarray | float:
     """Keep each host's free cpu and memory in the proportion the workload mix asks for them:
-    0.5 - (stranded share after placing - before) / 4 (the share is 0..2). Unlike kube-scheduler's BalancedAllocation
-    (equal fractions), the target proportion is the mix's, so a memory-heavy VM goes where cpu
-    would otherwise be left over."""
+    0.5 - (stranded share after placing - before) / 4 (the share is 0..2, of the largest host's
+    cpu and memory: one scale for all hosts, as the GPU scorers'). Unlike kube-scheduler's
+    BalancedAllocation (equal fractions), the target proportion is the mix's, so a memory-heavy VM
+    goes where cpu would otherwise be left over."""
     mix = view.overlay.mix
     if mix is None or mix.mean_cpu <= 0 or mix.mean_memory <= 0:
         return 0.5

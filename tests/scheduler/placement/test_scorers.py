@@ -174,3 +174,18 @@ def test_a_host_without_free_gpus_scores_exactly_neutral():
     assert g[0].tolist() == [0.5, 0.5] and g[2].tolist() == [0.5, 0.5]
     assert measures(np.array([63000]), np.array([255 << 30]), np.zeros((1, 2), dtype=np.int64),
                     MIX).tolist() == [[0.0, 0.0]]
+
+
+@pytest.mark.parametrize("small", [(32000, 64), (16000, 48), (64000, 128)])
+def test_balance_weighs_leftovers_alike_on_hosts_of_any_size(small):
+    """What an instance leaves stranded is measured in the largest host's cpu and memory: on a
+    small host and a large one where it strands as much cpu, balance scores them the same (as a
+    share of each host, the small host's proportions moved the most, and balance opened small
+    hosts where a large one held the work)."""
+    cpu, mem_gib = small
+    mix = WorkloadMix([(1000, 4 << 30, 0, 1.0)])
+    t = table(host("small", cpu=cpu, mem_gib=mem_gib), host("large", cpu=128000, mem_gib=256))
+    plan = Plan(t, EngineConfig(workload_mix=mix))
+    # 1 core and 8 GiB: memory runs out first on both, so a core more is left over on each
+    score = scorers.balance(plan.view(amounts(res(1000, 8))))
+    assert score[0] == score[1] and score[0] < 0.5
