@@ -20,9 +20,10 @@ import re
 import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import BinaryIO
 
 CHUNK = 64 * 1024
-START_ATTEMPTS = 100     # listings of the files for a tail, each undone by a rotation: then from the oldest
+START_ATTEMPTS = 100     # listings of the files for a tail, each undone by a rotation: then from the oldest (-f), or nothing
 S6_ROTATED = re.compile(r"@[0-9a-f]{24}\.[su]")
 
 
@@ -73,7 +74,7 @@ def exists(path: Path) -> bool:
 
 class Reader:
     """Reads one log's bytes in order across rotation: `read()` gives what is there now (b"" when
-    nothing more is yet). Holds at most one file open."""
+    nothing more is yet). Holds at most one file open (a snapshot: the few files of its span)."""
 
     def __init__(self, path: Path, tail_bytes: int = 0, snapshot: bool = False):
         """`snapshot`: up to the end the log had here, not what is written after (a `yes` writes faster
@@ -83,27 +84,75 @@ class Reader:
         self._ino: int | None = None
         self._cut = False        # the bytes up to the first newline end a line begun before the tail
         self._snapshot = snapshot
-        self._end: tuple[int, int] | None = None     # with snapshot: the newest file's inode and size
+        # with snapshot: the files of the span, opened, oldest first, each with the offset it ends at
+        self._span: list[tuple[BinaryIO, int]] = []
         for _ in range(START_ATTEMPTS):
-            if self._start(tail_bytes):
+            if self._open_span(tail_bytes) if snapshot else self._start(tail_bytes):
                 return
+        # (a snapshot still unopened after so many rotations gives nothing rather than more than asked)
+
+    def _plan(self, files: list[tuple[Path, os.stat_result]],
+              tail_bytes: int) -> list[tuple[Path, os.stat_result, int]]:
+        """The files (as listed) a tail of `tail_bytes` (0: all) takes, oldest first, each with the offset
+        to begin at: from one byte before the tail, to tell whether it begins a line (and drop it if
+        not; sets `_cut`)."""
+        total = sum(st.st_size for _, st in files)
+        self._cut = 0 < tail_bytes < total
+        skip = total - tail_bytes - 1 if self._cut else 0
+        for i, (_, st) in enumerate(files):     # the first file that has what --tail asks for
+            if skip < st.st_size:
+                return [(files[i][0], files[i][1], skip), *((p, st, 0) for p, st in files[i + 1:])]
+            skip -= st.st_size
+        # nothing asked for: the end of the newest
+        return [(files[-1][0], files[-1][1], files[-1][1].st_size)] if files else []
+
+    def _open_span(self, tail_bytes: int) -> bool:
+        """For a snapshot: open every file of the log, then list them; if the listing has the same
+        files (names and inodes) as were opened, no rotation came between, and the tail is taken from
+        the files held, each up to its size as listed. False when one came, to do it again.
+        Not one file after the other, as a follower reads, finding the next after the end of each by
+        its inode in a new listing: s6-log rotates a `yes`'s log through its whole cap in less time
+        than a loaded machine takes to read one file, so the files after the one read (the last one
+        too), or the one read itself, were deleted meanwhile; the reader went on from the oldest file
+        left, newer than where the tail was to end, and on to the end of `current` (three times the
+        tail asked for). Nor by listing first and opening after: a file deleted in between frees its
+        inode number, which a new file of the log may be given (ext4 does), and opened by the name
+        listed (`current`) it looked like the file listed. An open file keeps its bytes and its inode
+        number, whatever the writer renames or deletes after: the listing made after the files were
+        opened can be taken at its word."""
+        held: dict[int, BinaryIO] = {}
+        opened: list[tuple[Path, int]] = []
+        try:
+            for p in segments(self.path):
+                try:
+                    f = open(p, "rb")
+                except OSError:
+                    continue                  # renamed or deleted since listed: the listing will differ
+                ino = os.fstat(f.fileno()).st_ino
+                if ino in held:               # a file under two names (see _once): counted once
+                    f.close()
+                    continue
+                held[ino] = f
+                opened.append((p, ino))
+            files = _once(self.path)
+            if opened != [(p, st.st_ino) for p, st in files]:
+                return False
+            for _, st, begin in self._plan(files, tail_bytes):
+                f = held.pop(st.st_ino)
+                f.seek(begin)
+                self._span.append((f, st.st_size))
+            return True
+        finally:
+            for f in held.values():
+                f.close()
 
     def _start(self, tail_bytes: int) -> bool:
         """Open the file where the tail begins, as the files were listed: False when one was renamed
         (a rotation) or deleted between the listing and the open, to list them again."""
-        files = _listing(self.path)
-        total = sum(st.st_size for _, st in files)
-        # from one byte before the tail, to tell whether it begins a line (and drop it if not)
-        self._cut = 0 < tail_bytes < total
-        skip = total - tail_bytes - 1 if self._cut else 0
-        self._end = (files[-1][1].st_ino, files[-1][1].st_size) if files else (None, 0)
-        for p, st in files:              # the first file that has what --tail asks for
-            if skip < st.st_size:
-                return self._open(p, st.st_ino) and self._file.seek(skip) >= 0
-            skip -= st.st_size
-        if files:                        # nothing asked for: from the end of the newest
-            return self._open(files[-1][0], files[-1][1].st_ino) and self._file.seek(0, os.SEEK_END) >= 0
-        return True
+        if not (plan := self._plan(_listing(self.path), tail_bytes)):
+            return True
+        p, st, begin = plan[0]
+        return self._open(p, st.st_ino) and self._file.seek(begin) >= 0
 
     def read(self, size: int = CHUNK) -> bytes:
         while True:
@@ -117,13 +166,19 @@ class Reader:
                     return data[end + 1:]
 
     def _read(self, size: int) -> bytes:
+        while self._snapshot:
+            if not self._span:
+                return b""
+            f, end = self._span[0]
+            if data := f.read(max(0, min(size, end - f.tell()))):
+                return data
+            f.close()
+            self._span.pop(0)
         while True:
             if self._file is None:
                 if not self._advance():
                     return b""
                 continue
-            if self._snapshot and self._ino == self._end[0]:
-                return self._file.read(max(0, min(size, self._end[1] - self._file.tell())))
             data = self._file.read(size)
             if data:
                 return data
@@ -136,6 +191,9 @@ class Reader:
                 return b""
 
     def close(self) -> None:
+        for f, _ in self._span:
+            f.close()
+        self._span = []
         if self._file is not None:
             self._file.close()
             self._file = None

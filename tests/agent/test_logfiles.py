@@ -155,6 +155,55 @@ def test_a_reader_whose_file_was_deleted_goes_on_with_the_oldest_left(tmp_path):
     reader.close()
 
 
+@pytest.mark.parametrize("writer", ["s6", "virtlogd"])
+async def test_a_tail_is_the_log_as_asked_even_once_the_writer_has_deleted_its_files(tmp_path, writer):
+    """Without -f: the last N bytes of the log when asked, no more, none lost, even when the writer
+    rotates through its whole cap while the reader is still in the first file of the tail (a `yes`
+    on a loaded machine): the files after it, the last one too, are deleted before the reader gets
+    to them, and the files written since are no part of the tail."""
+    lines = [b"line-%02d\n" % i for i in range(100)]           # 8 bytes each
+    if writer == "s6":
+        (tmp_path / "d").mkdir()
+        path = tmp_path / "d" / "current"
+        counter = iter(range(1, 100))
+
+        def rotate():
+            s6_rotate(path.parent, next(counter))
+            for p in segments(path)[:-3]:     # as s6-log keeps its cap: the oldest deleted
+                p.unlink()
+    else:
+        path = tmp_path / "vm.log"
+
+        def rotate():
+            virtlogd_rotate(path, backups=2)
+
+    def write(first: int, n: int):
+        with open(path, "ab") as f:
+            f.write(b"".join(lines[first:first + n]))
+
+    path.write_bytes(b"")
+    for first in (0, 4):
+        write(first, 4)
+        rotate()
+    write(8, 3)
+    with open(path, "ab") as f:
+        f.write(b"line-1")                   # a last line still being written: left out
+    assert [p.stat().st_size for p in segments(path)] == [32, 32, 30]
+    # from the middle of line 2, in the first file: lines 3 to 10
+    tail = logfiles.stream(path, tail_bytes=75, active=lambda: True)
+    got = [await tail.__anext__()]
+    assert got == [lines[3]]                 # the reader is at the end of the first file
+    with open(path, "ab") as f:
+        f.write(b"1\n")
+    for first in range(11, 31, 4):           # the writer goes on through its whole cap, and again
+        rotate()
+        write(first, 4)
+    now = b"".join(p.read_bytes() for p in segments(path))
+    assert now.startswith(b"line-1") and b"line-10" not in now     # every file of the tail deleted
+    got += [data async for data in tail]
+    assert b"".join(got) == b"".join(lines[3:11])
+
+
 async def test_stream_follows_until_the_instance_ends(tmp_path):
     d = tmp_path / "d"
     d.mkdir()

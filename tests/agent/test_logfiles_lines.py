@@ -27,15 +27,18 @@ def line(i: int, rng: random.Random, longest: int) -> bytes:
 
 class Writer(multiprocessing.get_context("fork").Process):
     """Writes lines 0, 1, ... in 1-3 pieces each, rotating once the current file reaches `size`, until
-    it has rotated `rotations` times. It deletes no rotated file: a reader that lags behind a whole cap
-    loses lines by design (test_logfiles.py has that case), and this test is about the rest. A process
-    of its own, as a log process is (a thread would take turns with the reader on the GIL)."""
+    it has rotated `rotations` times. With `keep`, it deletes the oldest rotated files beyond that many,
+    as s6-log and virtlogd do; else none (a follower that lags behind a whole cap loses lines by design,
+    test_logfiles.py has that case; a tail does not). A process of its own, as a log process is (a
+    thread would take turns with the reader on the GIL)."""
 
-    def __init__(self, path: Path, kind: str, rng: random.Random, size: int, longest: int, rotations: int):
+    def __init__(self, path: Path, kind: str, rng: random.Random, size: int, longest: int, rotations: int,
+                 keep: int | None = None):
         super().__init__(daemon=True)
         self.path, self.kind, self.rng, self.size, self.longest = path, kind, rng, size, longest
         self.last = rotations
         self.rotations = 0
+        self.keep = keep
 
     def run(self):
         f = open(self.path, "ab", buffering=0)
@@ -61,8 +64,12 @@ class Writer(multiprocessing.get_context("fork").Process):
             self.path.rename(self.path.parent / "previous")
             time.sleep(self.rng.uniform(0, 0.003))   # s6-log renames it again after a while
             (self.path.parent / "previous").rename(self.path.parent / TAI.format(self.rotations))
+            if self.keep is not None and self.rotations > self.keep:
+                (self.path.parent / TAI.format(self.rotations - self.keep)).unlink()
         else:
-            for i in range(self.rotations - 2, -1, -1):
+            if self.keep is not None and self.rotations > self.keep:
+                Path(f"{self.path}.{self.keep - 1}").unlink()
+            for i in range(min(self.rotations, self.keep or self.rotations) - 2, -1, -1):
                 Path(f"{self.path}.{i}").rename(f"{self.path}.{i + 1}")
             self.path.rename(f"{self.path}.0")
 
@@ -86,9 +93,13 @@ def whole_consecutive_lines(out: bytes) -> list[int]:
     return numbers
 
 
-@pytest.mark.parametrize("kind", ["s6", "virtlogd"])
-@pytest.mark.parametrize("seed", range(4))
-def test_a_tail_of_a_log_written_fast_is_whole_lines_none_lost_across_rotation(tmp_path, kind, seed):
+@pytest.mark.parametrize("kind, seed, keep", [*((kind, seed, None) for kind in ("s6", "virtlogd") for seed in range(4)),
+                                             *(("s6", seed, 1) for seed in range(4, 8))])
+def test_a_tail_of_a_log_written_fast_is_whole_lines_none_lost_across_rotation(tmp_path, kind, seed, keep):
+    """With `keep`, the writer deletes its oldest files too, as s6-log keeps its cap: a tail's files may
+    all be gone before the reader has read them, and it must still give them, and nothing written
+    after. (Not virtlogd's: it rotates mid-line, so once its oldest file is deleted the log itself
+    begins with the rest of a line, and a tail longer than the log gives that.)"""
     rng = random.Random(f"{kind}{seed}")
     longest = rng.choice([8, 60, 400])
     size = rng.randrange(4 * longest + 64, 20 * longest + 2000)
@@ -98,7 +109,8 @@ def test_a_tail_of_a_log_written_fast_is_whole_lines_none_lost_across_rotation(t
     else:
         path = tmp_path / "vm.log"
     path.write_bytes(b"")
-    writer = Writer(path, kind, random.Random(rng.random()), size, longest, rotations=rng.randrange(100, 300))
+    writer = Writer(path, kind, random.Random(rng.random()), size, longest, rotations=rng.randrange(100, 300),
+                    keep=keep)
     writer.start()
     try:
         seen = tails = 0
