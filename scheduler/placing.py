@@ -278,7 +278,8 @@ class Placer:
         if not counts:
             return None
         restricted: dict[tuple[int, int, int], dict] = {}
-        for job_name in self.state.jobs_holding():
+        # (every pass asks for the mix: no walk at all while nothing running holds a GPU)
+        for job_name in self.state.jobs_holding() if any(gpu for _, _, gpu in counts) else ():
             job = self.state.jobs.get(job_name)
             spec = self.specs.of(job) if job is not None else None
             groups = {g.name: placement.where_of(g.constraints) for g in spec.groups

@@ -114,6 +114,7 @@ class WorkloadMix:
         """This mix counted in devices of `device_milli` (itself when it already is)."""
         if device_milli == self.device_milli:
             return self
+        # (per_gpu is counted per device: the Plan gives its own again, with_per_gpu)
         return WorkloadMix(self.classes, device_milli=device_milli, misfit=self.misfit,
                            keep_off=self.keep_off, where=self.where, per_gpu=None)
 

@@ -100,7 +100,7 @@ class Plan:
         # len(log) after the last release: a class that looked before it must re-check the hosts
         # it found infeasible, since a release (unlike a reservation) can make a host feasible
         self.released_at = 0
-        # the hosts each constrained shape of the learned mix may use (WorkloadMix.where -> mask)
+        # the hosts of each Where the mix (learned or given) names (WorkloadMix.where -> mask)
         self.where_hosts: dict[Where, np.ndarray] = {}
         if given is not None:   # a given mix gets the weights of the hosts as they stand
             self.observe(np.zeros(4, dtype=np.int64), 0)
