@@ -26,6 +26,9 @@ counted as if any host's capacity could take it. Here:
     shares larger than D/(j+1) of a device of D milli: at most j per device, and a device a
     whole-GPU instance holds takes none (sum over such shares x + j sum k x <= j devices y).
     Under the pooled model a host has one device of all its GPUs, so the same rows hold there.
+- Where no workload asks for GPUs, the configuration LP over whole-host patterns (patterns.py)
+  too, and the larger optimum: the rows above see one resource at a time, patterns see which
+  instances can share a host in all of them.
 - bound = ceil(optimum - 1e-6 x max(1, optimum)): the slack absorbs the solver's tolerances
   (it can only lower the bound).
 
@@ -56,6 +59,7 @@ from scipy.optimize import linprog
 from scheduler.placement import filters
 from scheduler.placement.asks import GroupAsk
 from scheduler.placement.gpumodel import ONE_GPU
+from scheduler.placement.patterns import pattern_bound
 from scheduler.placement.table import CPU, DISK, GPU, MEMORY, HostTable
 
 PLAIN = (CPU, MEMORY, DISK)   # amounts that add up on a host; GPUs are devices
@@ -291,6 +295,9 @@ def lp_lower_bound(table: HostTable, room: np.ndarray, asks: Sequence[GroupAsk],
     if result.status != 0:
         raise RuntimeError(f"the LP bound's solver stopped: {result.message}")
     optimum = float(result.fun)
+    if not need[:, GPU].any():   # whole-host patterns (patterns.py): tighter where instances are large
+        optimum = max(optimum, pattern_bound(need[:, list(PLAIN)], demand, type_room[:, list(PLAIN)],
+                                             per_type.astype(np.float64), np.where(fits, most, 0)))
     hosts = max(0, math.ceil(optimum - SLACK * max(1.0, optimum)))
     return LPBound(min(hosts, n_hosts), excluded, optimum, n_cls, n_types, time.perf_counter() - started,
                    excluded, excluded_gpus)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from functools import cache
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
@@ -18,6 +19,7 @@ from scheduler.placement.benchcli import gpu_spec, lower_bound, lp_bound
 from scheduler.placement.bound import lp_lower_bound
 from scheduler.placement.config import EngineConfig
 from scheduler.placement.engine import place
+from scheduler.placement.patterns import pattern_bound
 from scheduler.placement.plan import Plan
 from scheduler.placement.table import CPU, DISK, GPU, MEMORY, HostTable, amounts
 from tests.scheduler.placement.builders import ask, host, table
@@ -225,6 +227,35 @@ def lp_bound_against_the_optimum(types, works):
         assert got["lower_bound"] <= got["lower_bound_lp"]
 
 
+plain_workload = st.tuples(st.sampled_from([1500, 2500, 3000, 4500, 5500, 7000]),
+                          st.sampled_from([1024, 3000, 5000, 7000, 9000]), st.just(0), st.just(""),
+                          st.sampled_from(["container", "vm"]))
+
+
+@SETTINGS
+@given(st.lists(host_type.map(lambda t: (t[0] * 2, t[1], 0, t[3], t[4])), min_size=1, max_size=3),
+       st.lists(plain_workload, min_size=3, max_size=9))
+def test_without_gpus_the_pattern_bound_lies_below_the_optimum(types, works):
+    """No GPUs, so bound.py adds the whole-host pattern LP (patterns.py), and workloads of a
+    large share of a host in cpu and in memory, where it is tighter than the rows per resource."""
+    try:
+        lp_bound_against_the_optimum(types, works)
+    except TooLong:
+        reject()
+
+
+def test_patterns_see_what_shares_a_host_in_both_resources():
+    """On 10-core 10 GiB hosts, 8c/4G x3, 3c/6G x3, 8c/8G x2: no two of them share a host (two
+    8-core ones exceed the cpu, 3c/6G with any other exceeds one resource or the other), so 8
+    hosts; the rows of bound.py, one resource at a time, pair them on 5.9."""
+    hosts = table(*[host(f"h{i}", 10_000, 10) for i in range(12)])
+    sizes = [(8000, 4)] * 3 + [(3000, 6)] * 3 + [(8000, 8)] * 2
+    asks = [ask(cpu=c, mem_mib=g * 1024 - 1, group=f"w{i}") for i, (c, g) in enumerate(sizes)]   # + 1 MiB overhead
+    got = summary(hosts, asks)
+    assert got["lower_bound"] == 5   # 49 cores
+    assert got["lower_bound_lp"] == 8 == got["hosts_used"]
+
+
 @given(st.integers(4, 8), st.lists(st.integers(501, 700), min_size=8, max_size=8), st.integers(1, 3))
 @settings(max_examples=30, deadline=None)
 def test_items_above_half_a_host_take_a_host_each(k, sizes, spare):
@@ -316,3 +347,14 @@ def test_items_of_exactly_a_part_of_a_host_fill_it(j, n, resource):
             for i in range((j + 1) * n)]
     got = summary(hosts, asks)
     assert got["lower_bound_lp"] == n == got["hosts_used"]
+
+
+def test_the_pattern_bound_is_sound_when_stopped_at_once():
+    """Stopped after its first round (the time limit), the pattern LP's bound is the dual made
+    feasible: below the optimum (3 hosts: a 6-core item each, the 3-core ones beside them), above 0."""
+    need = np.array([[6, 1], [3, 1]])
+    stopped = pattern_bound(need, np.array([3.0, 3.0]), np.array([[10, 10]]), np.array([9.0]),
+                            np.array([[1], [3]]), seconds=0.0)
+    assert 0 < stopped <= 3
+    assert pattern_bound(need, np.array([3.0, 3.0]), np.array([[10, 10]]), np.array([9.0]),
+                         np.array([[1], [3]])) == pytest.approx(3.0)
