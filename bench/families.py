@@ -10,8 +10,9 @@ cases, and bench/pack_families.py runs several seeds of each.
   them, bench/pack_openb.py), and `models` restricts that share of the GPU pods to GPU models
   (`gpu_spec`: the model of a host drawn at random, with one or two more models drawn so for a
   third of them).
-- `vmmix`: VM + container mixes on identical hosts (bench/gen_mix.py's sizes) with the VM share,
-  the size distribution's skew and the host size drawn per seed.
+- `vmmix`: VM + container mixes on identical hosts (bench/gen_mix.py's sizes) with the VM share
+  and the host size drawn per seed.
+- `vmsizes`: VM + container mixes whose size distributions, host size and fill are drawn too.
 - `mixedhosts`: the same mixes on hosts of four sizes (16 to 128 cores), some with 4 or 8 GPUs.
 - `small`: many small containers (50m-2 cores) on hosts of mixed sizes.
 """
@@ -78,6 +79,41 @@ def vmmix(seed: int, hosts: int = 600, workloads: int = 8000):
     scale = float(rng.choice([0.5, 1.0, 1.5]))   # host size: 32, 64 or 96 cores
     nodes = [(n, int(c * scale), int(m * scale), g, "") for n, c, m, g in nodes]
     return nodes, [(*r, "") for r in rows]
+
+
+def vmsizes(seed: int, hosts: int = 600):
+    """VM + container mixes whose size distributions are drawn too: identical hosts of 16-128
+    cores and 2, 4 or 8 GiB per core; VMs of 1-32 vCPUs (at most half the host's cores and
+    memory) at one to four drawn GiB-per-vCPU ratios, weighted by vCPUs to a drawn power (small-
+    to large-heavy) and by a drawn Dirichlet; containers of 50m-4 cores and 64 MiB-4 GiB with
+    Dirichlet weights; a VM share from 0 to 1; as many workloads as would fill 50-90% of half the
+    hosts in their tighter resource (VMs above half a host take one each: room to spare), in a
+    random order."""
+    rng = np.random.default_rng([seed, 21])
+    cores = int(rng.choice([16, 32, 48, 64, 96, 128]))
+    gib = float(rng.choice([2, 4, 8])) * cores
+    nodes = [(f"host-{i:05d}", cores * 1000, int(gib * 1024), 0, "") for i in range(hosts)]
+    ratios = rng.choice([0.5, 1, 2, 4, 8], size=int(rng.integers(1, 5)), replace=False)
+    vms = [(v, float(v * r)) for v in (1, 2, 4, 8, 16, 32) for r in ratios
+           if v <= cores // 2 and v * r <= gib / 2] or [(1, 1.0)]
+    vm_w = np.array([v ** rng.uniform(-1.5, 1.5) for v, _ in vms]) * rng.dirichlet(np.full(len(vms), 2.0))
+    cts = [(c, m) for c in (50, 100, 250, 500, 1000, 2000, 4000) for m in (64, 256, 1024, 4096)]
+    ct_w = rng.dirichlet(np.full(len(cts), 0.5))
+    vm_w, vm_share = vm_w / vm_w.sum(), float(rng.uniform(0, 1))
+    mean = [vm_share * sum(w * v[k] for w, v in zip(vm_w, vms, strict=True)) * (1000, 1024)[k] +
+            (1 - vm_share) * sum(w * c[k] for w, c in zip(ct_w, cts, strict=True)) for k in (0, 1)]
+    n = int(rng.uniform(0.5, 0.9) * hosts / 2 / max(mean[0] / (cores * 1000), mean[1] / (gib * 1024)))
+    is_vm = rng.random(n) < vm_share
+    vm_pick, ct_pick = rng.choice(len(vms), size=n, p=vm_w), rng.choice(len(cts), size=n, p=ct_w)
+    rows = []
+    for i in range(n):
+        if is_vm[i]:
+            v, g = vms[vm_pick[i]]
+            rows.append((f"vm-{i:06d}", v * 1000, int(g * 1024), "vm", 0, 0, ""))
+        else:
+            c, m = cts[ct_pick[i]]
+            rows.append((f"ct-{i:06d}", c, m, "container", 0, 0, ""))
+    return nodes, rows
 
 
 SIZES = [(16_000, 64 * 1024, 0), (32_000, 128 * 1024, 4), (64_000, 256 * 1024, 8), (128_000, 512 * 1024, 0)]

@@ -44,6 +44,7 @@ VARIANTS = [
     ("trace", "shared 20%, multi-GPU 3x", lambda s: families.trace(s, shared=0.2, multi=3.0)),
     ("trace", "shared 100%", lambda s: families.trace(s, shared=1.0)),
     ("vmmix", "600 identical hosts", families.vmmix),
+    ("vmsizes", "600 identical hosts, drawn sizes", families.vmsizes),
     ("mixedhosts", "800 hosts, 4 sizes", families.mixedhosts),
     ("small", "20,000 on 2,000 mixed", families.small),
 ]

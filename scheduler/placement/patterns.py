@@ -32,7 +32,7 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 ROUNDS = 400        # column generation rounds at most
-SECONDS = 20.0      # and at most this long; the bound found so far is sound either way
+SECONDS = 10.0      # and at most this long; the bound found so far is sound either way
 TOLERANCE = 1e-9    # a pattern enters when it prices out by more than this
 
 

@@ -72,3 +72,19 @@ def test_the_extra_variants_are_new_cases_within_the_families_ranges():
     table = {(f, v) for f, v, _ in pf.VARIANTS}
     assert all((f, v) not in table for f, v, _ in pf.EXTRA)
     assert len({v for _, v, _ in pf.EXTRA}) == len(pf.EXTRA)
+
+
+def test_vmsizes_draws_size_distributions_that_fit_and_vary():
+    """families.vmsizes: the same case for a seed; identical hosts; every VM at most half a host
+    in cores and memory; and the host size and the VM sizes asked differ between seeds."""
+    from bench import families
+    assert families.vmsizes(3) == families.vmsizes(3)
+    shapes = set()
+    for seed in range(1, 7):
+        nodes, rows = families.vmsizes(seed)
+        assert len({n[1:] for n in nodes}) == 1 and rows
+        cpu, mem = nodes[0][1], nodes[0][2]
+        vms = {(r[1], r[2]) for r in rows if r[3] == "vm"}
+        assert all(c <= cpu // 2 and m <= mem // 2 for c, m in vms)
+        shapes.add((cpu, mem, frozenset(vms)))
+    assert len(shapes) == 6
