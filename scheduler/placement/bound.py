@@ -297,7 +297,8 @@ def lp_lower_bound(table: HostTable, room: np.ndarray, asks: Sequence[GroupAsk],
     optimum = float(result.fun)
     if not need[:, GPU].any():   # whole-host patterns (patterns.py): tighter where instances are large
         optimum = max(optimum, pattern_bound(need[:, list(PLAIN)], demand, type_room[:, list(PLAIN)],
-                                             per_type.astype(np.float64), np.where(fits, most, 0)))
+                                             per_type.astype(np.float64), np.where(fits, most, 0),
+                                             known=optimum))
     hosts = max(0, math.ceil(optimum - SLACK * max(1.0, optimum)))
     return LPBound(min(hosts, n_hosts), excluded, optimum, n_cls, n_types, time.perf_counter() - started,
                    excluded, excluded_gpus)

@@ -26,6 +26,10 @@ patterns a placement problem of their own). Classes are few (tens), so rounds ta
 """
 from __future__ import annotations
 
+import contextlib
+import math
+import os
+import sys
 import time
 
 import numpy as np
@@ -48,7 +52,7 @@ def _price(value: np.ndarray, need: np.ndarray, room: np.ndarray, most: np.ndarr
     a = r[:, used].T.astype(np.float64) / room[used].astype(np.float64)[:, None]   # scaled to 1
     result = milp(-v, constraints=LinearConstraint(a, -np.inf, np.ones(len(used)) + 1e-12),
                   integrality=np.ones(len(v)), bounds=Bounds(np.zeros(len(v)), m),
-                  options={"mip_rel_gap": 0.0, "time_limit": 5.0})
+                  options={"mip_rel_gap": 1e-3, "time_limit": 5.0})
     if result.x is None:   # no solution in time: every instance of every class is an upper bound
         return float(v @ m), pattern
     pattern[keep] = np.round(result.x)
@@ -56,11 +60,40 @@ def _price(value: np.ndarray, need: np.ndarray, room: np.ndarray, most: np.ndarr
     return max(float(v @ pattern[keep]), min(upper, float(v @ m))), pattern
 
 
+@contextlib.contextmanager
+def _quiet():
+    """File descriptor 1 to /dev/null: HiGHS' MIP solver (scipy 1.17) prints debugging lines to the
+    process's stdout, where `packyard-bench pack` prints its JSON summary."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        sys.stdout.flush()   # what Python wrote meanwhile goes where the solver's lines went
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def pattern_bound(need: np.ndarray, demand: np.ndarray, room: np.ndarray, hosts: np.ndarray,
-                  most: np.ndarray, seconds: float = SECONDS) -> float:
+                  most: np.ndarray, seconds: float = SECONDS, known: float = 0.0) -> float:
+    with _quiet():
+        return _pattern_bound(need, demand, room, hosts, most, seconds, known)
+
+
+def _hosts(optimum: float) -> int:
+    """An optimum rounded up to hosts as bound.py rounds it (its slack absorbs the solver's)."""
+    return math.ceil(optimum - 1e-6 * max(1.0, optimum))
+
+
+def _pattern_bound(need: np.ndarray, demand: np.ndarray, room: np.ndarray, hosts: np.ndarray,
+                   most: np.ndarray, seconds: float, known: float) -> float:
     """A lower bound on the hosts (fractional; the caller rounds it up) that placing `demand[c]`
     instances of each class of `need` (C, R) needs on `hosts[t]` hosts of each type of `room`
-    (T, R), with `most` (C, T) instances of a class on one host (0: does not fit)."""
+    (T, R), with `most` (C, T) instances of a class on one host (0: does not fit). `known`: a bound
+    the caller has (bound.py's rows): the rounds stop once the restricted LP's optimum, an upper
+    bound on this LP's, rounds to no more hosts than it or the bound found so far."""
     started = time.perf_counter()
     n_cls, n_types = most.shape
     most = np.minimum(most, demand[:, None]).astype(np.int64)
@@ -85,6 +118,8 @@ def pattern_bound(need: np.ndarray, demand: np.ndarray, room: np.ndarray, hosts:
         priced = [_price(u, need, room[t], most[:, t]) for t in range(n_types)]
         v = np.array([p[0] for p in priced])
         best = max(best, _dual_bound(u @ demand, v, hosts))
+        if _hosts(float(result.fun)) <= _hosts(max(best, known)):
+            return best   # no pattern can raise the rounded bound any more
         entering = [t for t in range(n_types) if float(u @ priced[t][1]) > 1 + w[t] + TOLERANCE]
         if not entering or time.perf_counter() - started > seconds:
             return best   # (at convergence the dual above is the LP's optimum: nothing is lost)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from functools import cache
 
@@ -358,3 +360,13 @@ def test_the_pattern_bound_is_sound_when_stopped_at_once():
     assert 0 < stopped <= 3
     assert pattern_bound(need, np.array([3.0, 3.0]), np.array([[10, 10]]), np.array([9.0]),
                          np.array([[1], [3]])) == pytest.approx(3.0)
+
+
+def test_what_the_solver_prints_does_not_reach_stdout():
+    """HiGHS' MIP solver prints debugging lines on file descriptor 1 on some knapsacks (seen with
+    scipy 1.17 on a 30-host, 500-container case), where `packyard-bench pack` prints its JSON
+    summary: the pattern LP runs with descriptor 1 on /dev/null, and gives it back."""
+    code = ("import os, sys\nfrom scheduler.placement.patterns import _quiet\nprint('before', flush=True)\n"
+            "with _quiet():\n    os.write(1, b'from C\\n')\n    print('from Python')\nprint('after')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["before", "after"]
