@@ -327,11 +327,12 @@ def test_submit_wait_of_a_batch_job_waits_for_completion(cluster, tmp_path):
 
 
 def test_failing_checks_restart_the_instance_http_against_busybox_httpd_and_exec(cluster, tmp_path):
-    # each serves /healthz (and has /tmp/ok) for 1.5 s after it starts, then no more; 5 failures in a
+    # each serves /healthz (and has /tmp/ok) for 4 s after it starts, then no more; 5 failures in a
     # row keep it `failing` for over a second, long enough for a poll through ctl to see it under load
-    web = ("mkdir -p /www; echo ok > /www/healthz; (sleep 1.5; rm /www/healthz) & "
+    # (with 1.5 s of passing, a loaded machine's first poll after `submit --wait` came too late once)
+    web = ("mkdir -p /www; echo ok > /www/healthz; (sleep 4; rm /www/healthz) & "
            "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait")
-    worker = "touch /tmp/ok; (sleep 1.5; rm /tmp/ok) & trap 'exit 0' TERM; sleep 3600 & wait"
+    worker = "touch /tmp/ok; (sleep 4; rm /tmp/ok) & trap 'exit 0' TERM; sleep 3600 & wait"
     text = "name: probed\ngroups:\n" + "".join(
         f"  - name: {name}\n    resources: {{cpu: 100m, memory: 32Mi}}\n"
         f"    container: {{command: {json.dumps(['/bin/sh', '-c', command])}}}\n"
