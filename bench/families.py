@@ -15,6 +15,7 @@ cases, and bench/pack_families.py runs several seeds of each.
 - `vmsizes`: VM + container mixes whose size distributions, host size and fill are drawn too.
 - `mixedhosts`: the same mixes on hosts of four sizes (16 to 128 cores), some with 4 or 8 GPUs.
 - `small`: many small containers (50m-2 cores) on hosts of mixed sizes.
+- `smallshapes`: small containers on hosts of drawn sizes *and* proportions (1-8 GiB per core).
 """
 from __future__ import annotations
 
@@ -145,6 +146,29 @@ def small(seed: int, hosts: int = 2000, workloads: int = 20000):
     pick = rng.choice(len(w), size=workloads, p=w / w.sum())
     rows = [(f"ct-{i:06d}", gen_mix.CONTAINER_SIZES[k][0], gen_mix.CONTAINER_SIZES[k][1], "container", 0, 0, "")
             for i, k in enumerate(pick)]
+    return nodes, rows
+
+
+def smallshapes(seed: int):
+    """Small containers on hosts of drawn shapes: 2-6 host types of 4-128 cores and 1, 2, 4 or 8
+    GiB per core in drawn shares of 500, 1,000 or 2,000 hosts; containers of 50m-2 cores and 32
+    MiB-4 GiB with Dirichlet weights (concentration 0.1 to 2: a few shapes or many); as many as
+    fill 5-80% of the cluster in its tighter resource (at most 20,000), in a random order."""
+    rng = np.random.default_rng([seed, 22])
+    types = [(int(rng.choice([4, 8, 16, 24, 32, 48, 64, 96, 128])), int(rng.choice([1, 2, 4, 8])))
+             for _ in range(int(rng.integers(2, 7)))]
+    hosts = int(rng.choice([500, 1000, 2000]))
+    kind = rng.choice(len(types), size=hosts, p=rng.dirichlet(np.ones(len(types))))
+    nodes = [(f"host-{i:05d}", types[k][0] * 1000, types[k][0] * types[k][1] * 1024, 0, "")
+             for i, k in enumerate(kind)]
+    shapes = [(c, m) for c in (50, 100, 200, 250, 500, 750, 1000, 1500, 2000)
+              for m in (32, 64, 128, 256, 512, 1024, 2048, 4096)]
+    w = rng.dirichlet(np.full(len(shapes), float(rng.choice([0.1, 0.5, 2.0]))))
+    mean = [float(w @ np.array([s[k] for s in shapes])) for k in (0, 1)]
+    fill = rng.uniform(0.05, 0.8)
+    n = int(min(fill * sum(n[1] for n in nodes) / mean[0], fill * sum(n[2] for n in nodes) / mean[1], 20_000))
+    pick = rng.choice(len(shapes), size=n, p=w)
+    rows = [(f"ct-{i:06d}", shapes[k][0], shapes[k][1], "container", 0, 0, "") for i, k in enumerate(pick)]
     return nodes, rows
 
 

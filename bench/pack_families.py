@@ -47,6 +47,7 @@ VARIANTS = [
     ("vmsizes", "600 identical hosts, drawn sizes", families.vmsizes),
     ("mixedhosts", "800 hosts, 4 sizes", families.mixedhosts),
     ("small", "20,000 on 2,000 mixed", families.small),
+    ("smallshapes", "hosts of drawn proportions", families.smallshapes),
 ]
 # --extra: trace variants between (and beside) the table's, within the stated ranges (CPU-only
 # share 0..3x, shared-GPU share 20%..100%, more multi-GPU pods)

@@ -276,6 +276,8 @@ def _refresh(rows, need, static_ok, floor, score,
                 balance_valid[h] = True
             after = _stranded_share(cpu_left, memory_left, scale[h, 0], scale[h, 1], mean_cpu, mean_memory)
             balance = 0.5 - (after - balance_store[h]) / 4
+            if in_use[h] == 0.0 and balance > 0.5:   # scorers.balance: no gain on an empty host
+                balance = 0.5
         used_cpu = min((allocated[h, 0] + need[0]) * inv_capacity[h, 0] + no_capacity[h, 0], 1.0)
         used_memory = min((allocated[h, 1] + need[1]) * inv_capacity[h, 1] + no_capacity[h, 1], 1.0)
         # engine._score: arrays summed in policy order, the constants (a scorer's 0.5 for all

@@ -88,3 +88,17 @@ def test_vmsizes_draws_size_distributions_that_fit_and_vary():
         assert all(c <= cpu // 2 and m <= mem // 2 for c, m in vms)
         shapes.add((cpu, mem, frozenset(vms)))
     assert len(shapes) == 6
+
+
+def test_smallshapes_draws_hosts_of_several_proportions():
+    """families.smallshapes: the same case for a seed; containers of at most 2 cores and 4 GiB;
+    hosts of at least two types, and over seeds of more than one GiB-per-core ratio."""
+    from bench import families
+    assert families.smallshapes(2) == families.smallshapes(2)
+    ratios = set()
+    for seed in range(1, 6):
+        nodes, rows = families.smallshapes(seed)
+        assert len({n[1:3] for n in nodes}) >= 2 and rows
+        assert all(r[1] <= 2000 and r[2] <= 4096 for r in rows)
+        ratios |= {n[2] // 1024 * 1000 // n[1] for n in nodes}
+    assert len(ratios) >= 3
