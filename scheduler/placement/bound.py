@@ -59,13 +59,12 @@ from scipy.optimize import linprog
 from scheduler.placement import filters
 from scheduler.placement.asks import GroupAsk
 from scheduler.placement.gpumodel import ONE_GPU
-from scheduler.placement.patterns import pattern_bound
+from scheduler.placement.patterns import SLACK, hosts_for, pattern_bound
 from scheduler.placement.table import CPU, DISK, GPU, MEMORY, HostTable
 
 PLAIN = (CPU, MEMORY, DISK)   # amounts that add up on a host; GPUs are devices
 DEPTH = 3                     # the big-item rows: at most j items above cap/(j+1), j = 1..DEPTH
 CUTS = 32                     # dual-feasible rows per type and resource, at most
-SLACK = 1e-6                  # relative: the optimum is rounded up after this much is taken off
 
 
 @dataclass(frozen=True)
@@ -299,6 +298,6 @@ def lp_lower_bound(table: HostTable, room: np.ndarray, asks: Sequence[GroupAsk],
         optimum = max(optimum, pattern_bound(need[:, list(PLAIN)], demand, type_room[:, list(PLAIN)],
                                              per_type.astype(np.float64), np.where(fits, most, 0),
                                              known=optimum))
-    hosts = max(0, math.ceil(optimum - SLACK * max(1.0, optimum)))
+    hosts = max(0, hosts_for(optimum))
     return LPBound(min(hosts, n_hosts), excluded, optimum, n_cls, n_types, time.perf_counter() - started,
                    excluded, excluded_gpus)

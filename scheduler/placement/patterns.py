@@ -38,6 +38,7 @@ from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 ROUNDS = 400        # column generation rounds at most
 SECONDS = 10.0      # and at most this long; the bound found so far is sound either way
 TOLERANCE = 1e-9    # a pattern enters when it prices out by more than this
+SLACK = 1e-6        # relative: an optimum is rounded up to hosts after this much is taken off
 
 
 def _price(value: np.ndarray, need: np.ndarray, room: np.ndarray, most: np.ndarray) -> tuple[float, np.ndarray]:
@@ -82,9 +83,10 @@ def pattern_bound(need: np.ndarray, demand: np.ndarray, room: np.ndarray, hosts:
         return _pattern_bound(need, demand, room, hosts, most, seconds, known)
 
 
-def _hosts(optimum: float) -> int:
-    """An optimum rounded up to hosts as bound.py rounds it (its slack absorbs the solver's)."""
-    return math.ceil(optimum - 1e-6 * max(1.0, optimum))
+def hosts_for(optimum: float) -> int:
+    """An LP optimum rounded up to hosts (the slack absorbs the solver's tolerances; it can only
+    lower the bound): bound.py's rounding, and the rounds' stopping rule here."""
+    return math.ceil(optimum - SLACK * max(1.0, optimum))
 
 
 def _pattern_bound(need: np.ndarray, demand: np.ndarray, room: np.ndarray, hosts: np.ndarray,
@@ -98,19 +100,20 @@ def _pattern_bound(need: np.ndarray, demand: np.ndarray, room: np.ndarray, hosts
     n_cls, n_types = most.shape
     most = np.minimum(most, demand[:, None]).astype(np.int64)
     # a first pattern per (class, type) it fits: as many of that class as one host holds
-    columns = [(t, np.where(np.arange(n_cls) == c, np.minimum(most[c, t], demand[c]), 0))
+    columns = [(t, np.where(np.arange(n_cls) == c, most[c, t], 0))
                for c in range(n_cls) for t in range(n_types) if most[c, t] > 0]
+    # a slack per class at the cost of every host keeps the restricted LP feasible while the
+    # patterns so far cannot cover the demand within the hosts (the bound needs only u >= 0)
+    slack = np.vstack([-np.eye(n_cls), np.zeros((n_types, n_cls))])
+    slack_cost = np.full(n_cls, float(hosts.sum()) + 1)
+    b_ub = np.concatenate([-demand, hosts]).astype(np.float64)
     best = 0.0
     for _ in range(ROUNDS):
         a = np.array([col for _, col in columns], dtype=np.float64).T        # (C, P)
         of_type = np.array([t for t, _ in columns])
         per_type = (of_type[None, :] == np.arange(n_types)[:, None]).astype(np.float64)
-        # a slack per class at the cost of every host keeps the restricted LP feasible while the
-        # patterns so far cannot cover the demand within the hosts (the bound needs only u >= 0)
-        slack = np.vstack([-np.eye(n_cls), np.zeros((n_types, n_cls))])
-        result = linprog(np.concatenate([np.ones(len(columns)), np.full(n_cls, float(hosts.sum()) + 1)]),
-                         A_ub=np.hstack([np.vstack([-a, per_type]), slack]),
-                         b_ub=np.concatenate([-demand, hosts]).astype(np.float64), method="highs")
+        result = linprog(np.concatenate([np.ones(len(columns)), slack_cost]),
+                         A_ub=np.hstack([np.vstack([-a, per_type]), slack]), b_ub=b_ub, method="highs")
         if result.status != 0:
             return best
         u = np.maximum(-result.ineqlin.marginals[:n_cls], 0.0)
@@ -118,7 +121,7 @@ def _pattern_bound(need: np.ndarray, demand: np.ndarray, room: np.ndarray, hosts
         priced = [_price(u, need, room[t], most[:, t]) for t in range(n_types)]
         v = np.array([p[0] for p in priced])
         best = max(best, _dual_bound(u @ demand, v, hosts))
-        if _hosts(float(result.fun)) <= _hosts(max(best, known)):
+        if hosts_for(float(result.fun)) <= hosts_for(max(best, known)):
             return best   # no pattern can raise the rounded bound any more
         entering = [t for t in range(n_types) if float(u @ priced[t][1]) > 1 + w[t] + TOLERANCE]
         if not entering or time.perf_counter() - started > seconds:

@@ -90,8 +90,8 @@ def stranded_share(left: np.ndarray, scale: np.ndarray, mean: np.ndarray) -> np.
     """The share of a host's cpu and memory that average instances of the mix could not use
     because the other resource runs out first (free cpu beside full memory, or the reverse).
     `left` (n, 2): cpu and memory free; `scale` (n, 2): what they are measured in (the largest
-    host's cpu and memory, Overlay.cpu_memory_scale); `mean` (2,): the mix's average cpu and memory. Both columns in each call, as the
-    calls are what a refresh of a few rows costs."""
+    host's cpu and memory, Overlay.cpu_memory_scale); `mean` (2,): the mix's average cpu and
+    memory. Both columns in each call, as the calls are what a refresh of a few rows costs."""
     left = np.maximum(left, 0)
     share = left / mean
     # (two columns, not minimum.reduce over axis 1: that loops per row on a refresh of all hosts)
