@@ -85,6 +85,14 @@ class WorkloadMix:
         self.mean_cpu = float(self.cpu @ self.weight)
         self.mean_memory = float(self.memory @ self.weight)
         self.mean_cpu_memory = np.array([self.mean_cpu, self.mean_memory])
+        # how unevenly the mix asks for cpu and memory, instance by instance: the standard deviation
+        # of an instance's cpu less its memory, each in the average instance's (0 when either mean
+        # is). n instances drawn from the mix ask cpu and memory in the mix's proportion give or
+        # take spread x sqrt(n) average instances (opening.py)
+        self.spread = 0.0
+        if self.mean_cpu > 0 and self.mean_memory > 0:
+            gap = self.cpu / self.mean_cpu - self.memory / self.mean_memory
+            self.spread = float(np.sqrt(self.weight @ (gap * gap)))
 
     @classmethod
     def of(cls, counts: dict[Shape, float], top: int = 64, *, device_milli: int = gpumodel.ONE_GPU,

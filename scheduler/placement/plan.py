@@ -63,6 +63,9 @@ class Plan:
         total = sum(w for _, w in self.config.scorers)
         weights = [(name, w / total) for name, w in self.config.scorers if w]
         self.weighted = [(REGISTRY[name], w) for name, w in weights]
+        # balance's share of the weighted mean: how much an undone balance loss weighs (opening.py)
+        self.balance_weight = sum(w for name, w in weights if name == "balance")
+        self.occupied_weight = sum(w for name, w in weights if name == "occupied")
         given = self.config.workload_mix
         self.learner = (MixLearner(device_milli=device_milli)
                         if given is None and self.config.uses_mix() else None)

@@ -1,0 +1,71 @@
+"""Opening a host: once the scores have chosen an empty host, which empty host.
+
+Two of the policy's measures are the right ones for *whether* to open a host (the engine's
+selection, which this leaves as it is) but the wrong ones for *which*, on clusters whose hosts
+differ in proportions (bench/PACKING.md, change 10):
+
+- `balance` scores an empty host by how the instance moves the host's own stranded share against
+  the mix's *average* instance. A host of nearly the mix's proportion (32 cores, 64 GiB for a mix
+  of 2.03 GiB per core) then strands a little for every memory-heavy instance, so those opened
+  hosts of another shape (16 cores, 64 GiB), and the cpu-heavy ones hosts of a third (32 cores,
+  32 GiB): 511 hosts where 388 hold the work. But a host holding n instances drawn from the mix
+  gets cpu and memory in the mix's proportion give or take `WorkloadMix.spread` x sqrt(n)
+  average instances. An empty host left within that of the mix's proportion once the instance is
+  placed (in average instances: |cpu units - memory units| <= spread x sqrt(units)) is no loss:
+  it counts as if balance gave it 0.5. One left further off keeps its loss (a memory-heavy
+  instance on a host already short of memory).
+- `occupied` ranks empty hosts by their size, cpu and memory as shares of the largest host's.
+  A host with 8 GiB per core is "large" by its memory, yet holds fewer of a 1.7 GiB-per-core mix
+  than a host of 96 cores and 192 GiB (136 against 204 average instances): 148 hosts opened
+  where 99 hold the work. Here an empty host's size is the average instances it holds
+  in the same half-weight `occupied` gives it.
+
+Instances asking for GPUs, and hosts with GPUs, keep the engine's choice: the GPU scorers decide
+there. Whether to open stays the engine's: the same undone balance loss on the hosts in use too
+opened more hosts in all (a drawn VM mix on hosts of one shape: 232 -> 260).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from scheduler.placement.plan import Plan
+from scheduler.placement.scorers import stranded_share
+from scheduler.placement.table import CPU, GPU, MEMORY
+
+
+def choose(plan: Plan, working: np.ndarray, best: int, need: np.ndarray) -> int:
+    """The host to open for an instance reserving `need`, where the engine chose `best`, an empty
+    host; `working`: the ask's scores over all hosts (-inf where infeasible). `best` itself when
+    the policy does not weigh the mix (the peers' policies) or GPUs are involved."""
+    overlay = plan.overlay
+    mix = overlay.mix
+    balance, occupied = plan.balance_weight, plan.occupied_weight
+    if (overlay.shapes_without_gpus < 2 or mix is None or mix.spread == 0 or balance + occupied == 0
+            or need[GPU] > 0 or not overlay.without_gpus[best]):
+        return best
+    # a host scoring lower than `best` by more than the two terms can give back cannot win
+    rows = np.flatnonzero((working >= working[best] - (balance + occupied) * 0.5)
+                          & (overlay.in_use == 0) & overlay.without_gpus)
+    if len(rows) < 2:
+        return best
+    # every term below is one of the host's shape (an empty host's free cpu and memory are its
+    # capacity, the scale is one for all hosts): computed per shape, gathered per host
+    host = overlay.shape_host
+    free = overlay.capacity[host, :MEMORY + 1]
+    left = free - need[:MEMORY + 1]
+    scale = overlay.cpu_memory_scale[host]
+    mean = mix.mean_cpu_memory
+    # balance's loss on an empty host (its score is 0.5 - loss there), undone where the host is
+    # left near the mix's proportion
+    loss = np.maximum((stranded_share(left, scale, mean) - stranded_share(free, scale, mean)) / 4, 0.0)
+    units = np.maximum(left, 0) / mean
+    gap = units[:, CPU] - units[:, MEMORY]
+    near = gap * gap <= mix.spread * mix.spread * np.minimum(units[:, CPU], units[:, MEMORY])
+    # occupied's half of an empty host's size, the size counted in the mix's average instances
+    # (those the host holds empty, over the most any host holds) instead
+    holds = np.minimum(free[:, CPU] / mean[CPU], free[:, MEMORY] / mean[MEMORY])
+    holds /= max(float(holds.max(initial=0)), 1e-9)
+    undo = balance * loss * near + occupied * 0.5 * (holds - overlay.size[host])
+    score = working[rows] + undo[overlay.shape_of[rows]]
+    # (argmax: the first of equals, the lowest host index, as the engine's selection)
+    return int(rows[np.argmax(score)])
