@@ -17,12 +17,16 @@ differ in proportions (bench/PACKING.md, change 10):
 - `occupied` ranks empty hosts by their size, cpu and memory as shares of the largest host's.
   A host with 8 GiB per core is "large" by its memory, yet holds fewer of a 1.7 GiB-per-core mix
   than a host of 96 cores and 192 GiB (136 against 204 average instances): 148 hosts opened
-  where 99 hold the work. Here an empty host's size is the average instances it holds
-  in the same half-weight `occupied` gives it.
+  where 99 hold the work. Here an empty host's size is the average instances it holds, in the
+  same half-weight `occupied` gives it.
 
-Instances asking for GPUs, and hosts with GPUs, keep the engine's choice: the GPU scorers decide
-there. Whether to open stays the engine's: the same undone balance loss on the hosts in use too
-opened more hosts in all (a drawn VM mix on hosts of one shape: 232 -> 260).
+On a cluster with GPU hosts the engine's choice stands: which hosts without GPUs to open is
+bound up there with the GPU hosts' room (the GPU scorers, scarcity.py), and opening by these two
+measures moved the trace's own lists by up to 100 hosts (openb cpu100, GPUs pooled: 1,241 ->
+1,341 hosts; three lists turned behind k8s-default on hosts). With one host shape there is
+nothing to choose. Whether to open stays the engine's:
+the same undone balance loss on the hosts in use too opened more hosts in all (a drawn VM mix
+on hosts of one shape: 232 -> 260).
 """
 from __future__ import annotations
 
@@ -36,16 +40,15 @@ from scheduler.placement.table import CPU, GPU, MEMORY
 def choose(plan: Plan, working: np.ndarray, best: int, need: np.ndarray) -> int:
     """The host to open for an instance reserving `need`, where the engine chose `best`, an empty
     host; `working`: the ask's scores over all hosts (-inf where infeasible). `best` itself when
-    the policy does not weigh the mix (the peers' policies) or GPUs are involved."""
+    the policy does not weigh the mix (the peers' policies), or on a cluster with GPU hosts."""
     overlay = plan.overlay
     mix = overlay.mix
     balance, occupied = plan.balance_weight, plan.occupied_weight
-    if (overlay.shapes_without_gpus < 2 or mix is None or mix.spread == 0 or balance + occupied == 0
-            or need[GPU] > 0 or not overlay.without_gpus[best]):
+    if (overlay.gpu_scale > 0 or len(overlay.shape_host) < 2 or mix is None or balance + occupied == 0
+            or need[GPU] > 0):
         return best
     # a host scoring lower than `best` by more than the two terms can give back cannot win
-    rows = np.flatnonzero((working >= working[best] - (balance + occupied) * 0.5)
-                          & (overlay.in_use == 0) & overlay.without_gpus)
+    rows = np.flatnonzero((working >= working[best] - (balance + occupied) * 0.5) & (overlay.in_use == 0))
     if len(rows) < 2:
         return best
     # every term below is one of the host's shape (an empty host's free cpu and memory are its

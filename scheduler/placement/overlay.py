@@ -65,14 +65,11 @@ class Overlay:
         # the same with the host's GPUs as a third share, for instances that ask for GPUs: a GPU
         # instance opens the host with the most room for GPU work, not a large host with few GPUs
         gpus = table.gpu_capacity.sum(axis=1)
-        self.without_gpus = gpus == 0
         # the hosts' shapes (cpu and memory), a host of each (`shape_host`) and each host's shape:
-        # empty hosts of one shape are alike to open (opening.py); with one shape among the hosts
-        # without GPUs, any empty one of them is as good as another and opening looks no further
+        # empty hosts of one shape are alike to open (opening.py)
         _, self.shape_host, self.shape_of = np.unique(capacity[:, :2], axis=0, return_index=True,
                                                       return_inverse=True)
         self.shape_of = self.shape_of.reshape(-1)
-        self.shapes_without_gpus = len(np.unique(self.shape_of[self.without_gpus]))
         self.size_gpu = (2 * self.size + gpus / max(int(gpus.max(initial=0)), 1)) / 3
         self.gpu_free = table.gpu_free.copy()
         # free GPU milli per host: a host with none left scores 0.5 on the GPU terms for the

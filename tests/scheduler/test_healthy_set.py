@@ -26,7 +26,7 @@ def members(h: HealthySet, candidates) -> set[tuple[str, int, int]]:
     return out
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)   # ~0.1 s each: 150 took 15 s of the default suite
 @given(before=slots, added=slots, old_form=st.booleans())
 def test_the_stored_form_holds_exactly_what_was_seen(before, added, old_form):
     everything = {(g, i, gen) for g in GROUPS for i in range(302) for gen in (1, 2, 3, 12, 21)}

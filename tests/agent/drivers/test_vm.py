@@ -245,6 +245,7 @@ async def test_a_chosen_gpu_reaches_libvirt_as_a_hostdev(vm_node, vm_state_dir, 
 
 @pytest.mark.integration
 @needs_libvirt()
+@opt_in("a slow proof: a second disk boot (~15 s of TCG); tests/integration/test_vms.py boots one")
 async def test_disk_vm_gets_its_own_overlay(driver, guest):
     base_before = Path(guest["disk"]).stat().st_mtime
     h = await driver.start(vm_spec(guest, disk=True))

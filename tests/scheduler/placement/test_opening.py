@@ -66,14 +66,23 @@ def test_a_host_near_the_mix_proportion_is_opened_for_instances_that_stray_from_
     assert used <= 1.05 * need, (used, need)
 
 
-def test_the_peers_policies_and_gpu_work_open_as_the_scores_say():
-    """Opening re-chooses only for the policy that weighs the mix, and never for GPU work: a
-    peer's policy opens the host its own scores rank first (here the lowest index of equals)."""
-    hosts = table(host("small", 8_000, 64), host("big", 96_000, 192), host("gpu", 96_000, 192, gpu=4000))
+def test_the_peers_policies_open_as_their_scores_say():
+    """Opening re-chooses only for the policy that weighs the mix: a peer's policy opens the host
+    its own scores rank first (Nomad's: the one fullest after placing)."""
+    hosts = table(host("small", 8_000, 64), host("big", 96_000, 192))
     [r] = place(hosts, [ask(cpu=1000, mem_mib=1024)], EngineConfig.for_policy("nomad-binpack"))
     [mine] = place(hosts, [ask(cpu=1000, mem_mib=1024)])
-    [gpu] = place(hosts, [ask(cpu=1000, mem_mib=1024, gpu=1000)])
-    assert (r.hosts, mine.hosts, gpu.hosts) == (["small"], ["big"], ["gpu"])
+    assert (r.hosts, mine.hosts) == (["small"], ["big"])
+
+
+def test_on_a_cluster_with_gpu_hosts_the_scores_choose():
+    """With GPU hosts in the cluster the engine's own choice stands (which hosts without GPUs to
+    open is bound up there with the GPU hosts' room): the larger host by cpu and memory shares,
+    here the one holding fewer of the instances, which opening picks on a cluster without GPUs."""
+    plain = [host("wide", 64_000, 512), host("fit", 96_000, 192)]
+    alone = place(table(*plain), [ask(cpu=1000, mem_mib=1536)])
+    beside_gpus = place(table(*plain, host("gpu", 8_000, 64, gpu=1000)), [ask(cpu=1000, mem_mib=1536)])
+    assert alone[0].hosts == ["fit"] and beside_gpus[0].hosts == ["wide"]
 
 
 def test_spread_is_the_deviation_of_an_instance_in_average_instances():
