@@ -24,9 +24,9 @@ On a cluster with GPU hosts the engine's choice stands: which hosts without GPUs
 bound up there with the GPU hosts' room (the GPU scorers, scarcity.py), and opening by these two
 measures moved the trace's own lists by up to 100 hosts (openb cpu100, GPUs pooled: 1,241 ->
 1,341 hosts; three lists turned behind k8s-default on hosts). With one host shape there is
-nothing to choose. Whether to open stays the engine's:
-the same undone balance loss on the hosts in use too opened more hosts in all (a drawn VM mix
-on hosts of one shape: 232 -> 260).
+nothing to choose. Whether to open stays the engine's: the same undone loss in every empty
+host's score also changed that, and opened more hosts in all (a drawn VM mix on hosts of one
+shape: 232 -> 260).
 """
 from __future__ import annotations
 

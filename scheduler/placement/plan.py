@@ -63,7 +63,8 @@ class Plan:
         total = sum(w for _, w in self.config.scorers)
         weights = [(name, w / total) for name, w in self.config.scorers if w]
         self.weighted = [(REGISTRY[name], w) for name, w in weights]
-        # balance's share of the weighted mean: how much an undone balance loss weighs (opening.py)
+        # balance's and occupied's shares of the weighted mean: what opening.py may give back or
+        # take from an empty host's score (0 for the peers' policies, which weigh neither)
         self.balance_weight = sum(w for name, w in weights if name == "balance")
         self.occupied_weight = sum(w for name, w in weights if name == "occupied")
         given = self.config.workload_mix
