@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from packyard import keys
 from packyard.etcd import Etcd
+from packyard.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,7 @@ class Leadership:
             self._loop.close()
 
     async def _shutdown(self, revoke: bool) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait(self._task)   # (a lost cancellation would keep the election going)
         self._set(False)
         if revoke and self.lease_id is not None:
             try:

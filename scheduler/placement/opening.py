@@ -36,6 +36,8 @@ from scheduler.placement.plan import Plan
 from scheduler.placement.scorers import stranded_share
 from scheduler.placement.table import CPU, GPU, MEMORY
 
+TIE = 1e-3   # the raw size's part: only between hosts that hold as many of the mix's instances
+
 
 def choose(plan: Plan, working: np.ndarray, best: int, need: np.ndarray) -> int:
     """The host to open for an instance reserving `need`, where the engine chose `best`, an empty
@@ -47,8 +49,9 @@ def choose(plan: Plan, working: np.ndarray, best: int, need: np.ndarray) -> int:
     if (overlay.gpu_scale > 0 or len(overlay.shape_host) < 2 or mix is None or balance + occupied == 0
             or need[GPU] > 0):
         return best
-    # a host scoring lower than `best` by more than the two terms can give back cannot win
-    rows = np.flatnonzero((working >= working[best] - (balance + occupied) * 0.5) & (overlay.in_use == 0))
+    # a host scoring lower than `best` by more than these terms can give back cannot win
+    give = (balance + occupied) * 0.5 + plan.binpack_weight
+    rows = np.flatnonzero((working >= working[best] - give) & (overlay.in_use == 0))
     if len(rows) < 2:
         return best
     # every term below is one of the host's shape (an empty host's free cpu and memory are its
@@ -68,7 +71,15 @@ def choose(plan: Plan, working: np.ndarray, best: int, need: np.ndarray) -> int:
     # (those the host holds empty, over the most any host holds) instead
     holds = np.minimum(free[:, CPU] / mean[CPU], free[:, MEMORY] / mean[MEMORY])
     holds /= max(float(holds.max(initial=0)), 1e-9)
-    undo = balance * loss * near + occupied * 0.5 * (holds - overlay.size[host])
+    size = overlay.size[host]
+    undo = balance * loss * near + occupied * 0.5 * (holds - size)
+    # binpack's tie-break (the host fullest after placing) is for hosts in use: among empty ones
+    # it picks the smaller of two that hold as many (a 16 GiB host over a 64 GiB one of 8 cores
+    # each: smallshapes seed 5, 240 -> 257 hosts). Taken out here; the larger of equals is chosen,
+    # which has the room for instances that stray from the mix's proportion
+    used = np.minimum(need[:MEMORY + 1] * overlay.inv_capacity[host, :MEMORY + 1]
+                      + overlay.no_capacity[host, :MEMORY + 1], 1.0)
+    undo += occupied * 0.5 * TIE * size - plan.binpack_weight * (used[:, CPU] + used[:, MEMORY]) / 2
     score = working[rows] + undo[overlay.shape_of[rows]]
     # (argmax: the first of equals, the lowest host index, as the engine's selection)
     return int(rows[np.argmax(score)])

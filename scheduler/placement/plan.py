@@ -63,10 +63,11 @@ class Plan:
         total = sum(w for _, w in self.config.scorers)
         weights = [(name, w / total) for name, w in self.config.scorers if w]
         self.weighted = [(REGISTRY[name], w) for name, w in weights]
-        # balance's and occupied's shares of the weighted mean: what opening.py may give back or
-        # take from an empty host's score (0 for the peers' policies, which weigh neither)
+        # balance's, occupied's and binpack's shares of the weighted mean: what opening.py may give
+        # back or take from an empty host's score (0 for the peers' policies, which weigh none)
         self.balance_weight = sum(w for name, w in weights if name == "balance")
         self.occupied_weight = sum(w for name, w in weights if name == "occupied")
+        self.binpack_weight = sum(w for name, w in weights if name == "binpack")
         given = self.config.workload_mix
         self.learner = (MixLearner(device_milli=device_milli)
                         if given is None and self.config.uses_mix() else None)

@@ -66,6 +66,15 @@ def test_a_host_near_the_mix_proportion_is_opened_for_instances_that_stray_from_
     assert used <= 1.05 * need, (used, need)
 
 
+def test_of_two_hosts_holding_as_many_the_larger_is_opened():
+    """8 cores with 16 or with 64 GiB hold as many 1 GiB-per-core containers (cpu runs out
+    first): the larger takes those that stray from the mix. The fullest-host tie-break (binpack)
+    chose the smaller (smallshapes seed 5: 257 hosts against 240)."""
+    hosts = table(host("a-16", 8_000, 16), host("b-64", 8_000, 64))
+    [r] = place(hosts, [ask(cpu=500, mem_mib=512)])
+    assert r.hosts == ["b-64"]
+
+
 def test_the_peers_policies_open_as_their_scores_say():
     """Opening re-chooses only for the policy that weighs the mix: a peer's policy opens the host
     its own scores rank first (Nomad's: the one fullest after placing)."""
