@@ -46,8 +46,10 @@ def choose(plan: Plan, working: np.ndarray, best: int, need: np.ndarray) -> int:
     overlay = plan.overlay
     mix = overlay.mix
     balance, occupied = plan.balance_weight, plan.occupied_weight
-    if (overlay.gpu_scale > 0 or len(overlay.shape_host) < 2 or mix is None or balance + occupied == 0
-            or need[GPU] > 0):
+    if overlay.gpu_scale > 0 or mix is None or balance + occupied == 0 or need[GPU] > 0:
+        return best
+    host, shape_of = overlay.shapes
+    if len(host) < 2:
         return best
     # a host scoring lower than `best` by more than these terms can give back cannot win
     give = (balance + occupied) * 0.5 + plan.binpack_weight
@@ -56,7 +58,6 @@ def choose(plan: Plan, working: np.ndarray, best: int, need: np.ndarray) -> int:
         return best
     # every term below is one of the host's shape (an empty host's free cpu and memory are its
     # capacity, the scale is one for all hosts): computed per shape, gathered per host
-    host = overlay.shape_host
     free = overlay.capacity[host, :MEMORY + 1]
     left = free - need[:MEMORY + 1]
     scale = overlay.cpu_memory_scale[host]
@@ -80,6 +81,6 @@ def choose(plan: Plan, working: np.ndarray, best: int, need: np.ndarray) -> int:
     used = np.minimum(need[:MEMORY + 1] * overlay.inv_capacity[host, :MEMORY + 1]
                       + overlay.no_capacity[host, :MEMORY + 1], 1.0)
     undo += occupied * 0.5 * TIE * size - plan.binpack_weight * (used[:, CPU] + used[:, MEMORY]) / 2
-    score = working[rows] + undo[overlay.shape_of[rows]]
+    score = working[rows] + undo[shape_of[rows]]
     # (argmax: the first of equals, the lowest host index, as the engine's selection)
     return int(rows[np.argmax(score)])
