@@ -17,6 +17,7 @@ from packyard import keys, records, specdiff
 from packyard.etcd import Etcd, EtcdUnavailable, Event
 from packyard.records import TERMINAL, InstanceRecord, JobRecord
 from packyard.spec import JobSpec, load_json
+from packyard.tasks import cancel_and_wait
 from packyard.update import update_policy
 from scheduler import changes, deployments, metrics, placement, versions
 from scheduler.agents import AgentClients
@@ -176,13 +177,8 @@ class Controller:
 
     async def stop(self) -> None:
         self._stopping = True
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        # (a cancellation lost to Python 3.11's wait_for race would otherwise hang stop)
+        await asyncio.gather(*(cancel_and_wait(t) for t in self._tasks))
         await self.dispatcher.close()
 
     def _relister(self, prefix: str):

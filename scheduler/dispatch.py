@@ -20,6 +20,7 @@ import grpc
 from packyard import lifecycle
 from packyard.policies import CheckPolicy, RestartPolicy
 from packyard.records import TERMINAL, InstanceRecord, ResourceAmounts
+from packyard.tasks import cancel_and_wait
 from packyard.v1 import agent_pb2
 from scheduler.accepted import Accepted
 from scheduler.agents import AgentClients
@@ -74,13 +75,8 @@ class Dispatcher:
         self._leading_since = now
 
     async def close(self) -> None:
-        for t in list(self._background):
-            t.cancel()
-        for t in list(self._background):
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        # (a cancellation lost to Python 3.11's wait_for race would otherwise hang close)
+        await asyncio.gather(*(cancel_and_wait(t) for t in list(self._background)))
 
     # --- what agents are sent ---------------------------------------------------------------
     def instance_spec(self, r: InstanceRecord) -> agent_pb2.InstanceSpec:
