@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from packyard.records import ResourceAmounts
-from scheduler.placement import filters, opening, preempt
+from scheduler.placement import filters, opening, pairing, preempt
 from scheduler.placement.asks import GroupAsk, GroupPlacement, Preemption, Running, Status
 from scheduler.placement.config import EngineConfig
 from scheduler.placement.plan import Plan
@@ -108,6 +108,8 @@ def place_group(plan: Plan, ask: GroupAsk) -> GroupPlacement:
         best = int(working.argmax()) if n else 0
         if n and working[best] != NEG and not plan.overlay.in_use[best]:   # which empty host: opening.py
             best = opening.choose(plan, working, best, cls.need)
+        if n and working[best] != NEG:   # a complementary pair of host shapes: pairing.py
+            best = pairing.route(plan, working, best, cls.need)
         if n == 0 or working[best] == NEG:
             if not plan.preempting:
                 break

@@ -77,6 +77,7 @@ class Overlay:
         # (N,) the share of each host's free GPUs that work restricted to it will need
         # (scarcity.reserved); empty when no work is restricted
         self.gpu_reserved = NOT_RESERVED
+        self.emptied = 0   # (open_by_shape)
 
     @functools.cached_property
     def shapes(self) -> tuple[np.ndarray, np.ndarray]:
@@ -85,6 +86,34 @@ class Overlay:
         10,000 hosts, and the service makes a Plan every pass."""
         _, host, shape_of = np.unique(self.capacity[:, :2], axis=0, return_index=True, return_inverse=True)
         return host, shape_of.reshape(-1)
+
+    @functools.cached_property
+    def shape_hosts(self) -> list[np.ndarray]:
+        """Per shape (`shapes`), its hosts in index order."""
+        host, shape_of = self.shapes
+        order = np.argsort(shape_of, kind="stable")
+        return np.split(order, np.cumsum(np.bincount(shape_of, minlength=len(host)))[:-1])
+
+    @functools.cached_property
+    def open_by_shape(self) -> list[np.ndarray]:
+        """Per shape, its hosts that hold something (pairing.py looks among these: a few hundred
+        where a shape has thousands). Taken on first use, then kept by reserve() and release(),
+        which count in `emptied` each time a shape's last empty host is taken or one is empty
+        again (the shapes with empty hosts have changed)."""
+        return [rows[self.in_use[rows] > 0] for rows in self.shape_hosts]
+
+    def empty_by_shape(self) -> np.ndarray:
+        return np.array([len(h) - len(o) for h, o in zip(self.shape_hosts, self.open_by_shape, strict=True)])
+
+    def _opened(self, host: int, opened: bool) -> None:
+        if "open_by_shape" not in self.__dict__:   # (not taken yet: nothing to keep)
+            return
+        shape = self.shapes[1][host]
+        rows = self.open_by_shape[shape]
+        full = len(rows) == len(self.shape_hosts[shape])
+        self.open_by_shape[shape] = np.append(rows, host) if opened else rows[rows != host]
+        if full != (len(self.open_by_shape[shape]) == len(self.shape_hosts[shape])):
+            self.emptied += 1
 
     def use_mix(self, mix: WorkloadMix, reserve: np.ndarray | None = None) -> None:
         """Measure for another workload mix (and `reserve`, None: nothing reserved) from now on:
@@ -109,6 +138,8 @@ class Overlay:
             self.gpu_left[host] -= share * len(devices)
         self.allocated[host] += need
         self.free[host] -= need
+        if not self.in_use[host]:
+            self._opened(host, True)
         self.in_use[host] = 1.0
         self.measures.changed(host, devices=need[GPU] > 0)
         return devices
@@ -124,5 +155,8 @@ class Overlay:
                     self.gpu_free[host, d] = min(self.gpu_free[host, d] + share,
                                                  self.gpu_capacity[host, d])
         self.gpu_left[host] = self.gpu_free[host].sum()
+        was = self.in_use[host]
         self.in_use[host] = float(np.any(self.allocated[host] > 0))
+        if was and not self.in_use[host]:
+            self._opened(host, False)
         self.measures.changed(host)
