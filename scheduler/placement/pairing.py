@@ -37,7 +37,7 @@ MARGIN = 0.05
 class Pair:
     cpu_side: int        # the shape (Overlay.shapes) for instances of at most `threshold`
     memory_side: int     # the shape for the others
-    threshold: float     # an instance's memory per cpu (MiB per milli-core)
+    threshold: float     # an instance's memory per cpu (in the mix's units: bytes per milli-core)
     holds: float         # the mix's instances per host of the pair, both sides filled
 
 
@@ -105,8 +105,9 @@ def route(plan: Plan, working: np.ndarray, best: int, need: np.ndarray) -> int:
     rows = overlay.shape_hosts[side]     # else an empty one
     scores = np.where(overlay.in_use[rows] > 0, -np.inf, working[rows])
     k = int(np.argmax(scores))
-    if scores[k] == -np.inf:   # no host of its side takes it: where the engine chose; the pair is spent
-        _pair_for(plan, spent=True)
+    if scores[k] == -np.inf:   # no host of its side takes it: where the engine chose
+        if len(overlay.open_by_shape[side]) == len(rows):   # and none is empty: the pair is spent
+            _pair_for(plan, spent=True)
         return best
     return int(rows[k])
 
