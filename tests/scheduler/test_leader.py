@@ -2,6 +2,8 @@
 the fencing token that keeps a deposed leader's placements out of etcd."""
 import asyncio
 
+import pytest
+
 from packyard import keys
 from scheduler.leader import Leadership
 from tests.conftest import eventually
@@ -9,11 +11,23 @@ from tests.scheduler.inprocess import start_agent, start_scheduler
 from tests.scheduler.test_controller import spec
 
 
-async def start(etcd, name, ttl=2, margin=None):
-    changes = []
-    ld = Leadership(etcd, name, ttl=ttl, on_change=changes.append, poll=0.05, margin=margin)
-    ld.start()
-    return ld, changes
+@pytest.fixture
+async def start(etcd):
+    """Start a replica's election; whatever a test leaves running is abandoned at its end, so a
+    failed test's leader (renewing its lease in its own thread) can't keep the key from the next
+    test's replicas."""
+    started = []
+
+    async def start(etcd, name, ttl=2, margin=None):
+        changes = []
+        ld = Leadership(etcd, name, ttl=ttl, on_change=changes.append, poll=0.05, margin=margin)
+        ld.start()
+        started.append(ld)
+        return ld, changes
+    yield start
+    for ld in started:
+        await ld.abandon()      # (returns at once for one already resigned or abandoned)
+    await etcd.delete(keys.LEADER)
 
 
 async def die(ld: Leadership) -> None:
@@ -21,7 +35,7 @@ async def die(ld: Leadership) -> None:
     await ld.abandon()
 
 
-async def test_exactly_one_of_several_replicas_leads(etcd):
+async def test_exactly_one_of_several_replicas_leads(start, etcd):
     replicas = [await start(etcd, f"r{i}") for i in range(3)]
     await eventually(lambda: any(ld.leading for ld, _ in replicas), what="a leader")
     await asyncio.sleep(1.0)   # several renewals and polls: nobody else may take over meanwhile
@@ -34,12 +48,12 @@ async def test_exactly_one_of_several_replicas_leads(etcd):
         await ld.resign()
 
 
-async def test_a_dead_leader_is_replaced_after_its_lease_expires(etcd):
+async def test_a_dead_leader_is_replaced_after_its_lease_expires(start, etcd):
     first, _ = await start(etcd, "first")
     await eventually(lambda: first.leading, what="first leads")
     second, changes = await start(etcd, "second")
-    await asyncio.sleep(0.3)
-    assert not second.leading and second.leader == "first"
+    await eventually(lambda: second.leader == "first", what="second sees the leader")
+    assert not second.leading
     await die(first)
     loop = asyncio.get_running_loop()
     died = loop.time()
@@ -50,7 +64,7 @@ async def test_a_dead_leader_is_replaced_after_its_lease_expires(etcd):
     await second.resign()
 
 
-async def test_resigning_hands_over_at_once(etcd):
+async def test_resigning_hands_over_at_once(start, etcd):
     first, _ = await start(etcd, "first", ttl=30)
     await eventually(lambda: first.leading, what="first leads")
     second, _ = await start(etcd, "second", ttl=30)
@@ -61,7 +75,7 @@ async def test_resigning_hands_over_at_once(etcd):
     await second.resign()
 
 
-async def test_a_leader_whose_key_was_taken_steps_down(etcd):
+async def test_a_leader_whose_key_was_taken_steps_down(start, etcd):
     ld, changes = await start(etcd, "me")
     await eventually(lambda: ld.leading, what="leads")
     await etcd.delete(keys.LEADER)
@@ -72,7 +86,7 @@ async def test_a_leader_whose_key_was_taken_steps_down(etcd):
     await etcd.delete(keys.LEADER)
 
 
-async def test_a_deposed_leaders_placements_are_refused_by_etcd(etcd, tmp_path):
+async def test_a_deposed_leaders_placements_are_refused_by_etcd(start, etcd, tmp_path):
     """The leader key's revision rides in every placement transaction: once another replica
     holds the key, a stale leader's commits write nothing, even before it notices."""
     agent = await start_agent(etcd, "n1", tmp_path / "n1")
@@ -97,7 +111,7 @@ async def test_a_deposed_leaders_placements_are_refused_by_etcd(etcd, tmp_path):
     await etcd.delete(keys.LEADER)
 
 
-async def test_a_follower_serves_the_api_and_places_once_it_leads(etcd, tmp_path):
+async def test_a_follower_serves_the_api_and_places_once_it_leads(start, etcd, tmp_path):
     agent = await start_agent(etcd, "n1", tmp_path / "n1")
     leader_ld, _ = await start(etcd, "other", ttl=2)
     await eventually(lambda: leader_ld.leading, what="other leads")
@@ -122,7 +136,7 @@ async def test_a_follower_serves_the_api_and_places_once_it_leads(etcd, tmp_path
     await agent.kill()
 
 
-async def test_a_leader_that_stepped_down_on_a_slow_etcd_takes_its_key_back_at_once(etcd, monkeypatch):
+async def test_a_leader_that_stepped_down_on_a_slow_etcd_takes_its_key_back_at_once(start, etcd, monkeypatch):
     """Renewals failing (etcd slow or failing over) make the leader step down (here 5 s before
     its 10 s lease expires); its key is still there when etcd answers again: it revokes that
     lease and leads again instead of waiting out the ~5 s the lease has left."""
