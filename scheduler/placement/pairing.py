@@ -19,6 +19,15 @@ only when the pair holds at least MARGIN more per host than the best single shap
 threshold is coarse (an instance near it fits either side), and a pair that gains less was not
 worth its second open host. A cluster of one proportion (one shape, or sizes of one shape) has no
 pair and nothing changes there.
+
+Where no pair holds more per host, the shape that holds most alone may still be too few for the
+stream: change 9's case 1 has 32 hosts of 96 cores and 768 GiB, each holding 96 cores of a mix
+of 1.4 GiB per core, filled alone with most of their memory stranded, and then 663 hosts of 96
+cores and 96 GiB, each holding 67 cores' worth: 134 hosts for an LP bound of 93. Paired, the rich
+hosts take the memory-heavy instances, the others the cpu-heavy, both fill in cores, and the rich
+hosts last the stream. Whether they run out depends on how many instances are still to come,
+which is not known online; `best_pair` weighs the ways against each other for as many again as
+have come, twice as many and so on (change 12).
 """
 from __future__ import annotations
 
@@ -41,40 +50,111 @@ class Pair:
     holds: float         # the mix's instances per host of the pair, both sides filled
 
 
-def best_pair(capacity: np.ndarray, available: np.ndarray, mix: WorkloadMix) -> Pair | None:
-    """The pair of shapes that holds most of the mix per host, or None when no pair holds MARGIN
-    more than the best single shape. `capacity` (S, 2): each shape's cpu and memory; `available`
-    (S,): whether the shape has an empty host left (a pair is of hosts that can be opened).
+def best_pair(capacity: np.ndarray, available: np.ndarray, mix: WorkloadMix,
+              supply: np.ndarray | None = None, seen: float = 0.0) -> Pair | None:
+    """The pair of shapes to split the mix between, or None when no pair does MARGIN better than
+    the shapes filled alone. `capacity` (S, 2): each shape's cpu and memory; `available` (S,):
+    whether the shape has an empty host left (a pair is of hosts that can be opened).
 
     For a pair (a, b), a poorer in memory per cpu than b: the mix's classes sorted by their
     memory per cpu, the first k to a and the rest to b; a needs max(cpu/a's cpu, memory/a's
-    memory) hosts per instance of the mix for its part, b as much for its own. The best k is the
-    threshold. One class is not split, so the figure is what routing by the threshold reaches."""
+    memory) hosts per instance of the mix for its part, b as much for its own. One class is not
+    split, so the figure is what routing by the threshold reaches.
+
+    Without `supply`, as many hosts of each shape as wanted: the split that holds most per host.
+    With `supply` (S,), the hosts left of each shape (empty ones, and the room on those in use)
+    and `seen`, the instances counted so far: the shapes alone fill the best first, each until it
+    runs out, and a pair holds the instances until either side runs out, the rest filled alone.
+    Each way is weighed for as many instances again as `seen`, twice as many and so on up to half
+    what the cluster holds (near a full cluster every way runs out alike), as its hosts against
+    the fewest of any way for that many; the way whose worst ratio is least is taken, a pair only
+    MARGIN below the shapes alone, and only a pair that holds within MARGIN as much per host as
+    the best shape alone (what pairing costs if the stream ends before that shape runs out)."""
     cap = capacity.astype(np.float64)
-    if mix.mean_cpu <= 0 or mix.mean_memory <= 0 or np.any(cap <= 0):
+    if mix.mean_cpu <= 0 or mix.mean_memory <= 0 or np.any(cap <= 0) or not np.any(available):
         return None
-    single = float(np.max(np.where(available, np.min(cap / mix.mean_cpu_memory, axis=1), 0.0), initial=0.0))
     ratio = mix.memory / np.maximum(mix.cpu, 1e-9)
     order = np.argsort(ratio, kind="stable")
+    if len(order) < 2:
+        return None
+    per_host = np.where(available, np.min(cap / mix.mean_cpu_memory, axis=1), 0.0)   # instances
+    if supply is None:
+        left, demands = np.where(available, np.inf, 0.0), np.ones(1)
+    else:
+        left = np.where(available, supply.astype(np.float64), 0.0)
+        # (up to half what the shapes alone hold: near a full cluster every way runs out alike,
+        # and a pair's stranding at the end of the cluster would weigh more than all its gain)
+        most = float(np.sum(per_host * left)) / 2
+        if not most > 0:
+            return None
+        demands = max(seen, 1.0) * 2.0 ** np.arange(64)
+        demands = np.append(demands[demands < most], most)
     low_cpu = np.concatenate(([0.0], np.cumsum((mix.cpu * mix.weight)[order])))
     low_memory = np.concatenate(([0.0], np.cumsum((mix.memory * mix.weight)[order])))
     high_cpu, high_memory = low_cpu[-1] - low_cpu, low_memory[-1] - low_memory
     shape_ratio = cap[:, MEMORY] / cap[:, CPU]
-    best: Pair | None = None
-    enough = single * (1 + MARGIN)
+    if supply is None:
+        alone = demands / np.max(per_host)
+    else:
+        alone = _alone(demands[None, :], per_host, left[None, :])[0]
+    ways, hosts_of = [None], [alone[None, :]]    # (Pair), hosts for each demand
+    lasting = [0.0]
     for a in np.flatnonzero(available):
         for b in np.flatnonzero(available & (shape_ratio > shape_ratio[a])):
-            hosts = (np.maximum(low_cpu / cap[a, CPU], low_memory / cap[a, MEMORY])
-                     + np.maximum(high_cpu / cap[b, CPU], high_memory / cap[b, MEMORY]))
-            k = int(np.argmin(hosts[1:-1])) + 1 if len(order) > 1 else 0   # both sides given work
-            if k and 1 / hosts[k] > enough:
-                enough = 1 / hosts[k]
+            on_a = np.maximum(low_cpu / cap[a, CPU], low_memory / cap[a, MEMORY])[1:-1]
+            on_b = np.maximum(high_cpu / cap[b, CPU], high_memory / cap[b, MEMORY])[1:-1]
+            each = on_a + on_b
+            if supply is None:
+                lasts = np.full(len(each), np.inf)
+                hosts = each[:, None] * demands[None, :]
+            else:
+                lasts = np.minimum(left[a] / on_a, left[b] / on_b)   # instances until a side runs out
+                rest = np.repeat(left[None, :], len(each), axis=0)
+                rest[:, a] = np.maximum(left[a] - lasts * on_a, 0.0)
+                rest[:, b] = np.maximum(left[b] - lasts * on_b, 0.0)
+                hosts = (np.minimum(demands[None, :], lasts[:, None]) * each[:, None]
+                         + _alone(np.maximum(demands[None, :] - lasts[:, None], 0.0), per_host, rest))
+            usable = lasts > 0                                     # (both sides given work)
+            if supply is not None:
+                # (only pairs that hold about as much per host as the best shape alone: one that
+                # holds less is paid for at once, for a stream that may end before the best shape
+                # runs out; taken where it held up to a quarter less per host, smallshapes seed
+                # 10 296 -> 305 and seed 55 482 -> 491)
+                usable &= each <= (1 + MARGIN) / np.max(per_host)
+            for k in np.flatnonzero(usable):
                 # (midway, as a ratio, between the last class of one side and the first of the
-                # other: an instance of neither, or a class's own with its overhead, goes by which
-                # it is nearer)
-                threshold = float(np.sqrt(ratio[order[k - 1]] * ratio[order[k]]))
-                best = Pair(int(a), int(b), threshold, float(enough))
-    return best
+                # other: an instance of neither, or a class's own with its overhead, goes by
+                # which it is nearer)
+                threshold = float(np.sqrt(ratio[order[k]] * ratio[order[k + 1]]))
+                ways.append(Pair(int(a), int(b), threshold, float(1 / each[k])))
+                lasting.append(float(lasts[k]))
+            hosts_of.append(hosts[usable])
+    hosts = np.concatenate(hosts_of)
+    worst = np.max(hosts / np.min(hosts, axis=0), axis=1)
+    best, enough = None, worst[0] / (1 + MARGIN)
+    for i in range(1, len(ways)):
+        # (of pairs as good, the one that runs out last: where both sides fill in cpu any split
+        # does as well, and one giving most to the scarcer side would run it out first)
+        if worst[i] < enough or best is not None and worst[i] == enough and lasting[i] > lasting[best]:
+            best, enough = i, worst[i]
+    return ways[best] if best is not None else None
+
+
+def _alone(demands: np.ndarray, per_host: np.ndarray, left: np.ndarray) -> np.ndarray:
+    """Hosts that hold `demands` (W, D) instances filled alone, the shapes that hold most first,
+    each up to the hosts `left` (W, S) of it; inf beyond what they hold."""
+    order = np.argsort(-per_host, kind="stable")
+    order = order[per_host[order] > 0]
+    each = per_host[order]
+    held = np.concatenate((np.zeros((len(left), 1)), np.cumsum(left[:, order] * each, axis=1)), axis=1)
+    hosts = np.concatenate((np.zeros((len(left), 1)), np.cumsum(left[:, order], axis=1)), axis=1)
+    # the shape each demand ends in: the count of shapes it fills up
+    j = np.sum(held[:, None, 1:] < demands[:, :, None], axis=2)
+    beyond = j >= len(order)
+    j = np.minimum(j, len(order) - 1)
+    out = (np.take_along_axis(hosts, j, axis=1)
+           + (demands - np.take_along_axis(held, j, axis=1)) / each[j])
+    return np.where(beyond & (demands > held[:, -1:] * (1 + 1e-9)), np.inf, out)
 
 
 def route(plan: Plan, working: np.ndarray, best: int, need: np.ndarray) -> int:
@@ -114,17 +194,44 @@ def route(plan: Plan, working: np.ndarray, best: int, need: np.ndarray) -> int:
 
 def _pair_for(plan: Plan, spent: bool = False) -> Pair | None:
     """The pair for the plan's mix among the shapes with empty hosts left, found again when either
-    changes. A pair's own shapes stay in it while their hosts in use take its instances (the last
-    empty host of a shape opened is not the end of its room), until `spent`: an instance of its
-    side found no host of its shape."""
+    changes, or when the learner has counted a step more instances (by its growth). A pair's own
+    shapes stay in it while their hosts in use take its instances (the last empty host of a shape
+    opened is not the end of its room), until `spent`: an instance of its side found no host of
+    its shape.
+
+    First the pair that holds most per host (as many hosts of each shape as wanted), as change 11;
+    only where none does (a shape alone holds more), one that lasts where that shape is too few
+    for the stream (weighed from the hosts left and the instances counted). Weighing the hosts
+    left where a pair already holds more per host was measured and not taken: it swapped a pair
+    of a scarce shape used first for one that lasts, and such clusters filled worse (change 9's
+    case 3 208 -> 213)."""
     overlay = plan.overlay
     kept = plan.pairing
-    if not spent and kept is not None and kept[0] is overlay.mix and kept[1] == overlay.emptied:
+    step = plan.learner.checked_at if plan.learner is not None else 0
+    if not spent and kept is not None and kept[0] is overlay.mix and kept[1] == (overlay.emptied, step):
         return kept[2]
-    available = overlay.empty_by_shape() > 0
+    empty = overlay.empty_by_shape()
+    available = empty > 0
     if not spent and kept is not None and kept[0] is overlay.mix and kept[2] is not None:
         available[[kept[2].cpu_side, kept[2].memory_side]] = True
     host = overlay.shapes[0]
-    pair = best_pair(overlay.capacity[host, :MEMORY + 1], available, overlay.mix)
-    plan.pairing = (overlay.mix, overlay.emptied, pair)
+    capacity = overlay.capacity[host, :MEMORY + 1]
+    supply, seen = None, 0.0
+    if plan.learner is not None:
+        supply = empty + np.array([_room(overlay, rows, capacity[s]) for s, rows in enumerate(overlay.open_by_shape)])
+        seen = plan.learner.total
+    # the pair that holds most per host, as many hosts of each shape as wanted; where none does
+    # (the shape that holds most alone does), one that lasts where that shape is too few
+    pair = best_pair(capacity, available, overlay.mix)
+    if pair is None and supply is not None:
+        pair = best_pair(capacity, available, overlay.mix, supply, seen)
+    plan.pairing = (overlay.mix, (overlay.emptied, step), pair)
     return pair
+
+
+def _room(overlay, rows: np.ndarray, capacity: np.ndarray) -> float:
+    """The room left on hosts in use of one shape, in hosts: each's least free share."""
+    if not len(rows):
+        return 0.0
+    free = overlay.free[rows, :MEMORY + 1]
+    return float(np.sum(np.min(free / capacity, axis=1)))

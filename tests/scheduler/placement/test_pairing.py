@@ -116,3 +116,38 @@ def test_open_hosts_per_shape_are_kept_by_reserve_and_release():
     emptied = overlay.emptied
     place(hosts, [ask(cpu=8000, mem_mib=1024, group=f"y{i}") for i in range(3)], plan=plan)
     assert overlay.empty_by_shape().sum() == 0 and overlay.emptied > emptied
+
+
+def test_a_shape_too_few_for_the_stream_is_paired():
+    """Hosts of 96 cores and 768 GiB hold the most of a 1.5 GiB-per-core mix each (all 96 cores'
+    worth), 96-core 96 GiB hosts 62 cores' worth, and no pair more per host. With as many rich
+    hosts as any stream could want they are used alone. With 32 of them, filled alone they would
+    leave most of their memory stranded and run out; paired, they take the memory-heavy instances
+    while the cpu-heavy ones fill the others, as much per host, and last (change 9's case 1: 134
+    hosts for an LP bound of 93 before)."""
+    mix = WorkloadMix([(1000, GIB, 0, 6.0), (500, 4 * GIB, 0, 1.0)])
+    capacity = np.array([[96_000, 96 * GIB], [96_000, 768 * GIB]])
+    available = np.array([True, True])
+    assert best_pair(capacity, available, mix) is None              # as many as wanted of each
+    assert best_pair(capacity, available, mix, np.array([663, 20_000]), seen=500) is None
+    pair = best_pair(capacity, available, mix, np.array([663, 32]), seen=500)
+    assert pair is not None and (pair.cpu_side, pair.memory_side) == (0, 1)
+    assert GIB / 1000 <= pair.threshold < 4 * GIB / 500
+
+
+def test_a_few_memory_rich_hosts_are_not_spent_on_the_mix_alone():
+    """Four hosts of 32 cores and 256 GiB among 40 of 32 cores and 32 GiB, for containers of a
+    drawn mix (0.6-2.4 GiB per core) filling about 16 hosts: the rich ones hold the most each, but
+    are far too few for the stream; filled alone they strand their memory and the rest runs out
+    of memory early. Paired, 8 drawn mixes land at the fewest hosts whose cpu and memory cover the
+    asks, or one more, but for one (seed 3, 2.4 GiB per core: no threshold fills the rich hosts'
+    memory as well as their cores); without, 17-34 hosts for bounds of 16-17 (median +22%)."""
+    a, b = (32_000, 32 * 1024, 40), (32_000, 256 * 1024, 4)
+    ratios = []
+    for seed in range(1, 9):
+        hosts = table(*[host(f"a{i}", a[0], a[1] // 1024) for i in range(a[2])],
+                      *[host(f"b{i}", b[0], b[1] // 1024) for i in range(b[2])])
+        _, pick = draw(seed, 16 * 32_000)
+        used, cpu, memory = run(hosts, pick)
+        ratios.append(used / two_shape_bound(a, b, cpu, memory))
+    assert np.median(ratios) <= 1.1 and max(ratios) <= 1.6, ratios
