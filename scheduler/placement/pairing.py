@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scheduler.placement.mix import WorkloadMix
+from scheduler.placement.overlay import Overlay
 from scheduler.placement.plan import Plan
 from scheduler.placement.table import CPU, GPU, MEMORY
 
@@ -216,20 +217,17 @@ def _pair_for(plan: Plan, spent: bool = False) -> Pair | None:
         available[[kept[2].cpu_side, kept[2].memory_side]] = True
     host = overlay.shapes[0]
     capacity = overlay.capacity[host, :MEMORY + 1]
-    supply, seen = None, 0.0
-    if plan.learner is not None:
-        supply = empty + np.array([_room(overlay, rows, capacity[s]) for s, rows in enumerate(overlay.open_by_shape)])
-        seen = plan.learner.total
     # the pair that holds most per host, as many hosts of each shape as wanted; where none does
     # (the shape that holds most alone does), one that lasts where that shape is too few
     pair = best_pair(capacity, available, overlay.mix)
-    if pair is None and supply is not None:
-        pair = best_pair(capacity, available, overlay.mix, supply, seen)
+    if pair is None and plan.learner is not None:
+        supply = empty + np.array([_room(overlay, rows, capacity[s]) for s, rows in enumerate(overlay.open_by_shape)])
+        pair = best_pair(capacity, available, overlay.mix, supply, plan.learner.total)
     plan.pairing = (overlay.mix, (overlay.emptied, step), pair)
     return pair
 
 
-def _room(overlay, rows: np.ndarray, capacity: np.ndarray) -> float:
+def _room(overlay: Overlay, rows: np.ndarray, capacity: np.ndarray) -> float:
     """The room left on hosts in use of one shape, in hosts: each's least free share."""
     if not len(rows):
         return 0.0
