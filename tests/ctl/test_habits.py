@@ -3,9 +3,11 @@
 import json
 import os
 import pty
+import queue
 import select
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -155,16 +157,31 @@ class Watch:
     """`ctl ... --watch -o json` running; each line it prints is one view."""
 
     def __init__(self, cluster, *args):
+        self.cluster, self.args = cluster, args
         self.p = subprocess.Popen([sys.executable, "-m", "ctl.main", "--scheduler", cluster.scheduler_address,
                                    *args, "--watch", "-o", "json"], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
+        self.last = None
+        # Lines are read by a thread of their own: select() on the pipe followed by readline()
+        # missed views, as readline() buffers every line that has arrived and select() then sees
+        # none of them (two views sent 0.1 s apart were read as one, and the second never came).
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.p.stdout:
+            self.lines.put(line)
+        self.lines.put("")      # the stream ended
 
     def next(self, timeout=20.0):
-        ready, _, _ = select.select([self.p.stdout], [], [], timeout)
-        assert ready, f"no view within {timeout}s"
-        line = self.p.stdout.readline()
+        try:
+            line = self.lines.get(timeout=max(timeout, 0))
+        except queue.Empty:
+            raise AssertionError(f"no view within {timeout:.1f}s{self.what_happened()}") from None
         assert line, self.p.stderr.read()
-        return json.loads(line)
+        self.last = json.loads(line)
+        return self.last
 
     def until(self, done, timeout=30.0):
         deadline = time.monotonic() + timeout
@@ -172,11 +189,21 @@ class Watch:
             view = self.next(deadline - time.monotonic())
             if done(view):
                 return view
-        raise AssertionError("the change never arrived")
+        raise AssertionError(f"the change never arrived{self.what_happened()}")
+
+    def what_happened(self) -> str:
+        """For a failure's message (CI keeps no tmp dir): the last view, what the same command
+        says without --watch (a stale watch, or a change that never happened), and the tail of
+        the cluster's logs."""
+        now = self.cluster.ctl(*self.args, "-o", "json", timeout=30)
+        logs = "".join(f"\n--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+                       for log in sorted((self.cluster.workdir / "logs").glob("*.log")))
+        return f"\nlast view: {self.last}\nwithout --watch: {now.stdout.strip() or now.stderr.strip()}{logs}"
 
     def close(self):
         self.p.terminate()
         self.p.wait(timeout=10)
+        self.reader.join(timeout=10)
         self.p.stdout.close()
         self.p.stderr.close()
 
@@ -206,3 +233,4 @@ def test_watch_status_sees_instances_run_then_stop(cluster, tmp_path):
         watch.close()
     r = cluster.ctl("status", "nope", "--watch")
     assert r.returncode == 2 and r.stderr.strip() == "error: job 'nope' not found"
+
