@@ -81,6 +81,7 @@ def best_pair(capacity: np.ndarray, available: np.ndarray, mix: WorkloadMix,
     per_host = np.where(available, np.min(cap / mix.mean_cpu_memory, axis=1), 0.0)   # instances
     if supply is None:
         left, demands = np.where(available, np.inf, 0.0), np.ones(1)
+        alone = demands / np.max(per_host)
     else:
         left = np.where(available, supply.astype(np.float64), 0.0)
         # (up to half what the shapes alone hold: near a full cluster every way runs out alike,
@@ -90,14 +91,11 @@ def best_pair(capacity: np.ndarray, available: np.ndarray, mix: WorkloadMix,
             return None
         demands = max(seen, 1.0) * 2.0 ** np.arange(64)
         demands = np.append(demands[demands < most], most)
+        alone = _alone(demands[None, :], per_host, left[None, :])[0]
     low_cpu = np.concatenate(([0.0], np.cumsum((mix.cpu * mix.weight)[order])))
     low_memory = np.concatenate(([0.0], np.cumsum((mix.memory * mix.weight)[order])))
     high_cpu, high_memory = low_cpu[-1] - low_cpu, low_memory[-1] - low_memory
     shape_ratio = cap[:, MEMORY] / cap[:, CPU]
-    if supply is None:
-        alone = demands / np.max(per_host)
-    else:
-        alone = _alone(demands[None, :], per_host, left[None, :])[0]
     ways, hosts_of = [None], [alone[None, :]]    # (Pair), hosts for each demand
     lasting = [0.0]
     for a in np.flatnonzero(available):

@@ -107,9 +107,9 @@ class Plan:
         self.released_at = 0
         # the hosts of each Where the mix (learned or given) names (WorkloadMix.where -> mask)
         self.where_hosts: dict[Where, np.ndarray] = {}
-        # pairing.py's last answer: (the mix, Overlay.emptied, the pair or None), found again only
-        # when either changes
-        self.pairing: tuple[WorkloadMix, int, Any] | None = None
+        # pairing.py's last answer: (the mix, (Overlay.emptied, the learner's step), the pair or
+        # None), found again only when one of them changes
+        self.pairing: tuple[WorkloadMix, tuple[int, float], Any] | None = None
         if given is not None:   # a given mix gets the weights of the hosts as they stand
             self.observe(np.zeros(4, dtype=np.int64), 0)
 
